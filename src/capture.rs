@@ -1,0 +1,115 @@
+//! Frame sources: the one trait every camera backend implements.
+//!
+//! A source is owned by exactly one capture thread. It is opened, read until it breaks or the
+//! job ends, and dropped (which closes the device or kills the child). Reads are bounded in
+//! time: `read` waits at most `wait` and answers [`Read::Timeout`] when no frame came, so the
+//! capture thread can always look at its orders and the stop token between reads. A backend
+//! that can block for longer breaks the watchdog contract.
+//!
+//! Backends:
+//! - [`synthetic`]: a moving test pattern, JPEG-encoded, with fault injection for tests.
+//! - [`pipe`]: a child process whose stdout is an MJPEG byte stream, split by [`mjpeg`].
+
+pub mod mjpeg;
+pub mod pipe;
+pub mod synthetic;
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::config::{SourceConfig};
+
+/// What one call to [`Source::read`] produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// A frame was captured and written to the start of `dst` (`len` bytes of JPEG).
+    Frame {
+        /// Bytes of JPEG written to `dst`.
+        len: usize,
+        /// Width of the image in pixels.
+        width: u32,
+        /// Height of the image in pixels.
+        height: u32,
+    },
+    /// A frame was captured but not written anywhere, because the caller passed no `dst`.
+    /// It still counts as captured: the camera is alive.
+    Consumed,
+    /// A frame arrived but was unusable (oversize, garbage, torn); the source resynchronised.
+    /// Counted as dropped by the caller.
+    Dropped(DropCause),
+    /// Nothing arrived within `wait`.
+    Timeout,
+}
+
+/// Why a frame was dropped by the source itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropCause {
+    /// The frame was larger than `max_frame_bytes` (or the destination buffer).
+    Oversize,
+    /// Bytes that were not a well-formed JPEG frame were skipped.
+    Garbage,
+}
+
+impl DropCause {
+    /// A short word for events and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropCause::Oversize => "oversize",
+            DropCause::Garbage => "garbage",
+        }
+    }
+}
+
+/// A source failure. `fatal` means the source is unusable until it is reopened (the device
+/// vanished, the child exited); a non-fatal error is counted and reading goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceError {
+    /// True when reading again without a reopen cannot succeed.
+    pub fatal: bool,
+    /// A sentence for the job's `reason`: what failed and, where known, how to fix it.
+    pub message: String,
+}
+
+impl SourceError {
+    /// An error after which the source must be reopened.
+    pub fn fatal(message: impl Into<String>) -> Self {
+        SourceError { fatal: true, message: message.into() }
+    }
+    /// An error that is counted; the next read may succeed.
+    pub fn transient(message: impl Into<String>) -> Self {
+        SourceError { fatal: false, message: message.into() }
+    }
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SourceError {}
+
+/// A camera, open and streaming.
+pub trait Source: Send {
+    /// Waits at most `wait` for the next frame. With `dst` the frame's JPEG bytes are written
+    /// to its start (a frame longer than `dst` is [`Read::Dropped`] as oversize); without it
+    /// the frame is read and discarded (`Read::Consumed`), which lets a source skip work such
+    /// as encoding for frames nobody keeps.
+    fn read(&mut self, dst: Option<&mut [u8]>, wait: Duration) -> Result<Read, SourceError>;
+}
+
+/// Opens sources for one camera. Kept by the capture thread for the whole process, so it can
+/// carry state across reopens (the synthetic source's fault counters live here).
+pub trait Opener: Send {
+    /// Opens the camera. Called at job start and on every recovery attempt; `job_id` lets an
+    /// opener reset per-job state.
+    fn open(&mut self, job_id: u64) -> Result<Box<dyn Source>, SourceError>;
+}
+
+/// Builds the opener for a configured source.
+pub fn opener(config: &SourceConfig, max_frame_bytes: usize) -> Box<dyn Opener> {
+    match config {
+        SourceConfig::Synthetic(c) => Box::new(synthetic::SyntheticOpener::new(c.clone())),
+        SourceConfig::Pipe(c) => Box::new(pipe::PipeOpener::new(c.clone(), max_frame_bytes)),
+    }
+}

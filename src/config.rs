@@ -1,0 +1,488 @@
+//! The configuration: JSON, every key optional with a default, unknown keys rejected, every
+//! value range-checked where it is parsed. An error names the key path
+//! (`cameras[0].watchdog.stall_timeout_ms: must be >= 100`) and the binary exits 2.
+//!
+//! All sizes that fix memory at start-up (frame buffers, HTTP workers and queue) come from
+//! here and are never changed afterwards.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of one camjobd process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The HTTP API: where it listens and how much it may take.
+    pub http: HttpConfig,
+    /// Where job ids (and, later, snapshots and journals) are kept.
+    pub storage: StorageConfig,
+    /// The status LED.
+    pub led: LedConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// The cameras; each gets its own capture thread and job.
+    pub cameras: Vec<CameraConfig>,
+}
+
+/// HTTP server limits. Every one bounds a resource: threads, queued sockets, bytes, time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address, `IP:PORT`; port 0 picks a free one (printed at start).
+    pub bind: String,
+    /// When set, every non-GET request needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// Worker threads; each serves one connection at a time.
+    pub workers: usize,
+    /// Accepted connections waiting for a worker; beyond this a connection gets 503.
+    pub queue: usize,
+    /// Longest wait for a whole request head (and body) once a request has begun.
+    pub read_timeout_ms: u64,
+    /// Longest time a response may take to write.
+    pub write_timeout_ms: u64,
+    /// How long an idle keep-alive connection may hold a worker.
+    pub idle_timeout_ms: u64,
+    /// Largest request head (request line plus headers) in bytes.
+    pub max_header_bytes: usize,
+    /// Most headers in one request.
+    pub max_headers: usize,
+    /// Largest request body in bytes; larger is 413 without reading it.
+    pub max_body_bytes: usize,
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// The data directory; created if missing.
+    pub dir: PathBuf,
+}
+
+/// The status LED backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum LedConfig {
+    /// No LED.
+    None,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub level: String,
+}
+
+/// One camera and its job settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraConfig {
+    /// Used in URLs and thread names: 1 to 32 of `A-Z a-z 0-9 _ -`.
+    pub name: String,
+    /// Where frames come from.
+    pub source: SourceConfig,
+    /// Start a job when the process starts.
+    pub autostart: bool,
+    /// How often a captured frame is kept as a snapshot; 0 keeps every frame.
+    pub snapshot_interval_ms: u64,
+    /// The job completes after this many captured frames.
+    pub max_frames: Option<u64>,
+    /// The job completes after this many seconds.
+    pub max_duration_s: Option<u64>,
+    /// Preallocated frame buffers (the pool); never grows.
+    pub frame_buffers: usize,
+    /// Size of each frame buffer; a bigger frame is dropped and counted.
+    pub max_frame_bytes: usize,
+    /// Stall and error thresholds.
+    pub watchdog: WatchdogConfig,
+}
+
+/// When a job is moved to `RECOVERING` and when it is given up as `FAILED`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchdogConfig {
+    /// No frame for this long is a stall.
+    pub stall_timeout_ms: u64,
+    /// This many read errors in a row start a recovery.
+    pub max_consecutive_errors: u32,
+    /// Recoveries in a row without a good frame before the job fails.
+    pub max_recoveries: u32,
+    /// Wait before the first reopen; doubled on each further attempt.
+    pub backoff_initial_ms: u64,
+    /// Upper bound of the reopen wait.
+    pub backoff_max_ms: u64,
+}
+
+/// A frame source, chosen by `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceConfig {
+    /// The built-in moving test pattern.
+    Synthetic(SyntheticConfig),
+    /// A child process writing MJPEG to stdout.
+    Pipe(PipeConfig),
+}
+
+/// The synthetic camera.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyntheticConfig {
+    /// Image width in pixels.
+    pub width: u32,
+    /// Image height in pixels.
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+    /// JPEG quality, 1 to 100.
+    pub quality: u8,
+    /// Faults to inject, so that failure paths can be driven from outside.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<FaultConfig>,
+}
+
+/// Synthetic faults. All counts are per job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultConfig {
+    /// After this many frames in a job the camera delivers nothing more (reopening does not
+    /// help unless `recover_after_reopens` says so).
+    pub stall_after_frames: Option<u64>,
+    /// Every Nth read fails with a transient error.
+    pub error_every: Option<u64>,
+    /// The camera cannot be opened.
+    pub fail_open: bool,
+    /// With `stall_after_frames`: the camera delivers again from the Nth reopen on.
+    pub recover_after_reopens: Option<u32>,
+}
+
+/// A child process whose stdout is an MJPEG byte stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipeConfig {
+    /// argv: program and arguments; no shell is involved unless you name one.
+    pub command: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http: HttpConfig::default(),
+            storage: StorageConfig::default(),
+            led: LedConfig::None,
+            log: LogConfig::default(),
+            cameras: vec![CameraConfig::default()],
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            bind: "127.0.0.1:8080".into(),
+            token: None,
+            workers: 4,
+            queue: 32,
+            read_timeout_ms: 5_000,
+            write_timeout_ms: 5_000,
+            idle_timeout_ms: 5_000,
+            max_header_bytes: 8 * 1024,
+            max_headers: 32,
+            max_body_bytes: 16 * 1024,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { dir: PathBuf::from("camjobd-data") }
+    }
+}
+
+impl Default for LedConfig {
+    fn default() -> Self {
+        LedConfig::None
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into() }
+    }
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        CameraConfig {
+            name: "cam0".into(),
+            source: SourceConfig::Synthetic(SyntheticConfig::default()),
+            autostart: true,
+            snapshot_interval_ms: 1_000,
+            max_frames: None,
+            max_duration_s: None,
+            frame_buffers: 4,
+            max_frame_bytes: 1024 * 1024,
+            watchdog: WatchdogConfig::default(),
+        }
+    }
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        WatchdogConfig {
+            stall_timeout_ms: 5_000,
+            max_consecutive_errors: 10,
+            max_recoveries: 5,
+            backoff_initial_ms: 500,
+            backoff_max_ms: 30_000,
+        }
+    }
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig::Synthetic(SyntheticConfig::default())
+    }
+}
+
+impl Default for SyntheticConfig {
+    fn default() -> Self {
+        SyntheticConfig { width: 640, height: 480, fps: 10, quality: 80, fault: None }
+    }
+}
+
+/// A configuration error: the key path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where: `cameras[0].watchdog.stall_timeout_ms`, or empty for the document itself.
+    pub path: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Most cameras one process runs; each costs a thread and a frame pool.
+pub const MAX_CAMERAS: usize = 8;
+
+impl Config {
+    /// Parses and validates a JSON document.
+    pub fn from_json(text: &str) -> Result<Config, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            // serde_json appends "at line L column C"; keep it, it helps find the key.
+            ConfigError { path: if path == "." { String::new() } else { path }, message: inner.to_string() }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The listen address, parsed.
+    pub fn bind_addr(&self) -> SocketAddr {
+        // validate() checked it parses.
+        self.http.bind.parse().expect("http.bind validated")
+    }
+
+    /// Range-checks every value; the first error wins.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut v = Checker::default();
+        let h = &self.http;
+        if h.bind.parse::<SocketAddr>().is_err() {
+            v.fail("http.bind", format!("{:?} is not IP:PORT (for example \"127.0.0.1:8080\" or \"[::]:8080\")", h.bind));
+        }
+        if let Some(t) = &h.token {
+            v.check("http.token", !t.is_empty() && t.len() <= 256 && t.bytes().all(|b| b.is_ascii_graphic()), "must be 1 to 256 printable ASCII characters without spaces");
+        }
+        v.range("http.workers", h.workers as u64, 1, 64);
+        v.range("http.queue", h.queue as u64, 1, 4096);
+        v.range("http.read_timeout_ms", h.read_timeout_ms, 100, 600_000);
+        v.range("http.write_timeout_ms", h.write_timeout_ms, 100, 600_000);
+        v.range("http.idle_timeout_ms", h.idle_timeout_ms, 100, 600_000);
+        v.range("http.max_header_bytes", h.max_header_bytes as u64, 1024, 1 << 20);
+        v.range("http.max_headers", h.max_headers as u64, 4, 256);
+        v.range("http.max_body_bytes", h.max_body_bytes as u64, 0, 1 << 20);
+        v.check("storage.dir", !self.storage.dir.as_os_str().is_empty(), "must not be empty");
+        v.check("log.level", matches!(self.log.level.as_str(), "error" | "warn" | "info" | "debug" | "trace"), "must be one of error, warn, info, debug, trace");
+        v.check("cameras", !self.cameras.is_empty(), "at least one camera is needed");
+        v.check("cameras", self.cameras.len() <= MAX_CAMERAS, &format!("at most {MAX_CAMERAS} cameras"));
+        for (i, c) in self.cameras.iter().enumerate() {
+            let p = |k: &str| format!("cameras[{i}].{k}");
+            let name_ok = !c.name.is_empty()
+                && c.name.len() <= 32
+                && c.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            v.check(&p("name"), name_ok, "must be 1 to 32 of A-Z a-z 0-9 _ -");
+            if self.cameras[..i].iter().any(|o| o.name == c.name) {
+                v.fail(&p("name"), format!("{:?} is used by an earlier camera; names must be unique", c.name));
+            }
+            v.range(&p("snapshot_interval_ms"), c.snapshot_interval_ms, 0, 86_400_000);
+            if let Some(n) = c.max_frames {
+                v.range(&p("max_frames"), n, 1, u64::MAX);
+            }
+            if let Some(n) = c.max_duration_s {
+                v.range(&p("max_duration_s"), n, 1, 10 * 365 * 86_400);
+            }
+            v.range(&p("frame_buffers"), c.frame_buffers as u64, 2, 64);
+            v.range(&p("max_frame_bytes"), c.max_frame_bytes as u64, 4096, 64 << 20);
+            let w = &c.watchdog;
+            v.range(&p("watchdog.stall_timeout_ms"), w.stall_timeout_ms, 100, 3_600_000);
+            v.range(&p("watchdog.max_consecutive_errors"), w.max_consecutive_errors as u64, 1, 1_000_000);
+            v.range(&p("watchdog.max_recoveries"), w.max_recoveries as u64, 0, 1_000_000);
+            v.range(&p("watchdog.backoff_initial_ms"), w.backoff_initial_ms, 0, 600_000);
+            v.range(&p("watchdog.backoff_max_ms"), w.backoff_max_ms, w.backoff_initial_ms, 3_600_000);
+            match &c.source {
+                SourceConfig::Synthetic(s) => {
+                    v.range(&p("source.width"), s.width as u64, 16, 4096);
+                    v.range(&p("source.height"), s.height as u64, 16, 4096);
+                    v.range(&p("source.fps"), s.fps as u64, 1, 1000);
+                    v.range(&p("source.quality"), s.quality as u64, 1, 100);
+                    if let Some(f) = &s.fault {
+                        if let Some(n) = f.error_every {
+                            v.range(&p("source.fault.error_every"), n, 1, u64::MAX);
+                        }
+                        if f.recover_after_reopens.is_some() {
+                            v.check(&p("source.fault.recover_after_reopens"), f.stall_after_frames.is_some(), "only makes sense with stall_after_frames");
+                        }
+                    }
+                }
+                SourceConfig::Pipe(s) => {
+                    v.check(&p("source.command"), !s.command.is_empty() && !s.command[0].is_empty(), "must name a program, e.g. [\"rpicam-vid\", \"-t\", \"0\", \"--codec\", \"mjpeg\", \"-o\", \"-\"]");
+                    v.check(&p("source.command"), s.command.len() <= 64, "at most 64 arguments");
+                    v.check(&p("source.command"), s.command.iter().all(|a| !a.contains('\0')), "arguments must not contain NUL");
+                }
+            }
+        }
+        v.finish()
+    }
+}
+
+/// Collects the first failed check.
+#[derive(Default)]
+struct Checker {
+    first: Option<ConfigError>,
+}
+
+impl Checker {
+    fn fail(&mut self, path: &str, message: impl Into<String>) {
+        if self.first.is_none() {
+            self.first = Some(ConfigError { path: path.to_string(), message: message.into() });
+        }
+    }
+    fn check(&mut self, path: &str, ok: bool, message: &str) {
+        if !ok {
+            self.fail(path, message);
+        }
+    }
+    fn range(&mut self, path: &str, value: u64, min: u64, max: u64) {
+        if value < min {
+            self.fail(path, format!("must be >= {min} (got {value})"));
+        } else if value > max {
+            self.fail(path, format!("must be <= {max} (got {value})"));
+        }
+    }
+    fn finish(self) -> Result<(), ConfigError> {
+        self.first.map_or(Ok(()), Err)
+    }
+}
+
+/// Board profiles embedded in the binary (`--board NAME`); the files live in `board/`.
+pub const BOARDS: &[(&str, &str)] = &[
+    ("host", include_str!("../board/host.json")),
+    ("rpi3", include_str!("../board/rpi3.json")),
+    ("rpi4", include_str!("../board/rpi4.json")),
+    ("rpi5", include_str!("../board/rpi5.json")),
+    ("rpi-zero2w", include_str!("../board/rpi-zero2w.json")),
+];
+
+/// Looks up and parses an embedded board profile.
+pub fn board(name: &str) -> Result<Config, ConfigError> {
+    let text = BOARDS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).ok_or_else(|| ConfigError {
+        path: "--board".into(),
+        message: format!(
+            "unknown board {name:?}; built-in boards: {}",
+            BOARDS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        ),
+    })?;
+    Config::from_json(text).map_err(|e| ConfigError { path: e.path, message: format!("{} (in board profile {name})", e.message) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(json: &str) -> String {
+        Config::from_json(json).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_object_is_the_default() {
+        assert_eq!(Config::from_json("{}").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn errors_name_the_key_path() {
+        let e = err(r#"{"cameras":[{"watchdog":{"stall_timeout_ms":5}}]}"#);
+        assert!(e.starts_with("cameras[0].watchdog.stall_timeout_ms: must be >= 100"), "{e}");
+        let e = err(r#"{"http":{"bnd":"x"}}"#);
+        assert!(e.starts_with("http: unknown field `bnd`"), "{e}");
+        let e = err(r#"{"cameras":[{}, {"watchdog":{"max_recoveries":-1}}]}"#);
+        assert!(e.starts_with("cameras[1].watchdog.max_recoveries: invalid value"), "{e}");
+        let e = err(r#"{"http":{"bind":"localhost"}}"#);
+        assert!(e.starts_with("http.bind: "), "{e}");
+    }
+
+    #[test]
+    fn source_kinds_and_their_keys() {
+        let c = Config::from_json(r#"{"cameras":[{"source":{"kind":"pipe","command":["cat","x"]}}]}"#).unwrap();
+        assert_eq!(c.cameras[0].source, SourceConfig::Pipe(PipeConfig { command: vec!["cat".into(), "x".into()] }));
+        let e = err(r#"{"cameras":[{"source":{"kind":"synthetic","fps":0}}]}"#);
+        assert!(e.starts_with("cameras[0].source.fps: must be >= 1"), "{e}");
+        let e = err(r#"{"cameras":[{"source":{"kind":"synthetic","colour":1}}]}"#);
+        assert!(e.starts_with("cameras[0].source") && e.contains("unknown field `colour`"), "{e}");
+        let e = err(r#"{"cameras":[{"source":{"kind":"webcam"}}]}"#);
+        assert!(e.starts_with("cameras[0].source") && e.contains("unknown variant `webcam`"), "{e}");
+        let e = err(r#"{"cameras":[{"source":{"kind":"pipe","command":[]}}]}"#);
+        assert!(e.starts_with("cameras[0].source.command: must name a program"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_names_and_limits() {
+        let e = err(r#"{"cameras":[{"name":"a"},{"name":"a"}]}"#);
+        assert!(e.starts_with("cameras[1].name:"), "{e}");
+        let e = err(r#"{"cameras":[{"name":"a/b"}]}"#);
+        assert!(e.starts_with("cameras[0].name:"), "{e}");
+        let e = err(r#"{"cameras":[]}"#);
+        assert!(e.starts_with("cameras: at least one"), "{e}");
+        let e = err(r#"{"cameras":[{"watchdog":{"backoff_initial_ms":1000,"backoff_max_ms":10}}]}"#);
+        assert!(e.starts_with("cameras[0].watchdog.backoff_max_ms: must be >= 1000"), "{e}");
+    }
+
+    #[test]
+    fn every_board_profile_parses() {
+        for (name, _) in BOARDS {
+            board(name).unwrap_or_else(|e| panic!("board {name}: {e}"));
+        }
+        assert!(board("pi9").unwrap_err().to_string().contains("built-in boards: host"));
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = Config::default();
+        let text = serde_json::to_string(&c).unwrap();
+        assert_eq!(Config::from_json(&text).unwrap(), c);
+    }
+}

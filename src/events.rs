@@ -1,0 +1,173 @@
+//! The event log: state changes with their reasons, drops and errors, in a fixed-capacity
+//! ring of [`EVENT_CAPACITY`] entries. Pushing never allocates (messages are truncated into
+//! fixed strings), so capture may record a drop without touching the heap.
+
+use std::fmt::{self, Write as _};
+use std::sync::Mutex;
+
+use heapless::HistoryBuf;
+use serde::Serialize;
+
+use crate::clock;
+use crate::status::JobState;
+
+/// Events kept in memory; older ones are overwritten.
+pub const EVENT_CAPACITY: usize = 256;
+/// Most events one `GET /api/events` returns.
+pub const MAX_PAGE: usize = 256;
+/// Longest message kept; longer ones are cut with "…".
+pub const MESSAGE_BYTES: usize = 240;
+
+/// What an event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// A job state transition.
+    State,
+    /// Frames were dropped (oversize, garbage, no free buffer).
+    Drop,
+    /// A source or device error.
+    Error,
+    /// Anything else worth telling (start-up, LED disabled, ...).
+    Info,
+}
+
+/// One entry of the log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// Increasing id, for `after=`.
+    pub seq: u64,
+    /// Unix seconds.
+    pub at: f64,
+    /// What kind of event.
+    pub kind: EventKind,
+    /// The camera, or empty for process-wide events.
+    pub camera: heapless::String<32>,
+    /// The job it belongs to, if any.
+    pub job_id: Option<u64>,
+    /// The state entered, for `state` events.
+    pub state: Option<JobState>,
+    /// A sentence for people.
+    pub message: heapless::String<MESSAGE_BYTES>,
+}
+
+struct Inner {
+    ring: HistoryBuf<Event, EVENT_CAPACITY>,
+    next_seq: u64,
+}
+
+/// The process-wide event log.
+pub struct EventLog {
+    inner: Mutex<Inner>,
+}
+
+impl Default for EventLog {
+    fn default() -> Self {
+        EventLog { inner: Mutex::new(Inner { ring: HistoryBuf::new(), next_seq: 1 }) }
+    }
+}
+
+/// Writes into a fixed string, cutting at a char boundary when full.
+struct Truncating<'a, const N: usize>(&'a mut heapless::String<N>, bool);
+
+impl<const N: usize> fmt::Write for Truncating<'_, N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            if self.0.len() + c.len_utf8() + '…'.len_utf8() > N {
+                self.1 = true;
+                return Ok(());
+            }
+            let _ = self.0.push(c);
+        }
+        Ok(())
+    }
+}
+
+/// Formats into a fixed string, truncating; no allocation.
+pub fn fixed<const N: usize>(args: fmt::Arguments<'_>) -> heapless::String<N> {
+    let mut s = heapless::String::new();
+    let mut w = Truncating(&mut s, false);
+    let _ = w.write_fmt(args);
+    if w.1 {
+        let _ = s.push('…');
+    }
+    s
+}
+
+impl EventLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records an event and returns its seq. Also logs it.
+    pub fn push(&self, kind: EventKind, camera: &str, job_id: Option<u64>, state: Option<JobState>, message: fmt::Arguments<'_>) -> u64 {
+        let message = fixed::<MESSAGE_BYTES>(message);
+        match kind {
+            EventKind::Error | EventKind::Drop => log::warn!("{camera}: {message}"),
+            _ => log::info!("{camera}: {message}"),
+        }
+        let mut g = self.lock();
+        let seq = g.next_seq;
+        g.next_seq += 1;
+        g.ring.write(Event { seq, at: clock::unix_now(), kind, camera: fixed(format_args!("{camera}")), job_id, state, message });
+        seq
+    }
+
+    /// Events with `seq > after`, oldest first, at most `limit` (capped at [`MAX_PAGE`]).
+    /// Returns the `next` cursor: the last seq returned, or — when nothing is newer — the
+    /// newest seq if `after` is beyond it (the process restarted), else `after`.
+    pub fn page(&self, after: u64, limit: usize, out: &mut Vec<Event>) -> u64 {
+        let limit = limit.min(MAX_PAGE);
+        let g = self.lock();
+        out.extend(g.ring.oldest_ordered().filter(|e| e.seq > after).take(limit).cloned());
+        match out.last() {
+            Some(e) => e.seq,
+            None => after.min(g.next_seq - 1),
+        }
+    }
+
+    /// The seq of the newest event (0 when empty).
+    pub fn newest(&self) -> u64 {
+        self.lock().next_seq - 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_is_bounded_and_paged() {
+        let log = EventLog::default();
+        for i in 0..(EVENT_CAPACITY as u64 + 10) {
+            log.push(EventKind::Info, "cam0", None, None, format_args!("event {i}"));
+        }
+        let mut out = Vec::new();
+        let next = log.page(0, 1000, &mut out);
+        assert_eq!(out.len(), MAX_PAGE.min(EVENT_CAPACITY));
+        assert_eq!(out[0].seq, 11, "the oldest ten were overwritten");
+        assert_eq!(next, out.last().unwrap().seq);
+        out.clear();
+        let next2 = log.page(next, 10, &mut out);
+        assert!(out.len() <= 10 && out.iter().all(|e| e.seq > next));
+        assert!(next2 >= next);
+    }
+
+    #[test]
+    fn cursor_beyond_the_newest_resets_to_it() {
+        let log = EventLog::default();
+        log.push(EventKind::Info, "", None, None, format_args!("one"));
+        let mut out = Vec::new();
+        assert_eq!(log.page(1000, 10, &mut out), 1);
+        assert!(out.is_empty());
+        assert_eq!(log.page(1, 10, &mut out), 1);
+    }
+
+    #[test]
+    fn long_messages_are_cut_not_grown() {
+        let s: heapless::String<8> = fixed(format_args!("{}", "abcdefghijkl"));
+        assert!(s.len() <= 8 && s.ends_with('…'), "{s}");
+        let s: heapless::String<8> = fixed(format_args!("ab"));
+        assert_eq!(s.as_str(), "ab");
+    }
+}

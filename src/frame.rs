@@ -1,0 +1,155 @@
+//! The frame pool: `count` buffers of `max_frame_bytes`, allocated once at start-up.
+//!
+//! Ownership is the locking mechanism. The pool is owned by one capture thread and holds an
+//! `Arc<Frame>` per slot. A slot whose `Arc` has no other holder (strong count 1) is free:
+//! capture gets `&mut Frame` through `Arc::get_mut` and fills it. Publishing clones the `Arc`
+//! (a counter increment, no allocation); every reader — an HTTP response, later the store —
+//! holds a clone while it uses the bytes, and the slot becomes free again when the last clone
+//! is dropped. When no slot is free, capture drops the frame and counts it; the pool never
+//! grows. No `unsafe` is needed.
+
+use std::sync::Arc;
+
+/// One captured JPEG and what is known about it.
+#[derive(Debug)]
+pub struct Frame {
+    /// The buffer, `max_frame_bytes` long; only `..len` is the image.
+    data: Box<[u8]>,
+    /// Bytes of JPEG at the start of `data`.
+    len: usize,
+    /// Snapshot sequence number (per camera, increasing).
+    pub seq: u64,
+    /// Capture time, Unix seconds.
+    pub captured_at: f64,
+    /// Image width in pixels.
+    pub width: u32,
+    /// Image height in pixels.
+    pub height: u32,
+}
+
+impl Frame {
+    /// The JPEG bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+    /// The whole buffer, for a source to write into.
+    pub fn buffer_mut(&mut self) -> &mut [u8] {
+        &mut self.data
+    }
+    /// Records how many bytes of the buffer hold the image.
+    pub fn set_len(&mut self, len: usize) {
+        assert!(len <= self.data.len(), "frame length beyond its buffer");
+        self.len = len;
+    }
+}
+
+impl AsRef<[u8]> for Frame {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
+/// A fixed set of frame buffers. See the module docs for the ownership rules.
+pub struct FramePool {
+    /// One `Arc` per buffer; never resized.
+    slots: Box<[Arc<Frame>]>,
+    /// Where the search for a free slot starts, so buffers are used round-robin.
+    next: usize,
+}
+
+impl FramePool {
+    /// Allocates `count` buffers of `max_frame_bytes` each (zeroed lazily by the kernel).
+    pub fn new(count: usize, max_frame_bytes: usize) -> FramePool {
+        assert!(count >= 1, "a frame pool needs at least one buffer");
+        let slots = (0..count)
+            .map(|_| {
+                Arc::new(Frame {
+                    data: vec![0u8; max_frame_bytes].into_boxed_slice(),
+                    len: 0,
+                    seq: 0,
+                    captured_at: 0.0,
+                    width: 0,
+                    height: 0,
+                })
+            })
+            .collect();
+        FramePool { slots, next: 0 }
+    }
+
+    /// Number of buffers.
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Buffers nobody but the pool holds right now.
+    pub fn free_count(&self) -> usize {
+        self.slots.iter().filter(|s| Arc::strong_count(s) == 1).count()
+    }
+
+    /// A free buffer to fill, or `None` when every buffer is held by a reader.
+    pub fn acquire(&mut self) -> Option<Slot<'_>> {
+        let n = self.slots.len();
+        let index = (0..n).map(|k| (self.next + k) % n).find(|&i| Arc::strong_count(&self.slots[i]) == 1)?;
+        self.next = (index + 1) % n;
+        Some(Slot { pool: self, index })
+    }
+}
+
+/// A free buffer, exclusively ours until [`Slot::share`] publishes it.
+pub struct Slot<'a> {
+    pool: &'a mut FramePool,
+    index: usize,
+}
+
+impl Slot<'_> {
+    /// The frame to fill.
+    pub fn frame(&mut self) -> &mut Frame {
+        // The pool is owned by this thread and the slot had no other holder when acquired;
+        // clones are only made by `share`, which consumes the slot, so none exist now.
+        Arc::get_mut(&mut self.pool.slots[self.index]).expect("acquired slot is unshared")
+    }
+    /// Hands out a reference to the filled frame; the buffer stays busy until all are dropped.
+    pub fn share(self) -> Arc<Frame> {
+        Arc::clone(&self.pool.slots[self.index])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exhausted_pool_refuses_instead_of_growing() {
+        let mut pool = FramePool::new(2, 16);
+        let a = {
+            let mut s = pool.acquire().unwrap();
+            s.frame().buffer_mut()[..3].copy_from_slice(b"abc");
+            s.frame().set_len(3);
+            s.share()
+        };
+        let b = pool.acquire().unwrap().share();
+        assert_eq!(a.bytes(), b"abc");
+        assert!(pool.acquire().is_none(), "both buffers are held");
+        assert_eq!(pool.free_count(), 0);
+        drop(b);
+        assert_eq!(pool.free_count(), 1);
+        let c = pool.acquire().unwrap().share();
+        assert!(!Arc::ptr_eq(&a, &c), "a held buffer is never handed out again");
+        assert_eq!(pool.capacity(), 2);
+    }
+
+    #[test]
+    fn buffers_are_used_round_robin() {
+        let mut pool = FramePool::new(3, 8);
+        let first = Arc::as_ptr(&pool.acquire().unwrap().share());
+        let second = Arc::as_ptr(&pool.acquire().unwrap().share());
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    #[should_panic(expected = "beyond its buffer")]
+    fn length_cannot_exceed_buffer() {
+        let mut pool = FramePool::new(1, 4);
+        pool.acquire().unwrap().frame().set_len(5);
+    }
+}

@@ -1,0 +1,219 @@
+//! The routes of DESIGN.md's HTTP API. Handlers only read published state and send commands
+//! on the supervisor's bounded channel; no request ever triggers a capture.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{self, TrySendError};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::server::{Body, Handler, Request, Response};
+use crate::events::{Event, MAX_PAGE};
+use crate::status::{Command, JobLimits, Refusal, Reply, Shared};
+
+/// The dashboard page, one self-contained file.
+const DASHBOARD: &str = include_str!("dashboard.html");
+/// Default page size of `GET /api/events`.
+const EVENTS_DEFAULT_LIMIT: usize = 100;
+/// How long a start or stop waits for the supervisor before answering 503.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The API: implements [`Handler`].
+pub struct Api {
+    shared: Arc<Shared>,
+    started: Instant,
+}
+
+impl Api {
+    /// Routes for this published state.
+    pub fn new(shared: Arc<Shared>) -> Api {
+        Api { shared, started: Instant::now() }
+    }
+
+    fn status(&self) -> Response {
+        let cameras: Vec<_> = self.shared.cameras.iter().map(|c| c.view()).collect();
+        let body = json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+            "cameras": cameras,
+        });
+        Response::json(200, &body)
+    }
+
+    fn camera(&self, req: &Request<'_>, name: &str, action: &str) -> Response {
+        let Some(index) = self.shared.camera_index(name) else {
+            return Response::error(404, "not_found", &format!("no camera named {name:?}; GET /api/status lists them"));
+        };
+        let cam = &self.shared.cameras[index];
+        let get = matches!(req.method, "GET" | "HEAD");
+        match action {
+            "" if get => Response::json(200, &serde_json::to_value(cam.view()).expect("plain data")),
+            "latest.jpg" if get => latest_jpg(req, cam),
+            "start" if req.method == "POST" => match parse_limits(req.body) {
+                Ok(limits) => self.command(|reply| Command::Start { camera: index, limits, reply }),
+                Err(e) => e,
+            },
+            "stop" if req.method == "POST" => self.command(|reply| Command::Stop { camera: index, reply }),
+            "" | "latest.jpg" => method_not_allowed("GET, HEAD"),
+            "start" | "stop" => method_not_allowed("POST"),
+            _ => not_found(req.path),
+        }
+    }
+
+    /// Sends a command and waits (bounded) for the supervisor's answer.
+    fn command(&self, make: impl FnOnce(channel::Sender<Reply>) -> Command) -> Response {
+        let (tx, rx) = channel::bounded(1);
+        match self.shared.commands.try_send(make(tx)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Response::error(503, "busy", "the job supervisor is busy; try again").with_header("Retry-After", "1".into()),
+            Err(TrySendError::Disconnected(_)) => return Response::error(503, "shutting_down", "the service is shutting down"),
+        }
+        match rx.recv_timeout(COMMAND_TIMEOUT) {
+            Ok(Ok(job)) => Response::json(202, &serde_json::to_value(job).expect("plain data")),
+            Ok(Err(Refusal::Conflict(msg))) => Response::error(409, "conflict", &msg),
+            Err(_) => Response::error(503, "busy", "the job supervisor did not answer in time; try again"),
+        }
+    }
+
+    fn events(&self, query: &str) -> Response {
+        let mut after = 0u64;
+        let mut limit = EVENTS_DEFAULT_LIMIT;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "after" => match v.parse() {
+                    Ok(n) => after = n,
+                    Err(_) => return Response::error(400, "bad_query", &format!("after={v:?} is not a sequence number (a whole number >= 0)")),
+                },
+                "limit" => match v.parse::<usize>() {
+                    Ok(n) if n >= 1 => limit = n.min(MAX_PAGE),
+                    _ => return Response::error(400, "bad_query", &format!("limit={v:?} must be a whole number from 1 to {MAX_PAGE}")),
+                },
+                _ => return Response::error(400, "bad_query", &format!("unknown query parameter {k:?}; use after and limit")),
+            }
+        }
+        let mut events: Vec<Event> = Vec::with_capacity(limit);
+        let next = self.shared.events.page(after, limit, &mut events);
+        Response::json(200, &json!({ "events": events, "next": next }))
+    }
+}
+
+impl Handler for Api {
+    fn handle(&self, req: &Request<'_>) -> Response {
+        let get = matches!(req.method, "GET" | "HEAD");
+        if let Some(token) = &self.shared.config.http.token {
+            if !get && !authorized(req, token) {
+                return Response::error(401, "unauthorized", "this request needs the header Authorization: Bearer <http.token>")
+                    .with_header("WWW-Authenticate", "Bearer".into());
+            }
+        }
+        let path = req.path;
+        match path {
+            "/" | "/index.html" if get => Response {
+                status: 200,
+                content_type: "text/html; charset=utf-8",
+                headers: vec![("Cache-Control", "no-cache".into())],
+                body: Body::Static(DASHBOARD.as_bytes()),
+            },
+            "/healthz" if get => Response { status: 200, content_type: "text/plain", headers: Vec::new(), body: Body::Static(b"ok\n") },
+            "/api/status" if get => self.status(),
+            "/api/events" if get => self.events(req.query),
+            "/" | "/index.html" | "/healthz" | "/api/status" | "/api/events" => method_not_allowed("GET, HEAD"),
+            _ => match path.strip_prefix("/api/cameras/") {
+                Some(rest) => {
+                    let (name, action) = rest.split_once('/').unwrap_or((rest, ""));
+                    if name.is_empty() || action.contains('/') {
+                        return not_found(path);
+                    }
+                    self.camera(req, name, action)
+                }
+                None => not_found(path),
+            },
+        }
+    }
+}
+
+fn not_found(path: &str) -> Response {
+    Response::error(404, "not_found", &format!("no such endpoint: {path}"))
+}
+
+fn method_not_allowed(allow: &'static str) -> Response {
+    Response::error(405, "method_not_allowed", &format!("this endpoint takes {allow}")).with_header("Allow", allow.into())
+}
+
+/// `latest.jpg`: the pool buffer itself is the body (no copy); `ETag` is the snapshot seq.
+fn latest_jpg(req: &Request<'_>, cam: &crate::status::CameraShared) -> Response {
+    let Some(frame) = cam.snapshots.latest() else {
+        return Response::error(404, "no_snapshot", &format!("camera {} has no snapshot yet", cam.name));
+    };
+    let etag = format!("\"{}\"", frame.seq);
+    let cached = req.header("If-None-Match").is_some_and(|v| etag_matches(v, frame.seq));
+    let headers = vec![("ETag", etag), ("Cache-Control", "no-cache".into())];
+    if cached {
+        return Response { status: 304, content_type: "image/jpeg", headers, body: Body::Empty };
+    }
+    Response { status: 200, content_type: "image/jpeg", headers, body: Body::Shared(frame) }
+}
+
+/// `If-None-Match` against a seq: a list of (weak or strong) tags, or `*`.
+fn etag_matches(header: &[u8], seq: u64) -> bool {
+    let Ok(text) = std::str::from_utf8(header) else { return false };
+    text.split(',').map(str::trim).any(|t| {
+        t == "*" || t.trim_start_matches("W/").trim_matches('"').parse::<u64>() == Ok(seq)
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    max_frames: Option<u64>,
+    max_duration_s: Option<u64>,
+}
+
+/// The optional body of a start: `{"max_frames", "max_duration_s"}`, each >= 1.
+fn parse_limits(body: &[u8]) -> Result<JobLimits, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(JobLimits::default());
+    }
+    let b: StartBody = serde_json::from_slice(body)
+        .map_err(|e| Response::error(400, "bad_json", &format!("start body: {e}; expected {{\"max_frames\": N, \"max_duration_s\": N}}")))?;
+    for (key, v) in [("max_frames", b.max_frames), ("max_duration_s", b.max_duration_s)] {
+        if v == Some(0) {
+            return Err(Response::error(400, "bad_value", &format!("{key} must be >= 1 (or left out)")));
+        }
+    }
+    Ok(JobLimits { max_frames: b.max_frames, max_duration_s: b.max_duration_s })
+}
+
+/// Compares the bearer token in constant time (for equal lengths).
+fn authorized(req: &Request<'_>, token: &str) -> bool {
+    let Some(h) = req.header("Authorization") else { return false };
+    let Some(given) = h.strip_prefix(b"Bearer ") else { return false };
+    let want = token.as_bytes();
+    given.len() == want.len() && given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags() {
+        assert!(etag_matches(b"\"5\"", 5));
+        assert!(etag_matches(b"W/\"5\"", 5));
+        assert!(etag_matches(b"\"1\", \"5\"", 5));
+        assert!(etag_matches(b"*", 5));
+        assert!(!etag_matches(b"\"6\"", 5));
+        assert!(!etag_matches(b"\xff", 5));
+    }
+
+    #[test]
+    fn start_bodies() {
+        assert_eq!(parse_limits(b"").ok(), Some(JobLimits::default()));
+        assert_eq!(parse_limits(b"{\"max_frames\":3}").ok(), Some(JobLimits { max_frames: Some(3), max_duration_s: None }));
+        assert_eq!(parse_limits(b"{\"max_frames\":0}").err().map(|r| r.status), Some(400));
+        assert_eq!(parse_limits(b"{\"frames\":3}").err().map(|r| r.status), Some(400));
+        assert_eq!(parse_limits(b"{oops").err().map(|r| r.status), Some(400));
+    }
+}

@@ -1,0 +1,110 @@
+//! The job service: builds the published state, starts the fixed set of threads and stops
+//! them. This is the top of the dependency graph below `main`:
+//! `job → {capture, watchdog, http, led, store} → {ring, frame, status, events, config, error}`.
+//!
+//! - [`lifecycle`]: the state machine (pure).
+//! - [`supervisor`]: the single writer of job state.
+//! - [`capture`]: the per-camera capture loop.
+
+pub mod capture;
+pub mod lifecycle;
+pub mod supervisor;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam::channel;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::events::EventKind;
+use crate::http::routes::Api;
+use crate::http::server::Server;
+use crate::shutdown::Stop;
+use crate::status::{Shared, COMMAND_QUEUE};
+use crate::store::StateFile;
+
+/// A running service: its threads and the state they publish.
+pub struct Service {
+    /// The published state (for tests and the binary's start-up message).
+    pub shared: Arc<Shared>,
+    server: Server,
+    threads: Vec<JoinHandle<()>>,
+    stop: Stop,
+}
+
+impl Service {
+    /// Starts everything: capture threads, supervisor, watchdog, HTTP. Returns once the
+    /// socket is bound; jobs with `autostart` are started by the supervisor right away.
+    pub fn start(config: Config, stop: Stop) -> Result<Service, Error> {
+        let (state_file, next_job_id) = StateFile::open(&config.storage.dir)?;
+        let listener = bind(config.bind_addr())?;
+        let (cmd_tx, cmd_rx) = channel::bounded(COMMAND_QUEUE);
+        let shared = Arc::new(Shared::new(config, cmd_tx));
+        let mut threads = Vec::new();
+        let mut orders = Vec::new();
+        for cam in &shared.cameras {
+            let o = Arc::new(capture::Orders::default());
+            orders.push(Arc::clone(&o));
+            let opener = crate::capture::opener(&cam.config.source, cam.config.max_frame_bytes);
+            let lp = capture::CaptureLoop::new(Arc::clone(&shared), Arc::clone(cam), o, opener, stop.clone());
+            threads.push(spawn(&format!("capture-{}", cam.name), move || lp.run())?);
+        }
+        let sup = supervisor::Supervisor::new(Arc::clone(&shared), orders, state_file, next_job_id);
+        let s = stop.clone();
+        threads.push(spawn("supervisor", move || sup.run(cmd_rx, s))?);
+        let (sh, s) = (Arc::clone(&shared), stop.clone());
+        threads.push(spawn("watchdog", move || crate::watchdog::run(sh, s))?);
+        let api = Arc::new(Api::new(Arc::clone(&shared)));
+        let server = Server::start(listener, &shared.config.http, api, stop.clone())
+            .map_err(|e| Error::Fatal(format!("cannot start the HTTP server: {e}")))?;
+        shared.events.push(EventKind::Info, "", None, None, format_args!("camjobd {} listening on http://{}/", env!("CARGO_PKG_VERSION"), server.local_addr()));
+        Ok(Service { shared, server, threads, stop })
+    }
+
+    /// The address the HTTP API listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Triggers the stop token (if not yet) and joins every thread, giving up on threads
+    /// still running at `deadline` (a capture thread stuck in a driver must not keep the
+    /// process alive).
+    pub fn shutdown(self, deadline: Instant) {
+        self.stop.trigger();
+        self.server.join(deadline);
+        for t in self.threads {
+            let name = t.thread().name().unwrap_or("?").to_string();
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                log::error!("thread {name} did not stop in time; exiting without it");
+            }
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).map_err(|e| {
+        let hint = match e.kind() {
+            io::ErrorKind::AddrInUse => "; another program (or another camjobd) uses this port: stop it or change http.bind",
+            io::ErrorKind::PermissionDenied => "; ports below 1024 need CAP_NET_BIND_SERVICE: use a port >= 1024",
+            io::ErrorKind::AddrNotAvailable => "; this machine has no such address: use 127.0.0.1, 0.0.0.0 or one of its own IPs",
+            _ => "",
+        };
+        Error::Fatal(format!("cannot listen on http.bind {addr}: {e}{hint}"))
+    })
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, Error> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(f)
+        .map_err(|e| Error::Fatal(format!("cannot start thread {name}: {e}")))
+}

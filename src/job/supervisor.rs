@@ -1,0 +1,309 @@
+//! The supervisor thread: the single writer of every camera's job state.
+//!
+//! Inputs: commands on a bounded channel (start and stop from HTTP, faults from the
+//! watchdog) and, every [`TICK`], the capture threads' heartbeats (first good frame,
+//! `max_frames` done, source closed after a stop). Outputs: the published [`JobRecord`]s,
+//! events, and orders to the capture threads. Every state change goes through
+//! [`lifecycle::next`], so an illegal transition cannot happen silently.
+
+use std::sync::atomic::Ordering::Acquire;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::Receiver;
+
+use super::capture::{Action, Order, Orders};
+use super::lifecycle::{self, Trigger};
+use crate::clock;
+use crate::events::EventKind;
+use crate::shutdown::Stop;
+use crate::status::{CameraShared, Command, JobLimits, JobRecord, JobState, Phase, Refusal, Reply, Shared};
+use crate::store::StateFile;
+
+/// How often heartbeats are looked at; bounds how late RUNNING/COMPLETED/STOPPED show.
+pub const TICK: Duration = Duration::from_millis(20);
+/// How long a stop waits for the camera to close before the job is marked STOPPED anyway.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Per-camera bookkeeping that is not published.
+struct CamCtl {
+    cam: Arc<CameraShared>,
+    orders: Arc<Orders>,
+    /// Recoveries in a row without a good frame; reset on RUNNING.
+    failed_in_row: u32,
+    /// When the current job started (for `max_duration_s`).
+    started: Option<Instant>,
+    /// When STOPPING began.
+    stopping_since: Option<Instant>,
+}
+
+/// The supervisor's state; moved into its thread by [`Supervisor::run`].
+pub struct Supervisor {
+    shared: Arc<Shared>,
+    cams: Vec<CamCtl>,
+    state_file: StateFile,
+    /// The id the next job gets.
+    next_job_id: u64,
+}
+
+impl Supervisor {
+    /// `orders[i]` is the mailbox of camera `i`'s capture thread.
+    pub fn new(shared: Arc<Shared>, orders: Vec<Arc<Orders>>, state_file: StateFile, next_job_id: u64) -> Supervisor {
+        let cams = shared
+            .cameras
+            .iter()
+            .zip(orders)
+            .map(|(cam, orders)| CamCtl { cam: Arc::clone(cam), orders, failed_in_row: 0, started: None, stopping_since: None })
+            .collect();
+        Supervisor { shared, cams, state_file, next_job_id }
+    }
+
+    /// Serves commands until `stop`, then stops every active job and returns.
+    pub fn run(mut self, commands: Receiver<Command>, stop: Stop) {
+        for i in 0..self.cams.len() {
+            if self.cams[i].cam.config.autostart {
+                let _ = self.start(i, JobLimits::default(), "autostart");
+            }
+        }
+        loop {
+            crossbeam::select! {
+                recv(commands) -> cmd => match cmd {
+                    Ok(cmd) => self.handle(cmd),
+                    Err(_) => break,
+                },
+                recv(stop.receiver()) -> _ => break,
+                default(TICK) => {},
+            }
+            for i in 0..self.cams.len() {
+                self.observe(i);
+            }
+        }
+        self.shutdown();
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Start { camera, limits, reply } => {
+                let _ = reply.try_send(self.start(camera, limits, "start requested"));
+            }
+            Command::Stop { camera, reply } => {
+                let _ = reply.try_send(self.stop(camera, "stop requested"));
+            }
+            Command::Fault { camera, job_id, attempt, reason } => self.fault(camera, job_id, attempt, &reason),
+        }
+    }
+
+    fn start(&mut self, i: usize, limits: JobLimits, why: &str) -> Reply {
+        let ctl = &self.cams[i];
+        let rec = ctl.cam.job();
+        if rec.state.is_active() {
+            return Err(Refusal::Conflict(format!(
+                "camera {} already has job {} in state {}; stop it first",
+                ctl.cam.name,
+                rec.id,
+                rec.state.as_str()
+            )));
+        }
+        lifecycle::next(rec.state, Trigger::Start).map_err(|e| Refusal::Conflict(e.to_string()))?;
+        let id = self.next_job_id;
+        self.next_job_id += 1;
+        if let Err(e) = self.state_file.save(self.next_job_id) {
+            // The job still runs; ids may repeat after a restart, and the event says so.
+            self.shared.events.push(EventKind::Error, &ctl.cam.name, Some(id), None, format_args!("{e}; job ids may repeat after a restart"));
+        }
+        let cfg = &ctl.cam.config;
+        let max_frames = limits.max_frames.or(cfg.max_frames);
+        let max_duration_s = limits.max_duration_s.or(cfg.max_duration_s);
+        let now = clock::unix_now();
+        *ctl.cam.job.lock().unwrap_or_else(|e| e.into_inner()) = JobRecord {
+            id,
+            state: JobState::Starting,
+            reason: None,
+            started_at: Some(now),
+            ended_at: None,
+            state_since: now,
+            recoveries: 0,
+            attempt: 0,
+            max_frames,
+            max_duration_s,
+        };
+        self.shared.events.push(
+            EventKind::State,
+            &ctl.cam.name,
+            Some(id),
+            Some(JobState::Starting),
+            format_args!("job {id} STARTING ({why}{})", limits_text(max_frames, max_duration_s)),
+        );
+        let ctl = &mut self.cams[i];
+        ctl.failed_in_row = 0;
+        ctl.started = Some(Instant::now());
+        ctl.stopping_since = None;
+        ctl.orders.post(Order { job_id: id, attempt: 0, max_frames, action: Action::Run { not_before: None } });
+        Ok(ctl.cam.view().job)
+    }
+
+    fn stop(&mut self, i: usize, why: &str) -> Reply {
+        let rec = self.cams[i].cam.job();
+        if !rec.state.is_capturing() {
+            return Err(Refusal::Conflict(match rec.state {
+                JobState::Stopping => format!("job {} is already stopping", rec.id),
+                s if rec.id == 0 => format!("camera {} has no job to stop ({})", self.cams[i].cam.name, s.as_str()),
+                s => format!("job {} is not active ({})", rec.id, s.as_str()),
+            }));
+        }
+        self.transition(i, Trigger::StopRequested, Some(why.to_string()));
+        let ctl = &mut self.cams[i];
+        ctl.stopping_since = Some(Instant::now());
+        post_halt(ctl, &rec);
+        Ok(ctl.cam.view().job)
+    }
+
+    fn fault(&mut self, i: usize, job_id: u64, attempt: u32, reason: &str) {
+        let rec = self.cams[i].cam.job();
+        if rec.id != job_id || rec.attempt != attempt || !rec.state.is_capturing() {
+            return; // about an attempt that is already over
+        }
+        let wd = self.cams[i].cam.config.watchdog.clone();
+        let failed = self.cams[i].failed_in_row;
+        if failed >= wd.max_recoveries {
+            let why = if wd.max_recoveries == 0 {
+                format!("{reason}; recovery is off (max_recoveries 0)")
+            } else {
+                format!("{reason}; {failed} recoveries failed")
+            };
+            self.transition(i, Trigger::GiveUp, Some(why));
+            post_halt(&self.cams[i], &rec);
+            return;
+        }
+        let n = failed + 1;
+        let backoff_ms = wd.backoff_initial_ms.saturating_mul(1u64 << (n - 1).min(30)).min(wd.backoff_max_ms);
+        let backoff = Duration::from_millis(backoff_ms);
+        let attempt = rec.attempt + 1;
+        {
+            let mut g = self.cams[i].cam.job.lock().unwrap_or_else(|e| e.into_inner());
+            g.recoveries += 1;
+            g.attempt = attempt;
+        }
+        self.transition(
+            i,
+            Trigger::Fault,
+            Some(format!("{reason}; reopening in {:.1} s (recovery {n} of {})", backoff.as_secs_f64(), wd.max_recoveries)),
+        );
+        let ctl = &mut self.cams[i];
+        ctl.failed_in_row = n;
+        ctl.orders.post(Order {
+            job_id: rec.id,
+            attempt,
+            max_frames: rec.max_frames,
+            action: Action::Run { not_before: Some(Instant::now() + backoff) },
+        });
+    }
+
+    /// Looks at one camera's heartbeat and applies what it shows.
+    fn observe(&mut self, i: usize) {
+        let ctl = &self.cams[i];
+        let rec = ctl.cam.job();
+        let hb = &ctl.cam.heartbeat;
+        let current = hb.job_id.load(Acquire) == rec.id && hb.attempt.load(Acquire) == rec.attempt;
+        let phase = hb.phase();
+        match rec.state {
+            JobState::Starting | JobState::Recovering | JobState::Running => {
+                if current && phase == Phase::Done {
+                    let n = rec.max_frames.unwrap_or(0);
+                    self.transition(i, Trigger::LimitReached, Some(format!("max_frames {n} reached")));
+                } else if let (Some(max), Some(t0)) = (rec.max_duration_s, ctl.started) {
+                    if t0.elapsed() >= Duration::from_secs(max) {
+                        self.transition(i, Trigger::LimitReached, Some(format!("max_duration_s {max} reached")));
+                        post_halt(&self.cams[i], &rec);
+                    }
+                }
+                if rec.state != JobState::Running && current && phase == Phase::Streaming {
+                    self.cams[i].failed_in_row = 0;
+                    let why = (rec.state == JobState::Recovering).then(|| format!("recovered after {} recoveries", rec.recoveries));
+                    self.transition(i, Trigger::GoodFrame, why);
+                }
+            }
+            JobState::Stopping => {
+                let closed = hb.job_id.load(Acquire) == rec.id && phase == Phase::Idle;
+                let waited = ctl.stopping_since.map_or(Duration::ZERO, |t| t.elapsed());
+                if closed || waited >= STOP_GRACE {
+                    let mut why = rec.reason.clone().unwrap_or_default();
+                    if !closed {
+                        why.push_str(&format!(" (the camera did not close within {} s)", STOP_GRACE.as_secs()));
+                    }
+                    self.transition(i, Trigger::Closed, Some(why));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Applies a trigger through the lifecycle, publishes the record and logs an event.
+    fn transition(&mut self, i: usize, trigger: Trigger, reason: Option<String>) {
+        let cam = &self.cams[i].cam;
+        let mut g = cam.job.lock().unwrap_or_else(|e| e.into_inner());
+        let from = g.state;
+        let to = match lifecycle::next(from, trigger) {
+            Ok(s) => s,
+            Err(e) => {
+                drop(g);
+                log::error!("{}: job state machine refused a transition: {e}", cam.name);
+                return;
+            }
+        };
+        let now = clock::unix_now();
+        g.state = to;
+        // RUNNING carries no reason: the last recovery's reason is in the events.
+        g.reason = if to == JobState::Running { None } else { reason.clone() };
+        g.state_since = now;
+        if lifecycle::is_terminal(to) {
+            g.ended_at = Some(now);
+        }
+        let id = g.id;
+        drop(g);
+        match &reason {
+            Some(r) => self.shared.events.push(EventKind::State, &cam.name, Some(id), Some(to), format_args!("job {id} {} → {}: {r}", from.as_str(), to.as_str())),
+            None => self.shared.events.push(EventKind::State, &cam.name, Some(id), Some(to), format_args!("job {id} {} → {}", from.as_str(), to.as_str())),
+        };
+    }
+
+    /// Stops every active job, waits briefly for the cameras to close, and records STOPPED.
+    fn shutdown(&mut self) {
+        for i in 0..self.cams.len() {
+            if self.cams[i].cam.job().state.is_capturing() {
+                let _ = self.stop(i, "service shutting down");
+            }
+        }
+        let deadline = Instant::now() + Duration::from_millis(1000);
+        while Instant::now() < deadline && self.cams.iter().any(|c| c.cam.job().state == JobState::Stopping) {
+            for i in 0..self.cams.len() {
+                let ctl = &self.cams[i];
+                let rec = ctl.cam.job();
+                if rec.state == JobState::Stopping && ctl.cam.heartbeat.phase() == Phase::Idle {
+                    self.transition(i, Trigger::Closed, rec.reason.clone());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for i in 0..self.cams.len() {
+            if self.cams[i].cam.job().state == JobState::Stopping {
+                self.transition(i, Trigger::Closed, Some("service shut down (the camera did not close in time)".into()));
+            }
+        }
+    }
+}
+
+fn post_halt(ctl: &CamCtl, rec: &JobRecord) {
+    ctl.orders.post(Order { job_id: rec.id, attempt: rec.attempt, max_frames: rec.max_frames, action: Action::Halt });
+}
+
+fn limits_text(max_frames: Option<u64>, max_duration_s: Option<u64>) -> String {
+    let mut s = String::new();
+    if let Some(n) = max_frames {
+        s.push_str(&format!(", max_frames {n}"));
+    }
+    if let Some(n) = max_duration_s {
+        s.push_str(&format!(", max_duration_s {n}"));
+    }
+    s
+}

@@ -1,0 +1,42 @@
+//! camjobd: a camera job service for Raspberry Pi class boards. The backend owns the capture
+//! job, memory is fixed at start-up, a watchdog turns a dead camera into an explicit state,
+//! and a bounded HTTP API serves status and the latest JPEG. `../DESIGN.md` (shared) is the
+//! contract; the README says how to run, test and deploy.
+//!
+//! # Layout
+//!
+//! Dependencies flow one way, top to bottom:
+//!
+//! - `main.rs` — command line → [`config`] → [`job::Service`] → wait for a signal.
+//! - [`job`] — wires the threads: [`job::supervisor`] (single writer of job state),
+//!   [`job::capture`] (one loop per camera), [`job::lifecycle`] (the state machine).
+//! - [`capture`] — the [`capture::Source`] trait and its backends (synthetic, pipe + MJPEG
+//!   splitter). Only backends touch devices or processes.
+//! - [`watchdog`] — stall and error-threshold decisions from heartbeats.
+//! - [`http`] — a bounded server of our own ([`http::server`]) and the API ([`http::routes`]).
+//! - [`led`] — the status LED pattern. [`store`] — durable state in `storage.dir`.
+//! - [`status`] — published state (job records, heartbeats, commands) that the threads share.
+//! - [`ring`] (snapshot ring), [`frame`] (frame pool), [`events`] (event ring),
+//!   [`config`], [`error`], [`shutdown`] (the stop token), [`clock`].
+//!
+//! # Threads
+//!
+//! `capture-<camera>`, `supervisor`, `watchdog`, `http-accept`, `http-N`: a fixed set started
+//! once. Each is handed the same [`shutdown::Stop`].
+
+#![deny(missing_docs)]
+
+pub mod capture;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod frame;
+pub mod http;
+pub mod job;
+pub mod led;
+pub mod ring;
+pub mod shutdown;
+pub mod status;
+pub mod store;
+pub mod watchdog;

@@ -1,0 +1,118 @@
+//! The `camjobd` binary: command line → config → service → wait for SIGTERM/SIGINT.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use camjobd::config::{self, Config, ConfigError};
+use camjobd::error::Error;
+use camjobd::job::Service;
+use camjobd::shutdown::{self, Stop};
+
+const USAGE: &str = "\
+camjobd — a camera job service for Raspberry Pi class boards
+
+usage:
+  camjobd                         run with the built-in default config (synthetic camera)
+  camjobd --config FILE           run with a JSON config file
+  camjobd --board NAME            run with a built-in board profile
+  camjobd --check-config [...]    validate, print the effective config, exit
+  camjobd --version | --help
+
+Exit status: 0 clean shutdown, 2 usage or config error, 1 fatal runtime error.
+";
+
+/// How long shutdown may take before remaining threads are abandoned.
+const SHUTDOWN_BUDGET: Duration = Duration::from_millis(1800);
+
+enum Source {
+    Default,
+    File(String),
+    Board(String),
+}
+
+fn usage_error(msg: String) -> Error {
+    Error::Config(ConfigError { path: String::new(), message: format!("{msg}\n\n{USAGE}") })
+}
+
+fn parse_args(args: &[String]) -> Result<Option<(Source, bool)>, Error> {
+    let mut source = Source::Default;
+    let mut check = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--help" | "-h" => {
+                print!("{USAGE}");
+                return Ok(None);
+            }
+            "--version" | "-V" => {
+                println!("camjobd {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            "--check-config" => check = true,
+            "--config" | "--board" => {
+                if !matches!(source, Source::Default) {
+                    return Err(usage_error("give only one of --config and --board".into()));
+                }
+                let v = it.next().ok_or_else(|| usage_error(format!("{a} needs a value")))?.clone();
+                source = if a == "--config" { Source::File(v) } else { Source::Board(v) };
+            }
+            other => return Err(usage_error(format!("unknown argument {other:?}"))),
+        }
+    }
+    Ok(Some((source, check)))
+}
+
+fn load(source: &Source) -> Result<Config, Error> {
+    match source {
+        Source::Default => Ok(Config::default()),
+        Source::Board(name) => Ok(config::board(name)?),
+        Source::File(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Error::Config(ConfigError { path: "--config".into(), message: format!("cannot read {path}: {e}") })
+            })?;
+            Config::from_json(&text).map_err(|e| {
+                Error::Config(ConfigError { path: e.path, message: format!("{} (in {path})", e.message) })
+            })
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let level = level.parse().unwrap_or(log::LevelFilter::Info);
+    let cfg = simplelog::ConfigBuilder::new().set_time_format_rfc3339().build();
+    let _ = simplelog::TermLogger::init(level, cfg, simplelog::TerminalMode::Stderr, simplelog::ColorChoice::Never);
+}
+
+fn run(args: &[String]) -> Result<(), Error> {
+    let Some((source, check)) = parse_args(args)? else { return Ok(()) };
+    let config = load(&source)?;
+    if check {
+        println!("{}", serde_json::to_string_pretty(&config).expect("config serializes"));
+        return Ok(());
+    }
+    init_logging(&config.log.level);
+    let signals = shutdown::signal_flag().map_err(|e| Error::Fatal(format!("cannot install signal handlers: {e}")))?;
+    let stop = Stop::new();
+    let service = Service::start(config, stop.clone())?;
+    println!("camjobd {} running; dashboard at http://{}/", env!("CARGO_PKG_VERSION"), service.local_addr());
+    let _ = std::io::stdout().flush();
+    while !signals.load(Ordering::Relaxed) && !stop.is_set() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    log::info!("shutting down");
+    service.shutdown(Instant::now() + SHUTDOWN_BUDGET);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("camjobd: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! Published state: what the supervisor and capture threads publish and everyone else reads.
+//!
+//! - [`JobRecord`]: the job's lifecycle fields, written only by the supervisor.
+//! - [`Heartbeat`]: counters and liveness atomics, written only by the camera's capture thread.
+//! - [`SnapshotRing`]: the newest frame and recent snapshot metadata.
+//!
+//! HTTP, the watchdog and the LED read these; they talk back only through [`Command`]s on the
+//! supervisor's bounded channel. Keeping these types here (below `job`) is what lets `http`
+//! and `watchdog` work without importing the capture or supervisor code.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use crossbeam::channel::Sender;
+use serde::Serialize;
+
+use crate::config::{CameraConfig, Config};
+use crate::events::{fixed, EventLog};
+use crate::ring::{SnapshotMeta, SnapshotRing};
+
+/// The job lifecycle states (see DESIGN.md, "Job lifecycle").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum JobState {
+    /// No job has run on this camera since the process started.
+    Idle,
+    /// Opening the camera; no good frame yet.
+    Starting,
+    /// Frames are arriving.
+    Running,
+    /// The camera stalled or failed; it is being reopened.
+    Recovering,
+    /// A stop was asked for; the camera is being closed.
+    Stopping,
+    /// Stopped on request or at shutdown.
+    Stopped,
+    /// Given up; `reason` says why.
+    Failed,
+    /// `max_frames` or `max_duration_s` was reached.
+    Completed,
+}
+
+impl JobState {
+    /// The name as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Idle => "IDLE",
+            JobState::Starting => "STARTING",
+            JobState::Running => "RUNNING",
+            JobState::Recovering => "RECOVERING",
+            JobState::Stopping => "STOPPING",
+            JobState::Stopped => "STOPPED",
+            JobState::Failed => "FAILED",
+            JobState::Completed => "COMPLETED",
+        }
+    }
+
+    /// A job in this state holds the camera: a new start is refused with 409.
+    pub fn is_active(self) -> bool {
+        matches!(self, JobState::Starting | JobState::Running | JobState::Recovering | JobState::Stopping)
+    }
+
+    /// States from which the camera is being read (the watchdog watches these).
+    pub fn is_capturing(self) -> bool {
+        matches!(self, JobState::Starting | JobState::Running | JobState::Recovering)
+    }
+
+    /// All states, for metrics and tests.
+    pub const ALL: [JobState; 8] = [
+        JobState::Idle,
+        JobState::Starting,
+        JobState::Running,
+        JobState::Recovering,
+        JobState::Stopping,
+        JobState::Stopped,
+        JobState::Failed,
+        JobState::Completed,
+    ];
+}
+
+/// A job's lifecycle fields. Written only by the supervisor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    /// Job id, increasing across restarts; 0 before the first job.
+    pub id: u64,
+    /// Current state.
+    pub state: JobState,
+    /// Why the job is in this state, where one applies.
+    pub reason: Option<String>,
+    /// Unix seconds.
+    pub started_at: Option<f64>,
+    /// Unix seconds, once the job ended.
+    pub ended_at: Option<f64>,
+    /// Unix seconds of the last transition.
+    pub state_since: f64,
+    /// Recoveries started in this job.
+    pub recoveries: u32,
+    /// Open attempt the capture thread should be on: 0 at start, +1 per recovery.
+    pub attempt: u32,
+    /// Limits of this job.
+    pub max_frames: Option<u64>,
+    /// Limits of this job.
+    pub max_duration_s: Option<u64>,
+}
+
+impl JobRecord {
+    /// The record of a camera that has not run a job yet.
+    pub fn idle() -> JobRecord {
+        JobRecord {
+            id: 0,
+            state: JobState::Idle,
+            reason: None,
+            started_at: None,
+            ended_at: None,
+            state_since: crate::clock::unix_now(),
+            recoveries: 0,
+            attempt: 0,
+            max_frames: None,
+            max_duration_s: None,
+        }
+    }
+}
+
+/// What the capture thread is doing, as published in [`Heartbeat::phase`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// No job.
+    Idle = 0,
+    /// Waiting before a reopen.
+    Backoff = 1,
+    /// Opening, or open with no good frame yet in this attempt.
+    Opening = 2,
+    /// At least one good frame in this attempt.
+    Streaming = 3,
+    /// The source failed fatally (or could not be opened); waiting for a reopen order.
+    Broken = 4,
+    /// `max_frames` reached; the source is closed.
+    Done = 5,
+}
+
+impl Phase {
+    fn from_u8(v: u8) -> Phase {
+        match v {
+            1 => Phase::Backoff,
+            2 => Phase::Opening,
+            3 => Phase::Streaming,
+            4 => Phase::Broken,
+            5 => Phase::Done,
+            _ => Phase::Idle,
+        }
+    }
+}
+
+/// Liveness and counters of one camera's capture thread. Only that thread writes them; the
+/// counters belong to job `job_id` and are reset when a new job begins.
+#[derive(Default)]
+pub struct Heartbeat {
+    /// The job these counters belong to.
+    pub job_id: AtomicU64,
+    /// The open attempt in progress (see [`JobRecord::attempt`]).
+    pub attempt: AtomicU32,
+    /// A [`Phase`] as u8.
+    phase: AtomicU8,
+    /// Frames read from the source in this job.
+    pub frames_captured: AtomicU64,
+    /// Frames lost: oversize, garbage, no free buffer.
+    pub frames_dropped: AtomicU64,
+    /// Read and open errors in this job.
+    pub errors_total: AtomicU64,
+    /// Read errors since the last good frame.
+    pub consecutive_errors: AtomicU64,
+    /// Snapshots kept in this job.
+    pub snapshots: AtomicU64,
+    /// Wall clock of the last good frame, Unix milliseconds; 0 = none in this job.
+    pub last_frame_unix_ms: AtomicU64,
+    /// Monotonic ms of the last sign of progress (a good frame, or the start of an attempt).
+    pub progress_ms: AtomicU64,
+    /// The last error, for reasons.
+    last_error: Mutex<heapless::String<200>>,
+}
+
+impl Heartbeat {
+    /// The capture thread's phase.
+    pub fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(std::sync::atomic::Ordering::Acquire))
+    }
+    /// Sets the phase (capture thread only).
+    pub fn set_phase(&self, p: Phase) {
+        self.phase.store(p as u8, std::sync::atomic::Ordering::Release);
+    }
+    /// Remembers an error message (no allocation; truncated).
+    pub fn set_last_error(&self, msg: &str) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = fixed(format_args!("{msg}"));
+    }
+    /// The last error message.
+    pub fn last_error(&self) -> String {
+        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).to_string()
+    }
+    /// Zeroes the per-job counters for a new job (capture thread only).
+    pub fn reset_for_job(&self, job_id: u64) {
+        for c in [&self.frames_captured, &self.frames_dropped, &self.errors_total, &self.consecutive_errors, &self.snapshots, &self.last_frame_unix_ms] {
+            c.store(0, Relaxed);
+        }
+        self.set_last_error("");
+        self.job_id.store(job_id, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Everything published about one camera.
+pub struct CameraShared {
+    /// The camera's name (from the config).
+    pub name: String,
+    /// The camera's config, for limits and thresholds.
+    pub config: CameraConfig,
+    /// Lifecycle, written by the supervisor.
+    pub job: Mutex<JobRecord>,
+    /// Liveness, written by capture.
+    pub heartbeat: Heartbeat,
+    /// Snapshots, written by capture.
+    pub snapshots: SnapshotRing,
+}
+
+impl CameraShared {
+    /// A copy of the job record.
+    pub fn job(&self) -> JobRecord {
+        self.job.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The `{"camera", "job", "latest"}` view of the API.
+    pub fn view(&self) -> CameraView {
+        let job = self.job();
+        let hb = &self.heartbeat;
+        let ours = hb.job_id.load(std::sync::atomic::Ordering::Acquire) == job.id && job.id != 0;
+        let count = |c: &AtomicU64| if ours { c.load(Relaxed) } else { 0 };
+        let last_ms = count(&hb.last_frame_unix_ms);
+        CameraView {
+            camera: self.name.clone(),
+            job: JobView {
+                id: (job.id != 0).then_some(job.id),
+                camera: self.name.clone(),
+                state: job.state,
+                reason: job.reason,
+                started_at: job.started_at,
+                ended_at: job.ended_at,
+                state_since: job.state_since,
+                frames_captured: count(&hb.frames_captured),
+                frames_dropped: count(&hb.frames_dropped),
+                errors_total: count(&hb.errors_total),
+                snapshots: count(&hb.snapshots),
+                recoveries: job.recoveries,
+                last_frame_at: (last_ms != 0).then(|| last_ms as f64 / 1000.0),
+                max_frames: job.max_frames,
+                max_duration_s: job.max_duration_s,
+            },
+            latest: self.snapshots.latest_meta(),
+        }
+    }
+}
+
+/// The API's view of one camera.
+#[derive(Debug, Clone, Serialize)]
+pub struct CameraView {
+    /// Camera name.
+    pub camera: String,
+    /// Its current (or last) job.
+    pub job: JobView,
+    /// The newest snapshot, or null before the first.
+    pub latest: Option<SnapshotMeta>,
+}
+
+/// The API's view of a job (DESIGN.md names the minimum fields).
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    /// Job id; null before the first job.
+    pub id: Option<u64>,
+    /// Camera name.
+    pub camera: String,
+    /// Lifecycle state.
+    pub state: JobState,
+    /// Why, where a reason applies.
+    pub reason: Option<String>,
+    /// Unix seconds.
+    pub started_at: Option<f64>,
+    /// Unix seconds.
+    pub ended_at: Option<f64>,
+    /// Unix seconds of the last transition.
+    pub state_since: f64,
+    /// Frames read in this job.
+    pub frames_captured: u64,
+    /// Frames lost in this job.
+    pub frames_dropped: u64,
+    /// Errors in this job.
+    pub errors_total: u64,
+    /// Snapshots kept in this job.
+    pub snapshots: u64,
+    /// Recoveries in this job.
+    pub recoveries: u32,
+    /// Unix seconds of the last good frame.
+    pub last_frame_at: Option<f64>,
+    /// This job's frame limit.
+    pub max_frames: Option<u64>,
+    /// This job's duration limit.
+    pub max_duration_s: Option<u64>,
+}
+
+/// Limits a start request may set for one job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobLimits {
+    /// Complete after this many frames.
+    pub max_frames: Option<u64>,
+    /// Complete after this many seconds.
+    pub max_duration_s: Option<u64>,
+}
+
+/// Why the supervisor refused a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The job is not in a state that allows it (409).
+    Conflict(String),
+}
+
+/// Answer to a start or stop command.
+pub type Reply = Result<JobView, Refusal>;
+
+/// Commands to the supervisor, the single writer of job state.
+#[derive(Debug)]
+pub enum Command {
+    /// Start a new job on a camera.
+    Start {
+        /// Index into `Shared::cameras`.
+        camera: usize,
+        /// Limits for this job (the config's when `None`).
+        limits: JobLimits,
+        /// Where the answer goes (bounded(1)).
+        reply: Sender<Reply>,
+    },
+    /// Stop the camera's active job.
+    Stop {
+        /// Index into `Shared::cameras`.
+        camera: usize,
+        /// Where the answer goes.
+        reply: Sender<Reply>,
+    },
+    /// The watchdog saw a stall or an error threshold in attempt `attempt` of job `job_id`.
+    Fault {
+        /// Index into `Shared::cameras`.
+        camera: usize,
+        /// The job it was seen in (stale faults are ignored).
+        job_id: u64,
+        /// The attempt it was seen in.
+        attempt: u32,
+        /// A sentence for the job's reason.
+        reason: String,
+    },
+}
+
+/// Capacity of the supervisor's command channel; a full channel answers 503.
+pub const COMMAND_QUEUE: usize = 64;
+
+/// What every thread shares.
+pub struct Shared {
+    /// The effective config.
+    pub config: Config,
+    /// One entry per configured camera, in config order.
+    pub cameras: Vec<Arc<CameraShared>>,
+    /// The event log.
+    pub events: EventLog,
+    /// The supervisor's bounded command channel.
+    pub commands: Sender<Command>,
+}
+
+impl Shared {
+    /// Builds the published state for a config. `commands` is the supervisor's inbox.
+    pub fn new(config: Config, commands: Sender<Command>) -> Shared {
+        let cameras = config
+            .cameras
+            .iter()
+            .map(|c| {
+                Arc::new(CameraShared {
+                    name: c.name.clone(),
+                    config: c.clone(),
+                    job: Mutex::new(JobRecord::idle()),
+                    heartbeat: Heartbeat::default(),
+                    snapshots: SnapshotRing::default(),
+                })
+            })
+            .collect();
+        Shared { config, cameras, events: EventLog::default(), commands }
+    }
+
+    /// The index of a camera by name.
+    pub fn camera_index(&self, name: &str) -> Option<usize> {
+        self.cameras.iter().position(|c| c.name == name)
+    }
+}

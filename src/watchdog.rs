@@ -1,0 +1,139 @@
+//! The watchdog thread: decides when a camera has stalled or failed, from the heartbeats
+//! alone, and tells the supervisor. It never touches a source, so a read that hangs in a
+//! driver cannot hang the watchdog; it never changes job state itself, so the supervisor
+//! stays the single writer.
+
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock;
+use crate::config::WatchdogConfig;
+use crate::shutdown::Stop;
+use crate::status::{Command, Heartbeat, Phase, Shared};
+
+/// What the watchdog concluded about one open attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing wrong (or nothing to judge).
+    Fine,
+    /// Recover, for this reason.
+    Fault(String),
+}
+
+/// Judges one attempt. `silent_ms` is the time since the last sign of progress;
+/// `lagging_ms` is how long the capture thread has not picked up the supervisor's latest
+/// order (0 when it has).
+pub fn assess(wd: &WatchdogConfig, phase: Phase, silent_ms: u64, consecutive_errors: u64, lagging_ms: u64, last_error: impl FnOnce() -> String) -> Verdict {
+    let secs = |ms: u64| ms as f64 / 1000.0;
+    if lagging_ms > wd.stall_timeout_ms {
+        return Verdict::Fault(format!(
+            "the capture thread has not answered for {:.1} s (stall timeout {:.1} s); the camera driver may be hung",
+            secs(lagging_ms),
+            secs(wd.stall_timeout_ms)
+        ));
+    }
+    match phase {
+        Phase::Idle | Phase::Backoff | Phase::Done => Verdict::Fine,
+        Phase::Broken => Verdict::Fault(last_error()),
+        Phase::Opening | Phase::Streaming => {
+            if consecutive_errors >= wd.max_consecutive_errors as u64 {
+                Verdict::Fault(format!(
+                    "{consecutive_errors} read errors in a row (max_consecutive_errors {}); last: {}",
+                    wd.max_consecutive_errors,
+                    last_error()
+                ))
+            } else if silent_ms > wd.stall_timeout_ms {
+                Verdict::Fault(format!("no frame for {:.1} s (stall timeout {:.1} s)", secs(silent_ms), secs(wd.stall_timeout_ms)))
+            } else {
+                Verdict::Fine
+            }
+        }
+    }
+}
+
+/// How often to look: a tenth of the shortest stall timeout, within 10..=100 ms.
+fn tick(shared: &Shared) -> Duration {
+    let min = shared.cameras.iter().map(|c| c.config.watchdog.stall_timeout_ms).min().unwrap_or(1000);
+    Duration::from_millis((min / 10).clamp(10, 100))
+}
+
+/// Runs until `stop`.
+pub fn run(shared: Arc<Shared>, stop: Stop) {
+    let tick = tick(&shared);
+    // Per camera: the (job, attempt) already reported, and since when the capture thread
+    // has lagged behind the record.
+    let mut reported: Vec<(u64, u32)> = vec![(0, 0); shared.cameras.len()];
+    let mut lag_since: Vec<Option<(u64, u32, u64)>> = vec![None; shared.cameras.len()];
+    while !stop.wait(tick) {
+        let now = clock::mono_ms();
+        for (i, cam) in shared.cameras.iter().enumerate() {
+            let (id, state, attempt) = {
+                let g = cam.job.lock().unwrap_or_else(|e| e.into_inner());
+                (g.id, g.state, g.attempt)
+            };
+            if !state.is_capturing() || reported[i] == (id, attempt) {
+                continue;
+            }
+            let hb: &Heartbeat = &cam.heartbeat;
+            let current = hb.job_id.load(Acquire) == id && hb.attempt.load(Acquire) == attempt;
+            let lagging_ms = if current {
+                lag_since[i] = None;
+                0
+            } else {
+                match lag_since[i] {
+                    Some((j, a, t)) if (j, a) == (id, attempt) => now.saturating_sub(t),
+                    _ => {
+                        lag_since[i] = Some((id, attempt, now));
+                        0
+                    }
+                }
+            };
+            let silent = now.saturating_sub(hb.progress_ms.load(Acquire));
+            let phase = if current { hb.phase() } else { Phase::Idle };
+            let verdict = assess(&cam.config.watchdog, phase, silent, hb.consecutive_errors.load(Relaxed), lagging_ms, || hb.last_error());
+            if let Verdict::Fault(reason) = verdict {
+                let cmd = Command::Fault { camera: i, job_id: id, attempt, reason };
+                // A full channel is retried on the next tick.
+                if shared.commands.try_send(cmd).is_ok() {
+                    reported[i] = (id, attempt);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wd() -> WatchdogConfig {
+        WatchdogConfig { stall_timeout_ms: 1000, max_consecutive_errors: 3, ..WatchdogConfig::default() }
+    }
+
+    #[test]
+    fn stall_is_reported_with_a_readable_reason() {
+        assert_eq!(assess(&wd(), Phase::Streaming, 999, 0, 0, String::new), Verdict::Fine);
+        assert_eq!(
+            assess(&wd(), Phase::Streaming, 1500, 0, 0, String::new),
+            Verdict::Fault("no frame for 1.5 s (stall timeout 1.0 s)".into())
+        );
+        assert!(matches!(assess(&wd(), Phase::Opening, 1001, 0, 0, String::new), Verdict::Fault(_)));
+    }
+
+    #[test]
+    fn error_threshold_and_broken_sources() {
+        assert_eq!(assess(&wd(), Phase::Streaming, 0, 2, 0, String::new), Verdict::Fine);
+        let v = assess(&wd(), Phase::Streaming, 0, 3, 0, || "EIO".into());
+        assert_eq!(v, Verdict::Fault("3 read errors in a row (max_consecutive_errors 3); last: EIO".into()));
+        assert_eq!(assess(&wd(), Phase::Broken, 0, 0, 0, || "gone".into()), Verdict::Fault("gone".into()));
+    }
+
+    #[test]
+    fn waiting_phases_are_not_judged_but_a_hung_thread_is() {
+        for p in [Phase::Idle, Phase::Backoff, Phase::Done] {
+            assert_eq!(assess(&wd(), p, 60_000, 99, 0, String::new), Verdict::Fine, "{p:?}");
+        }
+        assert!(matches!(assess(&wd(), Phase::Idle, 0, 0, 1001, String::new), Verdict::Fault(r) if r.contains("has not answered")));
+    }
+}
