@@ -17,7 +17,7 @@ pub mod synthetic;
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::{SourceConfig};
+use crate::config::SourceConfig;
 
 /// What one call to [`Source::read`] produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -303,10 +303,17 @@ impl Config {
         let mut v = Checker::default();
         let h = &self.http;
         if h.bind.parse::<SocketAddr>().is_err() {
-            v.fail("http.bind", format!("{:?} is not IP:PORT (for example \"127.0.0.1:8080\" or \"[::]:8080\")", h.bind));
+            v.fail(
+                "http.bind",
+                format!("{:?} is not IP:PORT (for example \"127.0.0.1:8080\" or \"[::]:8080\")", h.bind),
+            );
         }
         if let Some(t) = &h.token {
-            v.check("http.token", !t.is_empty() && t.len() <= 256 && t.bytes().all(|b| b.is_ascii_graphic()), "must be 1 to 256 printable ASCII characters without spaces");
+            v.check(
+                "http.token",
+                !t.is_empty() && t.len() <= 256 && t.bytes().all(|b| b.is_ascii_graphic()),
+                "must be 1 to 256 printable ASCII characters without spaces",
+            );
         }
         v.range("http.workers", h.workers as u64, 1, 64);
         v.range("http.queue", h.queue as u64, 1, 4096);
@@ -317,7 +324,11 @@ impl Config {
         v.range("http.max_headers", h.max_headers as u64, 4, 256);
         v.range("http.max_body_bytes", h.max_body_bytes as u64, 0, 1 << 20);
         v.check("storage.dir", !self.storage.dir.as_os_str().is_empty(), "must not be empty");
-        v.check("log.level", matches!(self.log.level.as_str(), "error" | "warn" | "info" | "debug" | "trace"), "must be one of error, warn, info, debug, trace");
+        v.check(
+            "log.level",
+            matches!(self.log.level.as_str(), "error" | "warn" | "info" | "debug" | "trace"),
+            "must be one of error, warn, info, debug, trace",
+        );
         v.check("cameras", !self.cameras.is_empty(), "at least one camera is needed");
         v.check("cameras", self.cameras.len() <= MAX_CAMERAS, &format!("at most {MAX_CAMERAS} cameras"));
         for (i, c) in self.cameras.iter().enumerate() {
@@ -355,14 +366,22 @@ impl Config {
                             v.range(&p("source.fault.error_every"), n, 1, u64::MAX);
                         }
                         if f.recover_after_reopens.is_some() {
-                            v.check(&p("source.fault.recover_after_reopens"), f.stall_after_frames.is_some(), "only makes sense with stall_after_frames");
+                            v.check(
+                                &p("source.fault.recover_after_reopens"),
+                                f.stall_after_frames.is_some(),
+                                "only makes sense with stall_after_frames",
+                            );
                         }
                     }
                 }
                 SourceConfig::Pipe(s) => {
                     v.check(&p("source.command"), !s.command.is_empty() && !s.command[0].is_empty(), "must name a program, e.g. [\"rpicam-vid\", \"-t\", \"0\", \"--codec\", \"mjpeg\", \"-o\", \"-\"]");
                     v.check(&p("source.command"), s.command.len() <= 64, "at most 64 arguments");
-                    v.check(&p("source.command"), s.command.iter().all(|a| !a.contains('\0')), "arguments must not contain NUL");
+                    v.check(
+                        &p("source.command"),
+                        s.command.iter().all(|a| !a.contains('\0')),
+                        "arguments must not contain NUL",
+                    );
                 }
             }
         }
@@ -417,7 +436,8 @@ pub fn board(name: &str) -> Result<Config, ConfigError> {
             BOARDS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
         ),
     })?;
-    Config::from_json(text).map_err(|e| ConfigError { path: e.path, message: format!("{} (in board profile {name})", e.message) })
+    Config::from_json(text)
+        .map_err(|e| ConfigError { path: e.path, message: format!("{} (in board profile {name})", e.message) })
 }
 
 #[cfg(test)]
@@ -438,7 +458,7 @@ mod tests {
         let e = err(r#"{"cameras":[{"watchdog":{"stall_timeout_ms":5}}]}"#);
         assert!(e.starts_with("cameras[0].watchdog.stall_timeout_ms: must be >= 100"), "{e}");
         let e = err(r#"{"http":{"bnd":"x"}}"#);
-        assert!(e.starts_with("http: unknown field `bnd`"), "{e}");
+        assert!(e.starts_with("http.bnd: unknown field `bnd`"), "{e}");
         let e = err(r#"{"cameras":[{}, {"watchdog":{"max_recoveries":-1}}]}"#);
         assert!(e.starts_with("cameras[1].watchdog.max_recoveries: invalid value"), "{e}");
         let e = err(r#"{"http":{"bind":"localhost"}}"#);

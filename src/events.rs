@@ -100,7 +100,14 @@ impl EventLog {
     }
 
     /// Records an event and returns its seq. Also logs it.
-    pub fn push(&self, kind: EventKind, camera: &str, job_id: Option<u64>, state: Option<JobState>, message: fmt::Arguments<'_>) -> u64 {
+    pub fn push(
+        &self,
+        kind: EventKind,
+        camera: &str,
+        job_id: Option<u64>,
+        state: Option<JobState>,
+        message: fmt::Arguments<'_>,
+    ) -> u64 {
         let message = fixed::<MESSAGE_BYTES>(message);
         match kind {
             EventKind::Error | EventKind::Drop => log::warn!("{camera}: {message}"),
@@ -109,7 +116,15 @@ impl EventLog {
         let mut g = self.lock();
         let seq = g.next_seq;
         g.next_seq += 1;
-        g.ring.write(Event { seq, at: clock::unix_now(), kind, camera: fixed(format_args!("{camera}")), job_id, state, message });
+        g.ring.write(Event {
+            seq,
+            at: clock::unix_now(),
+            kind,
+            camera: fixed(format_args!("{camera}")),
+            job_id,
+            state,
+            message,
+        });
         seq
     }
 

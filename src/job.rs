@@ -61,7 +61,13 @@ impl Service {
         let api = Arc::new(Api::new(Arc::clone(&shared)));
         let server = Server::start(listener, &shared.config.http, api, stop.clone())
             .map_err(|e| Error::Fatal(format!("cannot start the HTTP server: {e}")))?;
-        shared.events.push(EventKind::Info, "", None, None, format_args!("camjobd {} listening on http://{}/", env!("CARGO_PKG_VERSION"), server.local_addr()));
+        shared.events.push(
+            EventKind::Info,
+            "",
+            None,
+            None,
+            format_args!("camjobd {} listening on http://{}/", env!("CARGO_PKG_VERSION"), server.local_addr()),
+        );
         Ok(Service { shared, server, threads, stop })
     }
 
@@ -93,9 +99,13 @@ impl Service {
 fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     TcpListener::bind(addr).map_err(|e| {
         let hint = match e.kind() {
-            io::ErrorKind::AddrInUse => "; another program (or another camjobd) uses this port: stop it or change http.bind",
+            io::ErrorKind::AddrInUse => {
+                "; another program (or another camjobd) uses this port: stop it or change http.bind"
+            }
             io::ErrorKind::PermissionDenied => "; ports below 1024 need CAP_NET_BIND_SERVICE: use a port >= 1024",
-            io::ErrorKind::AddrNotAvailable => "; this machine has no such address: use 127.0.0.1, 0.0.0.0 or one of its own IPs",
+            io::ErrorKind::AddrNotAvailable => {
+                "; this machine has no such address: use 127.0.0.1, 0.0.0.0 or one of its own IPs"
+            }
             _ => "",
         };
         Error::Fatal(format!("cannot listen on http.bind {addr}: {e}{hint}"))

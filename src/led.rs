@@ -51,7 +51,9 @@ mod tests {
         for s in [JobState::Idle, JobState::Stopped, JobState::Completed, JobState::Stopping] {
             assert!((0..2000).step_by(50).all(|t| !lit(s, t)), "{s:?}");
         }
-        let toggles = |s| (0..2000u64).step_by(10).map(|t| lit(s, t)).collect::<Vec<_>>().windows(2).filter(|w| w[0] != w[1]).count();
+        let toggles = |s| {
+            (0..2000u64).step_by(10).map(|t| lit(s, t)).collect::<Vec<_>>().windows(2).filter(|w| w[0] != w[1]).count()
+        };
         assert_eq!(toggles(JobState::Starting), 3);
         assert_eq!(toggles(JobState::Recovering), 3);
         assert_eq!(toggles(JobState::Failed), 19);

@@ -72,9 +72,8 @@ fn load(source: &Source) -> Result<Config, Error> {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 Error::Config(ConfigError { path: "--config".into(), message: format!("cannot read {path}: {e}") })
             })?;
-            Config::from_json(&text).map_err(|e| {
-                Error::Config(ConfigError { path: e.path, message: format!("{} (in {path})", e.message) })
-            })
+            Config::from_json(&text)
+                .map_err(|e| Error::Config(ConfigError { path: e.path, message: format!("{} (in {path})", e.message) }))
         }
     }
 }

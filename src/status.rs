@@ -199,7 +199,14 @@ impl Heartbeat {
     }
     /// Zeroes the per-job counters for a new job (capture thread only).
     pub fn reset_for_job(&self, job_id: u64) {
-        for c in [&self.frames_captured, &self.frames_dropped, &self.errors_total, &self.consecutive_errors, &self.snapshots, &self.last_frame_unix_ms] {
+        for c in [
+            &self.frames_captured,
+            &self.frames_dropped,
+            &self.errors_total,
+            &self.consecutive_errors,
+            &self.snapshots,
+            &self.last_frame_unix_ms,
+        ] {
             c.store(0, Relaxed);
         }
         self.set_last_error("");

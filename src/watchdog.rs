@@ -24,7 +24,14 @@ pub enum Verdict {
 /// Judges one attempt. `silent_ms` is the time since the last sign of progress;
 /// `lagging_ms` is how long the capture thread has not picked up the supervisor's latest
 /// order (0 when it has).
-pub fn assess(wd: &WatchdogConfig, phase: Phase, silent_ms: u64, consecutive_errors: u64, lagging_ms: u64, last_error: impl FnOnce() -> String) -> Verdict {
+pub fn assess(
+    wd: &WatchdogConfig,
+    phase: Phase,
+    silent_ms: u64,
+    consecutive_errors: u64,
+    lagging_ms: u64,
+    last_error: impl FnOnce() -> String,
+) -> Verdict {
     let secs = |ms: u64| ms as f64 / 1000.0;
     if lagging_ms > wd.stall_timeout_ms {
         return Verdict::Fault(format!(
@@ -44,7 +51,11 @@ pub fn assess(wd: &WatchdogConfig, phase: Phase, silent_ms: u64, consecutive_err
                     last_error()
                 ))
             } else if silent_ms > wd.stall_timeout_ms {
-                Verdict::Fault(format!("no frame for {:.1} s (stall timeout {:.1} s)", secs(silent_ms), secs(wd.stall_timeout_ms)))
+                Verdict::Fault(format!(
+                    "no frame for {:.1} s (stall timeout {:.1} s)",
+                    secs(silent_ms),
+                    secs(wd.stall_timeout_ms)
+                ))
             } else {
                 Verdict::Fine
             }
@@ -91,7 +102,10 @@ pub fn run(shared: Arc<Shared>, stop: Stop) {
             };
             let silent = now.saturating_sub(hb.progress_ms.load(Acquire));
             let phase = if current { hb.phase() } else { Phase::Idle };
-            let verdict = assess(&cam.config.watchdog, phase, silent, hb.consecutive_errors.load(Relaxed), lagging_ms, || hb.last_error());
+            let verdict =
+                assess(&cam.config.watchdog, phase, silent, hb.consecutive_errors.load(Relaxed), lagging_ms, || {
+                    hb.last_error()
+                });
             if let Verdict::Fault(reason) = verdict {
                 let cmd = Command::Fault { camera: i, job_id: id, attempt, reason };
                 // A full channel is retried on the next tick.
@@ -134,6 +148,8 @@ mod tests {
         for p in [Phase::Idle, Phase::Backoff, Phase::Done] {
             assert_eq!(assess(&wd(), p, 60_000, 99, 0, String::new), Verdict::Fine, "{p:?}");
         }
-        assert!(matches!(assess(&wd(), Phase::Idle, 0, 0, 1001, String::new), Verdict::Fault(r) if r.contains("has not answered")));
+        assert!(
+            matches!(assess(&wd(), Phase::Idle, 0, 0, 1001, String::new), Verdict::Fault(r) if r.contains("has not answered"))
+        );
     }
 }

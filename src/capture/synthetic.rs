@@ -132,7 +132,10 @@ impl Source for Synthetic {
         self.reads += 1;
         if let Some(k) = self.fault.error_every {
             if self.reads % k == 0 {
-                return Err(SourceError::transient(format!("synthetic read {} failed (fault error_every {k})", self.reads)));
+                return Err(SourceError::transient(format!(
+                    "synthetic read {} failed (fault error_every {k})",
+                    self.reads
+                )));
             }
         }
         let n = self.faults.frames.fetch_add(1, Relaxed) + 1;
@@ -280,7 +283,11 @@ mod tests {
         let got: Vec<bool> = (0..6).map(|_| next(&mut src).is_ok()).collect();
         assert_eq!(got, [true, true, false, true, true, false]);
 
-        let mut o = opener(Some(FaultConfig { stall_after_frames: Some(2), recover_after_reopens: Some(2), ..Default::default() }));
+        let mut o = opener(Some(FaultConfig {
+            stall_after_frames: Some(2),
+            recover_after_reopens: Some(2),
+            ..Default::default()
+        }));
         let mut src = o.open(7).unwrap();
         assert_eq!(next(&mut src).unwrap(), Read::Consumed);
         assert_eq!(next(&mut src).unwrap(), Read::Consumed);

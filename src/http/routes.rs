@@ -66,8 +66,13 @@ impl Api {
         let (tx, rx) = channel::bounded(1);
         match self.shared.commands.try_send(make(tx)) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Response::error(503, "busy", "the job supervisor is busy; try again").with_header("Retry-After", "1".into()),
-            Err(TrySendError::Disconnected(_)) => return Response::error(503, "shutting_down", "the service is shutting down"),
+            Err(TrySendError::Full(_)) => {
+                return Response::error(503, "busy", "the job supervisor is busy; try again")
+                    .with_header("Retry-After", "1".into())
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Response::error(503, "shutting_down", "the service is shutting down")
+            }
         }
         match rx.recv_timeout(COMMAND_TIMEOUT) {
             Ok(Ok(job)) => Response::json(202, &serde_json::to_value(job).expect("plain data")),
@@ -84,13 +89,31 @@ impl Api {
             match k {
                 "after" => match v.parse() {
                     Ok(n) => after = n,
-                    Err(_) => return Response::error(400, "bad_query", &format!("after={v:?} is not a sequence number (a whole number >= 0)")),
+                    Err(_) => {
+                        return Response::error(
+                            400,
+                            "bad_query",
+                            &format!("after={v:?} is not a sequence number (a whole number >= 0)"),
+                        )
+                    }
                 },
                 "limit" => match v.parse::<usize>() {
                     Ok(n) if n >= 1 => limit = n.min(MAX_PAGE),
-                    _ => return Response::error(400, "bad_query", &format!("limit={v:?} must be a whole number from 1 to {MAX_PAGE}")),
+                    _ => {
+                        return Response::error(
+                            400,
+                            "bad_query",
+                            &format!("limit={v:?} must be a whole number from 1 to {MAX_PAGE}"),
+                        )
+                    }
                 },
-                _ => return Response::error(400, "bad_query", &format!("unknown query parameter {k:?}; use after and limit")),
+                _ => {
+                    return Response::error(
+                        400,
+                        "bad_query",
+                        &format!("unknown query parameter {k:?}; use after and limit"),
+                    )
+                }
             }
         }
         let mut events: Vec<Event> = Vec::with_capacity(limit);
@@ -104,8 +127,12 @@ impl Handler for Api {
         let get = matches!(req.method, "GET" | "HEAD");
         if let Some(token) = &self.shared.config.http.token {
             if !get && !authorized(req, token) {
-                return Response::error(401, "unauthorized", "this request needs the header Authorization: Bearer <http.token>")
-                    .with_header("WWW-Authenticate", "Bearer".into());
+                return Response::error(
+                    401,
+                    "unauthorized",
+                    "this request needs the header Authorization: Bearer <http.token>",
+                )
+                .with_header("WWW-Authenticate", "Bearer".into());
             }
         }
         let path = req.path;
@@ -116,7 +143,9 @@ impl Handler for Api {
                 headers: vec![("Cache-Control", "no-cache".into())],
                 body: Body::Static(DASHBOARD.as_bytes()),
             },
-            "/healthz" if get => Response { status: 200, content_type: "text/plain", headers: Vec::new(), body: Body::Static(b"ok\n") },
+            "/healthz" if get => {
+                Response { status: 200, content_type: "text/plain", headers: Vec::new(), body: Body::Static(b"ok\n") }
+            }
             "/api/status" if get => self.status(),
             "/api/events" if get => self.events(req.query),
             "/" | "/index.html" | "/healthz" | "/api/status" | "/api/events" => method_not_allowed("GET, HEAD"),
@@ -139,7 +168,8 @@ fn not_found(path: &str) -> Response {
 }
 
 fn method_not_allowed(allow: &'static str) -> Response {
-    Response::error(405, "method_not_allowed", &format!("this endpoint takes {allow}")).with_header("Allow", allow.into())
+    Response::error(405, "method_not_allowed", &format!("this endpoint takes {allow}"))
+        .with_header("Allow", allow.into())
 }
 
 /// `latest.jpg`: the pool buffer itself is the body (no copy); `ETag` is the snapshot seq.
@@ -159,9 +189,9 @@ fn latest_jpg(req: &Request<'_>, cam: &crate::status::CameraShared) -> Response 
 /// `If-None-Match` against a seq: a list of (weak or strong) tags, or `*`.
 fn etag_matches(header: &[u8], seq: u64) -> bool {
     let Ok(text) = std::str::from_utf8(header) else { return false };
-    text.split(',').map(str::trim).any(|t| {
-        t == "*" || t.trim_start_matches("W/").trim_matches('"').parse::<u64>() == Ok(seq)
-    })
+    text.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.trim_start_matches("W/").trim_matches('"').parse::<u64>() == Ok(seq))
 }
 
 #[derive(Deserialize)]
@@ -176,8 +206,13 @@ fn parse_limits(body: &[u8]) -> Result<JobLimits, Response> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(JobLimits::default());
     }
-    let b: StartBody = serde_json::from_slice(body)
-        .map_err(|e| Response::error(400, "bad_json", &format!("start body: {e}; expected {{\"max_frames\": N, \"max_duration_s\": N}}")))?;
+    let b: StartBody = serde_json::from_slice(body).map_err(|e| {
+        Response::error(
+            400,
+            "bad_json",
+            &format!("start body: {e}; expected {{\"max_frames\": N, \"max_duration_s\": N}}"),
+        )
+    })?;
     for (key, v) in [("max_frames", b.max_frames), ("max_duration_s", b.max_duration_s)] {
         if v == Some(0) {
             return Err(Response::error(400, "bad_value", &format!("{key} must be >= 1 (or left out)")));
@@ -211,7 +246,10 @@ mod tests {
     #[test]
     fn start_bodies() {
         assert_eq!(parse_limits(b"").ok(), Some(JobLimits::default()));
-        assert_eq!(parse_limits(b"{\"max_frames\":3}").ok(), Some(JobLimits { max_frames: Some(3), max_duration_s: None }));
+        assert_eq!(
+            parse_limits(b"{\"max_frames\":3}").ok(),
+            Some(JobLimits { max_frames: Some(3), max_duration_s: None })
+        );
         assert_eq!(parse_limits(b"{\"max_frames\":0}").err().map(|r| r.status), Some(400));
         assert_eq!(parse_limits(b"{\"frames\":3}").err().map(|r| r.status), Some(400));
         assert_eq!(parse_limits(b"{oops").err().map(|r| r.status), Some(400));

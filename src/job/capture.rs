@@ -10,7 +10,10 @@
 //! Steady state allocates nothing per frame: buffers come from the pool, metadata goes into
 //! fixed rings, counters are atomics.
 
-use std::sync::atomic::{AtomicU64, Ordering::{Acquire, Relaxed, Release}};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -142,7 +145,13 @@ pub struct CaptureLoop {
 
 impl CaptureLoop {
     /// Prepares the loop: allocates the frame pool and builds the source opener.
-    pub fn new(shared: Arc<Shared>, cam: Arc<CameraShared>, orders: Arc<Orders>, opener: Box<dyn Opener>, stop: Stop) -> CaptureLoop {
+    pub fn new(
+        shared: Arc<Shared>,
+        cam: Arc<CameraShared>,
+        orders: Arc<Orders>,
+        opener: Box<dyn Opener>,
+        stop: Stop,
+    ) -> CaptureLoop {
         let c = &cam.config;
         let pool = FramePool::new(c.frame_buffers, c.max_frame_bytes);
         let interval = Duration::from_millis(c.snapshot_interval_ms);
@@ -191,6 +200,8 @@ impl CaptureLoop {
         }
         self.order = order;
         self.source = None;
+        // Each attempt is judged afresh: errors of the last one must not fail the next.
+        hb.consecutive_errors.store(0, Relaxed);
         hb.attempt.store(order.attempt, Release);
         match order.action {
             Action::Halt => hb.set_phase(Phase::Idle),

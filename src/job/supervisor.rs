@@ -53,7 +53,13 @@ impl Supervisor {
             .cameras
             .iter()
             .zip(orders)
-            .map(|(cam, orders)| CamCtl { cam: Arc::clone(cam), orders, failed_in_row: 0, started: None, stopping_since: None })
+            .map(|(cam, orders)| CamCtl {
+                cam: Arc::clone(cam),
+                orders,
+                failed_in_row: 0,
+                started: None,
+                stopping_since: None,
+            })
             .collect();
         Supervisor { shared, cams, state_file, next_job_id }
     }
@@ -109,7 +115,13 @@ impl Supervisor {
         self.next_job_id += 1;
         if let Err(e) = self.state_file.save(self.next_job_id) {
             // The job still runs; ids may repeat after a restart, and the event says so.
-            self.shared.events.push(EventKind::Error, &ctl.cam.name, Some(id), None, format_args!("{e}; job ids may repeat after a restart"));
+            self.shared.events.push(
+                EventKind::Error,
+                &ctl.cam.name,
+                Some(id),
+                None,
+                format_args!("{e}; job ids may repeat after a restart"),
+            );
         }
         let cfg = &ctl.cam.config;
         let max_frames = limits.max_frames.or(cfg.max_frames);
@@ -187,7 +199,11 @@ impl Supervisor {
         self.transition(
             i,
             Trigger::Fault,
-            Some(format!("{reason}; reopening in {:.1} s (recovery {n} of {})", backoff.as_secs_f64(), wd.max_recoveries)),
+            Some(format!(
+                "{reason}; reopening in {:.1} s (recovery {n} of {})",
+                backoff.as_secs_f64(),
+                wd.max_recoveries
+            )),
         );
         let ctl = &mut self.cams[i];
         ctl.failed_in_row = n;
@@ -219,7 +235,8 @@ impl Supervisor {
                 }
                 if rec.state != JobState::Running && current && phase == Phase::Streaming {
                     self.cams[i].failed_in_row = 0;
-                    let why = (rec.state == JobState::Recovering).then(|| format!("recovered after {} recoveries", rec.recoveries));
+                    let why = (rec.state == JobState::Recovering)
+                        .then(|| format!("recovered after {} recoveries", rec.recoveries));
                     self.transition(i, Trigger::GoodFrame, why);
                 }
             }
@@ -262,8 +279,20 @@ impl Supervisor {
         let id = g.id;
         drop(g);
         match &reason {
-            Some(r) => self.shared.events.push(EventKind::State, &cam.name, Some(id), Some(to), format_args!("job {id} {} → {}: {r}", from.as_str(), to.as_str())),
-            None => self.shared.events.push(EventKind::State, &cam.name, Some(id), Some(to), format_args!("job {id} {} → {}", from.as_str(), to.as_str())),
+            Some(r) => self.shared.events.push(
+                EventKind::State,
+                &cam.name,
+                Some(id),
+                Some(to),
+                format_args!("job {id} {} → {}: {r}", from.as_str(), to.as_str()),
+            ),
+            None => self.shared.events.push(
+                EventKind::State,
+                &cam.name,
+                Some(id),
+                Some(to),
+                format_args!("job {id} {} → {}", from.as_str(), to.as_str()),
+            ),
         };
     }
 
@@ -287,7 +316,11 @@ impl Supervisor {
         }
         for i in 0..self.cams.len() {
             if self.cams[i].cam.job().state == JobState::Stopping {
-                self.transition(i, Trigger::Closed, Some("service shut down (the camera did not close in time)".into()));
+                self.transition(
+                    i,
+                    Trigger::Closed,
+                    Some("service shut down (the camera did not close in time)".into()),
+                );
             }
         }
     }

@@ -1,0 +1,646 @@
+//! Pipe source: a child process whose stdout is an MJPEG byte stream.
+//!
+//! [`PipeOpener`] spawns the configured argv (no shell) in its own process group. The source it
+//! returns owns the child, the read ends of its stdout and stderr, a [`Splitter`] holding the
+//! only frame staging buffer, and a fixed 512-byte tail of stderr used to explain failures.
+//! Both pipes are non-blocking and waited on with `poll(2)`, so a read never takes longer than
+//! the caller's `wait`. After open, reading frames allocates nothing; only error paths do.
+//!
+//! The child exiting or closing its stdout is fatal: the error names the command, its exit
+//! status and its last line of stderr. Dropping the source signals the whole process group
+//! (SIGTERM, a short grace, then SIGKILL) and reaps the child, so a `sh -c` loop and its
+//! children die together and no zombie is left behind.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::capture::mjpeg::{Next, Splitter};
+use crate::capture::{DropCause, Opener, Read, Source, SourceError};
+use crate::config::PipeConfig;
+
+/// After stdout hits EOF, how long to wait for the child to exit before saying it merely
+/// closed its stdout (the exit and the EOF are not observed atomically).
+const EXIT_GRACE: Duration = Duration::from_millis(250);
+/// How long a dropped child gets to exit on SIGTERM before its group gets SIGKILL.
+const TERM_GRACE: Duration = Duration::from_millis(100);
+/// How long drop waits for the killed child before leaving the reaping to a helper thread
+/// (only a child stuck in the kernel, e.g. in a wedged camera driver, takes that long).
+const REAP_WAIT: Duration = Duration::from_secs(2);
+/// Longest single poll; between slices a quiet child is checked for having exited.
+const POLL_SLICE: Duration = Duration::from_millis(100);
+/// Bytes of stderr kept for error messages.
+const STDERR_TAIL: usize = 512;
+/// Bounds the stderr reads done in one go, so a child spamming stderr cannot hold a read.
+const STDERR_READS: usize = 8;
+
+/// Opens a [`Source`] that runs a command and splits its stdout into JPEG frames.
+pub struct PipeOpener {
+    config: PipeConfig,
+    max_frame_bytes: usize,
+}
+
+impl PipeOpener {
+    /// An opener for `config.command`, delivering frames of at most `max_frame_bytes`.
+    pub fn new(config: PipeConfig, max_frame_bytes: usize) -> Self {
+        PipeOpener { config, max_frame_bytes }
+    }
+}
+
+impl Opener for PipeOpener {
+    fn open(&mut self, job_id: u64) -> Result<Box<dyn Source>, SourceError> {
+        let argv = &self.config.command;
+        let Some(program) = argv.first().filter(|p| !p.is_empty()) else {
+            return Err(SourceError::fatal("pipe command is empty; set cameras[N].source.command to an argv array"));
+        };
+        let mut child = Command::new(program)
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Own process group: one kill(-pgid) reaches the command and everything it starts.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| spawn_error(program, &e))?;
+        let pid = child.id() as libc::pid_t;
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            unreachable!("stdout and stderr were configured as pipes");
+        };
+        // Built before anything else can fail, so that every later error kills the child.
+        let source = PipeSource {
+            child: Some(child),
+            pid,
+            stdout,
+            stderr: Some(stderr),
+            splitter: Splitter::new(self.max_frame_bytes),
+            tail: StderrTail::new(),
+            argv0: program.clone(),
+            stdout_eof_at: None,
+            failed: None,
+        };
+        set_nonblocking(source.stdout.as_raw_fd()).map_err(|e| source.io_error("stdout", &e))?;
+        if let Some(err) = &source.stderr {
+            set_nonblocking(err.as_raw_fd()).map_err(|e| source.io_error("stderr", &e))?;
+        }
+        log::info!("job {job_id}: started pipe command {argv:?} (pid {pid})");
+        Ok(Box::new(source))
+    }
+}
+
+/// A fatal error that says what to fix.
+fn spawn_error(program: &str, e: &io::Error) -> SourceError {
+    let why = match e.kind() {
+        io::ErrorKind::NotFound => {
+            "not found; install it or give the full path in cameras[N].source.command".to_string()
+        }
+        io::ErrorKind::PermissionDenied => "permission denied; check that it is an executable file".to_string(),
+        _ => e.to_string(),
+    };
+    SourceError::fatal(format!("cannot start pipe command \"{program}\": {why}"))
+}
+
+/// Sets `O_NONBLOCK`, so that a read after `poll` can never block.
+fn set_nonblocking(fd: libc::c_int) -> io::Result<()> {
+    // SAFETY: `fd` is an open descriptor owned by the caller for the duration of the call;
+    // F_GETFL/F_SETFL only read and write its flags and touch no memory.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// How the child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    Status(i32),
+    Signal(i32),
+}
+
+/// The last [`STDERR_TAIL`] bytes the child wrote to stderr, in a fixed ring.
+struct StderrTail {
+    buf: [u8; STDERR_TAIL],
+    /// Next write position.
+    head: usize,
+    /// Bytes held (up to the capacity).
+    len: usize,
+}
+
+impl StderrTail {
+    fn new() -> Self {
+        StderrTail { buf: [0; STDERR_TAIL], head: 0, len: 0 }
+    }
+
+    fn push(&mut self, mut data: &[u8]) {
+        if data.len() > STDERR_TAIL {
+            data = &data[data.len() - STDERR_TAIL..];
+        }
+        for &b in data {
+            self.buf[self.head] = b;
+            self.head = (self.head + 1) % STDERR_TAIL;
+        }
+        self.len = (self.len + data.len()).min(STDERR_TAIL);
+    }
+
+    /// The last non-empty line, for an error message (allocates; error path only).
+    fn last_line(&self) -> String {
+        let start = (self.head + STDERR_TAIL - self.len) % STDERR_TAIL;
+        let bytes: Vec<u8> = (0..self.len).map(|i| self.buf[(start + i) % STDERR_TAIL]).collect();
+        let text = String::from_utf8_lossy(&bytes);
+        // Progress output often uses '\r'; either ends a line.
+        let line = text.split(['\n', '\r']).map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("");
+        line.chars().filter(|c| !c.is_control()).collect()
+    }
+}
+
+/// A running pipe command. See the module docs.
+struct PipeSource {
+    /// `None` only once drop has handed it on.
+    child: Option<Child>,
+    /// The child's pid, which is also its process group id (`process_group(0)`).
+    pid: libc::pid_t,
+    stdout: ChildStdout,
+    /// `None` after stderr reached EOF.
+    stderr: Option<ChildStderr>,
+    splitter: Splitter,
+    tail: StderrTail,
+    argv0: String,
+    /// When stdout reached EOF.
+    stdout_eof_at: Option<Instant>,
+    /// Sticky: once fatal, every read answers the same error.
+    failed: Option<SourceError>,
+}
+
+impl Source for PipeSource {
+    fn read(&mut self, dst: Option<&mut [u8]>, wait: Duration) -> Result<Read, SourceError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let start = Instant::now();
+        let deadline = start.checked_add(wait).unwrap_or(start + Duration::from_secs(86_400));
+        // Look at the pipes at least once even when `wait` is zero.
+        let mut looked = false;
+        loop {
+            match self.splitter.next() {
+                Next::Frame { data, width, height } => {
+                    let (width, height) = (u32::from(width), u32::from(height));
+                    return Ok(match dst {
+                        None => Read::Consumed,
+                        Some(d) if d.len() < data.len() => Read::Dropped(DropCause::Oversize),
+                        Some(d) => {
+                            d[..data.len()].copy_from_slice(data);
+                            Read::Frame { len: data.len(), width, height }
+                        }
+                    });
+                }
+                Next::Dropped(cause) => return Ok(Read::Dropped(cause)),
+                Next::NeedMore => {}
+            }
+            let now = Instant::now();
+            if looked && now >= deadline {
+                return Ok(Read::Timeout);
+            }
+            looked = true;
+            let remaining = deadline.saturating_duration_since(now);
+
+            if let Some(eof_at) = self.stdout_eof_at {
+                // Buffered frames are used up and no more can come.
+                self.drain_stderr();
+                if let Some(exit) = self.exit_status() {
+                    return Err(self.fail(Some(exit)));
+                }
+                if eof_at.elapsed() >= EXIT_GRACE {
+                    return Err(self.fail(None));
+                }
+                std::thread::sleep(remaining.min(Duration::from_millis(5)));
+                continue;
+            }
+
+            // Sliced, so that a child that exits while something else holds its stdout open
+            // is noticed promptly even under a long `wait`.
+            let (out_ready, err_ready) = self.poll(remaining.min(POLL_SLICE))?;
+            if err_ready {
+                self.read_stderr();
+            }
+            if out_ready {
+                match self.splitter.fill_from(&mut self.stdout) {
+                    Ok(0) => self.stdout_eof_at = Some(Instant::now()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        let err = self.io_error("stdout", &e);
+                        self.failed = Some(err.clone());
+                        return Err(err);
+                    }
+                }
+            } else if !err_ready {
+                // Quiet pipes: the child may have exited while something else holds stdout.
+                if let Some(exit) = self.exit_status() {
+                    return Err(self.fail(Some(exit)));
+                }
+            }
+        }
+    }
+}
+
+impl PipeSource {
+    /// Waits up to `timeout` for stdout or stderr to be readable (or closed).
+    fn poll(&mut self, timeout: Duration) -> Result<(bool, bool), SourceError> {
+        let err_fd = self.stderr.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+        let mut fds = [
+            libc::pollfd { fd: self.stdout.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            // A negative fd is ignored by poll: stderr is closed.
+            libc::pollfd { fd: err_fd, events: libc::POLLIN, revents: 0 },
+        ];
+        // Round up, so a sub-millisecond remainder waits instead of spinning.
+        let ms = timeout.as_micros().div_ceil(1000).min(libc::c_int::MAX as u128) as libc::c_int;
+        // SAFETY: `fds` is a live array of two initialised pollfd structs and the length passed
+        // is its length; poll writes only their `revents` fields.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok((false, false));
+            }
+            return Err(self.io_error("poll", &e));
+        }
+        let ready = |r: libc::c_short| r & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0;
+        Ok((ready(fds[0].revents), ready(fds[1].revents)))
+    }
+
+    /// One non-blocking read of stderr into the tail; notes EOF.
+    fn read_stderr(&mut self) {
+        use std::io::Read as _;
+        let Some(err) = self.stderr.as_mut() else {
+            return;
+        };
+        let mut chunk = [0u8; 512];
+        loop {
+            match err.read(&mut chunk) {
+                Ok(0) => self.stderr = None,
+                Ok(n) => self.tail.push(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // WouldBlock: nothing more now. Other errors: stderr only explains failures.
+                Err(_) => {}
+            }
+            return;
+        }
+    }
+
+    /// Reads what stderr has buffered (bounded), so an error can quote the last line.
+    fn drain_stderr(&mut self) {
+        for _ in 0..STDERR_READS {
+            if self.stderr.is_none() {
+                return;
+            }
+            let before = (self.tail.head, self.tail.len);
+            self.read_stderr();
+            if self.stderr.is_some() && (self.tail.head, self.tail.len) == before {
+                return; // nothing was read
+            }
+        }
+    }
+
+    /// The child's exit, if it has exited, without reaping it: the zombie keeps its pid (and
+    /// so the process group id) from being reused until drop has signalled the group.
+    fn exit_status(&self) -> Option<Exit> {
+        // SAFETY: siginfo_t is plain old data for which all-zero bytes are a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid, writable siginfo_t; waitid with WNOWAIT only reports on our
+        // own child `pid` and leaves it waitable.
+        let r = unsafe {
+            libc::waitid(libc::P_PID, self.pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)
+        };
+        // SAFETY: after a successful waitid for WEXITED, si_pid and si_status are the fields
+        // the kernel filled in (si_pid stays 0 when no child has exited yet).
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if r != 0 || pid == 0 {
+            return None;
+        }
+        Some(if info.si_code == libc::CLD_EXITED { Exit::Status(status) } else { Exit::Signal(status) })
+    }
+
+    /// Records and returns the fatal error for the child having gone (`exit`) or having closed
+    /// its stdout while still running (`None`).
+    fn fail(&mut self, exit: Option<Exit>) -> SourceError {
+        self.drain_stderr();
+        let what = match exit {
+            Some(Exit::Status(n)) => format!("exited with status {n}"),
+            Some(Exit::Signal(s)) => format!("was killed by signal {s}"),
+            None => "closed its stdout".to_string(),
+        };
+        let line = self.tail.last_line();
+        let mut message = format!("pipe command \"{}\" {what}", self.argv0);
+        if !line.is_empty() {
+            message.push_str(": ");
+            message.push_str(&line);
+        }
+        log::warn!("{message}");
+        let err = SourceError::fatal(message);
+        self.failed = Some(err.clone());
+        err
+    }
+
+    fn io_error(&self, what: &str, e: &io::Error) -> SourceError {
+        SourceError::fatal(format!("pipe command \"{}\": {what} failed: {e}", self.argv0))
+    }
+
+    /// Sends `sig` to the child's whole process group, and to the child itself in case it
+    /// left the group.
+    fn signal_group(&self, sig: libc::c_int) {
+        // SAFETY: kill touches no memory. The child is not reaped before drop's final wait,
+        // so `pid` (and the group id equal to it) still belongs to our child or its zombie
+        // and cannot have been reused by an unrelated process.
+        unsafe {
+            libc::kill(-self.pid, sig);
+            libc::kill(self.pid, sig);
+        }
+    }
+
+    /// Polls for the child's exit for up to `limit`.
+    fn wait_exit(&self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        loop {
+            if self.exit_status().is_some() {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for PipeSource {
+    fn drop(&mut self) {
+        // TERM first lets a camera tool release the device cleanly; KILL then takes whatever
+        // is left of the group (including children that ignore TERM).
+        if self.exit_status().is_none() {
+            self.signal_group(libc::SIGTERM);
+            self.wait_exit(TERM_GRACE);
+        }
+        self.signal_group(libc::SIGKILL);
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if self.wait_exit(REAP_WAIT) {
+            let _ = child.wait();
+        } else {
+            // Stuck in uninterruptible sleep: reap it later rather than stall the capture
+            // thread; it dies as soon as the kernel lets go.
+            log::warn!(
+                "pipe command \"{}\" (pid {}) did not die on SIGKILL; reaping it in the background",
+                self.argv0,
+                self.pid
+            );
+            let spawned = std::thread::Builder::new().name("pipe-reaper".into()).spawn(move || {
+                let _ = child.wait();
+            });
+            if let Err(e) = spawned {
+                log::warn!("cannot start a reaper thread: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::mjpeg::tests::{jpeg, jpeg_with};
+    use std::path::PathBuf;
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let p = std::env::temp_dir().join(format!("camjobd-pipe-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+        fn path(&self, f: &str) -> String {
+            self.0.join(f).to_str().unwrap().to_string()
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn sh(script: &str, max: usize) -> Result<Box<dyn Source>, SourceError> {
+        let cmd = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
+        PipeOpener::new(PipeConfig { command: cmd }, max).open(1)
+    }
+
+    fn alive(pid: libc::pid_t) -> bool {
+        // SAFETY: signal 0 only checks for existence and permission; no memory is involved.
+        unsafe { libc::kill(pid, 0) == 0 }
+    }
+
+    /// Gone, or a zombie waiting for a reaper that is not us (an orphaned grandchild).
+    fn dead(pid: libc::pid_t) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => !alive(pid),
+            Ok(s) => s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')),
+        }
+    }
+
+    fn wait_for_file(p: &str) -> String {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(s) = std::fs::read_to_string(p) {
+                if s.ends_with('\n') {
+                    return s.trim().to_string();
+                }
+            }
+            assert!(Instant::now() < until, "{p} never appeared");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn frames_arrive_with_length_and_size() {
+        let dir = TempDir::new("frames");
+        let a = jpeg(640, 480);
+        let b = jpeg_with(32, 24, &[1, 0xFF, 0x00, 2, 0xFF, 0xD3, 3], None);
+        std::fs::write(dir.path("a.jpg"), &a).unwrap();
+        std::fs::write(dir.path("b.jpg"), &b).unwrap();
+        let script = format!("printf 'junk'; while :; do cat '{}' '{}'; done", dir.path("a.jpg"), dir.path("b.jpg"));
+        let mut src = sh(&script, 4096).unwrap();
+        let mut dst = vec![0u8; 4096];
+        let w = Duration::from_secs(5);
+        assert_eq!(src.read(Some(&mut dst), w).unwrap(), Read::Dropped(DropCause::Garbage));
+        for _ in 0..50 {
+            assert_eq!(src.read(Some(&mut dst), w).unwrap(), Read::Frame { len: a.len(), width: 640, height: 480 });
+            assert_eq!(&dst[..a.len()], &a[..]);
+            assert_eq!(src.read(Some(&mut dst), w).unwrap(), Read::Frame { len: b.len(), width: 32, height: 24 });
+            assert_eq!(&dst[..b.len()], &b[..]);
+        }
+        assert_eq!(src.read(None, w).unwrap(), Read::Consumed);
+        let mut small = [0u8; 10];
+        assert_eq!(src.read(Some(&mut small), w).unwrap(), Read::Dropped(DropCause::Oversize));
+    }
+
+    #[test]
+    fn oversize_frames_are_dropped_and_reading_goes_on() {
+        let dir = TempDir::new("oversize");
+        let big = jpeg_with(100, 100, &vec![7u8; 300_000], None);
+        let good = jpeg(8, 8);
+        std::fs::write(dir.path("big.jpg"), &big).unwrap();
+        std::fs::write(dir.path("good.jpg"), &good).unwrap();
+        let script = format!("while :; do cat '{}' '{}'; done", dir.path("big.jpg"), dir.path("good.jpg"));
+        let mut src = sh(&script, 10_000).unwrap();
+        let mut dst = vec![0u8; 10_000];
+        let w = Duration::from_secs(5);
+        for _ in 0..5 {
+            assert_eq!(src.read(Some(&mut dst), w).unwrap(), Read::Dropped(DropCause::Oversize));
+            assert_eq!(src.read(Some(&mut dst), w).unwrap(), Read::Frame { len: good.len(), width: 8, height: 8 });
+        }
+    }
+
+    #[test]
+    fn child_exit_is_fatal_with_status_and_stderr() {
+        let dir = TempDir::new("exit");
+        let a = jpeg(8, 8);
+        std::fs::write(dir.path("a.jpg"), &a).unwrap();
+        let script = format!("cat '{}'; echo 'camera: no device' >&2; exit 3", dir.path("a.jpg"));
+        let mut src = sh(&script, 4096).unwrap();
+        let w = Duration::from_secs(5);
+        // The frame written before the exit is still delivered.
+        assert_eq!(src.read(None, w).unwrap(), Read::Consumed);
+        let e = src.read(None, w).unwrap_err();
+        assert!(e.fatal);
+        assert_eq!(e.message, "pipe command \"sh\" exited with status 3: camera: no device");
+        // Sticky.
+        assert_eq!(src.read(None, w).unwrap_err(), e);
+    }
+
+    #[test]
+    fn killed_child_and_closed_stdout_are_fatal() {
+        let mut src = sh("kill -9 $$", 4096).unwrap();
+        let e = src.read(None, Duration::from_secs(5)).unwrap_err();
+        assert!(e.fatal && e.message.contains("was killed by signal 9"), "{}", e.message);
+
+        let mut src = sh("exec >&-; echo 'stdout closed' >&2; sleep 30", 4096).unwrap();
+        let e = src.read(None, Duration::from_secs(5)).unwrap_err();
+        assert!(e.fatal);
+        assert_eq!(e.message, "pipe command \"sh\" closed its stdout: stdout closed");
+    }
+
+    #[test]
+    fn child_exit_is_seen_while_a_grandchild_holds_stdout() {
+        let mut src = sh("sleep 30 & exit 4", 4096).unwrap();
+        let e = src.read(None, Duration::from_secs(5)).unwrap_err();
+        assert!(e.fatal && e.message.contains("exited with status 4"), "{}", e.message);
+    }
+
+    #[test]
+    fn missing_command_is_fatal_and_named() {
+        let cmd = vec!["camjobd-no-such-command".to_string(), "-o".to_string()];
+        let e = PipeOpener::new(PipeConfig { command: cmd }, 4096).open(1).err().unwrap();
+        assert!(e.fatal);
+        assert_eq!(
+            e.message,
+            "cannot start pipe command \"camjobd-no-such-command\": not found; install it or \
+             give the full path in cameras[N].source.command"
+        );
+        let e = PipeOpener::new(PipeConfig { command: vec![] }, 4096).open(1).err().unwrap();
+        assert!(e.fatal && e.message.contains("empty"));
+        let e = PipeOpener::new(PipeConfig { command: vec!["/".into()] }, 4096).open(1).err().unwrap();
+        assert!(e.fatal && e.message.starts_with("cannot start pipe command \"/\""), "{}", e.message);
+    }
+
+    #[test]
+    fn read_without_data_times_out_within_wait() {
+        let mut src = sh("sleep 30", 4096).unwrap();
+        for wait_ms in [0u64, 50, 200] {
+            let wait = Duration::from_millis(wait_ms);
+            let t = Instant::now();
+            assert_eq!(src.read(None, wait).unwrap(), Read::Timeout);
+            let took = t.elapsed();
+            assert!(took >= wait, "{took:?} < {wait:?}");
+            // Generous: the machine may be busy with other tests.
+            assert!(took < wait + Duration::from_millis(250), "{took:?} for {wait:?}");
+        }
+    }
+
+    #[test]
+    fn trickling_garbage_still_times_out() {
+        let mut src = sh("while :; do printf x; sleep 0.01; done", 4096).unwrap();
+        let t = Instant::now();
+        assert_eq!(src.read(None, Duration::from_millis(150)).unwrap(), Read::Timeout);
+        assert!(t.elapsed() < Duration::from_millis(500));
+    }
+
+    #[test]
+    fn drop_kills_the_group_and_reaps() {
+        let dir = TempDir::new("drop");
+        let a = jpeg(8, 8);
+        std::fs::write(dir.path("a.jpg"), &a).unwrap();
+        let gc = dir.path("gc");
+        let script = format!(
+            "sleep 1000 & echo $! > '{gc}.tmp'; mv '{gc}.tmp' '{gc}'; while :; do cat '{}'; done",
+            dir.path("a.jpg")
+        );
+        let mut opener = PipeOpener::new(PipeConfig { command: vec!["sh".into(), "-c".into(), script] }, 4096);
+        let mut src = opener.open(1).unwrap();
+        assert_eq!(src.read(None, Duration::from_secs(5)).unwrap(), Read::Consumed);
+        let grandchild: libc::pid_t = wait_for_file(&gc).parse().unwrap();
+        // The child's pid is its process group id: the grandchild's group.
+        // SAFETY: getpgid only reads process table state; no memory is involved.
+        let (pgid, own) = unsafe { (libc::getpgid(grandchild), libc::getpgid(0)) };
+        assert!(pgid > 0 && alive(pgid) && alive(grandchild));
+        assert_ne!(pgid, own);
+        drop(src);
+        // Reaped: not even a zombie is left.
+        assert!(!alive(pgid));
+        assert_eq!(io::Error::last_os_error().raw_os_error(), Some(libc::ESRCH));
+        let until = Instant::now() + Duration::from_secs(2);
+        while !dead(grandchild) {
+            assert!(Instant::now() < until, "grandchild {grandchild} survived");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn drop_kills_children_that_ignore_sigterm() {
+        let dir = TempDir::new("term");
+        let pids = dir.path("pids");
+        let script = format!(
+            "trap '' TERM; sleep 1000 & echo $$ $! > '{pids}.tmp'; mv '{pids}.tmp' '{pids}'; \
+             while :; do sleep 1; done"
+        );
+        let src = sh(&script, 4096).unwrap();
+        let s = wait_for_file(&pids);
+        let v: Vec<libc::pid_t> = s.split_whitespace().map(|p| p.parse().unwrap()).collect();
+        let t = Instant::now();
+        drop(src);
+        assert!(t.elapsed() < Duration::from_secs(1));
+        assert!(!alive(v[0]));
+        let until = Instant::now() + Duration::from_secs(2);
+        while !dead(v[1]) {
+            assert!(Instant::now() < until, "grandchild survived");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn stderr_tail_keeps_the_last_line() {
+        let mut t = StderrTail::new();
+        assert_eq!(t.last_line(), "");
+        t.push(b"first\nsecond\r\n\n");
+        assert_eq!(t.last_line(), "second");
+        let long = vec![b'a'; 2000];
+        t.push(&long);
+        t.push(b"\nfinal \x1b[0mline\n");
+        assert_eq!(t.last_line(), "final [0mline");
+        assert_eq!(t.len, STDERR_TAIL);
+    }
+}

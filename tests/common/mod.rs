@@ -1,0 +1,287 @@
+//! Test harness: runs the real `camjobd` binary on a free loopback port with a config written
+//! to a temp dir, and talks to it over raw HTTP/1.1 (so the tests see exactly the bytes a
+//! client would). Every wait is a bounded poll with a deadline.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A temp directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("camjobd-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_camjobd")
+}
+
+/// A running camjobd.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    stderr_log: PathBuf,
+}
+
+/// Merges `overrides` into a base config that uses a free port and the temp dir.
+pub fn config(dir: &TempDir, cameras: Value, http: Value) -> Value {
+    let mut h = serde_json::json!({ "bind": "127.0.0.1:0" });
+    if let (Some(h), Some(extra)) = (h.as_object_mut(), http.as_object()) {
+        for (k, v) in extra {
+            h.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::json!({
+        "http": h,
+        "storage": { "dir": dir.path("data") },
+        "log": { "level": "debug" },
+        "cameras": cameras,
+    })
+}
+
+impl Daemon {
+    /// Starts the binary with `config` (a full config document) in `dir`.
+    pub fn start_in(dir: TempDir, config: &Value) -> Daemon {
+        let cfg = dir.path("config.json");
+        std::fs::write(&cfg, serde_json::to_vec_pretty(config).unwrap()).unwrap();
+        let stderr_log = dir.path("stderr.log");
+        let mut child = Command::new(bin())
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_log).unwrap())
+            .spawn()
+            .expect("spawn camjobd");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let mut r = BufReader::new(stdout);
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining so the daemon never blocks on stdout.
+            let mut sink = Vec::new();
+            let _ = r.read_to_end(&mut sink);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+        let addr =
+            line.split("http://").nth(1).and_then(|s| s.trim().trim_end_matches('/').parse().ok()).unwrap_or_else(
+                || {
+                    let _ = child.kill();
+                    panic!(
+                        "camjobd did not print its address; stdout {line:?}; stderr:\n{}",
+                        std::fs::read_to_string(&stderr_log).unwrap_or_default()
+                    )
+                },
+            );
+        Daemon { child, addr, dir, stderr_log }
+    }
+
+    pub fn start(tag: &str, cameras: Value, http: Value) -> Daemon {
+        let dir = TempDir::new(tag);
+        let cfg = config(&dir, cameras, http);
+        Daemon::start_in(dir, &cfg)
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        request(self.addr, "GET", path, &[], b"")
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> Resp {
+        request(self.addr, "POST", path, &[], body.as_bytes())
+    }
+
+    pub fn camera(&self, name: &str) -> Value {
+        let r = self.get(&format!("/api/cameras/{name}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    }
+
+    /// Polls the camera until `pred(job)` holds; panics with the last job after `within`.
+    pub fn wait_job(&self, name: &str, within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let v = self.camera(name);
+            if pred(&v["job"]) {
+                return v["job"].clone();
+            }
+            if Instant::now() > deadline {
+                panic!("condition not met within {within:?}; last job: {v:#}\nstderr:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn wait_state(&self, name: &str, state: &str, within: Duration) -> Value {
+        self.wait_job(name, within, |j| j["state"] == state)
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Threads of the daemon process right now.
+    pub fn threads(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid())).map(|d| d.count()).unwrap_or(0)
+    }
+
+    /// SIGTERM, then waits up to `within` for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        signal(self.pid(), "TERM");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    /// Asserts a JSON error with this status and returns its code.
+    pub fn error_code(&self, status: u16) -> String {
+        assert_eq!(self.status, status, "{}", self.text());
+        let v = self.json();
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        v["error"]["code"].as_str().unwrap().to_string()
+    }
+}
+
+/// One request on a fresh connection with `Connection: close`.
+pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    read_response(&mut s, method == "HEAD").expect("a response")
+}
+
+/// Reads one response (Content-Length framed).
+pub fn read_response(s: &mut TcpStream, head_only: bool) -> std::io::Result<Resp> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("closed after {} bytes", buf.len()),
+            ));
+        }
+        buf.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let mut lines = text.split("\r\n");
+    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![0u8; if head_only { 0 } else { len }];
+    s.read_exact(&mut body)?;
+    Ok(Resp { status, headers, body })
+}
+
+/// A synthetic camera config with overrides merged into it.
+pub fn synthetic(name: &str, extra: Value) -> Value {
+    let mut cam = serde_json::json!({
+        "name": name,
+        "source": { "kind": "synthetic", "width": 160, "height": 120, "fps": 50 },
+        "snapshot_interval_ms": 100,
+    });
+    merge(&mut cam, extra);
+    cam
+}
+
+pub fn merge(base: &mut Value, extra: Value) {
+    match (base, extra) {
+        (Value::Object(b), Value::Object(e)) => {
+            for (k, v) in e {
+                match b.get_mut(&k) {
+                    Some(slot) if slot.is_object() && v.is_object() => merge(slot, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, e) => *b = e,
+    }
+}
+
+/// A small real JPEG made with the `image` crate.
+pub fn jpeg(w: u32, h: u32, shade: u8) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([shade, (x % 256) as u8, (y % 256) as u8]));
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80).encode_image(&img).unwrap();
+    out
+}

@@ -1,0 +1,222 @@
+//! The HTTP API and its bounds, through the real binary.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn running(tag: &str, http: serde_json::Value) -> Daemon {
+    let d =
+        Daemon::start(tag, json!([synthetic("cam0", json!({"snapshot_interval_ms": 0, "source": {"fps": 30}}))]), http);
+    d.wait_state("cam0", "RUNNING", 10 * SEC);
+    d
+}
+
+#[test]
+fn status_camera_and_health() {
+    let d = running("status", json!({}));
+    let r = d.get("/healthz");
+    assert_eq!((r.status, r.text().trim()), (200, "ok"));
+    let s = d.get("/api/status").json();
+    assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
+    assert!(s["uptime_s"].as_f64().unwrap() >= 0.0);
+    let cam = &s["cameras"][0];
+    assert_eq!(cam["camera"], "cam0");
+    for key in [
+        "id",
+        "camera",
+        "state",
+        "reason",
+        "started_at",
+        "ended_at",
+        "frames_captured",
+        "frames_dropped",
+        "errors_total",
+        "recoveries",
+        "last_frame_at",
+    ] {
+        assert!(cam["job"].get(key).is_some(), "job lacks {key}: {cam}");
+    }
+    let latest = d.wait_job("cam0", 5 * SEC, |_| true);
+    let _ = latest;
+    let c = d.camera("cam0");
+    for key in ["seq", "captured_at", "bytes", "width", "height"] {
+        assert!(c["latest"].get(key).is_some(), "latest lacks {key}: {c}");
+    }
+    let page = d.get("/");
+    assert_eq!(page.status, 200);
+    assert!(page.header("content-type").unwrap().starts_with("text/html"));
+    assert!(page.text().contains("/api/status"));
+}
+
+#[test]
+fn latest_jpg_is_a_jpeg_with_etag_and_304() {
+    let d = running("latest", json!({}));
+    let r = d.get("/api/cameras/cam0/latest.jpg");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("image/jpeg"));
+    assert_eq!(r.header("cache-control"), Some("no-cache"));
+    let img = image::load_from_memory_with_format(&r.body, image::ImageFormat::Jpeg).expect("decodes");
+    assert_eq!((img.width(), img.height()), (160, 120));
+    let etag = r.header("etag").unwrap().to_string();
+    let seq: u64 = etag.trim_matches('"').parse().unwrap();
+    assert!(seq >= 1);
+    let r2 = request(d.addr, "GET", "/api/cameras/cam0/latest.jpg", &[("If-None-Match", &etag)], b"");
+    // Either still the same snapshot (304) or a newer one (200 with a larger seq).
+    match r2.status {
+        304 => assert!(r2.body.is_empty()),
+        200 => assert!(r2.header("etag").unwrap().trim_matches('"').parse::<u64>().unwrap() > seq),
+        s => panic!("status {s}"),
+    }
+    // A tag that can never match again gets the image.
+    let r3 = request(d.addr, "GET", "/api/cameras/cam0/latest.jpg", &[("If-None-Match", "\"0\"")], b"");
+    assert_eq!(r3.status, 200);
+    let h = request(d.addr, "HEAD", "/api/cameras/cam0/latest.jpg", &[], b"");
+    assert_eq!(h.status, 200);
+    assert!(h.body.is_empty());
+}
+
+#[test]
+fn events_are_paged_with_a_bounded_limit() {
+    let d = running("events", json!({}));
+    let v = d.get("/api/events?after=0&limit=1").json();
+    assert_eq!(v["events"].as_array().unwrap().len(), 1);
+    let first = v["next"].as_u64().unwrap();
+    let v = d.get(&format!("/api/events?after={first}&limit=100000")).json();
+    assert!(v["events"].as_array().unwrap().iter().all(|e| e["seq"].as_u64().unwrap() > first));
+    assert!(v["events"].as_array().unwrap().len() <= 256);
+    assert!(v["events"].as_array().unwrap().iter().any(|e| e["state"] == "RUNNING"), "{v}");
+    assert_eq!(d.get("/api/events?limit=0").error_code(400), "bad_query");
+    assert_eq!(d.get("/api/events?after=-1").error_code(400), "bad_query");
+    assert_eq!(d.get("/api/events?colour=red").error_code(400), "bad_query");
+}
+
+#[test]
+fn bad_requests_get_clear_json_errors_and_the_process_lives_on() {
+    let d = running("bad", json!({"max_body_bytes": 1024}));
+    assert_eq!(d.post("/api/cameras/cam0/start", "{oops").error_code(400), "bad_json");
+    assert_eq!(d.post("/api/cameras/cam0/start", r#"{"max_frames": 0}"#).error_code(400), "bad_value");
+    assert_eq!(d.post("/api/cameras/cam0/start", r#"{"frames": 3}"#).error_code(400), "bad_json");
+    assert_eq!(d.get("/api/cameras/nope").error_code(404), "not_found");
+    assert_eq!(d.post("/api/cameras/nope/start", "").error_code(404), "not_found");
+    assert_eq!(d.get("/no/such/thing").error_code(404), "not_found");
+    let r = d.get("/api/cameras/cam0/start");
+    r.error_code(405);
+    assert_eq!(r.header("allow"), Some("POST"));
+    d.post("/api/status", "").error_code(405);
+    request(d.addr, "DELETE", "/api/cameras/cam0", &[], b"").error_code(405);
+    // A body over max_body_bytes: 413, whatever the route.
+    d.post("/api/cameras/cam0/start", &"x".repeat(2000)).error_code(413);
+
+    // A declared body of a terabyte is refused at once, without reading or allocating it.
+    let t0 = Instant::now();
+    let mut s = TcpStream::connect(d.addr).unwrap();
+    s.set_read_timeout(Some(5 * SEC)).unwrap();
+    s.write_all(b"POST /api/cameras/cam0/start HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n").unwrap();
+    let r = read_response(&mut s, false).unwrap();
+    r.error_code(413);
+    assert!(t0.elapsed() < 2 * SEC);
+
+    // Garbage instead of HTTP.
+    let mut s = TcpStream::connect(d.addr).unwrap();
+    s.set_read_timeout(Some(5 * SEC)).unwrap();
+    s.write_all(b"\x16\x03\x01 not http at all\r\n\r\n").unwrap();
+    read_response(&mut s, false).unwrap().error_code(400);
+
+    // Still alive and right.
+    assert_eq!(d.camera("cam0")["job"]["state"], "RUNNING");
+}
+
+#[test]
+fn a_slowloris_connection_is_closed_after_the_read_timeout() {
+    let d = running("slowloris", json!({"read_timeout_ms": 500}));
+    let mut s = TcpStream::connect(d.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let t0 = Instant::now();
+    let head = b"GET /api/status HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    let mut closed_at = None;
+    'outer: for i in 0..200 {
+        // One byte every 50 ms: never a complete head.
+        if s.write_all(&head[i % head.len()..i % head.len() + 1]).is_err() {
+            closed_at = Some(t0.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match s.read(&mut buf) {
+            Ok(0) => {
+                closed_at = Some(t0.elapsed());
+                break 'outer;
+            }
+            Ok(_) => {} // a 408 answer; the close follows
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => {
+                closed_at = Some(t0.elapsed());
+                break;
+            }
+        }
+    }
+    let closed_at = closed_at.expect("the slow connection was never closed");
+    assert!(closed_at >= Duration::from_millis(400) && closed_at < 3 * SEC, "closed after {closed_at:?}");
+    assert_eq!(d.get("/healthz").status, 200);
+}
+
+#[test]
+fn five_hundred_connections_do_not_grow_threads() {
+    let d = running("flood", json!({"workers": 4, "queue": 16, "idle_timeout_ms": 2000}));
+    let before = d.threads();
+    let mut conns = Vec::new();
+    for _ in 0..500 {
+        match TcpStream::connect_timeout(&d.addr, 2 * SEC) {
+            Ok(s) => conns.push(s),
+            Err(_) => break,
+        }
+    }
+    assert!(conns.len() >= 400, "only {} connections opened", conns.len());
+    // Half of them send a request, half stay silent.
+    for s in conns.iter_mut().step_by(2) {
+        let _ = s.write_all(b"GET /api/status HTTP/1.1\r\nHost: x\r\n\r\n");
+    }
+    let deadline = Instant::now() + 2 * SEC;
+    let mut peak = 0;
+    while Instant::now() < deadline {
+        peak = peak.max(d.threads());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(peak, before, "thread count moved from {before} (peak {peak})");
+    // Connections beyond workers + queue were answered 503 and closed, not left hanging.
+    let mut busy = 0;
+    for s in conns.iter_mut().skip(100).take(50) {
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut buf = [0u8; 64];
+        if let Ok(n) = s.read(&mut buf) {
+            if buf[..n].starts_with(b"HTTP/1.1 503") {
+                busy += 1;
+            }
+        }
+    }
+    assert!(busy > 0, "no connection got a 503");
+    drop(conns);
+    let s = d.get("/api/status");
+    assert_eq!(s.status, 200);
+    assert_eq!(s.json()["cameras"][0]["job"]["state"], "RUNNING");
+    assert_eq!(d.threads(), before);
+}
+
+#[test]
+fn token_guards_every_non_get_request() {
+    let d = running("token", json!({"token": "s3cret"}));
+    let r = d.post("/api/cameras/cam0/stop", "");
+    assert_eq!(r.error_code(401), "unauthorized");
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    request(d.addr, "POST", "/api/cameras/cam0/stop", &[("Authorization", "Bearer wrong")], b"").error_code(401);
+    assert_eq!(d.get("/api/status").status, 200, "reads stay open");
+    let r = request(d.addr, "POST", "/api/cameras/cam0/stop", &[("Authorization", "Bearer s3cret")], b"");
+    assert_eq!(r.status, 202, "{}", r.text());
+    d.wait_state("cam0", "STOPPED", 5 * SEC);
+}

@@ -1,0 +1,246 @@
+//! The job lifecycle through the real binary: start/stop, faults, limits, restarts, signals.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+const SEC: Duration = Duration::from_secs(1);
+
+#[test]
+fn start_stop_conflicts_and_ids_that_survive_restarts() {
+    let mut d = Daemon::start("startstop", json!([synthetic("cam0", json!({"autostart": false}))]), json!({}));
+    let j = d.camera("cam0")["job"].clone();
+    assert_eq!(j["state"], "IDLE");
+    assert_eq!(d.post("/api/cameras/cam0/stop", "").error_code(409), "conflict");
+
+    let r = d.post("/api/cameras/cam0/start", "");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let first = r.json()["id"].as_u64().unwrap();
+    assert_eq!(r.json()["state"], "STARTING");
+    assert_eq!(d.post("/api/cameras/cam0/start", "").error_code(409), "conflict");
+    let j = d.wait_state("cam0", "RUNNING", 10 * SEC);
+    assert!(j["started_at"].as_f64().unwrap() > 1.6e9);
+    d.wait_job("cam0", 10 * SEC, |j| j["frames_captured"].as_u64().unwrap() > 3 && j["last_frame_at"].is_number());
+
+    let r = d.post("/api/cameras/cam0/stop", "");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let j = d.wait_state("cam0", "STOPPED", 5 * SEC);
+    assert!(j["ended_at"].as_f64().unwrap() >= j["started_at"].as_f64().unwrap());
+    assert_eq!(j["reason"], "stop requested");
+    assert_eq!(d.post("/api/cameras/cam0/stop", "").error_code(409), "conflict");
+
+    let r = d.post("/api/cameras/cam0/start", "");
+    let second = r.json()["id"].as_u64().unwrap();
+    assert!(second > first);
+    d.wait_state("cam0", "RUNNING", 10 * SEC);
+    assert!(d.terminate(2 * SEC).expect("exits within 2 s").success());
+
+    // A new process continues the id sequence from storage.dir.
+    let dir = std::mem::replace(&mut d.dir, TempDir::new("unused"));
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path("config.json")).unwrap()).unwrap();
+    drop(d);
+    let d = Daemon::start_in(dir, &cfg);
+    let r = d.post("/api/cameras/cam0/start", "");
+    assert!(r.json()["id"].as_u64().unwrap() > second, "{}", r.text());
+}
+
+#[test]
+fn frames_keep_coming_with_no_client_at_all() {
+    let d = Daemon::start("noclient", json!([synthetic("cam0", json!({"source": {"fps": 20}}))]), json!({}));
+    let j0 = d.wait_state("cam0", "RUNNING", 10 * SEC);
+    let f0 = j0["frames_captured"].as_u64().unwrap();
+    // Nobody talks to the daemon for 10 s; the backend owns the job.
+    std::thread::sleep(10 * SEC);
+    let j1 = d.camera("cam0")["job"].clone();
+    assert_eq!(j1["state"], "RUNNING");
+    let f1 = j1["frames_captured"].as_u64().unwrap();
+    assert!(f1 >= f0 + 150, "20 fps for 10 s gave only {} frames", f1 - f0);
+    assert!(d.camera("cam0")["latest"]["seq"].as_u64().unwrap() > 10);
+}
+
+#[test]
+fn stall_recovers_then_fails_with_a_reason_in_the_expected_time() {
+    let cam = synthetic(
+        "cam0",
+        json!({
+            "source": {"fault": {"stall_after_frames": 5}},
+            "watchdog": {"stall_timeout_ms": 500, "max_recoveries": 2, "backoff_initial_ms": 100, "backoff_max_ms": 200}
+        }),
+    );
+    let d = Daemon::start("stall", json!([cam]), json!({}));
+    d.wait_state("cam0", "RUNNING", 10 * SEC);
+    let t0 = Instant::now();
+    let j = d.wait_state("cam0", "RECOVERING", 5 * SEC);
+    assert!(j["reason"].as_str().unwrap().starts_with("no frame for "), "{j}");
+    let j = d.wait_state("cam0", "FAILED", 10 * SEC);
+    let took = t0.elapsed();
+    let reason = j["reason"].as_str().unwrap();
+    assert!(reason.contains("(stall timeout 0.5 s); 2 recoveries failed"), "{reason}");
+    assert_eq!(j["recoveries"], 2);
+    // 3 stall timeouts (the first attempt and 2 recoveries) + 0.1 s + 0.2 s of backoff = 1.8 s,
+    // measured from when RUNNING was seen (up to a few frames after the stall began).
+    assert!(took >= Duration::from_millis(1200) && took <= Duration::from_millis(4000), "took {took:?}");
+    // The events tell the story in order.
+    let ev = d.get("/api/events?limit=256").json();
+    let states: Vec<&str> = ev["events"].as_array().unwrap().iter().filter_map(|e| e["state"].as_str()).collect();
+    assert_eq!(states, ["STARTING", "RUNNING", "RECOVERING", "RECOVERING", "FAILED"], "{ev:#}");
+}
+
+#[test]
+fn a_stalled_camera_that_comes_back_returns_to_running() {
+    let cam = synthetic(
+        "cam0",
+        json!({
+            "source": {"fault": {"stall_after_frames": 5, "recover_after_reopens": 1}},
+            "watchdog": {"stall_timeout_ms": 300, "max_recoveries": 3, "backoff_initial_ms": 50}
+        }),
+    );
+    let d = Daemon::start("heal", json!([cam]), json!({}));
+    d.wait_state("cam0", "RECOVERING", 10 * SEC);
+    let j = d.wait_state("cam0", "RUNNING", 5 * SEC);
+    assert_eq!(j["recoveries"], 1);
+    assert!(j["reason"].is_null());
+    d.wait_job("cam0", 5 * SEC, |j| j["frames_captured"].as_u64().unwrap() > 10);
+}
+
+#[test]
+fn read_errors_are_counted_and_a_run_of_them_fails_the_job() {
+    let some = synthetic("some", json!({"source": {"fault": {"error_every": 3}}}));
+    let all = synthetic(
+        "all",
+        json!({"source": {"fault": {"error_every": 1}}, "watchdog": {"max_consecutive_errors": 3, "max_recoveries": 1, "backoff_initial_ms": 50}}),
+    );
+    let d = Daemon::start("errors", json!([some, all]), json!({}));
+    let j = d.wait_job("some", 10 * SEC, |j| j["errors_total"].as_u64().unwrap() >= 5);
+    assert_eq!(j["state"], "RUNNING", "isolated errors do not interrupt the job");
+    let j = d.wait_state("all", "FAILED", 10 * SEC);
+    let reason = j["reason"].as_str().unwrap();
+    // The watchdog notices within one tick, so the count may be a little past the threshold.
+    assert!(reason.contains(" read errors in a row (max_consecutive_errors 3); last: synthetic read"), "{reason}");
+    assert!(reason.ends_with("1 recoveries failed"), "{reason}");
+    assert_eq!(d.camera("some")["job"]["state"], "RUNNING", "one failed camera leaves the other alone");
+}
+
+#[test]
+fn a_camera_that_cannot_be_opened_fails_with_the_reason() {
+    let cam = synthetic(
+        "cam0",
+        json!({"source": {"fault": {"fail_open": true}}, "watchdog": {"max_recoveries": 2, "backoff_initial_ms": 50}}),
+    );
+    let d = Daemon::start("failopen", json!([cam]), json!({}));
+    let j = d.wait_state("cam0", "FAILED", 10 * SEC);
+    assert!(j["reason"].as_str().unwrap().starts_with("cannot open the synthetic camera"), "{j}");
+    assert_eq!(j["recoveries"], 2);
+    assert!(j["ended_at"].is_number());
+    assert!(d.camera("cam0")["latest"].is_null());
+    assert_eq!(d.get("/api/cameras/cam0/latest.jpg").error_code(404), "no_snapshot");
+    // A failed job can be started again, as a new job.
+    let r = d.post("/api/cameras/cam0/start", "");
+    assert_eq!(r.status, 202);
+    assert!(r.json()["id"].as_u64().unwrap() > j["id"].as_u64().unwrap());
+}
+
+#[test]
+fn limits_complete_the_job() {
+    let frames = synthetic("frames", json!({"max_frames": 25}));
+    let timed = synthetic("timed", json!({"autostart": false}));
+    let d = Daemon::start("limits", json!([frames, timed]), json!({}));
+    let j = d.wait_state("frames", "COMPLETED", 10 * SEC);
+    assert_eq!(j["frames_captured"], 25, "exactly max_frames are captured");
+    assert_eq!(j["reason"], "max_frames 25 reached");
+
+    let r = d.post("/api/cameras/timed/start", r#"{"max_duration_s": 1}"#);
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json()["max_duration_s"], 1);
+    let t0 = Instant::now();
+    let j = d.wait_state("timed", "COMPLETED", 5 * SEC);
+    assert!(t0.elapsed() >= Duration::from_millis(800));
+    assert_eq!(j["reason"], "max_duration_s 1 reached");
+
+    let r = d.post("/api/cameras/timed/start", r#"{"max_frames": 3}"#);
+    assert_eq!(r.status, 202);
+    let j = d.wait_state("timed", "COMPLETED", 5 * SEC);
+    assert_eq!(j["frames_captured"], 3);
+}
+
+#[test]
+fn sigterm_and_sigint_exit_zero_within_two_seconds() {
+    for sig in ["TERM", "INT"] {
+        let mut d = Daemon::start("signal", json!([synthetic("cam0", json!({}))]), json!({}));
+        d.wait_state("cam0", "RUNNING", 10 * SEC);
+        let t0 = Instant::now();
+        signal(d.pid(), sig);
+        let status = loop {
+            if let Some(s) = d.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(t0.elapsed() < 2 * SEC, "SIG{sig}: still running after 2 s");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(status.code(), Some(0), "SIG{sig}; stderr:\n{}", d.stderr());
+    }
+}
+
+#[test]
+fn command_line_and_config_errors() {
+    let run = |args: &[&str]| std::process::Command::new(bin()).args(args).output().unwrap();
+    let o = run(&["--version"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("camjobd "));
+    let o = run(&["--help"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("--check-config"));
+    let o = run(&["--frobnicate"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown argument \"--frobnicate\""));
+
+    let o = run(&["--check-config"]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["http"]["bind"], "127.0.0.1:8080");
+    assert_eq!(v["cameras"][0]["source"]["kind"], "synthetic");
+    assert_eq!(v["cameras"][0]["autostart"], true);
+
+    let o = run(&["--board", "rpi4", "--check-config"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&["--board", "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+
+    let dir = TempDir::new("badcfg");
+    for (doc, want) in [
+        (
+            r#"{"cameras":[{"watchdog":{"stall_timeout_ms":5}}]}"#,
+            "cameras[0].watchdog.stall_timeout_ms: must be >= 100",
+        ),
+        (r#"{"http":{"bind":"127.0.0.1:0","colour":"red"}}"#, "http.colour: unknown field `colour`"),
+        (r#"{"cameras":[{"name":"a"},{"name":"a"}]}"#, "cameras[1].name:"),
+        (r#"{"cameras": [}"#, "expected value"),
+    ] {
+        let p = dir.path("bad.json");
+        std::fs::write(&p, doc).unwrap();
+        let o = run(&["--config", p.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{doc}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(want), "{doc}: {err}");
+    }
+    let o = run(&["--config", "/nonexistent/camjobd.json"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read /nonexistent/camjobd.json"));
+}
+
+#[test]
+fn an_unwritable_storage_dir_is_a_fatal_error_that_says_what_to_do() {
+    let dir = TempDir::new("storage");
+    std::fs::write(dir.path("file"), b"x").unwrap();
+    let mut cfg = config(&dir, json!([synthetic("cam0", json!({}))]), json!({}));
+    cfg["storage"]["dir"] = json!(dir.path("file").join("sub"));
+    std::fs::write(dir.path("c.json"), cfg.to_string()).unwrap();
+    let o = std::process::Command::new(bin()).arg("--config").arg(dir.path("c.json")).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cannot create the data directory"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
