@@ -62,10 +62,11 @@ pub struct StorageConfig {
 }
 
 /// The status LED backend.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
 pub enum LedConfig {
     /// No LED.
+    #[default]
     None,
 }
 
@@ -199,12 +200,6 @@ impl Default for HttpConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig { dir: PathBuf::from("camjobd-data") }
-    }
-}
-
-impl Default for LedConfig {
-    fn default() -> Self {
-        LedConfig::None
     }
 }
 

@@ -109,9 +109,10 @@ impl EventLog {
         message: fmt::Arguments<'_>,
     ) -> u64 {
         let message = fixed::<MESSAGE_BYTES>(message);
+        let sep = if camera.is_empty() { "" } else { ": " };
         match kind {
-            EventKind::Error | EventKind::Drop => log::warn!("{camera}: {message}"),
-            _ => log::info!("{camera}: {message}"),
+            EventKind::Error | EventKind::Drop => log::warn!("{camera}{sep}{message}"),
+            _ => log::info!("{camera}{sep}{message}"),
         }
         let mut g = self.lock();
         let seq = g.next_seq;

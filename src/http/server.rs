@@ -467,7 +467,7 @@ fn accept_loop(listener: TcpListener, tx: Sender<TcpStream>, ctl: Control, busy:
                 bump(&ctl.stats.accept_errors);
                 // Rate-limited: an fd shortage can fail thousands of accepts a second.
                 unlogged += 1;
-                if last_log.map_or(true, |t| t.elapsed() >= ACCEPT_LOG_EVERY) {
+                if last_log.is_none_or(|t| t.elapsed() >= ACCEPT_LOG_EVERY) {
                     warn!("http: accept failed ({unlogged} failure(s) since last report): {e}");
                     last_log = Some(Instant::now());
                     unlogged = 0;
