@@ -168,11 +168,11 @@ fn limits_complete_the_job() {
 
 #[test]
 fn sigterm_and_sigint_exit_zero_within_two_seconds() {
-    for sig in ["TERM", "INT"] {
+    for (sig, signo) in [("TERM", libc::SIGTERM), ("INT", libc::SIGINT)] {
         let mut d = Daemon::start("signal", json!([synthetic("cam0", json!({}))]), json!({}));
         d.wait_state("cam0", "RUNNING", 10 * SEC);
         let t0 = Instant::now();
-        signal(d.pid(), sig);
+        signal(d.pid(), signo);
         let status = loop {
             if let Some(s) = d.child.try_wait().unwrap() {
                 break s;
