@@ -6,40 +6,19 @@
 //! 2. The MJPEG splitter alone, from memory.
 //! 3. Encoding (synthetic 640x480): frames/s and allocations per frame.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+#[path = "../tests/support/capture_harness.rs"]
+mod harness;
+
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use camjobd::capture::mjpeg::{Next, Splitter};
-use camjobd::config::{CameraConfig, Config, PipeConfig, SourceConfig, SyntheticConfig};
-use camjobd::job::capture::{Action, CaptureLoop, Order, Orders};
+use camjobd::config::{CameraConfig, PipeConfig, SourceConfig, SyntheticConfig};
 use camjobd::shutdown::Stop;
-use camjobd::status::Shared;
-
-struct Counting;
-thread_local! { static WATCHED: Cell<bool> = const { Cell::new(false) }; }
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static CAPTURE_TID: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: defers every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if WATCHED.with(|w| w.get()) {
-            ALLOCS.fetch_add(1, Relaxed);
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: p came from System.alloc with layout l.
-        unsafe { System.dealloc(p, l) }
-    }
-}
+use harness::{start_capture, ALLOCS, CAPTURE_TID};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: harness::Counting = harness::Counting;
 
 /// CPU seconds used by one thread of this process.
 fn thread_cpu(tid: u64) -> f64 {
@@ -52,24 +31,9 @@ fn thread_cpu(tid: u64) -> f64 {
 }
 
 fn run(camera: CameraConfig, secs: f64) -> (u64, f64, f64, f64) {
-    let config = Config { cameras: vec![camera], ..Config::default() };
-    let (tx, _rx) = crossbeam::channel::bounded(4);
-    let shared = Arc::new(Shared::new(config, tx));
-    let cam = Arc::clone(&shared.cameras[0]);
-    let orders = Arc::new(Orders::default());
-    let opener = camjobd::capture::opener(&cam.config.source, cam.config.max_frame_bytes);
     let stop = Stop::new();
-    let lp = CaptureLoop::new(Arc::clone(&shared), Arc::clone(&cam), Arc::clone(&orders), opener, stop.clone());
-    let t = std::thread::Builder::new()
-        .name("capture-bench".into())
-        .spawn(move || {
-            // SAFETY: gettid has no preconditions.
-            CAPTURE_TID.store(unsafe { libc::gettid() } as u64, Relaxed);
-            WATCHED.with(|w| w.set(true));
-            lp.run()
-        })
-        .unwrap();
-    orders.post(Order { job_id: 1, attempt: 0, max_frames: None, action: Action::Run { not_before: None } });
+    let (shared, t) = start_capture(camera, &stop);
+    let cam = &shared.cameras[0];
     let hb = &cam.heartbeat;
     while hb.frames_captured.load(Relaxed) < 20 {
         std::thread::sleep(Duration::from_millis(10));

@@ -6,76 +6,24 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+#[path = "support/capture_harness.rs"]
+mod harness;
+
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use camjobd::config::{CameraConfig, Config, PipeConfig, SourceConfig, SyntheticConfig};
-use camjobd::job::capture::{Action, CaptureLoop, Order, Orders};
+use camjobd::config::{CameraConfig, PipeConfig, SourceConfig, SyntheticConfig};
 use camjobd::shutdown::Stop;
 use camjobd::status::Shared;
 use common::*;
-
-struct Counting;
-
-thread_local! {
-    /// Set on the capture thread only; allocations elsewhere (the test harness) are ignored.
-    static WATCHED: Cell<bool> = const { Cell::new(false) };
-}
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static BYTES: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: defers every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if WATCHED.with(|w| w.get()) {
-            ALLOCS.fetch_add(1, Relaxed);
-            BYTES.fetch_add(l.size() as u64, Relaxed);
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: p came from System.alloc with layout l.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        if WATCHED.with(|w| w.get()) {
-            ALLOCS.fetch_add(1, Relaxed);
-            BYTES.fetch_add(n as u64, Relaxed);
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
+use harness::{start_capture as start, ALLOCS, BYTES};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: harness::Counting = harness::Counting;
 
 /// The counters are global: the tests in this file take turns.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Runs one capture loop for `camera` on a watched thread and returns its shared state.
-fn start(camera: CameraConfig, stop: &Stop) -> (Arc<Shared>, std::thread::JoinHandle<()>) {
-    let config = Config { cameras: vec![camera], ..Config::default() };
-    let (tx, _rx) = crossbeam::channel::bounded(4);
-    let shared = Arc::new(Shared::new(config, tx));
-    let cam = Arc::clone(&shared.cameras[0]);
-    let orders = Arc::new(Orders::default());
-    let opener = camjobd::capture::opener(&cam.config.source, cam.config.max_frame_bytes);
-    let lp = CaptureLoop::new(Arc::clone(&shared), cam, Arc::clone(&orders), opener, stop.clone());
-    let t = std::thread::Builder::new()
-        .name("capture-test".into())
-        .spawn(move || {
-            WATCHED.with(|w| w.set(true));
-            lp.run()
-        })
-        .unwrap();
-    orders.post(Order { job_id: 1, attempt: 0, max_frames: None, action: Action::Run { not_before: None } });
-    (shared, t)
-}
 
 fn frames(shared: &Shared) -> u64 {
     shared.cameras[0].heartbeat.frames_captured.load(Relaxed)

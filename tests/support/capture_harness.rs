@@ -1,0 +1,75 @@
+//! Shared by `tests/alloc.rs` and `examples/bench_capture.rs` (included with `#[path]`):
+//! a counting global allocator that counts only on the watched (capture) thread, and a
+//! helper that runs one real capture loop on such a thread.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use camjobd::config::{CameraConfig, Config};
+use camjobd::job::capture::{Action, CaptureLoop, Order, Orders};
+use camjobd::shutdown::Stop;
+use camjobd::status::Shared;
+
+/// Counts allocations on threads that set [`WATCHED`]; allocates with the system allocator.
+pub struct Counting;
+
+thread_local! {
+    /// Set on the capture thread only; allocations elsewhere (test harness, reader) are ignored.
+    pub static WATCHED: Cell<bool> = const { Cell::new(false) };
+}
+/// Allocations (and reallocations) on watched threads.
+pub static ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// Bytes requested by those.
+pub static BYTES: AtomicU64 = AtomicU64::new(0);
+/// Kernel thread id of the capture thread, for its CPU time.
+pub static CAPTURE_TID: AtomicU64 = AtomicU64::new(0);
+
+fn count(bytes: usize) {
+    if WATCHED.with(|w| w.get()) {
+        ALLOCS.fetch_add(1, Relaxed);
+        BYTES.fetch_add(bytes as u64, Relaxed);
+    }
+}
+
+// SAFETY: defers every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        count(l.size());
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: p came from System.alloc with layout l.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        count(n);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+/// Runs the real capture loop for `camera` on a watched thread and orders job 1 to run.
+pub fn start_capture(camera: CameraConfig, stop: &Stop) -> (Arc<Shared>, JoinHandle<()>) {
+    let config = Config { cameras: vec![camera], ..Config::default() };
+    let (tx, _rx) = crossbeam::channel::bounded(4);
+    let shared = Arc::new(Shared::new(config, tx));
+    let cam = Arc::clone(&shared.cameras[0]);
+    let orders = Arc::new(Orders::default());
+    let opener = camjobd::capture::opener(&cam.config.source, cam.config.max_frame_bytes);
+    let lp = CaptureLoop::new(Arc::clone(&shared), cam, Arc::clone(&orders), opener, stop.clone());
+    let t = std::thread::Builder::new()
+        .name("capture-test".into())
+        .spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            CAPTURE_TID.store(unsafe { libc::gettid() } as u64, Relaxed);
+            WATCHED.with(|w| w.set(true));
+            lp.run()
+        })
+        .unwrap();
+    orders.post(Order { job_id: 1, attempt: 0, max_frames: None, action: Action::Run { not_before: None } });
+    (shared, t)
+}
