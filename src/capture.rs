@@ -111,5 +111,16 @@ pub fn opener(config: &SourceConfig, max_frame_bytes: usize) -> Box<dyn Opener> 
     match config {
         SourceConfig::Synthetic(c) => Box::new(synthetic::SyntheticOpener::new(c.clone())),
         SourceConfig::Pipe(c) => Box::new(pipe::PipeOpener::new(c.clone(), max_frame_bytes)),
+        SourceConfig::V4l2(_) => Box::new(Unavailable("the v4l2 source is not built into this version yet")),
+    }
+}
+
+/// An opener for a source kind this build does not have (config validation rejects it; this
+/// keeps an unvalidated config from panicking).
+struct Unavailable(&'static str);
+
+impl Opener for Unavailable {
+    fn open(&mut self, _job_id: u64) -> Result<Box<dyn Source>, SourceError> {
+        Err(SourceError::fatal(self.0))
     }
 }

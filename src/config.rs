@@ -126,6 +126,9 @@ pub enum SourceConfig {
     Synthetic(SyntheticConfig),
     /// A child process writing MJPEG to stdout.
     Pipe(PipeConfig),
+    /// A V4L2 device: part of the contract, not built yet; rejected by `validate` with a
+    /// sentence saying what to use meanwhile.
+    V4l2(serde_json::Map<String, serde_json::Value>),
 }
 
 /// The synthetic camera.
@@ -369,6 +372,10 @@ impl Config {
                         }
                     }
                 }
+                SourceConfig::V4l2(_) => v.fail(
+                    &p("source.kind"),
+                    "v4l2 is not built into this version yet; for a USB camera use {\"kind\": \"pipe\", \"command\": [\"ffmpeg\", \"-f\", \"v4l2\", \"-input_format\", \"mjpeg\", \"-i\", \"/dev/video0\", \"-c\", \"copy\", \"-f\", \"mjpeg\", \"-\"]}, for a Pi camera module rpicam-vid (see board/rpi4.json)",
+                ),
                 SourceConfig::Pipe(s) => {
                     v.check(&p("source.command"), !s.command.is_empty() && !s.command[0].is_empty(), "must name a program, e.g. [\"rpicam-vid\", \"-t\", \"0\", \"--codec\", \"mjpeg\", \"-o\", \"-\"]");
                     v.check(&p("source.command"), s.command.len() <= 64, "at most 64 arguments");
@@ -470,6 +477,8 @@ mod tests {
         assert!(e.starts_with("cameras[0].source") && e.contains("unknown field `colour`"), "{e}");
         let e = err(r#"{"cameras":[{"source":{"kind":"webcam"}}]}"#);
         assert!(e.starts_with("cameras[0].source") && e.contains("unknown variant `webcam`"), "{e}");
+        let e = err(r#"{"cameras":[{"source":{"kind":"v4l2","device":"/dev/video0"}}]}"#);
+        assert!(e.starts_with("cameras[0].source.kind: v4l2 is not built into this version yet"), "{e}");
         let e = err(r#"{"cameras":[{"source":{"kind":"pipe","command":[]}}]}"#);
         assert!(e.starts_with("cameras[0].source.command: must name a program"), "{e}");
     }

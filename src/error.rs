@@ -15,8 +15,10 @@ use crate::config::ConfigError;
 /// A start-up error.
 #[derive(Debug)]
 pub enum Error {
-    /// Bad command line or config: exit status 2.
+    /// Bad config: exit status 2.
     Config(ConfigError),
+    /// Bad command line: exit status 2.
+    Usage(String),
     /// Anything else that stops the service from starting: exit status 1.
     Fatal(String),
 }
@@ -25,7 +27,7 @@ impl Error {
     /// The process exit status for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) => 2,
+            Error::Config(_) | Error::Usage(_) => 2,
             Error::Fatal(_) => 1,
         }
     }
@@ -48,6 +50,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Config(e) => write!(f, "config error: {e}"),
+            Error::Usage(m) => write!(f, "{m}"),
             Error::Fatal(m) => f.write_str(m),
         }
     }

@@ -12,7 +12,7 @@ pub mod supervisor;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -34,6 +34,8 @@ pub struct Service {
     server: Server,
     threads: Vec<JoinHandle<()>>,
     stop: Stop,
+    /// The name of a core thread that panicked; the service then stops and exits 1.
+    panicked: Arc<Mutex<Option<String>>>,
 }
 
 impl Service {
@@ -44,6 +46,8 @@ impl Service {
         let listener = bind(config.bind_addr())?;
         let (cmd_tx, cmd_rx) = channel::bounded(COMMAND_QUEUE);
         let shared = Arc::new(Shared::new(config, cmd_tx));
+        let panicked = Arc::new(Mutex::new(None));
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| spawn(name, &stop, &panicked, f);
         let mut threads = Vec::new();
         let mut orders = Vec::new();
         for cam in &shared.cameras {
@@ -51,16 +55,22 @@ impl Service {
             orders.push(Arc::clone(&o));
             let opener = crate::capture::opener(&cam.config.source, cam.config.max_frame_bytes);
             let lp = capture::CaptureLoop::new(Arc::clone(&shared), Arc::clone(cam), o, opener, stop.clone());
-            threads.push(spawn(&format!("capture-{}", cam.name), move || lp.run())?);
+            threads.push(spawn(&format!("capture-{}", cam.name), Box::new(move || lp.run()))?);
         }
         let sup = supervisor::Supervisor::new(Arc::clone(&shared), orders, state_file, next_job_id);
         let s = stop.clone();
-        threads.push(spawn("supervisor", move || sup.run(cmd_rx, s))?);
+        threads.push(spawn("supervisor", Box::new(move || sup.run(cmd_rx, s)))?);
         let (sh, s) = (Arc::clone(&shared), stop.clone());
-        threads.push(spawn("watchdog", move || crate::watchdog::run(sh, s))?);
+        threads.push(spawn("watchdog", Box::new(move || crate::watchdog::run(sh, s)))?);
         let api = Arc::new(Api::new(Arc::clone(&shared)));
-        let server = Server::start(listener, &shared.config.http, api, stop.clone())
-            .map_err(|e| Error::Fatal(format!("cannot start the HTTP server: {e}")))?;
+        let server = Server::start(
+            listener,
+            &shared.config.http,
+            Arc::clone(&api) as Arc<dyn crate::http::server::Handler>,
+            stop.clone(),
+        )
+        .map_err(|e| Error::Fatal(format!("cannot start the HTTP server: {e}")))?;
+        api.set_http_stats(server.stats());
         shared.events.push(
             EventKind::Info,
             "",
@@ -68,12 +78,17 @@ impl Service {
             None,
             format_args!("camjobd {} listening on http://{}/", env!("CARGO_PKG_VERSION"), server.local_addr()),
         );
-        Ok(Service { shared, server, threads, stop })
+        Ok(Service { shared, server, threads, stop, panicked })
     }
 
     /// The address the HTTP API listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    /// The core thread that panicked, if one did (the stop token is then triggered).
+    pub fn failed_thread(&self) -> Option<String> {
+        self.panicked.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Triggers the stop token (if not yet) and joins every thread, giving up on threads
@@ -112,9 +127,36 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     })
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, Error> {
+/// Stops the whole service when the thread it lives in unwinds: a half-dead camjobd that
+/// still answers `/healthz` is worse than a restart by systemd.
+struct PanicGuard {
+    name: String,
+    stop: Stop,
+    panicked: Arc<Mutex<Option<String>>>,
+}
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            log::error!("thread {} panicked; stopping the service", self.name);
+            self.panicked.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(|| self.name.clone());
+            self.stop.trigger();
+        }
+    }
+}
+
+fn spawn(
+    name: &str,
+    stop: &Stop,
+    panicked: &Arc<Mutex<Option<String>>>,
+    f: Box<dyn FnOnce() + Send>,
+) -> Result<JoinHandle<()>, Error> {
+    let guard = PanicGuard { name: name.to_string(), stop: stop.clone(), panicked: Arc::clone(panicked) };
     std::thread::Builder::new()
         .name(name.to_string())
-        .spawn(f)
+        .spawn(move || {
+            let _guard = guard;
+            f()
+        })
         .map_err(|e| Error::Fatal(format!("cannot start thread {name}: {e}")))
 }

@@ -35,6 +35,7 @@ pub mod frame;
 pub mod http;
 pub mod job;
 pub mod led;
+pub mod logging;
 pub mod ring;
 pub mod shutdown;
 pub mod status;

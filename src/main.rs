@@ -33,7 +33,7 @@ enum Source {
 }
 
 fn usage_error(msg: String) -> Error {
-    Error::Config(ConfigError { path: String::new(), message: format!("{msg}\n\n{USAGE}") })
+    Error::Usage(format!("{msg}\n\n{USAGE}"))
 }
 
 fn parse_args(args: &[String]) -> Result<Option<(Source, bool)>, Error> {
@@ -78,12 +78,6 @@ fn load(source: &Source) -> Result<Config, Error> {
     }
 }
 
-fn init_logging(level: &str) {
-    let level = level.parse().unwrap_or(log::LevelFilter::Info);
-    let cfg = simplelog::ConfigBuilder::new().set_time_format_rfc3339().build();
-    let _ = simplelog::TermLogger::init(level, cfg, simplelog::TerminalMode::Stderr, simplelog::ColorChoice::Never);
-}
-
 fn run(args: &[String]) -> Result<(), Error> {
     let Some((source, check)) = parse_args(args)? else { return Ok(()) };
     let config = load(&source)?;
@@ -91,7 +85,8 @@ fn run(args: &[String]) -> Result<(), Error> {
         println!("{}", serde_json::to_string_pretty(&config).expect("config serializes"));
         return Ok(());
     }
-    init_logging(&config.log.level);
+    let level = config.log.level.parse().unwrap_or(log::LevelFilter::Info);
+    let logs = camjobd::logging::init(level).map_err(|e| Error::Fatal(format!("cannot start logging: {e}")))?;
     let signals = shutdown::signal_flag().map_err(|e| Error::Fatal(format!("cannot install signal handlers: {e}")))?;
     let stop = Stop::new();
     let service = Service::start(config, stop.clone())?;
@@ -101,8 +96,13 @@ fn run(args: &[String]) -> Result<(), Error> {
         std::thread::sleep(Duration::from_millis(50));
     }
     log::info!("shutting down");
+    let fatal = service.failed_thread();
     service.shutdown(Instant::now() + SHUTDOWN_BUDGET);
-    Ok(())
+    logs.wait(Instant::now() + Duration::from_millis(100));
+    match fatal {
+        Some(name) => Err(Error::Fatal(format!("thread {name} panicked; exiting so that systemd restarts camjobd"))),
+        None => Ok(()),
+    }
 }
 
 fn main() -> ExitCode {

@@ -158,3 +158,18 @@ fn a_missing_program_fails_with_a_helpful_reason() {
     assert!(reason.contains("/nonexistent/rpicam-vid") && reason.contains("not found"), "{reason}");
     assert!(reason.ends_with("recovery is off (max_recoveries 0)"), "{reason}");
 }
+
+#[test]
+fn children_die_with_a_killed_daemon() {
+    let dir = TempDir::new("pipekill");
+    std::fs::write(dir.path("f.jpg"), jpeg(64, 48, 9)).unwrap();
+    let script = format!("while :; do cat {}; sleep 0.0314159; done", dir.path("f.jpg").display());
+    let cfg = config(&dir, json!([pipe_cam("cam0", &script, json!({}))]), json!({}));
+    let mut d = Daemon::start_in(dir, &cfg);
+    d.wait_state("cam0", "RUNNING", 10 * SEC);
+    assert!(!processes_with("0.0314159").is_empty());
+    // SIGKILL: no destructor runs; the kernel's parent-death signal must take the child.
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    wait_until(3 * SEC, "the pipe command outlived a SIGKILLed camjobd", || processes_with("0.0314159").is_empty());
+}

@@ -15,6 +15,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::capture::mjpeg::{Next, Splitter};
@@ -55,15 +56,33 @@ impl Opener for PipeOpener {
         let Some(program) = argv.first().filter(|p| !p.is_empty()) else {
             return Err(SourceError::fatal("pipe command is empty; set cameras[N].source.command to an argv array"));
         };
-        let mut child = Command::new(program)
-            .args(&argv[1..])
+        let mut cmd = Command::new(program);
+        cmd.args(&argv[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Own process group: one kill(-pgid) reaches the command and everything it starts.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| spawn_error(program, &e))?;
+            .process_group(0);
+        // If camjobd dies without dropping the source (SIGKILL, a second Ctrl-C, the OOM
+        // killer), the kernel kills the command, so it cannot keep the camera busy for the
+        // next start. The signal follows the spawning thread, which is the capture thread:
+        // it lives as long as the camera does.
+        // SAFETY: the closure runs in the forked child before exec and calls only prctl and
+        // getppid, which are async-signal-safe; it allocates nothing and touches no locks.
+        let parent = std::process::id() as libc::pid_t;
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The parent may have died before prctl took effect.
+                if libc::getppid() != parent {
+                    return Err(io::Error::other("camjobd exited while starting the pipe command"));
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| spawn_error(program, &e))?;
         let pid = child.id() as libc::pid_t;
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             unreachable!("stdout and stderr were configured as pipes");
@@ -376,6 +395,10 @@ impl PipeSource {
     }
 }
 
+/// Most background reaper threads at once (children stuck in the kernel after SIGKILL).
+const MAX_REAPERS: usize = 2;
+static REAPERS: AtomicUsize = AtomicUsize::new(0);
+
 impl Drop for PipeSource {
     fn drop(&mut self) {
         // TERM first lets a camera tool release the device cleanly; KILL then takes whatever
@@ -398,10 +421,21 @@ impl Drop for PipeSource {
                 self.argv0,
                 self.pid
             );
+            // Bounded: beyond MAX_REAPERS stuck children, the rest stay zombies until exit.
+            if REAPERS.fetch_add(1, Ordering::AcqRel) >= MAX_REAPERS {
+                REAPERS.fetch_sub(1, Ordering::AcqRel);
+                log::warn!(
+                    "{MAX_REAPERS} reaper threads already wait on stuck children; leaving pid {} unreaped",
+                    self.pid
+                );
+                return;
+            }
             let spawned = std::thread::Builder::new().name("pipe-reaper".into()).spawn(move || {
                 let _ = child.wait();
+                REAPERS.fetch_sub(1, Ordering::AcqRel);
             });
             if let Err(e) = spawned {
+                REAPERS.fetch_sub(1, Ordering::AcqRel);
                 log::warn!("cannot start a reaper thread: {e}");
             }
         }

@@ -1,14 +1,14 @@
 //! The routes of DESIGN.md's HTTP API. Handlers only read published state and send commands
 //! on the supervisor's bounded channel; no request ever triggers a capture.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{self, TrySendError};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::server::{Body, Handler, Request, Response};
+use super::server::{Body, Handler, Request, Response, Stats};
 use crate::events::{Event, MAX_PAGE};
 use crate::status::{Command, JobLimits, Refusal, Reply, Shared};
 
@@ -23,12 +23,19 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Api {
     shared: Arc<Shared>,
     started: Instant,
+    /// The server's counters (refused connections, timeouts, ...), set once it has started.
+    http_stats: OnceLock<Arc<Stats>>,
 }
 
 impl Api {
     /// Routes for this published state.
     pub fn new(shared: Arc<Shared>) -> Api {
-        Api { shared, started: Instant::now() }
+        Api { shared, started: Instant::now(), http_stats: OnceLock::new() }
+    }
+
+    /// Lets `/api/status` report the server's counters.
+    pub fn set_http_stats(&self, stats: Arc<Stats>) {
+        let _ = self.http_stats.set(stats);
     }
 
     fn status(&self) -> Response {
@@ -37,6 +44,8 @@ impl Api {
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": self.started.elapsed().as_secs_f64(),
             "cameras": cameras,
+            "http": self.http_stats.get().map(|s| s.to_json()),
+            "log_lines_dropped": crate::logging::DROPPED.load(std::sync::atomic::Ordering::Relaxed),
         });
         Response::json(200, &body)
     }
@@ -77,7 +86,7 @@ impl Api {
         match rx.recv_timeout(COMMAND_TIMEOUT) {
             Ok(Ok(job)) => Response::json(202, &serde_json::to_value(job).expect("plain data")),
             Ok(Err(Refusal::Conflict(msg))) => Response::error(409, "conflict", &msg),
-            Err(_) => Response::error(503, "busy", "the job supervisor did not answer in time; try again"),
+            Err(_) => Response::error(503, "busy", "the job supervisor did not answer within 2 s; the command may still take effect: check GET /api/cameras/<name> before retrying"),
         }
     }
 

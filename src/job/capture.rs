@@ -195,17 +195,22 @@ impl CaptureLoop {
 
     fn apply(&mut self, order: Order) {
         let hb = &self.cam.heartbeat;
+        // Observers read job id and attempt, then the phase. Publishing a neutral phase
+        // first, then the ids, then the real phase means that whoever sees the new ids also
+        // sees a phase that belongs to them (never the last attempt's Streaming or Done).
+        hb.set_phase(Phase::Backoff);
+        self.source = None;
         if order.job_id != self.order.job_id {
             hb.reset_for_job(order.job_id);
         }
-        self.order = order;
-        self.source = None;
         // Each attempt is judged afresh: errors of the last one must not fail the next.
         hb.consecutive_errors.store(0, Relaxed);
+        hb.progress_ms.store(clock::mono_ms(), Release);
         hb.attempt.store(order.attempt, Release);
+        self.order = order;
         match order.action {
             Action::Halt => hb.set_phase(Phase::Idle),
-            Action::Run { not_before: Some(t) } if t > Instant::now() => hb.set_phase(Phase::Backoff),
+            Action::Run { not_before: Some(t) } if t > Instant::now() => {}
             Action::Run { .. } => hb.set_phase(Phase::Opening),
         }
     }
@@ -217,6 +222,8 @@ impl CaptureLoop {
         };
         let now = Instant::now();
         if now >= until {
+            // The stall clock starts now, not when the backoff began.
+            self.cam.heartbeat.progress_ms.store(clock::mono_ms(), Release);
             self.cam.heartbeat.set_phase(Phase::Opening);
         } else {
             self.orders.wait(&self.stop, until - now);

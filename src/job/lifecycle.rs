@@ -21,7 +21,7 @@ pub enum Trigger {
     StopRequested,
     /// The capture thread closed the source after a stop (or gave up waiting for it).
     Closed,
-    /// `max_frames` or `max_duration_s` reached.
+    /// `max_frames` or `max_duration_s` reached while RUNNING.
     LimitReached,
 }
 
@@ -50,7 +50,9 @@ pub fn next(from: JobState, trigger: Trigger) -> Result<JobState, Illegal> {
         (Starting | Running | Recovering, T::GiveUp) => Failed,
         (Starting | Running | Recovering, T::StopRequested) => Stopping,
         (Stopping, T::Closed) => Stopped,
-        (Starting | Running | Recovering, T::LimitReached) => Completed,
+        // Only a job that delivers can complete; a limit hit while starting or recovering
+        // is a failure (the supervisor gives up instead).
+        (Running, T::LimitReached) => Completed,
         _ => return Err(Illegal { from, trigger }),
     };
     Ok(to)
@@ -95,9 +97,7 @@ mod tests {
             (Running, T::StopRequested, Stopping),
             (Recovering, T::StopRequested, Stopping),
             (Stopping, T::Closed, Stopped),
-            (Starting, T::LimitReached, Completed),
             (Running, T::LimitReached, Completed),
-            (Recovering, T::LimitReached, Completed),
         ];
         for (from, t, to) in allowed {
             assert_eq!(next(from, t), Ok(to), "{from:?} --{t:?}-->");
@@ -121,6 +121,7 @@ mod tests {
         assert!(next(Stopped, Trigger::StopRequested).is_err());
         assert!(next(Idle, Trigger::GoodFrame).is_err());
         assert!(next(Stopping, Trigger::Fault).is_err(), "a stopping job does not recover");
+        assert!(next(Recovering, Trigger::LimitReached).is_err(), "a job that is not delivering does not complete");
         assert_eq!(next(Running, Trigger::Start).unwrap_err().to_string(), "Start is not allowed in state RUNNING");
     }
 

@@ -44,7 +44,13 @@ pub struct Supervisor {
     state_file: StateFile,
     /// The id the next job gets.
     next_job_id: u64,
+    /// Ids below this are on disk as used; reserving [`ID_BLOCK`] at a time keeps fsyncs
+    /// (slow on SD cards, and wear) off most starts. A restart skips the unused rest.
+    reserved_until: u64,
 }
+
+/// Job ids reserved per write of the state file.
+pub const ID_BLOCK: u64 = 16;
 
 impl Supervisor {
     /// `orders[i]` is the mailbox of camera `i`'s capture thread.
@@ -61,7 +67,7 @@ impl Supervisor {
                 stopping_since: None,
             })
             .collect();
-        Supervisor { shared, cams, state_file, next_job_id }
+        Supervisor { shared, cams, state_file, next_job_id, reserved_until: next_job_id }
     }
 
     /// Serves commands until `stop`, then stops every active job and returns.
@@ -113,15 +119,18 @@ impl Supervisor {
         lifecycle::next(rec.state, Trigger::Start).map_err(|e| Refusal::Conflict(e.to_string()))?;
         let id = self.next_job_id;
         self.next_job_id += 1;
-        if let Err(e) = self.state_file.save(self.next_job_id) {
-            // The job still runs; ids may repeat after a restart, and the event says so.
-            self.shared.events.push(
-                EventKind::Error,
-                &ctl.cam.name,
-                Some(id),
-                None,
-                format_args!("{e}; job ids may repeat after a restart"),
-            );
+        if self.next_job_id > self.reserved_until {
+            self.reserved_until = id + ID_BLOCK;
+            if let Err(e) = self.state_file.save(self.reserved_until) {
+                // The job still runs; ids may repeat after a restart, and the event says so.
+                self.shared.events.push(
+                    EventKind::Error,
+                    &ctl.cam.name,
+                    Some(id),
+                    None,
+                    format_args!("{e}; job ids may repeat after a restart"),
+                );
+            }
         }
         let cfg = &ctl.cam.config;
         let max_frames = limits.max_frames.or(cfg.max_frames);
@@ -181,7 +190,7 @@ impl Supervisor {
             let why = if wd.max_recoveries == 0 {
                 format!("{reason}; recovery is off (max_recoveries 0)")
             } else {
-                format!("{reason}; {failed} recoveries failed")
+                format!("{reason}; {} failed", recoveries(failed))
             };
             self.transition(i, Trigger::GiveUp, Some(why));
             post_halt(&self.cams[i], &rec);
@@ -218,31 +227,48 @@ impl Supervisor {
     /// Looks at one camera's heartbeat and applies what it shows.
     fn observe(&mut self, i: usize) {
         let ctl = &self.cams[i];
-        let rec = ctl.cam.job();
-        let hb = &ctl.cam.heartbeat;
+        let (cam, started, stopping_since) = (Arc::clone(&ctl.cam), ctl.started, ctl.stopping_since);
+        let mut rec = cam.job();
+        let hb = &cam.heartbeat;
         let current = hb.job_id.load(Acquire) == rec.id && hb.attempt.load(Acquire) == rec.attempt;
         let phase = hb.phase();
+        let overdue = match (rec.max_duration_s, started) {
+            (Some(max), Some(t0)) => t0.elapsed() >= Duration::from_secs(max),
+            _ => false,
+        };
+        if matches!(rec.state, JobState::Starting | JobState::Recovering)
+            && current
+            && matches!(phase, Phase::Streaming | Phase::Done)
+        {
+            self.cams[i].failed_in_row = 0;
+            let why =
+                (rec.state == JobState::Recovering).then(|| format!("recovered after {}", recoveries(rec.recoveries)));
+            self.transition(i, Trigger::GoodFrame, why);
+            rec.state = JobState::Running;
+        }
         match rec.state {
-            JobState::Starting | JobState::Recovering | JobState::Running => {
-                if current && phase == Phase::Done {
-                    let n = rec.max_frames.unwrap_or(0);
-                    self.transition(i, Trigger::LimitReached, Some(format!("max_frames {n} reached")));
-                } else if let (Some(max), Some(t0)) = (rec.max_duration_s, ctl.started) {
-                    if t0.elapsed() >= Duration::from_secs(max) {
-                        self.transition(i, Trigger::LimitReached, Some(format!("max_duration_s {max} reached")));
-                        post_halt(&self.cams[i], &rec);
-                    }
-                }
-                if rec.state != JobState::Running && current && phase == Phase::Streaming {
-                    self.cams[i].failed_in_row = 0;
-                    let why = (rec.state == JobState::Recovering)
-                        .then(|| format!("recovered after {} recoveries", rec.recoveries));
-                    self.transition(i, Trigger::GoodFrame, why);
-                }
+            JobState::Running if current && phase == Phase::Done => {
+                let n = rec.max_frames.unwrap_or(0);
+                self.transition(i, Trigger::LimitReached, Some(format!("max_frames {n} reached")));
+                post_halt(&self.cams[i], &rec);
+            }
+            JobState::Running if overdue => {
+                let max = rec.max_duration_s.unwrap_or(0);
+                self.transition(i, Trigger::LimitReached, Some(format!("max_duration_s {max} reached")));
+                post_halt(&self.cams[i], &rec);
+            }
+            // Time ran out while the camera was not delivering: that is a failure, not a
+            // completed job.
+            JobState::Starting | JobState::Recovering if overdue => {
+                let max = rec.max_duration_s.unwrap_or(0);
+                let last = rec.reason.as_deref().unwrap_or("the camera delivered no frame");
+                let why = format!("max_duration_s {max} reached while {}: {last}", rec.state.as_str());
+                self.transition(i, Trigger::GiveUp, Some(why));
+                post_halt(&self.cams[i], &rec);
             }
             JobState::Stopping => {
                 let closed = hb.job_id.load(Acquire) == rec.id && phase == Phase::Idle;
-                let waited = ctl.stopping_since.map_or(Duration::ZERO, |t| t.elapsed());
+                let waited = stopping_since.map_or(Duration::ZERO, |t| t.elapsed());
                 if closed || waited >= STOP_GRACE {
                     let mut why = rec.reason.clone().unwrap_or_default();
                     if !closed {
@@ -339,4 +365,13 @@ fn limits_text(max_frames: Option<u64>, max_duration_s: Option<u64>) -> String {
         s.push_str(&format!(", max_duration_s {n}"));
     }
     s
+}
+
+/// "1 recovery", "2 recoveries".
+fn recoveries(n: u32) -> String {
+    if n == 1 {
+        "1 recovery".into()
+    } else {
+        format!("{n} recoveries")
+    }
 }

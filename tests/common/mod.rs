@@ -44,6 +44,8 @@ pub struct Daemon {
     pub addr: SocketAddr,
     pub dir: TempDir,
     stderr_log: PathBuf,
+    /// Held open and never read, for `start_with(.., true)`.
+    _unread_stderr: Option<std::process::ChildStderr>,
 }
 
 /// Merges `overrides` into a base config that uses a free port and the temp dir.
@@ -65,16 +67,31 @@ pub fn config(dir: &TempDir, cameras: Value, http: Value) -> Value {
 impl Daemon {
     /// Starts the binary with `config` (a full config document) in `dir`.
     pub fn start_in(dir: TempDir, config: &Value) -> Daemon {
+        Daemon::start_with(dir, config, false)
+    }
+
+    /// With `unread_stderr`, stderr is a pipe that nobody reads (a stuck log reader).
+    pub fn start_with(dir: TempDir, config: &Value, unread_stderr: bool) -> Daemon {
         let cfg = dir.path("config.json");
         std::fs::write(&cfg, serde_json::to_vec_pretty(config).unwrap()).unwrap();
         let stderr_log = dir.path("stderr.log");
+        let stderr =
+            if unread_stderr { Stdio::piped() } else { Stdio::from(std::fs::File::create(&stderr_log).unwrap()) };
         let mut child = Command::new(bin())
             .arg("--config")
             .arg(&cfg)
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr_log).unwrap())
+            .stderr(stderr)
             .spawn()
             .expect("spawn camjobd");
+        let unread = child.stderr.take().inspect(|e| {
+            use std::os::fd::AsRawFd;
+            // The smallest pipe (one page) fills after a few dozen log lines.
+            // SAFETY: fcntl on a pipe fd we own; F_SETPIPE_SZ touches no memory of ours.
+            unsafe {
+                libc::fcntl(e.as_raw_fd(), libc::F_SETPIPE_SZ, 4096);
+            }
+        });
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -97,7 +114,7 @@ impl Daemon {
                     )
                 },
             );
-        Daemon { child, addr, dir, stderr_log }
+        Daemon { child, addr, dir, stderr_log, _unread_stderr: unread }
     }
 
     pub fn start(tag: &str, cameras: Value, http: Value) -> Daemon {
@@ -170,7 +187,10 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // A clean stop first (it reaps pipe children); SIGKILL only if that hangs.
+        if self.child.try_wait().ok().flatten().is_none() && self.terminate(Duration::from_secs(3)).is_none() {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
 }
