@@ -122,6 +122,9 @@ fn read_errors_are_counted_and_a_run_of_them_fails_the_job() {
     assert!(reason.contains(" read errors in a row (max_consecutive_errors 3); last: synthetic read"), "{reason}");
     assert!(reason.ends_with("; 1 recovery failed"), "{reason}");
     assert_eq!(d.camera("some")["job"]["state"], "RUNNING", "one failed camera leaves the other alone");
+    // Errors are summarised in events, at most one per camera per second.
+    let e = d.wait_event(5 * SEC, |e| e["kind"] == "error" && e["camera"] == "some");
+    assert!(e["message"].as_str().unwrap().contains("source error(s); last: synthetic read"), "{e}");
 }
 
 #[test]

@@ -28,9 +28,9 @@ use crate::status::{CameraShared, Phase, Shared};
 
 /// Longest a source read may wait; bounds how late an order or a stop is noticed.
 pub const READ_WAIT: Duration = Duration::from_millis(100);
-/// Drop events are summarised at most this often, so a flood of bad frames cannot flush the
-/// event ring.
-const DROP_EVENT_EVERY: Duration = Duration::from_secs(1);
+/// Drop and error events are summarised at most this often, so a flood of bad frames cannot
+/// flush the event ring.
+const EVENT_EVERY: Duration = Duration::from_secs(1);
 
 /// What the supervisor wants the capture thread to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,18 +108,23 @@ impl Orders {
     }
 }
 
-/// Drops waiting to be summarised in one event.
+/// Drops and errors waiting to be summarised in events (at most one of each per second).
 #[derive(Default)]
-struct PendingDrops {
+struct Pending {
     oversize: u64,
     garbage: u64,
     no_buffer: u64,
+    errors: u64,
+    /// When the oldest unsummarised drop or error happened.
     since: Option<Instant>,
 }
 
-impl PendingDrops {
-    fn total(&self) -> u64 {
+impl Pending {
+    fn drops(&self) -> u64 {
         self.oversize + self.garbage + self.no_buffer
+    }
+    fn note(&mut self) {
+        self.since.get_or_insert_with(Instant::now);
     }
 }
 
@@ -140,7 +145,7 @@ pub struct CaptureLoop {
     /// When the next frame is due to be kept.
     next_keep: Instant,
     interval: Duration,
-    drops: PendingDrops,
+    pending: Pending,
 }
 
 impl CaptureLoop {
@@ -167,7 +172,7 @@ impl CaptureLoop {
             next_seq: 1,
             next_keep: Instant::now(),
             interval,
-            drops: PendingDrops::default(),
+            pending: Pending::default(),
             cam,
         }
     }
@@ -180,7 +185,7 @@ impl CaptureLoop {
             if let Some(order) = self.orders.take_new(&mut self.seen_order) {
                 self.apply(order);
             }
-            self.flush_drop_event(false);
+            self.flush_events(false);
             match self.cam.heartbeat.phase() {
                 Phase::Idle | Phase::Done | Phase::Broken => self.orders.wait(&self.stop, Duration::from_millis(500)),
                 Phase::Backoff => self.backoff(),
@@ -189,7 +194,7 @@ impl CaptureLoop {
             }
         }
         self.close();
-        self.flush_drop_event(true);
+        self.flush_events(true);
         self.cam.heartbeat.set_phase(Phase::Idle);
     }
 
@@ -242,6 +247,8 @@ impl CaptureLoop {
                 hb.errors_total.fetch_add(1, Relaxed);
                 hb.set_last_error(&e.message);
                 hb.set_phase(Phase::Broken);
+                self.pending.errors += 1;
+                self.pending.note();
             }
         }
     }
@@ -293,6 +300,8 @@ impl CaptureLoop {
                 hb.errors_total.fetch_add(1, Relaxed);
                 hb.consecutive_errors.fetch_add(1, Relaxed);
                 hb.set_last_error(&e.message);
+                self.pending.errors += 1;
+                self.pending.note();
                 if e.fatal {
                     self.source = None;
                     hb.set_phase(Phase::Broken);
@@ -319,34 +328,48 @@ impl CaptureLoop {
     fn dropped(&mut self, cause: Option<DropCause>) {
         self.cam.heartbeat.frames_dropped.fetch_add(1, Relaxed);
         match cause {
-            Some(DropCause::Oversize) => self.drops.oversize += 1,
-            Some(DropCause::Garbage) => self.drops.garbage += 1,
-            None => self.drops.no_buffer += 1,
+            Some(DropCause::Oversize) => self.pending.oversize += 1,
+            Some(DropCause::Garbage) => self.pending.garbage += 1,
+            None => self.pending.no_buffer += 1,
         }
-        self.drops.since.get_or_insert_with(Instant::now);
+        self.pending.note();
     }
 
-    /// Summarises pending drops in one event, at most once per [`DROP_EVENT_EVERY`].
-    fn flush_drop_event(&mut self, force: bool) {
-        let Some(since) = self.drops.since else { return };
-        if !force && since.elapsed() < DROP_EVENT_EVERY {
+    /// Summarises pending drops and errors in (at most) one event each, at most once per
+    /// [`EVENT_EVERY`], so a flood of bad frames cannot flush the event ring.
+    fn flush_events(&mut self, force: bool) {
+        let Some(since) = self.pending.since else { return };
+        if !force && since.elapsed() < EVENT_EVERY {
             return;
         }
-        let d = std::mem::take(&mut self.drops);
-        let max = self.cam.config.max_frame_bytes;
-        self.shared.events.push(
-            EventKind::Drop,
-            &self.cam.name,
-            Some(self.order.job_id),
-            None,
-            format_args!(
-                "dropped {} frame(s): {} larger than max_frame_bytes {max}, {} malformed, {} with every buffer in use",
-                d.total(),
-                d.oversize,
-                d.garbage,
-                d.no_buffer
-            ),
-        );
+        let p = std::mem::take(&mut self.pending);
+        let (name, job) = (&self.cam.name, Some(self.order.job_id));
+        if p.drops() > 0 {
+            let max = self.cam.config.max_frame_bytes;
+            self.shared.events.push(
+                EventKind::Drop,
+                name,
+                job,
+                None,
+                format_args!(
+                    "dropped {} frame(s): {} larger than max_frame_bytes {max}, {} malformed, {} with every buffer in use",
+                    p.drops(),
+                    p.oversize,
+                    p.garbage,
+                    p.no_buffer
+                ),
+            );
+        }
+        if p.errors > 0 {
+            let last = self.cam.heartbeat.last_error();
+            self.shared.events.push(
+                EventKind::Error,
+                name,
+                job,
+                None,
+                format_args!("{} source error(s); last: {last}", p.errors),
+            );
+        }
     }
 }
 

@@ -22,6 +22,9 @@ use crate::store::StateFile;
 
 /// How often heartbeats are looked at; bounds how late RUNNING/COMPLETED/STOPPED show.
 pub const TICK: Duration = Duration::from_millis(20);
+/// How long a job must stay RUNNING before its recovery budget is refilled. A camera that
+/// delivers a few frames and dies again (a crash loop) thus still ends in FAILED.
+pub const STABLE_RUNNING: Duration = Duration::from_secs(60);
 /// How long a stop waits for the camera to close before the job is marked STOPPED anyway.
 pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -29,8 +32,10 @@ pub const STOP_GRACE: Duration = Duration::from_secs(2);
 struct CamCtl {
     cam: Arc<CameraShared>,
     orders: Arc<Orders>,
-    /// Recoveries in a row without a good frame; reset on RUNNING.
+    /// Recoveries since the job was last stable; reset after [`STABLE_RUNNING`] in RUNNING.
     failed_in_row: u32,
+    /// When the job last entered RUNNING.
+    running_since: Option<Instant>,
     /// When the current job started (for `max_duration_s`).
     started: Option<Instant>,
     /// When STOPPING began.
@@ -63,6 +68,7 @@ impl Supervisor {
                 cam: Arc::clone(cam),
                 orders,
                 failed_in_row: 0,
+                running_since: None,
                 started: None,
                 stopping_since: None,
             })
@@ -157,6 +163,7 @@ impl Supervisor {
         );
         let ctl = &mut self.cams[i];
         ctl.failed_in_row = 0;
+        ctl.running_since = None;
         ctl.started = Some(Instant::now());
         ctl.stopping_since = None;
         ctl.orders.post(Order { job_id: id, attempt: 0, max_frames, action: Action::Run { not_before: None } });
@@ -216,6 +223,7 @@ impl Supervisor {
         );
         let ctl = &mut self.cams[i];
         ctl.failed_in_row = n;
+        ctl.running_since = None;
         ctl.orders.post(Order {
             job_id: rec.id,
             attempt,
@@ -240,11 +248,15 @@ impl Supervisor {
             && current
             && matches!(phase, Phase::Streaming | Phase::Done)
         {
-            self.cams[i].failed_in_row = 0;
+            self.cams[i].running_since = Some(Instant::now());
             let why =
                 (rec.state == JobState::Recovering).then(|| format!("recovered after {}", recoveries(rec.recoveries)));
             self.transition(i, Trigger::GoodFrame, why);
             rec.state = JobState::Running;
+        }
+        if rec.state == JobState::Running && self.cams[i].running_since.is_some_and(|t| t.elapsed() >= STABLE_RUNNING) {
+            // Stable again: a camera that glitches once a day never runs out of recoveries.
+            self.cams[i].failed_in_row = 0;
         }
         match rec.state {
             JobState::Running if current && phase == Phase::Done => {

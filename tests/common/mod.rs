@@ -156,6 +156,21 @@ impl Daemon {
         self.wait_job(name, within, |j| j["state"] == state)
     }
 
+    /// Polls `/api/events` until an event satisfies `pred`; returns it.
+    pub fn wait_event(&self, within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let ev = self.get("/api/events?limit=256").json();
+            if let Some(e) = ev["events"].as_array().unwrap().iter().find(|e| pred(e)) {
+                return e.clone();
+            }
+            if Instant::now() > deadline {
+                panic!("no such event within {within:?}; events: {ev:#}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
     }
