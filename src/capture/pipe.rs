@@ -100,11 +100,27 @@ impl Opener for PipeOpener {
             failed: None,
         };
         set_nonblocking(source.stdout.as_raw_fd()).map_err(|e| source.io_error("stdout", &e))?;
+        grow_pipe(source.stdout.as_raw_fd());
         if let Some(err) = &source.stderr {
             set_nonblocking(err.as_raw_fd()).map_err(|e| source.io_error("stderr", &e))?;
         }
         log::info!("job {job_id}: started pipe command {argv:?} (pid {pid})");
         Ok(Box::new(source))
+    }
+}
+
+/// Pipe capacity we ask for: several frames, so one wake-up and one read usually carry a
+/// whole frame or more (the default 64 KiB holds less than one 100 KB frame).
+const PIPE_BYTES: libc::c_int = 1 << 20;
+
+/// Enlarges the pipe, best effort: the kernel caps it at `/proc/sys/fs/pipe-max-size` for
+/// unprivileged users, and a smaller pipe only costs more wake-ups.
+fn grow_pipe(fd: libc::c_int) {
+    // SAFETY: `fd` is the open read end of our child's stdout pipe; F_SETPIPE_SZ changes only
+    // the pipe's capacity and touches no memory of ours.
+    let r = unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_BYTES) };
+    if r < 0 {
+        log::debug!("pipe capacity stays at the default: {}", io::Error::last_os_error());
     }
 }
 
