@@ -59,6 +59,38 @@ pub struct HttpConfig {
 pub struct StorageConfig {
     /// The data directory; created if missing.
     pub dir: PathBuf,
+    /// When snapshot files are fsynced: `never` (the kernel writes back; a power cut may lose
+    /// the last seconds of snapshots, and empty files are removed at start) or `always`
+    /// (file and directory fsynced before a snapshot is listed; more SD card wear).
+    pub fsync: FsyncPolicy,
+    /// Budget for all cameras' snapshots together, in bytes.
+    pub max_bytes: u64,
+    /// Below this much free space on the filesystem, the oldest snapshots are deleted.
+    pub min_free_bytes: u64,
+}
+
+/// See [`StorageConfig::fsync`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Never fsync snapshots.
+    Never,
+    /// Fsync every snapshot and its directory.
+    Always,
+}
+
+/// Per-camera snapshot storage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Write kept snapshots to `storage.dir/<camera>/<yyyy-mm-dd>/<seq>.jpg`.
+    pub enabled: bool,
+    /// This camera's budget in bytes.
+    pub max_bytes: u64,
+    /// Most snapshot files kept for this camera (also the size of its in-memory index).
+    pub max_files: usize,
+    /// Snapshots older than this are deleted; null keeps them until the budget needs room.
+    pub max_age_s: Option<u64>,
 }
 
 /// The status LED backend.
@@ -100,6 +132,14 @@ pub struct CameraConfig {
     pub max_frame_bytes: usize,
     /// Stall and error thresholds.
     pub watchdog: WatchdogConfig,
+    /// Where and how much of this camera's snapshots are kept on disk.
+    pub store: StoreConfig,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { enabled: true, max_bytes: 256 << 20, max_files: 10_000, max_age_s: Some(7 * 86_400) }
+    }
 }
 
 /// When a job is moved to `RECOVERING` and when it is given up as `FAILED`.
@@ -202,7 +242,12 @@ impl Default for HttpConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { dir: PathBuf::from("camjobd-data") }
+        StorageConfig {
+            dir: PathBuf::from("camjobd-data"),
+            fsync: FsyncPolicy::Never,
+            max_bytes: 1 << 30,
+            min_free_bytes: 64 << 20,
+        }
     }
 }
 
@@ -224,6 +269,7 @@ impl Default for CameraConfig {
             frame_buffers: 4,
             max_frame_bytes: 1024 * 1024,
             watchdog: WatchdogConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -322,6 +368,8 @@ impl Config {
         v.range("http.max_headers", h.max_headers as u64, 4, 256);
         v.range("http.max_body_bytes", h.max_body_bytes as u64, 0, 1 << 20);
         v.check("storage.dir", !self.storage.dir.as_os_str().is_empty(), "must not be empty");
+        v.range("storage.max_bytes", self.storage.max_bytes, 1 << 20, u64::MAX);
+        v.range("storage.min_free_bytes", self.storage.min_free_bytes, 0, u64::MAX);
         v.check(
             "log.level",
             matches!(self.log.level.as_str(), "error" | "warn" | "info" | "debug" | "trace"),
@@ -347,6 +395,11 @@ impl Config {
             }
             v.range(&p("frame_buffers"), c.frame_buffers as u64, 2, 64);
             v.range(&p("max_frame_bytes"), c.max_frame_bytes as u64, 4096, 64 << 20);
+            v.range(&p("store.max_bytes"), c.store.max_bytes, 64 << 10, u64::MAX);
+            v.range(&p("store.max_files"), c.store.max_files as u64, 1, 1_000_000);
+            if let Some(n) = c.store.max_age_s {
+                v.range(&p("store.max_age_s"), n, 1, u64::MAX);
+            }
             let w = &c.watchdog;
             v.range(&p("watchdog.stall_timeout_ms"), w.stall_timeout_ms, 100, 3_600_000);
             v.range(&p("watchdog.max_consecutive_errors"), w.max_consecutive_errors as u64, 1, 1_000_000);
@@ -357,7 +410,7 @@ impl Config {
                 SourceConfig::Synthetic(s) => {
                     v.range(&p("source.width"), s.width as u64, 16, 4096);
                     v.range(&p("source.height"), s.height as u64, 16, 4096);
-                    v.range(&p("source.fps"), s.fps as u64, 1, 1000);
+                    v.range(&p("source.fps"), s.fps as u64, 1, 10_000);
                     v.range(&p("source.quality"), s.quality as u64, 1, 100);
                     if let Some(f) = &s.fault {
                         if let Some(n) = f.error_every {

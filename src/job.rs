@@ -46,20 +46,27 @@ impl Service {
         let listener = bind(config.bind_addr())?;
         let (cmd_tx, cmd_rx) = channel::bounded(COMMAND_QUEUE);
         let shared = Arc::new(Shared::new(config, cmd_tx));
+        // Before any capture: list what earlier runs stored, so seqs continue after them.
+        let first_seqs = crate::store::recover(&shared);
+        let (store_tx, store_rx) = channel::bounded(crate::store::queue_len(&shared.config));
         let panicked = Arc::new(Mutex::new(None));
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| spawn(name, &stop, &panicked, f);
         let mut threads = Vec::new();
         let mut orders = Vec::new();
-        for cam in &shared.cameras {
+        for (i, cam) in shared.cameras.iter().enumerate() {
             let o = Arc::new(capture::Orders::default());
             orders.push(Arc::clone(&o));
             let opener = crate::capture::opener(&cam.config.source, cam.config.max_frame_bytes);
-            let lp = capture::CaptureLoop::new(Arc::clone(&shared), Arc::clone(cam), o, opener, stop.clone());
+            let lp = capture::CaptureLoop::new(Arc::clone(&shared), Arc::clone(cam), o, opener, stop.clone())
+                .with_store(store_tx.clone(), i, first_seqs[i]);
             threads.push(spawn(&format!("capture-{}", cam.name), Box::new(move || lp.run()))?);
         }
         let sup = supervisor::Supervisor::new(Arc::clone(&shared), orders, state_file, next_job_id);
         let s = stop.clone();
         threads.push(spawn("supervisor", Box::new(move || sup.run(cmd_rx, s)))?);
+        drop(store_tx);
+        let (store, s) = (crate::store::Store::new(Arc::clone(&shared), store_rx), stop.clone());
+        threads.push(spawn("store", Box::new(move || store.run(s)))?);
         let (sh, s) = (Arc::clone(&shared), stop.clone());
         threads.push(spawn("watchdog", Box::new(move || crate::watchdog::run(sh, s)))?);
         let api = Arc::new(Api::new(Arc::clone(&shared)));

@@ -33,6 +33,7 @@ pub mod error;
 pub mod events;
 pub mod frame;
 pub mod http;
+pub mod index;
 pub mod job;
 pub mod led;
 pub mod logging;

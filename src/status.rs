@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::config::{CameraConfig, Config};
 use crate::events::{fixed, EventLog};
+use crate::index::SnapshotIndex;
 use crate::ring::{SnapshotMeta, SnapshotRing};
 
 /// The job lifecycle states (see DESIGN.md, "Job lifecycle").
@@ -226,6 +227,42 @@ pub struct CameraShared {
     pub heartbeat: Heartbeat,
     /// Snapshots, written by capture.
     pub snapshots: SnapshotRing,
+    /// Snapshot files on disk, written by the store thread.
+    pub stored: SnapshotIndex,
+    /// Store counters.
+    pub store: StoreStats,
+}
+
+/// What happened to this camera's kept snapshots on their way to disk.
+#[derive(Default)]
+pub struct StoreStats {
+    /// Files written.
+    pub written: AtomicU64,
+    /// Snapshots not written because the store queue was full (capture never waits).
+    pub dropped: AtomicU64,
+    /// Failed writes (full disk, permissions, ...).
+    pub errors: AtomicU64,
+    /// Files deleted by retention.
+    pub deleted: AtomicU64,
+}
+
+/// The API's view of a camera's store.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreView {
+    /// Whether snapshots are written at all.
+    pub enabled: bool,
+    /// Files on disk.
+    pub files: usize,
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// Files written since the process started.
+    pub written: u64,
+    /// Snapshots dropped because the store queue was full.
+    pub dropped: u64,
+    /// Failed writes.
+    pub errors: u64,
+    /// Files deleted by retention.
+    pub deleted: u64,
 }
 
 impl CameraShared {
@@ -261,6 +298,19 @@ impl CameraShared {
                 max_duration_s: job.max_duration_s,
             },
             latest: self.snapshots.latest_meta(),
+            store: {
+                let (files, bytes) = self.stored.usage();
+                let s = &self.store;
+                StoreView {
+                    enabled: self.config.store.enabled,
+                    files,
+                    bytes,
+                    written: s.written.load(Relaxed),
+                    dropped: s.dropped.load(Relaxed),
+                    errors: s.errors.load(Relaxed),
+                    deleted: s.deleted.load(Relaxed),
+                }
+            },
         }
     }
 }
@@ -274,6 +324,8 @@ pub struct CameraView {
     pub job: JobView,
     /// The newest snapshot, or null before the first.
     pub latest: Option<SnapshotMeta>,
+    /// Snapshots on disk.
+    pub store: StoreView,
 }
 
 /// The API's view of a job (DESIGN.md names the minimum fields).
@@ -390,6 +442,8 @@ impl Shared {
                     job: Mutex::new(JobRecord::idle()),
                     heartbeat: Heartbeat::default(),
                     snapshots: SnapshotRing::default(),
+                    stored: SnapshotIndex::new(if c.store.enabled { c.store.max_files } else { 0 }),
+                    store: StoreStats::default(),
                 })
             })
             .collect();

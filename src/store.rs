@@ -1,12 +1,26 @@
-//! Durable process state in `storage.dir`. For now: the job id counter, so ids keep
-//! increasing across restarts. Written atomically (temp file, fsync, rename, fsync of the
-//! directory), so a power cut leaves either the old or the new counter, never a torn file.
+//! What camjobd keeps in `storage.dir`:
+//! - the job id counter (`state.json`), written atomically (temp file, fsync, rename, fsync
+//!   of the directory), so a power cut leaves either the old or the new counter;
+//! - kept snapshots, `<camera>/<yyyy-mm-dd>/<seq>.jpg`, written by the `store` thread from a
+//!   short bounded queue (full → the snapshot is dropped and counted, capture never waits),
+//!   each as temp file + rename, within per-camera and total budgets enforced on every write.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use crossbeam::channel::Receiver;
+
+use crate::config::{Config, FsyncPolicy};
 use crate::error::Error;
+use crate::events::EventKind;
+use crate::frame::Frame;
+use crate::index::{snapshot_path, StoredSnapshot};
+use crate::shutdown::Stop;
+use crate::status::Shared;
 
 /// The job id state file, `storage.dir/state.json`.
 pub struct StateFile {
@@ -60,6 +74,326 @@ impl StateFile {
         };
         write().map_err(|e| Error::storage(&path, "write the job id state", e))
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Snapshot files: the `store` thread, retention, and the start-up scan.
+// ---------------------------------------------------------------------------------------
+
+/// A kept snapshot on its way to disk. Holding it holds a pool buffer, so the queue is short.
+pub struct StoreItem {
+    /// Index into `Shared::cameras`.
+    pub camera: usize,
+    /// The frame; dropped as soon as its bytes are written.
+    pub frame: Arc<Frame>,
+}
+
+/// Queue length between capture and the store: each queued snapshot holds a pool buffer, so
+/// two buffers are always left for capture and the newest snapshot.
+pub fn queue_len(config: &Config) -> usize {
+    let min_pool = config.cameras.iter().map(|c| c.frame_buffers).min().unwrap_or(4);
+    min_pool.saturating_sub(2).max(1)
+}
+
+/// How often age retention and free space are checked when nothing is written.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
+/// Store error events per camera at most this often (a full disk fails every write).
+const ERROR_EVENT_EVERY: Duration = Duration::from_secs(10);
+
+/// The store thread's state.
+pub struct Store {
+    shared: Arc<Shared>,
+    rx: Receiver<StoreItem>,
+    /// Per camera: the day directory known to exist.
+    made_day: Vec<Option<u32>>,
+    /// Per camera: when the last error event was sent.
+    error_event_at: Vec<Option<Instant>>,
+    last_housekeeping: Instant,
+}
+
+impl Store {
+    /// A store reading from `rx`.
+    pub fn new(shared: Arc<Shared>, rx: Receiver<StoreItem>) -> Store {
+        let n = shared.cameras.len();
+        Store { shared, rx, made_day: vec![None; n], error_event_at: vec![None; n], last_housekeeping: Instant::now() }
+    }
+
+    /// Writes snapshots until `stop`; what is still queued then is dropped (it is in no index
+    /// yet, so nothing is half-listed).
+    pub fn run(mut self, stop: Stop) {
+        loop {
+            crossbeam::select! {
+                recv(self.rx) -> item => match item {
+                    Ok(item) => self.write(item),
+                    Err(_) => break,
+                },
+                recv(stop.receiver()) -> _ => break,
+                default(HOUSEKEEPING_EVERY) => {},
+            }
+            if self.last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY {
+                self.last_housekeeping = Instant::now();
+                for i in 0..self.shared.cameras.len() {
+                    self.retain(i);
+                }
+                self.retain_total();
+                self.check_free_space();
+            }
+        }
+    }
+
+    fn write(&mut self, item: StoreItem) {
+        let i = item.camera;
+        let cam = Arc::clone(&self.shared.cameras[i]);
+        let frame = item.frame;
+        let day = crate::index::day_of(frame.captured_at);
+        let entry = StoredSnapshot {
+            seq: frame.seq,
+            captured_at: frame.captured_at,
+            bytes: frame.bytes().len() as u64,
+            width: frame.width,
+            height: frame.height,
+            day,
+        };
+        // Make room in the index (and on disk) before the new file exists.
+        while cam.stored.usage().0 >= cam.stored.capacity() && self.delete_oldest(i) {}
+        let path = snapshot_path(&self.shared.config.storage.dir, &cam.name, day, frame.seq);
+        let result = self.write_file(i, day, &path, frame.bytes());
+        drop(frame); // the pool buffer is free again
+        match result {
+            Ok(()) => {
+                if let Err(e) = cam.stored.push(entry) {
+                    // Only if seq went backwards, which the start-up scan prevents.
+                    log::warn!("{}: snapshot {} is older than the newest stored one; not listed", cam.name, e.seq);
+                }
+                cam.store.written.fetch_add(1, Relaxed);
+                self.retain(i);
+                self.retain_total();
+            }
+            Err(e) => {
+                cam.store.errors.fetch_add(1, Relaxed);
+                if e.raw_os_error() == Some(libc::ENOSPC) {
+                    self.check_free_space();
+                }
+                self.error_event(
+                    i,
+                    format_args!("cannot write snapshot {}: {}", entry.seq, Error::storage(&path, "write", e)),
+                );
+            }
+        }
+    }
+
+    /// Temp file, optional fsync, rename: a listed snapshot is always a whole file.
+    fn write_file(&mut self, i: usize, day: u32, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let dir = path.parent().expect("snapshot paths have a day directory");
+        if self.made_day[i] != Some(day) {
+            fs::create_dir_all(dir)?;
+            self.made_day[i] = Some(day);
+        }
+        let tmp = path.with_extension("jpg.tmp");
+        let always = self.shared.config.storage.fsync == FsyncPolicy::Always;
+        let write = || -> io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(bytes)?;
+            if always {
+                f.sync_all()?;
+            }
+            fs::rename(&tmp, path)?;
+            if always {
+                File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        let r = write();
+        if r.is_err() {
+            let _ = fs::remove_file(&tmp);
+            // The directory may have been removed under us; make it again next time.
+            self.made_day[i] = None;
+        }
+        r
+    }
+
+    /// Deletes camera `i`'s oldest snapshot. False when there is nothing to delete.
+    fn delete_oldest(&mut self, i: usize) -> bool {
+        let cam = &self.shared.cameras[i];
+        let Some(old) = cam.stored.pop_oldest() else { return false };
+        let dir = &self.shared.config.storage.dir;
+        let path = snapshot_path(dir, &cam.name, old.day, old.seq);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                cam.store.errors.fetch_add(1, Relaxed);
+                log::warn!("{}: cannot delete {}: {e}", cam.name, path.display());
+            }
+        }
+        cam.store.deleted.fetch_add(1, Relaxed);
+        // The last file of a day takes its directory with it.
+        if cam.stored.oldest().is_none_or(|next| next.day != old.day) {
+            if let Some(day_dir) = path.parent() {
+                let _ = fs::remove_dir(day_dir);
+            }
+            if self.made_day[i] == Some(old.day) {
+                self.made_day[i] = None;
+            }
+        }
+        true
+    }
+
+    /// Camera `i`'s own budget: bytes, files (kept by the index capacity), age. The newest
+    /// file is always kept, so the budget is exceeded by at most that one file.
+    fn retain(&mut self, i: usize) {
+        let cam = Arc::clone(&self.shared.cameras[i]);
+        let c = &cam.config.store;
+        let now = crate::clock::unix_now();
+        loop {
+            let (files, bytes) = cam.stored.usage();
+            let Some(oldest) = cam.stored.oldest() else { break };
+            let too_old = c.max_age_s.is_some_and(|a| now - oldest.captured_at > a as f64);
+            if files == 0 || (files == 1 && !too_old) || (bytes <= c.max_bytes && !too_old) {
+                break;
+            }
+            self.delete_oldest(i);
+        }
+    }
+
+    /// The budget of all cameras together: the oldest snapshot anywhere goes first.
+    fn retain_total(&mut self) {
+        let max = self.shared.config.storage.max_bytes;
+        loop {
+            let total: u64 = self.shared.cameras.iter().map(|c| c.stored.usage().1).sum();
+            if total <= max {
+                break;
+            }
+            let Some(i) = self.oldest_camera() else { break };
+            self.delete_oldest(i);
+        }
+    }
+
+    /// The camera whose oldest snapshot is the oldest of all, among those with more than one.
+    fn oldest_camera(&self) -> Option<usize> {
+        let cams = &self.shared.cameras;
+        (0..cams.len()).filter(|&i| cams[i].stored.usage().0 > 1).min_by(|&a, &b| {
+            let t = |i: usize| cams[i].stored.oldest().map_or(f64::MAX, |s| s.captured_at);
+            t(a).total_cmp(&t(b))
+        })
+    }
+
+    /// Low free space (other programs, other data): give back our oldest snapshots.
+    fn check_free_space(&mut self) {
+        let min = self.shared.config.storage.min_free_bytes;
+        let dir = self.shared.config.storage.dir.clone();
+        let Some(free) = free_bytes(&dir) else { return };
+        if free >= min {
+            return;
+        }
+        let (mut n, mut freed) = (0u64, 0u64);
+        while free_bytes(&dir).is_some_and(|f| f < min) {
+            let Some(i) = self.oldest_camera() else { break };
+            freed += self.shared.cameras[i].stored.oldest().map_or(0, |s| s.bytes);
+            self.delete_oldest(i);
+            n += 1;
+        }
+        self.shared.events.push(
+            EventKind::Error,
+            "",
+            None,
+            None,
+            format_args!(
+                "free space {} MiB is below storage.min_free_bytes {} MiB: deleted the {n} oldest snapshots ({} MiB)",
+                free >> 20,
+                min >> 20,
+                freed >> 20
+            ),
+        );
+    }
+
+    fn error_event(&mut self, i: usize, message: std::fmt::Arguments<'_>) {
+        if self.error_event_at[i].is_some_and(|t| t.elapsed() < ERROR_EVENT_EVERY) {
+            return;
+        }
+        self.error_event_at[i] = Some(Instant::now());
+        let cam = &self.shared.cameras[i];
+        let errors = cam.store.errors.load(Relaxed);
+        self.shared.events.push(
+            EventKind::Error,
+            &cam.name,
+            None,
+            None,
+            format_args!("{message} ({errors} store errors so far; capture goes on)"),
+        );
+    }
+}
+
+/// Bytes available to unprivileged users on the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: all-zero bytes are a valid statvfs value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path that outlives the call; `st` is a valid, writable
+    // statvfs the call fills in.
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (r == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Lists the snapshot files left by earlier runs into each camera's index, deleting temp
+/// files (a write cut short), empty files (a power cut before writeback) and files beyond
+/// `max_files`. Returns the next snapshot seq per camera, so seqs (and ETags) never repeat.
+pub fn recover(shared: &Shared) -> Vec<u64> {
+    let dir = &shared.config.storage.dir;
+    shared.cameras.iter().map(|cam| if cam.config.store.enabled { recover_camera(dir, cam) } else { 1 }).collect()
+}
+
+fn recover_camera(dir: &Path, cam: &crate::status::CameraShared) -> u64 {
+    let root = dir.join(&cam.name);
+    let mut found: Vec<StoredSnapshot> = Vec::new();
+    let (mut temps, mut empties) = (0, 0);
+    for day_entry in fs::read_dir(&root).into_iter().flatten().flatten() {
+        let name = day_entry.file_name();
+        let Some(day) = name.to_str().and_then(crate::index::parse_day) else { continue };
+        for f in fs::read_dir(day_entry.path()).into_iter().flatten().flatten() {
+            let fname = f.file_name();
+            let Some(fname) = fname.to_str() else { continue };
+            if fname.ends_with(".tmp") {
+                let _ = fs::remove_file(f.path());
+                temps += 1;
+                continue;
+            }
+            let Some(seq) = fname.strip_suffix(".jpg").and_then(|s| s.parse::<u64>().ok()) else { continue };
+            let Ok(meta) = f.metadata() else { continue };
+            if meta.len() == 0 {
+                let _ = fs::remove_file(f.path());
+                empties += 1;
+                continue;
+            }
+            let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            found.push(StoredSnapshot {
+                seq,
+                captured_at: mtime.map_or(0.0, |d| d.as_secs_f64()),
+                bytes: meta.len(),
+                width: 0,
+                height: 0,
+                day,
+            });
+        }
+        // A day emptied by a crash mid-retention.
+        let _ = fs::remove_dir(day_entry.path());
+    }
+    found.sort_by_key(|s| s.seq);
+    let extra = found.len().saturating_sub(cam.stored.capacity());
+    for s in &found[..extra] {
+        let _ = fs::remove_file(snapshot_path(dir, &cam.name, s.day, s.seq));
+    }
+    for s in &found[extra..] {
+        let _ = cam.stored.push(*s);
+    }
+    if temps + empties + found.len() > 0 {
+        log::info!(
+            "{}: found {} snapshots on disk; removed {temps} temp files, {empties} empty files, {extra} beyond max_files",
+            cam.name,
+            found.len() - extra
+        );
+    }
+    found.last().map_or(1, |s| s.seq + 1)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::server::{Body, Handler, Request, Response, Stats};
 use crate::events::{Event, MAX_PAGE};
-use crate::status::{Command, JobLimits, Refusal, Reply, Shared};
+use crate::status::{CameraShared, Command, JobLimits, Refusal, Reply, Shared};
 
 /// The dashboard page, one self-contained file.
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -59,12 +59,15 @@ impl Api {
         match action {
             "" if get => Response::json(200, &serde_json::to_value(cam.view()).expect("plain data")),
             "latest.jpg" if get => latest_jpg(req, cam),
+            "snapshots" if get => snapshots(req.query, cam),
+            a if get && a.starts_with("snapshots/") => snapshot_jpg(req, cam, &self.shared, &a["snapshots/".len()..]),
             "start" if req.method == "POST" => match parse_limits(req.body) {
                 Ok(limits) => self.command(|reply| Command::Start { camera: index, limits, reply }),
                 Err(e) => e,
             },
             "stop" if req.method == "POST" => self.command(|reply| Command::Stop { camera: index, reply }),
-            "" | "latest.jpg" => method_not_allowed("GET, HEAD"),
+            "" | "latest.jpg" | "snapshots" => method_not_allowed("GET, HEAD"),
+            a if a.starts_with("snapshots/") => method_not_allowed("GET, HEAD"),
             "start" | "stop" => method_not_allowed("POST"),
             _ => not_found(req.path),
         }
@@ -161,7 +164,7 @@ impl Handler for Api {
             _ => match path.strip_prefix("/api/cameras/") {
                 Some(rest) => {
                     let (name, action) = rest.split_once('/').unwrap_or((rest, ""));
-                    if name.is_empty() || action.contains('/') {
+                    if name.is_empty() || (action.contains('/') && !action.starts_with("snapshots/")) {
                         return not_found(path);
                     }
                     self.camera(req, name, action)
@@ -182,7 +185,7 @@ fn method_not_allowed(allow: &'static str) -> Response {
 }
 
 /// `latest.jpg`: the pool buffer itself is the body (no copy); `ETag` is the snapshot seq.
-fn latest_jpg(req: &Request<'_>, cam: &crate::status::CameraShared) -> Response {
+fn latest_jpg(req: &Request<'_>, cam: &CameraShared) -> Response {
     let Some(frame) = cam.snapshots.latest() else {
         return Response::error(404, "no_snapshot", &format!("camera {} has no snapshot yet", cam.name));
     };
@@ -193,6 +196,110 @@ fn latest_jpg(req: &Request<'_>, cam: &crate::status::CameraShared) -> Response 
         return Response { status: 304, content_type: "image/jpeg", headers, body: Body::Empty };
     }
     Response { status: 200, content_type: "image/jpeg", headers, body: Body::Shared(frame) }
+}
+
+/// Default and largest page of `GET .../snapshots`.
+const SNAPSHOTS_DEFAULT_LIMIT: usize = 50;
+const SNAPSHOTS_MAX_LIMIT: usize = 500;
+
+/// `GET /api/cameras/{name}/snapshots?before=SEQ&limit=N`: the memory ring and the disk
+/// together, newest first; `stored` says whether the file exists.
+fn snapshots(query: &str, cam: &CameraShared) -> Response {
+    let mut before = None;
+    let mut limit = SNAPSHOTS_DEFAULT_LIMIT;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "before" => match v.parse() {
+                Ok(n) => before = Some(n),
+                Err(_) => return Response::error(400, "bad_query", &format!("before={v:?} is not a snapshot seq")),
+            },
+            "limit" => match v.parse::<usize>() {
+                Ok(n) if n >= 1 => limit = n.min(SNAPSHOTS_MAX_LIMIT),
+                _ => {
+                    return Response::error(
+                        400,
+                        "bad_query",
+                        &format!("limit={v:?} must be a whole number from 1 to {SNAPSHOTS_MAX_LIMIT}"),
+                    )
+                }
+            },
+            _ => {
+                return Response::error(
+                    400,
+                    "bad_query",
+                    &format!("unknown query parameter {k:?}; use before and limit"),
+                )
+            }
+        }
+    }
+    let mut disk = Vec::with_capacity(limit);
+    cam.stored.page(before, limit, &mut disk);
+    let mut memory = Vec::with_capacity(limit.min(crate::ring::SNAPSHOT_RING));
+    cam.snapshots.recent(before, limit, &mut memory);
+    // Merge two newest-first lists by seq; the ring knows sizes, the disk knows what is kept.
+    let ring = |m: &crate::ring::SnapshotMeta, stored: bool| json!({"seq": m.seq, "captured_at": m.captured_at, "bytes": m.bytes, "width": m.width, "height": m.height, "stored": stored});
+    let dims = |v: u32| (v != 0).then_some(v);
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::with_capacity(limit);
+    while out.len() < limit {
+        let item = match (disk.get(i), memory.get(j)) {
+            (Some(a), Some(b)) if a.seq == b.seq => {
+                (i, j) = (i + 1, j + 1);
+                ring(b, true)
+            }
+            (Some(a), Some(b)) if b.seq > a.seq => {
+                j += 1;
+                ring(b, false)
+            }
+            (Some(a), _) => {
+                i += 1;
+                json!({"seq": a.seq, "captured_at": a.captured_at, "bytes": a.bytes, "width": dims(a.width), "height": dims(a.height), "stored": true})
+            }
+            (None, Some(b)) => {
+                j += 1;
+                ring(b, false)
+            }
+            (None, None) => break,
+        };
+        out.push(item);
+    }
+    let next = if out.len() == limit { out.last().and_then(|v| v["seq"].as_u64()) } else { None };
+    Response::json(200, &json!({ "snapshots": out, "before_next": next }))
+}
+
+/// `GET /api/cameras/{name}/snapshots/{seq}.jpg`: from memory if it is the latest, else from
+/// disk. The path is built from the parsed number only, so nothing can escape the store.
+fn snapshot_jpg(req: &Request<'_>, cam: &CameraShared, shared: &Shared, file: &str) -> Response {
+    let seq = match file.strip_suffix(".jpg").filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())) {
+        Some(d) => match d.parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => return not_found(req.path),
+        },
+        None => return not_found(req.path),
+    };
+    let etag = format!("\"{seq}\"");
+    let headers = vec![("ETag", etag), ("Cache-Control", "max-age=86400, immutable".into())];
+    if req.header("If-None-Match").is_some_and(|v| etag_matches(v, seq)) {
+        return Response { status: 304, content_type: "image/jpeg", headers, body: Body::Empty };
+    }
+    if let Some(frame) = cam.snapshots.latest().filter(|f| f.seq == seq) {
+        return Response { status: 200, content_type: "image/jpeg", headers, body: Body::Shared(frame) };
+    }
+    let Some(s) = cam.stored.find(seq) else {
+        return Response::error(404, "no_snapshot", &format!("camera {} has no stored snapshot {seq}", cam.name));
+    };
+    let path = crate::index::snapshot_path(&shared.config.storage.dir, &cam.name, s.day, s.seq);
+    match std::fs::read(&path) {
+        Ok(bytes) => Response { status: 200, content_type: "image/jpeg", headers, body: Body::Bytes(bytes) },
+        // Deleted by retention between the lookup and the read.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Response::error(
+            404,
+            "no_snapshot",
+            &format!("snapshot {seq} of camera {} was just deleted by retention", cam.name),
+        ),
+        Err(e) => Response::error(500, "store", &format!("cannot read snapshot {seq}: {e}")),
+    }
 }
 
 /// `If-None-Match` against a seq: a list of (weak or strong) tags, or `*`.

@@ -25,6 +25,7 @@ use crate::events::EventKind;
 use crate::frame::FramePool;
 use crate::shutdown::Stop;
 use crate::status::{CameraShared, Phase, Shared};
+use crate::store::StoreItem;
 
 /// Longest a source read may wait; bounds how late an order or a stop is noticed.
 pub const READ_WAIT: Duration = Duration::from_millis(100);
@@ -142,6 +143,8 @@ pub struct CaptureLoop {
     source: Option<Box<dyn Source>>,
     /// The next snapshot sequence number for this camera.
     next_seq: u64,
+    /// The store's queue and this camera's index in `Shared::cameras`; `None` writes nothing.
+    store: Option<(Sender<StoreItem>, usize)>,
     /// When the next frame is due to be kept.
     next_keep: Instant,
     interval: Duration,
@@ -170,11 +173,22 @@ impl CaptureLoop {
             seen_order: 0,
             source: None,
             next_seq: 1,
+            store: None,
             next_keep: Instant::now(),
             interval,
             pending: Pending::default(),
             cam,
         }
+    }
+
+    /// Sends kept snapshots of camera `index` to the store, numbering them from `first_seq`
+    /// (the store's next seq, so numbers never repeat across restarts).
+    pub fn with_store(mut self, tx: Sender<StoreItem>, index: usize, first_seq: u64) -> CaptureLoop {
+        if self.cam.config.store.enabled {
+            self.store = Some((tx, index));
+        }
+        self.next_seq = first_seq;
+        self
     }
 
     /// Runs until the stop token is triggered; then closes the source.
@@ -278,7 +292,14 @@ impl CaptureLoop {
                     f.width = width;
                     f.height = height;
                     self.next_seq += 1;
-                    let old = self.cam.snapshots.publish(slot.share());
+                    let frame = slot.share();
+                    if let Some((tx, camera)) = &self.store {
+                        // Never wait for the disk: a full queue drops the write, not the frame.
+                        if tx.try_send(StoreItem { camera: *camera, frame: Arc::clone(&frame) }).is_err() {
+                            self.cam.store.dropped.fetch_add(1, Relaxed);
+                        }
+                    }
+                    let old = self.cam.snapshots.publish(frame);
                     drop(old);
                     hb.snapshots.fetch_add(1, Relaxed);
                     self.advance_keep(now);

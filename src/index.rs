@@ -1,0 +1,208 @@
+//! The on-disk snapshot index: what the store has written, per camera, in a deque whose
+//! capacity is `store.max_files`, allocated once (the store deletes the oldest file before it
+//! would need more). The store thread writes it; HTTP reads it to list and serve snapshots.
+//! Also the file layout: `storage.dir/<camera>/<yyyy-mm-dd>/<seq>.jpg`, days in UTC.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+/// One snapshot file.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StoredSnapshot {
+    /// Snapshot sequence number (the file name).
+    pub seq: u64,
+    /// Capture time, Unix seconds (the file's mtime for files found at start-up).
+    pub captured_at: f64,
+    /// File size.
+    pub bytes: u64,
+    /// Image size; 0 when not known (files found at start-up).
+    pub width: u32,
+    /// Image size; 0 when not known.
+    pub height: u32,
+    /// The UTC day directory it lives in, as days since 1970-01-01.
+    #[serde(skip)]
+    pub day: u32,
+}
+
+struct Inner {
+    /// Ascending by seq; never grows past its initial capacity.
+    files: VecDeque<StoredSnapshot>,
+    bytes: u64,
+}
+
+/// One camera's stored snapshots.
+pub struct SnapshotIndex {
+    inner: Mutex<Inner>,
+    capacity: usize,
+}
+
+impl SnapshotIndex {
+    /// An empty index for at most `capacity` files.
+    pub fn new(capacity: usize) -> SnapshotIndex {
+        SnapshotIndex { inner: Mutex::new(Inner { files: VecDeque::with_capacity(capacity), bytes: 0 }), capacity }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Most files it holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Files and bytes listed.
+    pub fn usage(&self) -> (usize, u64) {
+        let g = self.lock();
+        (g.files.len(), g.bytes)
+    }
+
+    /// Appends a newer snapshot. Refused (returned) when full or not newer than the last:
+    /// the caller makes room first.
+    pub fn push(&self, s: StoredSnapshot) -> Result<(), StoredSnapshot> {
+        let mut g = self.lock();
+        if g.files.len() >= self.capacity || g.files.back().is_some_and(|b| b.seq >= s.seq) {
+            return Err(s);
+        }
+        g.bytes += s.bytes;
+        g.files.push_back(s);
+        Ok(())
+    }
+
+    /// The oldest snapshot.
+    pub fn oldest(&self) -> Option<StoredSnapshot> {
+        self.lock().files.front().copied()
+    }
+
+    /// The newest snapshot.
+    pub fn newest(&self) -> Option<StoredSnapshot> {
+        self.lock().files.back().copied()
+    }
+
+    /// Removes the oldest entry (after its file was deleted).
+    pub fn pop_oldest(&self) -> Option<StoredSnapshot> {
+        let mut g = self.lock();
+        let s = g.files.pop_front()?;
+        g.bytes -= s.bytes;
+        Some(s)
+    }
+
+    /// The snapshot with this seq.
+    pub fn find(&self, seq: u64) -> Option<StoredSnapshot> {
+        let g = self.lock();
+        let (a, b) = g.files.as_slices();
+        for part in [a, b] {
+            if let Ok(i) = part.binary_search_by_key(&seq, |s| s.seq) {
+                return Some(part[i]);
+            }
+        }
+        None
+    }
+
+    /// Up to `limit` snapshots older than `before` (all when `None`), newest first.
+    pub fn page(&self, before: Option<u64>, limit: usize, out: &mut Vec<StoredSnapshot>) {
+        let g = self.lock();
+        out.extend(g.files.iter().rev().filter(|s| before.is_none_or(|b| s.seq < b)).take(limit).copied());
+    }
+}
+
+/// Days since 1970-01-01 for Unix seconds (UTC).
+pub fn day_of(unix_s: f64) -> u32 {
+    (unix_s.max(0.0) / 86_400.0) as u32
+}
+
+/// `yyyy-mm-dd` for days since 1970-01-01 (proleptic Gregorian calendar).
+pub fn day_name(day: u32) -> heapless::String<10> {
+    // Civil-from-days: shift the epoch to 0000-03-01 so leap days fall at the end of a year.
+    let z = day as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let mut s = heapless::String::new();
+    let _ = write!(s, "{y:04}-{m:02}-{d:02}");
+    s
+}
+
+/// Days since 1970-01-01 for a `yyyy-mm-dd` name, if it is one.
+pub fn parse_day(name: &str) -> Option<u32> {
+    let b = name.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| name.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    // Days-from-civil, the inverse of `day_name`.
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let days = u32::try_from(days).ok()?;
+    (day_name(days).as_str() == name).then_some(days)
+}
+
+/// The file of a snapshot. Built from numbers only, so no request can reach outside the
+/// camera's directory.
+pub fn snapshot_path(dir: &Path, camera: &str, day: u32, seq: u64) -> PathBuf {
+    dir.join(camera).join(day_name(day).as_str()).join(format!("{seq}.jpg"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(seq: u64, bytes: u64) -> StoredSnapshot {
+        StoredSnapshot { seq, captured_at: seq as f64, bytes, width: 0, height: 0, day: 0 }
+    }
+
+    #[test]
+    fn days_round_trip() {
+        assert_eq!(day_name(0).as_str(), "1970-01-01");
+        assert_eq!(day_name(19_782).as_str(), "2024-02-29");
+        assert_eq!(day_name(day_of(1_795_449_316.0)).as_str(), "2026-11-23");
+        for d in (0..40_000).step_by(7) {
+            assert_eq!(parse_day(day_name(d).as_str()), Some(d));
+        }
+        for bad in ["2026-02-30", "2026-13-01", "26-11-23", "2026/11/23", "abcd-ef-gh", "2026-11-2x"] {
+            assert_eq!(parse_day(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn index_is_bounded_ordered_and_paged() {
+        let idx = SnapshotIndex::new(3);
+        for s in 1..=3 {
+            idx.push(snap(s, 10)).unwrap();
+        }
+        assert!(idx.push(snap(4, 10)).is_err(), "full: the caller must delete first");
+        assert_eq!(idx.pop_oldest().unwrap().seq, 1);
+        assert!(idx.push(snap(3, 10)).is_err(), "seq must increase");
+        idx.push(snap(9, 5)).unwrap();
+        assert_eq!(idx.usage(), (3, 25));
+        assert_eq!(idx.find(9).unwrap().bytes, 5);
+        assert!(idx.find(1).is_none());
+        let mut out = Vec::new();
+        idx.page(Some(9), 10, &mut out);
+        assert_eq!(out.iter().map(|s| s.seq).collect::<Vec<_>>(), [3, 2]);
+    }
+
+    #[test]
+    fn paths_are_built_from_numbers() {
+        let p = snapshot_path(Path::new("/data"), "cam0", 19_782, 42);
+        assert_eq!(p, Path::new("/data/cam0/2024-02-29/42.jpg"));
+    }
+}

@@ -1,0 +1,207 @@
+//! Snapshots on disk, through the real binary: files and their API, seq continuity across
+//! restarts, retention under a long accelerated run, and kill -9 at random moments.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// Every file below `dir` (snapshot files and temp files), tolerating files that vanish
+/// while we look (retention runs concurrently).
+fn files(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((e.path(), meta.len()));
+            }
+        }
+    }
+    out
+}
+
+fn snapshot_files(root: &Path) -> Vec<(PathBuf, u64)> {
+    files(root).into_iter().filter(|(p, _)| p.extension().is_some_and(|e| e == "jpg")).collect()
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[test]
+fn snapshots_are_files_listed_served_and_numbered_across_restarts() {
+    let dir = TempDir::new("store");
+    let cam = synthetic("cam0", json!({"snapshot_interval_ms": 50}));
+    let cfg = config(&dir, json!([cam]), json!({}));
+    let data = dir.path("data");
+    let d = Daemon::start_in(dir, &cfg);
+    d.wait_job("cam0", 10 * SEC, |_| true);
+    let deadline = Instant::now() + 10 * SEC;
+    while d.camera("cam0")["store"]["written"].as_u64().unwrap() < 10 {
+        assert!(Instant::now() < deadline, "no snapshots written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let list = d.get("/api/cameras/cam0/snapshots?limit=5").json();
+    let snaps = list["snapshots"].as_array().unwrap();
+    assert_eq!(snaps.len(), 5);
+    assert!(snaps.windows(2).all(|w| w[0]["seq"].as_u64() > w[1]["seq"].as_u64()), "newest first");
+    let stored = snaps.iter().find(|s| s["stored"] == true).expect("a stored snapshot").clone();
+    let seq = stored["seq"].as_u64().unwrap();
+    let r = d.get(&format!("/api/cameras/cam0/snapshots/{seq}.jpg"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("etag"), Some(format!("\"{seq}\"").as_str()));
+    let on_disk: Vec<_> =
+        snapshot_files(&data).into_iter().filter(|(p, _)| p.ends_with(format!("{seq}.jpg"))).collect();
+    assert_eq!(on_disk.len(), 1, "one file per snapshot, in a day directory");
+    assert_eq!(std::fs::read(&on_disk[0].0).unwrap(), r.body, "served bytes are the file's");
+    let day = on_disk[0].0.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+    assert!(day.len() == 10 && day.as_bytes()[4] == b'-', "{day}");
+    // Bad seqs never reach the filesystem.
+    for bad in ["../../state.json", "abc.jpg", "-1.jpg", "1.png", "99999999999999999999999.jpg"] {
+        let r = d.get(&format!("/api/cameras/cam0/snapshots/{bad}"));
+        assert_eq!(r.status, 404, "{bad}");
+    }
+    d.get("/api/cameras/cam0/snapshots/123456789.jpg").error_code(404);
+    d.get("/api/cameras/cam0/snapshots?limit=0").error_code(400);
+
+    // After a restart the numbering continues: an ETag never names two different images.
+    let last_before = d.camera("cam0")["latest"]["seq"].as_u64().unwrap();
+    let mut d = d;
+    assert!(d.terminate(2 * SEC).unwrap().success());
+    let dir = std::mem::replace(&mut d.dir, TempDir::new("unused"));
+    drop(d);
+    let d = Daemon::start_in(dir, &cfg);
+    let j = d.wait_job("cam0", 10 * SEC, |_| true);
+    let _ = j;
+    let deadline = Instant::now() + 10 * SEC;
+    let first_new = loop {
+        if let Some(s) = d.camera("cam0")["latest"]["seq"].as_u64() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no snapshot after restart");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(first_new > last_before, "seq restarted: {first_new} after {last_before}");
+    // The old snapshot is still listed and served.
+    assert_eq!(d.get(&format!("/api/cameras/cam0/snapshots/{seq}.jpg")).status, 200);
+}
+
+#[test]
+fn retention_holds_the_budget_through_a_long_accelerated_run() {
+    let target = env_usize("CAMJOBD_RETENTION_SNAPSHOTS", 100_000) as u64;
+    let budget: u64 = 20_000_000;
+    let dir = TempDir::new("retention");
+    let cam = synthetic(
+        "cam0",
+        json!({"snapshot_interval_ms": 0, "source": {"width": 64, "height": 48, "fps": 5000, "quality": 50},
+               "store": {"max_bytes": budget, "max_files": 200_000}}),
+    );
+    let mut cfg = config(&dir, json!([cam]), json!({}));
+    cfg["log"]["level"] = json!("warn");
+    let data = dir.path("data");
+    let d = Daemon::start_in(dir, &cfg);
+    let t0 = Instant::now();
+    let (mut samples, mut peak, mut biggest) = (0u64, 0u64, 0u64);
+    let written = |d: &Daemon| d.camera("cam0")["store"]["written"].as_u64().unwrap();
+    let total = loop {
+        // A directory walk is not atomic: files written during it are seen while some
+        // deletions are not. The slack is exactly the files written meanwhile.
+        let w0 = written(&d);
+        let now: Vec<_> = snapshot_files(&data);
+        let w1 = written(&d);
+        let used: u64 = now.iter().map(|(_, n)| n).sum();
+        biggest = biggest.max(now.iter().map(|(_, n)| *n).max().unwrap_or(0));
+        peak = peak.max(used);
+        samples += 1;
+        let slack = (w1 - w0 + 1) * biggest;
+        assert!(
+            used <= budget + slack,
+            "disk use {used} over budget {budget} + {slack} (files written during the walk)"
+        );
+        if w1 >= target {
+            break w1;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(600), "only {w1} of {target} snapshots written");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // At rest the sample is exact: budget plus at most the newest file.
+    assert_eq!(d.post("/api/cameras/cam0/stop", "").status, 202);
+    d.wait_state("cam0", "STOPPED", 5 * SEC);
+    std::thread::sleep(Duration::from_millis(200)); // the store drains its short queue
+    let at_rest: u64 = snapshot_files(&data).iter().map(|(_, n)| n).sum();
+    assert!(at_rest <= budget + biggest, "at rest: {at_rest} bytes, budget {budget}");
+    let written = total;
+    let c = d.camera("cam0");
+    println!(
+        "retention: {written} snapshots written in {:.1} s, {} deleted, {} dropped (queue full); {samples} samples, peak {peak} bytes of budget {budget}; at rest {at_rest}; largest file {biggest}",
+        t0.elapsed().as_secs_f64(),
+        c["store"]["deleted"],
+        c["store"]["dropped"]
+    );
+    assert!(c["store"]["bytes"].as_u64().unwrap() <= budget);
+    assert_eq!(c["store"]["errors"], 0);
+    assert_eq!(c["store"]["bytes"].as_u64().unwrap(), at_rest, "the index agrees with the disk");
+}
+
+#[test]
+fn kill_9_at_random_moments_leaves_a_consistent_store() {
+    let cycles = env_usize("CAMJOBD_CRASH_CYCLES", 100);
+    let budget: u64 = 256 * 1024;
+    let dir = TempDir::new("crash");
+    let cam = synthetic(
+        "cam0",
+        json!({"autostart": false, "snapshot_interval_ms": 0, "source": {"width": 96, "height": 64, "fps": 2000},
+               "store": {"max_bytes": budget, "max_files": 400}}),
+    );
+    let mut cfg = config(&dir, json!([cam]), json!({}));
+    cfg["log"]["level"] = json!("warn");
+    let data = dir.path("data");
+    let mut dir = dir;
+    let mut last_id = 0;
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut checked_files = 0;
+    for cycle in 0..cycles {
+        let mut d = Daemon::start_in(dir, &cfg);
+        // Before anything writes (autostart is off): what the last crash left behind.
+        let all = files(&data.join("cam0"));
+        let temps: Vec<_> = all.iter().filter(|(p, _)| p.extension().is_none_or(|e| e != "jpg")).collect();
+        assert!(temps.is_empty(), "cycle {cycle}: temp or stray files after restart: {temps:?}");
+        let jpgs = snapshot_files(&data.join("cam0"));
+        let used: u64 = jpgs.iter().map(|(_, n)| n).sum();
+        let biggest = jpgs.iter().map(|(_, n)| *n).max().unwrap_or(0);
+        assert!(used <= budget + biggest, "cycle {cycle}: {used} bytes on disk, budget {budget}");
+        for (p, _) in &jpgs {
+            let bytes = std::fs::read(p).unwrap();
+            image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg)
+                .unwrap_or_else(|e| panic!("cycle {cycle}: {} is not a JPEG: {e}", p.display()));
+            checked_files += 1;
+        }
+        let listed = d.camera("cam0")["store"]["files"].as_u64().unwrap();
+        assert_eq!(listed as usize, jpgs.len(), "cycle {cycle}: index and disk disagree");
+
+        let r = d.post("/api/cameras/cam0/start", "");
+        assert_eq!(r.status, 202, "{}", r.text());
+        let id = r.json()["id"].as_u64().unwrap();
+        assert!(id > last_id, "cycle {cycle}: job id {id} after {last_id}");
+        last_id = id;
+        // Run for a pseudo-random 30..300 ms, then SIGKILL mid-write.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(30 + seed % 270));
+        d.child.kill().unwrap();
+        d.child.wait().unwrap();
+        dir = std::mem::replace(&mut d.dir, TempDir::new("unused"));
+    }
+    println!("crash test: {cycles} kill -9 cycles, {checked_files} snapshot files decoded after restarts");
+    drop(dir);
+}
