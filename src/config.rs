@@ -67,6 +67,28 @@ pub struct StorageConfig {
     pub max_bytes: u64,
     /// Below this much free space on the filesystem, the oldest snapshots are deleted.
     pub min_free_bytes: u64,
+    /// The event journal.
+    pub journal: JournalConfig,
+}
+
+/// The event journal (`storage.dir/journal/`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// Pending events are written at least this often.
+    pub batch_ms: u64,
+    /// ... or as soon as this many are pending.
+    pub batch_events: usize,
+    /// A journal file is rotated at this size.
+    pub max_file_bytes: u64,
+    /// Most journal files kept; the oldest is deleted on rotation.
+    pub max_files: usize,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig { batch_ms: 5_000, batch_events: 64, max_file_bytes: 1 << 20, max_files: 8 }
+    }
 }
 
 /// See [`StorageConfig::fsync`].
@@ -247,6 +269,7 @@ impl Default for StorageConfig {
             fsync: FsyncPolicy::Never,
             max_bytes: 1 << 30,
             min_free_bytes: 64 << 20,
+            journal: JournalConfig::default(),
         }
     }
 }
@@ -370,6 +393,11 @@ impl Config {
         v.check("storage.dir", !self.storage.dir.as_os_str().is_empty(), "must not be empty");
         v.range("storage.max_bytes", self.storage.max_bytes, 1 << 20, u64::MAX);
         v.range("storage.min_free_bytes", self.storage.min_free_bytes, 0, u64::MAX);
+        let j = &self.storage.journal;
+        v.range("storage.journal.batch_ms", j.batch_ms, 100, 3_600_000);
+        v.range("storage.journal.batch_events", j.batch_events as u64, 1, crate::events::EVENT_CAPACITY as u64 / 2);
+        v.range("storage.journal.max_file_bytes", j.max_file_bytes, 4096, 1 << 30);
+        v.range("storage.journal.max_files", j.max_files as u64, 2, 1000);
         v.check(
             "log.level",
             matches!(self.log.level.as_str(), "error" | "warn" | "info" | "debug" | "trace"),

@@ -3,10 +3,11 @@
 //! fixed strings), so capture may record a drop without touching the heap.
 
 use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use heapless::HistoryBuf;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock;
 use crate::status::JobState;
@@ -19,7 +20,7 @@ pub const MAX_PAGE: usize = 256;
 pub const MESSAGE_BYTES: usize = 240;
 
 /// What an event is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
     /// A job state transition.
@@ -33,7 +34,7 @@ pub enum EventKind {
 }
 
 /// One entry of the log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Increasing id, for `after=`.
     pub seq: u64,
@@ -47,6 +48,9 @@ pub struct Event {
     pub job_id: Option<u64>,
     /// The state entered, for `state` events.
     pub state: Option<JobState>,
+    /// Why, for `state` events that have a reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<heapless::String<MESSAGE_BYTES>>,
     /// A sentence for people.
     pub message: heapless::String<MESSAGE_BYTES>,
 }
@@ -59,11 +63,13 @@ struct Inner {
 /// The process-wide event log.
 pub struct EventLog {
     inner: Mutex<Inner>,
+    /// Seq of the newest state event, so the journal can write state changes promptly.
+    last_state: AtomicU64,
 }
 
 impl Default for EventLog {
     fn default() -> Self {
-        EventLog { inner: Mutex::new(Inner { ring: HistoryBuf::new(), next_seq: 1 }) }
+        EventLog { inner: Mutex::new(Inner { ring: HistoryBuf::new(), next_seq: 1 }), last_state: AtomicU64::new(0) }
     }
 }
 
@@ -108,6 +114,39 @@ impl EventLog {
         state: Option<JobState>,
         message: fmt::Arguments<'_>,
     ) -> u64 {
+        self.record(kind, camera, job_id, state, None, message)
+    }
+
+    /// Records a job state change with its reason as a field of its own (the journal rebuilds
+    /// the job history from these).
+    pub fn push_state(
+        &self,
+        camera: &str,
+        job_id: u64,
+        state: JobState,
+        reason: Option<&str>,
+        message: fmt::Arguments<'_>,
+    ) -> u64 {
+        let reason = reason.map(|r| fixed::<MESSAGE_BYTES>(format_args!("{r}")));
+        let seq = self.record(EventKind::State, camera, Some(job_id), Some(state), reason, message);
+        self.last_state.fetch_max(seq, Ordering::Relaxed);
+        seq
+    }
+
+    /// Seq of the newest state event (0 if none).
+    pub fn last_state_seq(&self) -> u64 {
+        self.last_state.load(Ordering::Relaxed)
+    }
+
+    fn record(
+        &self,
+        kind: EventKind,
+        camera: &str,
+        job_id: Option<u64>,
+        state: Option<JobState>,
+        reason: Option<heapless::String<MESSAGE_BYTES>>,
+        message: fmt::Arguments<'_>,
+    ) -> u64 {
         let message = fixed::<MESSAGE_BYTES>(message);
         let sep = if camera.is_empty() { "" } else { ": " };
         match kind {
@@ -124,6 +163,7 @@ impl EventLog {
             camera: fixed(format_args!("{camera}")),
             job_id,
             state,
+            reason,
             message,
         });
         seq

@@ -61,11 +61,23 @@ impl Service {
                 .with_store(store_tx.clone(), i, first_seqs[i]);
             threads.push(spawn(&format!("capture-{}", cam.name), Box::new(move || lp.run()))?);
         }
-        let sup = supervisor::Supervisor::new(Arc::clone(&shared), orders, state_file, next_job_id);
+        let (past, torn) = crate::store::journal::read(&shared.config.storage.dir);
+        if torn > 0 {
+            log::info!("journal: skipped {torn} damaged line(s) (a torn write after a power cut)");
+        }
+        let sup = supervisor::Supervisor::new(Arc::clone(&shared), orders, state_file, next_job_id, &past);
+        drop(past);
         let s = stop.clone();
         threads.push(spawn("supervisor", Box::new(move || sup.run(cmd_rx, s)))?);
         drop(store_tx);
-        let (store, s) = (crate::store::Store::new(Arc::clone(&shared), store_rx), stop.clone());
+        let cfg = &shared.config.storage;
+        let journal = crate::store::journal::Journal::open(
+            &cfg.dir,
+            cfg.journal,
+            cfg.fsync == crate::config::FsyncPolicy::Always,
+        )
+        .map_err(|e| Error::storage(&crate::store::journal::dir(&cfg.dir), "open the event journal", e))?;
+        let (store, s) = (crate::store::Store::new(Arc::clone(&shared), store_rx, journal), stop.clone());
         threads.push(spawn("store", Box::new(move || store.run(s)))?);
         let (sh, s) = (Arc::clone(&shared), stop.clone());
         threads.push(spawn("watchdog", Box::new(move || crate::watchdog::run(sh, s)))?);

@@ -20,7 +20,7 @@ use crate::index::SnapshotIndex;
 use crate::ring::{SnapshotMeta, SnapshotRing};
 
 /// The job lifecycle states (see DESIGN.md, "Job lifecycle").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum JobState {
     /// No job has run on this camera since the process started.
@@ -416,6 +416,33 @@ pub enum Command {
 
 /// Capacity of the supervisor's command channel; a full channel answers 503.
 pub const COMMAND_QUEUE: usize = 64;
+/// Ended jobs remembered for `GET /api/jobs`.
+pub const JOB_HISTORY: usize = 100;
+
+/// An ended job, for `GET /api/jobs`. Counters are known for jobs of this process only.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobSummary {
+    /// Job id.
+    pub id: u64,
+    /// Camera name.
+    pub camera: String,
+    /// The state it ended in.
+    pub state: JobState,
+    /// Why.
+    pub reason: Option<String>,
+    /// Unix seconds.
+    pub started_at: Option<f64>,
+    /// Unix seconds.
+    pub ended_at: Option<f64>,
+    /// Frames read (null for jobs of an earlier process).
+    pub frames_captured: Option<u64>,
+    /// Frames lost.
+    pub frames_dropped: Option<u64>,
+    /// Errors.
+    pub errors_total: Option<u64>,
+    /// Recoveries.
+    pub recoveries: Option<u32>,
+}
 
 /// What every thread shares.
 pub struct Shared {
@@ -427,6 +454,8 @@ pub struct Shared {
     pub events: EventLog,
     /// The supervisor's bounded command channel.
     pub commands: Sender<Command>,
+    /// The last [`JOB_HISTORY`] ended jobs, oldest first.
+    history: Mutex<std::collections::VecDeque<JobSummary>>,
 }
 
 impl Shared {
@@ -447,7 +476,23 @@ impl Shared {
                 })
             })
             .collect();
-        Shared { config, cameras, events: EventLog::default(), commands }
+        let history = Mutex::new(std::collections::VecDeque::with_capacity(JOB_HISTORY));
+        Shared { config, cameras, events: EventLog::default(), commands, history }
+    }
+
+    /// Remembers an ended job, forgetting the oldest beyond [`JOB_HISTORY`].
+    pub fn push_history(&self, job: JobSummary) {
+        let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        if h.len() == JOB_HISTORY {
+            h.pop_front();
+        }
+        h.push_back(job);
+    }
+
+    /// Ended jobs, newest first, at most `limit`, optionally of one camera.
+    pub fn history(&self, camera: Option<&str>, limit: usize) -> Vec<JobSummary> {
+        let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        h.iter().rev().filter(|j| camera.is_none_or(|c| j.camera == c)).take(limit).cloned().collect()
     }
 
     /// The index of a camera by name.

@@ -5,6 +5,8 @@
 //!   short bounded queue (full → the snapshot is dropped and counted, capture never waits),
 //!   each as temp file + rename, within per-camera and total budgets enforced on every write.
 
+pub mod journal;
+
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -95,6 +97,9 @@ pub fn queue_len(config: &Config) -> usize {
     min_pool.saturating_sub(2).max(1)
 }
 
+/// How often the journal is looked at when no snapshot arrives (state changes reach the
+/// disk within this; batches of other events wait for `storage.journal`'s limits).
+const JOURNAL_TICK: Duration = Duration::from_millis(200);
 /// How often age retention and free space are checked when nothing is written.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
 /// Store error events per camera at most this often (a full disk fails every write).
@@ -109,17 +114,38 @@ pub struct Store {
     /// Per camera: when the last error event was sent.
     error_event_at: Vec<Option<Instant>>,
     last_housekeeping: Instant,
+    /// The event journal; written on this thread so no one else waits for it.
+    journal: journal::Journal,
+    /// When the last journal error was logged.
+    journal_error_at: Option<Instant>,
 }
 
 impl Store {
     /// A store reading from `rx`.
-    pub fn new(shared: Arc<Shared>, rx: Receiver<StoreItem>) -> Store {
+    pub fn new(shared: Arc<Shared>, rx: Receiver<StoreItem>, journal: journal::Journal) -> Store {
         let n = shared.cameras.len();
-        Store { shared, rx, made_day: vec![None; n], error_event_at: vec![None; n], last_housekeeping: Instant::now() }
+        Store {
+            shared,
+            rx,
+            made_day: vec![None; n],
+            error_event_at: vec![None; n],
+            last_housekeeping: Instant::now(),
+            journal,
+            journal_error_at: None,
+        }
+    }
+
+    fn flush_journal(&mut self, force: bool) {
+        if let Err(e) = self.journal.flush(&self.shared.events, force) {
+            if self.journal_error_at.is_none_or(|t| t.elapsed() >= ERROR_EVENT_EVERY) {
+                self.journal_error_at = Some(Instant::now());
+                log::warn!("cannot write the event journal: {e}");
+            }
+        }
     }
 
     /// Writes snapshots until `stop`; what is still queued then is dropped (it is in no index
-    /// yet, so nothing is half-listed).
+    /// yet, so nothing is half-listed). The journal gets the final job states before exit.
     pub fn run(mut self, stop: Stop) {
         loop {
             crossbeam::select! {
@@ -128,8 +154,9 @@ impl Store {
                     Err(_) => break,
                 },
                 recv(stop.receiver()) -> _ => break,
-                default(HOUSEKEEPING_EVERY) => {},
+                default(JOURNAL_TICK) => {},
             }
+            self.flush_journal(false);
             if self.last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY {
                 self.last_housekeeping = Instant::now();
                 for i in 0..self.shared.cameras.len() {
@@ -139,6 +166,13 @@ impl Store {
                 self.check_free_space();
             }
         }
+        // The supervisor records STOPPED for every job while shutting down; wait (bounded)
+        // for that, so a clean stop is not mistaken for a crash at the next start.
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < deadline && self.shared.cameras.iter().any(|c| c.job().state.is_active()) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.flush_journal(true);
     }
 
     fn write(&mut self, item: StoreItem) {

@@ -167,11 +167,33 @@ fn kill_9_at_random_moments_leaves_a_consistent_store() {
     let data = dir.path("data");
     let mut dir = dir;
     let mut last_id = 0;
+    let mut killed_id = 0;
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut checked_files = 0;
     for cycle in 0..cycles {
         let mut d = Daemon::start_in(dir, &cfg);
-        // Before anything writes (autostart is off): what the last crash left behind.
+        if cycle > 0 {
+            // The killed job is on record as interrupted, and a new one resumed capture.
+            let jobs = d.get("/api/jobs").json();
+            let killed = jobs["ended"].as_array().unwrap().iter().find(|j| j["id"] == last_id).cloned();
+            let killed = killed.unwrap_or_else(|| panic!("cycle {cycle}: job {last_id} not in the history: {jobs:#}"));
+            assert_eq!(killed["reason"], "interrupted: process restarted", "cycle {cycle}");
+            killed_id = last_id;
+            let j = d.wait_job("cam0", 10 * SEC, |j| j["id"].as_u64() > Some(last_id));
+            last_id = j["id"].as_u64().unwrap();
+            // Stop it so that the disk holds still while we look.
+            let r = d.post("/api/cameras/cam0/stop", "");
+            assert!(r.status == 202 || r.status == 409, "{}", r.text());
+            d.wait_job("cam0", 5 * SEC, |j| {
+                !["STARTING", "RUNNING", "RECOVERING", "STOPPING"].contains(&j["state"].as_str().unwrap())
+            });
+            let deadline = Instant::now() + 5 * SEC;
+            while files(&data.join("cam0")).iter().any(|(p, _)| p.extension().is_none_or(|e| e != "jpg")) {
+                assert!(Instant::now() < deadline, "cycle {cycle}: a temp file stays after the store went idle");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        // What the last crash left behind, as the restart cleaned it up.
         let all = files(&data.join("cam0"));
         let temps: Vec<_> = all.iter().filter(|(p, _)| p.extension().is_none_or(|e| e != "jpg")).collect();
         assert!(temps.is_empty(), "cycle {cycle}: temp or stray files after restart: {temps:?}");
@@ -187,6 +209,14 @@ fn kill_9_at_random_moments_leaves_a_consistent_store() {
         }
         let listed = d.camera("cam0")["store"]["files"].as_u64().unwrap();
         assert_eq!(listed as usize, jpgs.len(), "cycle {cycle}: index and disk disagree");
+        if cycle > 0 {
+            // The journal parses (a torn last line is allowed) and knows the last job.
+            let lines = journal_lines(&data);
+            assert!(
+                lines.iter().any(|e| e["job_id"] == killed_id),
+                "cycle {cycle}: job {killed_id} not in the journal"
+            );
+        }
 
         let r = d.post("/api/cameras/cam0/start", "");
         assert_eq!(r.status, 202, "{}", r.text());
@@ -204,4 +234,75 @@ fn kill_9_at_random_moments_leaves_a_consistent_store() {
     }
     println!("crash test: {cycles} kill -9 cycles, {checked_files} snapshot files decoded after restarts");
     drop(dir);
+}
+
+/// The journal's lines, parsed; panics on a damaged line anywhere but at the very end.
+fn journal_lines(data: &Path) -> Vec<serde_json::Value> {
+    let dir = data.join("journal");
+    let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    names.sort();
+    let mut out = Vec::new();
+    for (fi, p) in names.iter().enumerate() {
+        let text = std::fs::read(p).unwrap();
+        let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+        for (li, line) in lines.iter().enumerate() {
+            match serde_json::from_slice(line) {
+                Ok(v) => out.push(v),
+                Err(e) => {
+                    let last = fi + 1 == names.len() && li + 1 == lines.len();
+                    assert!(last, "{}: damaged line {li} that is not the last: {e}", p.display());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_killed_job_is_recorded_as_interrupted_and_resumed_a_clean_stop_is_not() {
+    let dir = TempDir::new("interrupt");
+    let cam = synthetic("cam0", json!({"autostart": false}));
+    let cfg = config(&dir, json!([cam]), json!({}));
+    let data = dir.path("data");
+    let mut d = Daemon::start_in(dir, &cfg);
+    let id = d.post("/api/cameras/cam0/start", "").json()["id"].as_u64().unwrap();
+    d.wait_state("cam0", "RUNNING", 10 * SEC);
+    // State changes reach the journal within a second.
+    let deadline = Instant::now() + 5 * SEC;
+    while !journal_lines(&data).iter().any(|e| e["job_id"] == id && e["state"] == "RUNNING") {
+        assert!(Instant::now() < deadline, "RUNNING never reached the journal");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    let dir = std::mem::replace(&mut d.dir, TempDir::new("unused"));
+    drop(d);
+
+    let mut d = Daemon::start_in(dir, &cfg);
+    let jobs = d.get("/api/jobs").json();
+    let old =
+        jobs["ended"].as_array().unwrap().iter().find(|j| j["id"] == id).unwrap_or_else(|| panic!("{jobs:#}")).clone();
+    assert_eq!(old["state"], "FAILED");
+    assert_eq!(old["reason"], "interrupted: process restarted");
+    assert!(old["started_at"].is_number());
+    // It was running, so a new job starts although autostart is off.
+    let j = d.wait_state("cam0", "RUNNING", 10 * SEC);
+    let resumed = j["id"].as_u64().unwrap();
+    assert!(resumed > id);
+    let active = d.get("/api/jobs?camera=cam0").json();
+    assert_eq!(active["active"][0]["id"], resumed);
+    d.get("/api/jobs?camera=nope").error_code(404);
+    d.get("/api/jobs?limit=0").error_code(400);
+
+    // A clean stop is not an interruption.
+    assert!(d.terminate(2 * SEC).unwrap().success());
+    let dir = std::mem::replace(&mut d.dir, TempDir::new("unused"));
+    drop(d);
+    let d = Daemon::start_in(dir, &cfg);
+    let jobs = d.get("/api/jobs").json();
+    let ended = jobs["ended"].as_array().unwrap();
+    let r = ended.iter().find(|j| j["id"] == resumed).unwrap_or_else(|| panic!("{jobs:#}"));
+    assert_eq!(r["state"], "STOPPED", "{jobs:#}");
+    assert_eq!(ended.iter().filter(|j| j["reason"] == "interrupted: process restarted").count(), 1, "{jobs:#}");
+    assert_eq!(d.camera("cam0")["job"]["state"], "IDLE", "stopped cleanly and no autostart: stays idle");
 }

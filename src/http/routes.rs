@@ -93,6 +93,49 @@ impl Api {
         }
     }
 
+    /// `GET /api/jobs?camera=NAME&limit=N`: active jobs first, then ended ones, newest first.
+    fn jobs(&self, query: &str) -> Response {
+        let mut camera = None;
+        let mut limit = crate::status::JOB_HISTORY;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "camera" => match self.shared.camera_index(v) {
+                    Some(_) => camera = Some(v),
+                    None => return Response::error(404, "not_found", &format!("no camera named {v:?}")),
+                },
+                "limit" => match v.parse::<usize>() {
+                    Ok(n) if n >= 1 => limit = n.min(crate::status::JOB_HISTORY),
+                    _ => {
+                        let max = crate::status::JOB_HISTORY;
+                        return Response::error(
+                            400,
+                            "bad_query",
+                            &format!("limit={v:?} must be a whole number from 1 to {max}"),
+                        );
+                    }
+                },
+                _ => {
+                    return Response::error(
+                        400,
+                        "bad_query",
+                        &format!("unknown query parameter {k:?}; use camera and limit"),
+                    )
+                }
+            }
+        }
+        let active: Vec<_> = self
+            .shared
+            .cameras
+            .iter()
+            .filter(|c| camera.is_none_or(|n| c.name == n))
+            .map(|c| c.view().job)
+            .filter(|j| j.state.is_active())
+            .collect();
+        let ended = self.shared.history(camera, limit);
+        Response::json(200, &json!({ "active": active, "ended": ended }))
+    }
+
     fn events(&self, query: &str) -> Response {
         let mut after = 0u64;
         let mut limit = EVENTS_DEFAULT_LIMIT;
@@ -160,7 +203,10 @@ impl Handler for Api {
             }
             "/api/status" if get => self.status(),
             "/api/events" if get => self.events(req.query),
-            "/" | "/index.html" | "/healthz" | "/api/status" | "/api/events" => method_not_allowed("GET, HEAD"),
+            "/api/jobs" if get => self.jobs(req.query),
+            "/" | "/index.html" | "/healthz" | "/api/status" | "/api/events" | "/api/jobs" => {
+                method_not_allowed("GET, HEAD")
+            }
             _ => match path.strip_prefix("/api/cameras/") {
                 Some(rest) => {
                     let (name, action) = rest.split_once('/').unwrap_or((rest, ""));

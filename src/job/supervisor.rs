@@ -15,9 +15,9 @@ use crossbeam::channel::Receiver;
 use super::capture::{Action, Order, Orders};
 use super::lifecycle::{self, Trigger};
 use crate::clock;
-use crate::events::EventKind;
+use crate::events::{Event, EventKind};
 use crate::shutdown::Stop;
-use crate::status::{CameraShared, Command, JobLimits, JobRecord, JobState, Phase, Refusal, Reply, Shared};
+use crate::status::{CameraShared, Command, JobLimits, JobRecord, JobState, JobSummary, Phase, Refusal, Reply, Shared};
 use crate::store::StateFile;
 
 /// How often heartbeats are looked at; bounds how late RUNNING/COMPLETED/STOPPED show.
@@ -49,6 +49,9 @@ pub struct Supervisor {
     state_file: StateFile,
     /// The id the next job gets.
     next_job_id: u64,
+    /// Per camera: a job was running when the process last died, so a new one starts even
+    /// without `autostart`.
+    resume: Vec<bool>,
     /// Ids below this are on disk as used; reserving [`ID_BLOCK`] at a time keeps fsyncs
     /// (slow on SD cards, and wear) off most starts. A restart skips the unused rest.
     reserved_until: u64,
@@ -59,7 +62,14 @@ pub const ID_BLOCK: u64 = 16;
 
 impl Supervisor {
     /// `orders[i]` is the mailbox of camera `i`'s capture thread.
-    pub fn new(shared: Arc<Shared>, orders: Vec<Arc<Orders>>, state_file: StateFile, next_job_id: u64) -> Supervisor {
+    pub fn new(
+        shared: Arc<Shared>,
+        orders: Vec<Arc<Orders>>,
+        state_file: StateFile,
+        next_job_id: u64,
+        past: &[Event],
+    ) -> Supervisor {
+        let resume = recover_history(&shared, past);
         let cams = shared
             .cameras
             .iter()
@@ -73,13 +83,15 @@ impl Supervisor {
                 stopping_since: None,
             })
             .collect();
-        Supervisor { shared, cams, state_file, next_job_id, reserved_until: next_job_id }
+        Supervisor { shared, cams, state_file, next_job_id, reserved_until: next_job_id, resume }
     }
 
     /// Serves commands until `stop`, then stops every active job and returns.
     pub fn run(mut self, commands: Receiver<Command>, stop: Stop) {
         for i in 0..self.cams.len() {
-            if self.cams[i].cam.config.autostart {
+            if self.resume[i] {
+                let _ = self.start(i, JobLimits::default(), "resuming after a restart");
+            } else if self.cams[i].cam.config.autostart {
                 let _ = self.start(i, JobLimits::default(), "autostart");
             }
         }
@@ -154,11 +166,11 @@ impl Supervisor {
             max_frames,
             max_duration_s,
         };
-        self.shared.events.push(
-            EventKind::State,
+        self.shared.events.push_state(
             &ctl.cam.name,
-            Some(id),
-            Some(JobState::Starting),
+            id,
+            JobState::Starting,
+            Some(why),
             format_args!("job {id} STARTING ({why}{})", limits_text(max_frames, max_duration_s)),
         );
         let ctl = &mut self.cams[i];
@@ -315,22 +327,37 @@ impl Supervisor {
             g.ended_at = Some(now);
         }
         let id = g.id;
+        let ended = lifecycle::is_terminal(to).then(|| g.clone());
         drop(g);
+        if let Some(rec) = ended {
+            let hb = &cam.heartbeat;
+            let ours = hb.job_id.load(Acquire) == rec.id;
+            let count = |c: &std::sync::atomic::AtomicU64| ours.then(|| c.load(std::sync::atomic::Ordering::Relaxed));
+            self.shared.push_history(JobSummary {
+                id: rec.id,
+                camera: cam.name.clone(),
+                state: rec.state,
+                reason: rec.reason,
+                started_at: rec.started_at,
+                ended_at: rec.ended_at,
+                frames_captured: count(&hb.frames_captured),
+                frames_dropped: count(&hb.frames_dropped),
+                errors_total: count(&hb.errors_total),
+                recoveries: Some(rec.recoveries),
+            });
+        }
+        let events = &self.shared.events;
         match &reason {
-            Some(r) => self.shared.events.push(
-                EventKind::State,
+            Some(r) => events.push_state(
                 &cam.name,
-                Some(id),
-                Some(to),
+                id,
+                to,
+                Some(r),
                 format_args!("job {id} {} → {}: {r}", from.as_str(), to.as_str()),
             ),
-            None => self.shared.events.push(
-                EventKind::State,
-                &cam.name,
-                Some(id),
-                Some(to),
-                format_args!("job {id} {} → {}", from.as_str(), to.as_str()),
-            ),
+            None => {
+                events.push_state(&cam.name, id, to, None, format_args!("job {id} {} → {}", from.as_str(), to.as_str()))
+            }
         };
     }
 
@@ -377,6 +404,73 @@ fn limits_text(max_frames: Option<u64>, max_duration_s: Option<u64>) -> String {
         s.push_str(&format!(", max_duration_s {n}"));
     }
     s
+}
+
+/// Rebuilds the job history from the journal of earlier runs and records jobs that were
+/// active when the process died as FAILED (`interrupted: process restarted`), with an event
+/// that the journal keeps, so the next restart does not report them again. Returns, per
+/// camera, whether a job was capturing then (a new one is started, as a user would expect).
+fn recover_history(shared: &Shared, past: &[Event]) -> Vec<bool> {
+    struct Seen {
+        camera: String,
+        started_at: Option<f64>,
+        last: (JobState, Option<String>, f64),
+    }
+    let mut jobs: std::collections::BTreeMap<u64, Seen> = std::collections::BTreeMap::new();
+    let mut last_job: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for e in past {
+        let (Some(id), Some(state)) = (e.job_id, e.state) else { continue };
+        let seen = jobs.entry(id).or_insert_with(|| Seen {
+            camera: e.camera.to_string(),
+            started_at: None,
+            last: (state, None, e.at),
+        });
+        if state == JobState::Starting {
+            seen.started_at = Some(e.at);
+        }
+        seen.last = (state, e.reason.as_ref().map(|r| r.to_string()), e.at);
+        if let Some(i) = shared.camera_index(&e.camera) {
+            last_job.insert(shared.cameras[i].name.as_str(), id);
+        }
+    }
+    let mut resume = vec![false; shared.cameras.len()];
+    let now = clock::unix_now();
+    for (id, seen) in &jobs {
+        let (state, reason, at) = &seen.last;
+        let interrupted = state.is_active() && last_job.get(seen.camera.as_str()) == Some(id);
+        if !interrupted && !lifecycle::is_terminal(*state) {
+            continue; // superseded by a later job of the same camera (an older crash)
+        }
+        let (state, reason, ended_at) = if interrupted {
+            let why = "interrupted: process restarted";
+            shared.events.push_state(
+                &seen.camera,
+                *id,
+                JobState::Failed,
+                Some(why),
+                format_args!("job {id} {} → FAILED: {why}", state.as_str()),
+            );
+            if let Some(i) = shared.camera_index(&seen.camera) {
+                resume[i] = state.is_capturing();
+            }
+            (JobState::Failed, Some(why.to_string()), now)
+        } else {
+            (*state, reason.clone(), *at)
+        };
+        shared.push_history(JobSummary {
+            id: *id,
+            camera: seen.camera.clone(),
+            state,
+            reason,
+            started_at: seen.started_at,
+            ended_at: Some(ended_at),
+            frames_captured: None,
+            frames_dropped: None,
+            errors_total: None,
+            recoveries: None,
+        });
+    }
+    resume
 }
 
 /// "1 recovery", "2 recoveries".

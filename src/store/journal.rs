@@ -1,0 +1,249 @@
+//! The event journal: the event log appended to `storage.dir/journal/events-<n>.jsonl`, one
+//! JSON object per line, written in batches (SD cards wear per write, not per byte), rotated
+//! by size with a bounded number of files. The `store` thread pulls new events from the
+//! in-memory ring, so nobody else ever waits for this file.
+//!
+//! Reading skips lines that do not parse — a power cut can leave a torn last line — and the
+//! writer starts a fresh line after one, so the damage stays on that line.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::config::JournalConfig;
+use crate::events::{Event, EventKind, EventLog, MAX_PAGE};
+
+/// The journal directory inside `storage.dir`.
+pub fn dir(storage: &Path) -> PathBuf {
+    storage.join("journal")
+}
+
+fn file_name(n: u32) -> String {
+    format!("events-{n:06}.jsonl")
+}
+
+/// Journal file numbers present, ascending.
+fn numbers(dir: &Path) -> Vec<u32> {
+    let mut v: Vec<u32> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            name.to_str()?.strip_prefix("events-")?.strip_suffix(".jsonl")?.parse().ok()
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Appends events in batches.
+pub struct Journal {
+    dir: PathBuf,
+    config: JournalConfig,
+    fsync: bool,
+    /// The file being appended to, and its number and size.
+    file: File,
+    number: u32,
+    size: u64,
+    /// The seq of the last event written (events are numbered per process).
+    last_seq: u64,
+    last_flush: Instant,
+    /// Reused for every batch.
+    buf: Vec<u8>,
+    page: Vec<Event>,
+}
+
+impl Journal {
+    /// Opens the newest journal file for appending (or the first one).
+    pub fn open(storage: &Path, config: JournalConfig, fsync: bool) -> io::Result<Journal> {
+        let dir = dir(storage);
+        fs::create_dir_all(&dir)?;
+        let number = numbers(&dir).last().copied().unwrap_or(1);
+        let (file, size) = open_append(&dir.join(file_name(number)))?;
+        Ok(Journal {
+            dir,
+            config,
+            fsync,
+            file,
+            number,
+            size,
+            last_seq: 0,
+            last_flush: Instant::now(),
+            buf: Vec::with_capacity(64 * 1024),
+            page: Vec::with_capacity(MAX_PAGE),
+        })
+    }
+
+    /// Writes pending events when a batch is due: `batch_events` are waiting, or the oldest
+    /// has waited `batch_ms`, or `force` (shutdown). Returns the events written.
+    pub fn flush(&mut self, events: &EventLog, force: bool) -> io::Result<usize> {
+        let waiting = events.newest().saturating_sub(self.last_seq);
+        // State changes are rare and are what a restart needs: they do not wait for a batch.
+        let due = waiting >= self.config.batch_events as u64
+            || events.last_state_seq() > self.last_seq
+            || (waiting > 0 && (force || self.last_flush.elapsed() >= Duration::from_millis(self.config.batch_ms)));
+        if !due {
+            return Ok(0);
+        }
+        self.last_flush = Instant::now();
+        self.buf.clear();
+        self.page.clear();
+        let mut written = 0;
+        loop {
+            let before = self.last_seq;
+            self.page.clear();
+            events.page(before, MAX_PAGE, &mut self.page);
+            if self.page.is_empty() {
+                break;
+            }
+            if let Some(first) = self.page.first() {
+                if first.seq > before + 1 && before > 0 {
+                    // The ring overwrote events before they were written: say so in the file.
+                    let lost = first.seq - before - 1;
+                    let note = serde_json::json!({"seq": before + 1, "at": first.at, "kind": EventKind::Info,
+                        "camera": "", "job_id": null, "state": null,
+                        "message": format!("{lost} events were overwritten in memory before they reached the journal")});
+                    serde_json::to_writer(&mut self.buf, &note).map_err(io::Error::other)?;
+                    self.buf.push(b'\n');
+                }
+            }
+            for e in &self.page {
+                serde_json::to_writer(&mut self.buf, e).map_err(io::Error::other)?;
+                self.buf.push(b'\n');
+                self.last_seq = e.seq;
+                written += 1;
+            }
+        }
+        self.file.write_all(&self.buf)?;
+        if self.fsync {
+            self.file.sync_data()?;
+        }
+        self.size += self.buf.len() as u64;
+        if self.size >= self.config.max_file_bytes {
+            self.rotate()?;
+        }
+        Ok(written)
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.number += 1;
+        let (file, size) = open_append(&self.dir.join(file_name(self.number)))?;
+        self.file = file;
+        self.size = size;
+        let all = numbers(&self.dir);
+        let excess = all.len().saturating_sub(self.config.max_files);
+        for n in &all[..excess] {
+            let _ = fs::remove_file(self.dir.join(file_name(*n)));
+        }
+        Ok(())
+    }
+}
+
+/// Opens for appending; after a torn last line, starts a new line first.
+fn open_append(path: &Path) -> io::Result<(File, u64)> {
+    let mut file = OpenOptions::new().create(true).read(true).append(true).open(path)?;
+    let mut size = file.metadata()?.len();
+    if size > 0 {
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::End(-1))?;
+        file.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            file.write_all(b"\n")?;
+            size += 1;
+        }
+    }
+    Ok((file, size))
+}
+
+/// Every event in the journal, oldest first, and the number of lines that did not parse.
+pub fn read(storage: &Path) -> (Vec<Event>, usize) {
+    let dir = dir(storage);
+    let mut events = Vec::new();
+    let mut bad = 0;
+    for n in numbers(&dir) {
+        let Ok(text) = fs::read(dir.join(file_name(n))) else { continue };
+        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            match serde_json::from_slice::<Event>(line) {
+                Ok(e) => events.push(e),
+                Err(_) => bad += 1,
+            }
+        }
+    }
+    (events, bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::JobState;
+
+    fn tmp(name: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("camjobd-journal-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        p
+    }
+
+    fn cfg() -> JournalConfig {
+        JournalConfig { batch_ms: 60_000, batch_events: 10, max_file_bytes: 4096, max_files: 3 }
+    }
+
+    #[test]
+    fn batches_rotation_and_torn_lines() {
+        let dir = tmp("batch");
+        let log = EventLog::default();
+        let mut j = Journal::open(&dir, cfg(), false).unwrap();
+        for i in 0..9 {
+            log.push(EventKind::Info, "cam0", None, None, format_args!("event {i}"));
+        }
+        assert_eq!(j.flush(&log, false).unwrap(), 0, "9 < batch_events and batch_ms not elapsed");
+        log.push(EventKind::Info, "cam0", None, None, format_args!("event 9"));
+        assert_eq!(j.flush(&log, false).unwrap(), 10, "batch_events reached");
+        log.push_state("cam0", 7, JobState::Failed, Some("gone"), format_args!("job 7 FAILED"));
+        assert_eq!(j.flush(&log, false).unwrap(), 1, "a state change is written at once");
+        let (events, bad) = read(&dir);
+        assert_eq!((events.len(), bad), (11, 0));
+        assert_eq!(events[10].reason.as_deref(), Some("gone"));
+        assert_eq!(events[10].state, Some(JobState::Failed));
+
+        // A torn last line is skipped, and the next batch starts on a line of its own.
+        let last = dir.join("journal").join(file_name(j.number));
+        OpenOptions::new().append(true).open(&last).unwrap().write_all(b"{\"seq\": 11, \"at\": 1.0, \"ki").unwrap();
+        drop(j);
+        let mut j = Journal::open(&dir, cfg(), false).unwrap();
+        log.push(EventKind::Info, "cam0", None, None, format_args!("after the cut"));
+        j.last_seq = 11;
+        assert_eq!(j.flush(&log, true).unwrap(), 1);
+        let (events, bad) = read(&dir);
+        assert_eq!((events.len(), bad), (12, 1));
+        assert_eq!(events[11].message.as_str(), "after the cut");
+
+        // Rotation keeps at most max_files files.
+        for i in 0..400 {
+            log.push(EventKind::Info, "cam0", None, None, format_args!("filler {i} {}", "x".repeat(60)));
+            j.flush(&log, true).unwrap();
+        }
+        let n = numbers(&dir.join("journal"));
+        assert!(n.len() <= 3, "{n:?}");
+        let total: u64 = n.iter().map(|k| fs::metadata(dir.join("journal").join(file_name(*k))).unwrap().len()).sum();
+        assert!(total <= 3 * (4096 + 512), "{total}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn overwritten_events_are_noted() {
+        let dir = tmp("lost");
+        let log = EventLog::default();
+        let mut j = Journal::open(&dir, cfg(), false).unwrap();
+        log.push(EventKind::Info, "", None, None, format_args!("first"));
+        j.flush(&log, true).unwrap();
+        for i in 0..(crate::events::EVENT_CAPACITY + 20) {
+            log.push(EventKind::Info, "", None, None, format_args!("e{i}"));
+        }
+        j.flush(&log, true).unwrap();
+        let (events, _) = read(&dir);
+        assert!(events.iter().any(|e| e.message.contains("20 events were overwritten")), "{:?}", events.get(1));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
