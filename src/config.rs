@@ -113,6 +113,24 @@ pub struct StoreConfig {
     pub max_files: usize,
     /// Snapshots older than this are deleted; null keeps them until the budget needs room.
     pub max_age_s: Option<u64>,
+    /// `all` writes every kept snapshot; `changed` only those whose change score reaches
+    /// `change_threshold`, plus one every `keepalive_s` (a static scene costs few writes).
+    pub keep: KeepPolicy,
+    /// Change score (0–100, % of full scale on a 32x24 grayscale thumbnail) that counts as a
+    /// change: emits a `change` event and passes the `changed` policy.
+    pub change_threshold: f32,
+    /// With `keep: changed`, a snapshot is written at least this often anyway.
+    pub keepalive_s: u64,
+}
+
+/// See [`StoreConfig::keep`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeepPolicy {
+    /// Write every kept snapshot.
+    All,
+    /// Write changed snapshots and keepalives only.
+    Changed,
 }
 
 /// The status LED backend.
@@ -160,7 +178,15 @@ pub struct CameraConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { enabled: true, max_bytes: 256 << 20, max_files: 10_000, max_age_s: Some(7 * 86_400) }
+        StoreConfig {
+            enabled: true,
+            max_bytes: 256 << 20,
+            max_files: 10_000,
+            max_age_s: Some(7 * 86_400),
+            keep: KeepPolicy::All,
+            change_threshold: 2.0,
+            keepalive_s: 60,
+        }
     }
 }
 
@@ -425,6 +451,9 @@ impl Config {
             v.range(&p("max_frame_bytes"), c.max_frame_bytes as u64, 4096, 64 << 20);
             v.range(&p("store.max_bytes"), c.store.max_bytes, 64 << 10, u64::MAX);
             v.range(&p("store.max_files"), c.store.max_files as u64, 1, 1_000_000);
+            let t = c.store.change_threshold;
+            v.check(&p("store.change_threshold"), t > 0.0 && t <= 100.0, "must be > 0 and <= 100 (percent)");
+            v.range(&p("store.keepalive_s"), c.store.keepalive_s, 1, 86_400);
             if let Some(n) = c.store.max_age_s {
                 v.range(&p("store.max_age_s"), n, 1, u64::MAX);
             }

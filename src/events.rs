@@ -31,6 +31,8 @@ pub enum EventKind {
     Error,
     /// Anything else worth telling (start-up, LED disabled, ...).
     Info,
+    /// The scene changed (a snapshot's change score reached `change_threshold`).
+    Change,
 }
 
 /// One entry of the log.

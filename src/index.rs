@@ -23,6 +23,8 @@ pub struct StoredSnapshot {
     pub width: u32,
     /// Image size; 0 when not known.
     pub height: u32,
+    /// Change score against the previous kept snapshot (0–100); null when not known.
+    pub change: Option<f32>,
     /// The UTC day directory it lives in, as days since 1970-01-01.
     #[serde(skip)]
     pub day: u32,
@@ -166,7 +168,7 @@ mod tests {
     use super::*;
 
     fn snap(seq: u64, bytes: u64) -> StoredSnapshot {
-        StoredSnapshot { seq, captured_at: seq as f64, bytes, width: 0, height: 0, day: 0 }
+        StoredSnapshot { seq, captured_at: seq as f64, bytes, width: 0, height: 0, change: None, day: 0 }
     }
 
     #[test]

@@ -244,6 +244,10 @@ pub struct StoreStats {
     pub errors: AtomicU64,
     /// Files deleted by retention.
     pub deleted: AtomicU64,
+    /// Snapshots not written because `keep: changed` found them unchanged.
+    pub unchanged: AtomicU64,
+    /// The last change score, as `f32` bits (NaN before the second snapshot).
+    pub last_change: AtomicU32,
 }
 
 /// The API's view of a camera's store.
@@ -263,6 +267,10 @@ pub struct StoreView {
     pub errors: u64,
     /// Files deleted by retention.
     pub deleted: u64,
+    /// Snapshots skipped by `keep: changed`.
+    pub unchanged: u64,
+    /// The last change score (0–100), null before there is one.
+    pub last_change: Option<f32>,
 }
 
 impl CameraShared {
@@ -309,6 +317,8 @@ impl CameraShared {
                     dropped: s.dropped.load(Relaxed),
                     errors: s.errors.load(Relaxed),
                     deleted: s.deleted.load(Relaxed),
+                    unchanged: s.unchanged.load(Relaxed),
+                    last_change: Some(f32::from_bits(s.last_change.load(Relaxed))).filter(|v| !v.is_nan()),
                 }
             },
         }
@@ -472,7 +482,7 @@ impl Shared {
                     heartbeat: Heartbeat::default(),
                     snapshots: SnapshotRing::default(),
                     stored: SnapshotIndex::new(if c.store.enabled { c.store.max_files } else { 0 }),
-                    store: StoreStats::default(),
+                    store: StoreStats { last_change: AtomicU32::new(f32::NAN.to_bits()), ..StoreStats::default() },
                 })
             })
             .collect();

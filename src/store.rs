@@ -5,6 +5,7 @@
 //!   short bounded queue (full → the snapshot is dropped and counted, capture never waits),
 //!   each as temp file + rename, within per-camera and total budgets enforced on every write.
 
+pub mod change;
 pub mod journal;
 
 use std::fs::{self, File};
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::Receiver;
 
-use crate::config::{Config, FsyncPolicy};
+use crate::config::{Config, FsyncPolicy, KeepPolicy};
 use crate::error::Error;
 use crate::events::EventKind;
 use crate::frame::Frame;
@@ -118,7 +119,26 @@ pub struct Store {
     journal: journal::Journal,
     /// When the last journal error was logged.
     journal_error_at: Option<Instant>,
+    /// Decodes snapshots into thumbnails for change scores.
+    thumbnailer: change::Thumbnailer,
+    /// Per camera: change tracking.
+    change: Vec<ChangeState>,
 }
+
+/// Per-camera change tracking, fixed size.
+struct ChangeState {
+    /// The previous kept snapshot's thumbnail.
+    prev: Option<change::Thumb>,
+    /// Whether the previous score was a change (events fire on the edge).
+    changed: bool,
+    /// When a file was last written (for `keepalive_s`).
+    last_written: Option<Instant>,
+    /// When the last change event was sent.
+    last_event: Option<Instant>,
+}
+
+/// Change events per camera at most this often.
+const CHANGE_EVENT_EVERY: Duration = Duration::from_secs(5);
 
 impl Store {
     /// A store reading from `rx`.
@@ -132,6 +152,10 @@ impl Store {
             last_housekeeping: Instant::now(),
             journal,
             journal_error_at: None,
+            thumbnailer: change::Thumbnailer::default(),
+            change: (0..n)
+                .map(|_| ChangeState { prev: None, changed: false, last_written: None, last_event: None })
+                .collect(),
         }
     }
 
@@ -180,12 +204,21 @@ impl Store {
         let cam = Arc::clone(&self.shared.cameras[i]);
         let frame = item.frame;
         let day = crate::index::day_of(frame.captured_at);
+        let score = self.score(i, frame.bytes());
+        let c = &cam.config.store;
+        let keepalive_due =
+            self.change[i].last_written.is_none_or(|t| t.elapsed() >= Duration::from_secs(c.keepalive_s));
+        if c.keep == KeepPolicy::Changed && score.is_some_and(|s| s < c.change_threshold) && !keepalive_due {
+            cam.store.unchanged.fetch_add(1, Relaxed);
+            return;
+        }
         let entry = StoredSnapshot {
             seq: frame.seq,
             captured_at: frame.captured_at,
             bytes: frame.bytes().len() as u64,
             width: frame.width,
             height: frame.height,
+            change: score,
             day,
         };
         // Make room in the index (and on disk) before the new file exists.
@@ -200,6 +233,7 @@ impl Store {
                     log::warn!("{}: snapshot {} is older than the newest stored one; not listed", cam.name, e.seq);
                 }
                 cam.store.written.fetch_add(1, Relaxed);
+                self.change[i].last_written = Some(Instant::now());
                 self.retain(i);
                 self.retain_total();
             }
@@ -214,6 +248,36 @@ impl Store {
                 );
             }
         }
+    }
+
+    /// The change score against camera `i`'s previous kept snapshot; emits a `change` event
+    /// when the scene starts changing. `None` for the first snapshot or one that won't decode.
+    fn score(&mut self, i: usize, jpeg: &[u8]) -> Option<f32> {
+        let mut thumb = [0u8; change::THUMB_W * change::THUMB_H];
+        if let Err(e) = self.thumbnailer.thumbnail(jpeg, &mut thumb) {
+            log::debug!("{}: no change score: {e}", self.shared.cameras[i].name);
+            return None;
+        }
+        let st = &mut self.change[i];
+        let score = st.prev.as_ref().map(|p| change::score(p, &thumb));
+        st.prev = Some(thumb);
+        let cam = &self.shared.cameras[i];
+        let s = score?;
+        cam.store.last_change.store(s.to_bits(), Relaxed);
+        let threshold = cam.config.store.change_threshold;
+        let changed = s >= threshold;
+        if changed && !st.changed && st.last_event.is_none_or(|t| t.elapsed() >= CHANGE_EVENT_EVERY) {
+            st.last_event = Some(Instant::now());
+            self.shared.events.push(
+                EventKind::Change,
+                &cam.name,
+                None,
+                None,
+                format_args!("scene changed: score {s:.1} (change_threshold {threshold:.1})"),
+            );
+        }
+        st.changed = changed;
+        score
     }
 
     /// Temp file, optional fsync, rename: a listed snapshot is always a whole file.
@@ -406,6 +470,7 @@ fn recover_camera(dir: &Path, cam: &crate::status::CameraShared) -> u64 {
                 bytes: meta.len(),
                 width: 0,
                 height: 0,
+                change: None,
                 day,
             });
         }

@@ -306,3 +306,46 @@ fn a_killed_job_is_recorded_as_interrupted_and_resumed_a_clean_stop_is_not() {
     assert_eq!(ended.iter().filter(|j| j["reason"] == "interrupted: process restarted").count(), 1, "{jobs:#}");
     assert_eq!(d.camera("cam0")["job"]["state"], "IDLE", "stopped cleanly and no autostart: stays idle");
 }
+
+#[test]
+fn keep_changed_writes_a_static_scene_rarely_and_a_changing_one_always() {
+    let dir = TempDir::new("changed");
+    let (a, b) = (jpeg(160, 120, 10), jpeg(160, 120, 240));
+    std::fs::write(dir.path("a.jpg"), &a).unwrap();
+    std::fs::write(dir.path("b.jpg"), &b).unwrap();
+    let p = |n: &str| dir.path(n).display().to_string();
+    // Every frame kept, so the moving camera's kept frames alternate a, b, a, ...
+    let cam = |name: &str, script: String| {
+        json!({"name": name, "source": {"kind": "pipe", "command": ["sh", "-c", script]}, "snapshot_interval_ms": 0,
+               "store": {"keep": "changed", "keepalive_s": 1, "change_threshold": 5.0}})
+    };
+    let cfg = config(
+        &dir,
+        json!([
+            cam("still", format!("while :; do cat {}; sleep 0.05; done", p("a.jpg"))),
+            cam("moving", format!("while :; do cat {}; sleep 0.05; cat {}; sleep 0.05; done", p("a.jpg"), p("b.jpg"))),
+        ]),
+        json!({}),
+    );
+    let d = Daemon::start_in(dir, &cfg);
+    d.wait_state("still", "RUNNING", 10 * SEC);
+    std::thread::sleep(3 * SEC); // ~50 snapshots each
+    let still = d.camera("still")["store"].clone();
+    let moving = d.camera("moving")["store"].clone();
+    println!("keep changed, 3 s: still {still}, moving {moving}");
+    let (sw, su) = (still["written"].as_u64().unwrap(), still["unchanged"].as_u64().unwrap());
+    assert!((2..=6).contains(&sw), "a static scene is written about once per keepalive_s: {still}");
+    assert!(su >= 30, "{still}");
+    assert!(still["last_change"].as_f64().unwrap() < 1.0, "{still}");
+    // The moving camera alternates between two frames: every snapshot differs and is written.
+    let mw = moving["written"].as_u64().unwrap();
+    assert!(mw > 10 && mw > 3 * sw, "{moving}");
+    let e = d.wait_event(5 * SEC, |e| e["kind"] == "change" && e["camera"] == "moving");
+    assert!(e["message"].as_str().unwrap().starts_with("scene changed: score "), "{e}");
+    // Scores are in the listing.
+    let list = d.get("/api/cameras/moving/snapshots?limit=10").json();
+    assert!(
+        list["snapshots"].as_array().unwrap().iter().any(|s| s["change"].as_f64().is_some_and(|c| c >= 5.0)),
+        "{list:#}"
+    );
+}

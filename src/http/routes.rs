@@ -292,7 +292,9 @@ fn snapshots(query: &str, cam: &CameraShared) -> Response {
         let item = match (disk.get(i), memory.get(j)) {
             (Some(a), Some(b)) if a.seq == b.seq => {
                 (i, j) = (i + 1, j + 1);
-                ring(b, true)
+                let mut v = ring(b, true);
+                v["change"] = json!(a.change);
+                v
             }
             (Some(a), Some(b)) if b.seq > a.seq => {
                 j += 1;
@@ -300,7 +302,8 @@ fn snapshots(query: &str, cam: &CameraShared) -> Response {
             }
             (Some(a), _) => {
                 i += 1;
-                json!({"seq": a.seq, "captured_at": a.captured_at, "bytes": a.bytes, "width": dims(a.width), "height": dims(a.height), "stored": true})
+                json!({"seq": a.seq, "captured_at": a.captured_at, "bytes": a.bytes, "width": dims(a.width),
+                       "height": dims(a.height), "change": a.change, "stored": true})
             }
             (None, Some(b)) => {
                 j += 1;
