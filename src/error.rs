@@ -34,15 +34,19 @@ impl Error {
 
     /// A storage error with a hint that fits the failure.
     pub fn storage(path: &Path, what: &str, e: io::Error) -> Error {
-        let hint = match e.kind() {
-            io::ErrorKind::PermissionDenied => {
-                "; give the service user write access to storage.dir (under systemd, StateDirectory=camjobd does this)"
-            }
-            io::ErrorKind::ReadOnlyFilesystem => "; the filesystem is read-only: pick a writable storage.dir",
-            _ if e.raw_os_error() == Some(libc::ENOSPC) => "; the disk is full: free space or pick another storage.dir",
-            _ => "",
-        };
-        Error::Fatal(format!("cannot {what} at {}: {e}{hint}", path.display()))
+        Error::Fatal(format!("cannot {what} at {}: {e}{}", path.display(), storage_hint(&e)))
+    }
+}
+
+/// What to do about a storage error on the board, as "; ..." (empty when nothing useful).
+pub fn storage_hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => {
+            "; give the service user write access to storage.dir (under systemd, StateDirectory=camjobd does this)"
+        }
+        io::ErrorKind::ReadOnlyFilesystem => "; the filesystem is read-only: pick a writable storage.dir",
+        _ if e.raw_os_error() == Some(libc::ENOSPC) => "; the disk is full: free space or pick another storage.dir",
+        _ => "",
     }
 }
 

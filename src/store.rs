@@ -242,10 +242,8 @@ impl Store {
                 if e.raw_os_error() == Some(libc::ENOSPC) {
                     self.check_free_space();
                 }
-                self.error_event(
-                    i,
-                    format_args!("cannot write snapshot {}: {}", entry.seq, Error::storage(&path, "write", e)),
-                );
+                let hint = crate::error::storage_hint(&e);
+                self.error_event(i, format_args!("snapshot {} not stored: {e}{hint}", entry.seq));
             }
         }
     }

@@ -349,3 +349,98 @@ fn keep_changed_writes_a_static_scene_rarely_and_a_changing_one_always() {
         "{list:#}"
     );
 }
+
+/// A tmpfs mounted for one test; unmounted on drop. `None` where mounting is not allowed.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: PathBuf, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(&path).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs(path))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_counted_and_survived_and_space_coming_back_heals_it() {
+    let dir = TempDir::new("diskfull");
+    let Some(fs) = Tmpfs::mount(dir.path("small"), "4m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); the disk-full path is untested in this run");
+        return;
+    };
+    let data = fs.0.join("data");
+    let cam = synthetic(
+        "cam0",
+        json!({"snapshot_interval_ms": 0, "source": {"width": 320, "height": 240, "fps": 200},
+               "store": {"max_bytes": 100_000_000, "max_files": 100_000}}),
+    );
+    let mut cfg = config(&dir, json!([cam]), json!({}));
+    cfg["storage"] = json!({"dir": data, "max_bytes": 100_000_000, "min_free_bytes": 0});
+    // Another program fills most of the disk.
+    std::fs::create_dir_all(&data).unwrap();
+    let filler = fs.0.join("filler");
+    std::fs::write(&filler, vec![1u8; 3 * 1024 * 1024]).unwrap();
+    let d = Daemon::start_in(dir, &cfg);
+    d.wait_state("cam0", "RUNNING", 10 * SEC);
+    let j = d.wait_job("cam0", 20 * SEC, |_| d.camera("cam0")["store"]["errors"].as_u64().unwrap() >= 5);
+    assert_eq!(j["state"], "RUNNING", "a full disk does not stop the job");
+    let e = d
+        .wait_event(5 * SEC, |e| e["kind"] == "error" && e["message"].as_str().unwrap_or("").contains("No space left"));
+    println!("disk full: {}", e["message"]);
+    assert!(e["message"].as_str().unwrap().contains("capture goes on"), "{e}");
+    let frames0 = d.camera("cam0")["job"]["frames_captured"].as_u64().unwrap();
+
+    // Space comes back: writes succeed again by themselves.
+    std::fs::remove_file(&filler).unwrap();
+    let s0 = d.camera("cam0")["store"].clone();
+    let deadline = Instant::now() + 10 * SEC;
+    loop {
+        let s = d.camera("cam0")["store"].clone();
+        if s["written"].as_u64() > s0["written"].as_u64().map(|w| w + 20) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "writes did not resume: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let j = d.camera("cam0")["job"].clone();
+    assert_eq!(j["state"], "RUNNING");
+    assert!(j["frames_captured"].as_u64().unwrap() > frames0);
+    drop(d);
+    drop(fs);
+}
+
+#[test]
+fn low_free_space_gives_back_the_oldest_snapshots() {
+    let dir = TempDir::new("lowfree");
+    let Some(fs) = Tmpfs::mount(dir.path("small"), "8m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let data = fs.0.join("data");
+    let cam = synthetic(
+        "cam0",
+        json!({"snapshot_interval_ms": 0, "source": {"width": 320, "height": 240, "fps": 200},
+               "store": {"max_bytes": 100_000_000, "max_files": 100_000}}),
+    );
+    let mut cfg = config(&dir, json!([cam]), json!({}));
+    cfg["storage"] = json!({"dir": data, "max_bytes": 100_000_000, "min_free_bytes": 4 * 1024 * 1024});
+    let d = Daemon::start_in(dir, &cfg);
+    d.wait_state("cam0", "RUNNING", 10 * SEC);
+    let e = d.wait_event(20 * SEC, |e| e["message"].as_str().unwrap_or("").contains("below storage.min_free_bytes"));
+    println!("low free space: {}", e["message"]);
+    let s = d.camera("cam0")["store"].clone();
+    assert!(s["deleted"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(d.camera("cam0")["job"]["state"], "RUNNING");
+    drop(d);
+    drop(fs);
+}
