@@ -73,8 +73,29 @@ fn noisy_jpeg(target: usize, seed: u32) -> Vec<u8> {
     }
 }
 
+/// A textured but static scene (for `scripts/bench-disk.sh`): a gradient with mild noise.
+fn write_static_jpeg(path: &str, w: u32, h: u32) {
+    let mut x = 12345u32;
+    let img = image::RgbImage::from_fn(w, h, |px, py| {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let n = (x % 24) as u8;
+        image::Rgb([(px * 200 / w) as u8 + n, (py * 200 / h) as u8 + n, 120 + n])
+    });
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80).encode_image(&img).unwrap();
+    std::fs::write(path, out).unwrap();
+}
+
 fn main() {
-    let secs: f64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--write-static-jpeg") {
+        let n = |i: usize| args.get(i).and_then(|v| v.parse().ok()).expect("--write-static-jpeg PATH W H");
+        write_static_jpeg(&args[2], n(3), n(4));
+        return;
+    }
+    let secs: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5.0);
     let dir = std::env::temp_dir().join(format!("camjobd-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut stream = Vec::new();
