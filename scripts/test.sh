@@ -28,6 +28,15 @@ trap 'rm -f "$out"' EXIT
 # Integration tests start real daemons with timing checks: a few at a time on 2 cores.
 status=0
 cargo test --locked --lib --bins --tests -- --test-threads=4 2>&1 | tee "$out" || status=$?
+
+# The dashboard in real headless Chromium (installs chromium and playwright-core itself).
+# SKIP_BROWSER=1 leaves it out for a quick local run; DASHBOARD_POLLS shortens it.
+if [ "${SKIP_BROWSER:-0}" != 1 ]; then
+  log "browser"
+  bash scripts/browser-test.sh 2>&1 | tee -a "$out" || status=$?
+fi
+
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     /^ℹ pass / { p += $3 } /^ℹ fail / { f += $3 }
      END { printf "\ntests: %d passed, %d failed\n", p, f }' "$out"
 exit "$status"

@@ -271,6 +271,8 @@ pub struct StoreView {
     pub unchanged: u64,
     /// The last change score (0–100), null before there is one.
     pub last_change: Option<f32>,
+    /// The score that counts as a change (from the config).
+    pub change_threshold: f32,
 }
 
 impl CameraShared {
@@ -319,6 +321,7 @@ impl CameraShared {
                     deleted: s.deleted.load(Relaxed),
                     unchanged: s.unchanged.load(Relaxed),
                     last_change: Some(f32::from_bits(s.last_change.load(Relaxed))).filter(|v| !v.is_nan()),
+                    change_threshold: self.config.store.change_threshold,
                 }
             },
         }

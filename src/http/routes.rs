@@ -43,6 +43,7 @@ impl Api {
         let body = json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": self.started.elapsed().as_secs_f64(),
+            "now": crate::clock::unix_now(),
             "cameras": cameras,
             "http": self.http_stats.get().map(|s| s.to_json()),
             "log_lines_dropped": crate::logging::DROPPED.load(std::sync::atomic::Ordering::Relaxed),

@@ -1,0 +1,453 @@
+// The dashboard in a real headless Chromium (Debian's /usr/bin/chromium driven by
+// playwright-core; no browser is downloaded) against the real camjobd binary.
+//
+//   node --test dashboard.test.mjs        (scripts/browser-test.sh builds and runs this)
+//
+// Environment: DASHBOARD_POLLS (status polls in the long run, default 12000), CAMJOBD_BIN
+// (default target/release/camjobd), CHROMIUM (default /usr/bin/chromium), ARTIFACTS_DIR
+// (screenshots; default target/browser-artifacts).
+//
+// The tests run in order and share one backend; every wait is a bounded loop with a deadline,
+// and every process started here is ended in after(), also when a test fails.
+
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, mkdirSync, writeFileSync, rmSync, statSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const BIN = process.env.CAMJOBD_BIN || path.join(ROOT, "target/release/camjobd");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const POLLS = Number(process.env.DASHBOARD_POLLS || 12000);
+const ARTIFACTS = process.env.ARTIFACTS_DIR || path.join(ROOT, "target/browser-artifacts");
+const WARMUP_POLLS = Math.min(200, Math.floor(POLLS / 2));
+const LONG_POLL_MS = 50;   // the accelerated long run
+const KILL_POLL_MS = 500;  // the disconnect/reconnect check
+const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+const PHONE = { width: 390, height: 844 }, DESKTOP = { width: 1024, height: 768 };
+const MAX_PNG_BYTES = 300 * 1024;
+const TOKEN = "browser-test-token";  // start/stop need it; GETs (all the polling) do not
+
+assert.ok(Number.isInteger(POLLS) && POLLS >= 10, `DASHBOARD_POLLS must be a whole number >= 10 (got ${process.env.DASHBOARD_POLLS})`);
+
+const tmp = mkdtempSync(path.join(os.tmpdir(), "camjobd-browser-"));
+let port = 0, backend = null, browser = null;
+const figures = {};
+
+after(async () => {
+  await closeBrowser().catch(() => {});
+  await stopBackend().catch(() => {});
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+// ---------------------------------------------------------------- helpers
+
+const sleep = ms => new Promise(r => setTimeout(r, ms));
+const now = () => performance.now();
+
+/** Waits until fn() returns a truthy value (returned), checking every `every` ms; throws after timeoutMs. */
+async function waitFor(what, timeoutMs, fn, every = 25) {
+  const deadline = now() + timeoutMs;
+  let last;
+  for (;;) {
+    try { last = await fn(); } catch (e) { last = e; }
+    if (last && !(last instanceof Error)) return last;
+    if (now() >= deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}` + (last instanceof Error ? `: ${last.message}` : ""));
+    await sleep(every);
+  }
+}
+
+/** A free TCP port on 127.0.0.1: bind port 0, read it, close (the backend reuses it, also after a restart). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); });
+  });
+}
+
+function writeConfig() {
+  const cameras = [
+    // Every frame a new snapshot, so the image changes on every poll of the long run.
+    // (quality 95: fewer JPEG artefacts, which keeps the screenshots' PNGs small)
+    { name: "cam0", source: { kind: "synthetic", width: 160, height: 120, fps: 50, quality: 95 }, snapshot_interval_ms: 0 },
+    // Cannot be opened and may not recover: FAILED with a reason right after start.
+    { name: "broken", source: { kind: "synthetic", width: 160, height: 120, fps: 10, fault: { fail_open: true } },
+      watchdog: { max_recoveries: 0 } },
+  ];
+  const config = { http: { bind: `127.0.0.1:${port}`, token: TOKEN }, storage: { dir: path.join(tmp, "data") }, log: { level: "warn" }, cameras };
+  const file = path.join(tmp, "camjobd.json");
+  writeFileSync(file, JSON.stringify(config, null, 2));
+  // A binary with the snapshot store keeps every kept frame on disk by default; this test is
+  // about the dashboard, so switch the store off when the binary has one (asked, not guessed).
+  const check = spawnSync(BIN, ["--check-config", "--config", file], { encoding: "utf8", timeout: 10000 });
+  assert.equal(check.status, 0, `camjobd --check-config failed: ${check.stderr}`);
+  if (JSON.parse(check.stdout).cameras.every(c => c.store && "enabled" in c.store)) {
+    for (const c of cameras) c.store = { enabled: false };
+    writeFileSync(file, JSON.stringify(config, null, 2));
+  }
+  return file;
+}
+
+/** Starts camjobd and waits (bounded) for "... dashboard at http://ADDR/" on stdout. */
+async function startBackend() {
+  assert.equal(backend, null, "backend already running");
+  const config = path.join(tmp, "camjobd.json");
+  const proc = spawn(BIN, ["--config", config], { stdio: ["ignore", "pipe", "pipe"] });
+  const b = { proc, out: "", err: "", url: null, exit: null };
+  b.exited = new Promise(resolve => proc.once("exit", (code, signal) => { b.exit = { code, signal }; resolve(b.exit); }));
+  proc.stdout.setEncoding("utf8").on("data", d => { b.out = (b.out + d).slice(-8192); });
+  proc.stderr.setEncoding("utf8").on("data", d => { b.err = (b.err + d).slice(-8192); });
+  backend = b;
+  await waitFor("camjobd to print its dashboard URL", 15000, () => {
+    if (b.exit) throw new Error(`camjobd exited ${JSON.stringify(b.exit)}: ${b.err}`);
+    const m = /dashboard at (http:\/\/\S+\/)/.exec(b.out);
+    return m && (b.url = m[1]);
+  });
+  return b;
+}
+
+/** SIGTERM, wait (bounded) for the exit; SIGKILL if it does not come. */
+async function stopBackend() {
+  const b = backend;
+  if (!b) return null;
+  backend = null;
+  if (!b.exit) b.proc.kill("SIGTERM");
+  const exit = await Promise.race([b.exited, sleep(5000).then(() => null)]);
+  if (exit) return exit;
+  b.proc.kill("SIGKILL");
+  await Promise.race([b.exited, sleep(5000)]);
+  throw new Error("camjobd did not exit within 5 s of SIGTERM");
+}
+
+async function api(p) {
+  const ctl = AbortSignal.timeout(3000);
+  const r = await fetch(`http://127.0.0.1:${port}${p}`, { signal: ctl });
+  assert.equal(r.status, 200, `GET ${p}`);
+  return r.json();
+}
+const cam = (status, name) => status.cameras.find(c => c.camera === name);
+
+/** One Chromium at a time, with a fresh profile directory. */
+async function launchBrowser(viewport = DESKTOP) {
+  assert.equal(browser, null, "a browser is already running");
+  const dir = mkdtempSync(path.join(tmp, "chromium-profile-"));
+  const ctx = await chromium.launchPersistentContext(dir, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport, timeout: 30000 });
+  const page = ctx.pages()[0] || await ctx.newPage();
+  const errors = [];
+  page.on("pageerror", e => { if (errors.length < 20) errors.push(String(e)); });
+  browser = { ctx, page, dir, errors };
+  return browser;
+}
+
+async function closeBrowser() {
+  const b = browser;
+  if (!b) return;
+  browser = null;
+  await Promise.race([b.ctx.close(), sleep(10000)]);
+  rmSync(b.dir, { recursive: true, force: true });
+}
+
+/** Forces a full GC (several passes) and reads Chromium's own counters for the page. */
+async function measure(page, cdp) {
+  for (let i = 0; i < 3; i++) await cdp.send("HeapProfiler.collectGarbage");
+  const { metrics } = await cdp.send("Performance.getMetrics");
+  const m = Object.fromEntries(metrics.map(x => [x.name, x.value]));
+  const imgs = await page.evaluate(() => document.querySelectorAll("img").length);
+  return { nodes: m.Nodes, heapUsed: m.JSHeapUsedSize, imgs, listeners: m.JSEventListeners, documents: m.Documents };
+}
+
+const camSel = name => `.cam[data-camera="${name}"]`;
+const text = (page, sel) => page.locator(sel).first().textContent({ timeout: 2000 });
+const connState = page => page.evaluate(() => document.getElementById("conn").dataset.state);
+
+// Records layout shifts that move something inside a camera card (the image loading must not).
+const LAYOUT_SHIFT_PROBE = () => {
+  window.__shift = { total: 0, cards: 0 };
+  new PerformanceObserver(list => {
+    for (const e of list.getEntries()) {
+      if (e.hadRecentInput) continue;
+      window.__shift.total += e.value;
+      if ((e.sources || []).some(s => s.node && s.node.closest && s.node.closest(".cam"))) window.__shift.cards += e.value;
+    }
+  }).observe({ type: "layout-shift", buffered: true });
+};
+
+// ---------------------------------------------------------------- the tests
+
+test("setup: camjobd starts with a RUNNING and a FAILED camera", { timeout: 60000 }, async () => {
+  port = await freePort();
+  writeConfig();
+  await startBackend();
+  const s = await waitFor("cam0 RUNNING and broken FAILED", 10000, async () => {
+    const s = await api("/api/status");
+    return cam(s, "cam0").job.state === "RUNNING" && cam(s, "broken").job.state === "FAILED" && s;
+  }, 100);
+  console.log(`camjobd at ${backend.url}; cameras: ${s.cameras.map(c => `${c.camera} ${c.job.state}`).join(", ")}`);
+});
+
+test(`long run: ${POLLS} status polls at ?poll_ms=${LONG_POLL_MS}, bounded DOM, heap and requests`, { timeout: 60000 + POLLS * LONG_POLL_MS * 3 }, async () => {
+  const { page, ctx, errors } = await launchBrowser(DESKTOP);
+  const cdp = await ctx.newCDPSession(page);
+  await cdp.send("Performance.enable");
+  await page.addInitScript(LAYOUT_SHIFT_PROBE);
+
+  // Requests to /api/ in flight, from the browser's own network events.
+  const inFlight = new Set();
+  let maxInFlight = 0, statusPolls = 0, images = 0, eventFetches = 0, failed = 0;
+  const isApi = r => new URL(r.url()).pathname.startsWith("/api/");
+  page.on("request", r => {
+    if (!isApi(r)) return;
+    inFlight.add(r);
+    maxInFlight = Math.max(maxInFlight, inFlight.size);
+    const p = new URL(r.url()).pathname;
+    if (p === "/api/status") statusPolls++;
+    else if (p.endsWith("/latest.jpg")) images++;
+    else if (p === "/api/events") eventFetches++;
+  });
+  page.on("requestfinished", r => inFlight.delete(r));
+  page.on("requestfailed", r => { if (inFlight.delete(r)) failed++; });
+
+  const t0 = now();
+  await page.goto(`${backend.url}?poll_ms=${LONG_POLL_MS}`, { waitUntil: "load" });
+  await waitFor(`${WARMUP_POLLS} warm-up polls`, 60000, () => statusPolls >= WARMUP_POLLS, 50);
+  const before = await measure(page, cdp);
+  const shiftBefore = await page.evaluate(() => ({ ...window.__shift }));
+  const tWarm = now(), pollsWarm = statusPolls;
+  console.log(`warm-up: ${statusPolls} polls in ${((tWarm - t0) / 1000).toFixed(1)} s; nodes ${before.nodes}, JS heap used ${before.heapUsed} B, <img> ${before.imgs}, listeners ${before.listeners}`);
+
+  // The long run, with a progress line every 60 s; deadline: 3x the nominal time plus a minute.
+  const deadline = now() + 60000 + POLLS * LONG_POLL_MS * 3;
+  let nextReport = now() + 60000;
+  while (statusPolls < POLLS) {
+    assert.ok(now() < deadline, `only ${statusPolls} of ${POLLS} polls before the deadline`);
+    assert.ok(backend && !backend.exit, "camjobd exited during the long run");
+    if (now() >= nextReport) {
+      nextReport += 60000;
+      const rate = (statusPolls - pollsWarm) / ((now() - tWarm) / 1000);
+      console.log(`  ${statusPolls} polls, ${rate.toFixed(1)}/s, ${images} images, max in flight ${maxInFlight}`);
+    }
+    await sleep(200);
+  }
+  const after_ = await measure(page, cdp);
+  const shiftAfter = await page.evaluate(() => ({ ...window.__shift }));
+  const seconds = (now() - t0) / 1000;
+  const status = await api("/api/status");
+  // The page's own view, read between two image loads (an image may be loading right now).
+  const page_ = await waitFor("cam0's image between two loads", 2000, () => page.evaluate(() => {
+    const img = document.querySelector('.cam[data-camera="cam0"] img');
+    if (!img.complete) return null;
+    return { conn: document.getElementById("conn").dataset.state, state: document.querySelector('.cam[data-camera="cam0"] .state').textContent,
+      imgLoaded: img.naturalWidth, cards: document.querySelectorAll(".cam").length, rows: document.querySelectorAll("#events li").length };
+  }), 5);
+
+  Object.assign(figures, { polls: statusPolls, images, eventFetches, maxInFlight, failed, seconds,
+    nodesBefore: before.nodes, nodesAfter: after_.nodes, heapBefore: before.heapUsed, heapAfter: after_.heapUsed });
+  const growth = after_.heapUsed - before.heapUsed;
+  console.log(`long run: ${statusPolls} status polls (${((statusPolls - pollsWarm) / ((now() - tWarm) / 1000)).toFixed(1)}/s after warm-up), ` +
+    `${images} image loads, ${eventFetches} event fetches, ${failed} failed requests, in ${seconds.toFixed(1)} s`);
+  console.log(`  DOM nodes:        ${before.nodes} -> ${after_.nodes}`);
+  console.log(`  JS heap used:     ${before.heapUsed} -> ${after_.heapUsed} B (${growth >= 0 ? "+" : ""}${(growth / 1024).toFixed(1)} KiB)`);
+  console.log(`  event listeners:  ${before.listeners} -> ${after_.listeners}; documents ${before.documents} -> ${after_.documents}`);
+  console.log(`  <img> elements:   ${before.imgs} -> ${after_.imgs} (cameras: ${status.cameras.length}); cards ${page_.cards}; event rows ${page_.rows}`);
+  console.log(`  API requests in flight, max: ${maxInFlight}`);
+  console.log(`  layout shift inside the cards after warm-up: ${(shiftAfter.cards - shiftBefore.cards).toFixed(4)} (whole page ${(shiftAfter.total - shiftBefore.total).toFixed(4)})`);
+  console.log(`  cam0 on the page: ${page_.state}, image loaded (${page_.imgLoaded} px wide), connection ${page_.conn}; page errors: ${errors.length}`);
+
+  assert.deepEqual(errors, [], "no script errors on the page");
+  assert.ok(statusPolls >= POLLS);
+  assert.equal(after_.nodes, before.nodes, "DOM node count after the long run equals the count after warm-up");
+  assert.ok(growth < 1024 * 1024, `JS heap grew by ${growth} B (limit 1 MiB)`);
+  assert.equal(before.imgs, status.cameras.length, "one <img> per camera after warm-up");
+  assert.equal(after_.imgs, status.cameras.length, "one <img> per camera at the end");
+  assert.ok(maxInFlight <= 1, `at most one API request in flight (saw ${maxInFlight})`);
+  assert.ok(images >= POLLS / 2, `the image followed the snapshots (${images} loads in ${statusPolls} polls)`);
+  assert.equal(shiftAfter.cards - shiftBefore.cards, 0, "no layout shift inside the cards while images load");
+  assert.equal(page_.state, "RUNNING");
+  assert.equal(page_.imgLoaded, 160);
+  assert.equal(page_.conn, "live");
+});
+
+test("closing the browser does not stop the job", { timeout: 60000 }, async () => {
+  await closeBrowser();
+  const a = cam(await api("/api/status"), "cam0").job;
+  const t = now();
+  await sleep(10000);  // the check itself: 10 s with no browser at all
+  const b = cam(await api("/api/status"), "cam0").job;
+  const fps = (b.frames_captured - a.frames_captured) / ((now() - t) / 1000);
+  console.log(`no browser for 10 s: cam0 job ${b.id} ${b.state}, frames_captured ${a.frames_captured} -> ${b.frames_captured} (${fps.toFixed(1)} fps)`);
+  assert.equal(b.id, a.id, "still the same job");
+  assert.equal(b.state, "RUNNING");
+  assert.ok(b.frames_captured > a.frames_captured, "frames still increasing");
+});
+
+test("reopened, the page shows the current state right after load (first poll immediate)", { timeout: 60000 }, async () => {
+  const { page } = await launchBrowser(DESKTOP);
+  const t0 = now();
+  await page.goto(backend.url, { waitUntil: "load" });  // the default 2 s interval
+  const tLoad = now();
+  await waitFor("cam0 shown as RUNNING", 1500, async () => (await text(page, `${camSel("cam0")} .state`)) === "RUNNING", 10);
+  const shown = now();
+  const s = await api("/api/status");
+  const shownJob = await text(page, `${camSel("cam0")} .job`);
+  figures.firstStateMs = Math.round(shown - t0);
+  console.log(`reopened: cam0 RUNNING shown ${Math.round(shown - t0)} ms after navigation started (${Math.round(shown - tLoad)} ms after load; poll interval 2000 ms); job ${shownJob}`);
+  assert.equal(shownJob, `#${cam(s, "cam0").job.id}`);
+  assert.ok(shown - tLoad < 1500, "shown well before the first interval would have passed");
+});
+
+test("the FAILED camera shows its reason in a banner", { timeout: 30000 }, async () => {
+  const { page } = browser;
+  const reason = cam(await api("/api/status"), "broken").job.reason;
+  assert.ok(reason && reason.length > 0, "the API gives a reason");
+  const banner = page.locator(`${camSel("broken")} .banner`);
+  await waitFor("the FAILED banner", 5000, () => banner.isVisible());
+  const shown = await banner.textContent();
+  console.log(`FAILED banner: "${shown}"`);
+  assert.equal(shown, `FAILED: ${reason}`);
+  assert.equal(await text(page, `${camSel("broken")} .state`), "FAILED");
+});
+
+test("screenshots of a running and a failed camera, phone and desktop", { timeout: 60000 }, async () => {
+  const { page } = browser;
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const imgLoaded = () => page.evaluate(() => { const i = document.querySelector('.cam[data-camera="cam0"] img'); return i.complete && i.naturalWidth > 0; });
+  const shots = [];
+  const shot = async (name, target, opts = {}) => {
+    const file = path.join(ARTIFACTS, name);
+    await target.screenshot({ path: file, animations: "disabled", ...opts });
+    const bytes = statSync(file).size;
+    shots.push(`${name} ${(bytes / 1024).toFixed(0)} KiB`);
+    assert.ok(bytes < MAX_PNG_BYTES, `${name} is ${bytes} B (limit ${MAX_PNG_BYTES})`);
+  };
+  await page.setViewportSize(PHONE);
+  await waitFor("the cam0 image", 5000, imgLoaded);
+  await shot("dashboard-running.png", page.locator(camSel("cam0")));
+  await shot("dashboard-failed.png", page.locator(camSel("broken")));
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await shot("dashboard-phone.png", page, { fullPage: true });
+  // Phone-width usable: nothing wider than the screen.
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `page is ${overflow} px wider than a ${PHONE.width} px screen`);
+  await page.setViewportSize(DESKTOP);
+  await waitFor("the cam0 image", 5000, imgLoaded);
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await shot("dashboard-desktop.png", page);  // the viewport: both cards and the newest events
+  console.log(`screenshots in ${ARTIFACTS}: ${shots.join(", ")}`);
+});
+
+test("polling pauses while the page is hidden and resumes at once when shown", { timeout: 30000 }, async () => {
+  const { page } = browser;
+  let polls = 0;
+  const onRequest = r => { if (new URL(r.url()).pathname === "/api/status") polls++; };
+  page.on("request", onRequest);
+  await page.goto(`${backend.url}?poll_ms=${KILL_POLL_MS}`, { waitUntil: "load" });
+  await waitFor("a few polls", 5000, () => polls >= 3);
+  // document.hidden overridden on the document (what a hidden tab reports) plus the event.
+  const setHidden = hidden => page.evaluate(h => {
+    if (h) Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+    else delete document.hidden;
+    document.dispatchEvent(new Event("visibilitychange"));
+  }, hidden);
+  await setHidden(true);
+  await sleep(KILL_POLL_MS);  // a poll already running may finish
+  const hiddenFrom = polls;
+  await sleep(4 * KILL_POLL_MS);
+  const whileHidden = polls - hiddenFrom;
+  const t = now();
+  await setHidden(false);
+  await waitFor("a poll right after the page is shown", KILL_POLL_MS / 2, () => polls > hiddenFrom + whileHidden, 5);
+  const resumeMs = Math.round(now() - t);
+  page.off("request", onRequest);
+  console.log(`hidden for ${4 * KILL_POLL_MS} ms at poll_ms=${KILL_POLL_MS}: ${whileHidden} polls; shown again: polled after ${resumeMs} ms`);
+  assert.equal(whileHidden, 0, "no poll while hidden");
+});
+
+test("backend killed: shown as disconnected; restarted: recovers without a reload", { timeout: 90000 }, async () => {
+  const { page } = browser;
+  let navigations = 0, statusFailed = 0;
+  page.on("framenavigated", f => { if (f === page.mainFrame()) navigations++; });
+  page.on("requestfailed", r => { if (new URL(r.url()).pathname === "/api/status") statusFailed++; });
+  await page.goto(`${backend.url}?poll_ms=${KILL_POLL_MS}`, { waitUntil: "load" });
+  await waitFor("live and RUNNING", 5000, async () => (await connState(page)) === "live" && (await text(page, `${camSel("cam0")} .state`)) === "RUNNING");
+  navigations = 0;
+  await page.evaluate(() => { window.__sameDocument = true; });
+  const jobBefore = await text(page, `${camSel("cam0")} .job`);
+
+  // Kill (SIGTERM), and time how long the page takes to say so.
+  const exit = await stopBackend();
+  const tDown = now();
+  assert.equal(exit.code, 0, `camjobd exits 0 on SIGTERM (got ${JSON.stringify(exit)})`);
+  const limit = 2 * KILL_POLL_MS + 500;
+  await waitFor("the page to show disconnected", limit, async () => (await connState(page)) === "down", 10);
+  const detectMs = Math.round(now() - tDown);
+  const connText = await page.locator("#conn").textContent();
+  const staleState = await text(page, `${camSel("cam0")} .state`);
+  const dimmed = await page.evaluate(() => document.body.classList.contains("stale"));
+  console.log(`backend stopped: page showed "${connText}" after ${detectMs} ms (limit ${limit} ms at poll_ms=${KILL_POLL_MS}); last known state ${staleState}, dimmed ${dimmed}`);
+  assert.equal(staleState, "RUNNING", "the last known state stays on screen");
+  assert.ok(dimmed, "and is marked stale");
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const discPng = path.join(ARTIFACTS, "dashboard-disconnected.png");
+  await page.screenshot({ path: discPng, animations: "disabled", clip: { x: 0, y: 0, width: DESKTOP.width, height: 480 } });
+  assert.ok(statSync(discPng).size < MAX_PNG_BYTES, `${discPng} is ${statSync(discPng).size} B`);
+
+  // A short outage (about 1.5 s), then the same port again.
+  await sleep(Math.max(0, 1500 - (now() - tDown)));
+  await startBackend();
+  const tUp = now();
+  const failuresAtRestart = statusFailed;
+  // The page's next try comes within its current backoff, POLL_MS x 2^failures.
+  const window_ = Math.min(30000, KILL_POLL_MS * 2 ** failuresAtRestart) + 1000;
+  await waitFor("the page to recover by itself", window_, async () => (await connState(page)) === "live", 20);
+  const recoverMs = Math.round(now() - tUp);
+  const s = await api("/api/status");
+  await waitFor("the new job on the page", 3000, async () => (await text(page, `${camSel("cam0")} .job`)) === `#${cam(s, "cam0").job.id}`);
+  const jobAfter = await text(page, `${camSel("cam0")} .job`);
+  const same = await page.evaluate(() => window.__sameDocument === true);
+  figures.detectMs = detectMs;
+  figures.recoverMs = recoverMs;
+  console.log(`backend restarted on port ${port} after ${Math.round(tUp - tDown)} ms down (${failuresAtRestart} failed polls): page live again ${recoverMs} ms later ` +
+    `(window ${window_} ms), no reload (${navigations} navigations); cam0 job ${jobBefore} -> ${jobAfter}`);
+  assert.ok(same && navigations === 0, "recovered without a reload");
+  assert.notEqual(jobAfter, jobBefore, "shows the restarted backend's job");
+  assert.equal(await text(page, `${camSel("cam0")} .state`), "RUNNING");
+  assert.ok(!(await page.evaluate(() => document.body.classList.contains("stale"))), "no longer marked stale");
+});
+
+test("stop and start from the page: the token is asked for on 401 and kept for the session", { timeout: 60000 }, async () => {
+  const { page } = browser;
+  const prompts = [];
+  const answers = ["wrong-token", TOKEN];
+  const onDialog = d => { prompts.push(d.message()); d.type() === "prompt" ? d.accept(answers.shift() ?? "") : d.dismiss(); };
+  page.on("dialog", onDialog);
+  const state = () => text(page, `${camSel("cam0")} .state`);
+  await waitFor("cam0 RUNNING", 5000, async () => (await state()) === "RUNNING");
+
+  await page.locator(`${camSel("cam0")} .stop`).click();
+  await waitFor("cam0 STOPPED", 10000, async () => (await state()) === "STOPPED");
+  const api1 = cam(await api("/api/status"), "cam0").job;
+  const stopPrompts = prompts.length;
+  console.log(`Stop: ${stopPrompts} prompts (a wrong token, then the right one): ${JSON.stringify(prompts)}; API: job ${api1.id} ${api1.state} (${api1.reason})`);
+  assert.equal(stopPrompts, 2);
+  assert.match(prompts[1], /refused/);
+  assert.equal(api1.state, "STOPPED");
+
+  await waitFor("the Start button enabled", 5000, () => page.locator(`${camSel("cam0")} .start`).isEnabled());
+  await page.locator(`${camSel("cam0")} .start`).click();
+  await waitFor("cam0 RUNNING again", 10000, async () => (await state()) === "RUNNING");
+  const api2 = cam(await api("/api/status"), "cam0").job;
+  console.log(`Start: ${prompts.length - stopPrompts} more prompts (the token is kept for the session); API: job ${api2.id} ${api2.state}; page: job ${await text(page, `${camSel("cam0")} .job`)}`);
+  assert.equal(prompts.length, stopPrompts, "no prompt the second time");
+  assert.equal(api2.state, "RUNNING");
+  assert.ok(api2.id > api1.id, "a new job");
+  page.off("dialog", onDialog);
+  await closeBrowser();
+  console.log(`figures: ${JSON.stringify(figures)}`);
+});
