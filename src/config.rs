@@ -33,8 +33,14 @@ pub struct Config {
 pub struct HttpConfig {
     /// Listen address, `IP:PORT`; port 0 picks a free one (printed at start).
     pub bind: String,
-    /// When set, every non-GET request needs `Authorization: Bearer <token>`.
+    /// When set, every non-GET request needs `Authorization: Bearer <token>`. Printed as
+    /// `<redacted>` by `--check-config`.
+    #[serde(serialize_with = "redact")]
     pub token: Option<String>,
+    /// A file holding the token (first line), read at start-up; keeps it out of the config.
+    pub token_file: Option<PathBuf>,
+    /// Listening beyond loopback without a token is refused unless this is true.
+    pub allow_open: bool,
     /// Worker threads; each serves one connection at a time.
     pub workers: usize,
     /// Accepted connections waiting for a worker; beyond this a connection gets 503.
@@ -276,6 +282,8 @@ impl Default for HttpConfig {
         HttpConfig {
             bind: "127.0.0.1:8080".into(),
             token: None,
+            token_file: None,
+            allow_open: false,
             workers: 4,
             queue: 32,
             read_timeout_ms: 5_000,
@@ -371,7 +379,33 @@ impl std::error::Error for ConfigError {}
 /// Most cameras one process runs; each costs a thread and a frame pool.
 pub const MAX_CAMERAS: usize = 8;
 
+/// `--check-config` must not print the secret.
+fn redact<S: serde::Serializer>(token: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match token {
+        Some(_) => s.serialize_some("<redacted>"),
+        None => s.serialize_none(),
+    }
+}
+
 impl Config {
+    /// Reads `http.token_file` into `http.token` (after validation).
+    pub fn load_token_file(&mut self) -> Result<(), ConfigError> {
+        let Some(path) = &self.http.token_file else { return Ok(()) };
+        let fail = |message: String| ConfigError { path: "http.token_file".into(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fail(format!("cannot read {}: {e}; the service user needs read access to it", path.display()))
+        })?;
+        let token = text.lines().next().unwrap_or("").trim().to_string();
+        if token.is_empty() || token.len() > 256 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(fail(format!(
+                "{}: the first line must be 1 to 256 printable ASCII characters",
+                path.display()
+            )));
+        }
+        self.http.token = Some(token);
+        Ok(())
+    }
+
     /// Parses and validates a JSON document.
     pub fn from_json(text: &str) -> Result<Config, ConfigError> {
         let de = &mut serde_json::Deserializer::from_str(text);
@@ -400,6 +434,22 @@ impl Config {
                 "http.bind",
                 format!("{:?} is not IP:PORT (for example \"127.0.0.1:8080\" or \"[::]:8080\")", h.bind),
             );
+        }
+        v.check(
+            "http.token_file",
+            !(h.token.is_some() && h.token_file.is_some()),
+            "give http.token or http.token_file, not both",
+        );
+        if let Ok(addr) = h.bind.parse::<SocketAddr>() {
+            let open = !addr.ip().is_loopback() && h.token.is_none() && h.token_file.is_none();
+            if open && !h.allow_open {
+                v.fail(
+                    "http.bind",
+                    format!(
+                        "{addr} lets anyone on the network start and stop jobs: set http.token or http.token_file, or set http.allow_open: true to accept that"
+                    ),
+                );
+            }
         }
         if let Some(t) = &h.token {
             v.check(

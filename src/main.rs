@@ -72,8 +72,11 @@ fn load(source: &Source) -> Result<Config, Error> {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 Error::Config(ConfigError { path: "--config".into(), message: format!("cannot read {path}: {e}") })
             })?;
-            Config::from_json(&text)
-                .map_err(|e| Error::Config(ConfigError { path: e.path, message: format!("{} (in {path})", e.message) }))
+            let mut config = Config::from_json(&text).map_err(|e| {
+                Error::Config(ConfigError { path: e.path, message: format!("{} (in {path})", e.message) })
+            })?;
+            config.load_token_file()?;
+            Ok(config)
         }
     }
 }

@@ -371,12 +371,14 @@ impl Drop for Tmpfs {
     }
 }
 
-#[test]
-fn a_full_disk_is_counted_and_survived_and_space_coming_back_heals_it() {
-    let dir = TempDir::new("diskfull");
-    let Some(fs) = Tmpfs::mount(dir.path("small"), "4m") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); the disk-full path is untested in this run");
-        return;
+/// A daemon whose storage.dir is on a fresh tmpfs of `size`, writing 320x240 snapshots as fast
+/// as it can, with only the disk (not a budget) to stop it. `fill` bytes of another file are
+/// written first. `None` (and a SKIPPED line) where mounting is not allowed.
+fn on_small_disk(tag: &str, size: &str, min_free: u64, fill: usize) -> Option<(Tmpfs, Daemon, PathBuf)> {
+    let dir = TempDir::new(tag);
+    let Some(fs) = Tmpfs::mount(dir.path("small"), size) else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); the small-disk paths are untested in this run");
+        return None;
     };
     let data = fs.0.join("data");
     let cam = synthetic(
@@ -385,13 +387,18 @@ fn a_full_disk_is_counted_and_survived_and_space_coming_back_heals_it() {
                "store": {"max_bytes": 100_000_000, "max_files": 100_000}}),
     );
     let mut cfg = config(&dir, json!([cam]), json!({}));
-    cfg["storage"] = json!({"dir": data, "max_bytes": 100_000_000, "min_free_bytes": 0});
-    // Another program fills most of the disk.
-    std::fs::create_dir_all(&data).unwrap();
+    cfg["storage"] = json!({"dir": data, "max_bytes": 100_000_000, "min_free_bytes": min_free});
     let filler = fs.0.join("filler");
-    std::fs::write(&filler, vec![1u8; 3 * 1024 * 1024]).unwrap();
+    std::fs::write(&filler, vec![1u8; fill]).unwrap();
     let d = Daemon::start_in(dir, &cfg);
     d.wait_state("cam0", "RUNNING", 10 * SEC);
+    Some((fs, d, filler))
+}
+
+#[test]
+fn a_full_disk_is_counted_and_survived_and_space_coming_back_heals_it() {
+    // Another program fills most of the disk.
+    let Some((fs, d, filler)) = on_small_disk("diskfull", "4m", 0, 3 * 1024 * 1024) else { return };
     let j = d.wait_job("cam0", 20 * SEC, |_| d.camera("cam0")["store"]["errors"].as_u64().unwrap() >= 5);
     assert_eq!(j["state"], "RUNNING", "a full disk does not stop the job");
     let e = d
@@ -421,21 +428,7 @@ fn a_full_disk_is_counted_and_survived_and_space_coming_back_heals_it() {
 
 #[test]
 fn low_free_space_gives_back_the_oldest_snapshots() {
-    let dir = TempDir::new("lowfree");
-    let Some(fs) = Tmpfs::mount(dir.path("small"), "8m") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
-        return;
-    };
-    let data = fs.0.join("data");
-    let cam = synthetic(
-        "cam0",
-        json!({"snapshot_interval_ms": 0, "source": {"width": 320, "height": 240, "fps": 200},
-               "store": {"max_bytes": 100_000_000, "max_files": 100_000}}),
-    );
-    let mut cfg = config(&dir, json!([cam]), json!({}));
-    cfg["storage"] = json!({"dir": data, "max_bytes": 100_000_000, "min_free_bytes": 4 * 1024 * 1024});
-    let d = Daemon::start_in(dir, &cfg);
-    d.wait_state("cam0", "RUNNING", 10 * SEC);
+    let Some((fs, d, _)) = on_small_disk("lowfree", "8m", 4 * 1024 * 1024, 0) else { return };
     let e = d.wait_event(20 * SEC, |e| e["message"].as_str().unwrap_or("").contains("below storage.min_free_bytes"));
     println!("low free space: {}", e["message"]);
     let s = d.camera("cam0")["store"].clone();

@@ -60,7 +60,7 @@ impl Api {
         match action {
             "" if get => Response::json(200, &serde_json::to_value(cam.view()).expect("plain data")),
             "latest.jpg" if get => latest_jpg(req, cam),
-            "snapshots" if get => snapshots(req.query, cam),
+            "snapshots" if get => snapshots(req.query, cam).unwrap_or_else(|e| e),
             a if get && a.starts_with("snapshots/") => snapshot_jpg(req, cam, &self.shared, &a["snapshots/".len()..]),
             "start" if req.method == "POST" => match parse_limits(req.body) {
                 Ok(limits) => self.command(|reply| Command::Start { camera: index, limits, reply }),
@@ -95,34 +95,16 @@ impl Api {
     }
 
     /// `GET /api/jobs?camera=NAME&limit=N`: active jobs first, then ended ones, newest first.
-    fn jobs(&self, query: &str) -> Response {
+    fn jobs(&self, query: &str) -> Result<Response, Response> {
         let mut camera = None;
         let mut limit = crate::status::JOB_HISTORY;
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        for (k, v) in params(query, &["camera", "limit"])? {
             match k {
-                "camera" => match self.shared.camera_index(v) {
-                    Some(_) => camera = Some(v),
-                    None => return Response::error(404, "not_found", &format!("no camera named {v:?}")),
-                },
-                "limit" => match v.parse::<usize>() {
-                    Ok(n) if n >= 1 => limit = n.min(crate::status::JOB_HISTORY),
-                    _ => {
-                        let max = crate::status::JOB_HISTORY;
-                        return Response::error(
-                            400,
-                            "bad_query",
-                            &format!("limit={v:?} must be a whole number from 1 to {max}"),
-                        );
-                    }
-                },
-                _ => {
-                    return Response::error(
-                        400,
-                        "bad_query",
-                        &format!("unknown query parameter {k:?}; use camera and limit"),
-                    )
+                "camera" if self.shared.camera_index(v).is_none() => {
+                    return Err(Response::error(404, "not_found", &format!("no camera named {v:?}")))
                 }
+                "camera" => camera = Some(v),
+                _ => limit = limit_param(v, crate::status::JOB_HISTORY)?,
             }
         }
         let active: Vec<_> = self
@@ -134,47 +116,21 @@ impl Api {
             .filter(|j| j.state.is_active())
             .collect();
         let ended = self.shared.history(camera, limit);
-        Response::json(200, &json!({ "active": active, "ended": ended }))
+        Ok(Response::json(200, &json!({ "active": active, "ended": ended })))
     }
 
-    fn events(&self, query: &str) -> Response {
+    fn events(&self, query: &str) -> Result<Response, Response> {
         let mut after = 0u64;
         let mut limit = EVENTS_DEFAULT_LIMIT;
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        for (k, v) in params(query, &["after", "limit"])? {
             match k {
-                "after" => match v.parse() {
-                    Ok(n) => after = n,
-                    Err(_) => {
-                        return Response::error(
-                            400,
-                            "bad_query",
-                            &format!("after={v:?} is not a sequence number (a whole number >= 0)"),
-                        )
-                    }
-                },
-                "limit" => match v.parse::<usize>() {
-                    Ok(n) if n >= 1 => limit = n.min(MAX_PAGE),
-                    _ => {
-                        return Response::error(
-                            400,
-                            "bad_query",
-                            &format!("limit={v:?} must be a whole number from 1 to {MAX_PAGE}"),
-                        )
-                    }
-                },
-                _ => {
-                    return Response::error(
-                        400,
-                        "bad_query",
-                        &format!("unknown query parameter {k:?}; use after and limit"),
-                    )
-                }
+                "after" => after = seq_param(k, v)?,
+                _ => limit = limit_param(v, MAX_PAGE)?,
             }
         }
         let mut events: Vec<Event> = Vec::with_capacity(limit);
         let next = self.shared.events.page(after, limit, &mut events);
-        Response::json(200, &json!({ "events": events, "next": next }))
+        Ok(Response::json(200, &json!({ "events": events, "next": next })))
     }
 }
 
@@ -203,9 +159,22 @@ impl Handler for Api {
                 Response { status: 200, content_type: "text/plain", headers: Vec::new(), body: Body::Static(b"ok\n") }
             }
             "/api/status" if get => self.status(),
-            "/api/events" if get => self.events(req.query),
-            "/api/jobs" if get => self.jobs(req.query),
-            "/" | "/index.html" | "/healthz" | "/api/status" | "/api/events" | "/api/jobs" => {
+            "/api/events" if get => self.events(req.query).unwrap_or_else(|e| e),
+            "/api/jobs" if get => self.jobs(req.query).unwrap_or_else(|e| e),
+            "/metrics" if get => Response {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                headers: vec![("Cache-Control", "no-store".into())],
+                body: Body::Bytes(
+                    super::metrics::render(
+                        &self.shared,
+                        self.http_stats.get().map(|s| &**s),
+                        self.started.elapsed().as_secs_f64(),
+                    )
+                    .into_bytes(),
+                ),
+            },
+            "/" | "/index.html" | "/healthz" | "/api/status" | "/api/events" | "/api/jobs" | "/metrics" => {
                 method_not_allowed("GET, HEAD")
             }
             _ => match path.strip_prefix("/api/cameras/") {
@@ -245,39 +214,51 @@ fn latest_jpg(req: &Request<'_>, cam: &CameraShared) -> Response {
     Response { status: 200, content_type: "image/jpeg", headers, body: Body::Shared(frame) }
 }
 
+/// The `key=value` pairs of a query string, each key one of `allowed` (else a 400 naming it).
+/// Values are not percent-decoded: every parameter here is a number or a camera name.
+fn params<'a>(query: &'a str, allowed: &[&str]) -> Result<Vec<(&'a str, &'a str)>, Response> {
+    let mut out = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if !allowed.contains(&k) {
+            let msg = format!("unknown query parameter {k:?}; use {}", allowed.join(" and "));
+            return Err(Response::error(400, "bad_query", &msg));
+        }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+/// A sequence number parameter (`after`, `before`).
+fn seq_param(key: &str, v: &str) -> Result<u64, Response> {
+    v.parse().map_err(|_| {
+        Response::error(400, "bad_query", &format!("{key}={v:?} is not a sequence number (a whole number >= 0)"))
+    })
+}
+
+/// A `limit` from 1 to `max`; larger values (even beyond u64) are capped, not refused.
+fn limit_param(v: &str, max: usize) -> Result<usize, Response> {
+    let digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+    match v.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n.min(max as u64) as usize),
+        Err(_) if digits => Ok(max),
+        _ => Err(Response::error(400, "bad_query", &format!("limit={v:?} must be a whole number from 1 to {max}"))),
+    }
+}
+
 /// Default and largest page of `GET .../snapshots`.
 const SNAPSHOTS_DEFAULT_LIMIT: usize = 50;
 const SNAPSHOTS_MAX_LIMIT: usize = 500;
 
 /// `GET /api/cameras/{name}/snapshots?before=SEQ&limit=N`: the memory ring and the disk
 /// together, newest first; `stored` says whether the file exists.
-fn snapshots(query: &str, cam: &CameraShared) -> Response {
+fn snapshots(query: &str, cam: &CameraShared) -> Result<Response, Response> {
     let mut before = None;
     let mut limit = SNAPSHOTS_DEFAULT_LIMIT;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+    for (k, v) in params(query, &["before", "limit"])? {
         match k {
-            "before" => match v.parse() {
-                Ok(n) => before = Some(n),
-                Err(_) => return Response::error(400, "bad_query", &format!("before={v:?} is not a snapshot seq")),
-            },
-            "limit" => match v.parse::<usize>() {
-                Ok(n) if n >= 1 => limit = n.min(SNAPSHOTS_MAX_LIMIT),
-                _ => {
-                    return Response::error(
-                        400,
-                        "bad_query",
-                        &format!("limit={v:?} must be a whole number from 1 to {SNAPSHOTS_MAX_LIMIT}"),
-                    )
-                }
-            },
-            _ => {
-                return Response::error(
-                    400,
-                    "bad_query",
-                    &format!("unknown query parameter {k:?}; use before and limit"),
-                )
-            }
+            "before" => before = Some(seq_param(k, v)?),
+            _ => limit = limit_param(v, SNAPSHOTS_MAX_LIMIT)?,
         }
     }
     let mut disk = Vec::with_capacity(limit);
@@ -315,7 +296,7 @@ fn snapshots(query: &str, cam: &CameraShared) -> Response {
         out.push(item);
     }
     let next = if out.len() == limit { out.last().and_then(|v| v["seq"].as_u64()) } else { None };
-    Response::json(200, &json!({ "snapshots": out, "before_next": next }))
+    Ok(Response::json(200, &json!({ "snapshots": out, "before_next": next })))
 }
 
 /// `GET /api/cameras/{name}/snapshots/{seq}.jpg`: from memory if it is the latest, else from

@@ -1,0 +1,147 @@
+//! `GET /metrics` in the Prometheus text format (version 0.0.4), so a fleet of boards can be
+//! watched by an existing Prometheus server. Everything here is read from published state and
+//! `/proc/self`; nothing is computed per frame for it.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::server::Stats;
+use crate::status::{JobState, Shared};
+
+/// Writes one metric family's HELP and TYPE lines.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP camjobd_{name} {help}\n# TYPE camjobd_{name} {kind}");
+}
+
+/// Label values are camera names (`A-Z a-z 0-9 _ -`, checked by the config): no escaping needed.
+fn sample(out: &mut String, name: &str, camera: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "camjobd_{name}{{camera=\"{camera}\"}} {value}");
+}
+
+/// The whole exposition.
+pub fn render(shared: &Shared, http: Option<&Stats>, uptime_s: f64) -> String {
+    let mut out = String::with_capacity(8192);
+    let views: Vec<_> = shared.cameras.iter().map(|c| c.view()).collect();
+    let now = crate::clock::unix_now();
+
+    type Get = fn(&crate::status::CameraView) -> f64;
+    let per_camera: [(&str, &str, &str, Get); 13] = [
+        ("frames_captured_total", "counter", "Frames read from the camera in the current job.", |v| {
+            v.job.frames_captured as f64
+        }),
+        (
+            "frames_dropped_total",
+            "counter",
+            "Frames lost in the current job (oversize, malformed, no free buffer).",
+            |v| v.job.frames_dropped as f64,
+        ),
+        ("errors_total", "counter", "Source errors in the current job.", |v| v.job.errors_total as f64),
+        ("recoveries_total", "counter", "Recoveries in the current job.", |v| v.job.recoveries as f64),
+        ("snapshots_kept_total", "counter", "Snapshots kept in the current job.", |v| v.job.snapshots as f64),
+        ("job_id", "gauge", "Id of the camera's current (or last) job; 0 before the first.", |v| {
+            v.job.id.unwrap_or(0) as f64
+        }),
+        ("store_files", "gauge", "Snapshot files on disk.", |v| v.store.files as f64),
+        ("store_bytes", "gauge", "Bytes of snapshot files on disk.", |v| v.store.bytes as f64),
+        ("store_written_total", "counter", "Snapshot files written since start.", |v| v.store.written as f64),
+        ("store_dropped_total", "counter", "Snapshots not written because the store queue was full.", |v| {
+            v.store.dropped as f64
+        }),
+        ("store_errors_total", "counter", "Failed snapshot writes.", |v| v.store.errors as f64),
+        ("store_deleted_total", "counter", "Snapshot files deleted by retention.", |v| v.store.deleted as f64),
+        ("store_unchanged_total", "counter", "Snapshots skipped by keep: changed.", |v| v.store.unchanged as f64),
+    ];
+    for (name, kind, help, get) in per_camera {
+        family(&mut out, name, kind, help);
+        for v in &views {
+            sample(&mut out, name, &v.camera, get(v));
+        }
+    }
+    family(
+        &mut out,
+        "seconds_since_last_frame",
+        "gauge",
+        "Seconds since the last good frame; absent before the first.",
+    );
+    for v in &views {
+        if let Some(t) = v.job.last_frame_at {
+            sample(&mut out, "seconds_since_last_frame", &v.camera, format_args!("{:.3}", (now - t).max(0.0)));
+        }
+    }
+    family(&mut out, "job_state", "gauge", "1 for the state the camera's job is in, 0 for the others.");
+    for v in &views {
+        for s in JobState::ALL {
+            let on = u8::from(v.job.state == s);
+            let _ = writeln!(out, "camjobd_job_state{{camera=\"{}\",state=\"{}\"}} {on}", v.camera, s.as_str());
+        }
+    }
+
+    let proc = process();
+    let globals: [(&str, &str, &str, f64); 5] = [
+        ("process_resident_bytes", "gauge", "Resident memory (VmRSS).", proc.rss_bytes),
+        ("process_threads", "gauge", "Threads of the process.", proc.threads),
+        ("process_open_fds", "gauge", "Open file descriptors.", proc.fds),
+        ("uptime_seconds", "gauge", "Seconds since the service started.", uptime_s),
+        ("log_lines_dropped_total", "counter", "Log lines dropped because stderr was not being read.", {
+            crate::logging::DROPPED.load(Relaxed) as f64
+        }),
+    ];
+    for (name, kind, help, value) in globals {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "camjobd_{name} {value}");
+    }
+    if let Some(h) = http {
+        let http_metrics = [
+            ("http_connections_active", "gauge", "Connections being served.", h.connections_active.load(Relaxed)),
+            (
+                "http_connections_accepted_total",
+                "counter",
+                "Connections accepted.",
+                h.connections_accepted.load(Relaxed),
+            ),
+            ("http_connections_rejected_total", "counter", "Connections answered 503 because the queue was full.", {
+                h.connections_rejected.load(Relaxed)
+            }),
+            ("http_requests_total", "counter", "Requests handled.", h.requests.load(Relaxed)),
+            (
+                "http_bad_requests_total",
+                "counter",
+                "Requests refused as malformed or too large.",
+                h.bad_requests.load(Relaxed),
+            ),
+            ("http_timeouts_total", "counter", "Connections closed for being too slow.", h.timeouts.load(Relaxed)),
+            (
+                "http_accept_errors_total",
+                "counter",
+                "Failed accept() calls (EMFILE and the like).",
+                h.accept_errors.load(Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in http_metrics {
+            family(&mut out, name, kind, help);
+            let _ = writeln!(out, "camjobd_{name} {value}");
+        }
+    }
+    out
+}
+
+struct Process {
+    rss_bytes: f64,
+    threads: f64,
+    fds: f64,
+}
+
+/// RSS and threads from `/proc/self/status`, open fds from `/proc/self/fd`.
+fn process() -> Process {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |key: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count() as f64).unwrap_or(f64::NAN);
+    Process { rss_bytes: field("VmRSS:") * 1024.0, threads: field("Threads:"), fds }
+}

@@ -1,0 +1,208 @@
+//! Hostile conditions through the real binary: token files, open binds, Prometheus metrics,
+//! and floods of connections, slowloris and lying Content-Lengths all at once.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn token_file_and_open_binds() {
+    let dir = TempDir::new("tokenfile");
+    std::fs::write(dir.path("token"), "s3cret-from-file\n").unwrap();
+    let mut cfg = config(&dir, json!([synthetic("cam0", json!({}))]), json!({}));
+    cfg["http"]["token_file"] = json!(dir.path("token"));
+    // --check-config never prints the secret.
+    std::fs::write(dir.path("c.json"), cfg.to_string()).unwrap();
+    let o = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(dir.path("c.json"))
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(text.contains("<redacted>"), "{text}");
+
+    let d = Daemon::start_in(dir, &cfg);
+    d.wait_state("cam0", "RUNNING", 10 * SEC);
+    d.post("/api/cameras/cam0/stop", "").error_code(401);
+    let r = request(d.addr, "POST", "/api/cameras/cam0/stop", &[("Authorization", "Bearer s3cret-from-file")], b"");
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert!(!d.stderr().contains("s3cret"), "the token reached the log");
+
+    let run = |doc: serde_json::Value| {
+        let dir = TempDir::new("openbind");
+        std::fs::write(dir.path("c.json"), doc.to_string()).unwrap();
+        std::process::Command::new(bin())
+            .arg("--config")
+            .arg(dir.path("c.json"))
+            .arg("--check-config")
+            .output()
+            .unwrap()
+    };
+    let o = run(json!({"http": {"bind": "0.0.0.0:8080"}}));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("http.bind: 0.0.0.0:8080 lets anyone on the network"));
+    assert!(run(json!({"http": {"bind": "0.0.0.0:8080", "allow_open": true}})).status.success());
+    assert!(run(json!({"http": {"bind": "0.0.0.0:8080", "token": "abc"}})).status.success());
+    let o = run(json!({"http": {"token": "a", "token_file": "/x"}}));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("http.token_file: give http.token or http.token_file, not both")
+    );
+    let o = run(json!({"http": {"token_file": "/nonexistent/token"}}));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("http.token_file: cannot read /nonexistent/token"));
+}
+
+#[test]
+fn metrics_in_the_prometheus_text_format() {
+    let d = Daemon::start(
+        "metrics",
+        json!([synthetic("cam0", json!({})), synthetic("cam1", json!({"autostart": false}))]),
+        json!({}),
+    );
+    d.wait_state("cam0", "RUNNING", 10 * SEC);
+    d.wait_job("cam0", 10 * SEC, |j| j["frames_captured"].as_u64().unwrap() > 5);
+    let r = d.get("/metrics");
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = r.text();
+    let value = |line_start: &str| -> f64 {
+        let line =
+            text.lines().find(|l| l.starts_with(line_start)).unwrap_or_else(|| panic!("no {line_start} in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("camjobd_frames_captured_total{camera=\"cam0\"}") > 5.0);
+    assert_eq!(value("camjobd_job_state{camera=\"cam0\",state=\"RUNNING\"}"), 1.0);
+    assert_eq!(value("camjobd_job_state{camera=\"cam0\",state=\"FAILED\"}"), 0.0);
+    assert_eq!(value("camjobd_job_state{camera=\"cam1\",state=\"IDLE\"}"), 1.0);
+    assert!(value("camjobd_seconds_since_last_frame{camera=\"cam0\"}") < 5.0);
+    assert!(!text.contains("camjobd_seconds_since_last_frame{camera=\"cam1\"}"), "no frame yet: no sample");
+    assert!(value("camjobd_process_resident_bytes") > 1e6);
+    assert_eq!(value("camjobd_process_threads") as usize, d.threads());
+    assert!(value("camjobd_process_open_fds") > 3.0);
+    assert!(value("camjobd_http_requests_total") >= 1.0);
+    // Every sample line belongs to a family declared with HELP and TYPE.
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        assert!(text.contains(&format!("# TYPE {name} ")), "{name} has no TYPE");
+        line.rsplit(' ').next().unwrap().parse::<f64>().unwrap_or_else(|e| panic!("{line}: {e}"));
+    }
+}
+
+#[test]
+fn floods_of_connections_slowloris_and_lying_lengths_together() {
+    let cam = synthetic("cam0", json!({"source": {"fps": 30}, "snapshot_interval_ms": 1000}));
+    let d = Daemon::start("floods", json!([cam]), json!({"workers": 4, "queue": 32, "read_timeout_ms": 2000}));
+    d.wait_state("cam0", "RUNNING", 10 * SEC);
+    d.wait_job("cam0", 10 * SEC, |j| j["frames_captured"].as_u64().unwrap() > 10);
+    let (threads0, rss0) = (d.threads(), rss_kib(d.pid()));
+    let j0 = d.camera("cam0")["job"].clone();
+    let t0 = Instant::now();
+    let addr = d.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut flooders = Vec::new();
+    // 2,000 connections opened at once (four threads), held open.
+    for _ in 0..4 {
+        let stop = stop.clone();
+        flooders.push(std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for _ in 0..500 {
+                if let Ok(s) = TcpStream::connect_timeout(&addr, 2 * SEC) {
+                    held.push(s);
+                }
+            }
+            let n = held.len();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            n
+        }));
+    }
+    // 200 slowloris connections: one header byte every 250 ms.
+    {
+        let stop = stop.clone();
+        flooders.push(std::thread::spawn(move || {
+            let mut conns: Vec<TcpStream> =
+                (0..200).filter_map(|_| TcpStream::connect_timeout(&addr, 2 * SEC).ok()).collect();
+            let n = conns.len();
+            for s in &mut conns {
+                let _ = s.write_all(b"GET /api/status HTTP/1.1\r\nX-Slow: ");
+            }
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for s in &mut conns {
+                    let _ = s.write_all(b"a");
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            n
+        }));
+    }
+    // 100 requests that promise a body they never send.
+    {
+        let stop = stop.clone();
+        flooders.push(std::thread::spawn(move || {
+            let mut conns = Vec::new();
+            for _ in 0..100 {
+                if let Ok(mut s) = TcpStream::connect_timeout(&addr, 2 * SEC) {
+                    let _ = s.write_all(
+                        b"POST /api/cameras/cam0/start HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789",
+                    );
+                    conns.push(s);
+                }
+            }
+            let n = conns.len();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            n
+        }));
+    }
+    // Watch the daemon while the flood lasts.
+    let (mut max_threads, mut max_rss) = (0, 0);
+    while t0.elapsed() < 6 * SEC {
+        max_threads = max_threads.max(d.threads());
+        max_rss = max_rss.max(rss_kib(d.pid()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opened: Vec<usize> = flooders.into_iter().map(|t| t.join().unwrap()).collect();
+    let flood_end = Instant::now();
+    // /healthz answers within a second of the flood ending.
+    let r = request(addr, "GET", "/healthz", &[], b"");
+    let health_ms = flood_end.elapsed().as_millis();
+    assert_eq!(r.status, 200);
+    let j1 = d.camera("cam0")["job"].clone();
+    let elapsed = t0.elapsed().as_secs_f64();
+    let got = j1["frames_captured"].as_u64().unwrap() - j0["frames_captured"].as_u64().unwrap();
+    let dropped = j1["frames_dropped"].as_u64().unwrap() - j0["frames_dropped"].as_u64().unwrap();
+    let http = d.get("/api/status").json()["http"].clone();
+    println!(
+        "floods: connections opened {opened:?}; threads {threads0} -> max {max_threads}; RSS {rss0} KiB -> max {max_rss} KiB; \
+         frames {got} in {elapsed:.1} s at 30 fps (expected {:.0}), dropped {dropped}; /healthz {health_ms} ms after; http {http}",
+        30.0 * elapsed
+    );
+    assert!(opened[..4].iter().sum::<usize>() >= 1500, "the flood did not happen: {opened:?}");
+    assert_eq!(max_threads, threads0, "the thread count moved");
+    assert!(max_rss <= rss0 + 16 * 1024, "RSS grew from {rss0} to {max_rss} KiB");
+    assert!(got as f64 >= 30.0 * elapsed - 3.0, "capture lost frames: {got} in {elapsed:.1} s");
+    assert_eq!(dropped, 0);
+    assert!(health_ms <= 1000, "/healthz took {health_ms} ms");
+    assert!(http["connections_rejected"].as_u64().unwrap() > 0, "{http}");
+}
