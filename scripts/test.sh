@@ -36,7 +36,22 @@ if [ "${SKIP_BROWSER:-0}" != 1 ]; then
   bash scripts/browser-test.sh 2>&1 | tee -a "$out" || status=$?
 fi
 
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+# The soak in its short form: 5 minutes, about 350,000 frames (more than 3 hours at 30 fps).
+# SKIP_SOAK=1 leaves it out for a quick local run.
+if [ "${SKIP_SOAK:-0}" != 1 ]; then
+  log "soak"
+  soak_status=0
+  bash scripts/soak.sh "${SOAK_SECONDS:-300}" 2>&1 | tee -a "$out" || soak_status=$?
+  if [ "$soak_status" -eq 0 ]; then
+    echo "soak: 1 passed, 0 failed" >> "$out"
+  else
+    echo "soak: 0 passed, 1 failed" >> "$out"
+    status=$soak_status
+  fi
+fi
+
+awk '/^soak: [01] passed/ { p += $2; f += $4 }
+     /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      /^ℹ pass / { p += $3 } /^ℹ fail / { f += $3 }
      END { printf "\ntests: %d passed, %d failed\n", p, f }' "$out"
 exit "$status"

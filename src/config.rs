@@ -255,6 +255,10 @@ pub struct FaultConfig {
     pub fail_open: bool,
     /// With `stall_after_frames`: the camera delivers again from the Nth reopen on.
     pub recover_after_reopens: Option<u32>,
+    /// With `stall_for_ms`: the camera goes silent once every this many seconds (soak tests).
+    pub stall_every_s: Option<u64>,
+    /// How long each periodic stall lasts.
+    pub stall_for_ms: u64,
 }
 
 /// A child process whose stdout is an MJPEG byte stream.
@@ -522,6 +526,10 @@ impl Config {
                     if let Some(f) = &s.fault {
                         if let Some(n) = f.error_every {
                             v.range(&p("source.fault.error_every"), n, 1, u64::MAX);
+                        }
+                        if let Some(every) = f.stall_every_s {
+                            v.range(&p("source.fault.stall_every_s"), every, 1, 86_400);
+                            v.range(&p("source.fault.stall_for_ms"), f.stall_for_ms, 1, every.saturating_mul(1000) - 1);
                         }
                         if f.recover_after_reopens.is_some() {
                             v.check(

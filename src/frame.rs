@@ -58,13 +58,17 @@ pub struct FramePool {
 }
 
 impl FramePool {
-    /// Allocates `count` buffers of `max_frame_bytes` each (zeroed lazily by the kernel).
+    /// Allocates `count` buffers of `max_frame_bytes` each and touches every page, so the
+    /// memory is committed at start-up (an undersized board fails now, not hours later, and
+    /// RSS shows the real footprint from the first second).
     pub fn new(count: usize, max_frame_bytes: usize) -> FramePool {
         assert!(count >= 1, "a frame pool needs at least one buffer");
         let slots = (0..count)
             .map(|_| {
                 Arc::new(Frame {
-                    data: vec![0u8; max_frame_bytes].into_boxed_slice(),
+                    // Not zero: the compiler may turn a zeroed allocation into calloc, whose
+                    // pages stay untouched.
+                    data: vec![0x55u8; max_frame_bytes].into_boxed_slice(),
                     len: 0,
                     seq: 0,
                     captured_at: 0.0,

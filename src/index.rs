@@ -43,9 +43,14 @@ pub struct SnapshotIndex {
 }
 
 impl SnapshotIndex {
-    /// An empty index for at most `capacity` files.
+    /// An empty index for at most `capacity` files. Every slot is written once, so the
+    /// memory is committed now rather than as the index fills over hours.
     pub fn new(capacity: usize) -> SnapshotIndex {
-        SnapshotIndex { inner: Mutex::new(Inner { files: VecDeque::with_capacity(capacity), bytes: 0 }), capacity }
+        let mut files = VecDeque::with_capacity(capacity);
+        let blank = StoredSnapshot { seq: 0, captured_at: 0.0, bytes: 0, width: 0, height: 0, change: None, day: 0 };
+        files.resize(capacity, blank);
+        files.clear();
+        SnapshotIndex { inner: Mutex::new(Inner { files, bytes: 0 }), capacity }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

@@ -297,3 +297,17 @@ fn a_log_reader_that_never_reads_cannot_wedge_the_service() {
     let status = d.terminate(2 * SEC).expect("exits within 2 s although stderr is stuck");
     assert!(status.success());
 }
+
+#[test]
+fn periodic_stalls_recover_by_themselves() {
+    let cam = synthetic(
+        "cam0",
+        json!({"source": {"fault": {"stall_every_s": 2, "stall_for_ms": 700}},
+               "watchdog": {"stall_timeout_ms": 300, "backoff_initial_ms": 50, "backoff_max_ms": 100, "max_recoveries": 100}}),
+    );
+    let d = Daemon::start("periodic", json!([cam]), json!({}));
+    d.wait_state("cam0", "RECOVERING", 10 * SEC);
+    let j = d.wait_job("cam0", 10 * SEC, |j| j["state"] == "RUNNING" && j["recoveries"].as_u64().unwrap() >= 1);
+    let f0 = j["frames_captured"].as_u64().unwrap();
+    d.wait_job("cam0", 5 * SEC, |j| j["frames_captured"].as_u64().unwrap() > f0 + 10);
+}

@@ -85,6 +85,14 @@ struct Synthetic {
 
 impl Synthetic {
     fn stalled(&self) -> bool {
+        if let Some(every) = self.fault.stall_every_s {
+            // The last `stall_for_ms` of every period, on the process clock, so reopening
+            // during a stall does not end it early.
+            let period = every * 1000;
+            if crate::clock::mono_ms() % period >= period - self.fault.stall_for_ms {
+                return true;
+            }
+        }
         let Some(n) = self.fault.stall_after_frames else { return false };
         let healed = self.fault.recover_after_reopens.is_some_and(|k| self.faults.reopens.load(Relaxed) >= k);
         !healed && self.faults.frames.load(Relaxed) >= n
