@@ -13,16 +13,21 @@
 //! - [`capture`] — the [`capture::Source`] trait and its backends (synthetic, pipe + MJPEG
 //!   splitter). Only backends touch devices or processes.
 //! - [`watchdog`] — stall and error-threshold decisions from heartbeats.
-//! - [`http`] — a bounded server of our own ([`http::server`]) and the API ([`http::routes`]).
-//! - [`led`] — the status LED pattern. [`store`] — durable state in `storage.dir`.
-//! - [`status`] — published state (job records, heartbeats, commands) that the threads share.
-//! - [`ring`] (snapshot ring), [`frame`] (frame pool), [`events`] (event ring),
-//!   [`config`], [`error`], [`shutdown`] (the stop token), [`clock`].
+//! - [`http`] — a bounded server of our own ([`http::server`]), the API ([`http::routes`]) and
+//!   Prometheus metrics ([`http::metrics`]); the dashboard page is embedded.
+//! - [`led`] — the status LED pattern.
+//! - [`store`] — everything in `storage.dir`: the job id file, snapshot files and their
+//!   retention (the `store` thread), change scores ([`store::change`]) and the event journal
+//!   ([`store::journal`]).
+//! - [`status`] — published state (job records, heartbeats, commands, job history) that the
+//!   threads share; [`index`] — the on-disk snapshot index.
+//! - [`ring`] (snapshot ring), [`frame`] (frame pool), [`events`] (event ring), [`logging`]
+//!   (non-blocking log sink), [`config`], [`error`], [`shutdown`] (the stop token), [`clock`].
 //!
 //! # Threads
 //!
-//! `capture-<camera>`, `supervisor`, `watchdog`, `http-accept`, `http-N`: a fixed set started
-//! once. Each is handed the same [`shutdown::Stop`].
+//! `capture-<camera>`, `supervisor`, `watchdog`, `store`, `http-accept`, `http-N`, `log`: a
+//! fixed set started once. Each is handed the same [`shutdown::Stop`].
 
 #![deny(missing_docs)]
 
