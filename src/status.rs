@@ -376,6 +376,24 @@ pub struct JobView {
     pub max_duration_s: Option<u64>,
 }
 
+impl From<JobView> for JobSummary {
+    /// An ended job of this process, counters included.
+    fn from(v: JobView) -> JobSummary {
+        JobSummary {
+            id: v.id.unwrap_or(0),
+            camera: v.camera,
+            state: v.state,
+            reason: v.reason,
+            started_at: v.started_at,
+            ended_at: v.ended_at,
+            frames_captured: Some(v.frames_captured),
+            frames_dropped: Some(v.frames_dropped),
+            errors_total: Some(v.errors_total),
+            recoveries: Some(v.recoveries),
+        }
+    }
+}
+
 /// Limits a start request may set for one job.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct JobLimits {

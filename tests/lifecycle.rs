@@ -31,6 +31,11 @@ fn start_stop_conflicts_and_ids_that_survive_restarts() {
     assert!(j["ended_at"].as_f64().unwrap() >= j["started_at"].as_f64().unwrap());
     assert_eq!(j["reason"], "stop requested");
     assert_eq!(d.post("/api/cameras/cam0/stop", "").error_code(409), "conflict");
+    // The history keeps the ended job with its counters.
+    let jobs = d.get("/api/jobs").json();
+    let h = &jobs["ended"][0];
+    assert_eq!((h["id"].as_u64(), h["state"].as_str()), (Some(first), Some("STOPPED")), "{jobs:#}");
+    assert_eq!(h["frames_captured"], j["frames_captured"], "{jobs:#}");
 
     let r = d.post("/api/cameras/cam0/start", "");
     let second = r.json()["id"].as_u64().unwrap();

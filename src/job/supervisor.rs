@@ -327,24 +327,10 @@ impl Supervisor {
             g.ended_at = Some(now);
         }
         let id = g.id;
-        let ended = lifecycle::is_terminal(to).then(|| g.clone());
         drop(g);
-        if let Some(rec) = ended {
-            let hb = &cam.heartbeat;
-            let ours = hb.job_id.load(Acquire) == rec.id;
-            let count = |c: &std::sync::atomic::AtomicU64| ours.then(|| c.load(std::sync::atomic::Ordering::Relaxed));
-            self.shared.push_history(JobSummary {
-                id: rec.id,
-                camera: cam.name.clone(),
-                state: rec.state,
-                reason: rec.reason,
-                started_at: rec.started_at,
-                ended_at: rec.ended_at,
-                frames_captured: count(&hb.frames_captured),
-                frames_dropped: count(&hb.frames_dropped),
-                errors_total: count(&hb.errors_total),
-                recoveries: Some(rec.recoveries),
-            });
+        if lifecycle::is_terminal(to) {
+            // The API's view already pairs the record with this job's counters.
+            self.shared.push_history(JobSummary::from(cam.view().job));
         }
         let events = &self.shared.events;
         match &reason {
