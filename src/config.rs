@@ -25,6 +25,62 @@ pub struct Config {
     pub log: LogConfig,
     /// The cameras; each gets its own capture thread and job.
     pub cameras: Vec<CameraConfig>,
+    /// Background export jobs (archives and timelapses of stored snapshots).
+    pub exports: ExportsConfig,
+}
+
+/// Export jobs: `storage.dir/exports/`, a bounded queue, fixed workers, their own budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportsConfig {
+    /// Worker threads (`export-N`); each runs one export at a time, at low CPU and I/O priority.
+    pub max_concurrent: usize,
+    /// Exports waiting for a worker; one more is refused with 503.
+    pub max_queued: usize,
+    /// Finished exports listed (and, when they succeeded, kept on disk); the oldest goes first.
+    pub history: usize,
+    /// Budget for all export files together; the oldest finished ones are deleted to stay under
+    /// it, and an export that alone would exceed it fails.
+    pub max_bytes: u64,
+    /// Failed and cancelled exports are forgotten after this long (finished files stay until
+    /// `history` or `max_bytes` needs room).
+    pub forget_after_s: u64,
+    /// Timelapse defaults and caps.
+    pub timelapse: TimelapseConfig,
+    /// Fault injection for tests: the export panics when it reaches this file (1-based).
+    pub panic_at_file: Option<u64>,
+}
+
+/// Timelapse output: an animated GIF, which every browser plays in an `<img>`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimelapseConfig {
+    /// Frames are scaled down to at most this width (aspect ratio kept).
+    pub width: u32,
+    /// Most frames in one timelapse; longer ranges are sampled evenly.
+    pub max_frames: u32,
+    /// Default playback rate (a request may ask for another, 1 to 50).
+    pub fps: u32,
+}
+
+impl Default for ExportsConfig {
+    fn default() -> Self {
+        ExportsConfig {
+            max_concurrent: 1,
+            max_queued: 4,
+            history: 20,
+            max_bytes: 512 << 20,
+            forget_after_s: 3_600,
+            timelapse: TimelapseConfig::default(),
+            panic_at_file: None,
+        }
+    }
+}
+
+impl Default for TimelapseConfig {
+    fn default() -> Self {
+        TimelapseConfig { width: 480, max_frames: 600, fps: 10 }
+    }
 }
 
 /// HTTP server limits. Every one bounds a resource: threads, queued sockets, bytes, time.
@@ -277,6 +333,7 @@ impl Default for Config {
             led: LedConfig::None,
             log: LogConfig::default(),
             cameras: vec![CameraConfig::default()],
+            exports: ExportsConfig::default(),
         }
     }
 }
@@ -478,6 +535,18 @@ impl Config {
         v.range("storage.journal.batch_events", j.batch_events as u64, 1, crate::events::EVENT_CAPACITY as u64 / 2);
         v.range("storage.journal.max_file_bytes", j.max_file_bytes, 4096, 1 << 30);
         v.range("storage.journal.max_files", j.max_files as u64, 2, 1000);
+        let x = &self.exports;
+        v.range("exports.max_concurrent", x.max_concurrent as u64, 1, 4);
+        v.range("exports.max_queued", x.max_queued as u64, 1, 64);
+        v.range("exports.history", x.history as u64, 1, 1000);
+        v.range("exports.max_bytes", x.max_bytes, 1 << 20, u64::MAX);
+        v.range("exports.forget_after_s", x.forget_after_s, 1, 30 * 86_400);
+        v.range("exports.timelapse.width", x.timelapse.width as u64, 16, 1920);
+        v.range("exports.timelapse.max_frames", x.timelapse.max_frames as u64, 2, 10_000);
+        v.range("exports.timelapse.fps", x.timelapse.fps as u64, 1, 50);
+        if let Some(n) = x.panic_at_file {
+            v.range("exports.panic_at_file", n, 1, u64::MAX);
+        }
         v.check(
             "log.level",
             matches!(self.log.level.as_str(), "error" | "warn" | "info" | "debug" | "trace"),

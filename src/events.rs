@@ -33,6 +33,8 @@ pub enum EventKind {
     Info,
     /// The scene changed (a snapshot's change score reached `change_threshold`).
     Change,
+    /// An export job changed state (queued, running, succeeded, failed, cancelled).
+    Export,
 }
 
 /// One entry of the log.

@@ -110,6 +110,31 @@ impl SnapshotIndex {
         None
     }
 
+    /// Snapshots with `from <= captured_at < to` and `seq <= last`: how many and their bytes.
+    /// (An export counts what it will visit before it starts, so its progress is exact.)
+    pub fn count_range(&self, from: f64, to: f64, last: u64) -> (u64, u64) {
+        let g = self.lock();
+        g.files
+            .iter()
+            .filter(|s| s.seq <= last && s.captured_at >= from && s.captured_at < to)
+            .fold((0, 0), |(n, b), s| (n + 1, b + s.bytes))
+    }
+
+    /// Up to `limit` snapshots with `after < seq <= last` and `from <= captured_at < to`, oldest
+    /// first. Pages of a range, so a long export never copies the whole index.
+    pub fn range_after(&self, after: u64, last: u64, from: f64, to: f64, limit: usize, out: &mut Vec<StoredSnapshot>) {
+        let g = self.lock();
+        let start = g.files.partition_point(|s| s.seq <= after);
+        out.extend(
+            g.files
+                .range(start..)
+                .take_while(|s| s.seq <= last)
+                .filter(|s| s.captured_at >= from && s.captured_at < to)
+                .take(limit)
+                .copied(),
+        );
+    }
+
     /// Up to `limit` snapshots older than `before` (all when `None`), newest first.
     pub fn page(&self, before: Option<u64>, limit: usize, out: &mut Vec<StoredSnapshot>) {
         let g = self.lock();
@@ -205,6 +230,24 @@ mod tests {
         let mut out = Vec::new();
         idx.page(Some(9), 10, &mut out);
         assert_eq!(out.iter().map(|s| s.seq).collect::<Vec<_>>(), [3, 2]);
+    }
+
+    #[test]
+    fn ranges_page_oldest_first_within_time_and_seq_bounds() {
+        let idx = SnapshotIndex::new(10);
+        for s in 1..=8 {
+            idx.push(snap(s, 10)).unwrap(); // captured_at == seq
+        }
+        assert_eq!(idx.count_range(2.0, 7.0, 5), (4, 40), "seq 2..=5: to excludes 7, last cuts 6");
+        let mut out = Vec::new();
+        idx.range_after(0, 8, 2.0, 7.0, 2, &mut out);
+        assert_eq!(out.iter().map(|s| s.seq).collect::<Vec<_>>(), [2, 3]);
+        out.clear();
+        idx.range_after(3, 8, 2.0, 7.0, 10, &mut out);
+        assert_eq!(out.iter().map(|s| s.seq).collect::<Vec<_>>(), [4, 5, 6]);
+        out.clear();
+        idx.range_after(6, 8, 2.0, 7.0, 10, &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]

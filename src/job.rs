@@ -81,7 +81,12 @@ impl Service {
         threads.push(spawn("store", Box::new(move || store.run(s)))?);
         let (sh, s) = (Arc::clone(&shared), stop.clone());
         threads.push(spawn("watchdog", Box::new(move || crate::watchdog::run(sh, s)))?);
-        let api = Arc::new(Api::new(Arc::clone(&shared)));
+        let exports = Arc::new(crate::export::Exports::open(Arc::clone(&shared))?);
+        for n in 0..shared.config.exports.max_concurrent {
+            let (x, s) = (Arc::clone(&exports), stop.clone());
+            threads.push(spawn(&format!("export-{n}"), Box::new(move || x.run_worker(n, s)))?);
+        }
+        let api = Arc::new(Api::new(Arc::clone(&shared), exports));
         let server = Server::start(
             listener,
             &shared.config.http,

@@ -378,12 +378,12 @@ impl Store {
     fn check_free_space(&mut self) {
         let min = self.shared.config.storage.min_free_bytes;
         let dir = self.shared.config.storage.dir.clone();
-        let Some(free) = free_bytes(&dir) else { return };
+        let Some(free) = crate::sys::free_bytes(&dir) else { return };
         if free >= min {
             return;
         }
         let (mut n, mut freed) = (0u64, 0u64);
-        while free_bytes(&dir).is_some_and(|f| f < min) {
+        while crate::sys::free_bytes(&dir).is_some_and(|f| f < min) {
             let Some(i) = self.oldest_camera() else { break };
             freed += self.shared.cameras[i].stored.oldest().map_or(0, |s| s.bytes);
             self.delete_oldest(i);
@@ -418,17 +418,6 @@ impl Store {
             format_args!("{message} ({errors} store errors so far; capture goes on)"),
         );
     }
-}
-
-/// Bytes available to unprivileged users on the filesystem holding `dir`.
-fn free_bytes(dir: &Path) -> Option<u64> {
-    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: all-zero bytes are a valid statvfs value.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a NUL-terminated path that outlives the call; `st` is a valid, writable
-    // statvfs the call fills in.
-    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    (r == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// Lists the snapshot files left by earlier runs into each camera's index, deleting temp

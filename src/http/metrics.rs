@@ -6,6 +6,7 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::server::Stats;
+use crate::export::Exports;
 use crate::status::{JobState, Shared};
 
 /// Writes one metric family's HELP and TYPE lines.
@@ -19,7 +20,7 @@ fn sample(out: &mut String, name: &str, camera: &str, value: impl std::fmt::Disp
 }
 
 /// The whole exposition.
-pub fn render(shared: &Shared, http: Option<&Stats>, uptime_s: f64) -> String {
+pub fn render(shared: &Shared, http: Option<&Stats>, exports: &Exports, uptime_s: f64) -> String {
     let mut out = String::with_capacity(8192);
     let views: Vec<_> = shared.cameras.iter().map(|c| c.view()).collect();
     let now = crate::clock::unix_now();
@@ -87,6 +88,22 @@ pub fn render(shared: &Shared, http: Option<&Stats>, uptime_s: f64) -> String {
         }),
     ];
     for (name, kind, help, value) in globals {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "camjobd_{name} {value}");
+    }
+    let (queued, running) = exports.depth();
+    let x = &exports.stats;
+    let export_metrics = [
+        ("exports_queued", "gauge", "Exports waiting for a worker (the export queue depth).", queued as u64),
+        ("exports_running", "gauge", "Exports being written.", running as u64),
+        ("exports_queue_limit", "gauge", "exports.max_queued.", exports.max_queued() as u64),
+        ("exports_rejected_total", "counter", "Exports refused because the queue was full.", x.rejected.load(Relaxed)),
+        ("exports_succeeded_total", "counter", "Exports finished.", x.succeeded.load(Relaxed)),
+        ("exports_failed_total", "counter", "Exports failed (including panics).", x.failed.load(Relaxed)),
+        ("exports_cancelled_total", "counter", "Exports cancelled.", x.cancelled.load(Relaxed)),
+        ("exports_panics_total", "counter", "Panics caught inside an export.", x.panics.load(Relaxed)),
+    ];
+    for (name, kind, help, value) in export_metrics {
         family(&mut out, name, kind, help);
         let _ = writeln!(out, "camjobd_{name} {value}");
     }

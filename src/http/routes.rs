@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::server::{Body, Handler, Request, Response, Stats};
 use crate::events::{Event, MAX_PAGE};
+use crate::export::{Exports, Refused};
 use crate::status::{CameraShared, Command, JobLimits, Refusal, Reply, Shared};
 
 /// The dashboard page, one self-contained file.
@@ -22,6 +23,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// The API: implements [`Handler`].
 pub struct Api {
     shared: Arc<Shared>,
+    exports: Arc<Exports>,
     started: Instant,
     /// The server's counters (refused connections, timeouts, ...), set once it has started.
     http_stats: OnceLock<Arc<Stats>>,
@@ -29,8 +31,8 @@ pub struct Api {
 
 impl Api {
     /// Routes for this published state.
-    pub fn new(shared: Arc<Shared>) -> Api {
-        Api { shared, started: Instant::now(), http_stats: OnceLock::new() }
+    pub fn new(shared: Arc<Shared>, exports: Arc<Exports>) -> Api {
+        Api { shared, exports, started: Instant::now(), http_stats: OnceLock::new() }
     }
 
     /// Lets `/api/status` report the server's counters.
@@ -169,6 +171,7 @@ impl Handler for Api {
                     super::metrics::render(
                         &self.shared,
                         self.http_stats.get().map(|s| &**s),
+                        &self.exports,
                         self.started.elapsed().as_secs_f64(),
                     )
                     .into_bytes(),
@@ -177,6 +180,21 @@ impl Handler for Api {
             "/" | "/index.html" | "/healthz" | "/api/status" | "/api/events" | "/api/jobs" | "/metrics" => {
                 method_not_allowed("GET, HEAD")
             }
+            "/api/exports" if get => {
+                let (active, finished) = self.exports.list();
+                let (queued, running) = self.exports.depth();
+                Response::json(
+                    200,
+                    &json!({"active": active, "finished": finished, "queued": queued, "running": running,
+                            "max_queued": self.exports.max_queued()}),
+                )
+            }
+            "/api/exports" if req.method == "POST" => match self.exports.submit(req.body) {
+                Ok(v) => Response::json(202, &serde_json::to_value(v).expect("plain data")),
+                Err(r) => refused(r),
+            },
+            "/api/exports" => method_not_allowed("GET, HEAD, POST"),
+            _ if path.starts_with("/api/exports/") => self.export(req, &path["/api/exports/".len()..]),
             _ => match path.strip_prefix("/api/cameras/") {
                 Some(rest) => {
                     let (name, action) = rest.split_once('/').unwrap_or((rest, ""));
@@ -188,6 +206,59 @@ impl Handler for Api {
                 None => not_found(path),
             },
         }
+    }
+}
+
+impl Api {
+    /// `/api/exports/{id}` and `/api/exports/{id}/file`.
+    fn export(&self, req: &Request<'_>, rest: &str) -> Response {
+        let (id, action) = rest.split_once('/').unwrap_or((rest, ""));
+        let Some(id) = id.parse::<u64>().ok().filter(|_| id.bytes().all(|b| b.is_ascii_digit())) else {
+            return not_found(req.path);
+        };
+        let get = matches!(req.method, "GET" | "HEAD");
+        match action {
+            "" if get => match self.exports.get(id) {
+                Some(v) => Response::json(200, &serde_json::to_value(v).expect("plain data")),
+                None => refused(Refused::NotFound(format!("no export {id}; GET /api/exports lists them"))),
+            },
+            "" if req.method == "DELETE" => match self.exports.delete(id) {
+                Ok((status, v)) => Response::json(status, &serde_json::to_value(v).expect("plain data")),
+                Err(r) => refused(r),
+            },
+            "" => method_not_allowed("GET, HEAD, DELETE"),
+            "file" if get => match self.exports.open_file(id) {
+                Ok((file, len, v)) => {
+                    let disposition = match v.kind {
+                        crate::export::Kind::Archive => "attachment",
+                        crate::export::Kind::Timelapse => "inline",
+                    };
+                    Response {
+                        status: 200,
+                        content_type: v.kind.content_type(),
+                        headers: vec![
+                            ("Content-Disposition", format!("{disposition}; filename=\"{}\"", v.filename)),
+                            ("Cache-Control", "no-cache".into()),
+                        ],
+                        body: Body::File(file, len),
+                    }
+                }
+                Err(r) => refused(r),
+            },
+            "file" => method_not_allowed("GET, HEAD"),
+            _ => not_found(req.path),
+        }
+    }
+}
+
+/// An export refusal as the API's error shape.
+fn refused(r: Refused) -> Response {
+    match r {
+        Refused::Bad(code, msg) => Response::error(400, code, &msg),
+        Refused::NotFound(msg) => Response::error(404, "not_found", &msg),
+        Refused::Conflict(msg) => Response::error(409, "conflict", &msg),
+        Refused::QueueFull(msg) => Response::error(503, "queue_full", &msg).with_header("Retry-After", "10".into()),
+        Refused::Internal(msg) => Response::error(500, "internal", &msg),
     }
 }
 

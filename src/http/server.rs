@@ -123,13 +123,17 @@ pub enum Body {
     /// server drops its reference as soon as the write has finished, so the buffer goes back
     /// to the pool at once.
     Shared(Arc<dyn AsRef<[u8]> + Send + Sync>),
+    /// An open file of this many bytes (an export download), streamed in chunks; each chunk
+    /// must be taken by the client within `write_timeout_ms`, so the whole transfer may take
+    /// as long as it keeps moving.
+    File(std::fs::File, u64),
 }
 
 impl Body {
-    /// The bytes.
+    /// The bytes held in memory (none for a file).
     pub fn as_bytes(&self) -> &[u8] {
         match self {
-            Body::Empty => &[],
+            Body::Empty | Body::File(..) => &[],
             Body::Static(b) => b,
             Body::Bytes(b) => b,
             Body::Shared(b) => (**b).as_ref(),
@@ -137,8 +141,11 @@ impl Body {
     }
 
     /// Length in bytes; what `Content-Length` says.
-    pub fn len(&self) -> usize {
-        self.as_bytes().len()
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::File(_, n) => *n,
+            b => b.as_bytes().len() as u64,
+        }
     }
 
     /// True when there are no bytes.
@@ -154,6 +161,7 @@ impl fmt::Debug for Body {
             Body::Static(_) => "Static",
             Body::Bytes(_) => "Bytes",
             Body::Shared(_) => "Shared",
+            Body::File(..) => "File",
         };
         write!(f, "{kind}({} bytes)", self.len())
     }
@@ -1041,8 +1049,12 @@ fn write_response(
     deadline: Instant,
 ) -> io::Result<()> {
     render_head(out, &resp, close);
+    let send_body = !head_only && has_body(resp.status) && !resp.body.is_empty();
+    if let (Body::File(file, len), true) = (&resp.body, send_body) {
+        write_all_by(stream, out, deadline)?;
+        return stream_file(stream, out, file, *len, deadline.saturating_duration_since(Instant::now()));
+    }
     let body = resp.body.as_bytes();
-    let send_body = !head_only && has_body(resp.status) && !body.is_empty();
     if send_body && body.len() <= COALESCE_BYTES {
         out.extend_from_slice(body);
         write_all_by(stream, out, deadline)
@@ -1053,6 +1065,34 @@ fn write_response(
         }
         Ok(())
     }
+}
+
+/// Chunk of a file body; each must be written within the write timeout.
+const FILE_CHUNK: usize = 64 * 1024;
+
+/// Sends exactly `len` bytes of `file`, reusing `buf` (the worker's output buffer, which
+/// grows to [`FILE_CHUNK`] once). A file shorter than announced ends the connection: the
+/// client sees a short body rather than a wrong one.
+fn stream_file(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    mut file: &std::fs::File,
+    len: u64,
+    per_chunk: Duration,
+) -> io::Result<()> {
+    use std::io::Read as _;
+    buf.resize(FILE_CHUNK, 0);
+    let mut left = len;
+    while left > 0 {
+        let want = FILE_CHUNK.min(usize::try_from(left).unwrap_or(FILE_CHUNK));
+        let n = file.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file got shorter while being sent"));
+        }
+        write_all_by(stream, &buf[..n], Instant::now() + per_chunk.max(Duration::from_millis(100)))?;
+        left -= n as u64;
+    }
+    Ok(())
 }
 
 /// 1xx, 204 and 304 never carry a body (nor Content-Length/Content-Type here).
