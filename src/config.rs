@@ -45,6 +45,9 @@ pub struct ExportsConfig {
     /// Failed and cancelled exports are forgotten after this long (finished files stay until
     /// `history` or `max_bytes` needs room).
     pub forget_after_s: u64,
+    /// Most snapshot files an export reads per second; null is as fast as the low priority
+    /// allows. A limit keeps a slow SD card free for the store while a long export runs.
+    pub max_files_per_s: Option<u32>,
     /// Timelapse defaults and caps.
     pub timelapse: TimelapseConfig,
     /// Fault injection for tests: the export panics when it reaches this file (1-based).
@@ -71,6 +74,7 @@ impl Default for ExportsConfig {
             history: 20,
             max_bytes: 512 << 20,
             forget_after_s: 3_600,
+            max_files_per_s: None,
             timelapse: TimelapseConfig::default(),
             panic_at_file: None,
         }
@@ -544,6 +548,9 @@ impl Config {
         v.range("exports.timelapse.width", x.timelapse.width as u64, 16, 1920);
         v.range("exports.timelapse.max_frames", x.timelapse.max_frames as u64, 2, 10_000);
         v.range("exports.timelapse.fps", x.timelapse.fps as u64, 1, 50);
+        if let Some(n) = x.max_files_per_s {
+            v.range("exports.max_files_per_s", u64::from(n), 1, 100_000);
+        }
         if let Some(n) = x.panic_at_file {
             v.range("exports.panic_at_file", n, 1, u64::MAX);
         }

@@ -644,6 +644,8 @@ impl Exports {
             max_bytes: self.cfg.max_bytes,
             min_free: self.shared.config.storage.min_free_bytes,
             panic_at_file: self.cfg.panic_at_file,
+            max_files_per_s: self.cfg.max_files_per_s,
+            started: Instant::now(),
             page,
             visited: 0,
             published: Instant::now(),
@@ -825,6 +827,8 @@ pub struct Run<'a> {
     max_bytes: u64,
     min_free: u64,
     panic_at_file: Option<u64>,
+    max_files_per_s: Option<u32>,
+    started: Instant,
     page: &'a mut Vec<StoredSnapshot>,
     visited: u64,
     published: Instant,
@@ -870,7 +874,7 @@ impl Run<'_> {
                 if self.panic_at_file == Some(self.visited) {
                     panic!("exports.panic_at_file reached at file {}", self.visited);
                 }
-                if let Err(e) = f(self, self.visited - 1, s) {
+                if let Err(e) = f(self, self.visited - 1, s).and_then(|()| self.pace()) {
                     result = Err(e);
                     break;
                 }
@@ -880,6 +884,21 @@ impl Run<'_> {
             result?;
             if empty {
                 return Ok(());
+            }
+        }
+    }
+
+    /// Waits as `exports.max_files_per_s` asks, waking for cancellation and shutdown.
+    fn pace(&self) -> Result<(), Ended> {
+        let Some(rate) = self.max_files_per_s else { return Ok(()) };
+        let due = self.started + Duration::from_secs_f64(self.visited as f64 / f64::from(rate));
+        loop {
+            let left = due.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            if self.cancel.load(Relaxed) || self.stop.wait(left.min(Duration::from_millis(50))) {
+                return Err(Ended::Cancelled);
             }
         }
     }
@@ -897,16 +916,21 @@ impl Run<'_> {
         let percent = ((self.visited * 100) / self.total.max(1)).min(99) as u8;
         self.percent = self.percent.max(percent);
         if self.published.elapsed() >= PROGRESS_EVERY {
-            self.published = Instant::now();
             if crate::sys::free_bytes(self.exports_dir).is_some_and(|f| f < self.min_free) {
                 return Err(Ended::Failed(format!(
                     "free space is below storage.min_free_bytes ({} MiB); the export stopped to leave room for snapshots",
                     self.min_free >> 20
                 )));
             }
-            (self.progress)(done, bytes, self.percent);
+            self.publish(done, bytes);
         }
         Ok(())
+    }
+
+    /// Publishes progress now (the last figures before the state changes).
+    pub fn publish(&mut self, done: u64, bytes: u64) {
+        self.published = Instant::now();
+        (self.progress)(done, bytes, self.percent);
     }
 }
 

@@ -96,6 +96,7 @@ fn write_inner(run: &mut Run<'_>, file: File, scratch: &std::path::Path) -> Resu
     out.write_all(&[0u8; 2 * BLOCK]).map_err(write)?;
     let size = out.n;
     run.progress(done, size)?;
+    run.publish(done, size);
     let file = out.inner.into_inner().map_err(|e| write(e.into_error()))?;
     file.sync_all().map_err(|e| io_failed("sync the archive", &e))?;
     Ok(size)

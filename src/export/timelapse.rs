@@ -74,6 +74,7 @@ pub fn write(run: &mut Run<'_>, file: File, cfg: &TimelapseConfig) -> Result<u64
     sync.sync_all().map_err(|e| io_failed("sync the timelapse", &e))?;
     let len = sync.metadata().map_err(|e| io_failed("read the timelapse size", &e))?.len();
     run.progress(written, len)?;
+    run.publish(written, len);
     Ok(len)
 }
 

@@ -1,0 +1,309 @@
+//! Export jobs through the real binary and its HTTP API: archives byte-identical to the store,
+//! progress that only goes up, a full queue that refuses without losing anything, cancelling
+//! queued and running exports, kill -9 in the middle and the restart that reaps it, a panic
+//! inside an export, bad requests, and the frames a 30 fps job loses while an export runs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn delete(d: &Daemon, path: &str) -> Resp {
+    request(d.addr, "DELETE", path, &[], b"")
+}
+
+/// Starts a daemon whose camera stores snapshots, with `exports` config, and waits until at
+/// least `files` are on disk; then stops the job so the set no longer changes.
+fn with_snapshots(tag: &str, files: u64, exports: Value) -> Daemon {
+    let dir = TempDir::new(tag);
+    let cam = synthetic("cam0", json!({"snapshot_interval_ms": 20}));
+    let mut cfg = config(&dir, json!([cam]), json!({}));
+    cfg["exports"] = exports;
+    let d = Daemon::start_in(dir, &cfg);
+    let deadline = Instant::now() + 30 * SEC;
+    while d.camera("cam0")["store"]["written"].as_u64().unwrap() < files {
+        assert!(Instant::now() < deadline, "fewer than {files} snapshots stored: {}", d.camera("cam0")["store"]);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(d.post("/api/cameras/cam0/stop", "").status, 202);
+    d.wait_state("cam0", "STOPPED", 5 * SEC);
+    d
+}
+
+fn submit(d: &Daemon, body: Value) -> Resp {
+    d.post("/api/exports", &body.to_string())
+}
+
+fn export(d: &Daemon, id: u64) -> Value {
+    let r = d.get(&format!("/api/exports/{id}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+/// Polls an export until `pred` holds; returns every percent seen on the way.
+fn wait_export(d: &Daemon, id: u64, within: Duration, pred: impl Fn(&Value) -> bool) -> (Value, Vec<u64>) {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    loop {
+        let v = export(d, id);
+        seen.push(v["percent"].as_u64().unwrap());
+        if pred(&v) {
+            return (v, seen);
+        }
+        assert!(Instant::now() < deadline, "export {id} never got there: {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn exports_dir(d: &Daemon) -> PathBuf {
+    d.dir.path("data").join("exports")
+}
+
+fn files_with(dir: &Path, suffix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(suffix))
+        .collect()
+}
+
+/// The entries of a ustar archive: (name, contents).
+fn untar(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 512 <= bytes.len() {
+        let h = &bytes[at..at + 512];
+        if h.iter().all(|&b| b == 0) {
+            break;
+        }
+        let name = String::from_utf8(h[..100].iter().take_while(|&&b| b != 0).copied().collect()).unwrap();
+        let size = std::str::from_utf8(&h[124..135]).unwrap();
+        let size = usize::from_str_radix(size, 8).unwrap();
+        let mut blank = h.to_vec();
+        blank[148..156].fill(b' ');
+        let sum: u32 = blank.iter().map(|&b| u32::from(b)).sum();
+        assert_eq!(u32::from_str_radix(std::str::from_utf8(&h[148..154]).unwrap(), 8).unwrap(), sum, "checksum");
+        at += 512;
+        out.push((name, bytes[at..at + size].to_vec()));
+        at += size.div_ceil(512) * 512;
+    }
+    assert!(bytes[at..].len() >= 1024 && bytes[at..].iter().all(|&b| b == 0), "two zero blocks end the archive");
+    out
+}
+
+#[test]
+fn archive_is_byte_identical_to_the_store_and_progress_only_goes_up() {
+    let d = with_snapshots("export-archive", 120, json!({"max_files_per_s": 50}));
+    let r = submit(&d, json!({"camera": "cam0", "from": 0, "to": "2100-01-01", "kind": "archive"}));
+    assert_eq!(r.status, 202, "{}", r.text());
+    let v = r.json();
+    let id = v["id"].as_u64().unwrap();
+    assert_eq!(v["state"], "QUEUED");
+    let (done, percents) = wait_export(&d, id, 30 * SEC, |v| v["state"] != "QUEUED" && v["state"] != "RUNNING");
+    assert_eq!(done["state"], "SUCCEEDED", "{done}");
+    assert_eq!(done["percent"], 100);
+    assert!(percents.windows(2).all(|w| w[0] <= w[1]), "progress went down: {percents:?}");
+    assert!(percents.iter().any(|&p| p > 0 && p < 100), "no progress was seen between 0 and 100: {percents:?}");
+    let snapshots = done["snapshots"].as_u64().unwrap();
+    assert!(snapshots >= 120, "{done}");
+    assert_eq!(done["done"].as_u64(), Some(snapshots));
+
+    let r = d.get(done["download"].as_str().unwrap());
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/x-tar"));
+    assert!(r.header("content-disposition").unwrap().contains(done["filename"].as_str().unwrap()));
+    assert_eq!(r.body.len() as u64, done["bytes"].as_u64().unwrap());
+    let entries = untar(&r.body);
+    let (manifest, files) = entries.split_last().unwrap();
+    assert_eq!(manifest.0, "manifest.json");
+    let manifest: Value = serde_json::from_slice(&manifest.1).unwrap();
+    assert_eq!(manifest["count"].as_u64(), Some(snapshots));
+    assert_eq!(manifest["missing"], 0);
+    assert_eq!(files.len() as u64, snapshots);
+    let data = d.dir.path("data");
+    for ((name, bytes), listed) in files.iter().zip(manifest["files"].as_array().unwrap()) {
+        assert_eq!(listed["name"], name.as_str());
+        assert_eq!(listed["bytes"].as_u64(), Some(bytes.len() as u64));
+        let stored = std::fs::read(data.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(stored == *bytes, "{name} differs from the stored snapshot");
+    }
+    // HEAD gives the length without the body.
+    let h = request(d.addr, "HEAD", done["download"].as_str().unwrap(), &[], b"");
+    assert_eq!((h.status, h.header("content-length")), (200, Some(r.body.len().to_string().as_str())));
+    // Nothing internal leaks: no paths in the API.
+    let list = d.get("/api/exports").text();
+    assert!(!list.contains(data.to_str().unwrap()), "{list}");
+    println!("archive: {snapshots} snapshots, {} bytes, percents seen {percents:?}", r.body.len());
+}
+
+#[test]
+fn a_full_queue_refuses_without_losing_anything_and_exports_cancel() {
+    let d = with_snapshots("export-queue", 40, json!({"max_queued": 2, "max_files_per_s": 10, "history": 3}));
+    let body = json!({"camera": "cam0", "from": 0, "to": "2100-01-01", "kind": "archive"});
+    let e1 = submit(&d, body.clone()).json()["id"].as_u64().unwrap();
+    wait_export(&d, e1, 10 * SEC, |v| v["state"] == "RUNNING");
+    let e2 = submit(&d, body.clone()).json()["id"].as_u64().unwrap();
+    let e3 = submit(&d, body.clone()).json()["id"].as_u64().unwrap();
+    let full = submit(&d, body.clone());
+    assert_eq!(full.error_code(503), "queue_full");
+    assert!(full.json()["error"]["message"].as_str().unwrap().contains("try again once current exports finish"));
+    assert_eq!(full.header("retry-after"), Some("10"));
+    let list = d.get("/api/exports").json();
+    let ids: Vec<_> =
+        list["active"].as_array().unwrap().iter().map(|v| (v["id"].as_u64().unwrap(), v["state"].clone())).collect();
+    assert_eq!(ids, [(e1, json!("RUNNING")), (e2, json!("QUEUED")), (e3, json!("QUEUED"))], "{list}");
+    assert_eq!((list["queued"].as_u64(), list["max_queued"].as_u64()), (Some(2), Some(2)));
+
+    // Cancel the queued one: at once. Then the running one: within a file.
+    let r = delete(&d, &format!("/api/exports/{e2}"));
+    assert_eq!((r.status, r.json()["state"].clone()), (200, json!("CANCELLED")), "{}", r.text());
+    let r = delete(&d, &format!("/api/exports/{e1}"));
+    assert_eq!(r.status, 202, "{}", r.text());
+    let (v, _) = wait_export(&d, e1, 5 * SEC, |v| v["state"] != "RUNNING");
+    assert_eq!(v["state"], "CANCELLED", "{v}");
+    // (The next export may already be writing its own.)
+    assert!(!exports_dir(&d).join(format!("{e1}.tar.part")).exists(), "a cancelled export left its partial file");
+    assert_eq!(d.get(&format!("/api/exports/{e1}/file")).error_code(409), "conflict");
+    // The queue has room again, and the one left in it runs to the end.
+    let (v, _) = wait_export(&d, e3, 20 * SEC, |v| v["state"] == "SUCCEEDED");
+    assert_eq!(v["percent"], 100);
+    let metrics = d.get("/metrics").text();
+    for line in ["camjobd_exports_rejected_total 1", "camjobd_exports_cancelled_total 2", "camjobd_exports_queued 0"] {
+        assert!(metrics.lines().any(|l| l == line), "missing {line:?}");
+    }
+    // A finished export is deleted with its file.
+    assert!(exports_dir(&d).join(format!("{e3}.tar")).exists());
+    assert_eq!(delete(&d, &format!("/api/exports/{e3}")).status, 200);
+    assert!(!exports_dir(&d).join(format!("{e3}.tar")).exists());
+    assert_eq!(d.get(&format!("/api/exports/{e3}")).error_code(404), "not_found");
+}
+
+#[test]
+fn kill_9_mid_export_leaves_no_partial_file_and_finished_exports_stay_listed() {
+    let mut d = with_snapshots("export-crash", 60, json!({"max_files_per_s": 20}));
+    let snaps = d.get("/api/cameras/cam0/snapshots?limit=500").json();
+    let mut times: Vec<f64> =
+        snaps["snapshots"].as_array().unwrap().iter().filter_map(|s| s["captured_at"].as_f64()).collect();
+    times.sort_by(f64::total_cmp);
+    // A short one that finishes, then a long one that is killed half way.
+    let short = submit(&d, json!({"camera": "cam0", "from": times[0], "to": times[4], "kind": "archive"}));
+    let short = short.json()["id"].as_u64().unwrap();
+    let (finished, _) = wait_export(&d, short, 10 * SEC, |v| v["state"] == "SUCCEEDED");
+    let tl = submit(&d, json!({"camera": "cam0", "from": 0, "to": "2100-01-01", "kind": "timelapse", "fps": 5}));
+    let long = tl.json()["id"].as_u64().unwrap();
+    wait_export(&d, long, 10 * SEC, |v| v["state"] == "RUNNING" && v["percent"].as_u64() > Some(0));
+    assert_eq!(files_with(&exports_dir(&d), ".part").len(), 1, "the running export writes a .part file");
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    let dir = std::mem::replace(&mut d.dir, TempDir::new("unused"));
+    let cfg: Value = serde_json::from_slice(&std::fs::read(dir.path("config.json")).unwrap()).unwrap();
+    let d = Daemon::start_in(dir, &cfg);
+    assert!(files_with(&exports_dir(&d), ".part").is_empty(), "the partial file survived the restart");
+    let list = d.get("/api/exports").json();
+    assert_eq!(list["active"], json!([]), "{list}");
+    let again = export(&d, short);
+    assert_eq!(again["state"], "SUCCEEDED");
+    assert_eq!(again["bytes"], finished["bytes"]);
+    let file = d.get(&format!("/api/exports/{short}/file"));
+    assert_eq!(file.body.len() as u64, finished["bytes"].as_u64().unwrap());
+    let killed = export(&d, long);
+    assert_eq!(killed["state"], "FAILED");
+    assert!(killed["error"].as_str().unwrap().contains("stopped during this export"), "{killed}");
+    // Ids go on after the restart.
+    let next = submit(&d, json!({"camera": "cam0", "from": times[0], "to": times[2], "kind": "archive"}));
+    assert!(next.json()["id"].as_u64().unwrap() > long, "{}", next.text());
+}
+
+#[test]
+fn a_panic_inside_an_export_fails_it_and_the_worker_goes_on() {
+    let d = with_snapshots("export-panic", 10, json!({"panic_at_file": 5}));
+    let snaps = d.get("/api/cameras/cam0/snapshots?limit=500").json();
+    let mut times: Vec<f64> =
+        snaps["snapshots"].as_array().unwrap().iter().filter_map(|s| s["captured_at"].as_f64()).collect();
+    times.sort_by(f64::total_cmp);
+    let all = submit(&d, json!({"camera": "cam0", "from": 0, "to": "2100-01-01", "kind": "archive"}));
+    let id = all.json()["id"].as_u64().unwrap();
+    let (v, _) = wait_export(&d, id, 10 * SEC, |v| !matches!(v["state"].as_str(), Some("QUEUED" | "RUNNING")));
+    assert_eq!(v["state"], "FAILED");
+    assert!(v["error"].as_str().unwrap().contains("internal error"), "{v}");
+    // Fewer than 5 files: the same worker finishes it.
+    let few = submit(&d, json!({"camera": "cam0", "from": times[0], "to": times[3], "kind": "timelapse"}));
+    let id = few.json()["id"].as_u64().unwrap();
+    let (v, _) = wait_export(&d, id, 20 * SEC, |v| !matches!(v["state"].as_str(), Some("QUEUED" | "RUNNING")));
+    assert_eq!(v["state"], "SUCCEEDED", "{v}");
+    let gif = d.get(v["download"].as_str().unwrap());
+    assert_eq!(gif.header("content-type"), Some("image/gif"));
+    assert!(gif.body.starts_with(b"GIF89a") && gif.body.ends_with(b";"), "not a whole GIF");
+    assert!(d.get("/metrics").text().lines().any(|l| l == "camjobd_exports_panics_total 1"));
+    assert_eq!(d.get("/healthz").status, 200);
+}
+
+#[test]
+fn bad_export_requests_get_clear_errors() {
+    let d = with_snapshots("export-bad", 3, json!({}));
+    let cases = [
+        (json!({"camera": "cam0", "from": 100, "to": 100, "kind": "archive"}), "bad_range"),
+        (json!({"camera": "cam0", "from": 200, "to": 100, "kind": "archive"}), "bad_range"),
+        (json!({"camera": "cam0", "from": 100, "to": 200, "kind": "archive"}), "empty_range"),
+        (json!({"camera": "nope", "from": 0, "to": "2100-01-01", "kind": "archive"}), "bad_value"),
+        (json!({"camera": "cam0", "from": "yesterday", "to": "2100-01-01", "kind": "archive"}), "bad_value"),
+        (json!({"camera": "cam0", "from": 0, "to": "2100-01-01", "kind": "video"}), "bad_json"),
+        (json!({"camera": "cam0", "from": 0, "to": "2100-01-01", "kind": "archive", "fps": 5}), "bad_value"),
+        (json!({"camera": "cam0", "from": 0, "to": "2100-01-01", "kind": "timelapse", "fps": 500}), "bad_value"),
+        (json!({"camera": "cam0", "from": 0, "kind": "archive"}), "bad_json"),
+        (json!({"camera": "cam0", "from": 0, "to": 1, "kind": "archive", "path": "/etc"}), "bad_json"),
+    ];
+    for (body, code) in cases {
+        let r = submit(&d, body.clone());
+        assert_eq!(r.error_code(400), code, "{body}: {}", r.text());
+        assert!(!r.text().contains(d.dir.0.to_str().unwrap()), "a path leaked: {}", r.text());
+    }
+    assert_eq!(d.post("/api/exports", "{not json").error_code(400), "bad_json");
+    assert_eq!(d.get("/api/exports/999").error_code(404), "not_found");
+    assert_eq!(d.get("/api/exports/999/file").error_code(404), "not_found");
+    assert_eq!(d.get("/api/exports/abc").error_code(404), "not_found");
+    assert_eq!(d.get("/api/exports/1/../../etc").error_code(404), "not_found");
+    assert_eq!(delete(&d, "/api/exports/999").error_code(404), "not_found");
+    assert_eq!(request(d.addr, "PUT", "/api/exports", &[], b"").error_code(405), "method_not_allowed");
+    assert_eq!(d.post("/api/exports/1/file", "").error_code(405), "method_not_allowed");
+    assert_eq!(d.get("/api/exports").json()["active"], json!([]), "nothing was queued by a bad request");
+}
+
+#[test]
+fn a_30_fps_job_loses_no_frame_while_an_export_runs() {
+    // Snapshots at full size, so the timelapse decodes and quantises real work.
+    let dir = TempDir::new("export-fps");
+    let cam =
+        synthetic("cam0", json!({"source": {"width": 640, "height": 480, "fps": 30}, "snapshot_interval_ms": 100}));
+    let cfg = config(&dir, json!([cam]), json!({}));
+    let d = Daemon::start_in(dir, &cfg);
+    let deadline = Instant::now() + 30 * SEC;
+    while d.camera("cam0")["store"]["written"].as_u64().unwrap() < 40 {
+        assert!(Instant::now() < deadline, "no snapshots stored");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let j0 = d.camera("cam0")["job"].clone();
+    let t0 = Instant::now();
+    let r = submit(&d, json!({"camera": "cam0", "from": 0, "to": "2100-01-01", "kind": "timelapse"}));
+    let id = r.json()["id"].as_u64().unwrap();
+    let (v, _) = wait_export(&d, id, 60 * SEC, |v| !matches!(v["state"].as_str(), Some("QUEUED" | "RUNNING")));
+    let j1 = d.camera("cam0")["job"].clone();
+    let elapsed = t0.elapsed().as_secs_f64();
+    assert_eq!(v["state"], "SUCCEEDED", "{v}");
+    let got = j1["frames_captured"].as_u64().unwrap() - j0["frames_captured"].as_u64().unwrap();
+    let dropped = j1["frames_dropped"].as_u64().unwrap() - j0["frames_dropped"].as_u64().unwrap();
+    println!(
+        "export during capture: timelapse of {} frames in {elapsed:.1} s; capture {got} frames (expected {:.0}), dropped {dropped}",
+        v["done"],
+        30.0 * elapsed
+    );
+    assert_eq!(dropped, 0);
+    assert!(got as f64 >= 30.0 * elapsed - 3.0, "capture lost frames: {got} in {elapsed:.1} s");
+    assert_eq!(j1["state"], "RUNNING");
+}
