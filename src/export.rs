@@ -646,10 +646,12 @@ impl Exports {
             panic_at_file: self.cfg.panic_at_file,
             max_files_per_s: self.cfg.max_files_per_s,
             started: Instant::now(),
+            opened: 0,
             page,
             visited: 0,
             published: Instant::now(),
             percent: 0,
+            last_reported: (0, 0),
             progress: &|done, bytes, percent| {
                 self.update(view.id, |v| {
                     v.done = done;
@@ -662,6 +664,8 @@ impl Exports {
             Kind::Archive => archive::write(&mut run, file),
             Kind::Timelapse => timelapse::write(&mut run, file, &self.cfg.timelapse),
         };
+        let (done, bytes) = run.last_reported;
+        run.publish(done, bytes);
         let result = written.and_then(|n| {
             fs::rename(&part, self.path(view.id, view.kind)).map_err(|e| io_failed("rename the export file", &e))?;
             if let Ok(d) = File::open(&self.dir) {
@@ -829,10 +833,14 @@ pub struct Run<'a> {
     panic_at_file: Option<u64>,
     max_files_per_s: Option<u32>,
     started: Instant,
+    /// Snapshot files opened (what `max_files_per_s` paces; a timelapse skips most files).
+    opened: u64,
     page: &'a mut Vec<StoredSnapshot>,
     visited: u64,
     published: Instant,
     percent: u8,
+    /// The last `(done, bytes)` reported, published however the export ends.
+    last_reported: (u64, u64),
     progress: &'a dyn Fn(u64, u64, u8),
 }
 
@@ -845,6 +853,12 @@ impl Run<'_> {
     /// The file of a stored snapshot.
     pub fn snapshot_path(&self, s: &StoredSnapshot) -> PathBuf {
         crate::index::snapshot_path(self.storage_dir, &self.cam.name, s.day, s.seq)
+    }
+
+    /// Opens a snapshot file for reading (and counts it for `max_files_per_s`).
+    pub fn open(&mut self, s: &StoredSnapshot) -> io::Result<File> {
+        self.opened += 1;
+        File::open(self.snapshot_path(s))
     }
 
     /// A scratch file next to the export (deleted by the caller; reaped at start-up).
@@ -891,7 +905,7 @@ impl Run<'_> {
     /// Waits as `exports.max_files_per_s` asks, waking for cancellation and shutdown.
     fn pace(&self) -> Result<(), Ended> {
         let Some(rate) = self.max_files_per_s else { return Ok(()) };
-        let due = self.started + Duration::from_secs_f64(self.visited as f64 / f64::from(rate));
+        let due = self.started + Duration::from_secs_f64(self.opened as f64 / f64::from(rate));
         loop {
             let left = due.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -906,6 +920,7 @@ impl Run<'_> {
     /// Publishes progress (at most once a second): `done` items, `bytes` written so far.
     /// Also enforces the budget and free space.
     pub fn progress(&mut self, done: u64, bytes: u64) -> Result<(), Ended> {
+        self.last_reported = (done, bytes);
         if bytes > self.max_bytes {
             return Err(Ended::Failed(format!(
                 "the export grew past exports.max_bytes ({} MiB): choose a shorter range",

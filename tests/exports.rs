@@ -284,7 +284,7 @@ fn a_30_fps_job_loses_no_frame_while_an_export_runs() {
     let cfg = config(&dir, json!([cam]), json!({}));
     let d = Daemon::start_in(dir, &cfg);
     let deadline = Instant::now() + 30 * SEC;
-    while d.camera("cam0")["store"]["written"].as_u64().unwrap() < 40 {
+    while d.camera("cam0")["store"]["written"].as_u64().unwrap() < 80 {
         assert!(Instant::now() < deadline, "no snapshots stored");
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -57,7 +57,7 @@ fn write_inner(run: &mut Run<'_>, file: File, scratch: &std::path::Path) -> Resu
     let (mut done, mut missing) = (0u64, 0u64);
     let camera = run.camera().to_string();
     run.each(|run, _, s| {
-        let mut f = match File::open(run.snapshot_path(s)) {
+        let mut f = match run.open(s) {
             Ok(f) => f,
             // Retention deleted it after the range was counted: listed as missing.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {

@@ -38,7 +38,7 @@ pub fn write(run: &mut Run<'_>, file: File, cfg: &TimelapseConfig) -> Result<u64
         }
         picked += 1;
         jpeg.clear();
-        match File::open(run.snapshot_path(s)).and_then(|mut f| f.read_to_end(&mut jpeg)) {
+        match run.open(s).and_then(|mut f| f.read_to_end(&mut jpeg)) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io_failed(&format!("read snapshot {}", s.seq), &e)),
