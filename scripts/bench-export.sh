@@ -9,7 +9,7 @@ fill=${1:-40}
 cargo build --release --quiet --bin camjobd
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/camjobd-bench-export.XXXXXX")
 pid=""
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 cat > "$work/c.json" <<JSON
 {
   "http": { "bind": "127.0.0.1:0" },
@@ -59,29 +59,31 @@ assert post("/api/cameras/cam0/stop", {})["state"] in ("STOPPING", "STOPPED")
 time.sleep(1)
 stored = get("/api/cameras/cam0")["store"]
 print(f"stored: {stored['files']} snapshots, {stored['bytes'] / 2**20:.1f} MiB (640x480, 30 fps, every frame kept)")
-# The capture job that must not notice: 30 fps, one snapshot a second (kept, not the range exported).
+# The capture job that must not notice: 30 fps, every frame kept and stored (the store keeps
+# writing while the exports read).
 req = urllib.request.Request(f"http://{addr}/api/cameras/cam0/start", data=b"", method="POST")
 urllib.request.urlopen(req, timeout=10)
 time.sleep(2)
 now = time.time()
 
-def measure(label, seconds=None, export=None):
+def measure(label, seconds=None, export=None, repeat=1):
     f0, d0, t0 = job(); c0 = capture_cpu(); rss0 = rss_kib(); rss_max = rss0
-    x = None
-    if export:
+    done = []
+    for _ in range(repeat if export else 0):
         x = post("/api/exports", export)
         while True:
             x = get(f"/api/exports/{x['id']}")
             rss_max = max(rss_max, rss_kib())
             if x["state"] not in ("QUEUED", "RUNNING"):
                 break
-            time.sleep(0.2)
-    else:
+            time.sleep(0.1)
+        done.append(x)
+    if not export:
         time.sleep(seconds)
     f1, d1, t1 = job(); c1 = capture_cpu()
     fps = (f1 - f0) / (t1 - t0)
     line = f"{label:<22} {t1 - t0:6.1f} s  capture {fps:5.2f} frames/s, dropped {d1 - d0}, capture CPU {100 * (c1 - c0) / (t1 - t0):4.1f}%, RSS {rss0} -> max {rss_max} KiB"
-    if x:
+    for x in done:
         took = x["ended_at"] - x["started_at"]
         line += f"\n{'':<22} export {x['state']}: {x['done']} of {x['snapshots']} snapshots -> {x['bytes'] / 2**20:.1f} MiB in {took:.1f} s ({x['done'] / took:.0f} items/s, {x['bytes'] / 2**20 / took:.1f} MiB/s)"
     print(line)
@@ -90,6 +92,6 @@ def measure(label, seconds=None, export=None):
 rng = {"camera": "cam0", "from": now - 3600, "to": now - 2}
 base = measure("no export", seconds=10)
 tl = measure("timelapse running", export=dict(rng, kind="timelapse"))
-ar = measure("archive running", export=dict(rng, kind="archive"))
+ar = measure("10 archives in a row", export=dict(rng, kind="archive"), repeat=10)
 print(f"capture rate during export / without: timelapse {tl / base:.3f}, archive {ar / base:.3f}")
 PY
