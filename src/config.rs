@@ -101,6 +101,9 @@ pub struct HttpConfig {
     pub token_file: Option<PathBuf>,
     /// Listening beyond loopback without a token is refused unless this is true.
     pub allow_open: bool,
+    /// With a token: reads need it too (Bearer header, or the dashboard's `camjobd_token`
+    /// cookie), except `/`, `/index.html` and `/healthz`.
+    pub protect_reads: bool,
     /// Worker threads; each serves one connection at a time.
     pub workers: usize,
     /// Accepted connections waiting for a worker; beyond this a connection gets 503.
@@ -349,6 +352,7 @@ impl Default for HttpConfig {
             token: None,
             token_file: None,
             allow_open: false,
+            protect_reads: false,
             workers: 4,
             queue: 32,
             read_timeout_ms: 5_000,
@@ -516,6 +520,11 @@ impl Config {
                 );
             }
         }
+        v.check(
+            "http.protect_reads",
+            !h.protect_reads || h.token.is_some() || h.token_file.is_some(),
+            "needs http.token or http.token_file (the token that reads must carry)",
+        );
         if let Some(t) = &h.token {
             v.check(
                 "http.token",

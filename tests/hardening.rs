@@ -71,6 +71,64 @@ fn token_file_and_open_binds() {
 }
 
 #[test]
+fn protect_reads_puts_every_read_but_the_page_and_healthz_behind_the_token() {
+    let token = "r3ad;to%ken";
+    let d = Daemon::start(
+        "protect-reads",
+        json!([synthetic("cam0", json!({}))]),
+        json!({"token": token, "protect_reads": true}),
+    );
+    let bearer = format!("Bearer {token}");
+    let auth = [("Authorization", bearer.as_str())];
+    // Wait with the token: RUNNING and a first snapshot.
+    let deadline = std::time::Instant::now() + 10 * SEC;
+    while request(d.addr, "GET", "/api/cameras/cam0/latest.jpg", &auth, b"").status != 200 {
+        assert!(std::time::Instant::now() < deadline, "no snapshot");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for path in [
+        "/api/status",
+        "/api/cameras/cam0",
+        "/api/cameras/cam0/latest.jpg",
+        "/api/events",
+        "/api/jobs",
+        "/metrics",
+        "/api/exports",
+        "/api/cameras/cam0/snapshots",
+    ] {
+        let r = d.get(path);
+        assert_eq!(r.error_code(401), "unauthorized", "{path}");
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        assert!(r.text().contains("protect_reads"), "{path}: {}", r.text());
+        assert_eq!(request(d.addr, "GET", path, &auth, b"").status, 200, "{path} with the token");
+        // The dashboard's cookie (percent-encoded, among other cookies) works for reads ...
+        let cookie = "theme=dark; camjobd_token=r3ad%3Bto%25ken";
+        assert_eq!(request(d.addr, "GET", path, &[("Cookie", cookie)], b"").status, 200, "{path} with the cookie");
+        let wrong = "camjobd_token=r3ad%3Bto%25kem";
+        assert_eq!(request(d.addr, "GET", path, &[("Cookie", wrong)], b"").status, 401, "{path} with a wrong cookie");
+    }
+    // ... but never for writes, and the page and liveness stay open.
+    let r = request(d.addr, "POST", "/api/cameras/cam0/stop", &[("Cookie", "camjobd_token=r3ad%3Bto%25ken")], b"");
+    assert_eq!(r.error_code(401), "unauthorized");
+    assert_eq!(d.get("/").status, 200);
+    assert_eq!(d.get("/healthz").status, 200);
+    for bad in ["camjobd_token=%zz", "camjobd_token=%", "camjobd_token="] {
+        assert_eq!(request(d.addr, "GET", "/api/status", &[("Cookie", bad)], b"").status, 401, "{bad}");
+    }
+    // protect_reads without a token is a config error naming the key.
+    let dir = TempDir::new("protect-reads-cfg");
+    std::fs::write(dir.path("c.json"), r#"{"http": {"protect_reads": true}}"#).unwrap();
+    let o = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(dir.path("c.json"))
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("http.protect_reads: needs http.token"));
+}
+
+#[test]
 fn metrics_in_the_prometheus_text_format() {
     let d = Daemon::start(
         "metrics",

@@ -139,17 +139,24 @@ impl Api {
 impl Handler for Api {
     fn handle(&self, req: &Request<'_>) -> Response {
         let get = matches!(req.method, "GET" | "HEAD");
-        if let Some(token) = &self.shared.config.http.token {
-            if !get && !authorized(req, token) {
+        let path = req.path;
+        let http = &self.shared.config.http;
+        if let Some(token) = &http.token {
+            // Reads are open unless `protect_reads`; the page itself and the liveness check
+            // always are (the page asks for the token; systemd and load balancers probe).
+            let open = get && (!http.protect_reads || matches!(path, "/" | "/index.html" | "/healthz"));
+            // The cookie (set by the dashboard, so that <img> loads carry the token) counts for
+            // reads only: a write must show the header, which no other site can make a browser send.
+            if !open && !authorized(req, token) && !(get && cookie_authorized(req, token)) {
+                let what = if get { "with http.protect_reads, reads need" } else { "this request needs" };
                 return Response::error(
                     401,
                     "unauthorized",
-                    "this request needs the header Authorization: Bearer <http.token>",
+                    &format!("{what} the header Authorization: Bearer <http.token>"),
                 )
                 .with_header("WWW-Authenticate", "Bearer".into());
             }
         }
-        let path = req.path;
         match path {
             "/" | "/index.html" if get => Response {
                 status: 200,
@@ -443,7 +450,46 @@ fn parse_limits(body: &[u8]) -> Result<JobLimits, Response> {
 fn authorized(req: &Request<'_>, token: &str) -> bool {
     let Some(h) = req.header("Authorization") else { return false };
     let Some(given) = h.strip_prefix(b"Bearer ") else { return false };
-    let want = token.as_bytes();
+    same(given, token.as_bytes())
+}
+
+/// The `camjobd_token` cookie (percent-encoded by the dashboard), compared in constant time.
+fn cookie_authorized(req: &Request<'_>, token: &str) -> bool {
+    let Some(h) = req.header("Cookie") else { return false };
+    let Some(value) = h.split(|&b| b == b';').find_map(|c| c.trim_ascii().strip_prefix(b"camjobd_token=")) else {
+        return false;
+    };
+    // A token is at most 256 bytes; decode into a fixed buffer.
+    let mut buf = [0u8; 256];
+    let mut n = 0;
+    let mut i = 0;
+    while i < value.len() {
+        let b = match value[i] {
+            b'%' if i + 2 < value.len() => {
+                let hex = std::str::from_utf8(&value[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        i += 2;
+                        b
+                    }
+                    None => return false,
+                }
+            }
+            b'%' => return false,
+            b => b,
+        };
+        if n == buf.len() {
+            return false;
+        }
+        buf[n] = b;
+        n += 1;
+        i += 1;
+    }
+    same(&buf[..n], token.as_bytes())
+}
+
+/// Constant time for equal lengths.
+fn same(given: &[u8], want: &[u8]) -> bool {
     given.len() == want.len() && given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 

@@ -941,6 +941,52 @@ fn probe_head(
     }
 }
 
+/// One request from bytes to the bytes of its answer, without a socket: the head is checked
+/// with a worker's limits and functions (`probe_head`, `framing`), the body is what follows
+/// it, the handler answers and the head is rendered, as a worker would write it (a body from
+/// a file is left out). `None` while the bytes are not yet a whole request. This is what the
+/// `http_request` fuzz target drives; unlike a worker it lets a handler's panic through, so
+/// the fuzzer sees it.
+pub fn answer(input: &[u8], handler: &dyn Handler, config: &HttpConfig) -> Option<Vec<u8>> {
+    let limits = Limits::from(config);
+    let mut out = Vec::new();
+    let mut refuse = |resp: Response| {
+        render_head(&mut out, &resp, true);
+        out.extend_from_slice(resp.body.as_bytes());
+        Some(std::mem::take(&mut out))
+    };
+    let head = &input[..input.len().min(limits.max_header_bytes)];
+    let mut store = Vec::new();
+    let head_len = match probe_head(head, &mut store, limits.max_headers) {
+        Ok(Some(n)) => n,
+        Ok(None) if head.len() == limits.max_header_bytes => {
+            return refuse(Response::error(431, "header_too_large", "request head too large"))
+        }
+        Ok(None) => return None,
+        Err(resp) => return refuse(resp),
+    };
+    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut req = httparse::Request::new(&mut headers);
+    // The worker relies on this: the bytes that probed complete parse complete again.
+    assert!(matches!(req.parse(&input[..head_len]), Ok(httparse::Status::Complete(n)) if n == head_len));
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        panic!("a complete request without method, target or version");
+    };
+    let f = match framing(req.headers, version, limits.max_body_bytes) {
+        Ok(f) => f,
+        Err(resp) => return refuse(resp),
+    };
+    let body = input.get(head_len..head_len + f.body_len)?;
+    let (path, query) = split_target(target);
+    let request = Request { method, path, query, body, headers: req.headers };
+    let resp = handler.handle(&request);
+    render_head(&mut out, &resp, !f.keep_alive);
+    if method != "HEAD" && has_body(resp.status) {
+        out.extend_from_slice(resp.body.as_bytes());
+    }
+    Some(out)
+}
+
 /// What the headers say about the body and the connection.
 struct Framing {
     body_len: usize,

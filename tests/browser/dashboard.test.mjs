@@ -520,3 +520,50 @@ test("exports from the page: progress bar, cancel, download; the timelapse plays
   await closeBrowser();
   console.log(`figures: ${JSON.stringify(figures)}`);
 });
+
+test("http.protect_reads: the page asks for the token once, then status and images load; refused, it says locked", { timeout: 60000 }, async () => {
+  // A second camjobd of its own, reads protected.
+  const p2 = await freePort();
+  const file = path.join(tmp, "protected.json");
+  writeFileSync(file, JSON.stringify({ http: { bind: `127.0.0.1:${p2}`, token: TOKEN, protect_reads: true },
+    storage: { dir: path.join(tmp, "data-protected") }, log: { level: "warn" },
+    cameras: [{ name: "cam0", source: { kind: "synthetic", width: 160, height: 120, fps: 10 }, snapshot_interval_ms: 200 }] }));
+  const proc = spawn(BIN, ["--config", file], { stdio: ["ignore", "ignore", "ignore"] });
+  const exited = new Promise(resolve => proc.once("exit", resolve));
+  try {
+    const url = `http://127.0.0.1:${p2}/?poll_ms=200`;
+    await waitFor("the protected camjobd to answer", 15000, async () => {
+      try { return (await fetch(`http://127.0.0.1:${p2}/healthz`)).status === 200; } catch (e) { return false; }
+    }, 100);
+    const denied = await fetch(`http://127.0.0.1:${p2}/api/status`);
+    assert.equal(denied.status, 401);
+
+    let { page, errors } = await launchBrowser(DESKTOP);
+    const prompts = [];
+    page.on("dialog", d => { prompts.push(d.message()); d.accept(TOKEN); });
+    await page.goto(url, { waitUntil: "load" });
+    const shown = await waitFor("RUNNING and the image loaded through the cookie", 15000, () => page.evaluate(() => {
+      const c = document.querySelector('.cam[data-camera="cam0"]'), img = c && c.querySelector("img");
+      return c && c.dataset.state === "RUNNING" && img.complete && img.naturalWidth > 0 && { w: img.naturalWidth, conn: document.getElementById("conn").dataset.state };
+    }), 50);
+    console.log(`protected page: ${prompts.length} prompt(s) (${JSON.stringify(prompts)}), then ${JSON.stringify(shown)}`);
+    assert.equal(prompts.length, 1);
+    assert.equal(shown.w, 160);
+    assert.deepEqual(errors, []);
+    await closeBrowser();
+
+    // A fresh browser whose user cancels the prompt: the page says it is locked, and stays bounded.
+    ({ page, errors } = await launchBrowser(DESKTOP));
+    page.on("dialog", d => d.dismiss());
+    await page.goto(url, { waitUntil: "load" });
+    const msg = await waitFor("the locked message", 10000, async () => {
+      const t = await page.locator("#conn").textContent();
+      return /locked/.test(t) && t;
+    }, 50);
+    console.log(`refused: "${msg}"`);
+    await closeBrowser();
+  } finally {
+    proc.kill("SIGTERM");
+    await Promise.race([exited, sleep(5000)]);
+  }
+});

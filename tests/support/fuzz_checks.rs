@@ -1,0 +1,117 @@
+//! The properties the fuzz targets check, shared (with `#[path]`) by `fuzz/fuzz_targets/*.rs`,
+//! which libFuzzer drives, and `tests/fuzz_regressions.rs`, which replays the seed corpus and
+//! every saved crash on each `cargo test`.
+#![allow(dead_code)]
+
+use std::sync::{Arc, OnceLock};
+
+use camjobd::capture::mjpeg::{Next, Splitter};
+use camjobd::config::Config;
+use camjobd::export::Exports;
+use camjobd::http::routes::Api;
+use camjobd::http::server::{answer, Handler};
+use camjobd::status::Shared;
+
+fn api(protected: bool) -> &'static Api {
+    static APIS: OnceLock<[Api; 2]> = OnceLock::new();
+    let apis = APIS.get_or_init(|| {
+        let make = |protected: bool| {
+            let mut config = Config::default();
+            let dir = format!("camjobd-fuzz-{}-{protected}", std::process::id());
+            config.storage.dir = std::env::temp_dir().join(dir);
+            if protected {
+                config.http.token = Some("fuzz-token".into());
+                config.http.protect_reads = true;
+            }
+            // Nobody serves the command channel: start and stop answer 503 at once.
+            let (tx, _) = crossbeam::channel::bounded(1);
+            let shared = Arc::new(Shared::new(config, tx));
+            let exports = Arc::new(Exports::open(Arc::clone(&shared)).expect("exports directory"));
+            Api::new(shared, exports)
+        };
+        [make(false), make(true)]
+    });
+    &apis[usize::from(protected)]
+}
+
+/// Raw bytes as an HTTP request through the server's parser and limits and the API's router:
+/// the answer is one well-formed response head with a known status, and nothing panics. The
+/// first byte picks the API with a token and `protect_reads` (odd) or the open one (even).
+pub fn http_request(data: &[u8]) {
+    let Some((&first, input)) = data.split_first() else { return };
+    let api = api(first & 1 == 1);
+    let config = Config::default().http;
+    if let Some(out) = answer(input, api as &dyn Handler, &config) {
+        let head_end = out.windows(4).position(|w| w == b"\r\n\r\n").expect("a whole head");
+        let head = std::str::from_utf8(&out[..head_end]).expect("an ASCII head");
+        let status: u16 = head.get(9..12).and_then(|s| s.parse().ok()).expect("a status code");
+        assert!(head.starts_with("HTTP/1.1 "), "{head}");
+        assert!((200..600).contains(&status), "{head}");
+        assert!(!head.contains('\0'), "{head}");
+    }
+}
+
+/// Any text as a config file: an error with a message (never a panic), or a config that
+/// validates, prints (`--check-config`) and parses again to the same settings.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    match Config::from_json(text) {
+        Ok(config) => {
+            config.validate().expect("a parsed config validates");
+            let printed = serde_json::to_string(&config).expect("a config prints");
+            let again =
+                Config::from_json(&printed).unwrap_or_else(|e| panic!("printed config does not parse: {e}\n{printed}"));
+            // The token is printed redacted; everything else survives the round trip.
+            assert_eq!(again.cameras, config.cameras);
+            assert_eq!(again.exports, config.exports);
+            assert_eq!(again.storage, config.storage);
+        }
+        Err(e) => assert!(!e.message.is_empty()),
+    }
+}
+
+/// Hands out the input in reads whose sizes come from the input's first bytes.
+struct Chunked<'a> {
+    data: &'a [u8],
+    sizes: &'a [u8],
+    n: usize,
+}
+
+impl std::io::Read for Chunked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = self.sizes.get(self.n % self.sizes.len().max(1)).map_or(4096, |&s| usize::from(s) * 37 + 1);
+        self.n += 1;
+        let k = want.min(buf.len()).min(self.data.len());
+        buf[..k].copy_from_slice(&self.data[..k]);
+        self.data = &self.data[k..];
+        Ok(k)
+    }
+}
+
+/// Any byte stream, in reads of any size, through the MJPEG splitter: every frame is SOI..EOI
+/// within the size limit, it never yields more bytes than it was given, and it ends.
+/// Byte 0 picks the limit, bytes 1..5 the read sizes; the rest is the stream.
+pub fn mjpeg(data: &[u8]) {
+    let Some((&max_sel, rest)) = data.split_first() else { return };
+    let (sizes, stream) = rest.split_at(rest.len().min(4));
+    let max = 64 + usize::from(max_sel) * 64;
+    let mut s = Splitter::new(max);
+    let mut r = Chunked { data: stream, sizes, n: 0 };
+    let mut out = 0usize;
+    loop {
+        match s.next() {
+            Next::Frame { data: f, .. } => {
+                assert!(f.len() <= max, "frame of {} bytes over the {max} limit", f.len());
+                assert!(f.starts_with(&[0xFF, 0xD8]) && f.ends_with(&[0xFF, 0xD9]), "not SOI..EOI");
+                out += f.len();
+                assert!(out <= stream.len());
+            }
+            Next::NeedMore => {
+                if s.fill_from(&mut r).expect("reads from memory do not fail") == 0 {
+                    break;
+                }
+            }
+            Next::Dropped(_) => {}
+        }
+    }
+}
