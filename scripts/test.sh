@@ -50,7 +50,21 @@ if [ "${SKIP_SOAK:-0}" != 1 ]; then
   fi
 fi
 
-awk '/^soak: [01] passed/ { p += $2; f += $4 }
+# Fuzzing for a short bounded time (cargo-fuzz, libFuzzer): 30 s per target here; longer runs
+# with scripts/fuzz.sh SECONDS. SKIP_FUZZ=1 leaves it out.
+if [ "${SKIP_FUZZ:-0}" != 1 ]; then
+  log "fuzz"
+  fuzz_status=0
+  bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}" 2>&1 | tee -a "$out" || fuzz_status=$?
+  if [ "$fuzz_status" -eq 0 ]; then
+    echo "fuzz: 1 passed, 0 failed" >> "$out"
+  else
+    echo "fuzz: 0 passed, 1 failed" >> "$out"
+    status=$fuzz_status
+  fi
+fi
+
+awk '/^(soak|fuzz): [01] passed/ { p += $2; f += $4 }
      /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      /^ℹ pass / { p += $3 } /^ℹ fail / { f += $3 }
      END { printf "\ntests: %d passed, %d failed\n", p, f }' "$out"
