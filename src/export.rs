@@ -381,6 +381,7 @@ impl Exports {
             let (oldest, newest) = (cam.stored.oldest(), cam.stored.newest());
             let have = match (oldest, newest) {
                 (Some(a), Some(b)) => format!("stored snapshots span {:.0} to {:.0}", a.captured_at, b.captured_at),
+                _ if !cam.config.store.enabled => "it does not store snapshots (its store.enabled is false)".into(),
                 _ => "it has no stored snapshots yet".into(),
             };
             return Err(Refused::Bad(

@@ -147,7 +147,8 @@ impl Handler for Api {
             let open = get && (!http.protect_reads || matches!(path, "/" | "/index.html" | "/healthz"));
             // The cookie (set by the dashboard, so that <img> loads carry the token) counts for
             // reads only: a write must show the header, which no other site can make a browser send.
-            if !open && !authorized(req, token) && !(get && cookie_authorized(req, token)) {
+            let allowed = open || authorized(req, token) || (get && cookie_authorized(req, token));
+            if !allowed {
                 let what = if get { "with http.protect_reads, reads need" } else { "this request needs" };
                 return Response::error(
                     401,

@@ -1770,15 +1770,17 @@ mod tests {
         let _g = serial();
         let baseline = http_threads();
         let srv = start(HttpConfig { workers: 3, read_timeout_ms: 60_000, idle_timeout_ms: 60_000, ..config() });
-        // Keep every worker busy in a different way: idle keep-alive, a slow head, a silent
-        // fresh connection.
-        let mut idle = Client::connect(srv.addr());
-        idle.send(b"GET / HTTP/1.1\r\n\r\n");
-        assert_eq!(idle.reply().status, 200);
+        // Keep every worker busy in a different way: a slow head, a silent fresh connection,
+        // idle keep-alive. The idle one comes last: an idle keep-alive connection gives way
+        // while another waits in the queue, so it must not see the others queued.
+        let stats = srv.stats();
         let mut slow = Client::connect(srv.addr());
         slow.send(b"GET / HTTP/1.1\r\nX-");
         let _silent = Client::connect(srv.addr());
-        let stats = srv.stats();
+        assert!(eventually(Duration::from_secs(2), || stats.connections_active.load(Ordering::Relaxed) == 2));
+        let mut idle = Client::connect(srv.addr());
+        idle.send(b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(idle.reply().status, 200);
         assert!(eventually(Duration::from_secs(2), || stats.connections_active.load(Ordering::Relaxed) == 3));
         let addr = srv.addr();
         let t0 = Instant::now();
