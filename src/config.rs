@@ -209,6 +209,37 @@ pub enum LedConfig {
     /// No LED.
     #[default]
     None,
+    /// An LED on a GPIO pin (BCM numbering), driven through rppal (`/dev/gpiomem`; the user
+    /// needs the `gpio` group).
+    Gpio {
+        /// BCM pin number (0–27 on the 40-pin header).
+        pin: u8,
+        /// The LED lights when the pin is low (wired to 3.3 V through the LED).
+        #[serde(default)]
+        active_low: bool,
+    },
+    /// A kernel LED: `/sys/class/leds/<name>/brightness` (the Pi's `ACT` LED, say), or any
+    /// brightness file given as `path`. Its trigger is set to `none` while camjobd runs and
+    /// put back at exit.
+    Sysfs {
+        /// The LED's name under `/sys/class/leds`.
+        #[serde(default)]
+        name: Option<String>,
+        /// A brightness file, instead of `name`.
+        #[serde(default)]
+        path: Option<PathBuf>,
+    },
+}
+
+impl LedConfig {
+    /// The brightness file of a `sysfs` LED.
+    pub fn sysfs_path(&self) -> Option<PathBuf> {
+        match self {
+            LedConfig::Sysfs { path: Some(p), .. } => Some(p.clone()),
+            LedConfig::Sysfs { name: Some(n), .. } => Some(PathBuf::from("/sys/class/leds").join(n).join("brightness")),
+            _ => None,
+        }
+    }
 }
 
 /// Logging settings.
@@ -548,6 +579,21 @@ impl Config {
         v.range("storage.journal.batch_events", j.batch_events as u64, 1, crate::events::EVENT_CAPACITY as u64 / 2);
         v.range("storage.journal.max_file_bytes", j.max_file_bytes, 4096, 1 << 30);
         v.range("storage.journal.max_files", j.max_files as u64, 2, 1000);
+        match &self.led {
+            LedConfig::Gpio { pin, .. } => v.range("led.pin", u64::from(*pin), 0, 53),
+            LedConfig::Sysfs { name, path } => {
+                v.check(
+                    "led",
+                    name.is_some() != path.is_some(),
+                    "a sysfs LED needs name (under /sys/class/leds) or path, not both",
+                );
+                if let Some(n) = name {
+                    let ok = !n.is_empty() && !n.contains('/') && n != "." && n != "..";
+                    v.check("led.name", ok, "must be an LED name like \"ACT\" (ls /sys/class/leds)");
+                }
+            }
+            LedConfig::None => {}
+        }
         let x = &self.exports;
         v.range("exports.max_concurrent", x.max_concurrent as u64, 1, 4);
         v.range("exports.max_queued", x.max_queued as u64, 1, 64);

@@ -81,6 +81,14 @@ impl Service {
         threads.push(spawn("store", Box::new(move || store.run(s)))?);
         let (sh, s) = (Arc::clone(&shared), stop.clone());
         threads.push(spawn("watchdog", Box::new(move || crate::watchdog::run(sh, s)))?);
+        match crate::led::open(&shared.config.led) {
+            Ok(Some(led)) => {
+                let (sh, s) = (Arc::clone(&shared), stop.clone());
+                threads.push(spawn("led", Box::new(move || crate::led::run(sh, led, s)))?);
+            }
+            Ok(None) => {}
+            Err(e) => crate::led::disable(&shared, &e),
+        }
         let exports = Arc::new(crate::export::Exports::open(Arc::clone(&shared))?);
         for n in 0..shared.config.exports.max_concurrent {
             let (x, s) = (Arc::clone(&exports), stop.clone());

@@ -1,10 +1,21 @@
-//! The status LED: which blink pattern each job state shows, and the LED backends.
+//! The status LED: which blink pattern each job state shows, the backends, and the `led`
+//! thread that drives one.
 //!
 //! The pattern is a pure function of the state and the time, so it is tested without
-//! hardware. Backends implement [`Led`]; a backend that fails is disabled with one warning
-//! and never stops a job. The only backend today is `none`; GPIO and sysfs LEDs plug in here.
+//! hardware. Backends implement [`Led`]: [`SysfsLed`] (a kernel LED's `brightness` file) and
+//! [`GpioLed`] (a pin through rppal). A backend that cannot be opened or written is disabled
+//! with one warning and an event; it never stops a job.
 
-use crate::status::JobState;
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::LedConfig;
+use crate::events::EventKind;
+use crate::shutdown::Stop;
+use crate::status::{JobState, Shared};
 
 /// Slow blink half-period (STARTING, RECOVERING).
 pub const SLOW_MS: u64 = 500;
@@ -41,6 +52,131 @@ pub trait Led: Send {
     fn set(&mut self, on: bool) -> Result<(), String>;
 }
 
+/// A kernel LED: writes `1`/`0` to its `brightness` file (opened once, rewritten in place).
+/// Its trigger (`mmc0` for the Pi's ACT LED) is set to `none` so the kernel stops driving it,
+/// and put back when this is dropped.
+pub struct SysfsLed {
+    file: fs::File,
+    trigger: Option<(PathBuf, String)>,
+}
+
+impl SysfsLed {
+    /// Opens `brightness` for writing; sets the trigger beside it (if any) to `none`.
+    pub fn open(brightness: &Path) -> Result<SysfsLed, String> {
+        let file = fs::OpenOptions::new().write(true).open(brightness).map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::NotFound => "; ls /sys/class/leds lists the LEDs this board has",
+                std::io::ErrorKind::PermissionDenied => {
+                    "; the service user needs write access (a udev rule, or run the unit's ExecStartPre as root)"
+                }
+                _ => "",
+            };
+            format!("cannot open the LED {}: {e}{hint}", brightness.display())
+        })?;
+        let trigger_path = brightness.with_file_name("trigger");
+        // "none rc-feedback [mmc0] timer ..." — the bracketed one is active.
+        let trigger = fs::read_to_string(&trigger_path).ok().and_then(|t| {
+            let active = t.split_whitespace().find(|w| w.starts_with('['))?.trim_matches(['[', ']']).to_string();
+            (active != "none" && fs::write(&trigger_path, "none").is_ok()).then_some((trigger_path, active))
+        });
+        Ok(SysfsLed { file, trigger })
+    }
+}
+
+impl Led for SysfsLed {
+    fn set(&mut self, on: bool) -> Result<(), String> {
+        // Each write goes to offset 0 (`pwrite`): the file stays open, no seek is needed.
+        self.file.write_at(if on { b"1" } else { b"0" }, 0).map(|_| ()).map_err(|e| format!("cannot set the LED: {e}"))
+    }
+}
+
+impl Drop for SysfsLed {
+    fn drop(&mut self) {
+        let _ = self.file.write_at(b"0", 0);
+        if let Some((path, trigger)) = &self.trigger {
+            let _ = fs::write(path, trigger);
+        }
+    }
+}
+
+/// An LED on a GPIO pin, through rppal (memory-mapped `/dev/gpiomem`).
+pub struct GpioLed {
+    pin: rppal::gpio::OutputPin,
+    active_low: bool,
+}
+
+impl GpioLed {
+    /// Claims BCM `pin` as an output, LED off.
+    pub fn open(pin: u8, active_low: bool) -> Result<GpioLed, String> {
+        use rppal::gpio::Error as E;
+        let gpio = rppal::gpio::Gpio::new().map_err(|e| match e {
+            E::UnknownModel => "rppal does not recognise this board as a Raspberry Pi, so GPIO LEDs cannot be used here: use led.kind \"sysfs\" or \"none\"".to_string(),
+            E::PermissionDenied(p) => format!("no access to {p}: add the service user to the gpio group (the unit does: SupplementaryGroups=gpio)"),
+            e => format!("cannot open the GPIO controller: {e}"),
+        })?;
+        let pin = gpio.get(pin).map_err(|e| format!("cannot claim GPIO {pin} for the LED: {e}"))?;
+        let mut out = pin.into_output();
+        // Leave the pin as it was (an input) when camjobd exits.
+        out.set_reset_on_drop(true);
+        let mut led = GpioLed { pin: out, active_low };
+        led.set(false)?;
+        Ok(led)
+    }
+}
+
+impl Led for GpioLed {
+    fn set(&mut self, on: bool) -> Result<(), String> {
+        if on != self.active_low {
+            self.pin.set_high();
+        } else {
+            self.pin.set_low();
+        }
+        Ok(())
+    }
+}
+
+/// Opens the configured LED; `Ok(None)` for `none`.
+pub fn open(config: &LedConfig) -> Result<Option<Box<dyn Led>>, String> {
+    Ok(match config {
+        LedConfig::None => None,
+        LedConfig::Gpio { pin, active_low } => Some(Box::new(GpioLed::open(*pin, *active_low)?)),
+        LedConfig::Sysfs { .. } => {
+            let path = config.sysfs_path().ok_or("a sysfs LED needs name or path")?;
+            Some(Box::new(SysfsLed::open(&path)?))
+        }
+    })
+}
+
+/// How often the `led` thread looks at the state (a quarter of the fast blink's half-period
+/// would be finer than any eye; this keeps the fast blink even).
+const TICK: Duration = Duration::from_millis(FAST_MS / 2);
+
+/// The `led` thread: shows the state that most needs attention across cameras until `stop`,
+/// then turns the LED off. A write error disables the LED with one warning and an event.
+pub fn run(shared: Arc<Shared>, mut led: Box<dyn Led>, stop: Stop) {
+    let mut shown = None;
+    loop {
+        let state = summary(shared.cameras.iter().map(|c| c.job().state));
+        let on = lit(state, crate::clock::mono_ms());
+        if shown != Some(on) {
+            if let Err(e) = led.set(on) {
+                disable(&shared, &e);
+                return;
+            }
+            shown = Some(on);
+        }
+        if stop.wait(TICK) {
+            let _ = led.set(false);
+            return;
+        }
+    }
+}
+
+/// Logs and records why the LED is off for good.
+pub fn disable(shared: &Shared, why: &str) {
+    shared.events.push(EventKind::Info, "", None, None, format_args!("status LED disabled: {why}; jobs go on"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,6 +193,36 @@ mod tests {
         assert_eq!(toggles(JobState::Starting), 3);
         assert_eq!(toggles(JobState::Recovering), 3);
         assert_eq!(toggles(JobState::Failed), 19);
+    }
+
+    #[test]
+    fn sysfs_led_writes_brightness_and_restores_the_trigger() {
+        let dir = std::env::temp_dir().join(format!("camjobd-led-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let (b, t) = (dir.join("brightness"), dir.join("trigger"));
+        fs::write(&b, "0").unwrap();
+        fs::write(&t, "none timer [mmc0] heartbeat\n").unwrap();
+        let mut led = SysfsLed::open(&b).unwrap();
+        assert_eq!(fs::read_to_string(&t).unwrap(), "none", "the kernel's trigger is switched off");
+        led.set(true).unwrap();
+        assert_eq!(fs::read_to_string(&b).unwrap(), "1");
+        led.set(false).unwrap();
+        assert_eq!(fs::read_to_string(&b).unwrap(), "0");
+        led.set(true).unwrap();
+        drop(led);
+        assert_eq!(fs::read_to_string(&b).unwrap(), "0", "off at exit");
+        assert_eq!(fs::read_to_string(&t).unwrap(), "mmc0", "trigger put back");
+        let e = SysfsLed::open(&dir.join("nope/brightness")).err().unwrap();
+        assert!(e.contains("ls /sys/class/leds"), "{e}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn gpio_off_a_pi_says_so() {
+        // These machines are not Raspberry Pis; on a Pi this would claim the pin instead.
+        if let Err(e) = GpioLed::open(17, false) {
+            assert!(e.contains("not recognise this board") || e.contains("gpio group") || e.contains("GPIO"), "{e}");
+        }
     }
 
     #[test]

@@ -184,6 +184,15 @@ impl Daemon {
         std::fs::read_dir(format!("/proc/{}/task", self.pid())).map(|d| d.count()).unwrap_or(0)
     }
 
+    /// Whether the daemon has a thread with this name.
+    pub fn threads_named(&self, name: &str) -> bool {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+    }
+
     /// SIGTERM, then waits up to `within` for the exit status.
     pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
         signal(self.pid(), libc::SIGTERM);

@@ -1,0 +1,94 @@
+//! The board side through the real binary: the status LED (a sysfs LED against a temp file,
+//! a GPIO LED on a machine that is not a Pi) and systemd's notify protocol.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// Samples the brightness file for `window` and returns (samples lit, changes).
+fn watch(path: &std::path::Path, window: Duration) -> (usize, usize, usize) {
+    let t0 = Instant::now();
+    let (mut on, mut n, mut changes, mut last) = (0, 0, 0, None);
+    while t0.elapsed() < window {
+        let v = std::fs::read_to_string(path).unwrap_or_default();
+        let lit = v.trim() == "1";
+        on += usize::from(lit);
+        n += 1;
+        if last.is_some_and(|l| l != lit) {
+            changes += 1;
+        }
+        last = Some(lit);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (on, n, changes)
+}
+
+#[test]
+fn a_sysfs_led_shows_running_steady_failed_fast_and_off_at_exit() {
+    let dir = TempDir::new("led-sysfs");
+    let led = dir.path("leds/ACT");
+    std::fs::create_dir_all(&led).unwrap();
+    std::fs::write(led.join("brightness"), "0").unwrap();
+    std::fs::write(led.join("trigger"), "none [mmc0] timer\n").unwrap();
+    let cam = synthetic(
+        "cam0",
+        json!({"source": {"fault": {"stall_after_frames": 60}}, "watchdog": {"stall_timeout_ms": 300, "max_recoveries": 0}}),
+    );
+    let mut cfg = config(&dir, json!([cam]), json!({}));
+    cfg["led"] = json!({"kind": "sysfs", "path": led.join("brightness")});
+    let mut d = Daemon::start_in(dir, &cfg);
+    d.wait_state("cam0", "RUNNING", 10 * SEC);
+    let brightness = led.join("brightness");
+    assert_eq!(
+        std::fs::read_to_string(led.join("trigger")).unwrap(),
+        "none",
+        "the kernel trigger is off while camjobd runs"
+    );
+    // The LED thread looks every 50 ms; then RUNNING is steady on. The camera stalls after 60
+    // frames (~1.2 s at 50 fps) and may not recover: FAILED.
+    let deadline = Instant::now() + SEC;
+    while std::fs::read_to_string(&brightness).unwrap() != "1" {
+        assert!(Instant::now() < deadline, "the LED never came on");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (on, n, changes) = watch(&brightness, Duration::from_millis(300));
+    let still_running = d.camera("cam0")["job"]["state"] == "RUNNING";
+    assert!(on == n && changes == 0 || !still_running, "RUNNING is steady on: {on}/{n}, {changes} changes");
+    d.wait_state("cam0", "FAILED", 10 * SEC);
+    let (on, n, changes) = watch(&brightness, SEC);
+    println!("FAILED: lit {on} of {n} samples, {changes} changes in 1 s");
+    assert!(changes >= 6, "FAILED blinks fast (100 ms half-period): {changes} changes in 1 s");
+    assert!(on > n / 4 && on < n * 3 / 4, "about half lit: {on}/{n}");
+    assert!(d.terminate(5 * SEC).unwrap().success());
+    assert_eq!(std::fs::read_to_string(&brightness).unwrap(), "0", "off at exit");
+    assert_eq!(std::fs::read_to_string(led.join("trigger")).unwrap(), "mmc0", "the kernel trigger is back");
+}
+
+#[test]
+fn an_led_that_cannot_be_opened_is_disabled_and_the_job_goes_on() {
+    for (tag, led) in [
+        ("led-gpio", json!({"kind": "gpio", "pin": 17})),
+        ("led-missing", json!({"kind": "sysfs", "name": "no-such-led-here"})),
+    ] {
+        let dir = TempDir::new(tag);
+        let mut cfg = config(&dir, json!([synthetic("cam0", json!({}))]), json!({}));
+        cfg["led"] = led;
+        let d = Daemon::start_in(dir, &cfg);
+        d.wait_state("cam0", "RUNNING", 10 * SEC);
+        let ev = d.wait_event(5 * SEC, |e| e["message"].as_str().is_some_and(|m| m.starts_with("status LED disabled")));
+        let msg = ev["message"].as_str().unwrap();
+        println!("{tag}: {msg}");
+        if tag == "led-gpio" {
+            // Not a Pi here: rppal cannot identify the board (on a Pi without access: the gpio group).
+            assert!(msg.contains("Raspberry Pi") || msg.contains("gpio group"), "{msg}");
+        } else {
+            assert!(msg.contains("ls /sys/class/leds"), "{msg}");
+        }
+        assert!(!d.threads_named("led"), "no led thread when the LED is disabled");
+    }
+}
