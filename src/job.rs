@@ -118,6 +118,31 @@ impl Service {
         self.server.local_addr()
     }
 
+    /// Why the service is not healthy, if it is not: a core thread that ended, or a core loop
+    /// that has not gone round for `stale` (deadlocked, or stuck in a syscall). systemd's
+    /// watchdog is pinged only while this is `None`.
+    pub fn unhealthy(&self, stale: std::time::Duration) -> Option<String> {
+        if let Some(t) = self.threads.iter().find(|t| t.is_finished()) {
+            return Some(format!("thread {} ended", t.thread().name().unwrap_or("?")));
+        }
+        let stuck = self.shared.liveness.stuck(crate::clock::mono_ms(), stale.as_millis() as u64)?;
+        Some(format!("the {stuck} thread has not gone round for {} s", stale.as_secs()))
+    }
+
+    /// A one-line status for `systemctl status`: each camera's state and frames.
+    pub fn status_line(&self) -> String {
+        let cams: Vec<String> = self
+            .shared
+            .cameras
+            .iter()
+            .map(|c| {
+                let v = c.view();
+                format!("{} {} ({} frames)", v.camera, v.job.state.as_str(), v.job.frames_captured)
+            })
+            .collect();
+        format!("http://{}/ — {}", self.local_addr(), cams.join(", "))
+    }
+
     /// The core thread that panicked, if one did (the stop token is then triggered).
     pub fn failed_thread(&self) -> Option<String> {
         self.panicked.lock().unwrap_or_else(|e| e.into_inner()).clone()

@@ -15,19 +15,22 @@
 //! - [`watchdog`] — stall and error-threshold decisions from heartbeats.
 //! - [`http`] — a bounded server of our own ([`http::server`]), the API ([`http::routes`]) and
 //!   Prometheus metrics ([`http::metrics`]); the dashboard page is embedded.
-//! - [`led`] — the status LED pattern.
+//! - [`led`] — the status LED: pattern, sysfs and GPIO backends, the `led` thread.
+//! - [`notify`] — systemd's notify protocol (READY, STATUS, WATCHDOG), used by `main`.
+//! - [`export`] — queued export jobs (archive, timelapse) and their `export-N` workers.
 //! - [`store`] — everything in `storage.dir`: the job id file, snapshot files and their
 //!   retention (the `store` thread), change scores ([`store::change`]) and the event journal
 //!   ([`store::journal`]).
 //! - [`status`] — published state (job records, heartbeats, commands, job history) that the
 //!   threads share; [`index`] — the on-disk snapshot index.
 //! - [`ring`] (snapshot ring), [`frame`] (frame pool), [`events`] (event ring), [`logging`]
-//!   (non-blocking log sink), [`config`], [`error`], [`shutdown`] (the stop token), [`clock`].
+//!   (non-blocking log sink), [`config`], [`error`], [`shutdown`] (the stop token), [`clock`],
+//!   [`sys`] (statvfs and thread priority: the only `unsafe` outside the capture backends).
 //!
 //! # Threads
 //!
-//! `capture-<camera>`, `supervisor`, `watchdog`, `store`, `http-accept`, `http-N`, `log`: a
-//! fixed set started once. Each is handed the same [`shutdown::Stop`].
+//! `capture-<camera>`, `supervisor`, `watchdog`, `store`, `export-N`, `led` (when an LED is
+//! configured), `http-accept`, `http-N`, `log`: a fixed set started once. Each is handed the same [`shutdown::Stop`].
 
 #![deny(missing_docs)]
 
@@ -43,6 +46,7 @@ pub mod index;
 pub mod job;
 pub mod led;
 pub mod logging;
+pub mod notify;
 pub mod ring;
 pub mod shutdown;
 pub mod status;

@@ -25,6 +25,11 @@ Exit status: 0 clean shutdown, 2 usage or config error, 1 fatal runtime error.
 
 /// How long shutdown may take before remaining threads are abandoned.
 const SHUTDOWN_BUDGET: Duration = Duration::from_millis(1800);
+/// A core loop that has not gone round for this long counts as hung (systemd's watchdog is then
+/// no longer pinged). Generous: a store write on a slow SD card can take seconds.
+const LOOP_STALE: Duration = Duration::from_secs(30);
+/// How often `STATUS=` is refreshed for `systemctl status`.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 enum Source {
     Default,
@@ -95,9 +100,52 @@ fn run(args: &[String]) -> Result<(), Error> {
     let service = Service::start(config, stop.clone())?;
     println!("camjobd {} running; dashboard at http://{}/", env!("CARGO_PKG_VERSION"), service.local_addr());
     let _ = std::io::stdout().flush();
+    let notifier = match camjobd::notify::Notifier::from_env() {
+        Some(Ok(n)) => Some(n),
+        Some(Err(e)) => {
+            log::warn!("NOTIFY_SOCKET is set but unusable ({e}); systemd will not hear READY");
+            None
+        }
+        None => None,
+    };
+    let notify = |msg: &str| {
+        if let Some(n) = &notifier {
+            if let Err(e) = n.send(msg) {
+                log::debug!("systemd notify: {e}");
+            }
+        }
+    };
+    notify(&format!("READY=1\nSTATUS={}\nMAINPID={}", service.status_line(), std::process::id()));
+    let watchdog = camjobd::notify::watchdog_interval();
+    let (mut pinged, mut status_at) = (Instant::now(), Instant::now());
+    let mut sick_logged = false;
     while !signals.load(Ordering::Relaxed) && !stop.is_set() {
         std::thread::sleep(Duration::from_millis(50));
+        if notifier.is_none() {
+            continue;
+        }
+        if let Some(every) = watchdog.filter(|&w| pinged.elapsed() >= w) {
+            // Only while every core thread is alive and going round: a hung one gets us restarted.
+            match service.unhealthy(LOOP_STALE) {
+                None => {
+                    notify("WATCHDOG=1");
+                    pinged = Instant::now();
+                    sick_logged = false;
+                }
+                Some(why) if !sick_logged => {
+                    log::error!("not pinging systemd's watchdog: {why} (every {every:?})");
+                    notify(&format!("STATUS=unhealthy: {why}"));
+                    sick_logged = true;
+                }
+                Some(_) => {}
+            }
+        }
+        if status_at.elapsed() >= STATUS_EVERY && !sick_logged {
+            notify(&format!("STATUS={}", service.status_line()));
+            status_at = Instant::now();
+        }
     }
+    notify("STOPPING=1\nSTATUS=shutting down");
     log::info!("shutting down");
     let fatal = service.failed_thread();
     service.shutdown(Instant::now() + SHUTDOWN_BUDGET);

@@ -487,6 +487,40 @@ pub struct Shared {
     pub commands: Sender<Command>,
     /// The last [`JOB_HISTORY`] ended jobs, oldest first.
     history: Mutex<std::collections::VecDeque<JobSummary>>,
+    /// When the core loops last went round (for systemd's watchdog).
+    pub liveness: Liveness,
+}
+
+/// The monotonic time (`clock::mono_ms`) at which each core loop last went round. systemd's
+/// watchdog is pinged only while all of them are recent, so a deadlocked thread gets the
+/// process restarted.
+#[derive(Default)]
+pub struct Liveness {
+    /// The supervisor's loop (ticks at least every 100 ms).
+    pub supervisor: AtomicU64,
+    /// The watchdog's loop.
+    pub watchdog: AtomicU64,
+    /// The store's loop (ticks at least every 200 ms, but a write may take seconds on an SD card).
+    pub store: AtomicU64,
+}
+
+impl Liveness {
+    /// The name of a loop that has not gone round for `stale_ms`, if any (0: not started yet,
+    /// which counts as alive).
+    pub fn stuck(&self, now_ms: u64, stale_ms: u64) -> Option<&'static str> {
+        [("supervisor", &self.supervisor), ("watchdog", &self.watchdog), ("store", &self.store)]
+            .into_iter()
+            .find(|(_, t)| {
+                let t = t.load(Relaxed);
+                t != 0 && now_ms.saturating_sub(t) > stale_ms
+            })
+            .map(|(n, _)| n)
+    }
+
+    /// Records a round of a loop.
+    pub fn beat(slot: &AtomicU64) {
+        slot.store(crate::clock::mono_ms().max(1), Relaxed);
+    }
 }
 
 impl Shared {
@@ -508,7 +542,7 @@ impl Shared {
             })
             .collect();
         let history = Mutex::new(std::collections::VecDeque::with_capacity(JOB_HISTORY));
-        Shared { config, cameras, events: EventLog::default(), commands, history }
+        Shared { config, cameras, events: EventLog::default(), commands, history, liveness: Liveness::default() }
     }
 
     /// Remembers an ended job, forgetting the oldest beyond [`JOB_HISTORY`].

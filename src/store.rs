@@ -180,6 +180,7 @@ impl Store {
                 recv(stop.receiver()) -> _ => break,
                 default(JOURNAL_TICK) => {},
             }
+            crate::status::Liveness::beat(&self.shared.liveness.store);
             self.flush_journal(false);
             if self.last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY {
                 self.last_housekeeping = Instant::now();

@@ -77,6 +77,7 @@ pub fn run(shared: Arc<Shared>, stop: Stop) {
     let mut reported: Vec<(u64, u32)> = vec![(0, 0); shared.cameras.len()];
     let mut lag_since: Vec<Option<(u64, u32, u64)>> = vec![None; shared.cameras.len()];
     while !stop.wait(tick) {
+        crate::status::Liveness::beat(&shared.liveness.watchdog);
         let now = clock::mono_ms();
         for (i, cam) in shared.cameras.iter().enumerate() {
             let (id, state, attempt) = {

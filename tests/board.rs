@@ -92,3 +92,49 @@ fn an_led_that_cannot_be_opened_is_disabled_and_the_job_goes_on() {
         assert!(!d.threads_named("led"), "no led thread when the LED is disabled");
     }
 }
+
+#[test]
+fn systemd_hears_ready_status_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = TempDir::new("notify");
+    let sock_path = dir.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let cfg = config(&dir, json!([synthetic("cam0", json!({}))]), json!({}));
+    let sock_env = sock_path.to_str().unwrap().to_string();
+    // A 400 ms watchdog: camjobd must ping every 200 ms.
+    let mut d = Daemon::start_env(dir, &cfg, false, &[("NOTIFY_SOCKET", &sock_env), ("WATCHDOG_USEC", "400000")]);
+    let mut got: Vec<(Instant, String)> = Vec::new();
+    let mut buf = [0u8; 4096];
+    let t0 = Instant::now();
+    while t0.elapsed() < 2 * SEC {
+        if let Ok(n) = sock.recv(&mut buf) {
+            got.push((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned()));
+        }
+    }
+    let ready = got.iter().find(|(_, m)| m.contains("READY=1")).expect("READY=1");
+    assert!(ready.1.contains(&format!("MAINPID={}", d.pid())), "{}", ready.1);
+    assert!(ready.1.contains("STATUS=http://"), "{}", ready.1);
+    let pings: Vec<Instant> = got.iter().filter(|(_, m)| m == "WATCHDOG=1").map(|(t, _)| *t).collect();
+    let gaps: Vec<u128> = pings.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect();
+    println!("notify: {} messages in 2 s, {} watchdog pings, gaps {gaps:?} ms", got.len(), pings.len());
+    assert!(pings.len() >= 6, "WATCHDOG=1 every 200 ms: {} pings", pings.len());
+    assert!(gaps.iter().all(|&g| g < 400), "a gap reached the watchdog timeout: {gaps:?}");
+    // A later STATUS names the camera's state.
+    let deadline = Instant::now() + 8 * SEC;
+    loop {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if m.starts_with("STATUS=") && m.contains("cam0 RUNNING") {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no STATUS with cam0 RUNNING");
+    }
+    assert!(d.terminate(5 * SEC).unwrap().success());
+    let mut stopping = false;
+    while let Ok(n) = sock.recv(&mut buf) {
+        stopping |= String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1");
+    }
+    assert!(stopping, "STOPPING=1 on the way out");
+}

@@ -61,6 +61,10 @@ impl Opener for PipeOpener {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // systemd's notify socket is camjobd's to use, not the camera command's.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             // Own process group: one kill(-pgid) reaches the command and everything it starts.
             .process_group(0);
         // If camjobd dies without dropping the source (SIGKILL, a second Ctrl-C, the OOM

@@ -107,6 +107,7 @@ impl Supervisor {
             for i in 0..self.cams.len() {
                 self.observe(i);
             }
+            crate::status::Liveness::beat(&self.shared.liveness.supervisor);
         }
         self.shutdown();
     }

@@ -72,6 +72,11 @@ impl Daemon {
 
     /// With `unread_stderr`, stderr is a pipe that nobody reads (a stuck log reader).
     pub fn start_with(dir: TempDir, config: &Value, unread_stderr: bool) -> Daemon {
+        Daemon::start_env(dir, config, unread_stderr, &[])
+    }
+
+    /// With extra environment variables (`NOTIFY_SOCKET`, ...).
+    pub fn start_env(dir: TempDir, config: &Value, unread_stderr: bool, env: &[(&str, &str)]) -> Daemon {
         let cfg = dir.path("config.json");
         std::fs::write(&cfg, serde_json::to_vec_pretty(config).unwrap()).unwrap();
         let stderr_log = dir.path("stderr.log");
@@ -80,6 +85,7 @@ impl Daemon {
         let mut child = Command::new(bin())
             .arg("--config")
             .arg(&cfg)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
