@@ -9,10 +9,15 @@
 //! Backends:
 //! - [`synthetic`]: a moving test pattern, JPEG-encoded, with fault injection for tests.
 //! - [`pipe`]: a child process whose stdout is an MJPEG byte stream, split by [`mjpeg`].
+//! - `v4l2` (with the `v4l2` feature): a V4L2 device, mmap streaming; MJPG passed through,
+//!   YUYV converted ([`yuyv`]) and encoded only for kept snapshots.
 
 pub mod mjpeg;
 pub mod pipe;
 pub mod synthetic;
+#[cfg(feature = "v4l2")]
+pub mod v4l2;
+pub mod yuyv;
 
 use std::fmt;
 use std::time::Duration;
@@ -111,16 +116,43 @@ pub fn opener(config: &SourceConfig, max_frame_bytes: usize) -> Box<dyn Opener> 
     match config {
         SourceConfig::Synthetic(c) => Box::new(synthetic::SyntheticOpener::new(c.clone())),
         SourceConfig::Pipe(c) => Box::new(pipe::PipeOpener::new(c.clone(), max_frame_bytes)),
-        SourceConfig::V4l2(_) => Box::new(Unavailable("the v4l2 source is not built into this version yet")),
+        #[cfg(feature = "v4l2")]
+        SourceConfig::V4l2(c) => Box::new(v4l2::V4l2Opener::new(c.clone())),
+        #[cfg(not(feature = "v4l2"))]
+        SourceConfig::V4l2(_) => Box::new(Unavailable("this camjobd was built without V4L2 support (--features v4l2)")),
     }
 }
 
 /// An opener for a source kind this build does not have (config validation rejects it; this
 /// keeps an unvalidated config from panicking).
+#[cfg_attr(feature = "v4l2", allow(dead_code))]
 struct Unavailable(&'static str);
 
 impl Opener for Unavailable {
     fn open(&mut self, _job_id: u64) -> Result<Box<dyn Source>, SourceError> {
         Err(SourceError::fatal(self.0))
+    }
+}
+
+/// A `Write` into a fixed slice that fails when full (the frame is then oversize): JPEG
+/// encoders write straight into a frame-pool buffer.
+pub(crate) struct SliceWriter<'a> {
+    pub(crate) buf: &'a mut [u8],
+    pub(crate) len: usize,
+}
+
+impl std::io::Write for SliceWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let room = self.buf.len() - self.len;
+        if room == 0 && !data.is_empty() {
+            return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "frame buffer full"));
+        }
+        let n = data.len().min(room);
+        self.buf[self.len..self.len + n].copy_from_slice(&data[..n]);
+        self.len += n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

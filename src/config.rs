@@ -314,9 +314,56 @@ pub enum SourceConfig {
     Synthetic(SyntheticConfig),
     /// A child process writing MJPEG to stdout.
     Pipe(PipeConfig),
-    /// A V4L2 device: part of the contract, not built yet; rejected by `validate` with a
-    /// sentence saying what to use meanwhile.
-    V4l2(serde_json::Map<String, serde_json::Value>),
+    /// A V4L2 device (a USB/UVC camera, vivid). Needs a build with `--features v4l2`.
+    V4l2(V4l2Config),
+}
+
+/// A V4L2 capture device, mmap streaming.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct V4l2Config {
+    /// The device node.
+    pub device: PathBuf,
+    /// Requested width; the driver may grant another (reported in an event).
+    pub width: u32,
+    /// Requested height.
+    pub height: u32,
+    /// Requested frame rate.
+    pub fps: u32,
+    /// `auto` (MJPG if offered, else YUYV), `MJPG` or `YUYV`.
+    pub format: V4l2Format,
+    /// Driver buffers for mmap streaming.
+    pub buffers: u32,
+    /// JPEG quality for YUYV frames (encoded only when kept).
+    pub quality: u8,
+}
+
+/// See [`V4l2Config::format`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum V4l2Format {
+    /// MJPG when the camera offers it (passed through untouched), else YUYV.
+    #[serde(rename = "auto")]
+    Auto,
+    /// Motion JPEG: frames are already JPEGs.
+    #[serde(rename = "MJPG")]
+    Mjpg,
+    /// Packed 4:2:2 YUV: converted and encoded only for kept snapshots.
+    #[serde(rename = "YUYV")]
+    Yuyv,
+}
+
+impl Default for V4l2Config {
+    fn default() -> Self {
+        V4l2Config {
+            device: PathBuf::from("/dev/video0"),
+            width: 640,
+            height: 480,
+            fps: 15,
+            format: V4l2Format::Auto,
+            buffers: 4,
+            quality: 80,
+        }
+    }
 }
 
 /// The synthetic camera.
@@ -671,10 +718,20 @@ impl Config {
                         }
                     }
                 }
-                SourceConfig::V4l2(_) => v.fail(
-                    &p("source.kind"),
-                    "v4l2 is not built into this version yet; for a USB camera use {\"kind\": \"pipe\", \"command\": [\"ffmpeg\", \"-f\", \"v4l2\", \"-input_format\", \"mjpeg\", \"-i\", \"/dev/video0\", \"-c\", \"copy\", \"-f\", \"mjpeg\", \"-\"]}, for a Pi camera module rpicam-vid (see board/rpi4.json)",
-                ),
+                SourceConfig::V4l2(s) => {
+                    if !cfg!(feature = "v4l2") {
+                        v.fail(
+                            &p("source.kind"),
+                            "this camjobd was built without V4L2 support: build it with `cargo build --release --features v4l2` (needs libclang; scripts/cross-build.sh does this for the Pi), or use {\"kind\": \"pipe\", \"command\": [\"ffmpeg\", \"-f\", \"v4l2\", \"-input_format\", \"mjpeg\", \"-i\", \"/dev/video0\", \"-c\", \"copy\", \"-f\", \"mjpeg\", \"-\"]}",
+                        );
+                    }
+                    v.check(&p("source.device"), s.device.is_absolute(), "must be an absolute path like /dev/video0");
+                    v.range(&p("source.width"), u64::from(s.width), 16, 8192);
+                    v.range(&p("source.height"), u64::from(s.height), 16, 8192);
+                    v.range(&p("source.fps"), u64::from(s.fps), 1, 240);
+                    v.range(&p("source.buffers"), u64::from(s.buffers), 2, 32);
+                    v.range(&p("source.quality"), u64::from(s.quality), 1, 100);
+                }
                 SourceConfig::Pipe(s) => {
                     v.check(&p("source.command"), !s.command.is_empty() && !s.command[0].is_empty(), "must name a program, e.g. [\"rpicam-vid\", \"-t\", \"0\", \"--codec\", \"mjpeg\", \"-o\", \"-\"]");
                     v.check(&p("source.command"), s.command.len() <= 64, "at most 64 arguments");
@@ -776,8 +833,28 @@ mod tests {
         assert!(e.starts_with("cameras[0].source") && e.contains("unknown field `colour`"), "{e}");
         let e = err(r#"{"cameras":[{"source":{"kind":"webcam"}}]}"#);
         assert!(e.starts_with("cameras[0].source") && e.contains("unknown variant `webcam`"), "{e}");
-        let e = err(r#"{"cameras":[{"source":{"kind":"v4l2","device":"/dev/video0"}}]}"#);
-        assert!(e.starts_with("cameras[0].source.kind: v4l2 is not built into this version yet"), "{e}");
+        let v4l2 =
+            Config::from_json(r#"{"cameras":[{"source":{"kind":"v4l2","device":"/dev/video2","format":"YUYV"}}]}"#);
+        if cfg!(feature = "v4l2") {
+            let c = v4l2.unwrap();
+            let SourceConfig::V4l2(v) = &c.cameras[0].source else { panic!("not v4l2") };
+            assert_eq!(
+                (v.device.to_str(), v.format, v.buffers, v.width),
+                (Some("/dev/video2"), V4l2Format::Yuyv, 4, 640)
+            );
+        } else {
+            let e = v4l2.unwrap_err().to_string();
+            assert!(e.starts_with("cameras[0].source.kind: this camjobd was built without V4L2 support"), "{e}");
+        }
+        let e = err(r#"{"cameras":[{"source":{"kind":"v4l2","device":"video0","buffers":1}}]}"#);
+        let want = if cfg!(feature = "v4l2") {
+            "cameras[0].source.device: must be an absolute path"
+        } else {
+            "cameras[0].source.kind"
+        };
+        assert!(e.starts_with(want), "{e}");
+        let e = err(r#"{"cameras":[{"source":{"kind":"v4l2","format":"H264"}}]}"#);
+        assert!(e.starts_with("cameras[0].source") && e.contains("unknown variant `H264`"), "{e}");
         let e = err(r#"{"cameras":[{"source":{"kind":"pipe","command":[]}}]}"#);
         assert!(e.starts_with("cameras[0].source.command: must name a program"), "{e}");
     }

@@ -6,7 +6,6 @@
 //! that stops delivering, one whose reads fail, one that cannot be opened. Fault counters are
 //! per job and live in the opener, so reopening does not reset them.
 
-use std::io::{self, Write};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +13,7 @@ use std::time::{Duration, Instant};
 use image::codecs::jpeg::JpegEncoder;
 use image::ExtendedColorType;
 
-use crate::capture::{DropCause, Opener, Read, Source, SourceError};
+use crate::capture::{DropCause, Opener, Read, SliceWriter, Source, SourceError};
 use crate::config::{FaultConfig, SyntheticConfig};
 
 /// Per-job fault bookkeeping, shared by the opener and the source it opened.
@@ -156,28 +155,6 @@ impl Source for Synthetic {
             Err(_) if out.len == out.buf.len() => Ok(Read::Dropped(DropCause::Oversize)),
             Err(e) => Err(SourceError::transient(format!("synthetic JPEG encoding failed: {e}"))),
         }
-    }
-}
-
-/// A `Write` into a fixed slice that fails when full (the frame is then oversize).
-struct SliceWriter<'a> {
-    buf: &'a mut [u8],
-    len: usize,
-}
-
-impl Write for SliceWriter<'_> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = self.buf.len() - self.len;
-        if room == 0 && !data.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "frame buffer full"));
-        }
-        let n = data.len().min(room);
-        self.buf[self.len..self.len + n].copy_from_slice(&data[..n]);
-        self.len += n;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Release binaries for the Pi: aarch64 (Pi 3/4/5/Zero 2 W on 64-bit Raspberry Pi OS) and armv7
+# (32-bit Raspberry Pi OS). Installs the cross toolchains and libclang (Debian packages) and the
+# rustup targets when missing, builds with the V4L2 source, and prints each binary's size and the
+# newest glibc symbol version it needs (the oldest Raspberry Pi OS it runs on).
+#
+#   scripts/cross-build.sh [aarch64|armv7 ...]     (default: both)
+#
+# Output: target/<triple>/release/camjobd
+set -euo pipefail
+cd "$(dirname "$0")/.."
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(aarch64 armv7)
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+need=()
+for t in "${targets[@]}"; do
+  case "$t" in
+    aarch64) command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross) ;;
+    armv7) command -v arm-linux-gnueabihf-gcc >/dev/null || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross) ;;
+    *) echo "unknown target $t (aarch64 or armv7)" >&2; exit 2 ;;
+  esac
+done
+# The v4l crate runs bindgen at build time: it needs libclang.
+ldconfig -p | grep -q 'libclang-[0-9.]*\.so\|libclang\.so' || need+=(libclang1-14)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== apt-get install ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# bindgen finds libclang-14 under /usr/lib/llvm-14 only through its versioned name.
+if [ -z "${LIBCLANG_PATH:-}" ] && [ -d /usr/lib/llvm-14/lib ]; then export LIBCLANG_PATH=/usr/lib/llvm-14/lib; fi
+for t in "${targets[@]}"; do
+  case "$t" in
+    aarch64) triple=aarch64-unknown-linux-gnu; sysroot=/usr/aarch64-linux-gnu ;;
+    armv7) triple=armv7-unknown-linux-gnueabihf; sysroot=/usr/arm-linux-gnueabihf ;;
+  esac
+  rustup target list --installed | grep -qx "$triple" || rustup target add "$triple"
+  echo "== $triple"
+  # bindgen parses the target's headers: point clang at the cross sysroot.
+  BINDGEN_EXTRA_CLANG_ARGS="--sysroot=$sysroot -I$sysroot/include" \
+    cargo build --locked --release --features v4l2 --target "$triple" --bin camjobd 2>&1 | tail -n 1
+  bin="target/$triple/release/camjobd"
+  glibc=$(objdump -T "$bin" 2>/dev/null | grep -oE 'GLIBC_[0-9]+\.[0-9]+' | sort -uV | tail -n 1 || true)
+  printf '%s: %s bytes (%s KiB), needs %s\n' "$bin" "$(stat -c %s "$bin")" "$(( $(stat -c %s "$bin") / 1024 ))" "${glibc:-?}"
+done

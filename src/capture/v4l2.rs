@@ -1,0 +1,261 @@
+//! The V4L2 source (with the `v4l2` feature): a USB/UVC camera, or the kernel's vivid driver in
+//! the VM test, through the `v4l` crate with mmap streaming.
+//!
+//! - Format: `auto` takes MJPG when offered (frames are JPEGs already: trimmed to `bytesused`,
+//!   checked for SOI/EOI and copied into the pool buffer untouched), else YUYV, which is
+//!   converted ([`super::yuyv`]) and encoded with `image` only for kept snapshots. Size and
+//!   frame rate are set on the device and read back; what the driver granted is reported.
+//! - Every dequeue waits at most the capture loop's `wait` (poll with a timeout), so a dead
+//!   camera is a timeout the watchdog sees, never a hang. ENODEV/EIO (unplugged) are fatal
+//!   and lead to a reopen with backoff; a frame with the error flag, no bytes, or no JPEG
+//!   markers is dropped and counted.
+//! - v4l's stream panics in its `Drop` when STREAMOFF fails with anything but ENODEV; that
+//!   panic is caught here, so a camera that dies badly costs a warning, not the process.
+
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use image::codecs::jpeg::JpegEncoder;
+use image::ExtendedColorType;
+use v4l::buffer::{Flags, Type};
+use v4l::io::mmap::Stream;
+use v4l::io::traits::CaptureStream;
+use v4l::video::Capture;
+use v4l::{Device, FourCC};
+
+use crate::capture::{DropCause, Opener, Read, SliceWriter, Source, SourceError};
+use crate::config::{V4l2Config, V4l2Format};
+
+const MJPG: FourCC = FourCC { repr: *b"MJPG" };
+const YUYV: FourCC = FourCC { repr: *b"YUYV" };
+
+/// Opens V4L2 cameras.
+pub struct V4l2Opener {
+    config: V4l2Config,
+    /// The last "granted" line reported, so a reopen that gets the same is not reported again.
+    reported: String,
+}
+
+impl V4l2Opener {
+    /// An opener for this config.
+    pub fn new(config: V4l2Config) -> Self {
+        V4l2Opener { config, reported: String::new() }
+    }
+}
+
+/// What the driver granted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Granted {
+    width: u32,
+    height: u32,
+    fourcc: FourCC,
+    fps: f64,
+}
+
+impl Opener for V4l2Opener {
+    fn open(&mut self, _job_id: u64) -> Result<Box<dyn Source>, SourceError> {
+        let c = &self.config;
+        let dev = Device::with_path(&c.device).map_err(|e| open_error(&c.device, &e))?;
+        let caps = dev.query_caps().map_err(|e| open_error(&c.device, &e))?;
+        let flags = caps.capabilities;
+        if !flags.contains(v4l::capability::Flags::VIDEO_CAPTURE) || !flags.contains(v4l::capability::Flags::STREAMING)
+        {
+            return Err(SourceError::fatal(format!(
+                "{} ({}) is not a streaming capture device; on a Pi the camera module is not V4L2-capturable directly: use the pipe source with rpicam-vid",
+                c.device.display(),
+                caps.card
+            )));
+        }
+        let offered: Vec<FourCC> = dev
+            .enum_formats()
+            .map_err(|e| SourceError::fatal(format!("cannot list the formats of {}: {e}", c.device.display())))?
+            .into_iter()
+            .map(|f| f.fourcc)
+            .collect();
+        let fourcc = match c.format {
+            V4l2Format::Auto if offered.contains(&MJPG) => MJPG,
+            V4l2Format::Auto | V4l2Format::Yuyv if offered.contains(&YUYV) => YUYV,
+            V4l2Format::Mjpg if offered.contains(&MJPG) => MJPG,
+            _ => {
+                let list: Vec<String> = offered.iter().map(|f| f.to_string()).collect();
+                return Err(SourceError::fatal(format!(
+                    "{} offers neither MJPG nor YUYV as asked (format {:?}); it offers {}",
+                    c.device.display(),
+                    c.format,
+                    list.join(", ")
+                )));
+            }
+        };
+        let mut fmt = dev.format().map_err(|e| SourceError::fatal(format!("cannot read the format: {e}")))?;
+        fmt.width = c.width;
+        fmt.height = c.height;
+        fmt.fourcc = fourcc;
+        let fmt = dev.set_format(&fmt).map_err(|e| {
+            SourceError::fatal(format!("cannot set {}x{} {fourcc} on {}: {e}", c.width, c.height, c.device.display()))
+        })?;
+        if fmt.fourcc != fourcc {
+            return Err(SourceError::fatal(format!(
+                "{} would not switch to {fourcc} (it kept {})",
+                c.device.display(),
+                fmt.fourcc
+            )));
+        }
+        // Some drivers refuse frame-rate changes; the granted rate is reported either way.
+        let params = dev.set_params(&v4l::video::capture::Parameters::with_fps(c.fps)).or_else(|_| dev.params());
+        let fps = params
+            .map(|p| {
+                if p.interval.numerator == 0 {
+                    0.0
+                } else {
+                    f64::from(p.interval.denominator) / f64::from(p.interval.numerator)
+                }
+            })
+            .unwrap_or(0.0);
+        let granted = Granted { width: fmt.width, height: fmt.height, fourcc: fmt.fourcc, fps };
+        let line = format!(
+            "{}: {} granted {}x{} {} at {:.1} fps (asked {}x{} {:?} at {} fps)",
+            caps.card.trim(),
+            c.device.display(),
+            granted.width,
+            granted.height,
+            granted.fourcc,
+            granted.fps,
+            c.width,
+            c.height,
+            c.format,
+            c.fps
+        );
+        if line != self.reported {
+            log::info!("{line}");
+            self.reported = line;
+        }
+        let mut stream = Stream::with_buffers(&dev, Type::VideoCapture, c.buffers)
+            .map_err(|e| SourceError::fatal(format!("cannot map {} capture buffers: {e}", c.buffers)))?;
+        stream.set_timeout(Duration::from_millis(100));
+        let rgb =
+            if fourcc == YUYV { vec![0u8; granted.width as usize * granted.height as usize * 3] } else { Vec::new() };
+        Ok(Box::new(V4l2 {
+            stream: Some(stream),
+            _dev: dev,
+            granted,
+            quality: c.quality,
+            rgb: rgb.into_boxed_slice(),
+            timeout_ms: 100,
+        }))
+    }
+}
+
+fn open_error(device: &Path, e: &io::Error) -> SourceError {
+    let hint = match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ENXIO) => {
+            "; is the camera plugged in? `ls /dev/video*` lists the devices (a USB camera often has two: use the first)"
+        }
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            "; add the service user to the video group (the unit does: SupplementaryGroups=video)"
+        }
+        Some(libc::EBUSY) => "; another program is using the camera (`fuser /dev/video0` names it)",
+        _ => "",
+    };
+    SourceError::fatal(format!("cannot open {}: {e}{hint}", device.display()))
+}
+
+struct V4l2 {
+    /// `Option` so that `Drop` can take it and catch v4l's panic on a failed STREAMOFF.
+    stream: Option<Stream<'static>>,
+    _dev: Device,
+    granted: Granted,
+    quality: u8,
+    /// YUYV → RGB target, allocated at open.
+    rgb: Box<[u8]>,
+    /// The dequeue timeout currently set on the stream.
+    timeout_ms: u64,
+}
+
+impl Source for V4l2 {
+    fn read(&mut self, dst: Option<&mut [u8]>, wait: Duration) -> Result<Read, SourceError> {
+        let stream = self.stream.as_mut().expect("present until drop");
+        let ms = wait.as_millis().clamp(1, i32::MAX as u128) as u64;
+        if ms != self.timeout_ms {
+            stream.set_timeout(Duration::from_millis(ms));
+            self.timeout_ms = ms;
+        }
+        let (buf, meta) = match CaptureStream::next(stream) {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Ok(Read::Timeout),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENODEV) | Some(libc::EIO) | Some(libc::ENXIO)) => {
+                return Err(SourceError::fatal(format!("the camera went away ({e}); check the cable, reopening")))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => return Ok(Read::Timeout),
+            Err(e) => return Err(SourceError::transient(format!("V4L2 dequeue failed: {e}"))),
+        };
+        let used = (meta.bytesused as usize).min(buf.len());
+        if meta.flags.contains(Flags::ERROR) || used == 0 {
+            return Ok(Read::Dropped(DropCause::Garbage));
+        }
+        let data = &buf[..used];
+        let Granted { width, height, fourcc, .. } = self.granted;
+        if fourcc == MJPG {
+            let Some(jpeg) = trim_jpeg(data) else { return Ok(Read::Dropped(DropCause::Garbage)) };
+            let Some(dst) = dst else { return Ok(Read::Consumed) };
+            if jpeg.len() > dst.len() {
+                return Ok(Read::Dropped(DropCause::Oversize));
+            }
+            dst[..jpeg.len()].copy_from_slice(jpeg);
+            return Ok(Read::Frame { len: jpeg.len(), width, height });
+        }
+        // YUYV: a short frame is torn.
+        let need = width as usize * height as usize * 2;
+        if data.len() < need {
+            return Ok(Read::Dropped(DropCause::Garbage));
+        }
+        let Some(dst) = dst else { return Ok(Read::Consumed) };
+        super::yuyv::to_rgb(data, width as usize, height as usize, &mut self.rgb);
+        let mut out = SliceWriter { buf: dst, len: 0 };
+        match JpegEncoder::new_with_quality(&mut out, self.quality).encode(
+            &self.rgb,
+            width,
+            height,
+            ExtendedColorType::Rgb8,
+        ) {
+            Ok(()) => Ok(Read::Frame { len: out.len, width, height }),
+            Err(_) if out.len == out.buf.len() => Ok(Read::Dropped(DropCause::Oversize)),
+            Err(e) => Err(SourceError::transient(format!("JPEG encoding of a YUYV frame failed: {e}"))),
+        }
+    }
+}
+
+impl Drop for V4l2 {
+    fn drop(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            // v4l panics if STREAMOFF fails with anything but ENODEV; the buffers are still
+            // unmapped while that panic unwinds, and catching it keeps the capture thread.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(stream))).is_err() {
+                log::warn!("the camera did not stop streaming cleanly; it is closed anyway");
+            }
+        }
+    }
+}
+
+/// The JPEG inside an MJPG buffer: starts with SOI; ends at the last EOI (UVC cameras pad
+/// `bytesused` with zeros on some firmware). `None` when the markers are missing.
+pub fn trim_jpeg(data: &[u8]) -> Option<&[u8]> {
+    if !data.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let end = data.windows(2).rposition(|w| w == [0xFF, 0xD9])?;
+    Some(&data[..end + 2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trim_jpeg;
+
+    #[test]
+    fn mjpg_buffers_are_checked_and_trimmed() {
+        assert_eq!(trim_jpeg(&[0xFF, 0xD8, 1, 2, 0xFF, 0xD9, 0, 0, 0]), Some(&[0xFF, 0xD8, 1, 2, 0xFF, 0xD9][..]));
+        assert_eq!(trim_jpeg(&[0, 0xFF, 0xD8, 0xFF, 0xD9]), None, "no SOI at the start");
+        assert_eq!(trim_jpeg(&[0xFF, 0xD8, 1, 2, 3]), None, "no EOI: torn");
+        assert_eq!(trim_jpeg(&[]), None);
+    }
+}
