@@ -133,15 +133,16 @@ impl Opener for V4l2Opener {
         let mut stream = Stream::with_buffers(&dev, Type::VideoCapture, c.buffers)
             .map_err(|e| SourceError::fatal(format!("cannot map {} capture buffers: {e}", c.buffers)))?;
         stream.set_timeout(Duration::from_millis(100));
-        let rgb =
-            if fourcc == YUYV { vec![0u8; granted.width as usize * granted.height as usize * 3] } else { Vec::new() };
+        let rgb = if fourcc == YUYV { vec![0u8; granted.width as usize * granted.height as usize * 3] } else { Vec::new() };
         Ok(Box::new(V4l2 {
+            handle: stream.handle(),
             stream: Some(stream),
             _dev: dev,
             granted,
             quality: c.quality,
             rgb: rgb.into_boxed_slice(),
             timeout_ms: 100,
+            queue: Queue::NotStarted,
         }))
     }
 }
@@ -160,9 +161,24 @@ fn open_error(device: &Path, e: &io::Error) -> SourceError {
     SourceError::fatal(format!("cannot open {}: {e}{hint}", device.display()))
 }
 
+/// Who owns the buffer v4l's stream will queue back at its next `next()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queue {
+    /// Nothing queued or streaming yet: the first `next()` queues every buffer and starts.
+    NotStarted,
+    /// We hold the last dequeued buffer; `next()` gives it back, then dequeues a ready one.
+    Ours,
+    /// A dequeue timed out inside `next()` after the buffer was given back: the driver has it,
+    /// and `next()` would queue it twice (EINVAL). The next ready buffer is dequeued on its
+    /// own (its frame is skipped) to get back to `Ours`.
+    Driver,
+}
+
 struct V4l2 {
     /// `Option` so that `Drop` can take it and catch v4l's panic on a failed STREAMOFF.
     stream: Option<Stream<'static>>,
+    /// The device's file handle, for polling before a dequeue.
+    handle: std::sync::Arc<v4l::device::Handle>,
     _dev: Device,
     granted: Granted,
     quality: u8,
@@ -170,6 +186,15 @@ struct V4l2 {
     rgb: Box<[u8]>,
     /// The dequeue timeout currently set on the stream.
     timeout_ms: u64,
+    queue: Queue,
+}
+
+fn stream_error(e: io::Error) -> SourceError {
+    if matches!(e.raw_os_error(), Some(libc::ENODEV) | Some(libc::ENXIO)) {
+        return SourceError::fatal(format!("the camera went away ({e}); check the cable, reopening"));
+    }
+    // Anything else leaves the buffer queue in an unknown state: reopen to resynchronise.
+    SourceError::fatal(format!("V4L2 streaming failed ({e}); reopening the camera"))
 }
 
 impl Source for V4l2 {
@@ -180,15 +205,31 @@ impl Source for V4l2 {
             stream.set_timeout(Duration::from_millis(ms));
             self.timeout_ms = ms;
         }
+        if self.queue != Queue::NotStarted {
+            // Wait for a filled buffer here, so that `next()` never times out half way.
+            match self.handle.poll(libc::POLLIN, ms as i32) {
+                Ok(0) => return Ok(Read::Timeout),
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => return Ok(Read::Timeout),
+                Err(e) => return Err(stream_error(e)),
+            }
+            if self.queue == Queue::Driver {
+                CaptureStream::dequeue(stream).map_err(stream_error)?;
+                self.queue = Queue::Ours;
+                return Ok(Read::Consumed);
+            }
+        }
+        let first = self.queue == Queue::NotStarted;
         let (buf, meta) = match CaptureStream::next(stream) {
             Ok(x) => x,
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Ok(Read::Timeout),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENODEV) | Some(libc::EIO) | Some(libc::ENXIO)) => {
-                return Err(SourceError::fatal(format!("the camera went away ({e}); check the cable, reopening")))
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                self.queue = Queue::Driver;
+                return Ok(Read::Timeout);
             }
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => return Ok(Read::Timeout),
-            Err(e) => return Err(SourceError::transient(format!("V4L2 dequeue failed: {e}"))),
+            Err(e) if first => return Err(SourceError::fatal(format!("cannot start streaming: {e}"))),
+            Err(e) => return Err(stream_error(e)),
         };
+        self.queue = Queue::Ours;
         let used = (meta.bytesused as usize).min(buf.len());
         if meta.flags.contains(Flags::ERROR) || used == 0 {
             return Ok(Read::Dropped(DropCause::Garbage));

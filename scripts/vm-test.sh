@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The real V4L2 path, tested without a camera: boots Debian's stock kernel in qemu with the
+# kernel's virtual camera driver (vivid) and camjobd (built with the v4l2 feature) in a busybox
+# initramfs, runs scripts/vm/init.sh inside, and checks what it reports on the serial console.
+# Also benchmarks camjobd against ustreamer on the same vivid device (printed, not asserted).
+#
+#   scripts/vm-test.sh            (BENCH_S=20: seconds per benchmark run inside the VM)
+#
+# Installs on a fresh Debian machine: qemu-system-x86, busybox-static, cpio, kmod, v4l-utils,
+# ustreamer, libjpeg-turbo-progs (djpeg, to decode the snapshot) and libclang1-14 (the v4l
+# crate's bindgen). KVM is used when /dev/kvm works, else TCG (software emulation).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+work="$root/target/vm"
+start=$(date +%s)
+log() { printf '\n== %s\n' "$*"; }
+
+log "packages"
+need=()
+for pair in qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio depmod:kmod v4l2-ctl:v4l-utils \
+            ustreamer:ustreamer djpeg:libjpeg-turbo-progs; do
+  command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
+done
+ldconfig -p | grep -q 'libclang-[0-9.]*\.so\|libclang\.so' || need+=(libclang1-14)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+echo "qemu: $(qemu-system-x86_64 --version | head -n 1)"
+
+log "build (release, --features v4l2)"
+cargo build --locked --release --features v4l2 --bin camjobd 2>&1 | tail -n 1
+
+log "kernel"
+rm -rf "$work/initramfs" && mkdir -p "$work"
+pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
+if [ ! -d "$work/kernel/lib/modules" ] || [ "$(cat "$work/kernel.pkg" 2>/dev/null)" != "$pkg" ]; then
+  rm -rf "$work/kernel" "$work"/*.deb
+  (cd "$work" && apt-get download "$pkg" 2>/dev/null)
+  dpkg -x "$work"/linux-image-*.deb "$work/kernel"
+  echo "$pkg" > "$work/kernel.pkg"
+fi
+kver=$(ls "$work/kernel/lib/modules")
+# The .deb ships no modules.dep.
+depmod -b "$work/kernel" "$kver"
+echo "$pkg: $kver"
+
+log "initramfs"
+ir="$work/initramfs"
+mkdir -p "$ir"/{bin,sbin,usr/bin,lib,lib64,dev,proc,sys,tmp,etc}
+cp /bin/busybox "$ir/bin/busybox"
+ln -sf busybox "$ir/bin/sh"
+cp scripts/vm/init.sh "$ir/init"
+chmod +x "$ir/init"
+# vivid and what it depends on, from modules.dep.
+mods=$(awk -F': *' '$1 ~ /\/vivid\.ko/ {print $1" "$2}' "$work/kernel/lib/modules/$kver/modules.dep")
+for m in $mods; do
+  mkdir -p "$ir/lib/modules/$kver/$(dirname "$m")"
+  cp "$work/kernel/lib/modules/$kver/$m" "$ir/lib/modules/$kver/$m"
+done
+cp "$work/kernel/lib/modules/$kver"/modules.{builtin,builtin.modinfo,order} "$ir/lib/modules/$kver/" 2>/dev/null || true
+depmod -b "$ir" "$kver"
+# Programs with the libraries ldd names (and the dynamic loader).
+for b in "$root/target/release/camjobd" /usr/bin/v4l2-ctl /usr/bin/ustreamer; do
+  cp "$b" "$ir/usr/bin/"
+  for lib in $(ldd "$b" | grep -oE '/[^ ]+'); do
+    mkdir -p "$ir$(dirname "$lib")"
+    cp -L "$lib" "$ir$lib"
+  done
+done
+(cd "$ir" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initrd.gz"
+echo "initramfs: $(du -h "$work/initrd.gz" | cut -f1), modules: $(echo "$mods" | wc -w)"
+
+log "boot"
+accel=tcg
+if [ -w /dev/kvm ] && grep -qE 'vmx|svm' /proc/cpuinfo; then accel=kvm; fi
+echo "accelerator: $accel"
+console="$work/console.log"
+t0=$(date +%s)
+status=0
+timeout 900 qemu-system-x86_64 -machine q35,accel="$accel" -cpu max -smp 2 -m 1024 -nographic -no-reboot \
+  -kernel "$work/kernel/boot/vmlinuz-$kver" -initrd "$work/initrd.gz" \
+  -append "console=ttyS0 quiet loglevel=3 panic=-1 BENCH_S=${BENCH_S:-20}" > "$console" 2>&1 || status=$?
+echo "VM ran $(( $(date +%s) - t0 )) s (qemu exit $status)"
+
+log "results"
+tr -d '\r' < "$console" > "$console.txt"
+grep '^VMTEST \(ok\|FAIL\|info\)' "$console.txt" || true
+pass=$(grep -c '^VMTEST ok' "$console.txt" || true)
+failed=$(grep -c '^VMTEST FAIL' "$console.txt" || true)
+# The snapshot must decode at the configured size.
+sed -n '/^VMTEST jpeg-begin/,/^VMTEST jpeg-end/p' "$console.txt" | grep -v '^VMTEST' | base64 -d > "$work/latest.jpg" 2>/dev/null || true
+size=$(djpeg -pnm "$work/latest.jpg" 2>/dev/null | head -c 20 | sed -n 2p || true)
+if [ "$size" = "640 480" ]; then
+  echo "VMTEST ok jpeg latest.jpg decodes at 640x480 ($(stat -c %s "$work/latest.jpg") bytes)"; pass=$((pass + 1))
+else
+  echo "VMTEST FAIL jpeg latest.jpg does not decode at 640x480 (got '${size}')"; failed=$((failed + 1))
+fi
+grep -q '^VMTEST done' "$console.txt" || { echo "VMTEST FAIL done: the scenario did not finish (see $console)"; failed=$((failed + 1)); tail -n 30 "$console.txt"; }
+# The benchmark, as CPU seconds per minute of capture.
+awk '/^VMTEST bench/ {
+  split("", kv); for (i = 3; i <= NF; i++) { n = index($i, "="); if (n) kv[substr($i, 1, n - 1)] = substr($i, n + 1) }
+  cpu = kv["cpu_ticks"] / kv["tck"] * 60 / kv["seconds"]; c[$3] = cpu
+  printf "bench %-22s %6.2f CPU s per minute  %s\n", $3, cpu, ($3 ~ /camjobd/ ? sprintf("(%d frames, %d encoded in %d s)", kv["frames"], kv["encoded"], kv["seconds"]) : $6" "$7)
+} END {
+  if (c["ustreamer"] > 0) printf "bench ratio camjobd/ustreamer: 1 snapshot/s %.3f, every frame %.3f\n", c["camjobd-1-per-s"] / c["ustreamer"], c["camjobd-every-frame"] / c["ustreamer"]
+}' "$console.txt"
+echo "vm-test: $pass passed, $failed failed in $(( $(date +%s) - start )) s"
+[ "$failed" -eq 0 ] && [ "$pass" -gt 0 ]

@@ -1,0 +1,157 @@
+#!/bin/sh
+# PID 1 of the VM test (scripts/vm-test.sh packs it into the initramfs as /init). Runs the
+# scenario against the kernel's vivid driver and camjobd built with the v4l2 feature, and reports
+# on the serial console: one "VMTEST ok|FAIL <check> <details>" line per check, the latest
+# snapshot between "VMTEST jpeg-begin"/"VMTEST jpeg-end" (base64), "VMTEST bench ..." lines,
+# then "VMTEST done". Every wait is bounded; the VM powers off at the end in any case.
+export PATH=/bin:/sbin:/usr/bin
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs tmp /tmp
+ifconfig lo 127.0.0.1 up
+cd /tmp
+V=$(uname -r)
+API=http://127.0.0.1:8080
+
+ok() { echo "VMTEST ok $*"; }
+fail() { echo "VMTEST FAIL $*"; }
+# HTTP with nc (busybox-static's wget crashes in its resolver): the response, headers and all.
+http() { # METHOD PATH [PORT]
+  printf '%s %s HTTP/1.0\r\nHost: vm\r\nContent-Length: 0\r\n\r\n' "$1" "$2" | nc -w 5 127.0.0.1 "${3:-8080}" 2>/dev/null
+}
+# The body of a response saved in file $1 (by its Content-Length; binary-safe).
+body() { tail -c "$(grep -a -m 1 -i '^content-length:' "$1" | tr -dc 0-9)" "$1"; }
+get() { http GET "$1" > /tmp/resp; body /tmp/resp; }
+post() { http POST "$1" > /tmp/resp; body /tmp/resp; }
+state() { get /api/cameras/cam0 | grep -o '"state":"[A-Z]*"' | head -n 1 | cut -d'"' -f4; }
+field() { get /api/cameras/cam0 | grep -o "\"$1\":[0-9]*" | head -n 1 | cut -d: -f2; }
+reason() { get /api/cameras/cam0 | grep -o '"reason":"[^"]*"' | head -n 1; }
+# wait_state STATE SECONDS: polls every 0.2 s.
+wait_state() {
+  n=$(( $2 * 5 ))
+  while [ "$n" -gt 0 ]; do
+    [ "$(state)" = "$1" ] && return 0
+    sleep 0.2
+    n=$((n - 1))
+  done
+  return 1
+}
+vivid_up() {
+  # One capture node, the webcam input first.
+  modprobe vivid n_devs=1 node_types=0x1 || return 1
+  n=50
+  while [ ! -e /dev/video0 ] && [ "$n" -gt 0 ]; do sleep 0.1; n=$((n - 1)); done
+  [ -e /dev/video0 ]
+}
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+finish() { echo "VMTEST done"; sync; poweroff -f; }
+
+echo "VMTEST boot kernel $V, $(nproc) cpu(s), $(awk '/MemTotal/ {print $2}' /proc/meminfo) KiB"
+if vivid_up; then ok vivid "/dev/video0 appeared"; else fail vivid "modprobe vivid failed"; finish; fi
+echo "VMTEST info formats: $(v4l2-ctl -d /dev/video0 --list-formats 2>&1 | grep -o "'[A-Z0-9 ]*'" | tr '\n' ' ')"
+v4l2-ctl -d /dev/video0 -L 2>&1 | grep -iE 'disconnect|error|dropped' | sed 's/^/VMTEST info control: /'
+
+cat > /tmp/camjobd.json <<JSON
+{
+  "http": { "bind": "127.0.0.1:8080", "workers": 2 },
+  "storage": { "dir": "/tmp/data" },
+  "log": { "level": "info" },
+  "cameras": [ { "name": "cam0",
+    "source": { "kind": "v4l2", "device": "/dev/video0", "width": 640, "height": 480, "fps": 15, "format": "auto" },
+    "snapshot_interval_ms": 500,
+    "watchdog": { "stall_timeout_ms": 3000, "max_recoveries": 3, "backoff_initial_ms": 300, "backoff_max_ms": 1000 } } ]
+}
+JSON
+camjobd --config /tmp/camjobd.json > /tmp/camjobd.out 2> /tmp/camjobd.err &
+CAMJOBD=$!
+
+# 1. RUNNING, with what the driver granted.
+if wait_state RUNNING 60; then
+  ok running "job $(field id) RUNNING"
+else
+  fail running "state '$(state)' $(reason); healthz: $(http GET /healthz | tail -n 1)"
+  tail -n 20 /tmp/camjobd.err | sed 's/^/VMTEST info log: /'
+  get /api/cameras/cam0 | head -c 600 | sed 's/^/VMTEST info view: /'; echo
+  finish
+fi
+grep -o 'granted.*' /tmp/camjobd.err | head -n 1 | sed 's/^/VMTEST info /'
+
+# 2. The latest snapshot, for the host to decode.
+sleep 1
+if get /api/cameras/cam0/latest.jpg > /tmp/latest.jpg && [ -s /tmp/latest.jpg ]; then
+  echo "VMTEST jpeg-begin"; base64 /tmp/latest.jpg; echo "VMTEST jpeg-end"
+else
+  fail latest "no latest.jpg"
+fi
+
+# 3. Frames keep coming.
+f0=$(field frames_captured); sleep 4; f1=$(field frames_captured)
+if [ "${f1:-0}" -gt "${f0:-0}" ]; then ok frames "$f0 -> $f1 in 4 s"; else fail frames "$f0 -> $f1 in 4 s"; fi
+
+# 4. vivid drops half of its buffers: fewer frames, still RUNNING.
+v4l2-ctl -d /dev/video0 -c percentage_of_dropped_buffers=50 2>/dev/null
+f0=$(field frames_captured); sleep 4; f1=$(field frames_captured)
+if [ "$(state)" = RUNNING ] && [ "${f1:-0}" -gt "${f0:-0}" ]; then ok dropped-buffers "RUNNING, $f0 -> $f1 in 4 s with 50% dropped"; else fail dropped-buffers "$(state) $f0 -> $f1"; fi
+v4l2-ctl -d /dev/video0 -c percentage_of_dropped_buffers=0 2>/dev/null
+
+# 5. A buffer with V4L2_BUF_FLAG_ERROR: dropped and counted, still RUNNING.
+d0=$(field frames_dropped)
+v4l2-ctl -d /dev/video0 -c inject_v4l2_buf_flag_error=1 2>/dev/null
+n=25; while [ "$(field frames_dropped)" = "$d0" ] && [ "$n" -gt 0 ]; do sleep 0.2; n=$((n - 1)); done
+if [ "$(field frames_dropped)" != "$d0" ] && [ "$(state)" = RUNNING ]; then ok buf-flag-error "frames_dropped $d0 -> $(field frames_dropped), RUNNING"; else fail buf-flag-error "$(state) dropped $(field frames_dropped)"; fi
+
+# 6. A fatal streaming error (the driver stops the queue; DQBUF fails) → RECOVERING → RUNNING.
+r0=$(field recoveries)
+v4l2-ctl -d /dev/video0 -c inject_fatal_streaming_error=1 2>/dev/null
+n=75; while [ "$(field recoveries)" = "$r0" ] && [ "$n" -gt 0 ]; do sleep 0.2; n=$((n - 1)); done
+if [ "$(field recoveries)" != "$r0" ] && wait_state RUNNING 20; then ok fatal-streaming-error "recoveries $r0 -> $(field recoveries), RUNNING again"; else fail fatal-streaming-error "$(state) recoveries $(field recoveries) $(reason)"; fi
+
+# 7. Stop and start.
+post /api/cameras/cam0/stop > /dev/null
+if wait_state STOPPED 10; then ok stop "STOPPED"; else fail stop "$(state)"; fi
+post /api/cameras/cam0/start > /dev/null
+if wait_state RUNNING 30; then ok start "job $(field id) RUNNING"; else fail start "$(state) $(reason)"; fi
+
+# 8. Unplugged: RECOVERING, then FAILED with the reason once the recoveries are spent.
+v4l2-ctl -d /dev/video0 -c disconnect=1 2>/dev/null
+if wait_state FAILED 40; then ok disconnect "FAILED: $(reason)"; else fail disconnect "$(state) $(reason)"; fi
+# Plugged back (the module reloaded): a new start runs.
+rmmod vivid 2>/dev/null; vivid_up
+post /api/cameras/cam0/start > /dev/null
+if wait_state RUNNING 30; then ok replug "job $(field id) RUNNING after the device came back"; else fail replug "$(state) $(reason)"; fi
+kill -TERM "$CAMJOBD"; wait "$CAMJOBD"; rc=$?
+if [ "$rc" -eq 0 ]; then ok sigterm "exit 0"; else fail sigterm "exit $rc"; fi
+grep -iE 'panick|error' /tmp/camjobd.err | head -n 5 | sed 's/^/VMTEST info log: /'
+
+# 9. Benchmark: camjobd and ustreamer on the same device, format, size and rate, one after the
+#    other; CPU seconds per minute from /proc/PID/stat. BENCH_S seconds each.
+BENCH_S=${BENCH_S:-20}
+TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+bench_camjobd() { # $1 label, $2 snapshot_interval_ms
+  sed -e "s/\"snapshot_interval_ms\": 500/\"snapshot_interval_ms\": $2/" -e 's/"format": "auto"/"format": "YUYV"/' \
+      -e 's/"watchdog"/"store": { "enabled": false }, "watchdog"/' /tmp/camjobd.json > /tmp/bench.json
+  camjobd --config /tmp/bench.json > /dev/null 2> /tmp/bench.err &
+  p=$!
+  wait_state RUNNING 60 || { fail "bench-$1" "not RUNNING: $(tail -n 3 /tmp/bench.err)"; kill $p; wait $p; return; }
+  sleep 3
+  c0=$(cpu_ticks $p); f0=$(field frames_captured); s0=$(field snapshots)
+  sleep "$BENCH_S"
+  c1=$(cpu_ticks $p); f1=$(field frames_captured); s1=$(field snapshots)
+  kill -TERM $p; wait $p
+  echo "VMTEST bench $1 cpu_ticks=$((c1 - c0)) tck=$TCK seconds=$BENCH_S frames=$((f1 - f0)) encoded=$((s1 - s0))"
+}
+bench_camjobd camjobd-1-per-s 1000
+bench_camjobd camjobd-every-frame 0
+ustreamer --device /dev/video0 --format YUYV --resolution 640x480 --desired-fps 15 --host 127.0.0.1 --port 8081 > /dev/null 2> /tmp/ustreamer.err &
+p=$!
+n=100; while ! http GET /state 8081 | grep -q '"ok"' && [ "$n" -gt 0 ]; do sleep 0.2; n=$((n - 1)); done
+sleep 3
+c0=$(cpu_ticks $p)
+sleep "$BENCH_S"
+c1=$(cpu_ticks $p)
+st=$(http GET /state 8081 | grep -o '"captured_fps": *[0-9]*' | head -n 1 | tr -d ' ')
+kill -TERM $p; wait $p
+echo "VMTEST bench ustreamer cpu_ticks=$((c1 - c0)) tck=$TCK seconds=$BENCH_S state=${st:-none} $(tail -n 1 /tmp/ustreamer.err | tr -d '\r')"
+finish
