@@ -44,7 +44,7 @@ grep -v 'Unknown user config' "$npm_log" || true
 [ -d tests/browser/node_modules/playwright-core ] || { echo "npm did not install playwright-core" >&2; exit 1; }
 
 log "build"
-cargo build --release --bin camjobd 2>&1 | tail -n 2
+cargo build --release ${CAMJOBD_FEATURES:+--features "$CAMJOBD_FEATURES"} --bin camjobd 2>&1 | tail -n 2
 
 log "browser test (DASHBOARD_POLLS=${DASHBOARD_POLLS:-12000})"
 export ARTIFACTS_DIR="${ARTIFACTS_DIR:-$root/target/browser-artifacts}"

@@ -20,7 +20,7 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-cargo build --release --quiet --bin camjobd
+cargo build --release --quiet ${CAMJOBD_FEATURES:+--features "$CAMJOBD_FEATURES"} --bin camjobd
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/camjobd-soak.XXXXXX")
 pids=()

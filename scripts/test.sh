@@ -1,13 +1,44 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine, then runs every test.
 # Used by CI (.ci/run) and by people: `scripts/test.sh`.
+#
+# Steps (each SKIP_<NAME>=1 leaves one out for a quick local run):
+#   format, build and clippy (with and without the v4l2 feature), unit and integration tests,
+#   CROSS   unit tests for aarch64 and armv7 under qemu-user (in the background, niced, while
+#           the browser test mostly waits),
+#   BROWSER the dashboard in headless Chromium (DASHBOARD_POLLS),
+#   SOAK    5 minutes (SOAK_SECONDS),
+#   VM      vivid in a qemu VM + the ustreamer benchmark (BENCH_S),
+#   FUZZ    30 s per fuzz target (FUZZ_SECONDS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+start=$(date +%s)
 
-log() { printf '\n== %s\n' "$*"; }
+log() { printf '\n== %s  (%d s)\n' "$*" "$(( $(date +%s) - start ))"; }
+skip() { [ "$(eval echo "\${SKIP_$1:-0}")" = 1 ]; }
 
-# The tests need only the Rust toolchain and sh/cat/sleep (coreutils), which every Debian
-# machine has; rustfmt and clippy are used when installed.
+# One place installs the Debian packages, so that later steps never run two apt-gets at once
+# (the cross tests run beside the browser test). The scripts still install what is missing
+# when run on their own.
+log "packages"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+want=(libclang1-14)
+skip BROWSER || want+=(chromium)
+skip SOAK || want+=(wrk gnuplot-nox)
+skip VM || want+=(qemu-system-x86 busybox-static cpio kmod v4l-utils ustreamer libjpeg-turbo-progs)
+skip CROSS || want+=(qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
+missing=()
+for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The release binary of the browser test, the soak and the VM test is one build, with V4L2.
+export CAMJOBD_FEATURES=v4l2
+
 log "format"
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --check
@@ -16,55 +47,77 @@ else
 fi
 
 log "build"
-cargo build --locked --all-targets 2>&1 | tail -n 3
+# The default build needs no libclang (`cargo run --release` on a fresh machine); the v4l2
+# feature adds the V4L2 source.
+cargo build --locked --all-targets 2>&1 | tail -n 1
+cargo build --locked --all-targets --features v4l2 2>&1 | tail -n 1
 if cargo clippy --version >/dev/null 2>&1; then
   log "clippy"
   cargo clippy --locked --all-targets --quiet -- -D warnings
+  cargo clippy --locked --all-targets --features v4l2 --quiet -- -D warnings
 fi
 
 log "tests"
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+cross_log=$(mktemp)
+cross_pid=""
+trap 'rm -f "$out" "$cross_log"; [ -z "$cross_pid" ] || kill "$cross_pid" 2>/dev/null || true' EXIT
 # Integration tests start real daemons with timing checks: a few at a time on 2 cores.
 status=0
-cargo test --locked --lib --bins --tests -- --test-threads=4 2>&1 | tee "$out" || status=$?
+cargo test --locked --features v4l2 --lib --bins --tests -- --test-threads=4 2>&1 | tee "$out" || status=$?
+
+# Records a script's outcome as one pass or fail in the summary.
+record() { # NAME STATUS
+  if [ "$2" -eq 0 ]; then echo "$1: 1 passed, 0 failed" >> "$out"; else echo "$1: 0 passed, 1 failed" >> "$out"; status=$2; fi
+}
+
+if ! skip CROSS; then
+  log "cross tests started in the background (aarch64, armv7 under qemu-user)"
+  (nice -n 19 bash scripts/cross-test.sh > "$cross_log" 2>&1) &
+  cross_pid=$!
+fi
 
 # The dashboard in real headless Chromium (installs chromium and playwright-core itself).
-# SKIP_BROWSER=1 leaves it out for a quick local run; DASHBOARD_POLLS shortens it.
-if [ "${SKIP_BROWSER:-0}" != 1 ]; then
+if ! skip BROWSER; then
   log "browser"
   bash scripts/browser-test.sh 2>&1 | tee -a "$out" || status=$?
 fi
 
 # The soak in its short form: 5 minutes, about 350,000 frames (more than 3 hours at 30 fps).
-# SKIP_SOAK=1 leaves it out for a quick local run.
-if [ "${SKIP_SOAK:-0}" != 1 ]; then
+if ! skip SOAK; then
   log "soak"
   soak_status=0
   bash scripts/soak.sh "${SOAK_SECONDS:-300}" 2>&1 | tee -a "$out" || soak_status=$?
-  if [ "$soak_status" -eq 0 ]; then
-    echo "soak: 1 passed, 0 failed" >> "$out"
-  else
-    echo "soak: 0 passed, 1 failed" >> "$out"
-    status=$soak_status
-  fi
+  record soak "$soak_status"
 fi
 
-# Fuzzing for a short bounded time (cargo-fuzz, libFuzzer): 30 s per target here; longer runs
-# with scripts/fuzz.sh SECONDS. SKIP_FUZZ=1 leaves it out.
-if [ "${SKIP_FUZZ:-0}" != 1 ]; then
+if [ -n "$cross_pid" ]; then
+  log "cross tests"
+  cross_status=0
+  wait "$cross_pid" || cross_status=$?
+  cross_pid=""
+  cat "$cross_log"
+  record cross "$cross_status"
+fi
+
+# The real V4L2 path: vivid in a VM (boots Debian's kernel in qemu; TCG without KVM).
+if ! skip VM; then
+  log "vm"
+  vm_status=0
+  bash scripts/vm-test.sh 2>&1 | tee -a "$out" || vm_status=$?
+  record vm "$vm_status"
+fi
+
+# Fuzzing for a short bounded time (cargo-fuzz, libFuzzer); longer with scripts/fuzz.sh SECONDS.
+if ! skip FUZZ; then
   log "fuzz"
   fuzz_status=0
   bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}" 2>&1 | tee -a "$out" || fuzz_status=$?
-  if [ "$fuzz_status" -eq 0 ]; then
-    echo "fuzz: 1 passed, 0 failed" >> "$out"
-  else
-    echo "fuzz: 0 passed, 1 failed" >> "$out"
-    status=$fuzz_status
-  fi
+  record fuzz "$fuzz_status"
 fi
 
-awk '/^(soak|fuzz): [01] passed/ { p += $2; f += $4 }
+log "done"
+awk '/^(soak|fuzz|vm|cross): [01] passed/ { p += $2; f += $4 }
      /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      /^ℹ pass / { p += $3 } /^ℹ fail / { f += $3 }
      END { printf "\ntests: %d passed, %d failed\n", p, f }' "$out"

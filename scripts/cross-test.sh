@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The unit tests, cross-compiled for the Pi and run under qemu-user (the runners in
+# .cargo/config.toml): aarch64 and armv7, with the V4L2 source built in. Installs the cross
+# toolchains, libc headers, qemu-user and libclang (Debian) and the rustup targets when missing.
+#
+#   scripts/cross-test.sh [aarch64|armv7 ...]     (default: both)
+#
+# Uses target/cross as its own target directory, so it can run beside other cargo builds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(aarch64 armv7)
+need=()
+command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
+command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+command -v arm-linux-gnueabihf-gcc >/dev/null || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
+ldconfig -p | grep -q 'libclang-[0-9.]*\.so\|libclang\.so' || need+=(libclang1-14)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+export CARGO_TARGET_DIR="$PWD/target/cross"
+status=0
+for t in "${targets[@]}"; do
+  case "$t" in
+    aarch64) triple=aarch64-unknown-linux-gnu ;;
+    armv7) triple=armv7-unknown-linux-gnueabihf ;;
+    *) echo "unknown target $t (aarch64 or armv7)" >&2; exit 2 ;;
+  esac
+  rustup target list --installed | grep -qx "$triple" || rustup target add "$triple" 2>&1 | tail -n 1
+  echo "== unit tests for $triple under $(grep -A2 "\[target.$triple\]" .cargo/config.toml | awk -F'"' '/runner/ {print $2}')"
+  log="$CARGO_TARGET_DIR/test-$triple.log"
+  mkdir -p "$CARGO_TARGET_DIR"
+  if ! cargo test --locked --features v4l2 --target "$triple" --lib >"$log" 2>&1; then
+    status=1
+    tail -n 40 "$log"
+  fi
+  grep -E '^test result|FAILED|panicked' "$log" || true
+done
+exit "$status"
