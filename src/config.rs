@@ -877,6 +877,14 @@ mod tests {
             board(name).unwrap_or_else(|e| panic!("board {name}: {e}"));
         }
         assert!(board("pi9").unwrap_err().to_string().contains("built-in boards: host"));
+        // The USB camera example in board/examples/ (a V4L2 source: needs the feature).
+        let usb = Config::from_json(include_str!("../board/examples/usb-camera.json"));
+        if cfg!(feature = "v4l2") {
+            let c = usb.unwrap();
+            assert_eq!(c.led, LedConfig::Gpio { pin: 17, active_low: false });
+        } else {
+            assert!(usb.unwrap_err().to_string().contains("without V4L2 support"));
+        }
     }
 
     #[test]
