@@ -225,6 +225,64 @@ mod tests {
         }
     }
 
+    /// Records what the thread asks of the LED; fails from the `fail_at`th call on.
+    struct FakeLed {
+        calls: Arc<std::sync::Mutex<Vec<bool>>>,
+        fail_at: usize,
+    }
+
+    impl Led for FakeLed {
+        fn set(&mut self, on: bool) -> Result<(), String> {
+            let mut c = self.calls.lock().unwrap();
+            if c.len() + 1 >= self.fail_at {
+                return Err("write failed (fake)".into());
+            }
+            c.push(on);
+            Ok(())
+        }
+    }
+
+    fn shared_in(state: JobState) -> Arc<Shared> {
+        let (tx, _rx) = crossbeam::channel::bounded(1);
+        let shared = Arc::new(Shared::new(crate::config::Config::default(), tx));
+        shared.cameras[0].job.lock().unwrap().state = state;
+        shared
+    }
+
+    #[test]
+    fn the_led_thread_blinks_the_state_and_ends_off() {
+        let shared = shared_in(JobState::Failed);
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let led = Box::new(FakeLed { calls: Arc::clone(&calls), fail_at: usize::MAX });
+        let stop = Stop::new();
+        let (sh, s) = (Arc::clone(&shared), stop.clone());
+        let t = std::thread::spawn(move || run(sh, led, s));
+        std::thread::sleep(Duration::from_millis(1000));
+        shared.cameras[0].job.lock().unwrap().state = JobState::Running;
+        std::thread::sleep(Duration::from_millis(300));
+        let running_from = calls.lock().unwrap().len();
+        std::thread::sleep(Duration::from_millis(300));
+        stop.trigger();
+        t.join().unwrap();
+        let c = calls.lock().unwrap().clone();
+        // FAILED: a change every 100 ms, only changes are written.
+        assert!((4..=14).contains(&running_from), "{running_from} writes in 1 s of FAILED (+ RUNNING): {c:?}");
+        assert!(c.windows(2).all(|w| w[0] != w[1]), "only changes are written: {c:?}");
+        assert_eq!(c.len(), running_from + 1, "RUNNING is steady: just the final off");
+        assert_eq!(c.last(), Some(&false), "off at the end");
+    }
+
+    #[test]
+    fn a_failing_led_is_disabled_with_an_event() {
+        let shared = shared_in(JobState::Failed);
+        let led = Box::new(FakeLed { calls: Arc::default(), fail_at: 3 });
+        run(Arc::clone(&shared), led, Stop::new()); // returns by itself
+        let mut events = Vec::new();
+        shared.events.page(0, 10, &mut events);
+        let msg = events.iter().map(|e| e.message.as_str()).find(|m| m.starts_with("status LED disabled"));
+        assert_eq!(msg, Some("status LED disabled: write failed (fake); jobs go on"));
+    }
+
     #[test]
     fn summary_shows_the_worst() {
         assert_eq!(summary([JobState::Running, JobState::Failed, JobState::Idle]), JobState::Failed);

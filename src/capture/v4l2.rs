@@ -133,7 +133,8 @@ impl Opener for V4l2Opener {
         let mut stream = Stream::with_buffers(&dev, Type::VideoCapture, c.buffers)
             .map_err(|e| SourceError::fatal(format!("cannot map {} capture buffers: {e}", c.buffers)))?;
         stream.set_timeout(Duration::from_millis(100));
-        let rgb = if fourcc == YUYV { vec![0u8; granted.width as usize * granted.height as usize * 3] } else { Vec::new() };
+        let rgb =
+            if fourcc == YUYV { vec![0u8; granted.width as usize * granted.height as usize * 3] } else { Vec::new() };
         Ok(Box::new(V4l2 {
             handle: stream.handle(),
             stream: Some(stream),

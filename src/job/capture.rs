@@ -116,6 +116,9 @@ struct Pending {
     garbage: u64,
     no_buffer: u64,
     errors: u64,
+    /// The newest of those errors (kept here: a new job clears the heartbeat's copy before
+    /// the summary goes out). Fixed size, so noting it does not allocate.
+    last_error: heapless::String<{ crate::events::MESSAGE_BYTES }>,
     /// When the oldest unsummarised drop or error happened.
     since: Option<Instant>,
 }
@@ -261,6 +264,7 @@ impl CaptureLoop {
                 hb.errors_total.fetch_add(1, Relaxed);
                 hb.set_last_error(&e.message);
                 hb.set_phase(Phase::Broken);
+                self.pending.last_error = crate::events::fixed(format_args!("{}", e.message));
                 self.pending.errors += 1;
                 self.pending.note();
             }
@@ -321,6 +325,7 @@ impl CaptureLoop {
                 hb.errors_total.fetch_add(1, Relaxed);
                 hb.consecutive_errors.fetch_add(1, Relaxed);
                 hb.set_last_error(&e.message);
+                self.pending.last_error = crate::events::fixed(format_args!("{}", e.message));
                 self.pending.errors += 1;
                 self.pending.note();
                 if e.fatal {
@@ -382,7 +387,7 @@ impl CaptureLoop {
             );
         }
         if p.errors > 0 {
-            let last = self.cam.heartbeat.last_error();
+            let last = &p.last_error;
             self.shared.events.push(
                 EventKind::Error,
                 name,
