@@ -6,11 +6,14 @@
 # once fixed, and `cargo test` (tests/fuzz_regressions.rs) replays it for good.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]     (default: 60 s each, all three targets)
+#   scripts/fuzz.sh --build                   (only install cargo-fuzz and build the targets)
 #
 # cargo-fuzz passes a few -Z flags (sanitizer, coverage instrumentation); the machine has the
 # stable toolchain only, and RUSTC_BOOTSTRAP=1 lets it accept them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+build_only=0
+if [ "${1:-}" = --build ]; then build_only=1; shift; fi
 secs=${1:-60}
 shift || true
 targets=("$@")
@@ -23,6 +26,7 @@ fi
 root=$(pwd)
 echo "== building the fuzz targets"
 (cd fuzz && cargo fuzz build -O 2>&1 | tail -n 1)
+[ "$build_only" = 0 ] || exit 0
 status=0
 summary=()
 for t in "${targets[@]}"; do

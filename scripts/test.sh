@@ -63,7 +63,7 @@ log "tests"
 out=$(mktemp)
 cross_log=$(mktemp)
 cross_pid=""
-trap 'rm -f "$out" "$cross_log"; [ -z "$cross_pid" ] || kill "$cross_pid" 2>/dev/null || true' EXIT
+trap 'rm -f "$out" "$cross_log" "${fuzz_build_log:-}"; [ -z "$cross_pid" ] || kill "$cross_pid" 2>/dev/null || true' EXIT
 # Integration tests start real daemons with timing checks: a few at a time on 2 cores.
 status=0
 cargo test --locked --features v4l2 --lib --bins --tests -- --test-threads=4 2>&1 | tee "$out" || status=$?
@@ -73,9 +73,17 @@ record() { # NAME STATUS
   if [ "$2" -eq 0 ]; then echo "$1: 1 passed, 0 failed" >> "$out"; else echo "$1: 0 passed, 1 failed" >> "$out"; status=$2; fi
 }
 
-if ! skip CROSS; then
-  log "cross tests started in the background (aarch64, armv7 under qemu-user)"
-  (nice -n 19 bash scripts/cross-test.sh > "$cross_log" 2>&1) &
+# While the browser test mostly waits on its 50 ms polls, the cross tests and the fuzz targets'
+# build run beside it at the lowest priority (their own target directories: no cargo lock).
+fuzz_build_log=$(mktemp)
+if ! skip CROSS || ! skip FUZZ; then
+  log "started in the background, niced: cross tests (aarch64, armv7 under qemu-user), fuzz build"
+  (
+    cross_status=0
+    if ! skip CROSS; then nice -n 19 bash scripts/cross-test.sh > "$cross_log" 2>&1 || cross_status=$?; fi
+    if ! skip FUZZ; then nice -n 19 bash scripts/fuzz.sh --build > "$fuzz_build_log" 2>&1 || true; fi
+    exit "$cross_status"
+  ) &
   cross_pid=$!
 fi
 
@@ -94,12 +102,14 @@ if ! skip SOAK; then
 fi
 
 if [ -n "$cross_pid" ]; then
-  log "cross tests"
+  log "cross tests (and the fuzz build)"
   cross_status=0
   wait "$cross_pid" || cross_status=$?
   cross_pid=""
-  cat "$cross_log"
-  record cross "$cross_status"
+  if ! skip CROSS; then
+    cat "$cross_log"
+    record cross "$cross_status"
+  fi
 fi
 
 # The real V4L2 path: vivid in a VM (boots Debian's kernel in qemu; TCG without KVM).
