@@ -67,3 +67,14 @@ impl From<ConfigError> for Error {
         Error::Config(e)
     }
 }
+
+/// The message of a caught panic (`&str` or `String` payloads; anything else is named as such).
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s
+    } else {
+        "(non-string panic payload)"
+    }
+}

@@ -22,7 +22,7 @@ pub mod timelapse;
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -418,7 +418,7 @@ impl Exports {
         g.next_id += 1;
         // Ids must never repeat (a bookmarked download would fetch another export), so the
         // counter is on disk before the id is handed out.
-        if let Err(e) = write_atomic(&self.dir, NEXT_ID, format!("{}\n", g.next_id).as_bytes(), false) {
+        if let Err(e) = crate::store::write_atomic(&self.dir, NEXT_ID, format!("{}\n", g.next_id).as_bytes(), false) {
             g.next_id -= 1;
             return Err(Refused::Internal(format!(
                 "cannot record the export id: {e}{}",
@@ -556,7 +556,10 @@ impl Exports {
                 Ok(()) => return,
                 Err(p) => {
                     self.stats.worker_restarts.fetch_add(1, Relaxed);
-                    log::error!("export-{n}: the worker loop panicked ({}); restarting it", panic_message(&*p));
+                    log::error!(
+                        "export-{n}: the worker loop panicked ({}); restarting it",
+                        crate::error::panic_message(&*p)
+                    );
                     if stop.wait(Duration::from_secs(1)) {
                         return;
                     }
@@ -583,7 +586,7 @@ impl Exports {
                 Ok(o) => o,
                 Err(p) => {
                     self.stats.panics.fetch_add(1, Relaxed);
-                    let msg = panic_message(&*p);
+                    let msg = crate::error::panic_message(&*p);
                     log::error!("export {}: panicked: {msg}", view.id);
                     Err(Ended::Failed(format!("internal error in the export ({msg}); the worker goes on")))
                 }
@@ -793,7 +796,7 @@ impl Exports {
     fn save_view(&self, v: &ExportView) {
         let bytes = serde_json::to_vec(v).expect("plain data");
         let durable = !v.state.is_active();
-        if let Err(e) = write_atomic(&self.dir, &format!("{}.json", v.id), &bytes, durable) {
+        if let Err(e) = crate::store::write_atomic(&self.dir, &format!("{}.json", v.id), &bytes, durable) {
             log::warn!("exports: cannot write the record of export {}: {e}{}", v.id, crate::error::storage_hint(&e));
         }
     }
@@ -967,28 +970,6 @@ fn download_name(camera: &str, kind: Kind, from: f64, id: u64) -> String {
     let day = crate::index::day_name((secs / 86_400) as u32).replace('-', "");
     let t = secs % 86_400;
     format!("camjobd-{camera}-{day}T{:02}{:02}{:02}Z-{id}.{}", t / 3600, t / 60 % 60, t % 60, kind.ext())
-}
-
-/// Writes `dir/name` as a temp file + rename; with `durable`, fsyncs file and directory.
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    if durable {
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, dir.join(name))?;
-    if durable {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// A time in a request: Unix seconds (a number), or RFC 3339 text

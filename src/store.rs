@@ -66,17 +66,25 @@ impl StateFile {
 
     /// Records the next job id durably.
     pub fn save(&self, next_job_id: u64) -> Result<(), Error> {
-        let tmp = self.dir.join(TEMP);
-        let path = self.dir.join(NAME);
-        let write = || -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(serde_json::to_string(&State { next_job_id }).expect("plain struct").as_bytes())?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            File::open(&self.dir)?.sync_all()
-        };
-        write().map_err(|e| Error::storage(&path, "write the job id state", e))
+        let state = serde_json::to_string(&State { next_job_id }).expect("plain struct");
+        write_atomic(&self.dir, NAME, state.as_bytes(), true)
+            .map_err(|e| Error::storage(&self.dir.join(NAME), "write the job id state", e))
     }
+}
+
+/// Writes `dir/name` as a temp file + rename; with `durable`, fsyncs file and directory.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    if durable {
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(name))?;
+    if durable {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------

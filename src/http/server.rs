@@ -604,7 +604,7 @@ impl Worker {
             let served = panic::catch_unwind(AssertUnwindSafe(|| self.serve(conn)));
             self.ctl.stats.connections_active.fetch_sub(1, Ordering::Relaxed);
             if let Err(p) = served {
-                error!("http: worker panicked while serving a connection: {}", panic_message(p.as_ref()));
+                error!("http: worker panicked while serving a connection: {}", crate::error::panic_message(p.as_ref()));
             }
         }
         debug!("http: worker exits");
@@ -764,7 +764,11 @@ impl Worker {
                 Ok(resp) => resp,
                 Err(p) => {
                     bump(&ctl.stats.handler_panics);
-                    error!("http: handler panicked on {method} {}: {}", clip(path), panic_message(p.as_ref()));
+                    error!(
+                        "http: handler panicked on {method} {}: {}",
+                        clip(path),
+                        crate::error::panic_message(p.as_ref())
+                    );
                     Response::error(500, "internal", "internal error; see the server log")
                 }
             };
@@ -1070,16 +1074,6 @@ fn clip(s: &str) -> &str {
     match s.char_indices().nth(120) {
         Some((i, _)) => &s[..i],
         None => s,
-    }
-}
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        s
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s
-    } else {
-        "(non-string panic payload)"
     }
 }
 
