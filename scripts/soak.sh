@@ -110,6 +110,8 @@ ok = per_million <= 1024 * 1024 and len(threads) == 1 and max(fds) - min(fds) <=
 print("soak: PASS" if ok else "soak: FAIL")
 sys.exit(0 if ok else 1)
 PY
+# Headroom above the thread and fd lines, so neither hides under the frame's top edge.
+y2max=$(awk -F, 'NR > 1 { if ($4 > m) m = $4; if ($5 > m) m = $5 } END { print int(m * 1.5) + 1 }' "$out/soak.csv")
 gnuplot <<GP || true
 set terminal pngcairo size 900,420 font ",10"
 set output "$out/soak.png"
@@ -121,7 +123,7 @@ set y2label "threads, open fds"
 set y2tics
 set ytics nomirror
 set yrange [0:*]
-set y2range [0:*]
+set y2range [0:$y2max]
 set title "camjobd soak: $(tail -n 1 "$out/soak.csv" | cut -d, -f2) frames, 1 stall/recover every 2 min, API load"
 plot "$out/soak.csv" using (\$2/1e6):(\$3/1024) every ::1 with lines lw 2 title "RSS", \
      "" using (\$2/1e6):4 every ::1 axes x1y2 with lines title "threads", \
