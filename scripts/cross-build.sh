@@ -11,8 +11,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(aarch64 armv7)
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
 need=()
 for t in "${targets[@]}"; do
   case "$t" in
@@ -23,12 +21,8 @@ for t in "${targets[@]}"; do
 done
 # The v4l crate runs bindgen at build time: it needs libclang.
 ldconfig -p | grep -q 'libclang-[0-9.]*\.so\|libclang\.so' || need+=(libclang1-14)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "== apt-get install ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. scripts/lib.sh
+apt_install "${need[@]}"
 # bindgen finds libclang-14 under /usr/lib/llvm-14 only through its versioned name.
 if [ -z "${LIBCLANG_PATH:-}" ] && [ -d /usr/lib/llvm-14/lib ]; then export LIBCLANG_PATH=/usr/lib/llvm-14/lib; fi
 for t in "${targets[@]}"; do

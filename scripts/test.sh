@@ -21,8 +21,6 @@ skip() { [ "$(eval echo "\${SKIP_$1:-0}")" = 1 ]; }
 # (the cross tests run beside the browser test). The scripts still install what is missing
 # when run on their own.
 log "packages"
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
 want=(libclang1-14)
 skip BROWSER || want+=(chromium)
 skip SOAK || want+=(wrk gnuplot-nox)
@@ -30,12 +28,8 @@ skip VM || want+=(qemu-system-x86 busybox-static cpio kmod v4l-utils ustreamer l
 skip CROSS || want+=(qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
 missing=()
 for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "apt-get install ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+. scripts/lib.sh
+apt_install "${missing[@]}"
 # The release binary of the browser test, the soak and the VM test is one build, with V4L2.
 export CAMJOBD_FEATURES=v4l2
 

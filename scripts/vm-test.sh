@@ -23,12 +23,8 @@ for pair in qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio 
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 ldconfig -p | grep -q 'libclang-[0-9.]*\.so\|libclang\.so' || need+=(libclang1-14)
-if [ ${#need[@]} -gt 0 ]; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+. scripts/lib.sh
+apt_install "${need[@]}"
 echo "qemu: $(qemu-system-x86_64 --version | head -n 1)"
 
 log "build (release, --features v4l2)"

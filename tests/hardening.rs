@@ -28,12 +28,7 @@ fn token_file_and_open_binds() {
     cfg["http"]["token_file"] = json!(dir.path("token"));
     // --check-config never prints the secret.
     std::fs::write(dir.path("c.json"), cfg.to_string()).unwrap();
-    let o = std::process::Command::new(bin())
-        .arg("--config")
-        .arg(dir.path("c.json"))
-        .arg("--check-config")
-        .output()
-        .unwrap();
+    let o = check_config(&dir.path("c.json"));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(!text.contains("s3cret"), "{text}");
@@ -49,12 +44,7 @@ fn token_file_and_open_binds() {
     let run = |doc: serde_json::Value| {
         let dir = TempDir::new("openbind");
         std::fs::write(dir.path("c.json"), doc.to_string()).unwrap();
-        std::process::Command::new(bin())
-            .arg("--config")
-            .arg(dir.path("c.json"))
-            .arg("--check-config")
-            .output()
-            .unwrap()
+        check_config(&dir.path("c.json"))
     };
     let o = run(json!({"http": {"bind": "0.0.0.0:8080"}}));
     assert_eq!(o.status.code(), Some(2));
@@ -118,12 +108,7 @@ fn protect_reads_puts_every_read_but_the_page_and_healthz_behind_the_token() {
     // protect_reads without a token is a config error naming the key.
     let dir = TempDir::new("protect-reads-cfg");
     std::fs::write(dir.path("c.json"), r#"{"http": {"protect_reads": true}}"#).unwrap();
-    let o = std::process::Command::new(bin())
-        .arg("--config")
-        .arg(dir.path("c.json"))
-        .arg("--check-config")
-        .output()
-        .unwrap();
+    let o = check_config(&dir.path("c.json"));
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("http.protect_reads: needs http.token"));
 }

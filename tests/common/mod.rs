@@ -225,6 +225,11 @@ impl Drop for Daemon {
     }
 }
 
+/// `camjobd --config FILE --check-config`: validates a config file and prints the effective config.
+pub fn check_config(file: &std::path::Path) -> std::process::Output {
+    Command::new(bin()).arg("--config").arg(file).arg("--check-config").output().expect("run camjobd")
+}
+
 /// Sends a signal (`libc::SIGTERM`, ...) to a process.
 pub fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: kill touches no memory; the pid is our own child, not yet reaped.
