@@ -104,10 +104,21 @@ pub struct HttpConfig {
     /// With a token: reads need it too (Bearer header, or the dashboard's `camjobd_token`
     /// cookie), except `/`, `/index.html` and `/healthz`.
     pub protect_reads: bool,
-    /// Worker threads; each serves one connection at a time.
+    /// Runtime threads serving every connection (1: a single `http` thread; more: that many
+    /// workers `http-N` beside it). Connections cost memory, never a thread.
     pub workers: usize,
-    /// Accepted connections waiting for a worker; beyond this a connection gets 503.
+    /// Accepted for configs written for the first server (its connection queue); unused.
     pub queue: usize,
+    /// Open connections at most; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// MJPEG stream clients at most (all cameras together); one more gets 503 `busy`.
+    pub max_stream_clients: usize,
+    /// Copies of published frames that HTTP readers hold, per camera (fixed, allocated at
+    /// start: `frame_copies` x `max_frame_bytes`). Readers never hold capture's buffers.
+    pub frame_copies: usize,
+    /// `Access-Control-Allow-Origin` on reads (`null`: none), so pages on other origins
+    /// (Mainsail, Fluidd) can `fetch` the stream and snapshots.
+    pub cors_origin: Option<String>,
     /// Longest wait for a whole request head (and body) once a request has begun.
     pub read_timeout_ms: u64,
     /// Longest time a response may take to write.
@@ -318,6 +329,17 @@ pub enum SourceConfig {
     V4l2(V4l2Config),
 }
 
+impl SourceConfig {
+    /// The frame size asked for (a pipe's is unknown: 640x480 is assumed), for placeholders.
+    pub fn size(&self) -> (u32, u32) {
+        match self {
+            SourceConfig::Synthetic(c) => (c.width, c.height),
+            SourceConfig::V4l2(c) => (c.width, c.height),
+            SourceConfig::Pipe(_) => (640, 480),
+        }
+    }
+}
+
 /// A V4L2 capture device, mmap streaming.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -431,8 +453,12 @@ impl Default for HttpConfig {
             token_file: None,
             allow_open: false,
             protect_reads: false,
-            workers: 4,
+            workers: 2,
             queue: 32,
+            max_connections: 256,
+            max_stream_clients: 8,
+            frame_copies: 4,
+            cors_origin: Some("*".into()),
             read_timeout_ms: 5_000,
             write_timeout_ms: 5_000,
             idle_timeout_ms: 5_000,
@@ -612,6 +638,16 @@ impl Config {
         }
         v.range("http.workers", h.workers as u64, 1, 64);
         v.range("http.queue", h.queue as u64, 1, 4096);
+        v.range("http.max_connections", h.max_connections as u64, 8, 65_536);
+        v.range("http.max_stream_clients", h.max_stream_clients as u64, 1, 1024);
+        v.range("http.frame_copies", h.frame_copies as u64, 1, 64);
+        if let Some(o) = &h.cors_origin {
+            v.check(
+                "http.cors_origin",
+                !o.is_empty() && o.len() <= 256 && o.bytes().all(|b| b.is_ascii_graphic()),
+                "must be \"*\", an origin such as \"http://mainsail.local\", or null",
+            );
+        }
         v.range("http.read_timeout_ms", h.read_timeout_ms, 100, 600_000);
         v.range("http.write_timeout_ms", h.write_timeout_ms, 100, 600_000);
         v.range("http.idle_timeout_ms", h.idle_timeout_ms, 100, 600_000);

@@ -17,7 +17,11 @@ pub struct Frame {
     data: Box<[u8]>,
     /// Bytes of JPEG at the start of `data`.
     len: usize,
-    /// Snapshot sequence number (per camera, increasing).
+    /// Published frame number (per camera, increasing over the process's life): tells a
+    /// stream client that a frame is new, and keys the HTTP copies ([`crate::live`]).
+    pub id: u64,
+    /// Snapshot sequence number (per camera, increasing) of a kept frame; 0 for a frame that
+    /// was published only to the live view.
     pub seq: u64,
     /// Capture time, Unix seconds.
     pub captured_at: f64,
@@ -35,6 +39,18 @@ impl Frame {
     /// The whole buffer, for a source to write into.
     pub fn buffer_mut(&mut self) -> &mut [u8] {
         &mut self.data
+    }
+    /// Makes this frame a copy of `other` (bytes and metadata). `other` must fit: both come
+    /// from pools of the same `max_frame_bytes`.
+    pub fn copy_from(&mut self, other: &Frame) {
+        let n = other.len;
+        self.data[..n].copy_from_slice(&other.data[..n]);
+        self.len = n;
+        self.id = other.id;
+        self.seq = other.seq;
+        self.captured_at = other.captured_at;
+        self.width = other.width;
+        self.height = other.height;
     }
     /// Records how many bytes of the buffer hold the image.
     pub fn set_len(&mut self, len: usize) {
@@ -70,6 +86,7 @@ impl FramePool {
                     // pages stay untouched.
                     data: vec![0x55u8; max_frame_bytes].into_boxed_slice(),
                     len: 0,
+                    id: 0,
                     seq: 0,
                     captured_at: 0.0,
                     width: 0,
@@ -88,6 +105,17 @@ impl FramePool {
     /// Buffers nobody but the pool holds right now.
     pub fn free_count(&self) -> usize {
         self.slots.iter().filter(|s| Arc::strong_count(s) == 1).count()
+    }
+
+    /// A buffer holding frame `id`, if one still does (held or not: a free buffer keeps its
+    /// bytes until it is filled again).
+    pub fn find(&self, id: u64) -> Option<Arc<Frame>> {
+        self.slots.iter().find(|s| s.id == id && s.len > 0).cloned()
+    }
+
+    /// The held buffer with the newest frame (by id), if any buffer holds one.
+    pub fn newest(&self) -> Option<Arc<Frame>> {
+        self.slots.iter().filter(|s| s.len > 0).max_by_key(|s| s.id).cloned()
     }
 
     /// A free buffer to fill, or `None` when every buffer is held by a reader.

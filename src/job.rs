@@ -99,10 +99,10 @@ impl Service {
             listener,
             &shared.config.http,
             Arc::clone(&api) as Arc<dyn crate::http::server::Handler>,
+            api.http_stats(),
             stop.clone(),
         )
         .map_err(|e| Error::Fatal(format!("cannot start the HTTP server: {e}")))?;
-        api.set_http_stats(server.stats());
         shared.events.push(
             EventKind::Info,
             "",

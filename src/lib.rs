@@ -45,6 +45,7 @@ pub mod http;
 pub mod index;
 pub mod job;
 pub mod led;
+pub mod live;
 pub mod logging;
 pub mod notify;
 pub mod ring;

@@ -13,10 +13,12 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam::channel::Sender;
 use serde::Serialize;
+use tokio::sync::oneshot;
 
 use crate::config::{CameraConfig, Config};
 use crate::events::{fixed, EventLog};
 use crate::index::SnapshotIndex;
+use crate::live::LiveFeed;
 use crate::ring::{SnapshotMeta, SnapshotRing};
 
 /// The job lifecycle states (see DESIGN.md, "Job lifecycle").
@@ -167,6 +169,9 @@ pub struct Heartbeat {
     pub frames_captured: AtomicU64,
     /// Frames lost: oversize, garbage, no free buffer.
     pub frames_dropped: AtomicU64,
+    /// Frames captured but not published to the live view because every buffer was held
+    /// (not dropped: the camera delivered them and kept snapshots were not affected).
+    pub frames_skipped: AtomicU64,
     /// Read and open errors in this job.
     pub errors_total: AtomicU64,
     /// Read errors since the last good frame.
@@ -203,6 +208,7 @@ impl Heartbeat {
         for c in [
             &self.frames_captured,
             &self.frames_dropped,
+            &self.frames_skipped,
             &self.errors_total,
             &self.consecutive_errors,
             &self.snapshots,
@@ -231,6 +237,8 @@ pub struct CameraShared {
     pub stored: SnapshotIndex,
     /// Store counters.
     pub store: StoreStats,
+    /// The live view: the newest encoded frame, stream demand, HTTP's copies.
+    pub live: Arc<LiveFeed>,
 }
 
 /// What happened to this camera's kept snapshots on their way to disk.
@@ -281,6 +289,11 @@ impl CameraShared {
         self.job.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The job's state alone (no copy of the record).
+    pub fn state(&self) -> JobState {
+        self.job.lock().unwrap_or_else(|e| e.into_inner()).state
+    }
+
     /// The `{"camera", "job", "latest"}` view of the API.
     pub fn view(&self) -> CameraView {
         let job = self.job();
@@ -300,6 +313,7 @@ impl CameraShared {
                 state_since: job.state_since,
                 frames_captured: count(&hb.frames_captured),
                 frames_dropped: count(&hb.frames_dropped),
+                frames_skipped: count(&hb.frames_skipped),
                 errors_total: count(&hb.errors_total),
                 snapshots: count(&hb.snapshots),
                 recoveries: job.recoveries,
@@ -308,6 +322,7 @@ impl CameraShared {
                 max_duration_s: job.max_duration_s,
             },
             latest: self.snapshots.latest_meta(),
+            live: LiveView { stream_clients: self.live.clients(), copies_missed: self.live.copies_missed() },
             store: {
                 let (files, bytes) = self.stored.usage();
                 let s = &self.store;
@@ -337,8 +352,19 @@ pub struct CameraView {
     pub job: JobView,
     /// The newest snapshot, or null before the first.
     pub latest: Option<SnapshotMeta>,
+    /// The live view.
+    pub live: LiveView,
     /// Snapshots on disk.
     pub store: StoreView,
+}
+
+/// The API's view of a camera's live view.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveView {
+    /// MJPEG stream clients of this camera now.
+    pub stream_clients: usize,
+    /// Reads served an older copy because every copy buffer was held by a slow reader.
+    pub copies_missed: u64,
 }
 
 /// The API's view of a job (DESIGN.md names the minimum fields).
@@ -362,6 +388,8 @@ pub struct JobView {
     pub frames_captured: u64,
     /// Frames lost in this job.
     pub frames_dropped: u64,
+    /// Frames captured in this job but skipped for the live view (every buffer was held).
+    pub frames_skipped: u64,
     /// Errors in this job.
     pub errors_total: u64,
     /// Snapshots kept in this job.
@@ -422,15 +450,15 @@ pub enum Command {
         camera: usize,
         /// Limits for this job (the config's when `None`).
         limits: JobLimits,
-        /// Where the answer goes (bounded(1)).
-        reply: Sender<Reply>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Reply>,
     },
     /// Stop the camera's active job.
     Stop {
         /// Index into `Shared::cameras`.
         camera: usize,
         /// Where the answer goes.
-        reply: Sender<Reply>,
+        reply: oneshot::Sender<Reply>,
     },
     /// The watchdog saw a stall or an error threshold in attempt `attempt` of job `job_id`.
     Fault {
@@ -538,6 +566,11 @@ impl Shared {
                     snapshots: SnapshotRing::default(),
                     stored: SnapshotIndex::new(if c.store.enabled { c.store.max_files } else { 0 }),
                     store: StoreStats { last_change: AtomicU32::new(f32::NAN.to_bits()), ..StoreStats::default() },
+                    live: Arc::new(LiveFeed::new(
+                        config.http.max_stream_clients,
+                        config.http.frame_copies,
+                        c.max_frame_bytes,
+                    )),
                 })
             })
             .collect();

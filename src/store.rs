@@ -100,10 +100,11 @@ pub struct StoreItem {
 }
 
 /// Queue length between capture and the store: each queued snapshot holds a pool buffer, so
-/// two buffers are always left for capture and the newest snapshot.
+/// three buffers are always left: one for capture, the newest snapshot and the live view's
+/// newest frame.
 pub fn queue_len(config: &Config) -> usize {
     let min_pool = config.cameras.iter().map(|c| c.frame_buffers).min().unwrap_or(4);
-    min_pool.saturating_sub(2).max(1)
+    min_pool.saturating_sub(3).max(1)
 }
 
 /// How often the journal is looked at when no snapshot arrives (state changes reach the

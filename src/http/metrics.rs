@@ -26,7 +26,7 @@ pub fn render(shared: &Shared, http: Option<&Stats>, exports: &Exports, uptime_s
     let now = crate::clock::unix_now();
 
     type Get = fn(&crate::status::CameraView) -> f64;
-    let per_camera: [(&str, &str, &str, Get); 13] = [
+    let per_camera: [(&str, &str, &str, Get); 16] = [
         ("frames_captured_total", "counter", "Frames read from the camera in the current job.", |v| {
             v.job.frames_captured as f64
         }),
@@ -35,6 +35,19 @@ pub fn render(shared: &Shared, http: Option<&Stats>, exports: &Exports, uptime_s
             "counter",
             "Frames lost in the current job (oversize, malformed, no free buffer).",
             |v| v.job.frames_dropped as f64,
+        ),
+        (
+            "frames_skipped_total",
+            "counter",
+            "Frames captured in the current job but skipped for the live view (every buffer held).",
+            |v| v.job.frames_skipped as f64,
+        ),
+        ("stream_clients", "gauge", "MJPEG stream clients of the camera now.", |v| v.live.stream_clients as f64),
+        (
+            "live_copies_missed_total",
+            "counter",
+            "Reads served an older frame because every copy buffer was held by a slow reader.",
+            |v| v.live.copies_missed as f64,
         ),
         ("errors_total", "counter", "Source errors in the current job.", |v| v.job.errors_total as f64),
         ("recoveries_total", "counter", "Recoveries in the current job.", |v| v.job.recoveries as f64),
@@ -116,9 +129,12 @@ pub fn render(shared: &Shared, http: Option<&Stats>, exports: &Exports, uptime_s
                 "Connections accepted.",
                 h.connections_accepted.load(Relaxed),
             ),
-            ("http_connections_rejected_total", "counter", "Connections answered 503 because the queue was full.", {
-                h.connections_rejected.load(Relaxed)
-            }),
+            (
+                "http_connections_rejected_total",
+                "counter",
+                "Connections answered 503 because http.max_connections were open.",
+                { h.connections_rejected.load(Relaxed) },
+            ),
             ("http_requests_total", "counter", "Requests handled.", h.requests.load(Relaxed)),
             (
                 "http_bad_requests_total",
@@ -132,6 +148,26 @@ pub fn render(shared: &Shared, http: Option<&Stats>, exports: &Exports, uptime_s
                 "counter",
                 "Failed accept() calls (EMFILE and the like).",
                 h.accept_errors.load(Relaxed),
+            ),
+            (
+                "http_handler_panics_total",
+                "counter",
+                "Requests answered 500 by a panic.",
+                h.handler_panics.load(Relaxed),
+            ),
+            ("http_streams_active", "gauge", "MJPEG stream clients now.", h.streams_active.load(Relaxed)),
+            (
+                "http_streams_rejected_total",
+                "counter",
+                "Stream requests answered 503 (http.max_stream_clients).",
+                h.streams_rejected.load(Relaxed),
+            ),
+            ("http_stream_frames_total", "counter", "Frames sent to stream clients.", h.stream_frames.load(Relaxed)),
+            (
+                "http_stream_placeholders_total",
+                "counter",
+                "Placeholder frames sent while a camera delivered nothing.",
+                h.stream_placeholders.load(Relaxed),
             ),
         ];
         for (name, kind, help, value) in http_metrics {

@@ -1,17 +1,25 @@
-//! The routes of DESIGN.md's HTTP API. Handlers only read published state and send commands
-//! on the supervisor's bounded channel; no request ever triggers a capture.
+//! The routes of the HTTP API (the README's contract). Handlers only read published state and
+//! send commands on the supervisor's bounded channel; no request ever triggers a capture (a
+//! stream client or `next=1` only asks capture to publish the frames it reads anyway).
+//!
+//! Besides the API, the URLs people paste into OctoPrint, Mainsail, Fluidd, Home Assistant
+//! and go2rtc, as ustreamer and mjpg-streamer serve them: `/stream`, `/snapshot`,
+//! `/?action=stream`, `/?action=snapshot` (first camera; `camera=NAME` picks another).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{self, TrySendError};
+use base64::Engine as _;
+use crossbeam::channel::TrySendError;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::oneshot;
 
-use super::server::{Body, Handler, Request, Response, Stats};
+use super::server::{bump, Answer, Body, Handler, Request, Response, Stats};
+use super::stream::{MjpegBody, Placeholder, StreamSlot};
 use crate::events::{Event, MAX_PAGE};
 use crate::export::{Exports, Refused};
-use crate::status::{CameraShared, Command, JobLimits, Refusal, Reply, Shared};
+use crate::status::{CameraShared, Command, JobLimits, JobState, Refusal, Reply, Shared};
 
 /// The dashboard page, one self-contained file.
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -19,25 +27,31 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 const EVENTS_DEFAULT_LIMIT: usize = 100;
 /// How long a start or stop waits for the supervisor before answering 503.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `next=1` waits for a fresh frame.
+const NEXT_FRAME_WAIT: Duration = Duration::from_secs(2);
 
 /// The API: implements [`Handler`].
 pub struct Api {
     shared: Arc<Shared>,
     exports: Arc<Exports>,
     started: Instant,
-    /// The server's counters (refused connections, timeouts, ...), set once it has started.
-    http_stats: OnceLock<Arc<Stats>>,
+    /// The server's counters (refused connections, timeouts, streams, ...); the server is
+    /// started with this same `Arc`.
+    http_stats: Arc<Stats>,
+    /// Per camera (config order): the "no live video" frame.
+    placeholders: Vec<Arc<Placeholder>>,
 }
 
 impl Api {
     /// Routes for this published state.
     pub fn new(shared: Arc<Shared>, exports: Arc<Exports>) -> Api {
-        Api { shared, exports, started: Instant::now(), http_stats: OnceLock::new() }
+        let placeholders = shared.cameras.iter().map(|_| Arc::default()).collect();
+        Api { shared, exports, started: Instant::now(), http_stats: Arc::default(), placeholders }
     }
 
-    /// Lets `/api/status` report the server's counters.
-    pub fn set_http_stats(&self, stats: Arc<Stats>) {
-        let _ = self.http_stats.set(stats);
+    /// The counters the server must count in (hand them to `Server::start`).
+    pub fn http_stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.http_stats)
     }
 
     fn status(&self) -> Response {
@@ -47,13 +61,13 @@ impl Api {
             "uptime_s": self.started.elapsed().as_secs_f64(),
             "now": crate::clock::unix_now(),
             "cameras": cameras,
-            "http": self.http_stats.get().map(|s| s.to_json()),
+            "http": self.http_stats.to_json(),
             "log_lines_dropped": crate::logging::DROPPED.load(std::sync::atomic::Ordering::Relaxed),
         });
         Response::json(200, &body)
     }
 
-    fn camera(&self, req: &Request<'_>, name: &str, action: &str) -> Response {
+    async fn camera(&self, req: &Request<'_>, name: &str, action: &str) -> Response {
         let Some(index) = self.shared.camera_index(name) else {
             return Response::error(404, "not_found", &format!("no camera named {name:?}; GET /api/status lists them"));
         };
@@ -62,14 +76,18 @@ impl Api {
         match action {
             "" if get => Response::json(200, &serde_json::to_value(cam.view()).expect("plain data")),
             "latest.jpg" if get => latest_jpg(req, cam),
+            "stream.mjpeg" if get => match stream_fps(req.query) {
+                Ok(fps) => self.stream(req, index, fps),
+                Err(e) => e,
+            },
             "snapshots" if get => snapshots(req.query, cam).unwrap_or_else(|e| e),
             a if get && a.starts_with("snapshots/") => snapshot_jpg(req, cam, &self.shared, &a["snapshots/".len()..]),
             "start" if req.method == "POST" => match parse_limits(req.body) {
-                Ok(limits) => self.command(|reply| Command::Start { camera: index, limits, reply }),
+                Ok(limits) => self.command(|reply| Command::Start { camera: index, limits, reply }).await,
                 Err(e) => e,
             },
-            "stop" if req.method == "POST" => self.command(|reply| Command::Stop { camera: index, reply }),
-            "" | "latest.jpg" | "snapshots" => method_not_allowed("GET, HEAD"),
+            "stop" if req.method == "POST" => self.command(|reply| Command::Stop { camera: index, reply }).await,
+            "" | "latest.jpg" | "snapshots" | "stream.mjpeg" => method_not_allowed("GET, HEAD"),
             a if a.starts_with("snapshots/") => method_not_allowed("GET, HEAD"),
             "start" | "stop" => method_not_allowed("POST"),
             _ => not_found(req.path),
@@ -77,8 +95,8 @@ impl Api {
     }
 
     /// Sends a command and waits (bounded) for the supervisor's answer.
-    fn command(&self, make: impl FnOnce(channel::Sender<Reply>) -> Command) -> Response {
-        let (tx, rx) = channel::bounded(1);
+    async fn command(&self, make: impl FnOnce(oneshot::Sender<Reply>) -> Command) -> Response {
+        let (tx, rx) = oneshot::channel();
         match self.shared.commands.try_send(make(tx)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -89,9 +107,10 @@ impl Api {
                 return Response::error(503, "shutting_down", "the service is shutting down")
             }
         }
-        match rx.recv_timeout(COMMAND_TIMEOUT) {
-            Ok(Ok(job)) => Response::json(202, &serde_json::to_value(job).expect("plain data")),
-            Ok(Err(Refusal::Conflict(msg))) => Response::error(409, "conflict", &msg),
+        match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
+            Ok(Ok(Ok(job))) => Response::json(202, &serde_json::to_value(job).expect("plain data")),
+            Ok(Ok(Err(Refusal::Conflict(msg)))) => Response::error(409, "conflict", &msg),
+            Ok(Err(_)) => Response::error(503, "shutting_down", "the service is shutting down"),
             Err(_) => Response::error(503, "busy", "the job supervisor did not answer within 2 s; the command may still take effect: check GET /api/cameras/<name> before retrying"),
         }
     }
@@ -137,26 +156,61 @@ impl Api {
 }
 
 impl Handler for Api {
-    fn handle(&self, req: &Request<'_>) -> Response {
+    fn handle<'a>(&'a self, req: Request<'a>) -> Answer<'a> {
+        Box::pin(async move { self.route(&req).await })
+    }
+}
+
+/// What `/?action=...` asks for (ustreamer's and mjpg-streamer's URLs).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Page,
+    Stream,
+    Snapshot,
+}
+
+impl Api {
+    async fn route(&self, req: &Request<'_>) -> Response {
         let get = matches!(req.method, "GET" | "HEAD");
         let path = req.path;
+        let action = match path {
+            "/" => match lenient(req.query, "action") {
+                Some("stream") => Action::Stream,
+                Some("snapshot") => Action::Snapshot,
+                _ => Action::Page,
+            },
+            "/stream" => Action::Stream,
+            "/snapshot" => Action::Snapshot,
+            _ => Action::Page,
+        };
         let http = &self.shared.config.http;
         if let Some(token) = &http.token {
             // Reads are open unless `protect_reads`; the page itself and the liveness check
             // always are (the page asks for the token; systemd and load balancers probe).
-            let open = get && (!http.protect_reads || matches!(path, "/" | "/index.html" | "/healthz"));
-            // The cookie (set by the dashboard, so that <img> loads carry the token) counts for
-            // reads only: a write must show the header, which no other site can make a browser send.
-            let allowed = open || authorized(req, token) || (get && cookie_authorized(req, token));
-            if !allowed {
-                let what = if get { "with http.protect_reads, reads need" } else { "this request needs" };
-                return Response::error(
-                    401,
-                    "unauthorized",
-                    &format!("{what} the header Authorization: Bearer <http.token>"),
-                )
-                .with_header("WWW-Authenticate", "Bearer".into());
+            let page = action == Action::Page && matches!(path, "/" | "/index.html" | "/healthz");
+            let open = get && (!http.protect_reads || page);
+            // The cookie (set by the dashboard, so that <img> loads carry the token) and Basic
+            // (Home Assistant's and OctoPrint's fetches) count for reads only: a write must
+            // show the Bearer header, which no other site can make a browser send.
+            let read_ok = get && (cookie_authorized(req, token) || basic_authorized(req, token));
+            if !(open || authorized(req, token) || read_ok) {
+                let what = if get {
+                    "with http.protect_reads, reads need the header Authorization: Bearer <http.token> (or Basic with the token as the password)"
+                } else {
+                    "this request needs the header Authorization: Bearer <http.token>"
+                };
+                // Streams and snapshots are what other programs fetch: offer Basic to them, first
+                // (wget only reads a challenge that starts with it).
+                let image = action != Action::Page || path.ends_with(".jpg") || path.ends_with(".mjpeg");
+                let challenge = if image { "Basic realm=\"camjobd\", Bearer" } else { "Bearer" };
+                return Response::error(401, "unauthorized", what).with_header("WWW-Authenticate", challenge.into());
             }
+        }
+        match (action, get) {
+            (Action::Stream, true) => return self.paste_stream(req),
+            (Action::Snapshot, true) => return self.paste_snapshot(req).await,
+            (Action::Stream | Action::Snapshot, false) => return method_not_allowed("GET, HEAD"),
+            (Action::Page, _) => {}
         }
         match path {
             "/" | "/index.html" if get => Response {
@@ -178,7 +232,7 @@ impl Handler for Api {
                 body: Body::Bytes(
                     super::metrics::render(
                         &self.shared,
-                        self.http_stats.get().map(|s| &**s),
+                        Some(&*self.http_stats),
                         &self.exports,
                         self.started.elapsed().as_secs_f64(),
                     )
@@ -209,10 +263,110 @@ impl Handler for Api {
                     if name.is_empty() || (action.contains('/') && !action.starts_with("snapshots/")) {
                         return not_found(path);
                     }
-                    self.camera(req, name, action)
+                    self.camera(req, name, action).await
                 }
                 None => not_found(path),
             },
+        }
+    }
+
+    /// `/stream`, `/?action=stream`: the stream of `camera=NAME` or the first camera.
+    fn paste_stream(&self, req: &Request<'_>) -> Response {
+        let index = match self.pasted_camera(req.query) {
+            Ok(i) => i,
+            Err(e) => return e,
+        };
+        let fps = lenient(req.query, "fps").and_then(|v| v.parse::<u32>().ok()).filter(|&f| f > 0);
+        self.stream(req, index, fps)
+    }
+
+    /// The camera a pasted URL names (`camera=NAME`), or the first one.
+    fn pasted_camera(&self, query: &str) -> Result<usize, Response> {
+        match lenient(query, "camera") {
+            None | Some("") => Ok(0),
+            Some(name) => self.shared.camera_index(name).ok_or_else(|| {
+                Response::error(404, "not_found", &format!("no camera named {name:?}; GET /api/status lists them"))
+            }),
+        }
+    }
+
+    /// An MJPEG stream of camera `index`, at most `fps` frames a second.
+    fn stream(&self, req: &Request<'_>, index: usize, fps: Option<u32>) -> Response {
+        let cam = &self.shared.cameras[index];
+        let headers = vec![
+            ("Cache-Control", "no-store, no-cache, must-revalidate".to_string()),
+            ("Pragma", "no-cache".into()),
+            ("X-Accel-Buffering", "no".into()),
+        ];
+        if req.method == "HEAD" {
+            return Response { status: 200, content_type: super::stream::CONTENT_TYPE, headers, body: Body::Empty };
+        }
+        let busy = || {
+            bump(&self.http_stats.streams_rejected);
+            let max = self.shared.config.http.max_stream_clients;
+            Response::error(503, "busy", &format!("{max} stream clients already (http.max_stream_clients); try again"))
+                .with_header("Retry-After", "5".into())
+        };
+        let Some(slot) = StreamSlot::take(&self.http_stats, self.shared.config.http.max_stream_clients) else {
+            return busy();
+        };
+        let interval = fps.map_or(Duration::ZERO, |f| Duration::from_secs_f64(1.0 / f64::from(f)));
+        let Some(watcher) = cam.live.join(interval) else { return busy() };
+        let body = MjpegBody::new(
+            Arc::clone(cam),
+            Arc::clone(&self.placeholders[index]),
+            Arc::clone(&self.http_stats),
+            watcher,
+            slot,
+            interval,
+        );
+        Response { status: 200, content_type: super::stream::CONTENT_TYPE, headers, body: Body::Stream(Box::pin(body)) }
+    }
+
+    /// `/snapshot`, `/?action=snapshot`: the newest frame of `camera=NAME` or the first
+    /// camera; with `next=1`, the next one captured (waiting up to 2 s). While the camera is not
+    /// delivering, a placeholder naming the state with status 503.
+    async fn paste_snapshot(&self, req: &Request<'_>) -> Response {
+        let index = match self.pasted_camera(req.query) {
+            Ok(i) => i,
+            Err(e) => return e,
+        };
+        let cam = &self.shared.cameras[index];
+        let next = matches!(lenient(req.query, "next"), Some("1" | "true" | "yes"));
+        let running = cam.state() == JobState::Running;
+        if running && next {
+            let _waiting = cam.live.wait_next();
+            let mut rx = cam.live.subscribe();
+            let seen = *rx.borrow_and_update();
+            let fresh = tokio::time::timeout(NEXT_FRAME_WAIT, async {
+                while rx.changed().await.is_ok() {
+                    if *rx.borrow_and_update() != seen {
+                        return true;
+                    }
+                }
+                false
+            })
+            .await;
+            if fresh != Ok(true) {
+                return Response::error(503, "no_frame", &format!("camera {} delivered no frame within 2 s", cam.name))
+                    .with_header("Retry-After", "1".into());
+            }
+        }
+        let headers = vec![("Cache-Control", "no-store".to_string())];
+        match cam.live.newest() {
+            Some(frame) if running => {
+                let mut headers = headers;
+                headers.push(("X-Timestamp", format!("{:.6}", frame.captured_at)));
+                Response { status: 200, content_type: "image/jpeg", headers, body: Body::Shared(frame) }
+            }
+            _ => {
+                let jpeg = self.placeholders[index].for_camera(cam);
+                let mut r =
+                    Response { status: 503, content_type: "image/jpeg", headers, body: Body::Bytes(jpeg.to_vec()) };
+                r.headers.push(("Retry-After", "2".into()));
+                r.headers.push(("X-Camjobd-State", cam.state().as_str().into()));
+                r
+            }
         }
     }
 }
@@ -290,7 +444,36 @@ fn latest_jpg(req: &Request<'_>, cam: &CameraShared) -> Response {
     if cached {
         return Response { status: 304, content_type: "image/jpeg", headers, body: Body::Empty };
     }
-    Response { status: 200, content_type: "image/jpeg", headers, body: Body::Shared(frame) }
+    Response { status: 200, content_type: "image/jpeg", headers, body: Body::Shared(cam.live.copy(&frame)) }
+}
+
+/// The value of `key` in a query, ignoring every other parameter (and bare cache-busters such
+/// as `?1700000000000`), as the pasted URLs must.
+fn lenient<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query.split('&').filter_map(|p| p.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v)
+}
+
+/// `?fps=N` of the API's stream route (1 to 120; other parameters are refused as elsewhere in
+/// the API, except a bare cache-buster).
+fn stream_fps(query: &str) -> Result<Option<u32>, Response> {
+    let mut fps = None;
+    for pair in query.split('&').filter(|p| p.contains('=')) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k != "fps" {
+            return Err(Response::error(400, "bad_query", &format!("unknown query parameter {k:?}; use fps")));
+        }
+        match v.parse::<u32>() {
+            Ok(n @ 1..=120) => fps = Some(n),
+            _ => {
+                return Err(Response::error(
+                    400,
+                    "bad_query",
+                    &format!("fps={v:?} must be a whole number from 1 to 120"),
+                ))
+            }
+        }
+    }
+    Ok(fps)
 }
 
 /// The `key=value` pairs of a query string, each key one of `allowed` (else a 400 naming it).
@@ -394,7 +577,12 @@ fn snapshot_jpg(req: &Request<'_>, cam: &CameraShared, shared: &Shared, file: &s
         return Response { status: 304, content_type: "image/jpeg", headers, body: Body::Empty };
     }
     if let Some(frame) = cam.snapshots.latest().filter(|f| f.seq == seq) {
-        return Response { status: 200, content_type: "image/jpeg", headers, body: Body::Shared(frame) };
+        return Response {
+            status: 200,
+            content_type: "image/jpeg",
+            headers,
+            body: Body::Shared(cam.live.copy(&frame)),
+        };
     }
     let Some(s) = cam.stored.find(seq) else {
         return Response::error(404, "no_snapshot", &format!("camera {} has no stored snapshot {seq}", cam.name));
@@ -447,11 +635,27 @@ fn parse_limits(body: &[u8]) -> Result<JobLimits, Response> {
     Ok(JobLimits { max_frames: b.max_frames, max_duration_s: b.max_duration_s })
 }
 
+/// The credentials of an `Authorization` header with `scheme` (case-insensitive, RFC 7235).
+fn credentials<'a>(req: &Request<'a>, scheme: &str) -> Option<&'a [u8]> {
+    let h = req.header("Authorization")?;
+    let n = scheme.len();
+    (h.len() > n && h[..n].eq_ignore_ascii_case(scheme.as_bytes()) && h[n] == b' ').then(|| h[n + 1..].trim_ascii())
+}
+
 /// Compares the bearer token in constant time (for equal lengths).
 fn authorized(req: &Request<'_>, token: &str) -> bool {
-    let Some(h) = req.header("Authorization") else { return false };
-    let Some(given) = h.strip_prefix(b"Bearer ") else { return false };
-    same(given, token.as_bytes())
+    credentials(req, "Bearer").is_some_and(|given| same(given, token.as_bytes()))
+}
+
+/// HTTP Basic with any user name and the token as the password (what Home Assistant's
+/// `mjpeg` camera and OctoPrint's snapshot fetch send). Decoded into a fixed buffer.
+fn basic_authorized(req: &Request<'_>, token: &str) -> bool {
+    let Some(encoded) = credentials(req, "Basic") else { return false };
+    // user:token, both bounded: a token is at most 256 bytes.
+    let mut buf = [0u8; 1024];
+    let Ok(n) = base64::engine::general_purpose::STANDARD.decode_slice(encoded, &mut buf) else { return false };
+    let Some(colon) = buf[..n].iter().position(|&b| b == b':') else { return false };
+    same(&buf[colon + 1..n], token.as_bytes())
 }
 
 /// The `camjobd_token` cookie (percent-encoded by the dashboard), compared in constant time.

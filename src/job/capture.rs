@@ -151,6 +151,10 @@ pub struct CaptureLoop {
     /// When the next frame is due to be kept.
     next_keep: Instant,
     interval: Duration,
+    /// When the next frame is due for the live view (only while somebody watches).
+    next_live: Instant,
+    /// The id of the next published frame (see [`crate::frame::Frame::id`]).
+    next_id: u64,
     pending: Pending,
 }
 
@@ -179,6 +183,8 @@ impl CaptureLoop {
             store: None,
             next_keep: Instant::now(),
             interval,
+            next_live: Instant::now(),
+            next_id: 1,
             pending: Pending::default(),
             cam,
         }
@@ -276,13 +282,16 @@ impl CaptureLoop {
         self.source = None;
     }
 
-    /// Reads one frame (or times out) and publishes it if it is due to be kept.
+    /// Reads one frame (or times out) and publishes it if it is due to be kept or somebody
+    /// watches the live view.
     fn read_one(&mut self) {
         let Some(source) = self.source.as_mut() else { return };
         let hb = &self.cam.heartbeat;
         let now = Instant::now();
         let keep = now >= self.next_keep;
-        let mut slot = if keep { self.pool.acquire() } else { None };
+        let live_every = self.cam.live.wanted_interval();
+        let live = live_every.is_some() && now >= self.next_live;
+        let mut slot = if keep || live { self.pool.acquire() } else { None };
         let dst = slot.as_mut().map(|s| s.frame().buffer_mut());
         let result = source.read(dst, READ_WAIT);
         match result {
@@ -291,22 +300,32 @@ impl CaptureLoop {
                 if let Some(mut slot) = slot {
                     let f = slot.frame();
                     f.set_len(len);
-                    f.seq = self.next_seq;
+                    f.id = self.next_id;
+                    f.seq = if keep { self.next_seq } else { 0 };
                     f.captured_at = clock::unix_now();
                     f.width = width;
                     f.height = height;
-                    self.next_seq += 1;
+                    self.next_id += 1;
                     let frame = slot.share();
-                    if let Some((tx, camera)) = &self.store {
-                        // Never wait for the disk: a full queue drops the write, not the frame.
-                        if tx.try_send(StoreItem { camera: *camera, frame: Arc::clone(&frame) }).is_err() {
-                            self.cam.store.dropped.fetch_add(1, Relaxed);
+                    if keep {
+                        self.next_seq += 1;
+                        if let Some((tx, camera)) = &self.store {
+                            // Never wait for the disk: a full queue drops the write, not the frame.
+                            if tx.try_send(StoreItem { camera: *camera, frame: Arc::clone(&frame) }).is_err() {
+                                self.cam.store.dropped.fetch_add(1, Relaxed);
+                            }
                         }
+                        let old = self.cam.snapshots.publish(Arc::clone(&frame));
+                        drop(old);
+                        hb.snapshots.fetch_add(1, Relaxed);
+                        self.advance_keep(now);
                     }
-                    let old = self.cam.snapshots.publish(frame);
+                    // Every encoded frame is the live view's newest, kept or not.
+                    let old = self.cam.live.publish(frame);
                     drop(old);
-                    hb.snapshots.fetch_add(1, Relaxed);
-                    self.advance_keep(now);
+                    if let Some(every) = live_every {
+                        self.next_live = (self.next_live + every).max(now);
+                    }
                 }
                 self.check_limit();
             }
@@ -316,6 +335,9 @@ impl CaptureLoop {
                     // Due to be kept, but every buffer is held by a reader.
                     self.dropped(None);
                     self.advance_keep(now);
+                } else if live {
+                    // Wanted only by the live view: skipped for it, not lost (it was captured).
+                    hb.frames_skipped.fetch_add(1, Relaxed);
                 }
                 self.check_limit();
             }

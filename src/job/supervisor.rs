@@ -115,10 +115,10 @@ impl Supervisor {
     fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Start { camera, limits, reply } => {
-                let _ = reply.try_send(self.start(camera, limits, "start requested"));
+                let _ = reply.send(self.start(camera, limits, "start requested"));
             }
             Command::Stop { camera, reply } => {
-                let _ = reply.try_send(self.stop(camera, "stop requested"));
+                let _ = reply.send(self.stop(camera, "stop requested"));
             }
             Command::Fault { camera, job_id, attempt, reason } => self.fault(camera, job_id, attempt, &reason),
         }
