@@ -582,6 +582,7 @@ where
 /// A handler's answer as hyper's response.
 fn finish(r: Response, head: bool, cors: Option<&HeaderValue>, close: bool) -> hyper::Response<HttpBody> {
     let no_body = matches!(r.status, 204 | 304);
+    let head_len = if head && !no_body { r.body.known_len() } else { None };
     let body = match r.body {
         _ if no_body => HttpBody::full(Bytes::new()),
         // HEAD: the length of what GET would send, and nothing else held open.
@@ -610,6 +611,10 @@ fn finish(r: Response, head: bool, cors: Option<&HeaderValue>, close: bool) -> h
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.append(name, v);
         }
+    }
+    if let Some(n) = head_len {
+        // hyper sends no length for an empty body; a HEAD answer says what GET would send.
+        h.insert(CONTENT_LENGTH, HeaderValue::from(n));
     }
     if let Some(origin) = cors {
         h.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());

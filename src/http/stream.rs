@@ -10,7 +10,7 @@
 //! `Content-Length` (go2rtc and Mainsail's parser need it) and `X-Timestamp`, and its JPEG is
 //! followed at once by CRLF and the next boundary. While the camera is
 //! not delivering and its job is not `RUNNING`, a placeholder JPEG naming the state and reason
-//! goes out every [`PLACEHOLDER_EVERY`], so clients neither time out nor go blank without a
+//! (its part marked `X-Camjobd-State: <state>`) goes out every [`PLACEHOLDER_EVERY`], so clients neither time out nor go blank without a
 //! why; real frames resume by themselves.
 
 use std::future::Future;
@@ -145,13 +145,16 @@ impl MjpegBody {
         }
     }
 
-    fn queue(&mut self, jpeg: Bytes, captured_at: f64) {
+    fn queue(&mut self, jpeg: Bytes, captured_at: f64, state: Option<JobState>) {
         // The body starts with the boundary; after that each JPEG is followed by the next
         // boundary at once, so a reader that shows a part when it sees the boundary after it
         // (Fluidd) is not one frame behind.
         let first = if self.last_part.is_none() { FIRST } else { "" };
+        // A placeholder says so: the state it stands for.
+        let (mark, state) = state.map_or(("", ""), |s| ("X-Camjobd-State: ", s.as_str()));
+        let end = if state.is_empty() { "" } else { "\r\n" };
         let head = format!(
-            "{first}Content-Type: image/jpeg\r\nContent-Length: {}\r\nX-Timestamp: {captured_at:.6}\r\n\r\n",
+            "{first}Content-Type: image/jpeg\r\nContent-Length: {}\r\nX-Timestamp: {captured_at:.6}\r\n{mark}{state}{end}\r\n",
             jpeg.len()
         );
         self.out = [Some(Bytes::from(head)), Some(jpeg), Some(Bytes::from_static(PART_END))];
@@ -170,7 +173,7 @@ impl MjpegBody {
                 self.last_id = frame.id;
                 self.next_due = (self.next_due + self.interval).max(now);
                 let at = frame.captured_at;
-                self.queue(Bytes::from_owner(FrameBytes(frame)), at);
+                self.queue(Bytes::from_owner(FrameBytes(frame)), at, None);
                 bump(&self.stats.stream_frames);
                 return Ok(());
             }
@@ -179,7 +182,7 @@ impl MjpegBody {
         let state = self.cam.state();
         if state != JobState::Running && now >= quiet_until {
             let jpeg = self.placeholder.for_camera(&self.cam);
-            self.queue(jpeg, crate::clock::unix_now());
+            self.queue(jpeg, crate::clock::unix_now(), Some(state));
             bump(&self.stats.stream_placeholders);
             return Ok(());
         }

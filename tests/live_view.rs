@@ -1,0 +1,441 @@
+//! The live view through the real binary: the MJPEG stream read by a strict multipart parser,
+//! the URLs people paste into OctoPrint, Mainsail and Home Assistant, the stream cap, stalled
+//! and slow clients that must slow neither capture nor the other clients, placeholders while a
+//! camera is down, Basic auth for reads, and idle sockets that must not lock anyone out.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// A stream client: sends the request, checks the response head, then de-chunks the body and
+/// splits it into parts with a strict multipart parser.
+struct StreamClient {
+    s: TcpStream,
+    /// De-chunked body bytes not yet parsed.
+    body: Vec<u8>,
+    /// Where the chunked framing is.
+    chunk: Chunk,
+    raw: Vec<u8>,
+    parts: usize,
+    pub head: Resp,
+}
+
+#[derive(Clone, Copy)]
+enum Chunk {
+    Size,
+    Data(usize),
+    End,
+}
+
+/// One part of the stream.
+struct Part {
+    headers: Vec<(String, String)>,
+    jpeg: Vec<u8>,
+}
+
+impl Part {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    fn timestamp(&self) -> f64 {
+        self.header("X-Timestamp").expect("X-Timestamp").parse().expect("a number")
+    }
+}
+
+const BOUNDARY: &[u8] = b"--camjobdframe\r\n";
+
+impl StreamClient {
+    fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> StreamClient {
+        let mut s = TcpStream::connect_timeout(&addr, 5 * SEC).expect("connect");
+        s.set_read_timeout(Some(10 * SEC)).unwrap();
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        // The head, byte by byte (nothing of the body is consumed).
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut b).expect("a response head"), 1, "closed in the head");
+            head.push(b[0]);
+        }
+        let text = String::from_utf8(head).unwrap();
+        let mut lines = text.split("\r\n");
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let headers = lines
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+            .collect();
+        let head = Resp { status, headers, body: Vec::new() };
+        assert_eq!(head.header("Transfer-Encoding"), Some("chunked"));
+        StreamClient { s, body: Vec::new(), chunk: Chunk::Size, raw: Vec::new(), parts: 0, head }
+    }
+
+    /// More de-chunked body bytes (chunked framing: size line, data, CRLF).
+    fn fill(&mut self) {
+        let mut buf = [0u8; 64 * 1024];
+        let n = self.s.read(&mut buf).expect("stream read");
+        assert!(n > 0, "the stream ended");
+        self.raw.extend_from_slice(&buf[..n]);
+        loop {
+            match self.chunk {
+                Chunk::Data(left) => {
+                    let take = left.min(self.raw.len());
+                    self.body.extend(self.raw.drain(..take));
+                    if take < left {
+                        self.chunk = Chunk::Data(left - take);
+                        return;
+                    }
+                    self.chunk = Chunk::End;
+                }
+                Chunk::End => {
+                    if self.raw.len() < 2 {
+                        return;
+                    }
+                    assert_eq!(&self.raw[..2], b"\r\n", "CRLF after a chunk");
+                    self.raw.drain(..2);
+                    self.chunk = Chunk::Size;
+                }
+                Chunk::Size => {
+                    let Some(eol) = self.raw.windows(2).position(|w| w == b"\r\n") else { return };
+                    let line = std::str::from_utf8(&self.raw[..eol]).unwrap();
+                    let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16)
+                        .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
+                    assert!(size > 0, "the stream ended with a last chunk");
+                    self.raw.drain(..eol + 2);
+                    self.chunk = Chunk::Data(size);
+                }
+            }
+        }
+    }
+
+    fn need(&mut self, n: usize) {
+        while self.body.len() < n {
+            self.fill();
+        }
+    }
+
+    /// The next part, checked strictly: the boundary (the body starts with it and every JPEG
+    /// is followed by CRLF and the next one), the part headers, exactly Content-Length bytes
+    /// of one JPEG (SOI .. EOI).
+    fn next_part(&mut self) -> Part {
+        if self.parts == 0 {
+            self.need(BOUNDARY.len());
+            assert_eq!(&self.body[..BOUNDARY.len()], BOUNDARY, "the body starts with the boundary");
+            self.body.drain(..BOUNDARY.len());
+        }
+        let head_end = loop {
+            if let Some(p) = self.body.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p;
+            }
+            assert!(self.body.len() < 1024, "a part head longer than 1 KiB");
+            self.fill();
+        };
+        let head = String::from_utf8(self.body[..head_end].to_vec()).expect("an ASCII part head");
+        let headers: Vec<(String, String)> = head
+            .split("\r\n")
+            .map(|l| l.split_once(':').unwrap_or_else(|| panic!("bad part header line {l:?}")))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        self.body.drain(..head_end + 4);
+        let part = Part { headers, jpeg: Vec::new() };
+        assert_eq!(part.header("Content-Type"), Some("image/jpeg"), "{head}");
+        let len: usize = part.header("Content-Length").expect("Content-Length in every part").parse().unwrap();
+        part.timestamp();
+        self.need(len + 2 + BOUNDARY.len());
+        let jpeg: Vec<u8> = self.body.drain(..len).collect();
+        assert!(jpeg.starts_with(&[0xFF, 0xD8]) && jpeg.ends_with(&[0xFF, 0xD9]), "one whole JPEG per part");
+        assert_eq!(&self.body[..2], b"\r\n", "CRLF after the JPEG");
+        assert_eq!(&self.body[2..2 + BOUNDARY.len()], BOUNDARY, "the next boundary at once");
+        self.body.drain(..2 + BOUNDARY.len());
+        self.parts += 1;
+        Part { jpeg, ..part }
+    }
+}
+
+fn captured(d: &Daemon, cam: &str) -> (u64, u64) {
+    let j = d.camera(cam)["job"].clone();
+    (j["frames_captured"].as_u64().unwrap(), j["frames_dropped"].as_u64().unwrap())
+}
+
+fn status_http(d: &Daemon) -> Value {
+    d.get("/api/status").json()["http"].clone()
+}
+
+#[test]
+fn the_stream_is_strict_multipart_and_carries_nearly_every_frame() {
+    // 30 fps with a snapshot kept once a second: the stream still gets every frame.
+    let cam = synthetic("cam0", json!({"source": {"fps": 30}, "snapshot_interval_ms": 1000}));
+    let d = Daemon::start("stream", json!([cam]), json!({}));
+    d.wait_state("cam0", "RUNNING", 5 * SEC);
+    let mut c = StreamClient::open(d.addr, "/api/cameras/cam0/stream.mjpeg", &[]);
+    assert_eq!(c.head.status, 200);
+    assert_eq!(c.head.header("Content-Type"), Some("multipart/x-mixed-replace;boundary=camjobdframe"));
+    assert_eq!(c.head.header("Access-Control-Allow-Origin"), Some("*"));
+    c.next_part();
+    let (c0, _) = captured(&d, "cam0");
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    let mut last_ts = 0.0;
+    while t0.elapsed() < 3 * SEC {
+        let p = c.next_part();
+        assert!(p.timestamp() > last_ts, "timestamps rise");
+        last_ts = p.timestamp();
+        n += 1;
+        let img = image::load_from_memory_with_format(&p.jpeg, image::ImageFormat::Jpeg).expect("a decodable JPEG");
+        assert_eq!((img.width(), img.height()), (160, 120));
+    }
+    let (c1, dropped) = captured(&d, "cam0");
+    let frames = c1 - c0;
+    assert!(n * 10 >= frames * 9, "{n} parts for {frames} captured frames");
+    assert_eq!(dropped, 0);
+    let live = d.camera("cam0")["live"].clone();
+    assert_eq!(live["stream_clients"], 1, "{live}");
+    drop(c);
+    // The client's slot is freed when it goes.
+    let deadline = Instant::now() + 5 * SEC;
+    while d.camera("cam0")["live"]["stream_clients"] != 0 {
+        assert!(Instant::now() < deadline, "the stream client was never released");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(status_http(&d)["streams_active"], 0);
+    assert!(status_http(&d)["stream_frames"].as_u64().unwrap() >= n);
+}
+
+#[test]
+fn pasted_urls_work_and_ignore_what_they_do_not_know() {
+    let cams =
+        json!([synthetic("cam0", json!({})), synthetic("cam1", json!({"source": {"width": 320, "height": 240}}))]);
+    let d = Daemon::start("urls", cams, json!({}));
+    d.wait_state("cam0", "RUNNING", 5 * SEC);
+    d.wait_state("cam1", "RUNNING", 5 * SEC);
+    for path in ["/snapshot", "/?action=snapshot", "/snapshot?1700000000000", "/?action=snapshot&t=5&foo"] {
+        let t0 = Instant::now();
+        let r = d.get(path);
+        assert!(t0.elapsed() < SEC, "{path} took {:?}", t0.elapsed());
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(r.header("Content-Type"), Some("image/jpeg"));
+        assert_eq!(r.header("Access-Control-Allow-Origin"), Some("*"));
+        let img = image::load_from_memory(&r.body).unwrap();
+        assert_eq!(img.width(), 160, "{path}: the first camera");
+    }
+    for path in ["/snapshot?camera=cam1", "/?action=snapshot&camera=cam1&_=1"] {
+        let img = image::load_from_memory(&d.get(path).body).unwrap();
+        assert_eq!(img.width(), 320, "{path}");
+    }
+    assert_eq!(d.get("/snapshot?camera=nope").error_code(404), "not_found");
+    // next=1: a frame captured after the request.
+    let before: f64 = d.get("/snapshot").header("X-Timestamp").unwrap().parse().unwrap();
+    let r = d.get("/snapshot?next=1");
+    assert_eq!(r.status, 200);
+    let after: f64 = r.header("X-Timestamp").unwrap().parse().unwrap();
+    assert!(after > before, "next=1 gave {after}, not newer than {before}");
+    // The stream URLs.
+    for path in
+        ["/stream", "/?action=stream", "/stream?camera=cam1&fps=5", "/?action=stream&camera=cam1&x=1", "/stream?123"]
+    {
+        let mut c = StreamClient::open(d.addr, path, &[]);
+        assert_eq!(c.head.status, 200, "{path}");
+        let p = c.next_part();
+        let want = if path.contains("cam1") { 320 } else { 160 };
+        assert_eq!(image::load_from_memory(&p.jpeg).unwrap().width(), want, "{path}");
+    }
+    // The API's own stream route is strict about its parameters.
+    assert_eq!(d.get("/api/cameras/cam0/stream.mjpeg?fps=0").error_code(400), "bad_query");
+    assert_eq!(d.get("/api/cameras/cam0/stream.mjpeg?speed=2").error_code(400), "bad_query");
+    assert_eq!(request(d.addr, "POST", "/stream", &[], b"").error_code(405), "method_not_allowed");
+    // The dashboard is still at / without an action.
+    assert!(d.get("/").text().contains("<html"));
+    // A CORS preflight for reads.
+    let r = request(d.addr, "OPTIONS", "/stream", &[("Origin", "http://mainsail.local")], b"");
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("Access-Control-Allow-Origin"), Some("*"));
+}
+
+#[test]
+fn an_fps_cap_slows_one_client_and_capture_encodes_only_what_is_wanted() {
+    let cam = synthetic("cam0", json!({"source": {"fps": 40}, "snapshot_interval_ms": 5000}));
+    let d = Daemon::start("fps", json!([cam]), json!({}));
+    d.wait_state("cam0", "RUNNING", 5 * SEC);
+    let mut c = StreamClient::open(d.addr, "/stream?fps=5", &[]);
+    c.next_part();
+    let t0 = Instant::now();
+    let mut n = 0;
+    while t0.elapsed() < 2 * SEC {
+        c.next_part();
+        n += 1;
+    }
+    assert!((7..=13).contains(&n), "{n} parts in 2 s at fps=5");
+}
+
+#[test]
+fn the_stream_cap_answers_503_and_threads_stay_fixed() {
+    let d = Daemon::start("cap", json!([synthetic("cam0", json!({}))]), json!({"max_stream_clients": 2}));
+    d.wait_state("cam0", "RUNNING", 5 * SEC);
+    let before = d.threads();
+    let mut a = StreamClient::open(d.addr, "/stream", &[]);
+    let mut b = StreamClient::open(d.addr, "/api/cameras/cam0/stream.mjpeg", &[]);
+    a.next_part();
+    b.next_part();
+    let r = request(d.addr, "GET", "/stream", &[], b"");
+    assert_eq!(r.error_code(503), "busy");
+    assert!(r.header("Retry-After").is_some());
+    assert_eq!(status_http(&d)["streams_rejected"], 1);
+    assert_eq!(d.threads(), before, "streams cost no thread");
+    drop(a);
+    let deadline = Instant::now() + 5 * SEC;
+    loop {
+        let mut c = StreamClient::open(d.addr, "/stream", &[]);
+        if c.head.status == 200 {
+            c.next_part();
+            break;
+        }
+        assert!(Instant::now() < deadline, "a freed place was never given again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.next_part();
+}
+
+/// A client that asks for a stream and then reads nothing, with a tiny receive buffer.
+fn stalled(addr: SocketAddr, path: &str) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect_timeout(&addr.into(), 5 * SEC).unwrap();
+    let mut s: TcpStream = sock.into();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+    s
+}
+
+#[test]
+fn a_stalled_client_slows_neither_capture_nor_the_others_and_is_dropped() {
+    let cam = synthetic("cam0", json!({"source": {"fps": 30}, "snapshot_interval_ms": 1000}));
+    let d = Daemon::start("stall", json!([cam]), json!({"write_timeout_ms": 1000}));
+    d.wait_state("cam0", "RUNNING", 5 * SEC);
+    let stuck = stalled(d.addr, "/stream");
+    let mut c = StreamClient::open(d.addr, "/stream", &[]);
+    c.next_part();
+    let (c0, d0) = captured(&d, "cam0");
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    while t0.elapsed() < 4 * SEC {
+        c.next_part();
+        n += 1;
+    }
+    let (c1, d1) = captured(&d, "cam0");
+    assert!(n * 10 >= (c1 - c0) * 9, "{n} parts for {} frames beside a stalled client", c1 - c0);
+    assert_eq!(d1 - d0, 0, "capture dropped frames");
+    // The stalled client was dropped for taking nothing within write_timeout_ms.
+    let deadline = Instant::now() + 10 * SEC;
+    while status_http(&d)["streams_active"] != 1 {
+        assert!(Instant::now() < deadline, "the stalled client was never dropped: {}", status_http(&d));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(status_http(&d)["timeouts"].as_u64().unwrap() >= 1);
+    drop(stuck);
+}
+
+#[test]
+fn a_camera_that_is_down_streams_a_placeholder_and_resumes_by_itself() {
+    // Stalls after 20 frames, recovers after each reopen, with the budget big enough to stay
+    // in RECOVERING for a while.
+    let cam = synthetic(
+        "cam0",
+        json!({"source": {"fps": 20, "fault": {"stall_after_frames": 20}},
+               "watchdog": {"stall_timeout_ms": 500, "max_recoveries": 1}}),
+    );
+    let d = Daemon::start("placeholder", json!([cam]), json!({}));
+    let mut c = StreamClient::open(d.addr, "/stream", &[]);
+    d.wait_state("cam0", "FAILED", 15 * SEC);
+    // Down: placeholders (marked with the state) at least every 2 s, each a whole JPEG. What
+    // the socket buffered while we waited comes first.
+    let mut seen = 0;
+    let mut last: Option<Instant> = None;
+    let t0 = Instant::now();
+    while seen < 3 {
+        let p = c.next_part();
+        assert!(t0.elapsed() < 15 * SEC, "no placeholders");
+        let Some(state) = p.header("X-Camjobd-State").map(str::to_string) else { continue };
+        if let Some(t) = last {
+            assert!(t.elapsed() < Duration::from_millis(2500), "no part for {:?}", t.elapsed());
+        }
+        last = Some(Instant::now());
+        let img = image::load_from_memory(&p.jpeg).expect("a placeholder JPEG");
+        assert_eq!(img.width(), 160, "the camera's size");
+        if state == "FAILED" {
+            seen += 1;
+        }
+    }
+    assert!(status_http(&d)["stream_placeholders"].as_u64().unwrap() >= 3);
+    let r = d.get("/snapshot");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("Content-Type"), Some("image/jpeg"));
+    assert_eq!(r.header("X-Camjobd-State"), Some("FAILED"));
+    assert!(image::load_from_memory(&r.body).is_ok());
+    // A new job: real frames resume on the same connection.
+    assert_eq!(d.post("/api/cameras/cam0/start", "").status, 202);
+    d.wait_state("cam0", "RUNNING", 5 * SEC);
+    let frames_before = status_http(&d)["stream_frames"].as_u64().unwrap();
+    let deadline = Instant::now() + 5 * SEC;
+    while status_http(&d)["stream_frames"].as_u64().unwrap() < frames_before + 3 {
+        c.next_part();
+        assert!(Instant::now() < deadline, "real frames did not resume");
+    }
+}
+
+#[test]
+fn basic_auth_opens_streams_and_snapshots_but_never_writes() {
+    let http = json!({"token": "s3cret", "protect_reads": true});
+    let d = Daemon::start("basic", json!([synthetic("cam0", json!({}))]), http);
+    let bearer = [("Authorization", "Bearer s3cret")];
+    let deadline = Instant::now() + 5 * SEC;
+    while request(d.addr, "GET", "/snapshot", &bearer, b"").status != 200 {
+        assert!(Instant::now() < deadline, "no snapshot");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = d.get("/snapshot");
+    assert_eq!(r.error_code(401), "unauthorized");
+    assert!(r.header("WWW-Authenticate").unwrap().starts_with("Basic"), "{:?}", r.headers);
+    assert_eq!(d.get("/?action=stream").status, 401, "an action on / is not the open page");
+    // base64("octoprint:s3cret") and a lower-case scheme.
+    for auth in ["Basic b2N0b3ByaW50OnMzY3JldA==", "basic b2N0b3ByaW50OnMzY3JldA==", "Bearer s3cret", "bearer s3cret"] {
+        let r = request(d.addr, "GET", "/snapshot", &[("Authorization", auth)], b"");
+        assert_eq!(r.status, 200, "{auth}");
+        let mut c = StreamClient::open(d.addr, "/stream", &[("Authorization", auth)]);
+        assert_eq!(c.head.status, 200, "{auth}");
+        c.next_part();
+    }
+    // base64("x:wrong")
+    assert_eq!(request(d.addr, "GET", "/snapshot", &[("Authorization", "Basic eDp3cm9uZw==")], b"").status, 401);
+    let basic = [("Authorization", "Basic b2N0b3ByaW50OnMzY3JldA==")];
+    assert_eq!(request(d.addr, "POST", "/api/cameras/cam0/stop", &basic, b"").error_code(401), "unauthorized");
+    assert_eq!(d.get("/healthz").status, 200);
+}
+
+#[test]
+fn two_hundred_silent_connections_do_not_lock_anyone_out() {
+    let d = Daemon::start("silent", json!([synthetic("cam0", json!({}))]), json!({}));
+    d.wait_state("cam0", "RUNNING", 5 * SEC);
+    let before = d.threads();
+    let silent: Vec<TcpStream> = (0..200).map(|_| TcpStream::connect_timeout(&d.addr, 5 * SEC).unwrap()).collect();
+    for _ in 0..10 {
+        let t0 = Instant::now();
+        assert_eq!(d.get("/healthz").status, 200);
+        assert!(t0.elapsed() < SEC, "/healthz took {:?} beside 200 silent sockets", t0.elapsed());
+        let t0 = Instant::now();
+        assert_eq!(d.get("/api/status").status, 200);
+        assert!(t0.elapsed() < SEC);
+    }
+    assert_eq!(d.threads(), before, "silent sockets cost no thread");
+    let active = status_http(&d)["connections_active"].as_u64().unwrap();
+    assert!(active >= 200, "{active} connections counted");
+    drop(silent);
+}
