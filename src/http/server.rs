@@ -826,3 +826,6 @@ pub fn answer(input: &[u8], handler: Arc<dyn Handler>, config: &HttpConfig) -> O
     let resp = rt.block_on(respond(&handler, &limits, &stats, request));
     Some((resp.status().as_u16(), resp.headers().clone()))
 }
+
+#[cfg(test)]
+mod tests;
