@@ -439,3 +439,82 @@ fn two_hundred_silent_connections_do_not_lock_anyone_out() {
     assert!(active >= 200, "{active} connections counted");
     drop(silent);
 }
+
+/// A JPEG of about 4 MB: noise at high quality (deterministic).
+fn big_jpeg() -> Vec<u8> {
+    let mut x: u32 = 12345;
+    let img = image::RgbImage::from_fn(2048, 1536, |_, _| {
+        x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let b = x.to_le_bytes();
+        image::Rgb([b[1], b[2], b[3]])
+    });
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85).encode_image(&img).unwrap();
+    out
+}
+
+#[test]
+fn slow_readers_and_stalled_streams_never_starve_capture() {
+    // The hostile readers at default pool and HTTP settings: 4 MB frames at about
+    // 8 fps, every frame kept (so every frame needs a pool buffer), 4 clients reading
+    // latest.jpg a byte at a time and 4 stream clients that read nothing.
+    let dir = TempDir::new("starve");
+    let frame = big_jpeg();
+    assert!(frame.len() > 3_500_000, "{} bytes", frame.len());
+    std::fs::write(dir.path("big.jpg"), &frame).unwrap();
+    let script = format!("while :; do cat {}; sleep 0.12; done", dir.path("big.jpg").display());
+    let cam = json!({
+        "name": "cam0",
+        "source": { "kind": "pipe", "command": ["sh", "-c", script] },
+        "snapshot_interval_ms": 0,
+        "max_frame_bytes": 8 << 20,
+        "store": { "enabled": false },
+    });
+    let cfg = config(&dir, json!([cam]), json!({}));
+    let d = Daemon::start_in(dir, &cfg);
+    d.wait_state("cam0", "RUNNING", 10 * SEC);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let mut s = stalled(d.addr, "/api/cameras/cam0/latest.jpg");
+        let stop = std::sync::Arc::clone(&stop);
+        readers.push(std::thread::spawn(move || {
+            s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            let mut b = [0u8; 1];
+            // A byte a second, for at most 15 s.
+            for _ in 0..15 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let _ = s.read(&mut b);
+                std::thread::sleep(SEC);
+            }
+        }));
+    }
+    let streams: Vec<TcpStream> = (0..4).map(|_| stalled(d.addr, "/stream")).collect();
+    std::thread::sleep(SEC);
+    let (c0, d0) = captured(&d, "cam0");
+    let t0 = Instant::now();
+    let mut slowest = Duration::ZERO;
+    while t0.elapsed() < 10 * SEC {
+        let t = Instant::now();
+        assert_eq!(d.get("/healthz").status, 200);
+        slowest = slowest.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (c1, d1) = captured(&d, "cam0");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "figures: {} frames captured in 10 s, {} dropped, /healthz slowest {slowest:?}, live {}",
+        c1 - c0,
+        d1 - d0,
+        d.camera("cam0")["live"]
+    );
+    assert!(c1 - c0 >= 40, "capture slowed to {} frames in 10 s", c1 - c0);
+    assert!(d1 - d0 <= 2, "capture dropped {} frames", d1 - d0);
+    assert!(slowest < SEC, "/healthz took {slowest:?}");
+    drop(streams);
+    for r in readers {
+        r.join().unwrap();
+    }
+}
