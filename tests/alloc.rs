@@ -2,6 +2,9 @@
 //!
 //! - Pass-through (pipe source, every frame kept and published, a reader holding snapshots):
 //!   zero heap allocations per frame over 10,000+ frames in steady state.
+//! - Live view (pipe source, a stream client registered, every frame published to the live
+//!   feed and copied for readers): zero allocations per frame on the capture thread and on the
+//!   reader that takes the copies.
 //! - Encoding (synthetic source): a constant number of allocations per frame, no growth.
 
 mod common;
@@ -93,6 +96,74 @@ fn pass_through_makes_zero_allocations_per_frame() {
     assert_eq!(a1 - a0, 0, "the capture loop allocated in steady state");
     assert_eq!(hb.frames_dropped.load(Relaxed), 0);
     assert!(hb.snapshots.load(Relaxed) >= 11_000);
+}
+
+#[test]
+fn live_view_publishing_and_copies_make_zero_allocations_per_frame() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("alloc-live");
+    let mut stream = Vec::new();
+    for i in 0..50 {
+        stream.extend(jpeg(96, 64, i * 5));
+    }
+    std::fs::write(dir.path("stream.mjpg"), &stream).unwrap();
+    let cam = CameraConfig {
+        name: "cam0".into(),
+        source: SourceConfig::Pipe(PipeConfig {
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                format!("while :; do cat {}; done", dir.path("stream.mjpg").display()),
+            ],
+        }),
+        // Snapshots rarely: nearly every frame is published for the live view alone.
+        snapshot_interval_ms: 5_000,
+        ..CameraConfig::default()
+    };
+    let stop = Stop::new();
+    let (shared, t) = start(cam, &stop);
+    let live = Arc::clone(&shared.cameras[0].live);
+    // A stream client wants every frame.
+    let watcher = live.join(Duration::ZERO).expect("a client slot");
+    // A reader taking a copy of each new frame, as stream clients and /snapshot do; its
+    // allocations count too.
+    let reader = {
+        let (live, stop) = (Arc::clone(&live), stop.clone());
+        std::thread::spawn(move || {
+            harness::WATCHED.with(|w| w.set(true));
+            let (mut copies, mut last) = (0u64, 0u64);
+            while !stop.is_set() {
+                if let Some(f) = live.newest() {
+                    if f.id != last {
+                        last = f.id;
+                        copies += 1;
+                    }
+                }
+            }
+            copies
+        })
+    };
+    wait_frames(&shared, 1_000, Duration::from_secs(30));
+    let (a0, f0) = (ALLOCS.load(Relaxed), frames(&shared));
+    wait_frames(&shared, f0 + 10_000, Duration::from_secs(60));
+    let (a1, f1) = (ALLOCS.load(Relaxed), frames(&shared));
+    stop.trigger();
+    t.join().unwrap();
+    let copies = reader.join().unwrap();
+    drop(watcher);
+    let hb = &shared.cameras[0].heartbeat;
+    println!(
+        "live view: {} frames, {} allocations in steady state, {} distinct copies read, {} skipped, {} dropped",
+        f1 - f0,
+        a1 - a0,
+        copies,
+        hb.frames_skipped.load(Relaxed),
+        hb.frames_dropped.load(Relaxed)
+    );
+    assert_eq!(a1 - a0, 0, "publishing or copying allocated in steady state");
+    assert_eq!(hb.frames_dropped.load(Relaxed), 0);
+    assert!(copies >= 1_000, "the reader saw only {copies} frames");
+    assert!(live.latest_id() > f1 - f0, "frames were not published for the live view");
 }
 
 #[test]
