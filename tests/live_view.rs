@@ -518,3 +518,40 @@ fn slow_readers_and_stalled_streams_never_starve_capture() {
         r.join().unwrap();
     }
 }
+
+/// ffmpeg, or `None` where it is not installed (scripts/test.sh installs it and sets
+/// `CAMJOBD_REQUIRE_CLIENTS=1`, so there the test cannot be skipped).
+fn ffmpeg() -> Option<&'static str> {
+    let found = std::process::Command::new("ffmpeg").arg("-version").output().is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(std::env::var_os("CAMJOBD_REQUIRE_CLIENTS").is_none(), "ffmpeg is required here but not installed");
+        eprintln!("SKIPPED: ffmpeg is not installed (apt-get install ffmpeg)");
+    }
+    found.then_some("ffmpeg")
+}
+
+#[test]
+fn ffmpeg_reads_the_stream_with_its_mpjpeg_demuxer() {
+    let Some(ffmpeg) = ffmpeg() else { return };
+    let cam = synthetic("cam0", json!({"source": {"fps": 30}, "snapshot_interval_ms": 1000}));
+    let d = Daemon::start("ffmpeg", json!([cam]), json!({}));
+    d.wait_state("cam0", "RUNNING", 5 * SEC);
+    const FRAMES: u64 = 240;
+    let (c0, _) = captured(&d, "cam0");
+    let out = std::process::Command::new(ffmpeg)
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-f", "mpjpeg", "-i"])
+        .arg(format!("http://{}/?action=stream", d.addr))
+        .args(["-frames:v", &FRAMES.to_string(), "-f", "framemd5", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    let (c1, dropped) = captured(&d, "cam0");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ffmpeg failed: {stderr}");
+    let decoded = String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.starts_with('#')).count() as u64;
+    assert_eq!(decoded, FRAMES, "ffmpeg decoded {decoded} frames; {stderr}");
+    // ffmpeg's own start-up is inside the captured count: ask for 90 % of all frames.
+    eprintln!("figures: ffmpeg decoded {decoded} frames while {} were captured", c1 - c0);
+    assert!(decoded * 10 >= (c1 - c0) * 9, "ffmpeg got {decoded} of {} frames", c1 - c0);
+    assert_eq!(dropped, 0);
+    assert!(stderr.trim().is_empty(), "ffmpeg complained: {stderr}");
+}
