@@ -3,7 +3,12 @@
 #  1. capture path: pass-through frames/s (100 KB JPEGs, unlimited rate) and allocations/frame
 #     for pass-through and encoding (examples/bench_capture.rs);
 #  2. HTTP: /api/status and latest.jpg requests/s under wrk with 64 connections, and the frames
-#     a 30 fps job lost while that load ran.
+#     a 30 fps job lost while that load ran;
+#  3. live view: 32 MJPEG stream clients of a 30 fps 640x480 pass-through camera: camjobd's CPU
+#     per delivered frame, frames lost by capture, /api/status requests/s and p99 beside them,
+#     and the same camera with no client (the snapshot rate's cost);
+#  4. with OLD_BIN=path/to/an/older/camjobd: both binaries side by side in one run, /api/status
+#     under wrk -c64 (median of 3 runs each, alternating) and RSS after start-up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -23,7 +28,7 @@ work=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 cat > "$work/config.json" <<JSON
 {
-  "http": { "bind": "127.0.0.1:0", "workers": 4, "queue": 64 },
+  "http": { "bind": "127.0.0.1:0" },
   "storage": { "dir": "$work/data" },
   "log": { "level": "warn" },
   "cameras": [ { "name": "cam0", "source": { "kind": "synthetic", "width": 640, "height": 480, "fps": 30 },
@@ -60,3 +65,86 @@ print(f"  30 fps job during the load: {got} frames in {float(t1)-float(t0):.1f} 
       f"lost {lost}; dropped {int(d1)-int(d0)}")
 PY
 done
+curl -s -o "$work/frame.jpg" "http://$addr/snapshot"
+kill "$pid"; wait "$pid" 2>/dev/null || true
+
+# Starts camjobd with $work/$1.json; sets pid and addr.
+launch() {
+  "${2:-./target/release/camjobd}" --config "$work/$1.json" > "$work/$1.out" 2> "$work/$1.err" &
+  pid=$!
+  for _ in $(seq 100); do grep -q 'http://' "$work/$1.out" 2>/dev/null && break; sleep 0.1; done
+  addr=$(sed -n 's#.*http://\([^/]*\)/.*#\1#p' "$work/$1.out")
+  [ -n "$addr" ] || { echo "camjobd did not start"; cat "$work/$1.err"; exit 1; }
+}
+cpu_s() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"; }
+http_stat() { curl -s "http://$addr/api/status" | python3 -c "import json,sys; print(json.load(sys.stdin)['http']['$1'])"; }
+
+echo "== live view: a 30 fps 640x480 pass-through camera ($(stat -c %s "$work/frame.jpg") bytes a frame)"
+cat > "$work/live.json" <<JSON
+{
+  "http": { "bind": "127.0.0.1:0", "max_stream_clients": 40 },
+  "storage": { "dir": "$work/data-live" },
+  "log": { "level": "warn" },
+  "cameras": [ { "name": "cam0", "snapshot_interval_ms": 1000,
+                 "source": { "kind": "pipe", "command": ["sh", "-c", "while :; do cat $work/frame.jpg; sleep 0.0333; done"] } } ]
+}
+JSON
+launch live
+until [ "$(curl -s "http://$addr/api/cameras/cam0" | python3 -c 'import json,sys; print(json.load(sys.stdin)["job"]["state"])')" = RUNNING ]; do sleep 0.1; done
+sleep 1
+for clients in 0 32; do
+  cids=()
+  for _ in $(seq "$clients"); do
+    curl -s -o /dev/null --max-time "$((secs + 2))" "http://$addr/stream" & cids+=($!)
+  done
+  sleep 1
+  read -r f0 d0 < <(frames); c0=$(cpu_s "$pid"); s0=$(http_stat stream_frames); t0=$(date +%s.%N)
+  wrk -t1 -c4 -d"${secs}s" --latency "http://$addr/api/status" > "$work/wrk" 2>&1 || true
+  read -r f1 d1 < <(frames); c1=$(cpu_s "$pid"); s1=$(http_stat stream_frames); t1=$(date +%s.%N)
+  wait "${cids[@]}" 2>/dev/null || true
+  python3 - "$clients" "$f0" "$f1" "$d0" "$d1" "$c0" "$c1" "$s0" "$s1" "$t0" "$t1" "$work/wrk" <<'PY'
+import sys
+n, f0, f1, d0, d1, c0, c1, s0, s1, t0, t1, wrk = sys.argv[1:]
+n = int(n); dt = float(t1) - float(t0); cpu = float(c1) - float(c0)
+captured = int(f1) - int(f0); delivered = int(s1) - int(s0)
+w = open(wrk).read()
+rps = next((l.split()[1] for l in w.splitlines() if l.startswith("Requests/sec")), "?")
+p99 = next((l.split()[1] for l in w.splitlines() if l.strip().startswith("99%")), "?")
+line = f"{n:2d} stream clients: captured {captured} frames in {dt:.1f} s ({captured/dt:.1f} fps), dropped {int(d1)-int(d0)}; camjobd CPU {cpu:.2f} s ({100*cpu/dt:.0f} %)"
+if n:
+    line += f"; delivered {delivered} frames ({delivered/n/dt:.1f} fps per client), {1000*cpu/max(delivered,1):.3f} ms CPU per delivered frame"
+else:
+    line += f"; {1000*cpu/max(captured,1):.3f} ms CPU per captured frame"
+print(line)
+print(f"   /api/status beside it (wrk -c4): {rps} requests/s, p99 {p99}")
+PY
+done
+kill "$pid"; wait "$pid" 2>/dev/null || true
+
+if [ -n "${OLD_BIN:-}" ]; then
+  echo "== before/after: $OLD_BIN and ./target/release/camjobd side by side (default HTTP settings)"
+  cat > "$work/ab.json" <<JSON
+{ "http": { "bind": "127.0.0.1:0" }, "storage": { "dir": "$work/data-ab" }, "log": { "level": "warn" },
+  "cameras": [ { "name": "cam0", "source": { "kind": "synthetic", "width": 640, "height": 480, "fps": 10 } } ] }
+JSON
+  declare -A rps rss
+  for round in 1 2 3; do
+    for which in old new; do
+      bin=./target/release/camjobd; [ "$which" = old ] && bin=$OLD_BIN
+      launch ab "$bin"
+      sleep 3
+      rss[$which]+="$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status") "
+      wrk -t2 -c64 -d5s "http://$addr/api/status" > "$work/wrk" 2>&1 || true
+      rps[$which]+="$(awk '/Requests\/sec/ {print $2}' "$work/wrk") "
+      kill "$pid"; wait "$pid" 2>/dev/null || true
+    done
+  done
+  for which in old new; do
+    python3 - "$which" "${rps[$which]}" "${rss[$which]}" <<'PY'
+import statistics, sys
+which, rps, rss = sys.argv[1], [float(v) for v in sys.argv[2].split()], [int(v) for v in sys.argv[3].split()]
+print(f"{which}: /api/status {statistics.median(rps):,.0f} requests/s (runs {', '.join(f'{r:,.0f}' for r in rps)}); "
+      f"RSS 3 s after start {statistics.median(rss):,} KiB")
+PY
+  done
+fi

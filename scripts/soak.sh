@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Soak: the release binary at a high frame rate for DURATION seconds (default 300) with
-# snapshots kept and stored under retention, a dashboard-like poller, wrk load on the API, and
+# snapshots kept and stored under retention, a dashboard-like poller, two live-view clients (one
+# staying, one coming and going), wrk load on the API, and
 # a stall/recover fault every 2 minutes. Samples RSS, threads and fds every second into a CSV,
 # fits the RSS slope after warm-up, draws a PNG, and FAILS if RSS grows by more than 1 MiB per
 # million frames, or if the thread or fd count moves after warm-up.
@@ -28,7 +29,7 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm 
 trap cleanup EXIT
 cat > "$work/config.json" <<JSON
 {
-  "http": { "bind": "127.0.0.1:0", "workers": 4, "queue": 32 },
+  "http": { "bind": "127.0.0.1:0", "workers": 2 },
   "storage": { "dir": "$work/data", "max_bytes": 20000000 },
   "log": { "level": "warn" },
   "cameras": [ { "name": "cam0",
@@ -53,6 +54,11 @@ addr=$(sed -n 's#.*http://\([^/]*\)/.*#\1#p' "$work/out")
     curl -s -o /dev/null "http://$addr/api/cameras/cam0/latest.jpg"
     sleep 0.2
   done ) &
+pids+=($!)
+# A live view watching all along, and one that comes and goes every 10 s (a phone app).
+curl -s -o /dev/null --max-time "$duration" "http://$addr/stream?fps=10" &
+pids+=($!)
+( while :; do curl -s -o /dev/null --max-time 5 "http://$addr/?action=stream&fps=5"; sleep 5; done ) &
 pids+=($!)
 # Steady API load with few connections, so capture still gets its share of the 2 cores.
 wrk -t1 -c4 -d"${duration}s" "http://$addr/api/status" > "$work/wrk" 2>&1 &

@@ -21,7 +21,7 @@ skip() { [ "$(eval echo "\${SKIP_$1:-0}")" = 1 ]; }
 # (the cross tests run beside the browser test). The scripts still install what is missing
 # when run on their own.
 log "packages"
-want=(libclang1-14)
+want=(libclang1-14 ffmpeg)
 skip BROWSER || want+=(chromium)
 skip SOAK || want+=(wrk gnuplot-nox)
 skip VM || want+=(qemu-system-x86 busybox-static cpio kmod v4l-utils ustreamer libjpeg-turbo-progs)
@@ -32,6 +32,8 @@ for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 apt_install "${missing[@]}"
 # The release binary of the browser test, the soak and the VM test is one build, with V4L2.
 export CAMJOBD_FEATURES=v4l2
+# The tests that drive real clients (ffmpeg) must not skip here.
+export CAMJOBD_REQUIRE_CLIENTS=1
 
 log "format"
 if cargo fmt --version >/dev/null 2>&1; then
@@ -44,7 +46,7 @@ log "build"
 # The tests run with the v4l2 feature (the V4L2 source); the default build, which needs no
 # libclang (`cargo run --release` on a fresh machine), is checked by clippy below (or by a
 # plain `cargo check` where clippy is missing).
-cargo build --locked --all-targets --features v4l2 2>&1 | tail -n 1
+cargo build --locked --all-targets --features v4l2
 if cargo clippy --version >/dev/null 2>&1; then
   log "clippy"
   cargo clippy --locked --all-targets --quiet -- -D warnings

@@ -1,7 +1,8 @@
 //! camjobd: a camera job service for Raspberry Pi class boards. The backend owns the capture
 //! job, memory is fixed at start-up, a watchdog turns a dead camera into an explicit state,
-//! and a bounded HTTP API serves status and the latest JPEG. `../DESIGN.md` (shared) is the
-//! contract; the README says how to run, test and deploy.
+//! and a bounded HTTP API serves status, the latest JPEG and a live MJPEG stream. The README
+//! states the contract (command line, config, HTTP API, lifecycle) and how to run, test and
+//! deploy.
 //!
 //! # Layout
 //!
@@ -13,8 +14,9 @@
 //! - [`capture`] — the [`capture::Source`] trait and its backends (synthetic, pipe + MJPEG
 //!   splitter). Only backends touch devices or processes.
 //! - [`watchdog`] — stall and error-threshold decisions from heartbeats.
-//! - [`http`] — a bounded server of our own ([`http::server`]), the API ([`http::routes`]) and
-//!   Prometheus metrics ([`http::metrics`]); the dashboard page is embedded.
+//! - [`http`] — hyper on a small tokio runtime ([`http::server`]), the API and the URLs other
+//!   tools paste ([`http::routes`]), the MJPEG stream ([`http::stream`]) and Prometheus metrics
+//!   ([`http::metrics`]); the dashboard page is embedded.
 //! - [`led`] — the status LED: pattern, sysfs and GPIO backends, the `led` thread.
 //! - [`notify`] — systemd's notify protocol (READY, STATUS, WATCHDOG), used by `main`.
 //! - [`export`] — queued export jobs (archive, timelapse) and their `export-N` workers.
@@ -22,7 +24,8 @@
 //!   retention (the `store` thread), change scores ([`store::change`]) and the event journal
 //!   ([`store::journal`]).
 //! - [`status`] — published state (job records, heartbeats, commands, job history) that the
-//!   threads share; [`index`] — the on-disk snapshot index.
+//!   threads share; [`live`] — each camera's live view (newest frame, stream demand, the copies
+//!   HTTP readers hold); [`index`] — the on-disk snapshot index.
 //! - [`ring`] (snapshot ring), [`frame`] (frame pool), [`events`] (event ring), [`logging`]
 //!   (non-blocking log sink), [`config`], [`error`], [`shutdown`] (the stop token), [`clock`],
 //!   [`sys`] (statvfs and thread priority: the only `unsafe` outside the capture backends).
@@ -30,7 +33,9 @@
 //! # Threads
 //!
 //! `capture-<camera>`, `supervisor`, `watchdog`, `store`, `export-N`, `led` (when an LED is
-//! configured), `http-accept`, `http-N`, `log`: a fixed set started once. Each is handed the same [`shutdown::Stop`].
+//! configured), `http` (and `http-N` runtime workers when `http.workers` > 1), `log`: a fixed
+//! set started once; connections and streams are tasks on the runtime, never threads. Each
+//! is handed the same [`shutdown::Stop`].
 
 #![deny(missing_docs)]
 

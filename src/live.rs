@@ -7,7 +7,7 @@
 //! registered with [`LiveFeed::join`], or a `/snapshot?next=1` waiting for a fresh one. With
 //! nobody watching, the cost falls back to the snapshot rate's.
 //!
-//! Readers never hold capture's buffers for long (DESIGN.md rule 4). A reader asks
+//! Readers never hold capture's buffers for long ("readers never slow the writer"). A reader asks
 //! [`LiveFeed::copy`] for a frame: the first reader of a newly published frame copies it into
 //! one of this camera's `http.frame_copies` buffers (a second fixed pool, allocated at
 //! start), and every later reader of that frame shares the copy. Capture's buffer is held

@@ -21,7 +21,7 @@ use crate::index::SnapshotIndex;
 use crate::live::LiveFeed;
 use crate::ring::{SnapshotMeta, SnapshotRing};
 
-/// The job lifecycle states (see DESIGN.md, "Job lifecycle").
+/// The job lifecycle states (the README's "Job lifecycle").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum JobState {
@@ -367,7 +367,7 @@ pub struct LiveView {
     pub copies_missed: u64,
 }
 
-/// The API's view of a job (DESIGN.md names the minimum fields).
+/// The API's view of a job (the README names the minimum fields).
 #[derive(Debug, Clone, Serialize)]
 pub struct JobView {
     /// Job id; null before the first job.

@@ -5,7 +5,7 @@
 //! It is hyper 1.x on a small tokio runtime, because the process runs unattended for months
 //! on a small board and live streams are long-lived: a thread per connection (the first
 //! server's design) let 36 silent sockets lock everyone out. Here connections cost memory,
-//! never a thread, and every resource a client can touch is bounded (DESIGN.md rule 5):
+//! never a thread, and every resource a client can touch is bounded ("bounded everything at the edge"):
 //!
 //! - **Threads are fixed:** `http` (accepts) and, with `http.workers` > 1, that many runtime
 //!   workers `http-0`..; with 1, a current-thread runtime on `http` alone. No blocking pool is
@@ -539,7 +539,7 @@ where
     };
     if declared > limits.max_body_bytes as u64 {
         let msg = format!("the body may be at most {} bytes (http.max_body_bytes)", limits.max_body_bytes);
-        return refuse(413, "too_large", &msg);
+        return refuse(413, "body_too_large", &msg);
     }
     let body = if declared == 0 {
         Bytes::new()

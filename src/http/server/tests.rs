@@ -146,7 +146,7 @@ fn bodies_are_bounded_by_what_they_declare() {
     // A terabyte is refused before a byte of it is read.
     let a = exchange(r.addr(), b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n");
     assert_eq!(status(&a), 413, "{a}");
-    assert!(a.contains("\"too_large\""), "{a}");
+    assert!(a.contains("\"body_too_large\""), "{a}");
     let a =
         exchange(r.addr(), b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
     assert_eq!(status(&a), 411, "{a}");
