@@ -33,6 +33,8 @@ const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable
 const PHONE = { width: 390, height: 844 }, DESKTOP = { width: 1024, height: 768 };
 const MAX_PNG_BYTES = 512 * 1024;  // the phone page holds three cameras
 const TOKEN = "browser-test-token";  // start/stop need it; GETs (all the polling) do not
+const LIVE_FPS = 15;         // the page's cap on its live view (?fps= of the stream it opens)
+const STREAM_CLOSE_MS = 5000;  // a closed stream is counted out by camjobd within this (its next write fails)
 
 assert.ok(Number.isInteger(POLLS) && POLLS >= 10, `DASHBOARD_POLLS must be a whole number >= 10 (got ${process.env.DASHBOARD_POLLS})`);
 
@@ -165,6 +167,48 @@ async function measure(page, cdp) {
 }
 
 const camSel = name => `.cam[data-camera="${name}"]`;
+const liveSel = name => `${camSel(name)} .live`;
+const isStream = r => new URL(r.url()).pathname.endsWith("/stream.mjpeg");
+const streamsActive = async () => (await api("/api/status")).http.streams_active;
+
+/** Waits (bounded) until camjobd counts `n` stream clients; returns the ms it took. */
+async function waitStreams(n, timeoutMs, what) {
+  const t = now();
+  await waitFor(`${what}: http.streams_active ${n}`, timeoutMs, async () => (await streamsActive()) === n, 20);
+  return Math.round(now() - t);
+}
+
+// A hash of the pixels the camera's <img> shows now, drawn on an OffscreenCanvas (not a DOM
+// node, so the node counts stay exact); null before a frame is there.
+const FRAME_HASH = name => {
+  const img = document.querySelector(`.cam[data-camera="${name}"] img`);
+  if (!img || !img.complete || !img.naturalWidth) return null;
+  const c = new OffscreenCanvas(img.naturalWidth, img.naturalHeight), g = c.getContext("2d");
+  g.drawImage(img, 0, 0);
+  const d = g.getImageData(0, 0, c.width, c.height).data;
+  let h = 2166136261;
+  for (let i = 0; i < d.length; i += 4) h = Math.imul(h ^ (d[i] | d[i + 1] << 8 | d[i + 2] << 16), 16777619) >>> 0;
+  return h;
+};
+const frameHash = (page, name) => page.evaluate(FRAME_HASH, name);
+
+/** The camera's <img> and Live toggle as the page has them. */
+const liveView = (page, name) => page.evaluate(n => {
+  const c = document.querySelector(`.cam[data-camera="${n}"]`), img = c.querySelector("img");
+  return { pressed: c.querySelector(".live").getAttribute("aria-pressed"), src: img.getAttribute("src") || "", complete: img.complete,
+    w: img.naturalWidth, shown: !c.querySelector(".frame").classList.contains("noimg"), msg: c.querySelector(".msg").textContent,
+    cap: c.querySelector(".cap").textContent };
+}, name);
+
+/** Every node of the document (elements, texts, comments): the page's DOM must not grow. */
+const NODE_COUNT = () => { const w = document.createTreeWalker(document, NodeFilter.SHOW_ALL); let n = 1; while (w.nextNode()) n++; return n; };
+
+/** document.hidden overridden on the document (what a hidden tab reports) plus the event. */
+const setHidden = (page, hidden) => page.evaluate(h => {
+  if (h) Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+  else delete document.hidden;
+  document.dispatchEvent(new Event("visibilitychange"));
+}, hidden);
 const text = (page, sel) => page.locator(sel).first().textContent({ timeout: 2000 });
 const connState = page => page.evaluate(() => document.getElementById("conn").dataset.state);
 
@@ -350,19 +394,13 @@ test("polling pauses while the page is hidden and resumes at once when shown", {
   page.on("request", onRequest);
   await page.goto(`${backend.url}?poll_ms=${KILL_POLL_MS}`, { waitUntil: "load" });
   await waitFor("a few polls", 5000, () => polls >= 3);
-  // document.hidden overridden on the document (what a hidden tab reports) plus the event.
-  const setHidden = hidden => page.evaluate(h => {
-    if (h) Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
-    else delete document.hidden;
-    document.dispatchEvent(new Event("visibilitychange"));
-  }, hidden);
-  await setHidden(true);
+  await setHidden(page, true);
   await sleep(KILL_POLL_MS);  // a poll already running may finish
   const hiddenFrom = polls;
   await sleep(4 * KILL_POLL_MS);
   const whileHidden = polls - hiddenFrom;
   const t = now();
-  await setHidden(false);
+  await setHidden(page, false);
   await waitFor("a poll right after the page is shown", KILL_POLL_MS / 2, () => polls > hiddenFrom + whileHidden, 5);
   const resumeMs = Math.round(now() - t);
   page.off("request", onRequest);
