@@ -237,18 +237,24 @@ test("setup: camjobd starts with a RUNNING and a FAILED camera", { timeout: 6000
   console.log(`camjobd at ${backend.url}; cameras: ${s.cameras.map(c => `${c.camera} ${c.job.state}`).join(", ")}`);
 });
 
-test(`long run: ${POLLS} status polls at ?poll_ms=${LONG_POLL_MS}, bounded DOM, heap and requests`, { timeout: 60000 + POLLS * LONG_POLL_MS * 3 }, async () => {
+test(`long run: ${POLLS} status polls at ?poll_ms=${LONG_POLL_MS}, live view on for the middle third, bounded DOM, heap and requests`, { timeout: 60000 + POLLS * LONG_POLL_MS * 3 }, async () => {
   const { page, ctx, errors } = await launchBrowser(DESKTOP);
   const cdp = await ctx.newCDPSession(page);
   await cdp.send("Performance.enable");
   await page.addInitScript(LAYOUT_SHIFT_PROBE);
 
-  // Requests to /api/ in flight, from the browser's own network events.
+  // Requests to /api/ in flight, from the browser's own network events. The live view's stream
+  // is the one long request the page holds besides them; it is counted on its own.
   const inFlight = new Set();
   let maxInFlight = 0, statusPolls = 0, images = 0, eventFetches = 0, failed = 0;
+  // The live phase: phase before -> opening -> on -> done; what it saw.
+  const live = { phase: "before", opened: 0, pollsOn: 0, pollsOff: 0, cam0Images: 0, samples: 0, frames: 0, lastHash: null,
+    streamsPeak: 0, onMs: 0, offMs: 0, seconds: 0, serverFrames: 0 };
   const isApi = r => new URL(r.url()).pathname.startsWith("/api/");
   page.on("request", r => {
     if (!isApi(r)) return;
+    if (isStream(r)) { live.opened++; return; }
+    if (live.phase === "on" && new URL(r.url()).pathname === "/api/cameras/cam0/latest.jpg") live.cam0Images++;
     inFlight.add(r);
     maxInFlight = Math.max(maxInFlight, inFlight.size);
     const p = new URL(r.url()).pathname;
@@ -268,15 +274,48 @@ test(`long run: ${POLLS} status polls at ?poll_ms=${LONG_POLL_MS}, bounded DOM, 
   console.log(`warm-up: ${statusPolls} polls in ${((tWarm - t0) / 1000).toFixed(1)} s; nodes ${before.nodes}, JS heap used ${before.heapUsed} B, <img> ${before.imgs}, listeners ${before.listeners}`);
 
   // The long run, with a progress line every 60 s; deadline: 3x the nominal time plus a minute.
+  // cam0's Live toggle is on for the middle third of the polls after warm-up (at least 2 s), so
+  // the end measurement comes after a whole on/off cycle and a third of snapshots again.
   const deadline = now() + 60000 + POLLS * LONG_POLL_MS * 3;
-  let nextReport = now() + 60000;
-  while (statusPolls < POLLS) {
+  const span = Math.max(0, POLLS - pollsWarm), liveFrom = pollsWarm + Math.floor(span / 3), liveTo = pollsWarm + Math.floor(2 * span / 3);
+  let nextReport = now() + 60000, tOn = 0, framesOn = 0;
+  while (statusPolls < POLLS || live.phase !== "done") {
     assert.ok(now() < deadline, `only ${statusPolls} of ${POLLS} polls before the deadline`);
     assert.ok(backend && !backend.exit, "camjobd exited during the long run");
     if (now() >= nextReport) {
       nextReport += 60000;
       const rate = (statusPolls - pollsWarm) / ((now() - tWarm) / 1000);
-      console.log(`  ${statusPolls} polls, ${rate.toFixed(1)}/s, ${images} images, max in flight ${maxInFlight}`);
+      console.log(`  ${statusPolls} polls, ${rate.toFixed(1)}/s, ${images} images, max in flight ${maxInFlight}, live ${live.phase}`);
+    }
+    if (live.phase === "before" && statusPolls >= liveFrom) {
+      live.phase = "opening";
+      live.pollsOn = statusPolls;
+      framesOn = (await api("/api/status")).http.stream_frames;
+      await page.locator(liveSel("cam0")).click();
+      live.onMs = await waitStreams(1, 5000, "live on in the long run");
+      await waitFor("the stream's first frame in cam0's <img>", 5000, async () => {
+        const v = await liveView(page, "cam0");
+        return v.src.includes("/stream.mjpeg") && v.complete && v.w === 160;
+      }, 20);
+      tOn = now();
+      live.phase = "on";
+      console.log(`  live on at poll ${statusPolls}: streams_active 1 after ${live.onMs} ms`);
+    } else if (live.phase === "on") {
+      // Samples: the stream's frames change the picture; camjobd counts one stream.
+      const [h, st] = await Promise.all([frameHash(page, "cam0"), api("/api/status")]);
+      live.samples++;
+      if (h !== null && h !== live.lastHash) { if (live.lastHash !== null) live.frames++; live.lastHash = h; }
+      live.streamsPeak = Math.max(live.streamsPeak, st.http.streams_active);
+      if (statusPolls >= liveTo && now() - tOn >= 2000) {
+        live.phase = "done";
+        live.pollsOff = statusPolls;
+        live.seconds = (now() - tOn) / 1000;
+        await page.locator(liveSel("cam0")).click();
+        live.offMs = await waitStreams(0, STREAM_CLOSE_MS, "live off in the long run");
+        live.serverFrames = (await api("/api/status")).http.stream_frames - framesOn;
+        console.log(`  live off at poll ${statusPolls} after ${live.seconds.toFixed(1)} s: streams_active 0 after ${live.offMs} ms; ` +
+          `${live.frames} picture changes in ${live.samples} samples, ${live.serverFrames} frames sent`);
+      }
     }
     await sleep(200);
   }
@@ -289,11 +328,16 @@ test(`long run: ${POLLS} status polls at ?poll_ms=${LONG_POLL_MS}, bounded DOM, 
     const img = document.querySelector('.cam[data-camera="cam0"] img');
     if (!img.complete) return null;
     return { conn: document.getElementById("conn").dataset.state, state: document.querySelector('.cam[data-camera="cam0"] .state').textContent,
-      imgLoaded: img.naturalWidth, cards: document.querySelectorAll(".cam").length, rows: document.querySelectorAll("#events li").length };
+      imgLoaded: img.naturalWidth, src: img.getAttribute("src") || "", cards: document.querySelectorAll(".cam").length,
+      rows: document.querySelectorAll("#events li").length };
   }), 5);
 
+  const pollsLive = live.pollsOff - live.pollsOn;
   Object.assign(figures, { polls: statusPolls, images, eventFetches, maxInFlight, failed, seconds,
-    nodesBefore: before.nodes, nodesAfter: after_.nodes, heapBefore: before.heapUsed, heapAfter: after_.heapUsed });
+    nodesBefore: before.nodes, nodesAfter: after_.nodes, heapBefore: before.heapUsed, heapAfter: after_.heapUsed,
+    livePolls: pollsLive, liveSeconds: Number(live.seconds.toFixed(1)), liveStreamsOpened: live.opened, liveStreamsPeak: live.streamsPeak,
+    liveFramesSent: live.serverFrames, livePictureChanges: live.frames, liveOnMs: live.onMs, liveOffMs: live.offMs,
+    streamsAtEnd: status.http.streams_active });
   const growth = after_.heapUsed - before.heapUsed;
   console.log(`long run: ${statusPolls} status polls (${((statusPolls - pollsWarm) / ((now() - tWarm) / 1000)).toFixed(1)}/s after warm-up), ` +
     `${images} image loads, ${eventFetches} event fetches, ${failed} failed requests, in ${seconds.toFixed(1)} s`);
@@ -301,7 +345,10 @@ test(`long run: ${POLLS} status polls at ?poll_ms=${LONG_POLL_MS}, bounded DOM, 
   console.log(`  JS heap used:     ${before.heapUsed} -> ${after_.heapUsed} B (${growth >= 0 ? "+" : ""}${(growth / 1024).toFixed(1)} KiB)`);
   console.log(`  event listeners:  ${before.listeners} -> ${after_.listeners}; documents ${before.documents} -> ${after_.documents}`);
   console.log(`  <img> elements:   ${before.imgs} -> ${after_.imgs} (cameras: ${status.cameras.length}); cards ${page_.cards}; event rows ${page_.rows}`);
-  console.log(`  API requests in flight, max: ${maxInFlight}`);
+  console.log(`  API requests in flight, max: ${maxInFlight} (besides the live stream)`);
+  console.log(`  live view: on for ${pollsLive} polls (${live.seconds.toFixed(1)} s): ${live.opened} stream opened, streams_active peak ${live.streamsPeak}, ` +
+    `${live.serverFrames} frames sent (${(live.serverFrames / live.seconds).toFixed(1)}/s, cap ${LIVE_FPS}), ${live.frames} picture changes in ${live.samples} samples, ` +
+    `${live.cam0Images} cam0 snapshot loads meanwhile; streams_active at the end ${status.http.streams_active}`);
   console.log(`  layout shift inside the cards after warm-up: ${(shiftAfter.cards - shiftBefore.cards).toFixed(4)} (whole page ${(shiftAfter.total - shiftBefore.total).toFixed(4)})`);
   console.log(`  cam0 on the page: ${page_.state}, image loaded (${page_.imgLoaded} px wide), connection ${page_.conn}; page errors: ${errors.length}`);
 
@@ -311,8 +358,14 @@ test(`long run: ${POLLS} status polls at ?poll_ms=${LONG_POLL_MS}, bounded DOM, 
   assert.ok(growth < 1024 * 1024, `JS heap grew by ${growth} B (limit 1 MiB)`);
   assert.equal(before.imgs, status.cameras.length, "one <img> per camera after warm-up");
   assert.equal(after_.imgs, status.cameras.length, "one <img> per camera at the end");
-  assert.ok(maxInFlight <= 1, `at most one API request in flight (saw ${maxInFlight})`);
-  assert.ok(images >= POLLS / 2, `the image followed the snapshots (${images} loads in ${statusPolls} polls)`);
+  assert.ok(maxInFlight <= 1, `at most one API request in flight besides the stream (saw ${maxInFlight})`);
+  assert.ok(images >= (statusPolls - pollsLive) / 2, `the image followed the snapshots (${images} loads in ${statusPolls} polls, ${pollsLive} of them live)`);
+  assert.equal(live.opened, 1, "one stream opened for the whole live phase (no reconnect loop)");
+  assert.equal(live.streamsPeak, 1, "camjobd counted exactly one stream while live was on");
+  assert.equal(live.cam0Images, 0, "no cam0 snapshot loaded while its live view was on");
+  assert.ok(live.frames >= 2, `the live picture changed (${live.frames} changes in ${live.samples} samples)`);
+  assert.equal(status.http.streams_active, 0, "no stream left open after live was turned off");
+  assert.match(page_.src, /\/latest\.jpg\?/, "cam0 shows polled snapshots again after live off");
   assert.equal(shiftAfter.cards - shiftBefore.cards, 0, "no layout shift inside the cards while images load");
   assert.equal(page_.state, "RUNNING");
   assert.equal(page_.imgLoaded, 160);
@@ -406,6 +459,123 @@ test("polling pauses while the page is hidden and resumes at once when shown", {
   page.off("request", onRequest);
   console.log(`hidden for ${4 * KILL_POLL_MS} ms at poll_ms=${KILL_POLL_MS}: ${whileHidden} polls; shown again: polled after ${resumeMs} ms`);
   assert.equal(whileHidden, 0, "no poll while hidden");
+});
+
+test("live view: the toggle swaps cam0's snapshot for its stream and back; a hidden page holds no stream", { timeout: 60000 }, async () => {
+  const { page, errors } = browser;
+  let cam0Snapshots = 0, streamRequests = 0;
+  const onRequest = r => {
+    if (isStream(r)) streamRequests++;
+    else if (new URL(r.url()).pathname === "/api/cameras/cam0/latest.jpg") cam0Snapshots++;
+  };
+  page.on("request", onRequest);
+  await page.goto(`${backend.url}?poll_ms=${KILL_POLL_MS}`, { waitUntil: "load" });
+  await waitFor("cam0's snapshot", 5000, async () => { const v = await liveView(page, "cam0"); return v.src.includes("/latest.jpg") && v.complete && v.w === 160; });
+  assert.equal(await waitStreams(0, STREAM_CLOSE_MS, "before the test"), await waitStreams(0, 0, "before"), "no stream open yet");
+  const nodesBefore = await page.evaluate(NODE_COUNT);
+  assert.equal((await liveView(page, "cam0")).pressed, "false");
+
+  // On, from the keyboard: the toggle is a button in the tab order.
+  const btn = page.locator(liveSel("cam0"));
+  assert.equal(await btn.evaluate(b => b.tabIndex >= 0 && !b.disabled && b.tagName), "BUTTON");
+  await btn.focus();
+  await page.keyboard.press("Enter");
+  const framesAt = (await api("/api/status")).http.stream_frames;
+  const tOn = now();
+  const onMs = await waitStreams(1, 5000, "live on");
+  const clients = cam(await api("/api/status"), "cam0").live.stream_clients;
+  const first = await waitFor("the stream's first frame in cam0's <img>", 5000, async () => {
+    const v = await liveView(page, "cam0");
+    return v.pressed === "true" && v.src === `/api/cameras/cam0/stream.mjpeg?fps=${LIVE_FPS}` && v.complete && v.w === 160 && v.shown && v;
+  }, 20);
+  const firstFrameMs = Math.round(now() - tOn);
+
+  // Frames: the picture in the same <img> changes (pixels hashed every 50 ms for 2 s), at no
+  // more than the page's cap (camjobd's count of frames sent), and cam0's snapshots pause.
+  const snapsAt = cam0Snapshots, hashes = new Set();
+  const tSample = now();
+  while (now() - tSample < 2000) { const h = await frameHash(page, "cam0"); if (h !== null) hashes.add(h); await sleep(50); }
+  const sent = (await api("/api/status")).http.stream_frames - framesAt, fps = sent / ((now() - tOn) / 1000);
+  const snapsWhileLive = cam0Snapshots - snapsAt;
+
+  // Hidden: the stream is closed (the toggle stays on); shown: opened again.
+  await setHidden(page, true);
+  const hiddenMs = await waitStreams(0, STREAM_CLOSE_MS, "page hidden with live on");
+  const hiddenView = await liveView(page, "cam0");
+  await setHidden(page, false);
+  const shownMs = await waitStreams(1, 5000, "page shown again");
+  await waitFor("frames again after the page is shown", 5000, async () => { const v = await liveView(page, "cam0"); return v.src.includes("/stream.mjpeg") && v.complete && v.w === 160; });
+
+  // Screenshots with live on: the card on a phone, the page on a desktop.
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const shots = [];
+  for (const [name, viewport, target] of [["dashboard-live-phone.png", PHONE, () => page.locator(camSel("cam0"))], ["dashboard-live-desktop.png", DESKTOP, () => page]]) {
+    await page.setViewportSize(viewport);
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await waitFor("a live frame", 5000, async () => (await frameHash(page, "cam0")) !== null);
+    const file = path.join(ARTIFACTS, name);
+    await target().screenshot({ path: file, animations: "disabled" });
+    const bytes = statSync(file).size;
+    shots.push(`${name} ${(bytes / 1024).toFixed(0)} KiB`);
+    assert.ok(bytes < MAX_PNG_BYTES, `${name} is ${bytes} B (limit ${MAX_PNG_BYTES})`);
+  }
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+
+  // Off, by a click: the stream is closed, and the polled snapshot comes back in the same <img>.
+  await btn.click();
+  const tOff = now();
+  const offMs = await waitStreams(0, STREAM_CLOSE_MS, "live off");
+  const back = await waitFor("cam0's snapshot again", 5000, async () => {
+    const v = await liveView(page, "cam0");
+    return v.pressed === "false" && v.src.includes("/latest.jpg?") && v.complete && v.w === 160 && v.shown && v;
+  }, 20);
+  const snapshotBackMs = Math.round(now() - tOff);
+  const nodesAfter = await page.evaluate(NODE_COUNT);
+  page.off("request", onRequest);
+
+  Object.assign(figures, { liveToggleOnMs: onMs, liveFirstFrameMs: firstFrameMs, liveDistinctFrames2s: hashes.size, liveFps: Number(fps.toFixed(1)),
+    liveHiddenCloseMs: hiddenMs, liveToggleOffMs: offMs, liveSnapshotBackMs: snapshotBackMs });
+  console.log(`live on (keyboard): streams_active 1 after ${onMs} ms (cam0 stream_clients ${clients}), first frame after ${firstFrameMs} ms ` +
+    `(${first.w} px, caption "${first.cap}"); ${hashes.size} different pictures in 2 s, ${sent} frames sent (${fps.toFixed(1)}/s, cap ${LIVE_FPS}); ` +
+    `${snapsWhileLive} cam0 snapshot loads meanwhile`);
+  console.log(`hidden: stream closed after ${hiddenMs} ms (toggle still ${hiddenView.pressed}); shown: reopened after ${shownMs} ms; ` +
+    `off (click): streams_active 0 after ${offMs} ms, snapshot back after ${snapshotBackMs} ms; ${streamRequests} stream requests; DOM nodes ${nodesBefore} -> ${nodesAfter}`);
+  console.log(`live screenshots in ${ARTIFACTS}: ${shots.join(", ")}; phone overflow ${overflow} px`);
+  assert.equal(clients, 1, "camjobd counts the stream for cam0");
+  assert.ok(hashes.size >= 3, `the live picture changes (${hashes.size} different pictures in 2 s)`);
+  assert.ok(fps <= LIVE_FPS * 1.25 + 1, `frames sent at ${fps.toFixed(1)}/s, over the page's cap of ${LIVE_FPS}`);
+  assert.equal(snapsWhileLive, 0, "cam0's snapshot refresh pauses while live");
+  assert.equal(hiddenView.pressed, "true", "hiding the page keeps the toggle on");
+  assert.equal(streamRequests, 2, "one stream per time shown");
+  assert.equal(back.msg, "", "no message after a normal off");
+  assert.equal(nodesAfter, nodesBefore, "toggling live adds no node");
+  assert.ok(overflow <= 0, `page is ${overflow} px wider than the last viewport`);
+  assert.deepEqual(errors, []);
+});
+
+test("live view: closing the page with two streams on leaves none open", { timeout: 30000 }, async () => {
+  const { ctx, errors } = browser;
+  const page = await ctx.newPage();
+  page.on("pageerror", e => errors.push(String(e)));
+  try {
+    await page.goto(`${backend.url}?poll_ms=${KILL_POLL_MS}`, { waitUntil: "load" });
+    await waitFor("the cards", 5000, async () => (await page.locator(".cam").count()) === 3);
+    // cam0 sends frames; broken (FAILED) sends its placeholder once a second, so camjobd has
+    // fewer writes to notice the close with.
+    await page.locator(liveSel("cam0")).click();
+    await page.locator(liveSel("broken")).click();
+    await waitStreams(2, 5000, "two streams on");
+    await waitFor("both pictures", 5000, async () => (await frameHash(page, "cam0")) !== null && (await frameHash(page, "broken")) !== null);
+    const broken = await liveView(page, "broken");
+    const t = now();
+    await page.close();
+    const closeMs = await waitStreams(0, STREAM_CLOSE_MS, "page closed with two streams on");
+    figures.livePageCloseMs = closeMs;
+    console.log(`page closed with cam0 and broken live (broken shows the placeholder, ${broken.w} px): streams_active 0 after ${closeMs} ms (${Math.round(now() - t)} ms with the last check)`);
+  } finally {
+    if (!page.isClosed()) await page.close();
+  }
+  assert.deepEqual(errors, []);
 });
 
 test("backend killed: shown as disconnected; restarted: recovers without a reload", { timeout: 90000 }, async () => {
