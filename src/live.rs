@@ -115,6 +115,13 @@ impl LiveFeed {
         self.copies_missed.load(Relaxed)
     }
 
+    /// How old the newest published frame is (by the wall clock it was stamped with), or
+    /// `None` before the first.
+    pub fn newest_age(&self) -> Option<Duration> {
+        let at = self.latest.lock().unwrap_or_else(|e| e.into_inner()).as_ref()?.captured_at;
+        Some(Duration::from_secs_f64((crate::clock::unix_now() - at).max(0.0)))
+    }
+
     /// The newest published frame as a copy a reader may hold as long as it likes, or `None`
     /// before the first frame.
     pub fn newest(&self) -> Option<Arc<Frame>> {

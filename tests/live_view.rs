@@ -262,6 +262,26 @@ fn pasted_urls_work_and_ignore_what_they_do_not_know() {
 }
 
 #[test]
+fn a_snapshot_is_current_even_with_a_long_snapshot_interval() {
+    let cam = synthetic("cam0", json!({"source": {"fps": 20}, "snapshot_interval_ms": 30_000}));
+    let d = Daemon::start("fresh", json!([cam]), json!({}));
+    d.wait_state("cam0", "RUNNING", 5 * SEC);
+    std::thread::sleep(2 * SEC);
+    for _ in 0..3 {
+        let now = d.get("/api/status").json()["now"].as_f64().unwrap();
+        let t0 = Instant::now();
+        let r = d.get("/snapshot");
+        assert!(t0.elapsed() < SEC, "took {:?}", t0.elapsed());
+        assert_eq!(r.status, 200);
+        let at: f64 = r.header("X-Timestamp").unwrap().parse().unwrap();
+        assert!(at >= now - 0.5, "a frame {:.1} s old with snapshots every 30 s", now - at);
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    // Only the first snapshot of the job was kept meanwhile.
+    assert_eq!(d.camera("cam0")["job"]["snapshots"], 1);
+}
+
+#[test]
 fn an_fps_cap_slows_one_client_and_capture_encodes_only_what_is_wanted() {
     let cam = synthetic("cam0", json!({"source": {"fps": 40}, "snapshot_interval_ms": 5000}));
     let d = Daemon::start("fps", json!([cam]), json!({}));

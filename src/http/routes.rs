@@ -29,6 +29,10 @@ const EVENTS_DEFAULT_LIMIT: usize = 100;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long `next=1` waits for a fresh frame.
 const NEXT_FRAME_WAIT: Duration = Duration::from_secs(2);
+/// A `/snapshot` frame older than this is refreshed first (Moonraker's test allows 1 s in all)...
+const STALE: Duration = Duration::from_secs(1);
+/// ... waiting at most this for the next one, else the older frame is sent.
+const STALE_WAIT: Duration = Duration::from_millis(700);
 
 /// The API: implements [`Handler`].
 pub struct Api {
@@ -334,11 +338,21 @@ impl Api {
         let cam = &self.shared.cameras[index];
         let next = matches!(lenient(req.query, "next"), Some("1" | "true" | "yes"));
         let running = cam.state() == JobState::Running;
-        if running && next {
+        // Without `next`, the newest frame unless it is older than STALE (a long snapshot
+        // interval and no stream client): then the next one, waited for within 1 s.
+        let age = cam.live.newest_age();
+        let wait = if next {
+            Some(NEXT_FRAME_WAIT)
+        } else if age.is_none_or(|a| a > STALE) {
+            Some(STALE_WAIT)
+        } else {
+            None
+        };
+        if let (true, Some(wait)) = (running, wait) {
             let _waiting = cam.live.wait_next();
             let mut rx = cam.live.subscribe();
             let seen = *rx.borrow_and_update();
-            let fresh = tokio::time::timeout(NEXT_FRAME_WAIT, async {
+            let fresh = tokio::time::timeout(wait, async {
                 while rx.changed().await.is_ok() {
                     if *rx.borrow_and_update() != seen {
                         return true;
@@ -347,7 +361,7 @@ impl Api {
                 false
             })
             .await;
-            if fresh != Ok(true) {
+            if next && fresh != Ok(true) {
                 return Response::error(503, "no_frame", &format!("camera {} delivered no frame within 2 s", cam.name))
                     .with_header("Retry-After", "1".into());
             }

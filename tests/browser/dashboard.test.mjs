@@ -471,7 +471,7 @@ test("live view: the toggle swaps cam0's snapshot for its stream and back; a hid
   page.on("request", onRequest);
   await page.goto(`${backend.url}?poll_ms=${KILL_POLL_MS}`, { waitUntil: "load" });
   await waitFor("cam0's snapshot", 5000, async () => { const v = await liveView(page, "cam0"); return v.src.includes("/latest.jpg") && v.complete && v.w === 160; });
-  assert.equal(await waitStreams(0, STREAM_CLOSE_MS, "before the test"), await waitStreams(0, 0, "before"), "no stream open yet");
+  await waitStreams(0, STREAM_CLOSE_MS, "no stream before the test");
   const nodesBefore = await page.evaluate(NODE_COUNT);
   assert.equal((await liveView(page, "cam0")).pressed, "false");
 
@@ -729,11 +729,12 @@ test("exports from the page: progress bar, cancel, download; the timelapse plays
   console.log(`figures: ${JSON.stringify(figures)}`);
 });
 
-test("http.protect_reads: the page asks for the token once, then status and images load; refused, it says locked", { timeout: 60000 }, async () => {
-  // A second camjobd of its own, reads protected.
+test("http.protect_reads: the page asks for the token once, then status, images and the live view load; refused, it says locked", { timeout: 60000 }, async () => {
+  // A second camjobd of its own, reads protected, and one stream client at most (to see the
+  // page's live view refused while another client holds the one place).
   const p2 = await freePort();
   const file = path.join(tmp, "protected.json");
-  writeFileSync(file, JSON.stringify({ http: { bind: `127.0.0.1:${p2}`, token: TOKEN, protect_reads: true },
+  writeFileSync(file, JSON.stringify({ http: { bind: `127.0.0.1:${p2}`, token: TOKEN, protect_reads: true, max_stream_clients: 1 },
     storage: { dir: path.join(tmp, "data-protected") }, log: { level: "warn" },
     cameras: [{ name: "cam0", source: { kind: "synthetic", width: 160, height: 120, fps: 10 }, snapshot_interval_ms: 200 }] }));
   const proc = spawn(BIN, ["--config", file], { stdio: ["ignore", "ignore", "ignore"] });
@@ -757,6 +758,44 @@ test("http.protect_reads: the page asks for the token once, then status and imag
     console.log(`protected page: ${prompts.length} prompt(s) (${JSON.stringify(prompts)}), then ${JSON.stringify(shown)}`);
     assert.equal(prompts.length, 1);
     assert.equal(shown.w, 160);
+
+    // The live view while another client holds the one stream place: camjobd answers 503, the
+    // page turns the toggle off and says why, in the card's message (no node added).
+    const auth = { Authorization: `Bearer ${TOKEN}` };
+    const streams2 = async () => (await (await fetch(`http://127.0.0.1:${p2}/api/status`, { headers: auth, signal: AbortSignal.timeout(3000) })).json()).http;
+    const nodesBefore = await page.evaluate(NODE_COUNT);
+    const holder = new AbortController();
+    const held = await fetch(`http://127.0.0.1:${p2}/api/cameras/cam0/stream.mjpeg?fps=1`, { headers: auth, signal: holder.signal });
+    assert.equal(held.status, 200, "the other client streams");
+    await page.locator(liveSel("cam0")).click();
+    const refused = await waitFor("the toggle off again with a message", 10000, async () => {
+      const v = await liveView(page, "cam0");
+      return v.pressed === "false" && v.msg !== "" && v;
+    }, 50);
+    const rejected = (await streams2()).streams_rejected;
+    const backToSnapshot = await waitFor("the snapshot back after the refusal", 5000, async () => {
+      const v = await liveView(page, "cam0");
+      return v.src.includes("/latest.jpg?") && v.complete && v.w === 160 && v.shown && v;
+    }, 50);
+    holder.abort();
+    await held.body?.cancel().catch(() => {});
+    await waitFor("the other client's stream closed", STREAM_CLOSE_MS, async () => (await streams2()).streams_active === 0, 50);
+    // Free again: the page's stream loads with the cookie alone (an <img> sends no header).
+    await page.locator(liveSel("cam0")).click();
+    await waitFor("the live view through the cookie", 5000, async () => {
+      const v = await liveView(page, "cam0");
+      return v.pressed === "true" && v.src.includes("/stream.mjpeg") && v.complete && v.w === 160;
+    }, 50);
+    const liveStreams = (await streams2()).streams_active;
+    await page.locator(liveSel("cam0")).click();
+    await waitFor("the page's stream closed", STREAM_CLOSE_MS, async () => (await streams2()).streams_active === 0, 50);
+    const nodesAfter = await page.evaluate(NODE_COUNT);
+    console.log(`live view refused (stream place held): toggle ${refused.pressed}, message "${refused.msg}", streams_rejected ${rejected}, ` +
+      `snapshot back (${backToSnapshot.w} px); then live through the cookie: streams_active ${liveStreams}; DOM nodes ${nodesBefore} -> ${nodesAfter}`);
+    assert.ok(rejected >= 1, "camjobd refused the page's stream");
+    assert.match(refused.msg, /live view unavailable/);
+    assert.equal(liveStreams, 1);
+    assert.equal(nodesAfter, nodesBefore, "the refusal and its message add no node");
     assert.deepEqual(errors, []);
     await closeBrowser();
 
