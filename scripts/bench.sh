@@ -95,16 +95,19 @@ sleep 1
 for clients in 0 32; do
   cids=()
   for _ in $(seq "$clients"); do
-    curl -s -o /dev/null --max-time "$((secs + 2))" "http://$addr/stream" & cids+=($!)
+    curl -s -o /dev/null --max-time "$((2 * secs + 4))" "http://$addr/stream" & cids+=($!)
   done
   sleep 1
+  # First the clients alone (CPU per frame), then /api/status under wrk beside them.
   read -r f0 d0 < <(frames); c0=$(cpu_s "$pid"); s0=$(http_stat stream_frames); t0=$(date +%s.%N)
-  wrk -t1 -c4 -d"${secs}s" --latency "http://$addr/api/status" > "$work/wrk" 2>&1 || true
+  sleep "$secs"
   read -r f1 d1 < <(frames); c1=$(cpu_s "$pid"); s1=$(http_stat stream_frames); t1=$(date +%s.%N)
-  wait "${cids[@]}" 2>/dev/null || true
-  python3 - "$clients" "$f0" "$f1" "$d0" "$d1" "$c0" "$c1" "$s0" "$s1" "$t0" "$t1" "$work/wrk" <<'PY'
+  wrk -t1 -c4 -d"${secs}s" --latency "http://$addr/api/status" > "$work/wrk" 2>&1 || true
+  read -r f2 d2 < <(frames)
+  [ ${#cids[@]} -eq 0 ] || wait "${cids[@]}" 2>/dev/null || true
+  python3 - "$clients" "$f0" "$f1" "$d0" "$d1" "$c0" "$c1" "$s0" "$s1" "$t0" "$t1" "$work/wrk" "$f2" "$d2" <<'PY'
 import sys
-n, f0, f1, d0, d1, c0, c1, s0, s1, t0, t1, wrk = sys.argv[1:]
+n, f0, f1, d0, d1, c0, c1, s0, s1, t0, t1, wrk, f2, d2 = sys.argv[1:]
 n = int(n); dt = float(t1) - float(t0); cpu = float(c1) - float(c0)
 captured = int(f1) - int(f0); delivered = int(s1) - int(s0)
 w = open(wrk).read()
@@ -116,7 +119,7 @@ if n:
 else:
     line += f"; {1000*cpu/max(captured,1):.3f} ms CPU per captured frame"
 print(line)
-print(f"   /api/status beside it (wrk -c4): {rps} requests/s, p99 {p99}")
+print(f"   then /api/status under wrk -c4 beside them: {rps} requests/s, p99 {p99}; capture {int(f2)-int(f1)} frames, dropped {int(d2)-int(d1)}")
 PY
 done
 kill "$pid"; wait "$pid" 2>/dev/null || true
