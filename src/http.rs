@@ -6,6 +6,7 @@
 //! the published state and commands to the supervisor. None of them imports the capture code:
 //! frames come from [`crate::live`].
 
+pub mod conns;
 pub mod metrics;
 pub mod placeholder;
 pub mod routes;

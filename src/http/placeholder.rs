@@ -515,14 +515,4 @@ mod tests {
         assert_eq!(&jpeg[..2], &[0xFF, 0xD8]);
         assert_eq!(decode(&jpeg).dimensions(), (64, 64));
     }
-
-    /// Writes examples for a human to look at: `cargo test -- --ignored write_examples`.
-    #[test]
-    #[ignore]
-    fn write_examples() {
-        for (w, h) in [(320, 240), (640, 480), (1920, 1080)] {
-            let path = std::env::temp_dir().join(format!("placeholder-{w}x{h}.jpg"));
-            std::fs::write(&path, render(w, h, &["FAILED", REASON])).unwrap();
-        }
-    }
 }

@@ -10,8 +10,10 @@
 //! - **Threads are fixed:** `http` (accepts) and, with `http.workers` > 1, that many runtime
 //!   workers `http-0`..; with 1, a current-thread runtime on `http` alone. No blocking pool is
 //!   used, so none is ever spawned.
-//! - **Connections are capped** at `http.max_connections`: one more is answered 503 and closed
-//!   (counted). Accept errors (EMFILE) are counted, logged at most once a second, and survived.
+//! - **Connections are capped** at `http.max_connections`; at the cap an idle connection (one
+//!   waiting for a request head) is evicted to make room ([`super::conns`]), and only when all
+//!   are busy is one more answered 503 and closed (counted). Accept errors (EMFILE) are
+//!   counted, logged at most once a second, and survived.
 //! - **Heads are bounded:** `max_header_bytes` and `max_headers` (beyond: 431, from hyper).
 //!   A request head must arrive within `read_timeout_ms` (`idle_timeout_ms` if shorter) of the
 //!   moment the server starts waiting for it, so a slowloris client and an idle keep-alive
@@ -49,6 +51,7 @@ use log::{debug, error, info, warn};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Sleep;
 
+use super::conns::{Admission, Busy, Conns, Place};
 use crate::config::HttpConfig;
 use crate::shutdown::Stop;
 
@@ -60,6 +63,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(75);
 const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(1);
 /// A refused connection's 503 gets this long to go out before the socket is closed.
 const REJECT_LINGER: Duration = Duration::from_millis(250);
+/// Refusals lingering at once; more are closed at once (a flood must not hold descriptors).
+pub const MAX_REJECTING: u64 = 64;
 /// Send buffer asked for each connection: enough for a LAN client at full rate, small enough
 /// that a client that stops reading blocks our writes (and meets the write timeout) soon.
 pub const SEND_BUFFER: usize = 256 * 1024;
@@ -216,8 +221,12 @@ pub trait Handler: Send + Sync + 'static {
 pub struct Stats {
     /// Connections returned by accept() (including those then rejected).
     pub connections_accepted: AtomicU64,
-    /// Connections answered 503 because `max_connections` were open.
+    /// Connections answered 503 because `max_connections` were open and all busy.
     pub connections_rejected: AtomicU64,
+    /// Idle connections closed to make room for a new one at `max_connections`.
+    pub connections_evicted: AtomicU64,
+    /// Refusals delivering their 503 now (at most [`MAX_REJECTING`]).
+    pub rejecting: AtomicU64,
     /// Connections open now.
     pub connections_active: AtomicU64,
     /// Requests handed to the handler.
@@ -248,6 +257,7 @@ impl Stats {
         serde_json::json!({
             "connections_accepted": g(&self.connections_accepted),
             "connections_rejected": g(&self.connections_rejected),
+            "connections_evicted": g(&self.connections_evicted),
             "connections_active": g(&self.connections_active),
             "requests": g(&self.requests),
             "bad_requests": g(&self.bad_requests),
@@ -304,6 +314,7 @@ struct Ctx {
     handler: Arc<dyn Handler>,
     limits: Limits,
     stats: Arc<Stats>,
+    conns: Arc<Conns>,
 }
 
 /// A running server: its threads and counters.
@@ -330,7 +341,8 @@ impl Server {
         let limits = Limits::from(config);
         let closing = Arc::new(AtomicBool::new(false));
         let runtime = runtime(limits.workers)?;
-        let ctx = Arc::new(Ctx { handler, limits: limits.clone(), stats: Arc::clone(&stats) });
+        let conns = Conns::new(limits.max_connections as usize);
+        let ctx = Arc::new(Ctx { handler, limits: limits.clone(), stats: Arc::clone(&stats), conns });
         let flag = Arc::clone(&closing);
         let thread = thread::Builder::new().name("http".into()).spawn(move || {
             let served = runtime.block_on(async move {
@@ -411,14 +423,27 @@ async fn accept_loop(listener: tokio::net::TcpListener, ctx: Arc<Ctx>, stopping:
         match accepted {
             Ok((sock, _peer)) => {
                 bump(&stats.connections_accepted);
-                let active = stats.connections_active.fetch_add(1, Ordering::Relaxed);
-                let guard = Active(Arc::clone(stats));
-                if active >= ctx.limits.max_connections {
-                    bump(&stats.connections_rejected);
-                    tokio::spawn(reject(sock, guard));
-                } else {
-                    tokio::spawn(connection(sock, Arc::clone(&ctx), guard));
-                }
+                let place = match ctx.conns.admit() {
+                    Admission::Admitted(p) => p,
+                    Admission::Evicted(p) => {
+                        bump(&stats.connections_evicted);
+                        p
+                    }
+                    Admission::Full => {
+                        bump(&stats.connections_rejected);
+                        // A few refusals linger to deliver their 503; beyond that a flood's
+                        // sockets are just closed.
+                        if stats.rejecting.fetch_add(1, Ordering::Relaxed) < MAX_REJECTING {
+                            tokio::spawn(reject(sock, Rejecting(Arc::clone(stats))));
+                        } else {
+                            stats.rejecting.fetch_sub(1, Ordering::Relaxed);
+                        }
+                        continue;
+                    }
+                };
+                stats.connections_active.fetch_add(1, Ordering::Relaxed);
+                let active = Active(Arc::clone(stats));
+                tokio::spawn(connection(sock, Arc::clone(&ctx), place, active));
             }
             Err(e) => {
                 bump(&stats.accept_errors);
@@ -450,9 +475,18 @@ impl Drop for Active {
     }
 }
 
+/// Counts a refusal that is delivering its 503.
+struct Rejecting(Arc<Stats>);
+
+impl Drop for Rejecting {
+    fn drop(&mut self) {
+        self.0.rejecting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Answers a connection beyond the cap with 503 and closes it, without reading the request
 /// (bounded in time; the client may not read at all).
-async fn reject(mut sock: tokio::net::TcpStream, _active: Active) {
+async fn reject(mut sock: tokio::net::TcpStream, _rejecting: Rejecting) {
     const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
 Retry-After: 1\r\nConnection: close\r\nContent-Length: 104\r\n\r\n\
 {\"error\":{\"code\":\"busy\",\"message\":\"too many connections (http.max_connections); try again\"}}\n   ";
@@ -475,7 +509,7 @@ Retry-After: 1\r\nConnection: close\r\nContent-Length: 104\r\n\r\n\
     .await;
 }
 
-async fn connection(sock: tokio::net::TcpStream, ctx: Arc<Ctx>, _active: Active) {
+async fn connection(sock: tokio::net::TcpStream, ctx: Arc<Ctx>, place: Place, _active: Active) {
     let _ = sock.set_nodelay(true);
     let _ = socket2::SockRef::from(&sock).set_send_buffer_size(SEND_BUFFER);
     let io = TokioIo::new(Guarded::new(sock, ctx.limits.write_timeout, Arc::clone(&ctx.stats)));
@@ -492,11 +526,24 @@ async fn connection(sock: tokio::net::TcpStream, ctx: Arc<Ctx>, _active: Active)
         .max_buf_size(8192.max(l.max_header_bytes))
         .keep_alive(true);
     let svc_ctx = Arc::clone(&ctx);
+    let conn = Arc::clone(&place.conn);
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let ctx = Arc::clone(&svc_ctx);
-        async move { Ok::<_, Infallible>(respond(&ctx.handler, &ctx.limits, &ctx.stats, req).await) }
+        // Busy from the head until the response body is finished (or dropped).
+        let busy = Busy::new(&conn);
+        async move {
+            let mut resp = respond(&ctx.handler, &ctx.limits, &ctx.stats, req).await;
+            resp.body_mut().busy = Some(busy);
+            Ok::<_, Infallible>(resp)
+        }
     });
-    if let Err(e) = builder.serve_connection(io, service).await {
+    let served = builder.serve_connection(io, service);
+    let result = tokio::select! {
+        r = served => r,
+        // Evicted while idle to make room for a new connection.
+        _ = place.conn.evicted() => return,
+    };
+    if let Err(e) = result {
         let stats = &ctx.stats;
         if e.is_timeout() {
             bump(&stats.timeouts);
@@ -594,8 +641,8 @@ fn finish(r: Response, head: bool, cors: Option<&HeaderValue>, close: bool) -> h
         Body::Static(b) => HttpBody::full(Bytes::from_static(b)),
         Body::Bytes(b) => HttpBody::full(Bytes::from(b)),
         Body::Shared(b) => HttpBody::full(Bytes::from_owner(SharedBytes(b))),
-        Body::File(f, n) => HttpBody(Kind::File { file: f, left: n }),
-        Body::Stream(s) => HttpBody(Kind::Stream(s)),
+        Body::File(f, n) => HttpBody::new(Kind::File { file: f, left: n }),
+        Body::Stream(s) => HttpBody::new(Kind::Stream(s)),
     };
     let mut resp = hyper::Response::new(body);
     *resp.status_mut() = http::StatusCode::from_u16(r.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
@@ -635,7 +682,11 @@ impl AsRef<[u8]> for SharedBytes {
 }
 
 /// The body hyper writes.
-pub struct HttpBody(Kind);
+pub struct HttpBody {
+    kind: Kind,
+    /// Keeps the connection busy (not evictable) until the body is finished or dropped.
+    busy: Option<Busy>,
+}
 
 enum Kind {
     Full(Option<Bytes>),
@@ -649,11 +700,14 @@ enum Kind {
 }
 
 impl HttpBody {
+    fn new(kind: Kind) -> HttpBody {
+        HttpBody { kind, busy: None }
+    }
     fn full(b: Bytes) -> HttpBody {
-        HttpBody(Kind::Full(Some(b)))
+        HttpBody::new(Kind::Full(Some(b)))
     }
     fn head(n: u64) -> HttpBody {
-        HttpBody(Kind::Head(n))
+        HttpBody::new(Kind::Head(n))
     }
 }
 
@@ -662,7 +716,36 @@ impl HttpBodyTrait for HttpBody {
     type Error = io::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        match &mut self.0 {
+        let polled = self.poll_kind(cx);
+        if matches!(polled, Poll::Ready(None)) {
+            // Finished: the connection is idle again (evictable) from now on.
+            self.busy = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
+            Kind::Head(_) => true,
+            Kind::File { left, .. } => *left == 0,
+            Kind::Stream(s) => s.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Head(n) => SizeHint::with_exact(*n),
+            Kind::File { left, .. } => SizeHint::with_exact(*left),
+            Kind::Stream(s) => s.size_hint(),
+        }
+    }
+}
+
+impl HttpBody {
+    fn poll_kind(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match &mut self.kind {
             Kind::Full(b) => Poll::Ready(b.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b)))),
             Kind::Head(_) => Poll::Ready(None),
             Kind::File { file, left } => {
@@ -680,24 +763,6 @@ impl HttpBodyTrait for HttpBody {
                 })))
             }
             Kind::Stream(s) => s.as_mut().poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.0 {
-            Kind::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
-            Kind::Head(_) => true,
-            Kind::File { left, .. } => *left == 0,
-            Kind::Stream(s) => s.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.0 {
-            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Head(n) => SizeHint::with_exact(*n),
-            Kind::File { left, .. } => SizeHint::with_exact(*left),
-            Kind::Stream(s) => s.size_hint(),
         }
     }
 }

@@ -77,19 +77,38 @@ impl Daemon {
 
     /// With extra environment variables (`NOTIFY_SOCKET`, ...).
     pub fn start_env(dir: TempDir, config: &Value, unread_stderr: bool, env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn(dir, config, unread_stderr, env, None)
+    }
+
+    /// With at most `nofile` open file descriptors (RLIMIT_NOFILE), to drive EMFILE.
+    pub fn start_nofile(dir: TempDir, config: &Value, nofile: u64) -> Daemon {
+        Daemon::spawn(dir, config, false, &[], Some(nofile))
+    }
+
+    fn spawn(dir: TempDir, config: &Value, unread_stderr: bool, env: &[(&str, &str)], nofile: Option<u64>) -> Daemon {
         let cfg = dir.path("config.json");
         std::fs::write(&cfg, serde_json::to_vec_pretty(config).unwrap()).unwrap();
         let stderr_log = dir.path("stderr.log");
         let stderr =
             if unread_stderr { Stdio::piped() } else { Stdio::from(std::fs::File::create(&stderr_log).unwrap()) };
-        let mut child = Command::new(bin())
-            .arg("--config")
-            .arg(&cfg)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn camjobd");
+        let mut cmd = Command::new(bin());
+        cmd.arg("--config").arg(&cfg).envs(env.iter().copied()).stdout(Stdio::piped()).stderr(stderr);
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit { rlim_cur: n, rlim_max: n };
+            // SAFETY: runs in the forked child before exec; setrlimit is async-signal-safe and
+            // reads only `limit`, a copy owned by this closure.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn camjobd");
         let unread = child.stderr.take().inspect(|e| {
             use std::os::fd::AsRawFd;
             // The smallest pipe (one page) fills after a few dozen log lines.

@@ -5,7 +5,8 @@ use std::net::{SocketAddr, TcpStream};
 
 use super::*;
 
-/// Answers `/ok`, panics on `/panic`, sends 8 MiB on `/big`, echoes the body length on POST.
+/// Answers `/ok`, panics on `/panic`, takes 3 s on `/slow`, sends 8 MiB on `/big`, echoes the
+/// body length on POST.
 struct Test;
 
 impl Handler for Test {
@@ -13,6 +14,10 @@ impl Handler for Test {
         Box::pin(async move {
             match req.path {
                 "/panic" => panic!("a handler bug"),
+                "/slow" => {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    Response::new(200, "text/plain", Body::Static(b"slow"))
+                }
                 "/big" => Response::new(200, "application/octet-stream", Body::Bytes(vec![7u8; 8 << 20])),
                 _ if req.method == "POST" => {
                     Response::new(200, "text/plain", Body::Bytes(req.body.len().to_string().into()))
@@ -197,19 +202,36 @@ fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
 }
 
 #[test]
-fn beyond_the_cap_a_connection_gets_503_and_threads_stay_fixed() {
+fn at_the_cap_idle_connections_make_room_and_busy_ones_get_503() {
     let r = start(config());
     // A thread names itself once it runs.
     assert!(eventually(Duration::from_secs(2), || http_threads() == 3), "http and two workers");
     let before = http_threads();
-    let held: Vec<TcpStream> = (0..16).map(|_| TcpStream::connect(r.addr()).unwrap()).collect();
+    // 16 sockets that never send a byte fill the cap ...
+    let silent: Vec<TcpStream> = (0..16).map(|_| TcpStream::connect(r.addr()).unwrap()).collect();
     assert!(eventually(Duration::from_secs(2), || r.stats().connections_active.load(Ordering::Relaxed) == 16));
+    // ... and still a real request is served at once: the longest-idle one makes room.
+    let t0 = Instant::now();
+    let a = exchange(r.addr(), b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(status(&a), 200, "{a}");
+    assert!(t0.elapsed() < Duration::from_millis(400), "took {:?}", t0.elapsed());
+    assert_eq!(r.stats().connections_evicted.load(Ordering::Relaxed), 1);
+    drop(silent);
+    // 16 busy requests: nobody can be evicted, so one more is refused.
+    let busy: Vec<TcpStream> = (0..16)
+        .map(|_| {
+            let mut s = TcpStream::connect(r.addr()).unwrap();
+            s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(2), || r.stats().requests.load(Ordering::Relaxed) >= 17));
     let a = exchange(r.addr(), b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(status(&a), 503, "{a}");
     assert!(a.contains("max_connections"));
     assert_eq!(r.stats().connections_rejected.load(Ordering::Relaxed), 1);
     assert_eq!(http_threads(), before, "connections cost no thread");
-    drop(held);
+    drop(busy);
     assert!(eventually(Duration::from_secs(2), || status(&exchange(
         r.addr(),
         b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
