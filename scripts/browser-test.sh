@@ -48,7 +48,7 @@ cargo build --release ${CAMJOBD_FEATURES:+--features "$CAMJOBD_FEATURES"} --bin 
 
 log "browser test (DASHBOARD_POLLS=${DASHBOARD_POLLS:-12000})"
 export ARTIFACTS_DIR="${ARTIFACTS_DIR:-$root/target/browser-artifacts}"
-export CAMJOBD_BIN="$root/target/release/camjobd"
+export CAMJOBD_BIN="${CAMJOBD_BIN:-$root/target/release/camjobd}"
 mkdir -p "$ARTIFACTS_DIR"
 status=0
 # The spec reporter prints each test's console lines (the figures) and a pass/fail summary.
