@@ -202,7 +202,12 @@ fn kill_9_at_random_moments_leaves_a_consistent_store() {
         let biggest = jpgs.iter().map(|(_, n)| *n).max().unwrap_or(0);
         assert!(used <= budget + biggest, "cycle {cycle}: {used} bytes on disk, budget {budget}");
         for (p, _) in &jpgs {
-            let bytes = std::fs::read(p).unwrap();
+            // The daemon runs on: retention may delete a file between the listing and here.
+            let bytes = match std::fs::read(p) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => panic!("cycle {cycle}: {}: {e}", p.display()),
+            };
             image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg)
                 .unwrap_or_else(|e| panic!("cycle {cycle}: {} is not a JPEG: {e}", p.display()));
             checked_files += 1;

@@ -524,6 +524,9 @@ async fn connection(sock: tokio::net::TcpStream, ctx: Arc<Ctx>, place: Place, _a
         // stream for its next frame while this much is queued, so a slow client holds at
         // most one frame here.
         .max_buf_size(8192.max(l.max_header_bytes))
+        // A client may shut down its side once the request is sent (busybox nc, scripts): it
+        // still gets its answer.
+        .half_close(true)
         .keep_alive(true);
     let svc_ctx = Arc::clone(&ctx);
     let conn = Arc::clone(&place.conn);

@@ -596,6 +596,68 @@ test("live view: closing the page with two streams on leaves none open", { timeo
   assert.deepEqual(errors, []);
 });
 
+test("a Mainsail-style fetch reader on another origin parses the stream (CORS, Content-Length parts)", { timeout: 30000 }, async () => {
+  const { ctx, errors } = browser;
+  const page = await ctx.newPage();
+  page.on("pageerror", e => errors.push(String(e)));
+  try {
+    // localhost and 127.0.0.1 are different origins: the fetch is a real CORS request, as
+    // Mainsail's is from its own host.
+    await page.goto(`http://localhost:${port}/healthz`, { waitUntil: "load" });
+    const got = await page.evaluate(async (url) => {
+      const abort = new AbortController();
+      const r = await fetch(url, { mode: "cors", signal: abort.signal });
+      const reader = r.body.getReader();
+      let buf = new Uint8Array(0), frames = 0, decoded = 0, bad = 0;
+      const text = new TextDecoder("latin1");
+      const find = (hay, needle, from = 0) => {
+        outer: for (let i = from; i + needle.length <= hay.length; i++) {
+          for (let j = 0; j < needle.length; j++) if (hay[i + j] !== needle[j]) continue outer;
+          return i;
+        }
+        return -1;
+      };
+      const crlf2 = [13, 10, 13, 10];
+      const deadline = performance.now() + 10000;
+      while (frames < 20 && performance.now() < deadline) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        const joined = new Uint8Array(buf.length + value.length);
+        joined.set(buf); joined.set(value, buf.length); buf = joined;
+        // Like Mainsail: the part head, its Content-Length, then exactly that many bytes.
+        for (;;) {
+          const end = find(buf, crlf2);
+          if (end < 0) break;
+          const head = text.decode(buf.subarray(0, end));
+          const m = /content-length:\s*(\d+)/i.exec(head);
+          if (!m) { bad++; buf = buf.subarray(end + 4); continue; }
+          const len = Number(m[1]);
+          if (buf.length < end + 4 + len) break;
+          const jpeg = buf.slice(end + 4, end + 4 + len);
+          buf = buf.subarray(end + 4 + len);
+          frames++;
+          if (jpeg[0] === 0xFF && jpeg[1] === 0xD8 && jpeg[len - 2] === 0xFF && jpeg[len - 1] === 0xD9) {
+            try { (await createImageBitmap(new Blob([jpeg], { type: "image/jpeg" }))).close(); decoded++; } catch { bad++; }
+          } else bad++;
+        }
+      }
+      abort.abort();
+      return { status: r.status, type: r.headers.get("content-type"), frames, decoded, bad };
+    }, `http://127.0.0.1:${port}/stream?fps=10`);
+    figures.fetchReader = got;
+    console.log(`fetch reader (CORS): status ${got.status}, ${got.type}; ${got.frames} parts, ${got.decoded} decoded, ${got.bad} bad`);
+    assert.equal(got.status, 200);
+    assert.match(got.type, /^multipart\/x-mixed-replace;boundary=camjobdframe/);
+    assert.equal(got.frames, 20);
+    assert.equal(got.decoded, 20);
+    assert.equal(got.bad, 0);
+    await waitStreams(0, 5000, "the aborted fetch released its stream");
+  } finally {
+    if (!page.isClosed()) await page.close();
+  }
+  assert.deepEqual(errors, []);
+});
+
 test("backend killed: shown as disconnected; restarted: recovers without a reload", { timeout: 90000 }, async () => {
   const { page } = browser;
   let navigations = 0, statusFailed = 0;

@@ -134,6 +134,20 @@ fn keep_alive_and_head() {
 }
 
 #[test]
+fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    let r = start(config());
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(r.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /ok HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.0 200") && out.ends_with("ok"), "{out:?}");
+    }
+}
+
+#[test]
 fn oversized_and_crowded_heads_are_431() {
     let r = start(config());
     let long = format!("GET /ok HTTP/1.1\r\nHost: x\r\nX-Long: {}\r\n\r\n", "a".repeat(4096));
