@@ -40,17 +40,14 @@ fn wait_frames(shared: &Shared, n: u64, within: Duration) {
     }
 }
 
-#[test]
-fn pass_through_makes_zero_allocations_per_frame() {
-    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = TempDir::new("alloc");
-    // 50 different small JPEGs back to back, repeated forever by the child.
+/// A pipe camera whose child repeats 50 different small JPEGs back to back forever.
+fn pipe_camera(dir: &TempDir, snapshot_interval_ms: u64) -> CameraConfig {
     let mut stream = Vec::new();
     for i in 0..50 {
         stream.extend(jpeg(96, 64, i * 5));
     }
     std::fs::write(dir.path("stream.mjpg"), &stream).unwrap();
-    let cam = CameraConfig {
+    CameraConfig {
         name: "cam0".into(),
         source: SourceConfig::Pipe(PipeConfig {
             command: vec![
@@ -59,9 +56,16 @@ fn pass_through_makes_zero_allocations_per_frame() {
                 format!("while :; do cat {}; done", dir.path("stream.mjpg").display()),
             ],
         }),
-        snapshot_interval_ms: 0, // keep and publish every frame: the busiest path
+        snapshot_interval_ms,
         ..CameraConfig::default()
-    };
+    }
+}
+
+#[test]
+fn pass_through_makes_zero_allocations_per_frame() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("alloc");
+    let cam = pipe_camera(&dir, 0); // keep and publish every frame: the busiest path
     let stop = Stop::new();
     let (shared, t) = start(cam, &stop);
     // A reader that keeps taking the latest snapshot, like HTTP clients do.
@@ -102,24 +106,8 @@ fn pass_through_makes_zero_allocations_per_frame() {
 fn live_view_publishing_and_copies_make_zero_allocations_per_frame() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("alloc-live");
-    let mut stream = Vec::new();
-    for i in 0..50 {
-        stream.extend(jpeg(96, 64, i * 5));
-    }
-    std::fs::write(dir.path("stream.mjpg"), &stream).unwrap();
-    let cam = CameraConfig {
-        name: "cam0".into(),
-        source: SourceConfig::Pipe(PipeConfig {
-            command: vec![
-                "sh".into(),
-                "-c".into(),
-                format!("while :; do cat {}; done", dir.path("stream.mjpg").display()),
-            ],
-        }),
-        // Snapshots rarely: nearly every frame is published for the live view alone.
-        snapshot_interval_ms: 5_000,
-        ..CameraConfig::default()
-    };
+    // Snapshots rarely: nearly every frame is published for the live view alone.
+    let cam = pipe_camera(&dir, 5_000);
     let stop = Stop::new();
     let (shared, t) = start(cam, &stop);
     let live = Arc::clone(&shared.cameras[0].live);
