@@ -62,7 +62,7 @@ cross_pid=""
 trap 'rm -f "$out" "$cross_log" "${fuzz_build_log:-}"; [ -z "$cross_pid" ] || kill "$cross_pid" 2>/dev/null || true' EXIT
 # Integration tests start real daemons with timing checks: a few at a time on 2 cores.
 status=0
-cargo test --locked --features v4l2 --lib --bins --tests -- --test-threads=4 2>&1 | tee "$out" || status=$?
+cargo test --locked --no-fail-fast --features v4l2 --lib --bins --tests -- --test-threads=4 2>&1 | tee "$out" || status=$?
 
 # Records a script's outcome as one pass or fail in the summary.
 record() { # NAME STATUS
