@@ -115,7 +115,9 @@ pub struct HttpConfig {
     pub max_stream_clients: usize,
     /// Copies of published frames that HTTP readers hold, per camera (fixed, allocated at
     /// start: `frame_copies` x `max_frame_bytes`). Readers never hold capture's buffers.
-    pub frame_copies: usize,
+    /// `null`: `max_stream_clients + 2`, so that every stream client can hold one while new
+    /// frames still find a free copy (see [`HttpConfig::frame_copies`]).
+    pub frame_copies: Option<usize>,
     /// `Access-Control-Allow-Origin` on reads (`null`: none), so pages on other origins
     /// (Mainsail, Fluidd) can `fetch` the stream and snapshots.
     pub cors_origin: Option<String>,
@@ -445,6 +447,14 @@ impl Default for Config {
     }
 }
 
+impl HttpConfig {
+    /// Frame copies per camera: the configured number, or one per stream client plus two
+    /// for snapshot readers.
+    pub fn frame_copies(&self) -> usize {
+        self.frame_copies.unwrap_or(self.max_stream_clients + 2)
+    }
+}
+
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
@@ -457,7 +467,7 @@ impl Default for HttpConfig {
             queue: 32,
             max_connections: 256,
             max_stream_clients: 8,
-            frame_copies: 4,
+            frame_copies: None,
             cors_origin: Some("*".into()),
             read_timeout_ms: 5_000,
             write_timeout_ms: 5_000,
@@ -640,7 +650,9 @@ impl Config {
         v.range("http.queue", h.queue as u64, 1, 4096);
         v.range("http.max_connections", h.max_connections as u64, 8, 65_536);
         v.range("http.max_stream_clients", h.max_stream_clients as u64, 1, 1024);
-        v.range("http.frame_copies", h.frame_copies as u64, 1, 64);
+        if let Some(n) = h.frame_copies {
+            v.range("http.frame_copies", n as u64, 1, 1026);
+        }
         if let Some(o) = &h.cors_origin {
             v.check(
                 "http.cors_origin",

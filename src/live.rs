@@ -131,19 +131,36 @@ impl LiveFeed {
 
     /// A copy of `src` (a capture-pool frame) that does not hold capture's buffer: shared
     /// with every other reader of the same frame. When every copy buffer is held, the newest
-    /// copy there is (counted in [`LiveFeed::copies_missed`]).
+    /// copy there is (counted in [`LiveFeed::copies_missed`]): right for a live view, which
+    /// wants *a* recent frame.
     pub fn copy(&self, src: &Arc<Frame>) -> Arc<Frame> {
         let mut pool = self.copies.lock().unwrap_or_else(|e| e.into_inner());
+        Self::copy_in(&mut pool, src).unwrap_or_else(|| {
+            self.copies_missed.fetch_add(1, Relaxed);
+            // Every buffer is held, so each holds a frame: `newest` finds one.
+            pool.newest().expect("a held copy")
+        })
+    }
+
+    /// A copy of exactly `src`, or `None` when every copy buffer is held by other frames
+    /// (counted): for readers that name the frame (`latest.jpg` by its `ETag`, a snapshot by
+    /// its seq), which must never get another one.
+    pub fn copy_exact(&self, src: &Arc<Frame>) -> Option<Arc<Frame>> {
+        let mut pool = self.copies.lock().unwrap_or_else(|e| e.into_inner());
+        let copy = Self::copy_in(&mut pool, src);
+        if copy.is_none() {
+            self.copies_missed.fetch_add(1, Relaxed);
+        }
+        copy
+    }
+
+    fn copy_in(pool: &mut FramePool, src: &Arc<Frame>) -> Option<Arc<Frame>> {
         if let Some(c) = pool.find(src.id) {
-            return c;
+            return Some(c);
         }
-        if let Some(mut slot) = pool.acquire() {
-            slot.frame().copy_from(src);
-            return slot.share();
-        }
-        self.copies_missed.fetch_add(1, Relaxed);
-        // Every buffer is held, so each holds a frame: `newest` finds one.
-        pool.newest().expect("a held copy")
+        let mut slot = pool.acquire()?;
+        slot.frame().copy_from(src);
+        Some(slot.share())
     }
 }
 
@@ -224,6 +241,10 @@ mod tests {
         let d = feed.newest().unwrap();
         assert_eq!(d.id, 2);
         assert_eq!(feed.copies_missed(), 1);
+        // A reader that names frame 3 gets it or nothing, never frame 2.
+        let three = feed.latest.lock().unwrap().clone().unwrap();
+        assert!(feed.copy_exact(&three).is_none());
+        assert_eq!(feed.copies_missed(), 2);
         drop((a, b));
         let e = feed.newest().unwrap();
         assert_eq!(e.id, 3, "a released copy buffer takes the newest frame");

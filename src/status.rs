@@ -568,7 +568,7 @@ impl Shared {
                     store: StoreStats { last_change: AtomicU32::new(f32::NAN.to_bits()), ..StoreStats::default() },
                     live: Arc::new(LiveFeed::new(
                         config.http.max_stream_clients,
-                        config.http.frame_copies,
+                        config.http.frame_copies(),
                         c.max_frame_bytes,
                     )),
                 })

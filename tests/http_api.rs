@@ -228,3 +228,22 @@ fn token_guards_every_non_get_request() {
     assert_eq!(r.status, 202, "{}", r.text());
     d.wait_state("cam0", "STOPPED", 5 * SEC);
 }
+
+#[test]
+fn writes_from_pages_of_other_origins_are_refused() {
+    let d = running("origin", json!({}));
+    let host = d.addr.to_string();
+    for origin in ["http://evil.example", "null", "http://127.0.0.1:1"] {
+        let r = request(d.addr, "POST", "/api/cameras/cam0/stop", &[("Origin", origin)], b"");
+        assert_eq!(r.error_code(403), "cross_origin", "{origin}");
+    }
+    assert_eq!(d.camera("cam0")["job"]["state"], "RUNNING", "nothing was stopped");
+    // The dashboard's own origin, and scripts that send none, may write.
+    let own = format!("http://{host}");
+    let r = request(d.addr, "POST", "/api/cameras/cam0/stop", &[("Origin", own.as_str())], b"");
+    assert_eq!(r.status, 202, "{}", r.text());
+    d.wait_state("cam0", "STOPPED", 5 * SEC);
+    assert_eq!(d.post("/api/cameras/cam0/start", "").status, 202);
+    // Reads from other origins stay open (CORS).
+    assert_eq!(request(d.addr, "GET", "/api/status", &[("Origin", "http://mainsail.local")], b"").status, 200);
+}

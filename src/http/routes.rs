@@ -188,6 +188,15 @@ impl Api {
             _ => Action::Page,
         };
         let http = &self.shared.config.http;
+        if !get && !same_origin(req) {
+            // A page on another site posting here (a form, a text/plain fetch): browsers send
+            // its Origin, which never names us. Scripts and curl send none.
+            return Response::error(
+                403,
+                "cross_origin",
+                "writes from pages of other origins are refused (the Origin header does not match Host)",
+            );
+        }
         if let Some(token) = &http.token {
             // Reads are open unless `protect_reads`; the page itself and the liveness check
             // always are (the page asks for the token; systemd and load balancers probe).
@@ -458,7 +467,17 @@ fn latest_jpg(req: &Request<'_>, cam: &CameraShared) -> Response {
     if cached {
         return Response { status: 304, content_type: "image/jpeg", headers, body: Body::Empty };
     }
-    Response { status: 200, content_type: "image/jpeg", headers, body: Body::Shared(cam.live.copy(&frame)) }
+    match cam.live.copy_exact(&frame) {
+        Some(copy) => Response { status: 200, content_type: "image/jpeg", headers, body: Body::Shared(copy) },
+        None => copies_busy(),
+    }
+}
+
+/// Every frame copy is held by slow readers: the named frame cannot be served now without
+/// holding a capture buffer or allocating, so the reader is asked to come back.
+fn copies_busy() -> Response {
+    Response::error(503, "busy", "every frame copy is held by slow readers (http.frame_copies); try again in a moment")
+        .with_header("Retry-After", "1".into())
 }
 
 /// The value of `key` in a query, ignoring every other parameter (and bare cache-busters such
@@ -590,13 +609,9 @@ fn snapshot_jpg(req: &Request<'_>, cam: &CameraShared, shared: &Shared, file: &s
     if req.header("If-None-Match").is_some_and(|v| etag_matches(v, seq)) {
         return Response { status: 304, content_type: "image/jpeg", headers, body: Body::Empty };
     }
-    if let Some(frame) = cam.snapshots.latest().filter(|f| f.seq == seq) {
-        return Response {
-            status: 200,
-            content_type: "image/jpeg",
-            headers,
-            body: Body::Shared(cam.live.copy(&frame)),
-        };
+    // The newest snapshot from memory, when a copy of it can be had; else from disk.
+    if let Some(copy) = cam.snapshots.latest().filter(|f| f.seq == seq).and_then(|f| cam.live.copy_exact(&f)) {
+        return Response { status: 200, content_type: "image/jpeg", headers, body: Body::Shared(copy) };
     }
     let Some(s) = cam.stored.find(seq) else {
         return Response::error(404, "no_snapshot", &format!("camera {} has no stored snapshot {seq}", cam.name));
@@ -647,6 +662,15 @@ fn parse_limits(body: &[u8]) -> Result<JobLimits, Response> {
         }
     }
     Ok(JobLimits { max_frames: b.max_frames, max_duration_s: b.max_duration_s })
+}
+
+/// True unless the request carries an `Origin` other than its own `Host` (`scheme://host[:port]`
+/// against `Host`, case-insensitive; `Origin: null` is another origin).
+fn same_origin(req: &Request<'_>) -> bool {
+    let Some(origin) = req.header("Origin") else { return true };
+    let Some(host) = req.header("Host") else { return false };
+    let authority = origin.splitn(2, |&b| b == b':').nth(1).and_then(|rest| rest.strip_prefix(b"//"));
+    authority.is_some_and(|a| a.eq_ignore_ascii_case(host))
 }
 
 /// The credentials of an `Authorization` header with `scheme` (case-insensitive, RFC 7235).

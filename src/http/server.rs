@@ -51,7 +51,7 @@ use log::{debug, error, info, warn};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Sleep;
 
-use super::conns::{Admission, Busy, Conns, Place};
+use super::conns::{Admission, Busy, Conn, Conns, Place};
 use crate::config::HttpConfig;
 use crate::shutdown::Stop;
 
@@ -531,14 +531,8 @@ async fn connection(sock: tokio::net::TcpStream, ctx: Arc<Ctx>, place: Place, _a
     let svc_ctx = Arc::clone(&ctx);
     let conn = Arc::clone(&place.conn);
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let ctx = Arc::clone(&svc_ctx);
-        // Busy from the head until the response body is finished (or dropped).
-        let busy = Busy::new(&conn);
-        async move {
-            let mut resp = respond(&ctx.handler, &ctx.limits, &ctx.stats, req).await;
-            resp.body_mut().busy = Some(busy);
-            Ok::<_, Infallible>(resp)
-        }
+        let (ctx, conn) = (Arc::clone(&svc_ctx), Arc::clone(&conn));
+        async move { Ok::<_, Infallible>(respond(&ctx.handler, &ctx.limits, &ctx.stats, Some(&conn), req).await) }
     });
     let served = builder.serve_connection(io, service);
     let result = tokio::select! {
@@ -564,6 +558,7 @@ async fn respond<B>(
     handler: &Arc<dyn Handler>,
     limits: &Limits,
     stats: &Stats,
+    conn: Option<&Arc<Conn>>,
     req: hyper::Request<B>,
 ) -> hyper::Response<HttpBody>
 where
@@ -609,6 +604,10 @@ where
             }
         }
     };
+    // Busy (not evictable) from here until the response body is finished or dropped: a
+    // connection still waiting for a body it declared stays evictable, so sockets that
+    // promise bodies they never send cannot fill the table.
+    let busy = conn.map(Busy::new);
     bump(&stats.requests);
     if parts.method == http::Method::OPTIONS && cors.is_some() {
         // A CORS preflight: reads only (writes are for the dashboard and scripts).
@@ -616,7 +615,7 @@ where
             .with_header("Access-Control-Allow-Methods", "GET, HEAD".into())
             .with_header("Access-Control-Allow-Headers", "Authorization".into())
             .with_header("Access-Control-Max-Age", "600".into());
-        return finish(r, head, cors, false);
+        return finish(r, head, cors, false).busy(busy);
     }
     let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let request = Request::new(parts.method.as_str(), target, &parts.headers, &body);
@@ -626,7 +625,19 @@ where
         error!("http: a handler panicked on {} {}: {msg}", parts.method, parts.uri.path());
         Response::error(500, "internal", "the request failed inside camjobd; the service goes on (see the log)")
     });
-    finish(response, head, cors, false)
+    finish(response, head, cors, false).busy(busy)
+}
+
+/// Keeps a connection busy for as long as the response body lives.
+trait KeepBusy {
+    fn busy(self, busy: Option<Busy>) -> Self;
+}
+
+impl KeepBusy for hyper::Response<HttpBody> {
+    fn busy(mut self, busy: Option<Busy>) -> Self {
+        self.body_mut().busy = busy;
+        self
+    }
 }
 
 /// A handler's answer as hyper's response.
@@ -891,7 +902,7 @@ pub fn answer(input: &[u8], handler: Arc<dyn Handler>, config: &HttpConfig) -> O
     let rt = RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a current-thread runtime")
     });
-    let resp = rt.block_on(respond(&handler, &limits, &stats, request));
+    let resp = rt.block_on(respond(&handler, &limits, &stats, None, request));
     Some((resp.status().as_u16(), resp.headers().clone()))
 }
 

@@ -254,6 +254,26 @@ fn at_the_cap_idle_connections_make_room_and_busy_ones_get_503() {
 }
 
 #[test]
+fn connections_that_promise_a_body_and_send_none_cannot_fill_the_table() {
+    let r = start(HttpConfig { read_timeout_ms: 5_000, ..config() });
+    let waiting: Vec<TcpStream> = (0..16)
+        .map(|_| {
+            let mut s = TcpStream::connect(r.addr()).unwrap();
+            s.write_all(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(2), || r.stats().connections_active.load(Ordering::Relaxed) == 16));
+    // Waiting for a body is idle, not busy: one of them makes room at once.
+    let t0 = Instant::now();
+    let a = exchange(r.addr(), b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(status(&a), 200, "{a}");
+    assert!(t0.elapsed() < Duration::from_millis(400), "took {:?}", t0.elapsed());
+    assert_eq!(r.stats().connections_rejected.load(Ordering::Relaxed), 0);
+    drop(waiting);
+}
+
+#[test]
 fn the_runtime_has_the_named_threads_and_stops_quickly() {
     let mut r = start(HttpConfig { workers: 2, ..config() });
     let names = || -> Vec<String> {
