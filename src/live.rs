@@ -37,6 +37,9 @@ pub struct LiveFeed {
     /// One slot per possible stream client: the interval in ms it wants frames at (1 for
     /// "every frame"), or [`FREE`]. Fixed length: `http.max_stream_clients`.
     clients: Box<[AtomicU32]>,
+    /// Stream clients registered now (the slots in use): capture reads this one atomic per
+    /// frame and looks at the slots only while it is not zero.
+    registered: AtomicU32,
     /// `/snapshot?next=1` requests waiting now: capture encodes the next frame for them.
     waiters: AtomicU32,
     /// The copies HTTP readers hold.
@@ -53,6 +56,7 @@ impl LiveFeed {
             latest: Mutex::new(None),
             published: watch::Sender::new(0),
             clients: (0..max_clients.max(1)).map(|_| AtomicU32::new(FREE)).collect(),
+            registered: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
             copies: Mutex::new(FramePool::new(copies.max(1), max_frame_bytes)),
             copies_missed: AtomicU64::new(0),
@@ -76,6 +80,9 @@ impl LiveFeed {
         if self.waiters.load(Relaxed) > 0 {
             return Some(Duration::ZERO);
         }
+        if self.registered.load(Relaxed) == 0 {
+            return None;
+        }
         let ms = self.clients.iter().map(|c| c.load(Relaxed)).filter(|&v| v != FREE).min()?;
         // 1 ms stands for "every frame" (0 marks a free slot).
         Some(if ms <= 1 { Duration::ZERO } else { Duration::from_millis(u64::from(ms)) })
@@ -96,6 +103,7 @@ impl LiveFeed {
     pub fn join(self: &Arc<Self>, interval: Duration) -> Option<Watcher> {
         let ms = u32::try_from(interval.as_millis()).unwrap_or(u32::MAX).max(1);
         let slot = self.clients.iter().position(|c| c.compare_exchange(FREE, ms, Relaxed, Relaxed).is_ok())?;
+        self.registered.fetch_add(1, Relaxed);
         Some(Watcher { feed: Arc::clone(self), slot })
     }
 
@@ -107,7 +115,7 @@ impl LiveFeed {
 
     /// Stream clients registered now.
     pub fn clients(&self) -> usize {
-        self.clients.iter().filter(|c| c.load(Relaxed) != FREE).count()
+        self.registered.load(Relaxed) as usize
     }
 
     /// Reads answered with an older copy because every copy was held.
@@ -173,6 +181,7 @@ pub struct Watcher {
 impl Drop for Watcher {
     fn drop(&mut self) {
         self.feed.clients[self.slot].store(FREE, Relaxed);
+        self.feed.registered.fetch_sub(1, Relaxed);
     }
 }
 

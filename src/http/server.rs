@@ -615,7 +615,7 @@ where
             .with_header("Access-Control-Allow-Methods", "GET, HEAD".into())
             .with_header("Access-Control-Allow-Headers", "Authorization".into())
             .with_header("Access-Control-Max-Age", "600".into());
-        return finish(r, head, cors, false).busy(busy);
+        return held(finish(r, head, cors, false), busy);
     }
     let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let request = Request::new(parts.method.as_str(), target, &parts.headers, &body);
@@ -625,19 +625,13 @@ where
         error!("http: a handler panicked on {} {}: {msg}", parts.method, parts.uri.path());
         Response::error(500, "internal", "the request failed inside camjobd; the service goes on (see the log)")
     });
-    finish(response, head, cors, false).busy(busy)
+    held(finish(response, head, cors, false), busy)
 }
 
 /// Keeps a connection busy for as long as the response body lives.
-trait KeepBusy {
-    fn busy(self, busy: Option<Busy>) -> Self;
-}
-
-impl KeepBusy for hyper::Response<HttpBody> {
-    fn busy(mut self, busy: Option<Busy>) -> Self {
-        self.body_mut().busy = busy;
-        self
-    }
+fn held(mut resp: hyper::Response<HttpBody>, busy: Option<Busy>) -> hyper::Response<HttpBody> {
+    resp.body_mut().busy = busy;
+    resp
 }
 
 /// A handler's answer as hyper's response.
