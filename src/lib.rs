@@ -48,6 +48,7 @@ pub mod export;
 pub mod frame;
 pub mod http;
 pub mod index;
+pub mod jpeg;
 pub mod job;
 pub mod led;
 pub mod live;

@@ -1,0 +1,530 @@
+//! JPEG with libjpeg-turbo's SIMD code (NEON on ARM, SSE2/AVX2 on x86 when NASM was found at
+//! build time), through `mozjpeg-sys`, which builds it with the C compiler alone: a fresh
+//! machine needs no cmake (README, "Why mozjpeg-sys"). mozjpeg's own extensions (trellis
+//! quantisation, progressive scans) are switched off: the encoder runs libjpeg-turbo's baseline
+//! path, which is what ustreamer and mjpg-streamer use.
+//!
+//! - [`Encoder`]: planar YUV 4:2:2 ([`Yuv422`], what a YUYV camera gives once deinterleaved)
+//!   straight into the DCT ("raw data" input: no colour conversion, no chroma resampling),
+//!   written into the caller's buffer. Steady state allocates nothing on the Rust side; libjpeg's
+//!   own per-image pools come from `malloc` and go back to it at the end of each image (measured:
+//!   README, "Encoding").
+//! - [`Decoder`]: decodes scaled by 1/2, 1/4 or 1/8 inside the inverse DCT (change-score
+//!   thumbnails, time-lapse frames), grayscale or RGB.
+//!
+//! This is the only foreign code besides the capture backends; libjpeg reports errors by
+//! calling a function that must not return, which here unwinds (`C-unwind`, the C code is built
+//! with `-fexceptions`) back to the call, where it becomes an [`Error`].
+
+use std::ffi::CStr;
+use std::fmt;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+
+use mozjpeg_sys as sys;
+
+/// Why an encode or decode failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The JPEG did not fit in the output buffer (for a frame: larger than `max_frame_bytes`).
+    Full,
+    /// libjpeg refused the data or the parameters; its message.
+    Codec(String),
+    /// The decoded image would be larger than the caller allows.
+    TooLarge {
+        /// Decoded width in pixels.
+        width: usize,
+        /// Decoded height in pixels.
+        height: usize,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Full => f.write_str("the JPEG does not fit in its buffer"),
+            Error::Codec(m) => write!(f, "libjpeg: {m}"),
+            Error::TooLarge { width, height } => write!(f, "decoded image {width}x{height} is larger than allowed"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A planar YUV 4:2:2 image (BT.601 limited range, as cameras send it): a Y plane of `width`
+/// samples per row and U and V planes of `width / 2`, every plane `height` rows. Rows and
+/// columns are padded to whole 8x8 DCT blocks (16 luma columns) by repeating the last sample,
+/// because the encoder reads whole blocks. The buffer is allocated once and only grows.
+#[derive(Debug)]
+pub struct Yuv422 {
+    data: Vec<u8>,
+    width: usize,
+    height: usize,
+}
+
+/// Rows padded to a whole block.
+fn padded_rows(height: usize) -> usize {
+    height.div_ceil(8) * 8
+}
+
+/// Luma row length padded to a whole 4:2:2 MCU (16 samples); chroma rows are half that.
+fn y_stride(width: usize) -> usize {
+    width.div_ceil(16) * 16
+}
+
+impl Yuv422 {
+    /// An image of `width x height` (`width` even), its memory allocated and touched now.
+    pub fn new(width: usize, height: usize) -> Yuv422 {
+        let mut img = Yuv422 { data: Vec::new(), width: 0, height: 0 };
+        img.set_size(width, height);
+        img
+    }
+
+    /// Bytes needed for `width x height` with padding.
+    pub fn bytes_for(width: usize, height: usize) -> usize {
+        y_stride(width) * padded_rows(height) * 2
+    }
+
+    /// Makes the image `width x height`; allocates only when it is larger than any size before.
+    pub fn set_size(&mut self, width: usize, height: usize) {
+        debug_assert!(width % 2 == 0, "4:2:2 needs an even width");
+        let need = Self::bytes_for(width, height);
+        if self.data.len() < need {
+            // Not zeroes: a zeroed allocation may stay untouched (calloc) and hide the footprint.
+            self.data.resize(need, 0x80);
+        }
+        self.width = width;
+        self.height = height;
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
+    fn layout(&self) -> (usize, usize, usize) {
+        let ys = y_stride(self.width);
+        (ys, ys / 2, padded_rows(self.height))
+    }
+
+    /// The three planes and their row strides: `(y, u, v, y_stride, c_stride)`. Each plane has
+    /// `height` rows rounded up to 8.
+    pub fn planes_mut(&mut self) -> (&mut [u8], &mut [u8], &mut [u8], usize, usize) {
+        let (ys, cs, rows) = self.layout();
+        let (y, rest) = self.data.split_at_mut(ys * rows);
+        let (u, rest) = rest.split_at_mut(cs * rows);
+        let v = &mut rest[..cs * rows];
+        (y, u, v, ys, cs)
+    }
+
+    fn planes(&self) -> (&[u8], &[u8], &[u8], usize, usize) {
+        let (ys, cs, rows) = self.layout();
+        let (y, rest) = self.data.split_at(ys * rows);
+        let (u, rest) = rest.split_at(cs * rows);
+        (y, u, &rest[..cs * rows], ys, cs)
+    }
+
+    /// Repeats the last column and row of each plane into the padding. Call after filling the
+    /// visible `width x height` pixels; free when the size is a whole number of blocks.
+    pub fn pad_edges(&mut self) {
+        let (w, h) = (self.width, self.height);
+        if w == 0 || h == 0 {
+            return;
+        }
+        let (y, u, v, ys, cs) = self.planes_mut();
+        for (plane, stride, visible) in [(y, ys, w), (u, cs, w / 2), (v, cs, w / 2)] {
+            if stride > visible {
+                for row in plane.chunks_exact_mut(stride).take(h) {
+                    let last = row[visible - 1];
+                    row[visible..].fill(last);
+                }
+            }
+            let (top, bottom) = plane.split_at_mut(h * stride);
+            let last = &top[(h - 1) * stride..];
+            for row in bottom.chunks_exact_mut(stride) {
+                row.copy_from_slice(last);
+            }
+        }
+    }
+}
+
+/// The unwinding payload of a libjpeg error.
+struct Unwind(Error);
+
+/// libjpeg's `error_exit`: must not return, so it unwinds to the `catch_unwind` around the call.
+unsafe extern "C-unwind" fn error_exit(cinfo: &mut sys::jpeg_common_struct) {
+    // SAFETY: `err` points at the error manager this module installed and keeps alive for as
+    // long as the codec object; libjpeg set `msg_code` before calling.
+    let message = unsafe { message(&*cinfo.err) };
+    resume_unwind(Box::new(Unwind(Error::Codec(message))));
+}
+
+/// The text of libjpeg's current message (its format string: parameters are not filled in).
+///
+/// # Safety
+/// `err` must be a manager set up by `jpeg_std_error`, whose table outlives the call.
+unsafe fn message(err: &sys::jpeg_error_mgr) -> String {
+    let code = err.msg_code;
+    if code > 0 && code <= err.last_jpeg_message && !err.jpeg_message_table.is_null() {
+        // SAFETY: the standard table has `last_jpeg_message + 1` entries, each a static
+        // NUL-terminated string (the caller guarantees the table).
+        let text = unsafe { *err.jpeg_message_table.add(code as usize) };
+        if !text.is_null() {
+            // SAFETY: as above, a static NUL-terminated string.
+            return unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned();
+        }
+    }
+    format!("error code {code}")
+}
+
+/// Warnings (corrupt data that libjpeg could work around) are counted by libjpeg, not printed.
+unsafe extern "C-unwind" fn silent(_cinfo: &mut sys::jpeg_common_struct) {}
+
+/// The destination is a fixed buffer; needing more room means the frame is too large.
+unsafe extern "C-unwind" fn buffer_full(_cinfo: &mut sys::jpeg_compress_struct) -> sys::boolean {
+    resume_unwind(Box::new(Unwind(Error::Full)));
+}
+
+unsafe extern "C-unwind" fn nothing(_cinfo: &mut sys::jpeg_compress_struct) {}
+
+/// Runs `f`, turning a libjpeg error into an `Error`; any other panic goes on unwinding.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Error> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| match payload.downcast::<Unwind>() {
+        Ok(u) => u.0,
+        Err(other) => resume_unwind(other),
+    })
+}
+
+fn error_manager() -> Box<sys::jpeg_error_mgr> {
+    // SAFETY: a C struct of integers, pointers and optional function pointers, for which all
+    // zeroes is a valid value; `jpeg_std_error` then fills it in.
+    let mut err: Box<sys::jpeg_error_mgr> = Box::new(unsafe { std::mem::zeroed() });
+    // SAFETY: `err` is a valid, exclusively borrowed manager.
+    unsafe { sys::jpeg_std_error(&mut err) };
+    err.error_exit = Some(error_exit);
+    err.output_message = Some(silent);
+    err
+}
+
+/// A JPEG encoder for [`Yuv422`] images. One per encoding thread; reusable for any size.
+pub struct Encoder {
+    // Boxed: libjpeg keeps pointers to the error and destination managers.
+    cinfo: Box<sys::jpeg_compress_struct>,
+    _err: Box<sys::jpeg_error_mgr>,
+    dest: Box<sys::jpeg_destination_mgr>,
+    /// The (width, height, quality) the parameters are set up for.
+    set_for: Option<(usize, usize, u8)>,
+}
+
+// SAFETY: libjpeg objects have no thread affinity, and every pointer inside points into boxes
+// this value owns; it is used by one thread at a time (`&mut self`).
+unsafe impl Send for Encoder {}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Encoder {
+    /// A new encoder (small: libjpeg allocates the per-image state while encoding).
+    pub fn new() -> Encoder {
+        let mut err = error_manager();
+        // SAFETY: all-zero is the state `jpeg_create_compress` expects to initialise.
+        let mut cinfo: Box<sys::jpeg_compress_struct> = Box::new(unsafe { std::mem::zeroed() });
+        // SAFETY: as for the error manager: zero is a valid "no callbacks" state, set below.
+        let mut dest: Box<sys::jpeg_destination_mgr> = Box::new(unsafe { std::mem::zeroed() });
+        dest.init_destination = Some(nothing);
+        dest.empty_output_buffer = Some(buffer_full);
+        dest.term_destination = Some(nothing);
+        cinfo.common.err = &mut *err;
+        // SAFETY: `cinfo` is zeroed with a valid error manager that lives as long as it does;
+        // creation cannot fail except by running out of memory, which unwinds through
+        // `error_exit` (caught by no one: out of memory at start-up ends the thread loudly).
+        unsafe { sys::jpeg_create_compress(&mut *cinfo) };
+        cinfo.dest = &mut *dest;
+        Encoder { cinfo, _err: err, dest, set_for: None }
+    }
+
+    fn configure(&mut self, width: usize, height: usize, quality: u8) -> Result<(), Error> {
+        if self.set_for == Some((width, height, quality)) {
+            return Ok(());
+        }
+        let c = &mut *self.cinfo;
+        guarded(|| {
+            c.image_width = width as sys::JDIMENSION;
+            c.image_height = height as sys::JDIMENSION;
+            c.input_components = 3;
+            c.in_color_space = sys::J_COLOR_SPACE::JCS_YCbCr;
+            // SAFETY: `c` is a created compressor between images; these calls only set
+            // parameters, and errors unwind to `guarded`.
+            unsafe {
+                // libjpeg-turbo's defaults (baseline, standard Huffman tables), not mozjpeg's.
+                sys::jpeg_c_set_int_param(c, sys::J_INT_PARAM::JINT_COMPRESS_PROFILE, sys::JCP_FASTEST as i32);
+                sys::jpeg_set_defaults(c);
+                sys::jpeg_set_quality(c, i32::from(quality), 1);
+            }
+            c.raw_data_in = 1;
+            c.dct_method = sys::J_DCT_METHOD::JDCT_ISLOW;
+            // SAFETY: `jpeg_set_defaults` allocated three component records for YCbCr.
+            let comps = unsafe { std::slice::from_raw_parts_mut(c.comp_info, 3) };
+            for (comp, h) in comps.iter_mut().zip([2, 1, 1]) {
+                comp.h_samp_factor = h;
+                comp.v_samp_factor = 1;
+            }
+        })?;
+        self.set_for = Some((width, height, quality));
+        Ok(())
+    }
+
+    /// Encodes `img` at `quality` (1–100) into `out`; returns the JPEG's length.
+    /// [`Error::Full`] when it does not fit.
+    pub fn encode(&mut self, img: &Yuv422, quality: u8, out: &mut [u8]) -> Result<usize, Error> {
+        if img.width == 0 || img.height == 0 {
+            return Err(Error::Codec("an empty image".into()));
+        }
+        self.configure(img.width, img.height, quality)?;
+        self.dest.next_output_byte = out.as_mut_ptr();
+        self.dest.free_in_buffer = out.len();
+        let (y, u, v, ys, cs) = img.planes();
+        let c = &mut *self.cinfo;
+        let result = guarded(|| {
+            // SAFETY: `c` is configured for `img`'s size; the destination points at `out`,
+            // which outlives the call.
+            unsafe { sys::jpeg_start_compress(c, 1) };
+            let mut rows: [[sys::JSAMPROW; 8]; 3] = [[std::ptr::null(); 8]; 3];
+            for band in 0..padded_rows(img.height) / 8 {
+                for r in 0..8 {
+                    let line = band * 8 + r;
+                    rows[0][r] = y[line * ys..].as_ptr();
+                    rows[1][r] = u[line * cs..].as_ptr();
+                    rows[2][r] = v[line * cs..].as_ptr();
+                }
+                let planes: [sys::JSAMPARRAY; 3] = [rows[0].as_ptr(), rows[1].as_ptr(), rows[2].as_ptr()];
+                // SAFETY: one iMCU row (8 lines) of each plane; every row pointer has a whole
+                // padded row behind it (`Yuv422`'s layout), which is what libjpeg reads.
+                unsafe { sys::jpeg_write_raw_data(c, planes.as_ptr(), 8) };
+            }
+            // SAFETY: every line was written.
+            unsafe { sys::jpeg_finish_compress(c) };
+        });
+        match result {
+            Ok(()) => Ok(out.len() - self.dest.free_in_buffer),
+            Err(e) => {
+                // SAFETY: puts the compressor back to "between images" after a failed image.
+                unsafe { sys::jpeg_abort_compress(&mut self.cinfo) };
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Encoder {
+    fn drop(&mut self) {
+        // SAFETY: created in `new`, destroyed once.
+        unsafe { sys::jpeg_destroy_compress(&mut self.cinfo) };
+    }
+}
+
+/// What to decode into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pixels {
+    /// One byte per pixel (luma only: colour is never computed).
+    Gray,
+    /// Three bytes per pixel, R G B.
+    Rgb,
+}
+
+/// A JPEG decoder that scales in the inverse DCT. Reusable; allocates nothing per image on the
+/// Rust side once `out` has grown to the size decoded.
+pub struct Decoder {
+    dinfo: Box<sys::jpeg_decompress_struct>,
+    _err: Box<sys::jpeg_error_mgr>,
+}
+
+// SAFETY: as for `Encoder`.
+unsafe impl Send for Decoder {}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Decoder {
+    /// A new decoder.
+    pub fn new() -> Decoder {
+        let mut err = error_manager();
+        // SAFETY: all-zero is the state `jpeg_create_decompress` expects to initialise.
+        let mut dinfo: Box<sys::jpeg_decompress_struct> = Box::new(unsafe { std::mem::zeroed() });
+        dinfo.common.err = &mut *err;
+        // SAFETY: as in `Encoder::new`.
+        unsafe { sys::jpeg_create_decompress(&mut *dinfo) };
+        Decoder { dinfo, _err: err }
+    }
+
+    /// The smallest scale 1/1, 1/2, 1/4 or 1/8 at which `jpeg` is still at least `min_width`
+    /// pixels wide, and its size there. Reads the header only.
+    pub fn scale_for(&mut self, jpeg: &[u8], min_width: usize) -> Result<(u8, usize, usize), Error> {
+        let (w, h) = self.header(jpeg)?;
+        let denom = [8u8, 4, 2].into_iter().find(|&d| w.div_ceil(usize::from(d)) >= min_width).unwrap_or(1);
+        let d = usize::from(denom);
+        Ok((denom, w.div_ceil(d), h.div_ceil(d)))
+    }
+
+    fn header(&mut self, jpeg: &[u8]) -> Result<(usize, usize), Error> {
+        let d = &mut *self.dinfo;
+        let r = guarded(|| {
+            // SAFETY: `jpeg` outlives the call; the memory source only reads it.
+            unsafe {
+                sys::jpeg_mem_src(d, jpeg.as_ptr(), jpeg.len() as _);
+                sys::jpeg_read_header(d, 1);
+            }
+            (d.image_width as usize, d.image_height as usize)
+        });
+        // SAFETY: back to "no image" whether or not the header was read.
+        unsafe { sys::jpeg_abort_decompress(&mut self.dinfo) };
+        r
+    }
+
+    /// Decodes `jpeg` scaled by 1/`denom` (1, 2, 4 or 8) into `out` (rows of `width * channels`
+    /// bytes, no padding; grown as needed, never beyond `max_pixels` pixels). Returns the
+    /// decoded width and height. Corrupt data that libjpeg can work around (a truncated scan)
+    /// decodes, with the missing part grey.
+    pub fn decode(
+        &mut self,
+        jpeg: &[u8],
+        denom: u8,
+        pixels: Pixels,
+        max_pixels: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(usize, usize), Error> {
+        let d = &mut *self.dinfo;
+        let r = guarded(|| -> Result<(usize, usize), Error> {
+            // SAFETY: `jpeg` outlives the call; the memory source only reads it.
+            unsafe {
+                sys::jpeg_mem_src(d, jpeg.as_ptr(), jpeg.len() as _);
+                sys::jpeg_read_header(d, 1);
+            }
+            d.scale_num = 1;
+            d.scale_denom = u32::from(denom);
+            d.out_color_space = match pixels {
+                Pixels::Gray => sys::J_COLOR_SPACE::JCS_GRAYSCALE,
+                Pixels::Rgb => sys::J_COLOR_SPACE::JCS_RGB,
+            };
+            d.dct_method = sys::J_DCT_METHOD::JDCT_ISLOW;
+            // SAFETY: header read; computes the output size from the scale.
+            unsafe { sys::jpeg_calc_output_dimensions(d) };
+            let (w, h) = (d.output_width as usize, d.output_height as usize);
+            if w * h > max_pixels {
+                return Err(Error::TooLarge { width: w, height: h });
+            }
+            let channels = if pixels == Pixels::Gray { 1 } else { 3 };
+            let row = w * channels;
+            if out.len() < row * h {
+                out.resize(row * h, 0);
+            }
+            // SAFETY: parameters set; decoding starts.
+            unsafe { sys::jpeg_start_decompress(d) };
+            while (d.output_scanline as usize) < h {
+                let line = d.output_scanline as usize;
+                let mut ptr: sys::JSAMPROW_MUT = out[line * row..(line + 1) * row].as_mut_ptr();
+                // SAFETY: one row of `row` bytes, inside `out`.
+                unsafe { sys::jpeg_read_scanlines(d, &mut ptr, 1) };
+            }
+            // SAFETY: every scanline was read.
+            unsafe { sys::jpeg_finish_decompress(d) };
+            Ok((w, h))
+        });
+        let r = r.and_then(|inner| inner);
+        if r.is_err() {
+            // SAFETY: back to "no image" after a failed or refused one.
+            unsafe { sys::jpeg_abort_decompress(&mut self.dinfo) };
+        }
+        r
+    }
+}
+
+impl Drop for Decoder {
+    fn drop(&mut self) {
+        // SAFETY: created in `new`, destroyed once.
+        unsafe { sys::jpeg_destroy_decompress(&mut self.dinfo) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A test card: luma ramp left to right, chroma from the row.
+    fn card(w: usize, h: usize) -> Yuv422 {
+        let mut img = Yuv422::new(w, h);
+        let (y, u, v, ys, cs) = img.planes_mut();
+        for row in 0..h {
+            for x in 0..w {
+                y[row * ys + x] = (16 + x * 219 / w) as u8;
+            }
+            for x in 0..w / 2 {
+                u[row * cs + x] = (16 + row * 224 / h) as u8;
+                v[row * cs + x] = 128;
+            }
+        }
+        img.pad_edges();
+        img
+    }
+
+    #[test]
+    fn encodes_yuv_that_decodes_to_the_same_picture() {
+        for (w, h) in [(64, 48), (38, 21)] {
+            let img = card(w, h);
+            let mut out = vec![0u8; 64 * 1024];
+            let n = Encoder::new().encode(&img, 90, &mut out).unwrap();
+            assert_eq!(&out[..2], &[0xFF, 0xD8]);
+            assert_eq!(&out[n - 2..n], &[0xFF, 0xD9]);
+            let mut gray = Vec::new();
+            let (dw, dh) = Decoder::new().decode(&out[..n], 1, Pixels::Gray, usize::MAX, &mut gray).unwrap();
+            assert_eq!((dw, dh), (w, h));
+            // The luma ramp survives: left dark, right bright, within JPEG's error.
+            for x in [0, w / 2, w - 1] {
+                let got = gray[(h / 2) * w + x];
+                let want = (16 + x * 219 / w) as u8;
+                assert!(got.abs_diff(want) <= 6, "{w}x{h} column {x}: {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_buffer_too_small_is_full_and_the_encoder_is_reusable() {
+        let img = card(64, 48);
+        let mut enc = Encoder::new();
+        let mut small = [0u8; 200];
+        assert_eq!(enc.encode(&img, 90, &mut small), Err(Error::Full));
+        let mut out = vec![0u8; 64 * 1024];
+        assert!(enc.encode(&img, 90, &mut out).unwrap() > 200);
+    }
+
+    #[test]
+    fn decodes_scaled_in_the_dct_and_refuses_garbage() {
+        let img = card(640, 480);
+        let mut out = vec![0u8; 256 * 1024];
+        let n = Encoder::new().encode(&img, 80, &mut out).unwrap();
+        let mut dec = Decoder::new();
+        let mut px = Vec::new();
+        assert_eq!(dec.decode(&out[..n], 8, Pixels::Gray, usize::MAX, &mut px).unwrap(), (80, 60));
+        assert_eq!(dec.decode(&out[..n], 2, Pixels::Rgb, usize::MAX, &mut px).unwrap(), (320, 240));
+        assert_eq!(dec.scale_for(&out[..n], 100).unwrap(), (4, 160, 120));
+        assert_eq!(dec.scale_for(&out[..n], 641).unwrap().0, 1);
+        assert_eq!(
+            dec.decode(&out[..n], 1, Pixels::Gray, 1000, &mut px),
+            Err(Error::TooLarge { width: 640, height: 480 })
+        );
+        assert!(matches!(dec.decode(b"not a jpeg", 8, Pixels::Gray, usize::MAX, &mut px), Err(Error::Codec(_))));
+        assert!(matches!(dec.decode(&[], 8, Pixels::Gray, usize::MAX, &mut px), Err(Error::Codec(_))));
+        // Still usable after errors; a truncated JPEG decodes (libjpeg pads it).
+        assert_eq!(dec.decode(&out[..n / 2], 8, Pixels::Gray, usize::MAX, &mut px).unwrap(), (80, 60));
+    }
+}
