@@ -7,10 +7,16 @@
 //! that can block for longer breaks the watchdog contract.
 //!
 //! Backends:
-//! - [`synthetic`]: a moving test pattern, JPEG-encoded, with fault injection for tests.
+//! Sources deliver either JPEG (written into a frame buffer as is) or raw YUYV, deinterleaved
+//! ([`yuyv`]) into the planar image of an idle encoder ([`crate::encode`]); which one is fixed
+//! per open ([`Source::delivers`]). Raw pixels are only copied for frames somebody wants.
+//!
+//! Backends:
+//! - [`synthetic`]: a moving test pattern rendered as YUYV, like a camera, with fault
+//!   injection for tests.
 //! - [`pipe`]: a child process whose stdout is an MJPEG byte stream, split by [`mjpeg`].
 //! - `v4l2` (with the `v4l2` feature): a V4L2 device, mmap streaming; MJPG passed through,
-//!   YUYV converted ([`yuyv`]) and encoded only for kept snapshots.
+//!   YUYV handed to the encoders.
 
 pub mod mjpeg;
 pub mod pipe;
@@ -23,11 +29,31 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::config::SourceConfig;
+use crate::jpeg::Yuv422;
+
+/// What a source's frames are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivers {
+    /// Finished JPEGs: read into a frame buffer ([`Dest::Jpeg`]).
+    Jpeg,
+    /// Raw pixels: read into an encoder's image ([`Dest::Yuv`]).
+    Yuv,
+}
+
+/// Where [`Source::read`] puts a frame.
+pub enum Dest<'a> {
+    /// Nowhere: nobody wants this frame's pixels. It still counts as captured.
+    Discard,
+    /// JPEG bytes, written to the start of the buffer.
+    Jpeg(&'a mut [u8]),
+    /// Planar YUV 4:2:2 pixels, for an encoder.
+    Yuv(&'a mut Yuv422),
+}
 
 /// What one call to [`Source::read`] produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Read {
-    /// A frame was captured and written to the start of `dst` (`len` bytes of JPEG).
+    /// A JPEG was captured and written to the start of the [`Dest::Jpeg`] buffer.
     Frame {
         /// Bytes of JPEG written to `dst`.
         len: usize,
@@ -36,8 +62,10 @@ pub enum Read {
         /// Height of the image in pixels.
         height: u32,
     },
-    /// A frame was captured but not written anywhere, because the caller passed no `dst`.
-    /// It still counts as captured: the camera is alive.
+    /// Raw pixels were captured into the [`Dest::Yuv`] image (its size is theirs).
+    Raw,
+    /// A frame was captured but not written anywhere ([`Dest::Discard`], or a destination of
+    /// the other kind). It still counts as captured: the camera is alive.
     Consumed,
     /// A frame arrived but was unusable (oversize, garbage, torn); the source resynchronised.
     /// Counted as dropped by the caller.
@@ -96,11 +124,14 @@ impl std::error::Error for SourceError {}
 
 /// A camera, open and streaming.
 pub trait Source: Send {
-    /// Waits at most `wait` for the next frame. With `dst` the frame's JPEG bytes are written
-    /// to its start (a frame longer than `dst` is [`Read::Dropped`] as oversize); without it
-    /// the frame is read and discarded (`Read::Consumed`), which lets a source skip work such
-    /// as encoding for frames nobody keeps.
-    fn read(&mut self, dst: Option<&mut [u8]>, wait: Duration) -> Result<Read, SourceError>;
+    /// What this source's frames are; fixed while it is open.
+    fn delivers(&self) -> Delivers {
+        Delivers::Jpeg
+    }
+    /// Waits at most `wait` for the next frame and puts it in `dst` (a JPEG longer than its
+    /// buffer is [`Read::Dropped`] as oversize). [`Dest::Discard`] reads and discards, which
+    /// lets a source skip work for frames nobody wants.
+    fn read(&mut self, dst: Dest<'_>, wait: Duration) -> Result<Read, SourceError>;
 }
 
 /// Opens sources for one camera. Kept by the capture thread for the whole process, so it can
@@ -131,28 +162,5 @@ struct Unavailable(&'static str);
 impl Opener for Unavailable {
     fn open(&mut self, _job_id: u64) -> Result<Box<dyn Source>, SourceError> {
         Err(SourceError::fatal(self.0))
-    }
-}
-
-/// A `Write` into a fixed slice that fails when full (the frame is then oversize): JPEG
-/// encoders write straight into a frame-pool buffer.
-pub(crate) struct SliceWriter<'a> {
-    pub(crate) buf: &'a mut [u8],
-    pub(crate) len: usize,
-}
-
-impl std::io::Write for SliceWriter<'_> {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let room = self.buf.len() - self.len;
-        if room == 0 && !data.is_empty() {
-            return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "frame buffer full"));
-        }
-        let n = data.len().min(room);
-        self.buf[self.len..self.len + n].copy_from_slice(&data[..n]);
-        self.len += n;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }

@@ -283,6 +283,8 @@ pub struct CameraConfig {
     pub frame_buffers: usize,
     /// Size of each frame buffer; a bigger frame is dropped and counted.
     pub max_frame_bytes: usize,
+    /// JPEG encoder threads for a source that delivers raw frames (synthetic, V4L2 YUYV).
+    pub encoder_threads: usize,
     /// Stall and error thresholds.
     pub watchdog: WatchdogConfig,
     /// Where and how much of this camera's snapshots are kept on disk.
@@ -332,6 +334,16 @@ pub enum SourceConfig {
 }
 
 impl SourceConfig {
+    /// The JPEG quality raw frames are encoded at, for a source that can deliver raw frames
+    /// (the synthetic camera; V4L2 unless `mjpg` is asked for); `None` for JPEG-only sources.
+    pub fn raw_quality(&self) -> Option<u8> {
+        match self {
+            SourceConfig::Synthetic(c) => Some(c.quality),
+            SourceConfig::V4l2(c) if c.format != V4l2Format::Mjpg => Some(c.quality),
+            SourceConfig::V4l2(_) | SourceConfig::Pipe(_) => None,
+        }
+    }
+
     /// The frame size asked for (a pipe's is unknown: 640x480 is assumed), for placeholders.
     pub fn size(&self) -> (u32, u32) {
         match self {
@@ -507,6 +519,7 @@ impl Default for CameraConfig {
             max_frames: None,
             max_duration_s: None,
             frame_buffers: 4,
+            encoder_threads: 1,
             max_frame_bytes: 1024 * 1024,
             watchdog: WatchdogConfig::default(),
             store: StoreConfig::default(),
@@ -728,6 +741,16 @@ impl Config {
                 v.range(&p("max_duration_s"), n, 1, 10 * 365 * 86_400);
             }
             v.range(&p("frame_buffers"), c.frame_buffers as u64, 2, 64);
+            v.range(&p("encoder_threads"), c.encoder_threads as u64, 1, 8);
+            if c.source.raw_quality().is_some() && c.frame_buffers < c.encoder_threads + 2 {
+                v.fail(
+                    &p("frame_buffers"),
+                    format!(
+                        "must be at least encoder_threads + 2 = {} (each encoder holds a buffer while it works, and readers hold the newest)",
+                        c.encoder_threads + 2
+                    ),
+                );
+            }
             v.range(&p("max_frame_bytes"), c.max_frame_bytes as u64, 4096, 64 << 20);
             v.range(&p("store.max_bytes"), c.store.max_bytes, 64 << 10, u64::MAX);
             v.range(&p("store.max_files"), c.store.max_files as u64, 1, 1_000_000);
@@ -746,6 +769,7 @@ impl Config {
             match &c.source {
                 SourceConfig::Synthetic(s) => {
                     v.range(&p("source.width"), s.width as u64, 16, 4096);
+                    v.check(&p("source.width"), s.width % 2 == 0, "must be even (YUYV pairs two pixels)");
                     v.range(&p("source.height"), s.height as u64, 16, 4096);
                     v.range(&p("source.fps"), s.fps as u64, 1, 10_000);
                     v.range(&p("source.quality"), s.quality as u64, 1, 100);

@@ -7,6 +7,10 @@
 //! holds a clone while it uses the bytes, and the slot becomes free again when the last clone
 //! is dropped. When no slot is free, capture drops the frame and counts it; the pool never
 //! grows. No `unsafe` is needed.
+//!
+//! A buffer can also be *lent* ([`Slot::lend`]): the pool gives up its `Arc` so another thread
+//! (an encoder) holds the only one and may fill it, then hands it back ([`FramePool::restore`])
+//! after publishing clones. A lent buffer is simply absent from the pool until it returns.
 
 use std::sync::Arc;
 
@@ -67,8 +71,8 @@ impl AsRef<[u8]> for Frame {
 
 /// A fixed set of frame buffers. See the module docs for the ownership rules.
 pub struct FramePool {
-    /// One `Arc` per buffer; never resized.
-    slots: Box<[Arc<Frame>]>,
+    /// One `Arc` per buffer, `None` while lent; never resized.
+    slots: Box<[Option<Arc<Frame>>]>,
     /// Where the search for a free slot starts, so buffers are used round-robin.
     next: usize,
 }
@@ -81,7 +85,7 @@ impl FramePool {
         assert!(count >= 1, "a frame pool needs at least one buffer");
         let slots = (0..count)
             .map(|_| {
-                Arc::new(Frame {
+                Some(Arc::new(Frame {
                     // Not zero: the compiler may turn a zeroed allocation into calloc, whose
                     // pages stay untouched.
                     data: vec![0x55u8; max_frame_bytes].into_boxed_slice(),
@@ -91,7 +95,7 @@ impl FramePool {
                     captured_at: 0.0,
                     width: 0,
                     height: 0,
-                })
+                }))
             })
             .collect();
         FramePool { slots, next: 0 }
@@ -104,26 +108,39 @@ impl FramePool {
 
     /// Buffers nobody but the pool holds right now.
     pub fn free_count(&self) -> usize {
-        self.slots.iter().filter(|s| Arc::strong_count(s) == 1).count()
+        self.present().filter(|s| Arc::strong_count(s) == 1).count()
+    }
+
+    fn present(&self) -> impl Iterator<Item = &Arc<Frame>> {
+        self.slots.iter().flatten()
     }
 
     /// A buffer holding frame `id`, if one still does (held or not: a free buffer keeps its
     /// bytes until it is filled again).
     pub fn find(&self, id: u64) -> Option<Arc<Frame>> {
-        self.slots.iter().find(|s| s.id == id && s.len > 0).cloned()
+        self.present().find(|s| s.id == id && s.len > 0).cloned()
     }
 
     /// The held buffer with the newest frame (by id), if any buffer holds one.
     pub fn newest(&self) -> Option<Arc<Frame>> {
-        self.slots.iter().filter(|s| s.len > 0).max_by_key(|s| s.id).cloned()
+        self.present().filter(|s| s.len > 0).max_by_key(|s| s.id).cloned()
     }
 
-    /// A free buffer to fill, or `None` when every buffer is held by a reader.
+    /// A free buffer to fill, or `None` when every buffer is held by a reader or lent.
     pub fn acquire(&mut self) -> Option<Slot<'_>> {
         let n = self.slots.len();
-        let index = (0..n).map(|k| (self.next + k) % n).find(|&i| Arc::strong_count(&self.slots[i]) == 1)?;
+        let index = (0..n)
+            .map(|k| (self.next + k) % n)
+            .find(|&i| self.slots[i].as_ref().is_some_and(|s| Arc::strong_count(s) == 1))?;
         self.next = (index + 1) % n;
         Some(Slot { pool: self, index })
+    }
+
+    /// Takes back a buffer lent by [`Slot::lend`] (readers may still hold clones: it is free
+    /// again once they are gone).
+    pub fn restore(&mut self, frame: Arc<Frame>) {
+        let empty = self.slots.iter_mut().find(|s| s.is_none()).expect("a lent buffer has an empty slot to return to");
+        *empty = Some(frame);
     }
 }
 
@@ -138,11 +155,17 @@ impl Slot<'_> {
     pub fn frame(&mut self) -> &mut Frame {
         // The pool is owned by this thread and the slot had no other holder when acquired;
         // clones are only made by `share`, which consumes the slot, so none exist now.
-        Arc::get_mut(&mut self.pool.slots[self.index]).expect("acquired slot is unshared")
+        let slot = self.pool.slots[self.index].as_mut().expect("acquired slot is present");
+        Arc::get_mut(slot).expect("acquired slot is unshared")
     }
     /// Hands out a reference to the filled frame; the buffer stays busy until all are dropped.
     pub fn share(self) -> Arc<Frame> {
-        Arc::clone(&self.pool.slots[self.index])
+        Arc::clone(self.pool.slots[self.index].as_ref().expect("acquired slot is present"))
+    }
+    /// Gives the buffer away: the caller holds the only reference (so `Arc::get_mut` works on
+    /// any thread) until it is handed back with [`FramePool::restore`].
+    pub fn lend(self) -> Arc<Frame> {
+        self.pool.slots[self.index].take().expect("acquired slot is present")
     }
 }
 
@@ -176,6 +199,29 @@ mod tests {
         let first = Arc::as_ptr(&pool.acquire().unwrap().share());
         let second = Arc::as_ptr(&pool.acquire().unwrap().share());
         assert_ne!(first, second);
+    }
+
+    #[test]
+    fn a_lent_buffer_is_filled_elsewhere_and_comes_back() {
+        let mut pool = FramePool::new(2, 8);
+        let mut lent = pool.acquire().unwrap().lend();
+        assert_eq!(pool.free_count(), 1, "a lent buffer is not free");
+        let other = pool.acquire().unwrap().share();
+        assert!(pool.acquire().is_none(), "one held, one lent");
+        let filler = std::thread::spawn(move || {
+            let f = Arc::get_mut(&mut lent).expect("the borrower holds the only reference");
+            f.buffer_mut()[..2].copy_from_slice(b"hi");
+            f.set_len(2);
+            f.id = 7;
+            lent
+        });
+        let lent = filler.join().unwrap();
+        let reader = Arc::clone(&lent);
+        pool.restore(lent);
+        assert_eq!(pool.find(7).unwrap().bytes(), b"hi");
+        assert!(pool.acquire().is_none(), "restored but still read");
+        drop((reader, other));
+        assert_eq!(pool.free_count(), 2);
     }
 
     #[test]

@@ -42,14 +42,15 @@
 pub mod capture;
 pub mod clock;
 pub mod config;
+pub mod encode;
 pub mod error;
 pub mod events;
 pub mod export;
 pub mod frame;
 pub mod http;
 pub mod index;
-pub mod jpeg;
 pub mod job;
+pub mod jpeg;
 pub mod led;
 pub mod live;
 pub mod logging;

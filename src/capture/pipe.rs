@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::capture::mjpeg::{Next, Splitter};
-use crate::capture::{DropCause, Opener, Read, Source, SourceError};
+use crate::capture::{Dest, DropCause, Opener, Read, Source, SourceError};
 use crate::config::PipeConfig;
 
 /// After stdout hits EOF, how long to wait for the child to exit before saying it merely
@@ -215,7 +215,7 @@ struct PipeSource {
 }
 
 impl Source for PipeSource {
-    fn read(&mut self, dst: Option<&mut [u8]>, wait: Duration) -> Result<Read, SourceError> {
+    fn read(&mut self, dst: Dest<'_>, wait: Duration) -> Result<Read, SourceError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -228,9 +228,9 @@ impl Source for PipeSource {
                 Next::Frame { data, width, height } => {
                     let (width, height) = (u32::from(width), u32::from(height));
                     return Ok(match dst {
-                        None => Read::Consumed,
-                        Some(d) if d.len() < data.len() => Read::Dropped(DropCause::Oversize),
-                        Some(d) => {
+                        Dest::Discard | Dest::Yuv(_) => Read::Consumed,
+                        Dest::Jpeg(d) if d.len() < data.len() => Read::Dropped(DropCause::Oversize),
+                        Dest::Jpeg(d) => {
                             d[..data.len()].copy_from_slice(data);
                             Read::Frame { len: data.len(), width, height }
                         }
@@ -530,16 +530,19 @@ mod tests {
         let mut src = sh(&script, 4096).unwrap();
         let mut dst = vec![0u8; 4096];
         let w = Duration::from_secs(5);
-        assert_eq!(src.read(Some(&mut dst), w).unwrap(), Read::Dropped(DropCause::Garbage));
+        assert_eq!(src.read(Dest::Jpeg(&mut dst), w).unwrap(), Read::Dropped(DropCause::Garbage));
         for _ in 0..50 {
-            assert_eq!(src.read(Some(&mut dst), w).unwrap(), Read::Frame { len: a.len(), width: 640, height: 480 });
+            assert_eq!(
+                src.read(Dest::Jpeg(&mut dst), w).unwrap(),
+                Read::Frame { len: a.len(), width: 640, height: 480 }
+            );
             assert_eq!(&dst[..a.len()], &a[..]);
-            assert_eq!(src.read(Some(&mut dst), w).unwrap(), Read::Frame { len: b.len(), width: 32, height: 24 });
+            assert_eq!(src.read(Dest::Jpeg(&mut dst), w).unwrap(), Read::Frame { len: b.len(), width: 32, height: 24 });
             assert_eq!(&dst[..b.len()], &b[..]);
         }
-        assert_eq!(src.read(None, w).unwrap(), Read::Consumed);
+        assert_eq!(src.read(Dest::Discard, w).unwrap(), Read::Consumed);
         let mut small = [0u8; 10];
-        assert_eq!(src.read(Some(&mut small), w).unwrap(), Read::Dropped(DropCause::Oversize));
+        assert_eq!(src.read(Dest::Jpeg(&mut small), w).unwrap(), Read::Dropped(DropCause::Oversize));
     }
 
     #[test]
@@ -554,8 +557,11 @@ mod tests {
         let mut dst = vec![0u8; 10_000];
         let w = Duration::from_secs(5);
         for _ in 0..5 {
-            assert_eq!(src.read(Some(&mut dst), w).unwrap(), Read::Dropped(DropCause::Oversize));
-            assert_eq!(src.read(Some(&mut dst), w).unwrap(), Read::Frame { len: good.len(), width: 8, height: 8 });
+            assert_eq!(src.read(Dest::Jpeg(&mut dst), w).unwrap(), Read::Dropped(DropCause::Oversize));
+            assert_eq!(
+                src.read(Dest::Jpeg(&mut dst), w).unwrap(),
+                Read::Frame { len: good.len(), width: 8, height: 8 }
+            );
         }
     }
 
@@ -568,22 +574,22 @@ mod tests {
         let mut src = sh(&script, 4096).unwrap();
         let w = Duration::from_secs(5);
         // The frame written before the exit is still delivered.
-        assert_eq!(src.read(None, w).unwrap(), Read::Consumed);
-        let e = src.read(None, w).unwrap_err();
+        assert_eq!(src.read(Dest::Discard, w).unwrap(), Read::Consumed);
+        let e = src.read(Dest::Discard, w).unwrap_err();
         assert!(e.fatal);
         assert_eq!(e.message, "pipe command \"sh\" exited with status 3: camera: no device");
         // Sticky.
-        assert_eq!(src.read(None, w).unwrap_err(), e);
+        assert_eq!(src.read(Dest::Discard, w).unwrap_err(), e);
     }
 
     #[test]
     fn killed_child_and_closed_stdout_are_fatal() {
         let mut src = sh("kill -9 $$", 4096).unwrap();
-        let e = src.read(None, Duration::from_secs(5)).unwrap_err();
+        let e = src.read(Dest::Discard, Duration::from_secs(5)).unwrap_err();
         assert!(e.fatal && e.message.contains("was killed by signal 9"), "{}", e.message);
 
         let mut src = sh("exec >&-; echo 'stdout closed' >&2; sleep 30", 4096).unwrap();
-        let e = src.read(None, Duration::from_secs(5)).unwrap_err();
+        let e = src.read(Dest::Discard, Duration::from_secs(5)).unwrap_err();
         assert!(e.fatal);
         assert_eq!(e.message, "pipe command \"sh\" closed its stdout: stdout closed");
     }
@@ -591,7 +597,7 @@ mod tests {
     #[test]
     fn child_exit_is_seen_while_a_grandchild_holds_stdout() {
         let mut src = sh("sleep 30 & exit 4", 4096).unwrap();
-        let e = src.read(None, Duration::from_secs(5)).unwrap_err();
+        let e = src.read(Dest::Discard, Duration::from_secs(5)).unwrap_err();
         assert!(e.fatal && e.message.contains("exited with status 4"), "{}", e.message);
     }
 
@@ -617,7 +623,7 @@ mod tests {
         for wait_ms in [0u64, 50, 200] {
             let wait = Duration::from_millis(wait_ms);
             let t = Instant::now();
-            assert_eq!(src.read(None, wait).unwrap(), Read::Timeout);
+            assert_eq!(src.read(Dest::Discard, wait).unwrap(), Read::Timeout);
             let took = t.elapsed();
             assert!(took >= wait, "{took:?} < {wait:?}");
             // Generous: the machine may be busy with other tests.
@@ -629,7 +635,7 @@ mod tests {
     fn trickling_garbage_still_times_out() {
         let mut src = sh("while :; do printf x; sleep 0.01; done", 4096).unwrap();
         let t = Instant::now();
-        assert_eq!(src.read(None, Duration::from_millis(150)).unwrap(), Read::Timeout);
+        assert_eq!(src.read(Dest::Discard, Duration::from_millis(150)).unwrap(), Read::Timeout);
         assert!(t.elapsed() < Duration::from_millis(500));
     }
 
@@ -645,7 +651,7 @@ mod tests {
         );
         let mut opener = PipeOpener::new(PipeConfig { command: vec!["sh".into(), "-c".into(), script] }, 4096);
         let mut src = opener.open(1).unwrap();
-        assert_eq!(src.read(None, Duration::from_secs(5)).unwrap(), Read::Consumed);
+        assert_eq!(src.read(Dest::Discard, Duration::from_secs(5)).unwrap(), Read::Consumed);
         let grandchild: libc::pid_t = wait_for_file(&gc).parse().unwrap();
         // The child's pid is its process group id: the grandchild's group.
         // SAFETY: getpgid only reads process table state; no memory is involved.

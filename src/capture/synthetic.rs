@@ -1,6 +1,7 @@
-//! The synthetic camera: a moving test pattern with the frame number drawn in, JPEG-encoded
-//! with `image`, paced at `fps`. It only renders and encodes frames somebody keeps (the caller
-//! passes no buffer otherwise), like a YUYV camera that encodes only kept snapshots.
+//! The synthetic camera: a moving test pattern with the frame number drawn in, paced at `fps`,
+//! delivered as YUYV like a USB camera, so its frames take the same path as a real camera's
+//! (deinterleave, the encoders). The pattern is made once at open; a frame is a shifted copy
+//! of it with a bar and the number drawn in, and is only made when somebody wants it.
 //!
 //! Fault injection (`fault` in the config) drives the failure paths from outside: a camera
 //! that stops delivering, one whose reads fail, one that cannot be opened. Fault counters are
@@ -10,10 +11,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use image::codecs::jpeg::JpegEncoder;
-use image::ExtendedColorType;
-
-use crate::capture::{DropCause, Opener, Read, SliceWriter, Source, SourceError};
+use crate::capture::{Delivers, Dest, Opener, Read, Source, SourceError};
 use crate::config::{FaultConfig, SyntheticConfig};
 
 /// Per-job fault bookkeeping, shared by the opener and the source it opened.
@@ -52,14 +50,14 @@ impl Opener for SyntheticOpener {
         if fault.fail_open {
             return Err(SourceError::fatal("cannot open the synthetic camera (fault fail_open is set)"));
         }
-        let (w, h) = (self.config.width, self.config.height);
+        let (w, h) = (self.config.width as usize, self.config.height as usize);
         Ok(Box::new(Synthetic {
             width: w,
             height: h,
-            quality: self.config.quality,
             period: Duration::from_secs_f64(1.0 / self.config.fps as f64),
             next_at: Instant::now(),
-            rgb: vec![0; w as usize * h as usize * 3].into_boxed_slice(),
+            base: pattern(w, h),
+            yuyv: vec![0; w * h * 2].into_boxed_slice(),
             reads: 0,
             fault,
             faults: Arc::clone(&self.faults),
@@ -68,14 +66,15 @@ impl Opener for SyntheticOpener {
 }
 
 struct Synthetic {
-    width: u32,
-    height: u32,
-    quality: u8,
+    width: usize,
+    height: usize,
     period: Duration,
     /// When the next frame is due.
     next_at: Instant,
-    /// The render target, allocated once at open.
-    rgb: Box<[u8]>,
+    /// The pattern, YUYV, twice the frame's width so that any shift is one copy per row.
+    base: Box<[u8]>,
+    /// The frame as a camera would hand it over, allocated once at open.
+    yuyv: Box<[u8]>,
     /// Frame slots so far in this open (for `error_every`).
     reads: u64,
     fault: FaultConfig,
@@ -98,30 +97,61 @@ impl Synthetic {
     }
 
     fn render(&mut self, n: u64) {
-        let (w, h) = (self.width as usize, self.height as usize);
-        let shift = (n * 4) as usize;
-        for y in 0..h {
-            let row = &mut self.rgb[y * w * 3..(y + 1) * w * 3];
-            for x in 0..w {
-                let p = &mut row[x * 3..x * 3 + 3];
-                p[0] = ((x + shift) * 255 / w.max(1)) as u8;
-                p[1] = (y * 255 / h.max(1)) as u8;
-                p[2] = (((x + y + shift) / 8) % 2 * 160) as u8;
-            }
+        let (w, h) = (self.width, self.height);
+        let shift = (n as usize * 4) % w;
+        for (dst, src) in self.yuyv.chunks_exact_mut(w * 2).zip(self.base.chunks_exact(w * 4)) {
+            dst.copy_from_slice(&src[shift * 2..(shift + w) * 2]);
         }
         // A white bar sweeping across, so motion is obvious on the dashboard.
         let bar_x = (n as usize * 8) % w;
-        for y in 0..h {
-            for x in bar_x..(bar_x + 8).min(w) {
-                self.rgb[(y * w + x) * 3..(y * w + x) * 3 + 3].fill(255);
-            }
+        fill(&mut self.yuyv, w, (bar_x, 0), (bar_x + 8, h), 235);
+        draw_number(&mut self.yuyv, w, h, n);
+    }
+}
+
+/// BT.601 limited-range YUV of an RGB colour.
+fn yuv([r, g, b]: [i32; 3]) -> [u8; 3] {
+    let y = 16 + ((66 * r + 129 * g + 25 * b + 128) >> 8);
+    let u = 128 + ((-38 * r - 74 * g + 112 * b + 128) >> 8);
+    let v = 128 + ((112 * r - 94 * g - 18 * b + 128) >> 8);
+    [y as u8, u as u8, v as u8]
+}
+
+/// The test pattern, `2w x h` YUYV: a red ramp across, green down, a blue checker.
+fn pattern(w: usize, h: usize) -> Box<[u8]> {
+    let mut out = vec![0u8; w * 2 * h * 2];
+    for (y, row) in out.chunks_exact_mut(w * 4).enumerate() {
+        for (pair, px) in row.chunks_exact_mut(4).enumerate() {
+            let rgb = |x: usize| [((x * 255 / w) % 256) as i32, (y * 255 / h) as i32, (((x + y) / 8) % 2 * 160) as i32];
+            let (a, b) = (yuv(rgb(pair * 2)), yuv(rgb(pair * 2 + 1)));
+            px.copy_from_slice(&[
+                a[0],
+                ((a[1] as u16 + b[1] as u16) / 2) as u8,
+                b[0],
+                ((a[2] as u16 + b[2] as u16) / 2) as u8,
+            ]);
         }
-        draw_number(&mut self.rgb, w, h, n);
+    }
+    out.into_boxed_slice()
+}
+
+/// Paints pixels `x0..x1` of rows `y0..y1` (clipped) a neutral grey of luma `luma`.
+fn fill(yuyv: &mut [u8], w: usize, (x0, y0): (usize, usize), (x1, y1): (usize, usize), luma: u8) {
+    let h = yuyv.len() / (w * 2);
+    let (x0, x1) = (x0 & !1, x1.min(w).next_multiple_of(2).min(w));
+    for row in yuyv.chunks_exact_mut(w * 2).take(y1.min(h)).skip(y0) {
+        for px in row[x0 * 2..x1 * 2].chunks_exact_mut(4) {
+            px.copy_from_slice(&[luma, 128, luma, 128]);
+        }
     }
 }
 
 impl Source for Synthetic {
-    fn read(&mut self, dst: Option<&mut [u8]>, wait: Duration) -> Result<Read, SourceError> {
+    fn delivers(&self) -> Delivers {
+        Delivers::Yuv
+    }
+
+    fn read(&mut self, dst: Dest<'_>, wait: Duration) -> Result<Read, SourceError> {
         if self.stalled() {
             std::thread::sleep(wait);
             return Ok(Read::Timeout);
@@ -146,15 +176,10 @@ impl Source for Synthetic {
             }
         }
         let n = self.faults.frames.fetch_add(1, Relaxed) + 1;
-        let Some(dst) = dst else { return Ok(Read::Consumed) };
+        let Dest::Yuv(img) = dst else { return Ok(Read::Consumed) };
         self.render(n);
-        let mut out = SliceWriter { buf: dst, len: 0 };
-        let mut enc = JpegEncoder::new_with_quality(&mut out, self.quality);
-        match enc.encode(&self.rgb, self.width, self.height, ExtendedColorType::Rgb8) {
-            Ok(()) => Ok(Read::Frame { len: out.len, width: self.width, height: self.height }),
-            Err(_) if out.len == out.buf.len() => Ok(Read::Dropped(DropCause::Oversize)),
-            Err(e) => Err(SourceError::transient(format!("synthetic JPEG encoding failed: {e}"))),
-        }
+        super::yuyv::deinterleave(&self.yuyv, self.width, self.height, img);
+        Ok(Read::Raw)
     }
 }
 
@@ -173,7 +198,7 @@ const DIGITS: [[u8; 5]; 10] = [
 ];
 
 /// Draws `n` in white on a black box at the top left, scaled to be readable.
-fn draw_number(rgb: &mut [u8], w: usize, h: usize, n: u64) {
+fn draw_number(yuyv: &mut [u8], w: usize, h: usize, n: u64) {
     let scale = (h / 60).max(2);
     let mut digits = [0u8; 20];
     let mut len = 0;
@@ -186,24 +211,13 @@ fn draw_number(rgb: &mut [u8], w: usize, h: usize, n: u64) {
             break;
         }
     }
-    let box_w = (len * 4 + 1) * scale;
-    let box_h = 7 * scale;
-    for y in 0..box_h.min(h) {
-        for x in 0..box_w.min(w) {
-            rgb[(y * w + x) * 3..(y * w + x) * 3 + 3].fill(0);
-        }
-    }
+    fill(yuyv, w, (0, 0), ((len * 4 + 1) * scale, 7 * scale), 16);
     for (i, &d) in digits[..len].iter().rev().enumerate() {
         for (row, bits) in DIGITS[d as usize].iter().enumerate() {
             for col in 0..3 {
                 if bits >> (2 - col) & 1 == 1 {
-                    let x0 = (1 + i * 4 + col) * scale;
-                    let y0 = (1 + row) * scale;
-                    for y in y0..(y0 + scale).min(h) {
-                        for x in x0..(x0 + scale).min(w) {
-                            rgb[(y * w + x) * 3..(y * w + x) * 3 + 3].fill(255);
-                        }
-                    }
+                    let (x0, y0) = ((1 + i * 4 + col) * scale, (1 + row) * scale);
+                    fill(yuyv, w, (x0, y0), (x0 + scale, y0 + scale), 235);
                 }
             }
         }
@@ -219,39 +233,35 @@ mod tests {
     }
 
     #[test]
-    fn frames_are_real_jpegs_of_the_configured_size() {
+    fn frames_are_yuv_pictures_of_the_configured_size() {
         let mut src = opener(None).open(1).unwrap();
-        let mut buf = vec![0u8; 64 * 1024];
+        assert_eq!(src.delivers(), Delivers::Yuv);
+        let mut img = crate::jpeg::Yuv422::new(64, 48);
         let r = loop {
-            match src.read(Some(&mut buf), Duration::from_millis(100)).unwrap() {
+            match src.read(Dest::Yuv(&mut img), Duration::from_millis(100)).unwrap() {
                 Read::Timeout => continue,
                 r => break r,
             }
         };
-        let Read::Frame { len, width, height } = r else { panic!("{r:?}") };
-        assert_eq!((width, height), (64, 48));
-        let img = image::load_from_memory_with_format(&buf[..len], image::ImageFormat::Jpeg).unwrap();
+        assert_eq!(r, Read::Raw);
         assert_eq!((img.width(), img.height()), (64, 48));
-        assert!(matches!(src.read(None, Duration::from_millis(100)).unwrap(), Read::Consumed | Read::Timeout));
-    }
-
-    #[test]
-    fn a_small_buffer_is_an_oversize_drop() {
-        let mut src = opener(None).open(1).unwrap();
-        let mut buf = vec![0u8; 100];
-        let r = loop {
-            match src.read(Some(&mut buf), Duration::from_millis(100)).unwrap() {
-                Read::Timeout => continue,
-                r => break r,
-            }
-        };
-        assert_eq!(r, Read::Dropped(DropCause::Oversize));
+        let (y, u, _, ys, _) = img.planes_mut();
+        assert_eq!((y[0], u[0]), (16, 128), "the number's box is black");
+        assert_eq!(y[2 * ys + 4], 235, "frame 1: the digit's stroke is white");
+        let bar_row = &y[20 * ys..20 * ys + 64];
+        assert_eq!(bar_row[8..16], [235; 8], "frame 1's bar is at x 8..16");
+        let mut out = vec![0u8; 64 * 1024];
+        let n = crate::jpeg::Encoder::new().encode(&img, 80, &mut out).unwrap();
+        let decoded = image::load_from_memory_with_format(&out[..n], image::ImageFormat::Jpeg).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (64, 48));
+        let mut jpeg = [0u8; 16];
+        assert_eq!(src.read(Dest::Jpeg(&mut jpeg), Duration::from_millis(100)).unwrap(), Read::Consumed);
     }
 
     fn next(src: &mut Box<dyn Source>) -> Result<Read, SourceError> {
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
-            let r = src.read(None, Duration::from_millis(20));
+            let r = src.read(Dest::Discard, Duration::from_millis(20));
             if !matches!(r, Ok(Read::Timeout)) || Instant::now() > deadline {
                 return r;
             }
@@ -276,9 +286,9 @@ mod tests {
         let mut src = o.open(7).unwrap();
         assert_eq!(next(&mut src).unwrap(), Read::Consumed);
         assert_eq!(next(&mut src).unwrap(), Read::Consumed);
-        assert_eq!(src.read(None, Duration::from_millis(5)).unwrap(), Read::Timeout);
+        assert_eq!(src.read(Dest::Discard, Duration::from_millis(5)).unwrap(), Read::Timeout);
         let mut src = o.open(7).unwrap(); // reopen 1: still dead
-        assert_eq!(src.read(None, Duration::from_millis(5)).unwrap(), Read::Timeout);
+        assert_eq!(src.read(Dest::Discard, Duration::from_millis(5)).unwrap(), Read::Timeout);
         let mut src = o.open(7).unwrap(); // reopen 2: healed
         assert_eq!(next(&mut src).unwrap(), Read::Consumed);
         let mut src = o.open(8).unwrap(); // a new job starts afresh

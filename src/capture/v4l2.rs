@@ -3,7 +3,8 @@
 //!
 //! - Format: `auto` takes MJPG when offered (frames are JPEGs already: trimmed to `bytesused`,
 //!   checked for SOI/EOI and copied into the pool buffer untouched), else YUYV, which is
-//!   converted ([`super::yuyv`]) and encoded with `image` only for kept snapshots. Size and
+//!   deinterleaved ([`super::yuyv`]) into an idle encoder's image only for frames somebody
+//!   wants (kept or watched live). Size and
 //!   frame rate are set on the device and read back; what the driver granted is reported.
 //! - Every dequeue waits at most the capture loop's `wait` (poll with a timeout), so a dead
 //!   camera is a timeout the watchdog sees, never a hang. ENODEV/EIO (unplugged) are fatal
@@ -16,15 +17,13 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use image::codecs::jpeg::JpegEncoder;
-use image::ExtendedColorType;
 use v4l::buffer::{Flags, Type};
 use v4l::io::mmap::Stream;
 use v4l::io::traits::CaptureStream;
 use v4l::video::Capture;
 use v4l::{Device, FourCC};
 
-use crate::capture::{DropCause, Opener, Read, SliceWriter, Source, SourceError};
+use crate::capture::{Delivers, Dest, DropCause, Opener, Read, Source, SourceError};
 use crate::config::{V4l2Config, V4l2Format};
 
 const MJPG: FourCC = FourCC { repr: *b"MJPG" };
@@ -133,15 +132,11 @@ impl Opener for V4l2Opener {
         let mut stream = Stream::with_buffers(&dev, Type::VideoCapture, c.buffers)
             .map_err(|e| SourceError::fatal(format!("cannot map {} capture buffers: {e}", c.buffers)))?;
         stream.set_timeout(Duration::from_millis(100));
-        let rgb =
-            if fourcc == YUYV { vec![0u8; granted.width as usize * granted.height as usize * 3] } else { Vec::new() };
         Ok(Box::new(V4l2 {
             handle: stream.handle(),
             stream: Some(stream),
             _dev: dev,
             granted,
-            quality: c.quality,
-            rgb: rgb.into_boxed_slice(),
             timeout_ms: 100,
             queue: Queue::NotStarted,
         }))
@@ -182,9 +177,6 @@ struct V4l2 {
     handle: std::sync::Arc<v4l::device::Handle>,
     _dev: Device,
     granted: Granted,
-    quality: u8,
-    /// YUYV → RGB target, allocated at open.
-    rgb: Box<[u8]>,
     /// The dequeue timeout currently set on the stream.
     timeout_ms: u64,
     queue: Queue,
@@ -199,7 +191,15 @@ fn stream_error(e: io::Error) -> SourceError {
 }
 
 impl Source for V4l2 {
-    fn read(&mut self, dst: Option<&mut [u8]>, wait: Duration) -> Result<Read, SourceError> {
+    fn delivers(&self) -> Delivers {
+        if self.granted.fourcc == MJPG {
+            Delivers::Jpeg
+        } else {
+            Delivers::Yuv
+        }
+    }
+
+    fn read(&mut self, dst: Dest<'_>, wait: Duration) -> Result<Read, SourceError> {
         let stream = self.stream.as_mut().expect("present until drop");
         let ms = wait.as_millis().clamp(1, i32::MAX as u128) as u64;
         if ms != self.timeout_ms {
@@ -239,7 +239,7 @@ impl Source for V4l2 {
         let Granted { width, height, fourcc, .. } = self.granted;
         if fourcc == MJPG {
             let Some(jpeg) = trim_jpeg(data) else { return Ok(Read::Dropped(DropCause::Garbage)) };
-            let Some(dst) = dst else { return Ok(Read::Consumed) };
+            let Dest::Jpeg(dst) = dst else { return Ok(Read::Consumed) };
             if jpeg.len() > dst.len() {
                 return Ok(Read::Dropped(DropCause::Oversize));
             }
@@ -251,19 +251,9 @@ impl Source for V4l2 {
         if data.len() < need {
             return Ok(Read::Dropped(DropCause::Garbage));
         }
-        let Some(dst) = dst else { return Ok(Read::Consumed) };
-        super::yuyv::to_rgb(data, width as usize, height as usize, &mut self.rgb);
-        let mut out = SliceWriter { buf: dst, len: 0 };
-        match JpegEncoder::new_with_quality(&mut out, self.quality).encode(
-            &self.rgb,
-            width,
-            height,
-            ExtendedColorType::Rgb8,
-        ) {
-            Ok(()) => Ok(Read::Frame { len: out.len, width, height }),
-            Err(_) if out.len == out.buf.len() => Ok(Read::Dropped(DropCause::Oversize)),
-            Err(e) => Err(SourceError::transient(format!("JPEG encoding of a YUYV frame failed: {e}"))),
-        }
+        let Dest::Yuv(img) = dst else { return Ok(Read::Consumed) };
+        super::yuyv::deinterleave(data, width as usize, height as usize, img);
+        Ok(Read::Raw)
     }
 }
 

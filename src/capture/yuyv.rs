@@ -1,48 +1,50 @@
-//! YUYV (packed 4:2:2, BT.601 limited range, what UVC cameras and vivid deliver) to RGB, in
-//! integer arithmetic into a buffer allocated once. Only kept snapshots are converted; other
-//! frames are counted and handed back to the driver untouched.
+//! YUYV (packed 4:2:2, what UVC cameras and vivid deliver) to planar 4:2:2, the encoder's input:
+//! a byte shuffle, no arithmetic, so the encoder gets the camera's samples untouched (no RGB
+//! pass, no chroma resampling).
 
-/// Converts `width x height` YUYV pixels (`2 * width * height` bytes) into `rgb`
-/// (`3 * width * height` bytes). `width` is even for YUYV.
-pub fn to_rgb(yuyv: &[u8], width: usize, height: usize, rgb: &mut [u8]) {
-    let pixels = width * height;
-    debug_assert!(yuyv.len() >= pixels * 2 && rgb.len() >= pixels * 3);
-    for (src, dst) in yuyv[..pixels * 2].chunks_exact(4).zip(rgb[..pixels * 3].chunks_exact_mut(6)) {
-        let (u, v) = (i32::from(src[1]) - 128, i32::from(src[3]) - 128);
-        // Chroma terms shared by the two pixels (coefficients x 256).
-        let r = 409 * v;
-        let g = -100 * u - 208 * v;
-        let b = 516 * u;
-        for (k, y) in [src[0], src[2]].into_iter().enumerate() {
-            let c = 298 * (i32::from(y) - 16) + 128;
-            dst[k * 3] = ((c + r) >> 8).clamp(0, 255) as u8;
-            dst[k * 3 + 1] = ((c + g) >> 8).clamp(0, 255) as u8;
-            dst[k * 3 + 2] = ((c + b) >> 8).clamp(0, 255) as u8;
+use crate::jpeg::Yuv422;
+
+/// Deinterleaves `width x height` YUYV pixels (`2 * width * height` bytes, rows without
+/// padding; `width` even) into `img`, which takes that size.
+pub fn deinterleave(yuyv: &[u8], width: usize, height: usize, img: &mut Yuv422) {
+    debug_assert!(width % 2 == 0 && yuyv.len() >= width * height * 2);
+    img.set_size(width, height);
+    let (y, u, v, ys, cs) = img.planes_mut();
+    let rows = yuyv.chunks_exact(width * 2).take(height);
+    let planes = y.chunks_exact_mut(ys).zip(u.chunks_exact_mut(cs)).zip(v.chunks_exact_mut(cs));
+    for (src, ((y, u), v)) in rows.zip(planes) {
+        for (((px, y), u), v) in src.chunks_exact(4).zip(y.chunks_exact_mut(2)).zip(u.iter_mut()).zip(v.iter_mut()) {
+            y[0] = px[0];
+            *u = px[1];
+            y[1] = px[2];
+            *v = px[3];
         }
     }
+    img.pad_edges();
 }
 
 #[cfg(test)]
 mod tests {
-    use super::to_rgb;
+    use super::*;
 
     #[test]
-    fn bt601_limited_range() {
-        // Black, white, and 100% red and blue (BT.601 limited range).
-
-        let cases: [([u8; 3], [u8; 3]); 4] = [
-            ([16, 128, 128], [0, 0, 0]),
-            ([235, 128, 128], [255, 255, 255]),
-            ([81, 90, 240], [255, 0, 0]),
-            ([41, 240, 110], [0, 0, 255]),
-        ];
-        for ([y, u, v], want) in cases {
-            let mut rgb = [0u8; 6];
-            to_rgb(&[y, u, y, v], 2, 1, &mut rgb);
-            for (got, want) in rgb[..3].iter().zip(want) {
-                assert!(got.abs_diff(want) <= 2, "YUV {y},{u},{v}: got {:?}, want {want:?}", &rgb[..3]);
+    fn samples_land_in_their_planes_and_padding_repeats_the_edge() {
+        // 4x2 pixels: row r, pair p → Y0 = 10r+2p, U = 100+p, Y1 = 10r+2p+1, V = 200+p.
+        let mut yuyv = Vec::new();
+        for r in 0..2u8 {
+            for p in 0..2u8 {
+                yuyv.extend_from_slice(&[10 * r + 2 * p, 100 + p, 10 * r + 2 * p + 1, 200 + p]);
             }
-            assert_eq!(rgb[..3], rgb[3..], "both pixels of a pair share chroma");
         }
+        let mut img = Yuv422::new(2, 2);
+        deinterleave(&yuyv, 4, 2, &mut img);
+        assert_eq!((img.width(), img.height()), (4, 2));
+        let (y, u, v, ys, cs) = img.planes_mut();
+        assert_eq!((ys, cs), (16, 8), "padded to a whole MCU");
+        assert_eq!(&y[..5], &[0, 1, 2, 3, 3]);
+        assert_eq!(&y[ys..ys + 4], &[10, 11, 12, 13]);
+        assert_eq!(&u[..3], &[100, 101, 101]);
+        assert_eq!(&v[cs..cs + 2], &[200, 201]);
+        assert_eq!(&y[7 * ys..7 * ys + 4], &[10, 11, 12, 13], "rows repeat down to a whole block");
     }
 }

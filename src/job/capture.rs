@@ -7,6 +7,10 @@
 //! short lock, and every source read is bounded by [`READ_WAIT`], so orders and the stop token
 //! are looked at several times a second even when the camera is silent.
 //!
+//! JPEG sources write into a pool buffer that capture publishes itself. Raw sources (YUYV)
+//! write into an idle encoder's image ([`crate::encode`]); the encoder publishes, in capture
+//! order, through the same [`Outputs`].
+//!
 //! Steady state allocates nothing per frame: buffers come from the pool, metadata goes into
 //! fixed rings, counters are atomics.
 
@@ -19,10 +23,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{self, Receiver, Sender};
 
-use crate::capture::{DropCause, Opener, Read, Source};
+use crate::capture::{Delivers, Dest, DropCause, Opener, Read, Source};
 use crate::clock;
+use crate::encode::{Sink, Stage};
 use crate::events::EventKind;
-use crate::frame::FramePool;
+use crate::frame::{Frame, FramePool};
 use crate::shutdown::Stop;
 use crate::status::{CameraShared, Phase, Shared};
 use crate::store::StoreItem;
@@ -147,7 +152,12 @@ pub struct CaptureLoop {
     /// The next snapshot sequence number for this camera.
     next_seq: u64,
     /// The store's queue and this camera's index in `Shared::cameras`; `None` writes nothing.
+    /// Moved into [`Outputs`] when the loop starts.
     store: Option<(Sender<StoreItem>, usize)>,
+    /// Where frames go; set up when the loop starts.
+    outputs: Option<Arc<Outputs>>,
+    /// The encoders, for a camera whose source can deliver raw frames; started with the loop.
+    stage: Option<Stage>,
     /// When the next frame is due to be kept.
     next_keep: Instant,
     interval: Duration,
@@ -181,6 +191,8 @@ impl CaptureLoop {
             source: None,
             next_seq: 1,
             store: None,
+            outputs: None,
+            stage: None,
             next_keep: Instant::now(),
             interval,
             next_live: Instant::now(),
@@ -200,14 +212,37 @@ impl CaptureLoop {
         self
     }
 
-    /// Runs until the stop token is triggered; then closes the source.
+    /// Starts the encoders (a camera that can deliver raw frames), then runs until the stop
+    /// token is triggered; then closes the source and ends the encoders.
     pub fn run(mut self) {
+        let outputs = Arc::new(Outputs {
+            cam: Arc::clone(&self.cam),
+            store: self.store.take(),
+            failed: [0, 0].map(AtomicU64::new),
+        });
+        self.outputs = Some(Arc::clone(&outputs));
+        let c = &self.cam.config;
+        if let Some(quality) = c.source.raw_quality() {
+            let (width, height) = c.source.size();
+            let settings = crate::encode::Settings {
+                camera: self.cam.name.clone(),
+                threads: c.encoder_threads,
+                quality,
+                width: width as usize,
+                height: height as usize,
+                pool: c.frame_buffers,
+            };
+            // Threads are few and started once; failing to start them is a broken host.
+            let stage = Stage::start(&settings, outputs, &self.stop).expect("cannot start the encoder threads");
+            self.stage = Some(stage);
+        }
         let hb = &self.cam.heartbeat;
         hb.set_phase(Phase::Idle);
         while !self.stop.is_set() {
             if let Some(order) = self.orders.take_new(&mut self.seen_order) {
                 self.apply(order);
             }
+            self.note_encoder_drops();
             self.flush_events(false);
             match self.cam.heartbeat.phase() {
                 Phase::Idle | Phase::Done | Phase::Broken => self.orders.wait(&self.stop, Duration::from_millis(500)),
@@ -217,8 +252,21 @@ impl CaptureLoop {
             }
         }
         self.close();
+        self.stage = None;
+        self.note_encoder_drops();
         self.flush_events(true);
         self.cam.heartbeat.set_phase(Phase::Idle);
+    }
+
+    /// Folds the encoders' failed frames into the drop summary.
+    fn note_encoder_drops(&mut self) {
+        let Some(out) = &self.outputs else { return };
+        let [oversize, garbage] = [0, 1].map(|i| out.failed[i].swap(0, Relaxed));
+        if oversize + garbage > 0 {
+            self.pending.oversize += oversize;
+            self.pending.garbage += garbage;
+            self.pending.note();
+        }
     }
 
     fn apply(&mut self, order: Order) {
@@ -282,62 +330,94 @@ impl CaptureLoop {
         self.source = None;
     }
 
-    /// Reads one frame (or times out) and publishes it if it is due to be kept or somebody
-    /// watches the live view.
+    /// Reads one frame (or times out) and publishes it, or hands it to an encoder, if it is
+    /// due to be kept or somebody watches the live view.
     fn read_one(&mut self) {
         let Some(source) = self.source.as_mut() else { return };
-        let hb = &self.cam.heartbeat;
         let now = Instant::now();
         let keep = now >= self.next_keep;
         let live_every = self.cam.live.wanted_interval();
         let live = live_every.is_some() && now >= self.next_live;
-        let mut slot = if keep || live { self.pool.acquire() } else { None };
-        let dst = slot.as_mut().map(|s| s.frame().buffer_mut());
-        let result = source.read(dst, READ_WAIT);
+        let wanted = keep || live;
+        // Where the frame can go; `None` for a wanted frame says what was missing.
+        let (result, got) = match source.delivers() {
+            Delivers::Jpeg => {
+                let mut slot = if wanted { self.pool.acquire() } else { None };
+                let dst = slot.as_mut().map_or(Dest::Discard, |s| Dest::Jpeg(s.frame().buffer_mut()));
+                let result = source.read(dst, READ_WAIT);
+                let got = match (&result, slot) {
+                    (Ok(Read::Frame { len, width, height }), Some(mut slot)) => {
+                        let f = slot.frame();
+                        f.set_len(*len);
+                        (f.width, f.height) = (*width, *height);
+                        self.next_id = stamp(f, self.next_id, keep, &mut self.next_seq);
+                        let outputs = self.outputs.as_ref().expect("set up by run");
+                        outputs.publish(slot.share());
+                        Got::Taken
+                    }
+                    (_, None) if wanted => Got::NoBuffer,
+                    _ => Got::Taken,
+                };
+                (result, got)
+            }
+            Delivers::Yuv => {
+                let mut claim = if wanted { self.stage.as_ref().and_then(Stage::claim) } else { None };
+                let slot = if claim.is_some() { self.pool.acquire() } else { None };
+                let missing = match (&claim, &slot) {
+                    (None, _) => Got::NoEncoder,
+                    (_, None) => Got::NoBuffer,
+                    _ => Got::Taken,
+                };
+                if slot.is_none() {
+                    claim = None;
+                }
+                let dst = claim.as_mut().map_or(Dest::Discard, |c| Dest::Yuv(c.image()));
+                let result = source.read(dst, READ_WAIT);
+                let got = match (&result, claim, slot) {
+                    (Ok(Read::Raw), Some(mut claim), Some(mut slot)) => {
+                        let (w, h) = (claim.image().width() as u32, claim.image().height() as u32);
+                        let f = slot.frame();
+                        f.set_len(0);
+                        (f.width, f.height) = (w, h);
+                        self.next_id = stamp(f, self.next_id, keep, &mut self.next_seq);
+                        let stage = self.stage.as_ref().expect("claimed from it");
+                        stage.submit(claim, slot.lend());
+                        Got::Taken
+                    }
+                    _ if wanted => missing,
+                    _ => Got::Taken,
+                };
+                (result, got)
+            }
+        };
+        let hb = &self.cam.heartbeat;
         match result {
-            Ok(Read::Frame { len, width, height }) => {
+            Ok(Read::Frame { .. } | Read::Raw | Read::Consumed) => {
                 good_frame(hb);
-                if let Some(mut slot) = slot {
-                    let f = slot.frame();
-                    f.set_len(len);
-                    f.id = self.next_id;
-                    f.seq = if keep { self.next_seq } else { 0 };
-                    f.captured_at = clock::unix_now();
-                    f.width = width;
-                    f.height = height;
-                    self.next_id += 1;
-                    let frame = slot.share();
-                    if keep {
-                        self.next_seq += 1;
-                        if let Some((tx, camera)) = &self.store {
-                            // Never wait for the disk: a full queue drops the write, not the frame.
-                            if tx.try_send(StoreItem { camera: *camera, frame: Arc::clone(&frame) }).is_err() {
-                                self.cam.store.dropped.fetch_add(1, Relaxed);
-                            }
+                match got {
+                    Got::Taken if wanted => {
+                        if keep {
+                            self.advance_keep(now);
                         }
-                        let old = self.cam.snapshots.publish(Arc::clone(&frame));
-                        drop(old);
-                        hb.snapshots.fetch_add(1, Relaxed);
+                        if let Some(every) = live_every {
+                            self.next_live = (self.next_live + every).max(now);
+                        }
+                    }
+                    Got::Taken => {}
+                    // Every encoder is busy: skipped for the live view (it was captured); a
+                    // snapshot due stays due for the next frame an encoder can take.
+                    Got::NoEncoder => {
+                        hb.frames_skipped.fetch_add(1, Relaxed);
+                    }
+                    Got::NoBuffer if keep => {
+                        // Due to be kept, but every buffer is held by a reader.
+                        self.dropped(None);
                         self.advance_keep(now);
                     }
-                    // Every encoded frame is the live view's newest, kept or not.
-                    let old = self.cam.live.publish(frame);
-                    drop(old);
-                    if let Some(every) = live_every {
-                        self.next_live = (self.next_live + every).max(now);
+                    // Wanted only by the live view: skipped for it, not lost.
+                    Got::NoBuffer => {
+                        hb.frames_skipped.fetch_add(1, Relaxed);
                     }
-                }
-                self.check_limit();
-            }
-            Ok(Read::Consumed) => {
-                good_frame(hb);
-                if keep {
-                    // Due to be kept, but every buffer is held by a reader.
-                    self.dropped(None);
-                    self.advance_keep(now);
-                } else if live {
-                    // Wanted only by the live view: skipped for it, not lost (it was captured).
-                    hb.frames_skipped.fetch_add(1, Relaxed);
                 }
                 self.check_limit();
             }
@@ -355,6 +435,9 @@ impl CaptureLoop {
                     hb.set_phase(Phase::Broken);
                 }
             }
+        }
+        if let Some(stage) = &self.stage {
+            stage.reclaim(&mut self.pool);
         }
     }
 
@@ -418,6 +501,65 @@ impl CaptureLoop {
                 format_args!("{} source error(s); last: {last}", p.errors),
             );
         }
+    }
+}
+
+/// What became of a frame somebody wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Got {
+    /// Published or handed to an encoder (or not wanted, or nothing was read).
+    Taken,
+    /// Every encoder was busy.
+    NoEncoder,
+    /// Every frame buffer was held by readers (or lent to encoders).
+    NoBuffer,
+}
+
+/// Sets a frame's id, capture time and snapshot seq (0 when only the live view wants it);
+/// returns the next id.
+fn stamp(f: &mut Frame, id: u64, keep: bool, next_seq: &mut u64) -> u64 {
+    f.id = id;
+    f.captured_at = clock::unix_now();
+    f.seq = if keep { *next_seq } else { 0 };
+    if keep {
+        *next_seq += 1;
+    }
+    id + 1
+}
+
+/// Where a camera's frames go: the live view always, and a kept frame (seq > 0) to the
+/// snapshot ring and the store. Used by capture for JPEG sources and by the encoders.
+pub struct Outputs {
+    cam: Arc<CameraShared>,
+    store: Option<(Sender<StoreItem>, usize)>,
+    /// Frames the encoders could not encode: [larger than max_frame_bytes, refused].
+    failed: [AtomicU64; 2],
+}
+
+impl Outputs {
+    fn publish(&self, frame: Arc<Frame>) {
+        if frame.seq != 0 {
+            if let Some((tx, camera)) = &self.store {
+                // Never wait for the disk: a full queue drops the write, not the frame.
+                if tx.try_send(StoreItem { camera: *camera, frame: Arc::clone(&frame) }).is_err() {
+                    self.cam.store.dropped.fetch_add(1, Relaxed);
+                }
+            }
+            drop(self.cam.snapshots.publish(Arc::clone(&frame)));
+            self.cam.heartbeat.snapshots.fetch_add(1, Relaxed);
+        }
+        drop(self.cam.live.publish(frame));
+    }
+}
+
+impl Sink for Outputs {
+    fn publish(&self, frame: Arc<Frame>) {
+        Outputs::publish(self, frame);
+    }
+    fn failed(&self, _frame: &Frame, error: &crate::jpeg::Error) {
+        self.cam.heartbeat.frames_dropped.fetch_add(1, Relaxed);
+        let i = usize::from(*error != crate::jpeg::Error::Full);
+        self.failed[i].fetch_add(1, Relaxed);
     }
 }
 
