@@ -46,8 +46,16 @@ pub enum Dest<'a> {
     Discard,
     /// JPEG bytes, written to the start of the buffer.
     Jpeg(&'a mut [u8]),
-    /// Planar YUV 4:2:2 pixels, for an encoder.
-    Yuv(&'a mut Yuv422),
+    /// Planar YUV 4:2:2 pixels, for an encoder: the source asks for the image once the frame
+    /// is there (an encoder busy with the previous frame may be free by then).
+    Yuv(&'a mut dyn YuvTarget),
+}
+
+/// Hands a source the image to deinterleave a raw frame into.
+pub trait YuvTarget {
+    /// The image, or `None` when there is nowhere to put the frame now (it is then only
+    /// counted as captured). Call once the frame has arrived.
+    fn image(&mut self) -> Option<&mut Yuv422>;
 }
 
 /// What one call to [`Source::read`] produced.

@@ -176,7 +176,12 @@ impl Source for Synthetic {
             }
         }
         let n = self.faults.frames.fetch_add(1, Relaxed) + 1;
-        let Dest::Yuv(img) = dst else { return Ok(Read::Consumed) };
+        let Some(img) = (match dst {
+            Dest::Yuv(target) => target.image(),
+            _ => None,
+        }) else {
+            return Ok(Read::Consumed);
+        };
         self.render(n);
         super::yuyv::deinterleave(&self.yuyv, self.width, self.height, img);
         Ok(Read::Raw)
@@ -236,14 +241,21 @@ mod tests {
     fn frames_are_yuv_pictures_of_the_configured_size() {
         let mut src = opener(None).open(1).unwrap();
         assert_eq!(src.delivers(), Delivers::Yuv);
-        let mut img = crate::jpeg::Yuv422::new(64, 48);
+        struct Target(crate::jpeg::Yuv422);
+        impl crate::capture::YuvTarget for Target {
+            fn image(&mut self) -> Option<&mut crate::jpeg::Yuv422> {
+                Some(&mut self.0)
+            }
+        }
+        let mut target = Target(crate::jpeg::Yuv422::new(64, 48));
         let r = loop {
-            match src.read(Dest::Yuv(&mut img), Duration::from_millis(100)).unwrap() {
+            match src.read(Dest::Yuv(&mut target), Duration::from_millis(100)).unwrap() {
                 Read::Timeout => continue,
                 r => break r,
             }
         };
         assert_eq!(r, Read::Raw);
+        let img = &mut target.0;
         assert_eq!((img.width(), img.height()), (64, 48));
         let (y, u, _, ys, _) = img.planes_mut();
         assert_eq!((y[0], u[0]), (16, 128), "the number's box is black");
@@ -251,7 +263,7 @@ mod tests {
         let bar_row = &y[20 * ys..20 * ys + 64];
         assert_eq!(bar_row[8..16], [235; 8], "frame 1's bar is at x 8..16");
         let mut out = vec![0u8; 64 * 1024];
-        let n = crate::jpeg::Encoder::new().encode(&img, 80, &mut out).unwrap();
+        let n = crate::jpeg::Encoder::new().encode(img, 80, &mut out).unwrap();
         let decoded = image::load_from_memory_with_format(&out[..n], image::ImageFormat::Jpeg).unwrap();
         assert_eq!((decoded.width(), decoded.height()), (64, 48));
         let mut jpeg = [0u8; 16];

@@ -251,7 +251,12 @@ impl Source for V4l2 {
         if data.len() < need {
             return Ok(Read::Dropped(DropCause::Garbage));
         }
-        let Dest::Yuv(img) = dst else { return Ok(Read::Consumed) };
+        let Some(img) = (match dst {
+            Dest::Yuv(target) => target.image(),
+            _ => None,
+        }) else {
+            return Ok(Read::Consumed);
+        };
         super::yuyv::deinterleave(data, width as usize, height as usize, img);
         Ok(Read::Raw)
     }

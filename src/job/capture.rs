@@ -361,20 +361,16 @@ impl CaptureLoop {
                 (result, got)
             }
             Delivers::Yuv => {
-                let mut claim = if wanted { self.stage.as_ref().and_then(Stage::claim) } else { None };
-                let slot = if claim.is_some() { self.pool.acquire() } else { None };
-                let missing = match (&claim, &slot) {
-                    (None, _) => Got::NoEncoder,
-                    (_, None) => Got::NoBuffer,
-                    _ => Got::Taken,
+                let mut target = RawTarget {
+                    stage: self.stage.as_ref(),
+                    pool: Some(&mut self.pool),
+                    got: None,
+                    missing: Got::Taken,
                 };
-                if slot.is_none() {
-                    claim = None;
-                }
-                let dst = claim.as_mut().map_or(Dest::Discard, |c| Dest::Yuv(c.image()));
+                let dst = if wanted { Dest::Yuv(&mut target) } else { Dest::Discard };
                 let result = source.read(dst, READ_WAIT);
-                let got = match (&result, claim, slot) {
-                    (Ok(Read::Raw), Some(mut claim), Some(mut slot)) => {
+                let got = match (&result, target.got) {
+                    (Ok(Read::Raw), Some((mut claim, mut slot))) => {
                         let (w, h) = (claim.image().width() as u32, claim.image().height() as u32);
                         let f = slot.frame();
                         f.set_len(0);
@@ -384,8 +380,7 @@ impl CaptureLoop {
                         stage.submit(claim, slot.lend());
                         Got::Taken
                     }
-                    _ if wanted => missing,
-                    _ => Got::Taken,
+                    _ => target.missing,
                 };
                 (result, got)
             }
@@ -435,9 +430,6 @@ impl CaptureLoop {
                     hb.set_phase(Phase::Broken);
                 }
             }
-        }
-        if let Some(stage) = &self.stage {
-            stage.reclaim(&mut self.pool);
         }
     }
 
@@ -513,6 +505,38 @@ enum Got {
     NoEncoder,
     /// Every frame buffer was held by readers (or lent to encoders).
     NoBuffer,
+}
+
+/// Finds an encoder and a frame buffer for a raw frame when the source has one, not before
+/// the read: the encoder of the previous frame is likely still at work when a read starts.
+struct RawTarget<'a> {
+    stage: Option<&'a Stage>,
+    pool: Option<&'a mut FramePool>,
+    got: Option<(crate::encode::Claim<'a>, crate::frame::Slot<'a>)>,
+    /// What was missing when the source asked.
+    missing: Got,
+}
+
+impl crate::capture::YuvTarget for RawTarget<'_> {
+    fn image(&mut self) -> Option<&mut crate::jpeg::Yuv422> {
+        if self.got.is_none() {
+            let (Some(stage), Some(pool)) = (self.stage, self.pool.take()) else {
+                self.missing = Got::NoEncoder;
+                return None;
+            };
+            stage.reclaim(pool);
+            let Some(claim) = stage.claim() else {
+                self.missing = Got::NoEncoder;
+                return None;
+            };
+            let Some(slot) = pool.acquire() else {
+                self.missing = Got::NoBuffer;
+                return None;
+            };
+            self.got = Some((claim, slot));
+        }
+        self.got.as_mut().map(|(claim, _)| claim.image())
+    }
 }
 
 /// Sets a frame's id, capture time and snapshot seq (0 when only the live view wants it);
