@@ -24,6 +24,9 @@ use crate::frame::{Frame, FramePool};
 use crate::jpeg::{Encoder, Yuv422};
 use crate::shutdown::Stop;
 
+/// How often an idle worker looks at the stop token.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
 /// Where encoded frames go (implemented by the capture loop: the live view, the snapshot ring,
 /// the store). Called by the workers, one at a time, in capture order.
 pub trait Sink: Send + Sync {
@@ -198,12 +201,14 @@ struct Run {
 impl Run {
     fn run(self) {
         let mut encoder = Encoder::new();
+        // Not a `select!` with the stop token: selecting on its zero-capacity channel boxes a
+        // packet on every wait. A bounded wait on the job channel alone allocates nothing.
         loop {
-            let job = crossbeam::select! {
-                recv(self.jobs) -> job => match job { Ok(j) => j, Err(_) => return },
-                recv(self.stop.receiver()) -> _ => return,
-            };
-            self.encode(&mut encoder, job);
+            match self.jobs.recv_timeout(STOP_POLL) {
+                Ok(job) => self.encode(&mut encoder, job),
+                Err(channel::RecvTimeoutError::Timeout) if !self.stop.is_set() => {}
+                Err(_) => return,
+            }
         }
     }
 

@@ -61,6 +61,15 @@ pub struct Yuv422 {
     height: usize,
 }
 
+/// BT.601 limited-range Y, Cb, Cr of an RGB colour (what cameras send), in integers.
+pub fn yuv_of([r, g, b]: [u8; 3]) -> [u8; 3] {
+    let (r, g, b) = (i32::from(r), i32::from(g), i32::from(b));
+    let y = 16 + ((66 * r + 129 * g + 25 * b + 128) >> 8);
+    let u = 128 + ((-38 * r - 74 * g + 112 * b + 128) >> 8);
+    let v = 128 + ((112 * r - 94 * g - 18 * b + 128) >> 8);
+    [y as u8, u as u8, v as u8]
+}
+
 /// Rows padded to a whole block.
 fn padded_rows(height: usize) -> usize {
     height.div_ceil(8) * 8
@@ -76,6 +85,25 @@ impl Yuv422 {
     pub fn new(width: usize, height: usize) -> Yuv422 {
         let mut img = Yuv422 { data: Vec::new(), width: 0, height: 0 };
         img.set_size(width, height);
+        img
+    }
+
+    /// An image of packed RGB pixels (`width` even), chroma averaged over each pixel pair.
+    /// For pictures made here (placeholders); camera frames arrive as YUV.
+    pub fn from_rgb(rgb: &[u8], width: usize, height: usize) -> Yuv422 {
+        let mut img = Yuv422::new(width, height);
+        let (y, u, v, ys, cs) = img.planes_mut();
+        for (row, src) in rgb.chunks_exact(width * 3).take(height).enumerate() {
+            for (pair, px) in src.chunks_exact(6).enumerate() {
+                let a = yuv_of([px[0], px[1], px[2]]);
+                let b = yuv_of([px[3], px[4], px[5]]);
+                y[row * ys + pair * 2] = a[0];
+                y[row * ys + pair * 2 + 1] = b[0];
+                u[row * cs + pair] = ((u16::from(a[1]) + u16::from(b[1])) / 2) as u8;
+                v[row * cs + pair] = ((u16::from(a[2]) + u16::from(b[2])) / 2) as u8;
+            }
+        }
+        img.pad_edges();
         img
     }
 
@@ -298,8 +326,7 @@ impl Encoder {
             unsafe { sys::jpeg_start_compress(c, 1) };
             let mut rows: [[sys::JSAMPROW; 8]; 3] = [[std::ptr::null(); 8]; 3];
             for band in 0..padded_rows(img.height) / 8 {
-                for r in 0..8 {
-                    let line = band * 8 + r;
+                for (r, line) in (band * 8..band * 8 + 8).enumerate() {
                     rows[0][r] = y[line * ys..].as_ptr();
                     rows[1][r] = u[line * cs..].as_ptr();
                     rows[2][r] = v[line * cs..].as_ptr();
@@ -495,6 +522,17 @@ mod tests {
                 assert!(got.abs_diff(want) <= 6, "{w}x{h} column {x}: {got} vs {want}");
             }
         }
+    }
+
+    #[test]
+    fn rgb_converts_to_bt601_limited_range() {
+        assert_eq!(yuv_of([0, 0, 0]), [16, 128, 128]);
+        assert_eq!(yuv_of([255, 255, 255]), [235, 128, 128]);
+        let red = yuv_of([255, 0, 0]);
+        assert!(red[0].abs_diff(81) <= 1 && red[1].abs_diff(90) <= 1 && red[2].abs_diff(240) <= 1, "{red:?}");
+        let mut img = Yuv422::from_rgb(&[255, 255, 255, 0, 0, 0], 2, 1);
+        let (y, u, ..) = img.planes_mut();
+        assert_eq!((y[0], y[1], u[0]), (235, 16, 128));
     }
 
     #[test]

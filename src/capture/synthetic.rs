@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::capture::{Delivers, Dest, Opener, Read, Source, SourceError};
 use crate::config::{FaultConfig, SyntheticConfig};
+use crate::jpeg::yuv_of;
 
 /// Per-job fault bookkeeping, shared by the opener and the source it opened.
 #[derive(Default)]
@@ -109,21 +110,13 @@ impl Synthetic {
     }
 }
 
-/// BT.601 limited-range YUV of an RGB colour.
-fn yuv([r, g, b]: [i32; 3]) -> [u8; 3] {
-    let y = 16 + ((66 * r + 129 * g + 25 * b + 128) >> 8);
-    let u = 128 + ((-38 * r - 74 * g + 112 * b + 128) >> 8);
-    let v = 128 + ((112 * r - 94 * g - 18 * b + 128) >> 8);
-    [y as u8, u as u8, v as u8]
-}
-
 /// The test pattern, `2w x h` YUYV: a red ramp across, green down, a blue checker.
 fn pattern(w: usize, h: usize) -> Box<[u8]> {
     let mut out = vec![0u8; w * 2 * h * 2];
     for (y, row) in out.chunks_exact_mut(w * 4).enumerate() {
         for (pair, px) in row.chunks_exact_mut(4).enumerate() {
-            let rgb = |x: usize| [((x * 255 / w) % 256) as i32, (y * 255 / h) as i32, (((x + y) / 8) % 2 * 160) as i32];
-            let (a, b) = (yuv(rgb(pair * 2)), yuv(rgb(pair * 2 + 1)));
+            let rgb = |x: usize| [((x * 255 / w) % 256) as u8, (y * 255 / h) as u8, (((x + y) / 8) % 2 * 160) as u8];
+            let (a, b) = (yuv_of(rgb(pair * 2)), yuv_of(rgb(pair * 2 + 1)));
             px.copy_from_slice(&[
                 a[0],
                 ((a[1] as u16 + b[1] as u16) / 2) as u8,

@@ -1,8 +1,9 @@
 //! The `timelapse` export: an animated GIF, which every browser plays in an `<img>` without a
 //! codec (the `image` crate on the design card encodes it; no video encoder is needed on the
-//! Pi). The range is sampled evenly down to `max_frames`, each frame decoded, scaled down to
-//! `exports.timelapse.width` and quantised to 256 colours; frames are written as they come,
-//! so memory is one frame, not the film.
+//! Pi). The range is sampled evenly down to `max_frames`, each frame decoded (by libjpeg,
+//! already scaled down in the inverse DCT as far as the width allows: a 1920x1080 snapshot for
+//! a 480-wide film is decoded at 480x270), scaled to `exports.timelapse.width` and quantised
+//! to 256 colours; frames are written as they come, so memory is one frame, not the film.
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -10,10 +11,14 @@ use std::io::{self, BufWriter, Read, Write};
 use std::rc::Rc;
 
 use image::codecs::gif::{GifEncoder, Repeat};
-use image::{Delay, DynamicImage, ImageFormat};
+use image::{Delay, DynamicImage, RgbImage};
 
 use super::{io_failed, Ended, Run};
 use crate::config::TimelapseConfig;
+use crate::jpeg::{Decoder, Pixels};
+
+/// Largest decoded frame accepted (after DCT scaling), in pixels.
+const MAX_PIXELS: usize = 1 << 23;
 
 /// NeuQuant sampling factor (1 best .. 30 fastest); 10 is gif's own default.
 const SPEED: i32 = 10;
@@ -29,6 +34,8 @@ pub fn write(run: &mut Run<'_>, file: File, cfg: &TimelapseConfig) -> Result<u64
     let mut encoder = GifEncoder::new_with_speed(BufWriter::with_capacity(64 * 1024, out), SPEED);
     encoder.set_repeat(Repeat::Infinite).map_err(|e| Ended::Failed(format!("cannot start the GIF: {e}")))?;
     let mut jpeg = Vec::new();
+    let mut decoder = Decoder::new();
+    let mut rgb = Vec::new();
     let mut size: Option<(u32, u32)> = None;
     let (mut picked, mut written, mut bad) = (0u64, 0u64, 0u64);
     run.each(|run, pos, s| {
@@ -43,8 +50,15 @@ pub fn write(run: &mut Run<'_>, file: File, cfg: &TimelapseConfig) -> Result<u64
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io_failed(&format!("read snapshot {}", s.seq), &e)),
         }
-        let img = match image::load_from_memory_with_format(&jpeg, ImageFormat::Jpeg) {
-            Ok(img) => img,
+        let decoded = decoder
+            .scale_for(&jpeg, cfg.width as usize)
+            .and_then(|(denom, ..)| decoder.decode(&jpeg, denom, Pixels::Rgb, MAX_PIXELS, &mut rgb));
+        let img = match decoded {
+            Ok((w, h)) => {
+                rgb.truncate(w * h * 3);
+                let pixels = std::mem::take(&mut rgb);
+                DynamicImage::ImageRgb8(RgbImage::from_raw(w as u32, h as u32, pixels).expect("w x h x 3 bytes"))
+            }
             Err(e) => {
                 // A damaged file costs one frame, not the film.
                 bad += 1;
@@ -56,6 +70,7 @@ pub fn write(run: &mut Run<'_>, file: File, cfg: &TimelapseConfig) -> Result<u64
         let (w, h) = *size.get_or_insert_with(|| fit(img.width(), img.height(), cfg.width));
         let small: DynamicImage = img.thumbnail_exact(w, h);
         let frame = image::Frame::from_parts(small.to_rgba8(), 0, 0, Delay::from_numer_denom_ms(1000, fps));
+        rgb = img.into_rgb8().into_raw(); // the buffer, for the next frame
         encoder.encode_frame(frame).map_err(|e| Ended::Failed(format!("cannot encode the GIF: {e}")))?;
         written += 1;
         run.progress(written, sync.metadata().map_or(0, |m| m.len()))

@@ -6,8 +6,7 @@
 //! Self-contained on purpose: a built-in bitmap font (so no font file can be missing on a board)
 //! and the `image` crate's JPEG encoder, which the crate already uses.
 
-use image::codecs::jpeg::JpegEncoder;
-use image::ExtendedColorType;
+use crate::jpeg::{Encoder, Yuv422};
 
 /// JPEG quality: the picture is flat grey and text, so 75 is sharp enough and stays small.
 const QUALITY: u8 = 75;
@@ -52,10 +51,14 @@ fn clamp_size(width: u32, height: u32) -> (u32, u32) {
     (width.clamp(MIN_SIDE, MAX_SIDE) & !1, height.clamp(MIN_SIDE, MAX_SIDE) & !1)
 }
 
-/// Encodes a packed RGB buffer as a JPEG.
+/// Encodes a packed RGB buffer as a JPEG (the frames' encoder, 4:2:2).
 fn encode(rgb: &[u8], w: u32, h: u32) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(16 * 1024);
-    JpegEncoder::new_with_quality(&mut out, QUALITY).encode(rgb, w, h, ExtendedColorType::Rgb8).ok()?;
+    let (w, h) = (w as usize, h as usize);
+    let img = Yuv422::from_rgb(rgb, w, h);
+    // Flat colour and text: far smaller than the raw 4:2:2 samples.
+    let mut out = vec![0u8; w * h * 2 + 4096];
+    let n = Encoder::new().encode(&img, QUALITY, &mut out).ok()?;
+    out.truncate(n);
     Some(out)
 }
 

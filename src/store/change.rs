@@ -3,8 +3,7 @@
 //! thumbnails live in fixed arrays. The score is the mean absolute difference of the
 //! thumbnails as a percentage of full scale: 0 for identical images, 100 for black vs white.
 
-use image::codecs::jpeg::JpegDecoder;
-use image::{ColorType, ImageDecoder};
+use crate::jpeg::{Decoder, Pixels};
 
 /// Thumbnail width in pixels.
 pub const THUMB_W: usize = 32;
@@ -13,43 +12,31 @@ pub const THUMB_H: usize = 24;
 /// A grayscale thumbnail.
 pub type Thumb = [u8; THUMB_W * THUMB_H];
 
-/// Decodes JPEGs into thumbnails, reusing one pixel buffer (it grows to the largest frame once).
+/// Largest decoded image accepted (after scaling): an 8K frame at 1/8 is 960x540.
+const MAX_PIXELS: usize = 1 << 20;
+
+/// Decodes JPEGs into thumbnails, reusing one pixel buffer (it grows to the largest image once).
+/// Only luma is decoded, scaled down in the inverse DCT (1/8 where the image stays at least
+/// twice the thumbnail's width): 640x480 becomes 80x60 without computing the other 98 % of
+/// the pixels (README, "Encoding", for the figures).
 #[derive(Default)]
 pub struct Thumbnailer {
+    decoder: Decoder,
     pixels: Vec<u8>,
 }
 
 impl Thumbnailer {
     /// The thumbnail of a JPEG, by averaging the pixels of each cell.
-    pub fn thumbnail(&mut self, jpeg: &[u8], out: &mut Thumb) -> Result<(), String> {
-        let dec = JpegDecoder::new(std::io::Cursor::new(jpeg)).map_err(|e| e.to_string())?;
-        let (w, h) = dec.dimensions();
-        let channels = match dec.color_type() {
-            ColorType::L8 => 1,
-            ColorType::Rgb8 => 3,
-            other => return Err(format!("unsupported JPEG colour type {other:?}")),
-        };
-        let (w, h) = (w as usize, h as usize);
-        if w == 0 || h == 0 {
-            return Err("empty image".into());
-        }
-        self.pixels.resize(dec.total_bytes() as usize, 0);
-        dec.read_image(&mut self.pixels).map_err(|e| e.to_string())?;
+    pub fn thumbnail(&mut self, jpeg: &[u8], out: &mut Thumb) -> Result<(), crate::jpeg::Error> {
+        let (denom, ..) = self.decoder.scale_for(jpeg, THUMB_W * 2)?;
+        let (w, h) = self.decoder.decode(jpeg, denom, Pixels::Gray, MAX_PIXELS, &mut self.pixels)?;
         let mut sums = [0u32; THUMB_W * THUMB_H];
         let mut counts = [0u32; THUMB_W * THUMB_H];
-        for y in 0..h {
+        for (y, row) in self.pixels[..w * h].chunks_exact(w).enumerate() {
             let ty = y * THUMB_H / h;
-            let row = &self.pixels[y * w * channels..(y + 1) * w * channels];
-            for x in 0..w {
-                let p = &row[x * channels..x * channels + channels];
-                // Integer luma (BT.601 weights); gray images use the value as is.
-                let luma = if channels == 3 {
-                    (77 * p[0] as u32 + 150 * p[1] as u32 + 29 * p[2] as u32) >> 8
-                } else {
-                    p[0] as u32
-                };
+            for (x, &luma) in row.iter().enumerate() {
                 let cell = ty * THUMB_W + x * THUMB_W / w;
-                sums[cell] += luma;
+                sums[cell] += u32::from(luma);
                 counts[cell] += 1;
             }
         }

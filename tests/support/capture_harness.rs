@@ -1,6 +1,7 @@
 //! Shared by `tests/alloc.rs` and `examples/bench_capture.rs` (included with `#[path]`):
-//! a counting global allocator that counts only on the watched (capture) thread, and a
-//! helper that runs one real capture loop on such a thread.
+//! a counting global allocator that counts only on the watched (capture) thread and on the
+//! encoder threads it starts (`enc<N>-<camera>`), and a helper that runs one real capture loop
+//! on such a thread.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -27,8 +28,16 @@ pub static BYTES: AtomicU64 = AtomicU64::new(0);
 /// Kernel thread id of the capture thread, for its CPU time.
 pub static CAPTURE_TID: AtomicU64 = AtomicU64::new(0);
 
+/// True on an encoder thread: its kernel name starts with `enc` (read without allocating).
+fn on_encoder_thread() -> bool {
+    let mut name = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes into the buffer passed.
+    let ok = unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) } == 0;
+    ok && name.starts_with(b"enc")
+}
+
 fn count(bytes: usize) {
-    if WATCHED.with(|w| w.get()) {
+    if WATCHED.with(|w| w.get()) || on_encoder_thread() {
         ALLOCS.fetch_add(1, Relaxed);
         BYTES.fetch_add(bytes as u64, Relaxed);
     }
