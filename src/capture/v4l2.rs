@@ -100,6 +100,13 @@ impl Opener for V4l2Opener {
                 fmt.fourcc
             )));
         }
+        if fourcc == YUYV && fmt.width % 2 != 0 {
+            return Err(SourceError::fatal(format!(
+                "{} granted an odd width {} for YUYV, which pairs pixels; ask for an even width",
+                c.device.display(),
+                fmt.width
+            )));
+        }
         // Some drivers refuse frame-rate changes; the granted rate is reported either way.
         let params = dev.set_params(&v4l::video::capture::Parameters::with_fps(c.fps)).or_else(|_| dev.params());
         let fps = params
