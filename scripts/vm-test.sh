@@ -100,13 +100,16 @@ grep -q '^VMTEST done' "$console.txt" || { echo "VMTEST FAIL done: the scenario 
 # The benchmark, like with like: CPU per delivered frame, and delivered frames per second.
 awk '/^VMTEST bench/ {
   split("", kv); for (i = 3; i <= NF; i++) { n = index($i, "="); if (n) kv[substr($i, 1, n - 1)] = substr($i, n + 1) }
-  cpu = kv["cpu_ticks"] / kv["tck"]; d = kv["delivered"] + 0; name = ($3 ~ /camjobd/) ? "camjobd" : "ustreamer"
-  per[name] = d > 0 ? 1000 * cpu / d : 0; fps[name] = d / kv["seconds"] / (kv["clients"] > 0 ? kv["clients"] : 1)
-  printf "bench %-18s %d clients: %.2f CPU s in %d s, %d frames captured, %d delivered (%.1f fps per client), %.2f ms CPU per delivered frame\n", \
-    $3, kv["clients"], cpu, kv["seconds"], kv["frames"], d, fps[name], per[name]
+  cpu = kv["cpu_ticks"] / kv["tck"]; d = kv["delivered"] + 0
+  dash = index($3, "-"); prog = substr($3, 1, dash - 1); size = substr($3, dash + 1); key = prog " " size
+  sizes[size] = 1
+  per[key] = d > 0 ? 1000 * cpu / d : 0; fps[key] = d / kv["seconds"] / (kv["clients"] > 0 ? kv["clients"] : 1)
+  printf "bench %-20s %d client(s): %.2f CPU s in %d s, %d frames captured, %d delivered (%.1f fps per client), %.2f ms CPU per delivered frame\n", \
+    $3, kv["clients"], cpu, kv["seconds"], kv["frames"], d, fps[key], per[key]
 } END {
-  if (per["ustreamer"] > 0 && fps["ustreamer"] > 0)
-    printf "bench ratio camjobd/ustreamer: CPU per delivered frame %.2f, delivered fps %.2f\n", per["camjobd"] / per["ustreamer"], fps["camjobd"] / fps["ustreamer"]
+  for (s in sizes)
+    if (per["ustreamer " s] > 0 && fps["ustreamer " s] > 0)
+      printf "bench ratio camjobd/ustreamer at %s: CPU per delivered frame %.2f, delivered fps %.2f\n", s, per["camjobd " s] / per["ustreamer " s], fps["camjobd " s] / fps["ustreamer " s]
 }' "$console.txt"
 echo "vm-test: $pass passed, $failed failed in $(( $(date +%s) - start )) s"
 [ "$failed" -eq 0 ] && [ "$pass" -gt 0 ]

@@ -896,6 +896,19 @@ mod tests {
     }
 
     #[test]
+    fn encoders_need_buffers_and_yuyv_an_even_width() {
+        let e = err(r#"{"cameras":[{"encoder_threads":0}]}"#);
+        assert!(e.starts_with("cameras[0].encoder_threads: must be >= 1"), "{e}");
+        let e = err(r#"{"cameras":[{"encoder_threads":3,"frame_buffers":4}]}"#);
+        assert!(e.starts_with("cameras[0].frame_buffers: must be at least encoder_threads + 2 = 5"), "{e}");
+        // A pipe camera has no encoders: its buffers are not counted against them.
+        let ok = r#"{"cameras":[{"encoder_threads":3,"frame_buffers":2,"source":{"kind":"pipe","command":["cat"]}}]}"#;
+        assert!(Config::from_json(ok).is_ok());
+        let e = err(r#"{"cameras":[{"source":{"kind":"synthetic","width":641}}]}"#);
+        assert!(e.starts_with("cameras[0].source.width: must be even"), "{e}");
+    }
+
+    #[test]
     fn source_kinds_and_their_keys() {
         let c = Config::from_json(r#"{"cameras":[{"source":{"kind":"pipe","command":["cat","x"]}}]}"#).unwrap();
         assert_eq!(c.cameras[0].source, SourceConfig::Pipe(PipeConfig { command: vec!["cat".into(), "x".into()] }));

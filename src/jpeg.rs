@@ -203,7 +203,7 @@ unsafe fn message(err: &sys::jpeg_error_mgr) -> String {
         let text = unsafe { *err.jpeg_message_table.add(code as usize) };
         if !text.is_null() {
             // SAFETY: as above, a static NUL-terminated string.
-            return unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned();
+            return unsafe { CStr::from_ptr(text.cast()) }.to_string_lossy().into_owned();
         }
     }
     format!("error code {code}")

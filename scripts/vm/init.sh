@@ -136,50 +136,61 @@ if [ "$rc" -eq 0 ]; then ok sigterm "exit 0"; else fail sigterm "exit $rc"; fi
 grep -iE 'panick|error' /tmp/camjobd.err | head -n 5 | sed 's/^/VMTEST info log: /'
 
 # 10. Benchmark: camjobd and ustreamer on the same device, format (YUYV: both encode), size and
-#    rate, one after the other, each serving 8 MJPEG stream clients (busybox wget). Printed:
-#    CPU ticks, frames captured and frames delivered to the clients, BENCH_S seconds each.
-#    camjobd counts delivered parts itself (http.stream_frames); ustreamer's /state gives each
-#    client's current fps, summed and averaged over 3 samples.
+#    rate, one after the other; at 640x480 15 fps each serves 8 MJPEG stream clients (busybox
+#    wget), at 1280x720 (asked for 30 fps: the highest rate each sustains) one client. Both
+#    encode on 2 threads (camjobd encoder_threads 2; ustreamer's default workers on 2 CPUs).
+#    Printed: CPU ticks, frames captured and frames delivered to the clients, BENCH_S seconds
+#    each. camjobd counts delivered parts itself (http.stream_frames); ustreamer's /state gives
+#    each client's current fps, summed and averaged over 3 samples.
 BENCH_S=${BENCH_S:-20}
 TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 http_field() { get /api/status | grep -o "\"$1\":[0-9]*" | head -n 1 | cut -d: -f2; }
-clients() { # PORT PATH: starts 8 stream readers, their pids in $CLIENTS
+clients() { # PORT PATH N: starts N stream readers, their pids in $CLIENTS
   CLIENTS=""
-  for _ in 1 2 3 4 5 6 7 8; do
+  n=$3
+  while [ "$n" -gt 0 ]; do
     wget -q -O /dev/null "http://127.0.0.1:$1$2" 2>/dev/null &
     CLIENTS="$CLIENTS $!"
+    n=$((n - 1))
   done
 }
-bench_camjobd() { # $1 label, $2 snapshot_interval_ms
-  sed -e "s/\"snapshot_interval_ms\": 500/\"snapshot_interval_ms\": $2/" -e 's/"format": "auto"/"format": "YUYV"/' \
-      -e 's/"watchdog"/"store": { "enabled": false }, "watchdog"/' /tmp/camjobd.json > /tmp/bench.json
+bench_camjobd() { # $1 W, $2 H, $3 fps, $4 clients
+  sed -e 's/"snapshot_interval_ms": 500/"snapshot_interval_ms": 1000, "encoder_threads": 2/' \
+      -e "s/\"width\": 640, \"height\": 480, \"fps\": 15, \"format\": \"auto\"/\"width\": $1, \"height\": $2, \"fps\": $3, \"format\": \"YUYV\"/" \
+      -e 's/"watchdog"/"store": { "enabled": false }, "max_frame_bytes": 2097152, "watchdog"/' /tmp/camjobd.json > /tmp/bench.json
   camjobd --config /tmp/bench.json > /dev/null 2> /tmp/bench.err &
   p=$!
   wait_state RUNNING 60 || { fail "bench-$1" "not RUNNING: $(tail -n 3 /tmp/bench.err)"; kill $p; wait $p; return; }
-  clients 8080 /stream
+  grep -o 'granted [^(]*' /tmp/bench.err | head -n 1 | sed 's/^/VMTEST info camjobd /'
+  clients 8080 /stream "$4"
   sleep 3
   c0=$(cpu_ticks $p); f0=$(field frames_captured); d0=$(http_field stream_frames); a0=$(http_field streams_active)
   sleep "$BENCH_S"
-  c1=$(cpu_ticks $p); f1=$(field frames_captured); d1=$(http_field stream_frames)
+  c1=$(cpu_ticks $p); f1=$(field frames_captured); d1=$(http_field stream_frames); k=$(field frames_skipped)
   kill $CLIENTS 2>/dev/null; kill -TERM $p; wait $p
-  echo "VMTEST bench $1 cpu_ticks=$((c1 - c0)) tck=$TCK seconds=$BENCH_S frames=$((f1 - f0)) delivered=$((d1 - d0)) clients=$a0"
+  echo "VMTEST bench camjobd-${1}x$2 cpu_ticks=$((c1 - c0)) tck=$TCK seconds=$BENCH_S frames=$((f1 - f0)) delivered=$((d1 - d0)) clients=$a0 skipped=$k"
 }
-bench_camjobd camjobd-8-streams 1000
-ustreamer --device /dev/video0 --format YUYV --resolution 640x480 --desired-fps 15 --host 127.0.0.1 --port 8081 > /dev/null 2> /tmp/ustreamer.err &
-p=$!
-n=100; while ! http GET /state 8081 | grep -q '"ok"' && [ "$n" -gt 0 ]; do sleep 0.2; n=$((n - 1)); done
-clients 8081 /stream
-sleep 3
-c0=$(cpu_ticks $p)
-fps=0
-for i in 1 2 3; do
-  sleep "$((BENCH_S / 3))"
-  s=$(http GET /state 8081 | grep -o '"fps": *[0-9]*' | tr -dc '0-9\n' | awk '{ t += $1 } END { print t + 0 }')
-  fps=$((fps + s))
-done
-sleep "$((BENCH_S - 3 * (BENCH_S / 3)))"
-c1=$(cpu_ticks $p)
-st=$(http GET /state 8081 | grep -o '"captured_fps": *[0-9]*' | head -n 1 | tr -dc '0-9')
-kill $CLIENTS 2>/dev/null; kill -TERM $p; wait $p
-echo "VMTEST bench ustreamer cpu_ticks=$((c1 - c0)) tck=$TCK seconds=$BENCH_S frames=$(( ${st:-0} * BENCH_S )) delivered=$(( fps * BENCH_S / 3 )) clients=8"
+bench_ustreamer() { # $1 W, $2 H, $3 fps, $4 clients
+  ustreamer --device /dev/video0 --format YUYV --resolution "${1}x$2" --desired-fps "$3" --host 127.0.0.1 --port 8081 > /dev/null 2> /tmp/ustreamer.err &
+  p=$!
+  n=100; while ! http GET /state 8081 | grep -q '"ok"' && [ "$n" -gt 0 ]; do sleep 0.2; n=$((n - 1)); done
+  clients 8081 /stream "$4"
+  sleep 3
+  c0=$(cpu_ticks $p)
+  fps=0
+  for i in 1 2 3; do
+    sleep "$((BENCH_S / 3))"
+    s=$(http GET /state 8081 | grep -o '"fps": *[0-9]*' | tr -dc '0-9\n' | awk '{ t += $1 } END { print t + 0 }')
+    fps=$((fps + s))
+  done
+  sleep "$((BENCH_S - 3 * (BENCH_S / 3)))"
+  c1=$(cpu_ticks $p)
+  st=$(http GET /state 8081 | grep -o '"captured_fps": *[0-9]*' | head -n 1 | tr -dc '0-9')
+  kill $CLIENTS 2>/dev/null; kill -TERM $p; wait $p
+  echo "VMTEST bench ustreamer-${1}x$2 cpu_ticks=$((c1 - c0)) tck=$TCK seconds=$BENCH_S frames=$(( ${st:-0} * BENCH_S )) delivered=$(( fps * BENCH_S / 3 )) clients=$4"
+}
+bench_camjobd 640 480 15 8
+bench_ustreamer 640 480 15 8
+bench_camjobd 1280 720 30 1
+bench_ustreamer 1280 720 30 1
 finish
