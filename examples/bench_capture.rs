@@ -4,7 +4,8 @@
 //!    every frame kept and published. Frames per second of wall time and per CPU second of the
 //!    capture thread (= frames/s on one core), and heap allocations per frame.
 //! 2. The MJPEG splitter alone, from memory.
-//! 3. Encoding (synthetic 640x480): frames/s and allocations per frame.
+//!
+//! Encoding has its own benchmark: `examples/bench_encode.rs`.
 
 #[path = "../tests/support/capture_harness.rs"]
 mod harness;
@@ -13,7 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use camjobd::capture::mjpeg::{Next, Splitter};
-use camjobd::config::{CameraConfig, PipeConfig, SourceConfig, SyntheticConfig};
+use camjobd::config::{CameraConfig, PipeConfig, SourceConfig};
 use camjobd::shutdown::Stop;
 use harness::{start_capture, ALLOCS, CAPTURE_TID};
 
@@ -154,21 +155,5 @@ fn main() {
         );
     }
 
-    // 3. Encoding.
-    let cam = CameraConfig {
-        source: SourceConfig::Synthetic(SyntheticConfig {
-            width: 640,
-            height: 480,
-            fps: 1000,
-            ..SyntheticConfig::default()
-        }),
-        snapshot_interval_ms: 0,
-        ..CameraConfig::default()
-    };
-    let (frames, fps, cpu, allocs) = run(cam, secs);
-    println!(
-        "encode synthetic 640x480 q80: {frames} frames, {fps:.1} frames/s, {:.1} ms CPU/frame, {allocs:.1} allocations/frame",
-        cpu * 1000.0 / frames.max(1) as f64
-    );
     let _ = std::fs::remove_dir_all(&dir);
 }

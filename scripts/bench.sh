@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Prints camjobd's figures; asserts nothing. Usage: scripts/bench.sh [SECONDS]   (default 10)
 #  1. capture path: pass-through frames/s (100 KB JPEGs, unlimited rate) and allocations/frame
-#     for pass-through and encoding (examples/bench_capture.rs);
+#     (examples/bench_capture.rs); encoding: old vs new time per frame at 640x480 and 1280x720,
+#     change-score thumbnails, and the synthetic camera through the capture loop and 1 or 2
+#     encoder threads beside tjbench (examples/bench_encode.rs);
 #  2. HTTP: /api/status and latest.jpg requests/s under wrk with 64 connections, and the frames
 #     a 30 fps job lost while that load ran;
 #  3. live view: 32 MJPEG stream clients of a 30 fps 640x480 pass-through camera: camjobd's CPU
@@ -11,6 +13,7 @@
 #     under wrk -c64 (median of 3 runs each, alternating) and RSS after start-up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 secs=${1:-10}
 
 if ! command -v wrk >/dev/null; then
@@ -19,9 +22,12 @@ if ! command -v wrk >/dev/null; then
   apt-get update -qq && apt-get install -y -qq wrk >/dev/null
 fi
 
-cargo build --release --quiet --bin camjobd --example bench_capture
+command -v tjbench >/dev/null || apt_install libjpeg-turbo-progs
+cargo build --release --quiet --bin camjobd --example bench_capture --example bench_encode
 echo "== capture path"
 ./target/release/examples/bench_capture "$((secs / 2 > 2 ? secs / 2 : 2))"
+echo "== encoding"
+./target/release/examples/bench_encode --camera "$((secs / 3 > 2 ? secs / 3 : 2))"
 
 echo "== HTTP under wrk -c64 while a 30 fps job runs"
 work=$(mktemp -d)

@@ -21,7 +21,7 @@ skip() { [ "$(eval echo "\${SKIP_$1:-0}")" = 1 ]; }
 # (the cross tests run beside the browser test). The scripts still install what is missing
 # when run on their own.
 log "packages"
-want=(libclang1-14 ffmpeg)
+want=(libclang1-14 ffmpeg nasm)
 skip BROWSER || want+=(chromium)
 skip SOAK || want+=(wrk gnuplot-nox)
 skip VM || want+=(qemu-system-x86 busybox-static cpio kmod v4l-utils ustreamer libjpeg-turbo-progs)
@@ -34,6 +34,9 @@ apt_install "${missing[@]}"
 export CAMJOBD_FEATURES=v4l2
 # The tests that drive real clients (ffmpeg) must not skip here.
 export CAMJOBD_REQUIRE_CLIENTS=1
+# NASM (installed above, before the first build) gives libjpeg-turbo its x86 SIMD code; a unit
+# test checks that the build has it.
+export CAMJOBD_REQUIRE_SIMD=1
 
 log "format"
 if cargo fmt --version >/dev/null 2>&1; then

@@ -89,6 +89,15 @@ impl Service {
             Ok(None) => {}
             Err(e) => crate::led::disable(&shared, &e),
         }
+        if shared.cameras.iter().any(|c| c.config.source.raw_quality().is_some()) {
+            if crate::jpeg::simd() {
+                log::info!("JPEG encoding: libjpeg-turbo with SIMD");
+            } else {
+                log::warn!(
+                    "JPEG encoding runs without SIMD (about 3x the CPU per frame): on x86, install nasm and rebuild (`cargo clean -p mozjpeg-sys`)"
+                );
+            }
+        }
         let exports = Arc::new(crate::export::Exports::open(Arc::clone(&shared))?);
         for n in 0..shared.config.exports.max_concurrent {
             let (x, s) = (Arc::clone(&exports), stop.clone());

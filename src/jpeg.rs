@@ -22,6 +22,19 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use mozjpeg_sys as sys;
 
+unsafe extern "C" {
+    /// libjpeg-turbo's own probe (in its SIMD dispatch, or `jsimd_none.c` when it was built
+    /// without SIMD): non-zero when the forward DCT runs on SIMD code on this CPU.
+    fn jsimd_can_fdct_islow() -> std::ffi::c_int;
+}
+
+/// Whether the encoder runs libjpeg-turbo's SIMD code here (NEON on ARM; on x86 only when NASM
+/// was installed when camjobd was built). Logged at start; without it encoding is ~2–3x slower.
+pub fn simd() -> bool {
+    // SAFETY: a pure query with no preconditions (it reads the CPU's features once).
+    unsafe { jsimd_can_fdct_islow() != 0 }
+}
+
 /// Why an encode or decode failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
@@ -521,6 +534,15 @@ mod tests {
                 let want = (16 + x * 219 / w) as u8;
                 assert!(got.abs_diff(want) <= 6, "{w}x{h} column {x}: {got} vs {want}");
             }
+        }
+    }
+
+    #[test]
+    fn simd_is_compiled_in_where_required() {
+        // scripts/test.sh installs NASM before building and sets this: a CI build that lost the
+        // SIMD code (and with it most of the speed) fails here rather than in a benchmark.
+        if std::env::var_os("CAMJOBD_REQUIRE_SIMD").is_some() {
+            assert!(simd(), "libjpeg-turbo was built without SIMD: install nasm, then `cargo clean -p mozjpeg-sys`");
         }
     }
 
