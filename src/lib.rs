@@ -12,7 +12,10 @@
 //! - [`job`] — wires the threads: [`job::supervisor`] (single writer of job state),
 //!   [`job::capture`] (one loop per camera), [`job::lifecycle`] (the state machine).
 //! - [`capture`] — the [`capture::Source`] trait and its backends (synthetic, pipe + MJPEG
-//!   splitter). Only backends touch devices or processes.
+//!   splitter, V4L2). Only backends touch devices or processes.
+//! - [`encode`] — the encoder threads of a raw (YUYV) camera: capture hands them frames and
+//!   never waits; they publish in capture order. [`jpeg`] — libjpeg-turbo's codec (planar
+//!   YUV 4:2:2 encoder, DCT-scaled decoder), the only foreign code besides the backends.
 //! - [`watchdog`] — stall and error-threshold decisions from heartbeats.
 //! - [`http`] — hyper on a small tokio runtime ([`http::server`]), the API and the URLs other
 //!   tools paste ([`http::routes`]), the MJPEG stream ([`http::stream`]) and Prometheus metrics
@@ -28,11 +31,13 @@
 //!   HTTP readers hold); [`index`] — the on-disk snapshot index.
 //! - [`ring`] (snapshot ring), [`frame`] (frame pool), [`events`] (event ring), [`logging`]
 //!   (non-blocking log sink), [`config`], [`error`], [`shutdown`] (the stop token), [`clock`],
-//!   [`sys`] (statvfs and thread priority: the only `unsafe` outside the capture backends).
+//!   [`sys`] (statvfs and thread priority). `unsafe` lives only in the capture backends,
+//!   [`jpeg`] and [`sys`].
 //!
 //! # Threads
 //!
-//! `capture-<camera>`, `supervisor`, `watchdog`, `store`, `export-N`, `led` (when an LED is
+//! `capture-<camera>`, `enc<N>-<camera>` (`encoder_threads` per camera whose source can deliver
+//! raw frames), `supervisor`, `watchdog`, `store`, `export-N`, `led` (when an LED is
 //! configured), `http` (and `http-N` runtime workers when `http.workers` > 1), `log`: a fixed
 //! set started once; connections and streams are tasks on the runtime, never threads. Each
 //! is handed the same [`shutdown::Stop`].
