@@ -205,7 +205,20 @@ impl Run {
         // packet on every wait. A bounded wait on the job channel alone allocates nothing.
         loop {
             match self.jobs.recv_timeout(STOP_POLL) {
-                Ok(job) => self.encode(&mut encoder, job),
+                Ok(job) => {
+                    // A panic here is a bug; the frames after it would wait forever for its
+                    // turn, so it stops the service (systemd restarts it), as any thread's does.
+                    let done =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.encode(&mut encoder, job)));
+                    if done.is_err() {
+                        log::error!(
+                            "encoder thread {} panicked; stopping the service",
+                            std::thread::current().name().unwrap_or("?")
+                        );
+                        self.stop.trigger();
+                        return;
+                    }
+                }
                 Err(channel::RecvTimeoutError::Timeout) if !self.stop.is_set() => {}
                 Err(_) => return,
             }
