@@ -388,7 +388,8 @@ pub struct JobView {
     pub frames_captured: u64,
     /// Frames lost in this job.
     pub frames_dropped: u64,
-    /// Frames captured in this job but skipped for the live view (every buffer was held).
+    /// Frames captured in this job but skipped for the live view (every encoder busy or every
+    /// buffer held); not lost: they were captured.
     pub frames_skipped: u64,
     /// Errors in this job.
     pub errors_total: u64,

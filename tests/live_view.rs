@@ -300,6 +300,42 @@ fn an_fps_cap_slows_one_client_and_capture_encodes_only_what_is_wanted() {
 }
 
 #[test]
+fn busy_encoders_skip_stream_frames_but_never_a_snapshot_due() {
+    // 1280x720 offered at up to 1000 fps to one encoder thread, and a stream client that takes
+    // every frame it can: the encoder is saturated, so frames are skipped for the stream. A
+    // snapshot due every 100 ms must still be kept (at most a frame late), none dropped.
+    let cam = synthetic(
+        "cam0",
+        json!({"source": {"width": 1280, "height": 720, "fps": 1000}, "encoder_threads": 1,
+               "snapshot_interval_ms": 100, "max_frame_bytes": 2097152}),
+    );
+    let d = Daemon::start("busy-encoders", json!([cam]), json!({}));
+    d.wait_state("cam0", "RUNNING", 5 * SEC);
+    let mut c = StreamClient::open(d.addr, "/stream", &[]);
+    c.next_part();
+    let job = |d: &Daemon| d.camera("cam0")["job"].clone();
+    let j0 = job(&d);
+    let t0 = Instant::now();
+    let mut parts = 0u64;
+    while t0.elapsed() < 3 * SEC {
+        let p = c.next_part();
+        assert_eq!(&p.jpeg[..2], &[0xFF, 0xD8]);
+        parts += 1;
+    }
+    let (j1, secs) = (job(&d), t0.elapsed().as_secs_f64());
+    let n = |j: &Value, k: &str| j[k].as_u64().unwrap();
+    let kept = n(&j1, "snapshots") - n(&j0, "snapshots");
+    let skipped = n(&j1, "frames_skipped") - n(&j0, "frames_skipped");
+    let captured = n(&j1, "frames_captured") - n(&j0, "frames_captured");
+    println!("{secs:.1} s: {captured} captured, {parts} streamed, {skipped} skipped, {kept} snapshots kept");
+    assert!(skipped > 0, "the encoder was never busy: {captured} captured, {parts} streamed");
+    // Due every 100 ms: about 10 per second, each at most one frame (~1 ms here) late.
+    let due = (secs * 10.0) as u64;
+    assert!(kept + 2 >= due, "{kept} snapshots kept in {secs:.1} s, {due} were due");
+    assert_eq!(n(&j1, "frames_dropped"), 0);
+}
+
+#[test]
 fn the_stream_cap_answers_503_and_threads_stay_fixed() {
     let d = Daemon::start("cap", json!([synthetic("cam0", json!({}))]), json!({"max_stream_clients": 2}));
     d.wait_state("cam0", "RUNNING", 5 * SEC);

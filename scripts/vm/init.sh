@@ -145,6 +145,8 @@ grep -iE 'panick|error' /tmp/camjobd.err | head -n 5 | sed 's/^/VMTEST info log:
 BENCH_S=${BENCH_S:-20}
 TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 http_field() { get /api/status | grep -o "\"$1\":[0-9]*" | head -n 1 | cut -d: -f2; }
+# "name ticks" per thread of process $1, for a CPU breakdown.
+threads() { for t in /proc/$1/task/*; do echo "$(cat "$t/comm") $(awk '{print $14 + $15}' "$t/stat")"; done; }
 clients() { # PORT PATH N: starts N stream readers, their pids in $CLIENTS
   CLIENTS=""
   n=$3
@@ -165,8 +167,11 @@ bench_camjobd() { # $1 W, $2 H, $3 fps, $4 clients
   clients 8080 /stream "$4"
   sleep 3
   c0=$(cpu_ticks $p); f0=$(field frames_captured); d0=$(http_field stream_frames); a0=$(http_field streams_active)
+  threads $p > /tmp/threads0
   sleep "$BENCH_S"
   c1=$(cpu_ticks $p); f1=$(field frames_captured); d1=$(http_field stream_frames); k=$(field frames_skipped)
+  threads $p > /tmp/threads1
+  echo "VMTEST info camjobd-${1}x$2 CPU ticks per thread: $(awk 'NR == FNR { t0[$1] += $2; next } { t1[$1] += $2 } END { for (n in t1) if (t1[n] - t0[n] > 0) printf "%s=%d ", n, t1[n] - t0[n] }' /tmp/threads0 /tmp/threads1)"
   kill $CLIENTS 2>/dev/null; kill -TERM $p; wait $p
   echo "VMTEST bench camjobd-${1}x$2 cpu_ticks=$((c1 - c0)) tck=$TCK seconds=$BENCH_S frames=$((f1 - f0)) delivered=$((d1 - d0)) clients=$a0 skipped=$k"
 }
