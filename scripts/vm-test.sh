@@ -2,8 +2,9 @@
 # The real V4L2 path, tested without a camera: boots Debian's stock kernel in qemu with the
 # kernel's virtual camera driver (vivid) and camjobd (built with the v4l2 feature) in a busybox
 # initramfs, runs scripts/vm/init.sh inside, and checks what it reports on the serial console.
-# Also benchmarks camjobd against ustreamer on the same vivid device, each serving 8 MJPEG stream
-# clients: CPU per delivered frame and delivered fps (printed, not asserted).
+# Also benchmarks camjobd against ustreamer on the same vivid device (640x480 with 8 MJPEG stream
+# clients, 1280x720 with one; both encoding on 2 threads): CPU per delivered frame and delivered
+# fps (printed, not asserted), and camjobd's CPU per thread.
 #
 #   scripts/vm-test.sh            (BENCH_S=20: seconds per benchmark run inside the VM)
 #
