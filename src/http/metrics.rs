@@ -39,7 +39,7 @@ pub fn render(shared: &Shared, http: Option<&Stats>, exports: &Exports, uptime_s
         (
             "frames_skipped_total",
             "counter",
-            "Frames captured in the current job but skipped for the live view (every buffer held).",
+            "Frames captured in the current job but skipped for the live view (every encoder busy or every buffer held).",
             |v| v.job.frames_skipped as f64,
         ),
         ("stream_clients", "gauge", "MJPEG stream clients of the camera now.", |v| v.live.stream_clients as f64),
