@@ -339,7 +339,8 @@ impl CaptureLoop {
         let live_every = self.cam.live.wanted_interval();
         let live = live_every.is_some() && now >= self.next_live;
         let wanted = keep || live;
-        // Where the frame can go; `None` for a wanted frame says what was missing.
+        // Read into the kind of destination the source fills; `got` says what became of a
+        // wanted frame.
         let (result, got) = match source.delivers() {
             Delivers::Jpeg => {
                 let mut slot = if wanted { self.pool.acquire() } else { None };
