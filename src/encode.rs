@@ -24,6 +24,10 @@ use crate::frame::{Frame, FramePool};
 use crate::jpeg::{Encoder, Yuv422};
 use crate::shutdown::Stop;
 
+fn thread_name() -> String {
+    std::thread::current().name().unwrap_or("?").to_string()
+}
+
 /// How often an idle worker looks at the stop token.
 const STOP_POLL: Duration = Duration::from_millis(100);
 
@@ -70,6 +74,8 @@ pub struct Stage {
     lanes: Box<[Lane]>,
     /// Buffers the workers are done with, on their way back to the pool.
     returned: Receiver<Arc<Frame>>,
+    /// The sending side, for a buffer that never reached its worker.
+    back: Sender<Arc<Frame>>,
     next_ticket: std::cell::Cell<u64>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -140,7 +146,7 @@ impl Stage {
             );
             lanes.push(Lane { worker, jobs });
         }
-        Ok(Stage { lanes: lanes.into_boxed_slice(), returned, next_ticket: Default::default(), threads })
+        Ok(Stage { lanes: lanes.into_boxed_slice(), returned, back: back_tx, next_ticket: Default::default(), threads })
     }
 
     /// An idle worker, or `None` when every one is busy.
@@ -155,12 +161,15 @@ impl Stage {
     pub fn submit(&self, mut claim: Claim<'_>, frame: Arc<Frame>) {
         drop(claim.image.take());
         let ticket = self.next_ticket.get();
-        self.next_ticket.set(ticket + 1);
-        // Capacity 1 and the worker was idle: the slot is empty. If the worker is gone (only
-        // at shutdown), the frame goes straight back.
-        if let Err(e) = claim.lane.jobs.try_send(Job { ticket, frame }) {
-            log::warn!("an encoder is gone; its frame is dropped");
-            drop(e);
+        // Capacity 1 and the worker was idle: the slot is empty, so this fails only when the
+        // worker is gone (it stopped the service on its way out). The ticket is then not used
+        // (later frames must not wait for it), the buffer goes back to the pool and the lane
+        // stays busy for good.
+        match claim.lane.jobs.try_send(Job { ticket, frame }) {
+            Ok(()) => self.next_ticket.set(ticket + 1),
+            Err(e) => {
+                let _ = self.back.try_send(e.into_inner().frame);
+            }
         }
     }
 
@@ -200,7 +209,11 @@ struct Run {
 
 impl Run {
     fn run(self) {
-        let mut encoder = Encoder::new();
+        let Ok(mut encoder) = std::panic::catch_unwind(Encoder::new) else {
+            log::error!("encoder thread {} could not create its encoder; stopping the service", thread_name());
+            self.stop.trigger();
+            return;
+        };
         // Not a `select!` with the stop token: selecting on its zero-capacity channel boxes a
         // packet on every wait. A bounded wait on the job channel alone allocates nothing.
         loop {

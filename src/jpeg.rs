@@ -19,6 +19,7 @@
 use std::ffi::CStr;
 use std::fmt;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
 
 use mozjpeg_sys as sys;
 
@@ -240,28 +241,61 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Error> {
     })
 }
 
-fn error_manager() -> Box<sys::jpeg_error_mgr> {
-    // SAFETY: a C struct of integers, pointers and optional function pointers, for which all
-    // zeroes is a valid value; `jpeg_std_error` then fills it in.
-    let mut err: Box<sys::jpeg_error_mgr> = Box::new(unsafe { std::mem::zeroed() });
-    // SAFETY: `err` is a valid, exclusively borrowed manager.
-    unsafe { sys::jpeg_std_error(&mut err) };
-    err.error_exit = Some(error_exit);
-    err.output_message = Some(silent);
+/// A value on the heap that libjpeg keeps a pointer to. It is only ever reached through its
+/// raw pointer: a `Box` or `&mut` to it would, by Rust's aliasing rules, invalidate the pointer
+/// libjpeg holds. Freed on drop, after the codec object that points at it is destroyed (the
+/// owner's `Drop` runs before its fields are dropped).
+struct Held<T>(NonNull<T>);
+
+impl<T> Held<T> {
+    fn new(value: T) -> Held<T> {
+        Held(NonNull::new(Box::into_raw(Box::new(value))).expect("a Box is never null"))
+    }
+    fn ptr(&self) -> *mut T {
+        self.0.as_ptr()
+    }
+}
+
+impl<T> Drop for Held<T> {
+    fn drop(&mut self) {
+        // SAFETY: made by `Box::into_raw` in `new`, freed once, here; libjpeg's object was
+        // destroyed by the owner's `Drop` before its fields are dropped.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
+/// A zeroed C struct.
+///
+/// # Safety
+/// `T` must be a C struct of integers, raw pointers and optional function pointers (for which
+/// all zeroes is valid: 0, null, `None`), as libjpeg's are.
+unsafe fn zeroed<T>() -> T {
+    // SAFETY: the caller's promise.
+    unsafe { std::mem::zeroed() }
+}
+
+fn error_manager() -> Held<sys::jpeg_error_mgr> {
+    // SAFETY: libjpeg's error manager is such a struct; `jpeg_std_error` then fills it in.
+    let err = Held::new(unsafe { zeroed::<sys::jpeg_error_mgr>() });
+    // SAFETY: `err` is valid and nothing else refers to it yet.
+    unsafe {
+        sys::jpeg_std_error(&mut *err.ptr());
+        (*err.ptr()).error_exit = Some(error_exit);
+        (*err.ptr()).output_message = Some(silent);
+    }
     err
 }
 
 /// A JPEG encoder for [`Yuv422`] images. One per encoding thread; reusable for any size.
 pub struct Encoder {
-    // Boxed: libjpeg keeps pointers to the error and destination managers.
-    cinfo: Box<sys::jpeg_compress_struct>,
-    _err: Box<sys::jpeg_error_mgr>,
-    dest: Box<sys::jpeg_destination_mgr>,
+    cinfo: Held<sys::jpeg_compress_struct>,
+    _err: Held<sys::jpeg_error_mgr>,
+    dest: Held<sys::jpeg_destination_mgr>,
     /// The (width, height, quality) the parameters are set up for.
     set_for: Option<(usize, usize, u8)>,
 }
 
-// SAFETY: libjpeg objects have no thread affinity, and every pointer inside points into boxes
+// SAFETY: libjpeg objects have no thread affinity, and every pointer inside points into memory
 // this value owns; it is used by one thread at a time (`&mut self`).
 unsafe impl Send for Encoder {}
 
@@ -274,28 +308,39 @@ impl Default for Encoder {
 impl Encoder {
     /// A new encoder (small: libjpeg allocates the per-image state while encoding).
     pub fn new() -> Encoder {
-        let mut err = error_manager();
-        // SAFETY: all-zero is the state `jpeg_create_compress` expects to initialise.
-        let mut cinfo: Box<sys::jpeg_compress_struct> = Box::new(unsafe { std::mem::zeroed() });
-        // SAFETY: as for the error manager: zero is a valid "no callbacks" state, set below.
-        let mut dest: Box<sys::jpeg_destination_mgr> = Box::new(unsafe { std::mem::zeroed() });
-        dest.init_destination = Some(nothing);
-        dest.empty_output_buffer = Some(buffer_full);
-        dest.term_destination = Some(nothing);
-        cinfo.common.err = &mut *err;
-        // SAFETY: `cinfo` is zeroed with a valid error manager that lives as long as it does;
-        // creation cannot fail except by running out of memory, which unwinds through
-        // `error_exit` (caught by no one: out of memory at start-up ends the thread loudly).
-        unsafe { sys::jpeg_create_compress(&mut *cinfo) };
-        cinfo.dest = &mut *dest;
+        let err = error_manager();
+        // SAFETY: libjpeg's structs (see `zeroed`); zero is the state `jpeg_create_compress`
+        // expects, and a destination with no callbacks yet.
+        let (cinfo, dest) = unsafe {
+            (Held::new(zeroed::<sys::jpeg_compress_struct>()), Held::new(zeroed::<sys::jpeg_destination_mgr>()))
+        };
+        // SAFETY: all three are valid and owned here; the error manager outlives the codec
+        // (field order). Creation fails only by running out of memory, which unwinds through
+        // `error_exit` to the encoder thread's guard.
+        unsafe {
+            let d = dest.ptr();
+            (*d).init_destination = Some(nothing);
+            (*d).empty_output_buffer = Some(buffer_full);
+            (*d).term_destination = Some(nothing);
+            (*cinfo.ptr()).common.err = err.ptr();
+            sys::jpeg_create_compress(&mut *cinfo.ptr());
+            (*cinfo.ptr()).dest = d;
+        }
         Encoder { cinfo, _err: err, dest, set_for: None }
+    }
+
+    /// The compressor. libjpeg keeps pointers to the managers, never to this struct itself, so
+    /// a `&mut` to it for the length of one call is sound.
+    fn cinfo(&mut self) -> &mut sys::jpeg_compress_struct {
+        // SAFETY: owned by `self`, borrowed mutably through `&mut self`.
+        unsafe { &mut *self.cinfo.ptr() }
     }
 
     fn configure(&mut self, width: usize, height: usize, quality: u8) -> Result<(), Error> {
         if self.set_for == Some((width, height, quality)) {
             return Ok(());
         }
-        let c = &mut *self.cinfo;
+        let c = self.cinfo();
         guarded(|| {
             c.image_width = width as sys::JDIMENSION;
             c.image_height = height as sys::JDIMENSION;
@@ -329,13 +374,17 @@ impl Encoder {
             return Err(Error::Codec("an empty image".into()));
         }
         self.configure(img.width, img.height, quality)?;
-        self.dest.next_output_byte = out.as_mut_ptr();
-        self.dest.free_in_buffer = out.len();
+        let dest = self.dest.ptr();
+        // SAFETY: the destination manager is ours, reached through the pointer libjpeg holds;
+        // `out` outlives this call, the only time libjpeg writes through these.
+        unsafe {
+            (*dest).next_output_byte = out.as_mut_ptr();
+            (*dest).free_in_buffer = out.len();
+        }
         let (y, u, v, ys, cs) = img.planes();
-        let c = &mut *self.cinfo;
+        let c = self.cinfo();
         let result = guarded(|| {
-            // SAFETY: `c` is configured for `img`'s size; the destination points at `out`,
-            // which outlives the call.
+            // SAFETY: `c` is configured for `img`'s size, its destination is `out`.
             unsafe { sys::jpeg_start_compress(c, 1) };
             let mut rows: [[sys::JSAMPROW; 8]; 3] = [[std::ptr::null(); 8]; 3];
             for band in 0..padded_rows(img.height) / 8 {
@@ -353,10 +402,11 @@ impl Encoder {
             unsafe { sys::jpeg_finish_compress(c) };
         });
         match result {
-            Ok(()) => Ok(out.len() - self.dest.free_in_buffer),
+            // SAFETY: as above; libjpeg is done with the destination.
+            Ok(()) => Ok(out.len() - unsafe { (*dest).free_in_buffer }),
             Err(e) => {
                 // SAFETY: puts the compressor back to "between images" after a failed image.
-                unsafe { sys::jpeg_abort_compress(&mut self.cinfo) };
+                unsafe { sys::jpeg_abort_compress(self.cinfo()) };
                 Err(e)
             }
         }
@@ -365,8 +415,8 @@ impl Encoder {
 
 impl Drop for Encoder {
     fn drop(&mut self) {
-        // SAFETY: created in `new`, destroyed once.
-        unsafe { sys::jpeg_destroy_compress(&mut self.cinfo) };
+        // SAFETY: created in `new`, destroyed once; the managers are freed after this.
+        unsafe { sys::jpeg_destroy_compress(self.cinfo()) };
     }
 }
 
@@ -379,11 +429,35 @@ pub enum Pixels {
     Rgb,
 }
 
+/// Largest JPEG the decoder takes on, in pixels at full size (a 64-megapixel image): bounds the
+/// work a hostile file on disk or from a camera can ask for.
+pub const MAX_SOURCE_PIXELS: usize = 1 << 26;
+/// Memory libjpeg may take for whole-image buffers (a progressive or multi-scan JPEG keeps all
+/// its coefficients): enough for a 4K progressive frame; beyond it the decode fails cleanly
+/// instead of taking a small board's memory.
+const MAX_DECODE_MEMORY: usize = 32 << 20;
+/// Scans a progressive JPEG may have (real encoders write about 10): each scan walks the
+/// whole image, so thousands of tiny scans would cost CPU without bound.
+const MAX_SCANS: i32 = 200;
+
+unsafe extern "C-unwind" fn scan_limit(cinfo: &mut sys::jpeg_common_struct) {
+    if cinfo.is_decompressor == 0 {
+        return;
+    }
+    // SAFETY: installed on decompressors only; `jpeg_common_struct` is the first field of the
+    // `repr(C)` `jpeg_decompress_struct`, so the pointer is the decompressor's.
+    let d = unsafe { &*(cinfo as *const sys::jpeg_common_struct).cast::<sys::jpeg_decompress_struct>() };
+    if d.input_scan_number > MAX_SCANS {
+        resume_unwind(Box::new(Unwind(Error::Codec(format!("more than {MAX_SCANS} scans; refused")))));
+    }
+}
+
 /// A JPEG decoder that scales in the inverse DCT. Reusable; allocates nothing per image on the
 /// Rust side once `out` has grown to the size decoded.
 pub struct Decoder {
-    dinfo: Box<sys::jpeg_decompress_struct>,
-    _err: Box<sys::jpeg_error_mgr>,
+    dinfo: Held<sys::jpeg_decompress_struct>,
+    _err: Held<sys::jpeg_error_mgr>,
+    _progress: Held<sys::jpeg_progress_mgr>,
 }
 
 // SAFETY: as for `Encoder`.
@@ -398,43 +472,63 @@ impl Default for Decoder {
 impl Decoder {
     /// A new decoder.
     pub fn new() -> Decoder {
-        let mut err = error_manager();
-        // SAFETY: all-zero is the state `jpeg_create_decompress` expects to initialise.
-        let mut dinfo: Box<sys::jpeg_decompress_struct> = Box::new(unsafe { std::mem::zeroed() });
-        dinfo.common.err = &mut *err;
-        // SAFETY: as in `Encoder::new`.
-        unsafe { sys::jpeg_create_decompress(&mut *dinfo) };
-        Decoder { dinfo, _err: err }
+        let err = error_manager();
+        // SAFETY: libjpeg's structs (see `zeroed`); zero is the state
+        // `jpeg_create_decompress` expects, and a progress manager with no callback yet.
+        let (dinfo, progress) = unsafe {
+            (Held::new(zeroed::<sys::jpeg_decompress_struct>()), Held::new(zeroed::<sys::jpeg_progress_mgr>()))
+        };
+        // SAFETY: as in `Encoder::new`; the memory manager exists once the decompressor is
+        // created.
+        unsafe {
+            (*progress.ptr()).progress_monitor = Some(scan_limit);
+            (*dinfo.ptr()).common.err = err.ptr();
+            sys::jpeg_create_decompress(&mut *dinfo.ptr());
+            (*dinfo.ptr()).common.progress = progress.ptr();
+            (*(*dinfo.ptr()).common.mem).max_memory_to_use = MAX_DECODE_MEMORY as _;
+        }
+        Decoder { dinfo, _err: err, _progress: progress }
+    }
+
+    /// The decompressor; see [`Encoder::cinfo`].
+    fn dinfo(&mut self) -> &mut sys::jpeg_decompress_struct {
+        // SAFETY: owned by `self`, borrowed mutably through `&mut self`.
+        unsafe { &mut *self.dinfo.ptr() }
+    }
+
+    /// Reads the header of `jpeg` (into the decompressor) and checks its size.
+    fn read_header(d: &mut sys::jpeg_decompress_struct, jpeg: &[u8]) -> Result<(usize, usize), Error> {
+        // SAFETY: `jpeg` outlives the decode that follows in the caller; the memory source
+        // only reads it. Errors unwind to the caller's `guarded`.
+        unsafe {
+            sys::jpeg_mem_src(d, jpeg.as_ptr(), jpeg.len() as _);
+            sys::jpeg_read_header(d, 1);
+        }
+        let (w, h) = (d.image_width as usize, d.image_height as usize);
+        if w * h > MAX_SOURCE_PIXELS {
+            return Err(Error::TooLarge { width: w, height: h });
+        }
+        Ok((w, h))
     }
 
     /// The smallest scale 1/1, 1/2, 1/4 or 1/8 at which `jpeg` is still at least `min_width`
     /// pixels wide, and its size there. Reads the header only.
     pub fn scale_for(&mut self, jpeg: &[u8], min_width: usize) -> Result<(u8, usize, usize), Error> {
-        let (w, h) = self.header(jpeg)?;
+        let d = self.dinfo();
+        let r = guarded(|| Self::read_header(d, jpeg)).and_then(|inner| inner);
+        // SAFETY: back to "no image" whether or not the header was read.
+        unsafe { sys::jpeg_abort_decompress(self.dinfo()) };
+        let (w, h) = r?;
         let denom = [8u8, 4, 2].into_iter().find(|&d| w.div_ceil(usize::from(d)) >= min_width).unwrap_or(1);
         let d = usize::from(denom);
         Ok((denom, w.div_ceil(d), h.div_ceil(d)))
     }
 
-    fn header(&mut self, jpeg: &[u8]) -> Result<(usize, usize), Error> {
-        let d = &mut *self.dinfo;
-        let r = guarded(|| {
-            // SAFETY: `jpeg` outlives the call; the memory source only reads it.
-            unsafe {
-                sys::jpeg_mem_src(d, jpeg.as_ptr(), jpeg.len() as _);
-                sys::jpeg_read_header(d, 1);
-            }
-            (d.image_width as usize, d.image_height as usize)
-        });
-        // SAFETY: back to "no image" whether or not the header was read.
-        unsafe { sys::jpeg_abort_decompress(&mut self.dinfo) };
-        r
-    }
-
     /// Decodes `jpeg` scaled by 1/`denom` (1, 2, 4 or 8) into `out` (rows of `width * channels`
     /// bytes, no padding; grown as needed, never beyond `max_pixels` pixels). Returns the
     /// decoded width and height. Corrupt data that libjpeg can work around (a truncated scan)
-    /// decodes, with the missing part grey.
+    /// decodes, with the missing part grey. Refused: more than [`MAX_SOURCE_PIXELS`] at full
+    /// size, more than 200 scans, or whole-image buffers beyond 32 MiB.
     pub fn decode(
         &mut self,
         jpeg: &[u8],
@@ -443,13 +537,9 @@ impl Decoder {
         max_pixels: usize,
         out: &mut Vec<u8>,
     ) -> Result<(usize, usize), Error> {
-        let d = &mut *self.dinfo;
+        let d = self.dinfo();
         let r = guarded(|| -> Result<(usize, usize), Error> {
-            // SAFETY: `jpeg` outlives the call; the memory source only reads it.
-            unsafe {
-                sys::jpeg_mem_src(d, jpeg.as_ptr(), jpeg.len() as _);
-                sys::jpeg_read_header(d, 1);
-            }
+            Self::read_header(d, jpeg)?;
             d.scale_num = 1;
             d.scale_denom = u32::from(denom);
             d.out_color_space = match pixels {
@@ -483,7 +573,7 @@ impl Decoder {
         let r = r.and_then(|inner| inner);
         if r.is_err() {
             // SAFETY: back to "no image" after a failed or refused one.
-            unsafe { sys::jpeg_abort_decompress(&mut self.dinfo) };
+            unsafe { sys::jpeg_abort_decompress(self.dinfo()) };
         }
         r
     }
@@ -491,8 +581,8 @@ impl Decoder {
 
 impl Drop for Decoder {
     fn drop(&mut self) {
-        // SAFETY: created in `new`, destroyed once.
-        unsafe { sys::jpeg_destroy_decompress(&mut self.dinfo) };
+        // SAFETY: created in `new`, destroyed once; the managers are freed after this.
+        unsafe { sys::jpeg_destroy_decompress(self.dinfo()) };
     }
 }
 
@@ -584,6 +674,15 @@ mod tests {
         );
         assert!(matches!(dec.decode(b"not a jpeg", 8, Pixels::Gray, usize::MAX, &mut px), Err(Error::Codec(_))));
         assert!(matches!(dec.decode(&[], 8, Pixels::Gray, usize::MAX, &mut px), Err(Error::Codec(_))));
+        // A header claiming 60000x60000 (a few bytes of a hostile file) is refused up front.
+        let mut huge = out[..n].to_vec();
+        let sof = huge.windows(2).position(|w| w == [0xFF, 0xC0]).expect("baseline SOF0");
+        huge[sof + 5..sof + 9].copy_from_slice(&[0xEA, 0x60, 0xEA, 0x60]);
+        assert_eq!(
+            dec.decode(&huge, 8, Pixels::Gray, usize::MAX, &mut px),
+            Err(Error::TooLarge { width: 60000, height: 60000 })
+        );
+        assert!(matches!(dec.scale_for(&huge, 64), Err(Error::TooLarge { .. })));
         // Still usable after errors; a truncated JPEG decodes (libjpeg pads it).
         assert_eq!(dec.decode(&out[..n / 2], 8, Pixels::Gray, usize::MAX, &mut px).unwrap(), (80, 60));
     }

@@ -131,7 +131,9 @@ fn pattern(w: usize, h: usize) -> Box<[u8]> {
 /// Paints pixels `x0..x1` of rows `y0..y1` (clipped) a neutral grey of luma `luma`.
 fn fill(yuyv: &mut [u8], w: usize, (x0, y0): (usize, usize), (x1, y1): (usize, usize), luma: u8) {
     let h = yuyv.len() / (w * 2);
-    let (x0, x1) = (x0 & !1, x1.min(w).next_multiple_of(2).min(w));
+    let x1 = x1.min(w).next_multiple_of(2).min(w);
+    // Clipped: a digit can start past the right edge of a narrow frame.
+    let x0 = (x0 & !1).min(x1);
     for row in yuyv.chunks_exact_mut(w * 2).take(y1.min(h)).skip(y0) {
         for px in row[x0 * 2..x1 * 2].chunks_exact_mut(4) {
             px.copy_from_slice(&[luma, 128, luma, 128]);
@@ -271,6 +273,16 @@ mod tests {
                 return r;
             }
         }
+    }
+
+    #[test]
+    fn the_number_is_clipped_at_the_edges_of_a_tiny_frame() {
+        // 16 pixels wide: a number of 9 digits runs far past the right edge and the bottom.
+        let (w, h) = (16, 16);
+        let mut yuyv = vec![0u8; w * h * 2];
+        draw_number(&mut yuyv, w, h, 123_456_789);
+        fill(&mut yuyv, w, (40, 0), (48, h), 235);
+        assert_eq!(yuyv[0], 16, "the box is drawn where it fits");
     }
 
     #[test]

@@ -357,6 +357,7 @@ impl CaptureLoop {
                         Got::Taken
                     }
                     (_, None) if wanted => Got::NoBuffer,
+                    (Ok(Read::Consumed), Some(_)) => Got::NotOffered,
                     _ => Got::Taken,
                 };
                 (result, got)
@@ -366,7 +367,7 @@ impl CaptureLoop {
                     stage: self.stage.as_ref(),
                     pool: Some(&mut self.pool),
                     got: None,
-                    missing: Got::Taken,
+                    missing: Got::NotOffered,
                 };
                 let dst = if wanted { Dest::Yuv(&mut target) } else { Dest::Discard };
                 let result = source.read(dst, READ_WAIT);
@@ -399,7 +400,9 @@ impl CaptureLoop {
                             self.next_live = (self.next_live + every).max(now);
                         }
                     }
-                    Got::Taken => {}
+                    // Not wanted, or the source had no pixels to give (a V4L2 buffer
+                    // skipped to resynchronise): what was due stays due.
+                    Got::Taken | Got::NotOffered => {}
                     // Every encoder is busy: skipped for the live view (it was captured); a
                     // snapshot due stays due for the next frame an encoder can take.
                     Got::NoEncoder => {
@@ -506,6 +509,8 @@ enum Got {
     NoEncoder,
     /// Every frame buffer was held by readers (or lent to encoders).
     NoBuffer,
+    /// The source counted a frame but had no pixels to put anywhere.
+    NotOffered,
 }
 
 /// Finds an encoder and a frame buffer for a raw frame when the source has one, not before
@@ -525,11 +530,12 @@ impl crate::capture::YuvTarget for RawTarget<'_> {
                 self.missing = Got::NoEncoder;
                 return None;
             };
-            stage.reclaim(pool);
             let Some(claim) = stage.claim() else {
                 self.missing = Got::NoEncoder;
                 return None;
             };
+            // After the claim: a worker hands its buffer back before it turns idle.
+            stage.reclaim(pool);
             let Some(slot) = pool.acquire() else {
                 self.missing = Got::NoBuffer;
                 return None;
