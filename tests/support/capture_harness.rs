@@ -28,12 +28,13 @@ pub static BYTES: AtomicU64 = AtomicU64::new(0);
 /// Kernel thread id of the capture thread, for its CPU time.
 pub static CAPTURE_TID: AtomicU64 = AtomicU64::new(0);
 
-/// True on an encoder thread: its kernel name starts with `enc` (read without allocating).
+/// True on an encoder thread: its kernel name is `enc<digit>...` (read without allocating; a
+/// test thread named `encoding_...` is not one).
 fn on_encoder_thread() -> bool {
     let mut name = [0u8; 16];
     // SAFETY: PR_GET_NAME writes at most 16 bytes into the buffer passed.
     let ok = unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) } == 0;
-    ok && name.starts_with(b"enc")
+    ok && name.starts_with(b"enc") && name[3].is_ascii_digit()
 }
 
 fn count(bytes: usize) {
