@@ -13,18 +13,13 @@ targets=("$@")
 need=()
 command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
 for t in "${targets[@]}"; do
-  case "$t" in
-    aarch64) command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross) ;;
-    armv7) command -v arm-linux-gnueabihf-gcc >/dev/null || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross) ;;
-    *) echo "unknown target $t (aarch64 or armv7)" >&2; exit 2 ;;
-  esac
+  cross_triple "$t" >/dev/null || exit 2
+  read -r -a pkgs <<< "$(cross_compiler_packages "$t")"
+  need+=("${pkgs[@]}")
 done
 apt_install "${need[@]}"
 for t in "${targets[@]}"; do
-  case "$t" in
-    aarch64) triple=aarch64-unknown-linux-gnu ;;
-    armv7) triple=armv7-unknown-linux-gnueabihf ;;
-  esac
+  triple=$(cross_triple "$t")
   rustup target list --installed | grep -qx "$triple" || rustup target add "$triple"
   cargo build --locked --release --quiet --target "$triple" --example bench_encode
   echo "== $triple under qemu-user (emulated: compare the ratios)"

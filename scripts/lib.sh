@@ -8,3 +8,19 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
+
+# Cross targets by short name (aarch64, armv7): the Rust triple, and the Debian packages of its
+# C cross compiler and libc when that compiler is missing.
+cross_triple() {
+  case "$1" in
+    aarch64) echo aarch64-unknown-linux-gnu ;;
+    armv7) echo armv7-unknown-linux-gnueabihf ;;
+    *) echo "unknown target $1 (aarch64 or armv7)" >&2; return 2 ;;
+  esac
+}
+cross_compiler_packages() {
+  case "$1" in
+    aarch64) command -v aarch64-linux-gnu-gcc >/dev/null || echo gcc-aarch64-linux-gnu libc6-dev-arm64-cross ;;
+    armv7) command -v arm-linux-gnueabihf-gcc >/dev/null || echo gcc-arm-linux-gnueabihf libc6-dev-armhf-cross ;;
+  esac
+}
