@@ -94,7 +94,7 @@ impl Service {
                 log::info!("JPEG encoding: libjpeg-turbo with SIMD");
             } else {
                 log::warn!(
-                    "JPEG encoding runs without SIMD (about 3x the CPU per frame): on x86, install nasm and rebuild (`cargo clean -p mozjpeg-sys`)"
+                    "JPEG encoding runs without SIMD (about 4.5x the CPU per frame): on x86, install nasm and rebuild (`cargo clean -p mozjpeg-sys`)"
                 );
             }
         }
