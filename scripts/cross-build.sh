@@ -11,24 +11,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(aarch64 armv7)
+. scripts/lib.sh
 need=()
 for t in "${targets[@]}"; do
-  case "$t" in
-    aarch64) command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross) ;;
-    armv7) command -v arm-linux-gnueabihf-gcc >/dev/null || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross) ;;
-    *) echo "unknown target $t (aarch64 or armv7)" >&2; exit 2 ;;
-  esac
+  cross_triple "$t" >/dev/null || exit 2
+  read -r -a pkgs <<< "$(cross_compiler_packages "$t") $(libclang_packages)"
+  need+=("${pkgs[@]}")
 done
-# The v4l crate runs bindgen at build time: it needs libclang.
-ldconfig -p | grep -q 'libclang-[0-9.]*\.so\|libclang\.so' || need+=(libclang1-14)
-. scripts/lib.sh
-apt_install "${need[@]}"
+apt_install $(printf '%s\n' "${need[@]}" | sort -u)
 # bindgen finds libclang-14 under /usr/lib/llvm-14 only through its versioned name.
 if [ -z "${LIBCLANG_PATH:-}" ] && [ -d /usr/lib/llvm-14/lib ]; then export LIBCLANG_PATH=/usr/lib/llvm-14/lib; fi
 for t in "${targets[@]}"; do
+  triple=$(cross_triple "$t")
   case "$t" in
-    aarch64) triple=aarch64-unknown-linux-gnu; sysroot=/usr/aarch64-linux-gnu ;;
-    armv7) triple=armv7-unknown-linux-gnueabihf; sysroot=/usr/arm-linux-gnueabihf ;;
+    aarch64) sysroot=/usr/aarch64-linux-gnu ;;
+    armv7) sysroot=/usr/arm-linux-gnueabihf ;;
   esac
   rustup target list --installed | grep -qx "$triple" || rustup target add "$triple"
   echo "== $triple"

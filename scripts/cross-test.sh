@@ -10,21 +10,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(aarch64 armv7)
+. scripts/lib.sh
 need=()
 command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
-command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
-command -v arm-linux-gnueabihf-gcc >/dev/null || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
-ldconfig -p | grep -q 'libclang-[0-9.]*\.so\|libclang\.so' || need+=(libclang1-14)
-. scripts/lib.sh
-apt_install "${need[@]}"
+for t in "${targets[@]}"; do
+  cross_triple "$t" >/dev/null || exit 2
+  read -r -a pkgs <<< "$(cross_compiler_packages "$t") $(libclang_packages)"
+  need+=("${pkgs[@]}")
+done
+apt_install $(printf '%s\n' "${need[@]}" | sort -u)
 export CARGO_TARGET_DIR="$PWD/target/cross"
 status=0
 for t in "${targets[@]}"; do
-  case "$t" in
-    aarch64) triple=aarch64-unknown-linux-gnu ;;
-    armv7) triple=armv7-unknown-linux-gnueabihf ;;
-    *) echo "unknown target $t (aarch64 or armv7)" >&2; exit 2 ;;
-  esac
+  triple=$(cross_triple "$t")
   rustup target list --installed | grep -qx "$triple" || rustup target add "$triple" 2>&1 | tail -n 1
   echo "== unit tests for $triple under $(grep -A2 "\[target.$triple\]" .cargo/config.toml | awk -F'"' '/runner/ {print $2}')"
   log="$CARGO_TARGET_DIR/test-$triple.log"

@@ -24,3 +24,7 @@ cross_compiler_packages() {
     armv7) command -v arm-linux-gnueabihf-gcc >/dev/null || echo gcc-arm-linux-gnueabihf libc6-dev-armhf-cross ;;
   esac
 }
+# The v4l crate's bindgen needs libclang at build time: the package when it is missing.
+libclang_packages() {
+  ldconfig -p | grep -q 'libclang-[0-9.]*\.so\|libclang\.so' || echo libclang1-14
+}
