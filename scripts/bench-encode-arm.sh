@@ -10,14 +10,7 @@ cd "$(dirname "$0")/.."
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(aarch64)
 . scripts/lib.sh
-need=()
-command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
-for t in "${targets[@]}"; do
-  cross_triple "$t" >/dev/null || exit 2
-  read -r -a pkgs <<< "$(cross_compiler_packages "$t")"
-  need+=("${pkgs[@]}")
-done
-apt_install "${need[@]}"
+cross_install --qemu "${targets[@]}" || exit 2
 for t in "${targets[@]}"; do
   triple=$(cross_triple "$t")
   rustup target list --installed | grep -qx "$triple" || rustup target add "$triple"

@@ -12,13 +12,7 @@ cd "$(dirname "$0")/.."
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(aarch64 armv7)
 . scripts/lib.sh
-need=()
-for t in "${targets[@]}"; do
-  cross_triple "$t" >/dev/null || exit 2
-  read -r -a pkgs <<< "$(cross_compiler_packages "$t") $(libclang_packages)"
-  need+=("${pkgs[@]}")
-done
-apt_install $(printf '%s\n' "${need[@]}" | sort -u)
+cross_install --libclang "${targets[@]}" || exit 2
 # bindgen finds libclang-14 under /usr/lib/llvm-14 only through its versioned name.
 if [ -z "${LIBCLANG_PATH:-}" ] && [ -d /usr/lib/llvm-14/lib ]; then export LIBCLANG_PATH=/usr/lib/llvm-14/lib; fi
 for t in "${targets[@]}"; do

@@ -11,14 +11,7 @@ cd "$(dirname "$0")/.."
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(aarch64 armv7)
 . scripts/lib.sh
-need=()
-command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
-for t in "${targets[@]}"; do
-  cross_triple "$t" >/dev/null || exit 2
-  read -r -a pkgs <<< "$(cross_compiler_packages "$t") $(libclang_packages)"
-  need+=("${pkgs[@]}")
-done
-apt_install $(printf '%s\n' "${need[@]}" | sort -u)
+cross_install --libclang --qemu "${targets[@]}" || exit 2
 export CARGO_TARGET_DIR="$PWD/target/cross"
 status=0
 for t in "${targets[@]}"; do

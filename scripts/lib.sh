@@ -28,3 +28,22 @@ cross_compiler_packages() {
 libclang_packages() {
   ldconfig -p | grep -q 'libclang-[0-9.]*\.so\|libclang\.so' || echo libclang1-14
 }
+# Installs what cross-building for the named targets needs and is missing: the C cross compilers
+# and libc, plus libclang (--libclang) and qemu-user (--qemu). Fails on an unknown name.
+cross_install() { # [--libclang] [--qemu] TARGET...
+  local need=() t pkgs
+  while [ "$#" -gt 0 ]; do
+    case "$1" in
+      --libclang) need+=($(libclang_packages)) ;;
+      --qemu) command -v qemu-aarch64 >/dev/null || need+=(qemu-user) ;;
+      *) break ;;
+    esac
+    shift
+  done
+  for t in "$@"; do
+    cross_triple "$t" >/dev/null || return 2
+    read -r -a pkgs <<< "$(cross_compiler_packages "$t")"
+    need+=("${pkgs[@]}")
+  done
+  apt_install $(printf '%s\n' "${need[@]}" | sort -u)
+}
