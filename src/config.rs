@@ -572,6 +572,36 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Directories camjobd keeps in `storage.dir` for itself; a camera's snapshots go into a
+/// directory named after the camera, so these names are not camera names.
+pub const RESERVED_NAMES: [&str; 2] = ["exports", "journal"];
+
+/// Directories that must not be `storage.dir` (camjobd writes its state, journal and exports
+/// there and deletes old files in it): the root, system directories, and shared scratch space
+/// anyone can plant links in.
+const SYSTEM_DIRS: [&str; 16] = [
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/proc", "/root", "/run", "/sbin", "/sys", "/tmp",
+    "/usr", "/var",
+];
+
+/// `dir` with `.` and `..` resolved by name (no file system access), so `/usr/..` is `/`.
+fn lexical(dir: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in dir.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(c);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// Most cameras one process runs; each costs a thread and a frame pool.
 pub const MAX_CAMERAS: usize = 8;
 
@@ -613,6 +643,45 @@ impl Config {
         })?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Bytes of frame memory camera `i` commits at start: its pool, its HTTP copies and, for a
+    /// raw source, its encoders' images.
+    pub fn frame_memory(&self, i: usize) -> u64 {
+        let c = &self.cameras[i];
+        let per = c.max_frame_bytes as u64;
+        let pool = c.frame_buffers as u64 * per;
+        let copies = self.http.frame_copies() as u64 * per;
+        let encoders = match c.source.raw_quality() {
+            Some(_) => {
+                let (w, h) = c.source.size();
+                c.encoder_threads as u64 * crate::jpeg::Yuv422::bytes_for(w as usize, h as usize) as u64
+            }
+            None => 0,
+        };
+        pool + copies + encoders
+    }
+
+    /// Refuses frame memory beyond half of `physical` bytes (this machine's memory): start-up
+    /// commits it all at once, and would otherwise die in the allocator, naming nothing. The
+    /// error names the camera that takes the most.
+    pub fn check_memory(&self, physical: u64) -> Result<(), ConfigError> {
+        let total: u64 = (0..self.cameras.len()).map(|i| self.frame_memory(i)).sum();
+        if total <= physical / 2 {
+            return Ok(());
+        }
+        // The first of equals (`max_by_key` keeps the last).
+        let biggest = (0..self.cameras.len()).rev().max_by_key(|&i| self.frame_memory(i)).unwrap_or(0);
+        let mib = |b: u64| b >> 20;
+        Err(ConfigError {
+            path: format!("cameras[{biggest}].max_frame_bytes"),
+            message: format!(
+                "the cameras' frame memory (frame_buffers × max_frame_bytes, plus http.frame_copies × max_frame_bytes and the encoders' images, per camera) is {} MiB, more than half of this machine's {} MiB (cameras[{biggest}] takes {} MiB): lower cameras[].frame_buffers, cameras[].max_frame_bytes or http.frame_copies",
+                mib(total),
+                mib(physical),
+                mib(self.frame_memory(biggest))
+            ),
+        })
     }
 
     /// The listen address, parsed.
@@ -680,6 +749,16 @@ impl Config {
         v.range("http.max_headers", h.max_headers as u64, 4, 256);
         v.range("http.max_body_bytes", h.max_body_bytes as u64, 0, 1 << 20);
         v.check("storage.dir", !self.storage.dir.as_os_str().is_empty(), "must not be empty");
+        let dir = lexical(&self.storage.dir);
+        if SYSTEM_DIRS.iter().any(|d| dir == std::path::Path::new(d)) || dir == std::path::Path::new("/var/tmp") {
+            v.fail(
+                "storage.dir",
+                format!(
+                    "{} is a system or shared directory; camjobd writes and deletes files there: use a directory of its own, e.g. /var/lib/camjobd",
+                    self.storage.dir.display()
+                ),
+            );
+        }
         v.range("storage.max_bytes", self.storage.max_bytes, 1 << 20, u64::MAX);
         v.range("storage.min_free_bytes", self.storage.min_free_bytes, 0, u64::MAX);
         let j = &self.storage.journal;
@@ -730,6 +809,12 @@ impl Config {
                 && c.name.len() <= 32
                 && c.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
             v.check(&p("name"), name_ok, "must be 1 to 32 of A-Z a-z 0-9 _ -");
+            if RESERVED_NAMES.contains(&c.name.as_str()) {
+                v.fail(
+                    &p("name"),
+                    format!("{:?} is a directory camjobd keeps in storage.dir for itself (exports, journal): choose another name", c.name),
+                );
+            }
             if self.cameras[..i].iter().any(|o| o.name == c.name) {
                 v.fail(&p("name"), format!("{:?} is used by an earlier camera; names must be unique", c.name));
             }
@@ -893,6 +978,35 @@ mod tests {
         assert!(e.starts_with("cameras[1].watchdog.max_recoveries: invalid value"), "{e}");
         let e = err(r#"{"http":{"bind":"localhost"}}"#);
         assert!(e.starts_with("http.bind: "), "{e}");
+    }
+
+    #[test]
+    fn storage_dir_and_camera_names_cannot_be_camjobds_own_or_the_systems() {
+        for dir in ["/", "/etc", "/usr/..", "/var/", "/tmp", "/var/tmp", "//"] {
+            let e = err(&format!(r#"{{"storage":{{"dir":"{dir}"}}}}"#));
+            assert!(e.starts_with("storage.dir: ") && e.contains("system or shared"), "{dir}: {e}");
+        }
+        for dir in ["/var/lib/camjobd", "camjobd-data", "/tmp/camjobd", "./x"] {
+            assert!(Config::from_json(&format!(r#"{{"storage":{{"dir":"{dir}"}}}}"#)).is_ok(), "{dir}");
+        }
+        for name in ["exports", "journal"] {
+            let e = err(&format!(r#"{{"cameras":[{{"name":"{name}"}}]}}"#));
+            assert!(e.starts_with("cameras[0].name: ") && e.contains("for itself"), "{e}");
+        }
+    }
+
+    #[test]
+    fn frame_memory_beyond_half_the_machine_is_refused_naming_the_camera() {
+        let big = r#"{"name":"big","frame_buffers":64,"max_frame_bytes":67108864}"#;
+        let json = format!(r#"{{"cameras":[{{"name":"small"}},{big}]}}"#);
+        let c = Config::from_json(&json).unwrap();
+        // 64 × 64 MiB + 10 copies × 64 MiB + one 640x480 encoder image.
+        assert_eq!(c.frame_memory(1) >> 20, 74 * 64);
+        let e = c.check_memory(8 << 30).unwrap_err();
+        assert_eq!(e.path, "cameras[1].max_frame_bytes");
+        assert!(e.message.contains("more than half of this machine's 8192 MiB"), "{}", e.message);
+        assert!(c.check_memory(16 << 30).is_ok());
+        assert!(Config::default().check_memory(512 << 20).is_ok(), "the default fits a Pi Zero 2 W");
     }
 
     #[test]

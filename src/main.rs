@@ -89,8 +89,19 @@ fn load(source: &Source) -> Result<Config, Error> {
 fn run(args: &[String]) -> Result<(), Error> {
     let Some((source, check)) = parse_args(args)? else { return Ok(()) };
     let config = load(&source)?;
+    // Start-up commits all frame memory at once: refuse now, naming the keys, rather than die
+    // in the allocator.
+    if let Some(physical) = camjobd::sys::physical_memory() {
+        config.check_memory(physical)?;
+    }
     if check {
-        println!("{}", serde_json::to_string_pretty(&config).expect("config serializes"));
+        // What was given, so the output is itself a valid config: a token read from
+        // `token_file` stays in its file (an inline token prints as `<redacted>`).
+        let mut shown = config.clone();
+        if shown.http.token_file.is_some() {
+            shown.http.token = None;
+        }
+        println!("{}", serde_json::to_string_pretty(&shown).expect("config serializes"));
         return Ok(());
     }
     let level = config.log.level.parse().unwrap_or(log::LevelFilter::Info);

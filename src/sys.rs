@@ -1,8 +1,15 @@
 //! Small operating-system calls that std does not offer, each behind a safe function: free
-//! space on a filesystem and the scheduling priority of the calling thread. The only other
-//! `unsafe` is in the capture backends.
+//! space on a filesystem, physical memory and the scheduling priority of the calling thread.
+//! The only other `unsafe` is in the capture backends and [`crate::jpeg`].
 
 use std::path::Path;
+
+/// This machine's physical memory in bytes (`None` if the kernel does not say).
+pub fn physical_memory() -> Option<u64> {
+    // SAFETY: sysconf only reads system constants.
+    let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    (pages > 0 && size > 0).then(|| pages as u64 * size as u64)
+}
 
 /// Bytes available to unprivileged users on the filesystem holding `dir`.
 pub fn free_bytes(dir: &Path) -> Option<u64> {

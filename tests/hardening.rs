@@ -21,6 +21,29 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 #[test]
+fn frame_memory_beyond_the_machine_is_refused_before_anything_starts() {
+    // 8 cameras × (64 buffers + 1026 copies) × 64 MiB: far beyond half of any test machine.
+    let dir = TempDir::new("memory");
+    let cams: Vec<_> =
+        (0..8).map(|i| json!({"name": format!("c{i}"), "frame_buffers": 64, "max_frame_bytes": 64 << 20})).collect();
+    let doc = json!({"http": {"bind": "127.0.0.1:0", "frame_copies": 1026}, "storage": {"dir": dir.path("data")}, "cameras": cams});
+    std::fs::write(dir.path("c.json"), doc.to_string()).unwrap();
+    for check in [true, false] {
+        let mut cmd = std::process::Command::new(bin());
+        cmd.arg("--config").arg(dir.path("c.json"));
+        if check {
+            cmd.arg("--check-config");
+        }
+        let o = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "check {check}: {err}");
+        assert!(err.contains("cameras[0].max_frame_bytes: the cameras' frame memory"), "{err}");
+        assert!(err.contains("more than half of this machine's"), "{err}");
+    }
+    assert!(!dir.path("data").exists(), "nothing was started or written");
+}
+
+#[test]
 fn token_file_and_open_binds() {
     let dir = TempDir::new("tokenfile");
     std::fs::write(dir.path("token"), "s3cret-from-file\n").unwrap();
@@ -30,9 +53,17 @@ fn token_file_and_open_binds() {
     std::fs::write(dir.path("c.json"), cfg.to_string()).unwrap();
     let o = check_config(&dir.path("c.json"));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let text = String::from_utf8_lossy(&o.stdout);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(!text.contains("s3cret"), "{text}");
-    assert!(text.contains("<redacted>"), "{text}");
+    // It prints what was given: the token stays in its file, so the output is itself a valid
+    // config that reads back the same.
+    let shown: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(shown["http"]["token"], serde_json::Value::Null, "{text}");
+    assert_eq!(shown["http"]["token_file"], json!(dir.path("token")), "{text}");
+    std::fs::write(dir.path("shown.json"), &text).unwrap();
+    let again = check_config(&dir.path("shown.json"));
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(String::from_utf8_lossy(&again.stdout), text);
 
     let d = Daemon::start_in(dir, &cfg);
     d.wait_state("cam0", "RUNNING", 10 * SEC);
@@ -50,7 +81,9 @@ fn token_file_and_open_binds() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("http.bind: 0.0.0.0:8080 lets anyone on the network"));
     assert!(run(json!({"http": {"bind": "0.0.0.0:8080", "allow_open": true}})).status.success());
-    assert!(run(json!({"http": {"bind": "0.0.0.0:8080", "token": "abc"}})).status.success());
+    let o = run(json!({"http": {"bind": "0.0.0.0:8080", "token": "abc"}}));
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\"token\": \"<redacted>\""), "an inline token is not printed");
     let o = run(json!({"http": {"token": "a", "token_file": "/x"}}));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("http.token_file: give http.token or http.token_file, not both")
