@@ -437,6 +437,8 @@ pub struct JobLimits {
 pub enum Refusal {
     /// The job is not in a state that allows it (409).
     Conflict(String),
+    /// Every job id has been used (500): only a tampered or ancient `state.json` gets here.
+    IdsExhausted(String),
 }
 
 /// Answer to a start or stop command.

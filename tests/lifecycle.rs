@@ -53,6 +53,40 @@ fn start_stop_conflicts_and_ids_that_survive_restarts() {
 }
 
 #[test]
+fn job_ids_saturate_with_a_clear_error_and_never_wrap() {
+    // A tampered state.json two ids below the largest (2^53 - 1, what JavaScript reads exactly).
+    let max: u64 = (1 << 53) - 1;
+    let dir = TempDir::new("ids");
+    std::fs::create_dir_all(dir.path("data")).unwrap();
+    std::fs::write(dir.path("data/state.json"), format!(r#"{{"next_job_id":{}}}"#, max - 1)).unwrap();
+    let cfg = config(&dir, json!([synthetic("cam0", json!({"autostart": false}))]), json!({}));
+    let d = Daemon::start_in(dir, &cfg);
+    for want in [max - 1, max] {
+        let r = d.post("/api/cameras/cam0/start", "");
+        assert_eq!(r.json()["id"].as_u64(), Some(want), "{}", r.text());
+        d.wait_state("cam0", "RUNNING", 10 * SEC);
+        assert_eq!(d.post("/api/cameras/cam0/stop", "").status, 202);
+        d.wait_state("cam0", "STOPPED", 5 * SEC);
+    }
+    let r = d.post("/api/cameras/cam0/start", "");
+    assert_eq!(r.error_code(500), "ids_exhausted");
+    assert!(r.text().contains("state.json"), "{}", r.text());
+    let j = d.camera("cam0")["job"].clone();
+    assert_eq!((j["id"].as_u64(), j["state"].as_str()), (Some(max), Some("STOPPED")), "the last job stays as it was");
+
+    // Past the largest (2^64 - 2 on disk): autostart is refused the same way, with an event.
+    let dir = TempDir::new("ids-wrap");
+    std::fs::create_dir_all(dir.path("data")).unwrap();
+    std::fs::write(dir.path("data/state.json"), r#"{"next_job_id":18446744073709551614}"#).unwrap();
+    let cfg = config(&dir, json!([synthetic("cam0", json!({}))]), json!({}));
+    let d = Daemon::start_in(dir, &cfg);
+    let events = d.get("/api/events").json();
+    assert!(events.to_string().contains("job ids are used up"), "{events:#}");
+    assert_eq!(d.camera("cam0")["job"]["state"], "IDLE");
+    assert_eq!(d.post("/api/cameras/cam0/start", "").error_code(500), "ids_exhausted");
+}
+
+#[test]
 fn frames_keep_coming_with_no_client_at_all() {
     let d = Daemon::start("noclient", json!([synthetic("cam0", json!({"source": {"fps": 20}}))]), json!({}));
     let j0 = d.wait_state("cam0", "RUNNING", 10 * SEC);

@@ -114,6 +114,7 @@ impl Api {
         match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
             Ok(Ok(Ok(job))) => Response::json(202, &serde_json::to_value(job).expect("plain data")),
             Ok(Ok(Err(Refusal::Conflict(msg)))) => Response::error(409, "conflict", &msg),
+            Ok(Ok(Err(Refusal::IdsExhausted(msg)))) => Response::error(500, "ids_exhausted", &msg),
             Ok(Err(_)) => Response::error(503, "shutting_down", "the service is shutting down"),
             Err(_) => Response::error(503, "busy", "the job supervisor did not answer within 2 s; the command may still take effect: check GET /api/cameras/<name> before retrying"),
         }

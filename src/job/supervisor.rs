@@ -59,6 +59,9 @@ pub struct Supervisor {
 
 /// Job ids reserved per write of the state file.
 pub const ID_BLOCK: u64 = 16;
+/// The largest job id: 2^53 − 1, the largest integer a JavaScript client (the dashboard, Home
+/// Assistant's templates) reads exactly. Ids never wrap: past it, starts are refused.
+pub const MAX_JOB_ID: u64 = (1 << 53) - 1;
 
 impl Supervisor {
     /// `orders[i]` is the mailbox of camera `i`'s capture thread.
@@ -137,9 +140,16 @@ impl Supervisor {
         }
         lifecycle::next(rec.state, Trigger::Start).map_err(|e| Refusal::Conflict(e.to_string()))?;
         let id = self.next_job_id;
+        if id > MAX_JOB_ID {
+            let msg = format!(
+                "job ids are used up (the next would be {id}, the largest is {MAX_JOB_ID}); state.json in storage.dir was tampered with or is ancient: stop camjobd and move it away to count from 1 again"
+            );
+            self.shared.events.push(EventKind::Error, &ctl.cam.name, None, None, format_args!("{msg}"));
+            return Err(Refusal::IdsExhausted(msg));
+        }
         self.next_job_id += 1;
         if self.next_job_id > self.reserved_until {
-            self.reserved_until = id + ID_BLOCK;
+            self.reserved_until = (id + ID_BLOCK).min(MAX_JOB_ID + 1);
             if let Err(e) = self.state_file.save(self.reserved_until) {
                 // The job still runs; ids may repeat after a restart, and the event says so.
                 self.shared.events.push(
