@@ -195,6 +195,11 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// Snapshots fetched from the index at a time.
 const PAGE: usize = 64;
 const NEXT_ID: &str = "next_id";
+/// The largest export id: 2^53 − 1, read exactly by JavaScript; ids never wrap.
+const MAX_EXPORT_ID: u64 = (1 << 53) - 1;
+/// How far ahead of everything on disk the next id jumps when `next_id` exists but cannot be
+/// read: ids of exports already forgotten (pruned) leave no trace, and must not come back.
+const ID_GAP_AFTER_DAMAGE: u64 = 1 << 20;
 
 /// The request body of `POST /api/exports`.
 #[derive(Deserialize)]
@@ -252,6 +257,11 @@ impl Exports {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             let path = entry.path();
+            // Every file named after an id counts (an unreadable record, a data or part file):
+            // no id seen on disk is handed out again.
+            if let Some(id) = name.split('.').next().and_then(|n| n.parse::<u64>().ok()) {
+                max_id = max_id.max(id);
+            }
             if name.ends_with(".part") || name.ends_with(".tmp") {
                 let _ = fs::remove_file(&path);
                 reaped += 1;
@@ -259,10 +269,7 @@ impl Exports {
             }
             if let Some(id) = name.strip_suffix(".json").and_then(|s| s.parse::<u64>().ok()) {
                 match fs::read(&path).ok().and_then(|b| serde_json::from_slice::<ExportView>(&b).ok()) {
-                    Some(v) if v.id == id => {
-                        max_id = max_id.max(id);
-                        found.push(v);
-                    }
+                    Some(v) if v.id == id => found.push(v),
                     _ => {
                         log::warn!("exports: {} is unreadable; removed it", path.display());
                         let _ = fs::remove_file(&path);
@@ -322,8 +329,22 @@ impl Exports {
                 let _ = fs::remove_file(entry.path());
             }
         }
-        let stored_next = fs::read_to_string(self.dir.join(NEXT_ID)).ok().and_then(|s| s.trim().parse::<u64>().ok());
-        self.lock().next_id = stored_next.unwrap_or(1).max(max_id + 1);
+        let next = match fs::read_to_string(self.dir.join(NEXT_ID)) {
+            Ok(text) => match text.trim().parse::<u64>() {
+                Ok(n) => n.max(max_id.saturating_add(1)),
+                Err(_) => {
+                    let next = max_id.saturating_add(1).saturating_add(ID_GAP_AFTER_DAMAGE);
+                    log::warn!(
+                        "exports: next_id is damaged ({:?}); continuing at {next} so that no id comes back",
+                        text.trim()
+                    );
+                    next
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => max_id.saturating_add(1),
+            Err(e) => return Err(Error::storage(&self.dir.join(NEXT_ID), "read the export id counter", e)),
+        };
+        self.lock().next_id = next;
         for id in fixed {
             self.save(id);
         }
@@ -415,6 +436,11 @@ impl Exports {
             )));
         }
         let id = g.next_id;
+        if id > MAX_EXPORT_ID {
+            return Err(Refused::Internal(format!(
+                "export ids are used up (the next would be {id}); exports/next_id or a planted record in storage.dir was tampered with: stop camjobd and clear storage.dir/exports"
+            )));
+        }
         g.next_id += 1;
         // Ids must never repeat (a bookmarked download would fetch another export), so the
         // counter is on disk before the id is handed out.

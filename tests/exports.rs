@@ -221,6 +221,28 @@ fn kill_9_mid_export_leaves_no_partial_file_and_finished_exports_stay_listed() {
 }
 
 #[test]
+fn export_ids_never_come_back_after_a_damaged_counter_or_record() {
+    let mut d = with_snapshots("export-ids", 5, json!({}));
+    let body = json!({"camera": "cam0", "from": 0, "to": "2100-01-01", "kind": "archive"});
+    let first = submit(&d, body.clone()).json()["id"].as_u64().unwrap();
+    wait_export(&d, first, 10 * SEC, |v| v["state"] == "SUCCEEDED");
+    assert!(d.terminate(2 * SEC).expect("exits").success());
+    // Damage both traces of the id: the record and the counter.
+    let exports = exports_dir(&d);
+    std::fs::write(exports.join(format!("{first}.json")), "{torn").unwrap();
+    std::fs::write(exports.join("next_id"), "\u{0}garbage").unwrap();
+    let dir = std::mem::replace(&mut d.dir, TempDir::new("unused"));
+    let cfg: Value = serde_json::from_slice(&std::fs::read(dir.path("config.json")).unwrap()).unwrap();
+    drop(d);
+    let d = Daemon::start_in(dir, &cfg);
+    assert_eq!(d.get(&format!("/api/exports/{first}")).status, 404, "the damaged record is forgotten");
+    let r = submit(&d, body);
+    let next = r.json()["id"].as_u64().unwrap();
+    // Past every id seen on disk, and far past it: ids already pruned left no trace.
+    assert!(next > first + (1 << 20), "id {next} after {first}: {}", r.text());
+}
+
+#[test]
 fn a_panic_inside_an_export_fails_it_and_the_worker_goes_on() {
     let d = with_snapshots("export-panic", 10, json!({"panic_at_file": 5}));
     let snaps = d.get("/api/cameras/cam0/snapshots?limit=500").json();
