@@ -664,6 +664,7 @@ impl Exports {
         let file = File::create(&part).map_err(|e| io_failed("create the export file", &e))?;
         let mut run = Run {
             cam: &cam,
+            events: &self.shared.events,
             storage_dir: &self.shared.config.storage.dir,
             exports_dir: &self.dir,
             view,
@@ -849,6 +850,7 @@ fn io_failed(what: &str, e: &io::Error) -> Ended {
 /// and keeps the progress.
 pub struct Run<'a> {
     cam: &'a CameraShared,
+    events: &'a crate::events::EventLog,
     storage_dir: &'a Path,
     exports_dir: &'a Path,
     /// The export.
@@ -888,7 +890,12 @@ impl Run<'_> {
     /// Opens a snapshot file for reading (and counts it for `max_files_per_s`).
     pub fn open(&mut self, s: &StoredSnapshot) -> io::Result<File> {
         self.opened += 1;
-        File::open(self.snapshot_path(s))
+        let r = File::open(self.snapshot_path(s));
+        if r.as_ref().is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
+            // Gone: by retention (already unlisted) or outside camjobd (unlisted now).
+            crate::store::forget_missing(self.events, self.storage_dir, self.cam, s.seq);
+        }
+        r
     }
 
     /// A scratch file next to the export (deleted by the caller; reaped at start-up).

@@ -98,6 +98,32 @@ impl SnapshotIndex {
         Some(s)
     }
 
+    /// Removes the entry with this seq (its file is gone); `None` when it is not listed.
+    pub fn remove(&self, seq: u64) -> Option<StoredSnapshot> {
+        let mut g = self.lock();
+        // Seqs rise from front to back: binary search over the whole deque.
+        let (mut lo, mut hi) = (0, g.files.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match g.files[mid].seq.cmp(&seq) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => {
+                    let s = g.files.remove(mid)?;
+                    g.bytes -= s.bytes;
+                    return Some(s);
+                }
+            }
+        }
+        None
+    }
+
+    /// The entries filed under `day`, into `out` (cleared first).
+    pub fn of_day(&self, day: u32, out: &mut Vec<StoredSnapshot>) {
+        out.clear();
+        out.extend(self.lock().files.iter().filter(|s| s.day == day).copied());
+    }
+
     /// The snapshot with this seq.
     pub fn find(&self, seq: u64) -> Option<StoredSnapshot> {
         let g = self.lock();
@@ -199,6 +225,20 @@ mod tests {
 
     fn snap(seq: u64, bytes: u64) -> StoredSnapshot {
         StoredSnapshot { seq, captured_at: seq as f64, bytes, width: 0, height: 0, change: None, day: 0 }
+    }
+
+    #[test]
+    fn an_entry_can_be_removed_from_the_middle() {
+        let idx = SnapshotIndex::new(8);
+        for seq in 1..=5 {
+            idx.push(snap(seq, 10)).unwrap();
+        }
+        assert_eq!(idx.remove(3).map(|s| s.seq), Some(3));
+        assert_eq!(idx.remove(3), None, "already gone");
+        assert_eq!(idx.remove(9), None);
+        assert_eq!(idx.usage(), (4, 40));
+        assert_eq!(idx.find(4).map(|s| s.seq), Some(4));
+        assert_eq!((idx.oldest().unwrap().seq, idx.newest().unwrap().seq), (1, 5));
     }
 
     #[test]

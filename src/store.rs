@@ -23,7 +23,7 @@ use crate::events::EventKind;
 use crate::frame::Frame;
 use crate::index::{snapshot_path, StoredSnapshot};
 use crate::shutdown::Stop;
-use crate::status::Shared;
+use crate::status::{CameraShared, Shared};
 
 /// The job id state file, `storage.dir/state.json`.
 pub struct StateFile {
@@ -70,6 +70,37 @@ impl StateFile {
         write_atomic(&self.dir, NAME, state.as_bytes(), true)
             .map_err(|e| Error::storage(&self.dir.join(NAME), "write the job id state", e))
     }
+}
+
+/// A listed snapshot's file is gone: deleted outside camjobd (by hand, a cleaner script, a
+/// failing card). Drops it from the index, and every other listed file of its day that is gone
+/// too, so the counters and lists are right at once, with one event. False when it was not
+/// listed any more: retention deletes the entry before the file, so that is the normal race.
+pub fn forget_missing(events: &crate::events::EventLog, storage_dir: &Path, cam: &CameraShared, seq: u64) -> bool {
+    let Some(first) = cam.stored.remove(seq) else { return false };
+    let (mut n, mut bytes) = (1u64, first.bytes);
+    let mut same_day = Vec::new();
+    cam.stored.of_day(first.day, &mut same_day);
+    for s in same_day {
+        let path = snapshot_path(storage_dir, &cam.name, s.day, s.seq);
+        if fs::symlink_metadata(&path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
+            if let Some(s) = cam.stored.remove(s.seq) {
+                n += 1;
+                bytes += s.bytes;
+            }
+        }
+    }
+    events.push(
+        EventKind::Error,
+        &cam.name,
+        None,
+        None,
+        format_args!(
+            "{n} snapshot(s) of {} ({bytes} bytes, seq {seq} among them) were deleted outside camjobd; dropped from the list",
+            crate::index::day_name(first.day)
+        ),
+    );
+    true
 }
 
 /// Writes `dir/name` as a temp file + rename; with `durable`, fsyncs file and directory.

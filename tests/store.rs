@@ -96,6 +96,43 @@ fn snapshots_are_files_listed_served_and_numbered_across_restarts() {
 }
 
 #[test]
+fn files_deleted_outside_camjobd_leave_the_list_at_the_first_read() {
+    let dir = TempDir::new("store-gone");
+    let cam = synthetic("cam0", json!({"snapshot_interval_ms": 50}));
+    let cfg = config(&dir, json!([cam]), json!({}));
+    let data = dir.path("data");
+    let d = Daemon::start_in(dir, &cfg);
+    let deadline = Instant::now() + 10 * SEC;
+    while d.camera("cam0")["store"]["written"].as_u64().unwrap() < 10 {
+        assert!(Instant::now() < deadline, "no snapshots written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(d.post("/api/cameras/cam0/stop", "").status, 202);
+    d.wait_state("cam0", "STOPPED", 5 * SEC);
+    std::thread::sleep(Duration::from_millis(300)); // the store writes what was queued
+    let files_before = d.camera("cam0")["store"]["files"].as_u64().unwrap();
+    // The oldest snapshot's whole day directory is removed by hand.
+    let list = d.get("/api/cameras/cam0/snapshots?limit=500").json();
+    let oldest = list["snapshots"].as_array().unwrap().last().unwrap()["seq"].as_u64().unwrap();
+    let file = snapshot_files(&data).into_iter().find(|(p, _)| p.ends_with(format!("{oldest}.jpg"))).unwrap().0;
+    let day_dir = file.parent().unwrap().to_path_buf();
+    let in_day = std::fs::read_dir(&day_dir).unwrap().count() as u64;
+    std::fs::remove_dir_all(&day_dir).unwrap();
+
+    let r = d.get(&format!("/api/cameras/cam0/snapshots/{oldest}.jpg"));
+    assert_eq!(r.error_code(404), "no_snapshot");
+    assert!(r.text().contains("deleted outside camjobd"), "{}", r.text());
+    // The whole day left the list and the counters at once, with one event.
+    let store = d.camera("cam0")["store"].clone();
+    assert_eq!(store["files"].as_u64().unwrap(), files_before - in_day, "{store}");
+    let events = d.get("/api/events?limit=500").json().to_string();
+    assert_eq!(events.matches("were deleted outside camjobd").count(), 1, "{events}");
+    let r = d.get(&format!("/api/cameras/cam0/snapshots/{}.jpg", oldest + 1));
+    assert_eq!(r.error_code(404), "no_snapshot");
+    assert!(!r.text().contains("outside"), "already unlisted: {}", r.text());
+}
+
+#[test]
 fn retention_holds_the_budget_through_a_long_accelerated_run() {
     let target = env_usize("CAMJOBD_RETENTION_SNAPSHOTS", 100_000) as u64;
     let budget: u64 = 20_000_000;

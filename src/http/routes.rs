@@ -620,12 +620,16 @@ fn snapshot_jpg(req: &Request<'_>, cam: &CameraShared, shared: &Shared, file: &s
     let path = crate::index::snapshot_path(&shared.config.storage.dir, &cam.name, s.day, s.seq);
     match std::fs::read(&path) {
         Ok(bytes) => Response { status: 200, content_type: "image/jpeg", headers, body: Body::Bytes(bytes) },
-        // Deleted by retention between the lookup and the read.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Response::error(
-            404,
-            "no_snapshot",
-            &format!("snapshot {seq} of camera {} was just deleted by retention", cam.name),
-        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = &shared.config.storage.dir;
+            let msg = if crate::store::forget_missing(&shared.events, dir, cam, seq) {
+                format!("snapshot {seq} of camera {} was deleted outside camjobd; it is no longer listed", cam.name)
+            } else {
+                // Deleted by retention between the lookup and the read.
+                format!("snapshot {seq} of camera {} was just deleted by retention", cam.name)
+            };
+            Response::error(404, "no_snapshot", &msg)
+        }
         Err(e) => Response::error(500, "store", &format!("cannot read snapshot {seq}: {e}")),
     }
 }
