@@ -268,7 +268,11 @@ impl Exports {
                 continue;
             }
             if let Some(id) = name.strip_suffix(".json").and_then(|s| s.parse::<u64>().ok()) {
-                match fs::read(&path).ok().and_then(|b| serde_json::from_slice::<ExportView>(&b).ok()) {
+                let read = crate::sys::open_regular_beneath(&self.dir, Path::new(name)).and_then(|mut f| {
+                    let mut b = Vec::new();
+                    io::Read::read_to_end(&mut f, &mut b).map(|_| b)
+                });
+                match read.ok().and_then(|b| serde_json::from_slice::<ExportView>(&b).ok()) {
                     Some(v) if v.id == id => found.push(v),
                     _ => {
                         log::warn!("exports: {} is unreadable; removed it", path.display());
@@ -562,8 +566,14 @@ impl Exports {
                 v.state, v.percent
             )));
         }
-        let f = File::open(self.path(id, v.kind))
-            .map_err(|_| Refused::NotFound(format!("the file of export {id} was just deleted (exports budget)")))?;
+        let name = format!("{id}.{}", v.kind.ext());
+        let f = crate::sys::open_regular_beneath(&self.dir, Path::new(&name)).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Refused::NotFound(format!("the file of export {id} was just deleted (exports budget)"))
+            }
+            // A link or FIFO planted in place of the file: never served.
+            _ => Refused::NotFound(format!("the file of export {id} is not a regular file in storage.dir; refused")),
+        })?;
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         Ok((f, len, v))
     }
@@ -890,12 +900,28 @@ impl Run<'_> {
     /// Opens a snapshot file for reading (and counts it for `max_files_per_s`).
     pub fn open(&mut self, s: &StoredSnapshot) -> io::Result<File> {
         self.opened += 1;
-        let r = File::open(self.snapshot_path(s));
-        if r.as_ref().is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
-            // Gone: by retention (already unlisted) or outside camjobd (unlisted now).
-            crate::store::forget_missing(self.events, self.storage_dir, self.cam, s.seq);
+        // Never through a link planted in storage.dir (an archive must not carry /etc/shadow).
+        let rel = crate::index::snapshot_rel(&self.cam.name, s.day, s.seq);
+        match crate::sys::open_regular_beneath(self.storage_dir, &rel) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Gone: by retention (already unlisted) or outside camjobd (unlisted now).
+                crate::store::forget_missing(self.events, self.storage_dir, self.cam, s.seq);
+                Err(e)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) || e.kind() == io::ErrorKind::InvalidData => {
+                self.events.push(
+                    EventKind::Error,
+                    &self.cam.name,
+                    None,
+                    None,
+                    format_args!("{} in storage.dir is not a regular file (a link or something planted there); left out of export {}", rel.display(), self.view.id),
+                );
+                // Skipped like a file retention took: listed as missing, never read.
+                Err(io::Error::new(io::ErrorKind::NotFound, e))
+            }
+            Err(e) => Err(e),
         }
-        r
     }
 
     /// A scratch file next to the export (deleted by the caller; reaped at start-up).

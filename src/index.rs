@@ -216,7 +216,12 @@ pub fn parse_day(name: &str) -> Option<u32> {
 /// The file of a snapshot. Built from numbers only, so no request can reach outside the
 /// camera's directory.
 pub fn snapshot_path(dir: &Path, camera: &str, day: u32, seq: u64) -> PathBuf {
-    dir.join(camera).join(day_name(day).as_str()).join(format!("{seq}.jpg"))
+    dir.join(snapshot_rel(camera, day, seq))
+}
+
+/// The same, relative to `storage.dir` (for opening it without following links).
+pub fn snapshot_rel(camera: &str, day: u32, seq: u64) -> PathBuf {
+    Path::new(camera).join(day_name(day).as_str()).join(format!("{seq}.jpg"))
 }
 
 #[cfg(test)]

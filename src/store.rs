@@ -355,7 +355,8 @@ impl Store {
         let Some(old) = cam.stored.pop_oldest() else { return false };
         let dir = &self.shared.config.storage.dir;
         let path = snapshot_path(dir, &cam.name, old.day, old.seq);
-        match fs::remove_file(&path) {
+        // Never through a day directory replaced by a link: only files under storage.dir go.
+        match crate::sys::remove_beneath(dir, &crate::index::snapshot_rel(&cam.name, old.day, old.seq)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -466,28 +467,49 @@ impl Store {
 /// `max_files`. Returns the next snapshot seq per camera, so seqs (and ETags) never repeat.
 pub fn recover(shared: &Shared) -> Vec<u64> {
     let dir = &shared.config.storage.dir;
-    shared.cameras.iter().map(|cam| if cam.config.store.enabled { recover_camera(dir, cam) } else { 1 }).collect()
+    let events = &shared.events;
+    shared
+        .cameras
+        .iter()
+        .map(|cam| if cam.config.store.enabled { recover_camera(dir, cam, events) } else { 1 })
+        .collect()
 }
 
-fn recover_camera(dir: &Path, cam: &crate::status::CameraShared) -> u64 {
+fn recover_camera(dir: &Path, cam: &CameraShared, events: &crate::events::EventLog) -> u64 {
     let root = dir.join(&cam.name);
     let mut found: Vec<StoredSnapshot> = Vec::new();
     let (mut temps, mut empties) = (0, 0);
-    for day_entry in fs::read_dir(&root).into_iter().flatten().flatten() {
+    // Links and other odd entries (planted, or left by another program): never entered,
+    // listed or deleted; named in one event.
+    let mut odd: Vec<String> = Vec::new();
+    if fs::symlink_metadata(&root).is_ok_and(|m| !m.is_dir()) {
+        odd.push(cam.name.clone());
+    }
+    let days = if odd.is_empty() { fs::read_dir(&root).ok() } else { None };
+    for day_entry in days.into_iter().flatten().flatten() {
         let name = day_entry.file_name();
         let Some(day) = name.to_str().and_then(crate::index::parse_day) else { continue };
+        if !day_entry.file_type().is_ok_and(|t| t.is_dir()) {
+            odd.push(format!("{}/{}", cam.name, name.to_string_lossy()));
+            continue;
+        }
         for f in fs::read_dir(day_entry.path()).into_iter().flatten().flatten() {
             let fname = f.file_name();
             let Some(fname) = fname.to_str() else { continue };
+            let rel = Path::new(&cam.name).join(name.to_string_lossy().as_ref()).join(fname);
+            if !f.file_type().is_ok_and(|t| t.is_file()) {
+                odd.push(rel.display().to_string());
+                continue;
+            }
             if fname.ends_with(".tmp") {
-                let _ = fs::remove_file(f.path());
+                let _ = crate::sys::remove_beneath(dir, &rel);
                 temps += 1;
                 continue;
             }
             let Some(seq) = fname.strip_suffix(".jpg").and_then(|s| s.parse::<u64>().ok()) else { continue };
             let Ok(meta) = f.metadata() else { continue };
             if meta.len() == 0 {
-                let _ = fs::remove_file(f.path());
+                let _ = crate::sys::remove_beneath(dir, &rel);
                 empties += 1;
                 continue;
             }
@@ -508,7 +530,20 @@ fn recover_camera(dir: &Path, cam: &crate::status::CameraShared) -> u64 {
     found.sort_by_key(|s| s.seq);
     let extra = found.len().saturating_sub(cam.stored.capacity());
     for s in &found[..extra] {
-        let _ = fs::remove_file(snapshot_path(dir, &cam.name, s.day, s.seq));
+        let _ = crate::sys::remove_beneath(dir, &crate::index::snapshot_rel(&cam.name, s.day, s.seq));
+    }
+    if !odd.is_empty() {
+        events.push(
+            EventKind::Error,
+            &cam.name,
+            None,
+            None,
+            format_args!(
+                "{} entr(ies) in storage.dir are links or not regular files and were left alone (not listed, served or deleted): {}",
+                odd.len(),
+                odd.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+            ),
+        );
     }
     for s in &found[extra..] {
         let _ = cam.stored.push(*s);

@@ -1,8 +1,14 @@
 //! Small operating-system calls that std does not offer, each behind a safe function: free
-//! space on a filesystem, physical memory and the scheduling priority of the calling thread.
+//! space on a filesystem, physical memory, opening a file under a directory without following
+//! links, and the scheduling priority of the calling thread.
 //! The only other `unsafe` is in the capture backends and [`crate::jpeg`].
 
-use std::path::Path;
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path};
 
 /// This machine's physical memory in bytes (`None` if the kernel does not say).
 pub fn physical_memory() -> Option<u64> {
@@ -43,9 +49,136 @@ pub fn lower_thread_priority() -> Result<(), String> {
     }
 }
 
+/// Opens `rel` (a relative path of plain names) under `dir` for reading, without following a
+/// symbolic link anywhere below `dir` and without leaving it (the kernel's `openat2` with
+/// `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`; on kernels before 5.6, one `openat` with
+/// `O_NOFOLLOW` per component), and only if it is a regular file: a link planted in
+/// `storage.dir` is refused (`ELOOP`), and so is a FIFO or device (opened non-blocking, so it
+/// cannot hang the caller). `dir` itself may be a link: that is the administrator's choice.
+pub fn open_regular_beneath(dir: &Path, rel: &Path) -> io::Result<File> {
+    let base = File::open(dir)?;
+    let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
+    let file = open_beneath(base, rel, flags)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: not a regular file", rel.display())));
+    }
+    Ok(file)
+}
+
+/// Deletes the file `rel` under `dir` without following a link on the way: a day directory
+/// replaced by a link to elsewhere is refused (`ELOOP`), never entered; a link in place of the
+/// file is removed itself, not what it points to.
+pub fn remove_beneath(dir: &Path, rel: &Path) -> io::Result<()> {
+    let name = rel.file_name().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let base = File::open(dir)?;
+    let parent = match rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(p) => open_beneath(base, p, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)?,
+        None => base,
+    };
+    let name = CString::new(name.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `parent` is an open directory and `name` a NUL-terminated single component.
+    if unsafe { libc::unlinkat(parent.as_raw_fd(), name.as_ptr(), 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Opens `rel` (plain names only) relative to the directory `base` with `flags`, following no
+/// link and never leaving `base`.
+fn open_beneath(base: File, rel: &Path, flags: i32) -> io::Result<File> {
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: {what}", rel.display()));
+    if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(invalid("not a plain relative path"));
+    }
+    let path = CString::new(rel.as_os_str().as_bytes()).map_err(|_| invalid("contains NUL"))?;
+    // SAFETY: a plain C struct of three integers; zero is valid, the fields are set below.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = flags as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: `base` is an open directory, `path` a NUL-terminated string and `how` a valid
+    // `open_how` of the size passed; the kernel only reads them.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            base.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: a new descriptor the kernel just gave us, owned by nobody else.
+        return Ok(unsafe { File::from_raw_fd(fd as i32) });
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(e);
+    }
+    open_walk(base, rel, flags)
+}
+
+/// `open_regular_beneath` for kernels without `openat2`: each directory opened with
+/// `O_NOFOLLOW | O_DIRECTORY` relative to the last, then the file with `O_NOFOLLOW`.
+fn open_walk(mut at: File, rel: &Path, flags: i32) -> io::Result<File> {
+    let mut parts = rel.components().peekable();
+    while let Some(c) = parts.next() {
+        let name = CString::new(c.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let last = parts.peek().is_none();
+        let f = if last { flags } else { libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC } | libc::O_NOFOLLOW;
+        // SAFETY: `at` is an open directory and `name` a NUL-terminated single component.
+        let fd = unsafe { libc::openat(at.as_raw_fd(), name.as_ptr(), f) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor the kernel just gave us, owned by nobody else.
+        at = unsafe { File::from_raw_fd(fd) };
+    }
+    Ok(at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opens_regular_files_beneath_and_refuses_links_fifos_and_escapes() {
+        let dir = std::env::temp_dir().join(format!("camjobd-beneath-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("cam/day")).unwrap();
+        std::fs::write(dir.join("cam/day/1.jpg"), b"jpeg").unwrap();
+        std::fs::write(dir.join("outside"), b"secret").unwrap();
+        std::os::unix::fs::symlink(dir.join("outside"), dir.join("cam/day/2.jpg")).unwrap();
+        std::os::unix::fs::symlink(dir.join("cam/day"), dir.join("cam/linked")).unwrap();
+        let c = CString::new(dir.join("cam/day/3.jpg").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid path; makes a FIFO.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let read = |rel: &str| {
+            open_regular_beneath(&dir, Path::new(rel)).map(|mut f| {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut f, &mut s).unwrap();
+                s
+            })
+        };
+        assert_eq!(read("cam/day/1.jpg").unwrap(), "jpeg");
+        assert_eq!(read("cam/day/2.jpg").unwrap_err().raw_os_error(), Some(libc::ELOOP), "a linked file");
+        assert_eq!(read("cam/linked/1.jpg").unwrap_err().raw_os_error(), Some(libc::ELOOP), "a linked directory");
+        assert_eq!(read("cam/day/3.jpg").unwrap_err().kind(), io::ErrorKind::InvalidData, "a FIFO, refused at once");
+        assert_eq!(read("../outside").unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(read("cam/day/9.jpg").unwrap_err().kind(), io::ErrorKind::NotFound);
+        // The walk used on old kernels refuses the same links.
+        let walk = |rel: &str| open_walk(File::open(&dir).unwrap(), Path::new(rel), libc::O_RDONLY | libc::O_NOFOLLOW);
+        assert!(walk("cam/day/1.jpg").is_ok());
+        assert_eq!(walk("cam/day/2.jpg").unwrap_err().raw_os_error(), Some(libc::ELOOP));
+        assert!(walk("cam/linked/1.jpg").is_err());
+        // Deleting through a linked directory is refused; a link itself is removed, not its target.
+        assert_eq!(remove_beneath(&dir, Path::new("cam/linked/1.jpg")).unwrap_err().raw_os_error(), Some(libc::ELOOP));
+        assert!(dir.join("cam/day/1.jpg").exists());
+        remove_beneath(&dir, Path::new("cam/day/2.jpg")).unwrap();
+        assert!(dir.join("outside").exists() && !dir.join("cam/day/2.jpg").exists());
+        remove_beneath(&dir, Path::new("cam/day/1.jpg")).unwrap();
+        assert!(!dir.join("cam/day/1.jpg").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn free_space_of_a_real_directory() {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -130,6 +130,83 @@ fn files_deleted_outside_camjobd_leave_the_list_at_the_first_read() {
     let r = d.get(&format!("/api/cameras/cam0/snapshots/{}.jpg", oldest + 1));
     assert_eq!(r.error_code(404), "no_snapshot");
     assert!(!r.text().contains("outside"), "already unlisted: {}", r.text());
+}
+
+#[test]
+fn planted_links_and_fifos_are_never_followed_served_archived_or_deleted() {
+    let dir = TempDir::new("store-links");
+    let cam = synthetic("cam0", json!({"snapshot_interval_ms": 50}));
+    let cfg = config(&dir, json!([cam]), json!({}));
+    let data = dir.path("data");
+    let mut d = Daemon::start_in(dir, &cfg);
+    let deadline = Instant::now() + 10 * SEC;
+    while d.camera("cam0")["store"]["written"].as_u64().unwrap() < 5 {
+        assert!(Instant::now() < deadline, "no snapshots written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = d
+        .post("/api/exports", &json!({"camera": "cam0", "from": 0, "to": "2100-01-01", "kind": "archive"}).to_string());
+    let real_export = r.json()["id"].as_u64().unwrap();
+    let deadline = Instant::now() + 10 * SEC;
+    while d.get(&format!("/api/exports/{real_export}")).json()["state"] != "SUCCEEDED" {
+        assert!(Instant::now() < deadline, "the export did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(d.terminate(2 * SEC).unwrap().success());
+    let dir = std::mem::replace(&mut d.dir, TempDir::new("unused"));
+    drop(d);
+
+    // What someone with write access to storage.dir plants, and a canary outside it.
+    let canary = dir.path("canary");
+    std::fs::write(&canary, b"CANARY-outside").unwrap();
+    let outside = dir.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("5.jpg"), b"keep me").unwrap();
+    std::fs::write(outside.join("6.jpg"), b"").unwrap();
+    std::fs::write(outside.join("x.tmp"), b"keep me too").unwrap();
+    let day_dir = snapshot_files(&data)[0].0.parent().unwrap().to_path_buf();
+    std::os::unix::fs::symlink(&canary, day_dir.join("999999.jpg")).unwrap();
+    std::os::unix::fs::symlink(&outside, data.join("cam0/2020-01-01")).unwrap();
+    let fifo = std::ffi::CString::new(day_dir.join("999998.jpg").to_str().unwrap()).unwrap();
+    // SAFETY: a valid path; makes a FIFO (reading it would block forever).
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let exports = data.join("exports");
+    let mut record: Value =
+        serde_json::from_slice(&std::fs::read(exports.join(format!("{real_export}.json"))).unwrap()).unwrap();
+    record["id"] = json!(99);
+    std::fs::write(exports.join("99.json"), record.to_string()).unwrap();
+    std::os::unix::fs::symlink(&canary, exports.join("99.tar")).unwrap();
+
+    let d = Daemon::start_in(dir, &cfg);
+    d.wait_state("cam0", "RUNNING", 10 * SEC);
+    let events = d.get("/api/events?limit=500").json().to_string();
+    assert!(events.contains("are links or not regular files and were left alone"), "{events}");
+    for seq in [999_999, 999_998] {
+        let r = d.get(&format!("/api/cameras/cam0/snapshots/{seq}.jpg"));
+        assert_eq!(r.status, 404, "planted {seq} was served");
+    }
+    let latest = d.camera("cam0")["latest"]["seq"].as_u64().unwrap_or(0);
+    assert!(latest < 999_998, "seq continued after a planted name: {latest}");
+    let file = d.get("/api/exports/99/file");
+    assert!(file.status != 200 && !file.text().contains("CANARY"), "{} {}", file.status, file.text());
+    let r = d
+        .post("/api/exports", &json!({"camera": "cam0", "from": 0, "to": "2100-01-01", "kind": "archive"}).to_string());
+    let id = r.json()["id"].as_u64().unwrap();
+    let deadline = Instant::now() + 10 * SEC;
+    while d.get(&format!("/api/exports/{id}")).json()["state"] != "SUCCEEDED" {
+        assert!(
+            Instant::now() < deadline,
+            "the export did not finish: {}",
+            d.get(&format!("/api/exports/{id}")).text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let tar = d.get(&format!("/api/exports/{id}/file"));
+    assert!(!tar.body.windows(6).any(|w| w == b"CANARY"), "the archive carried the canary");
+    // Nothing outside was touched: not the canary, not the files behind the linked day.
+    assert_eq!(std::fs::read(&canary).unwrap(), b"CANARY-outside");
+    assert_eq!(std::fs::read(outside.join("5.jpg")).unwrap(), b"keep me");
+    assert!(outside.join("6.jpg").exists() && outside.join("x.tmp").exists());
 }
 
 #[test]

@@ -617,11 +617,33 @@ fn snapshot_jpg(req: &Request<'_>, cam: &CameraShared, shared: &Shared, file: &s
     let Some(s) = cam.stored.find(seq) else {
         return Response::error(404, "no_snapshot", &format!("camera {} has no stored snapshot {seq}", cam.name));
     };
-    let path = crate::index::snapshot_path(&shared.config.storage.dir, &cam.name, s.day, s.seq);
-    match std::fs::read(&path) {
+    let dir = &shared.config.storage.dir;
+    let rel = crate::index::snapshot_rel(&cam.name, s.day, s.seq);
+    let read = crate::sys::open_regular_beneath(dir, &rel).and_then(|mut f| {
+        let mut bytes = Vec::with_capacity(s.bytes as usize);
+        std::io::Read::read_to_end(&mut f, &mut bytes).map(|_| bytes)
+    });
+    match read {
         Ok(bytes) => Response { status: 200, content_type: "image/jpeg", headers, body: Body::Bytes(bytes) },
+        // A link or a FIFO where the snapshot should be: planted, never followed or served.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) || e.kind() == std::io::ErrorKind::InvalidData => {
+            shared.events.push(
+                crate::events::EventKind::Error,
+                &cam.name,
+                None,
+                None,
+                format_args!(
+                    "{} in storage.dir is not a regular file (a link or something planted there); not served",
+                    rel.display()
+                ),
+            );
+            Response::error(
+                404,
+                "no_snapshot",
+                &format!("snapshot {seq} of camera {} is not a regular file in storage.dir; refused", cam.name),
+            )
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let dir = &shared.config.storage.dir;
             let msg = if crate::store::forget_missing(&shared.events, dir, cam, seq) {
                 format!("snapshot {seq} of camera {} was deleted outside camjobd; it is no longer listed", cam.name)
             } else {
