@@ -46,6 +46,9 @@ pub fn storage_hint(e: &io::Error) -> &'static str {
         }
         io::ErrorKind::ReadOnlyFilesystem => "; the filesystem is read-only: pick a writable storage.dir",
         _ if e.raw_os_error() == Some(libc::ENOSPC) => "; the disk is full: free space or pick another storage.dir",
+        _ if e.raw_os_error() == Some(libc::ELOOP) => {
+            "; a directory on the way in storage.dir is a link, and camjobd never writes through links: move it away (camjobd makes a real one)"
+        }
         _ => "",
     }
 }

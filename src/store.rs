@@ -326,23 +326,35 @@ impl Store {
             fs::create_dir_all(dir)?;
             self.made_day[i] = Some(day);
         }
-        let tmp = path.with_extension("jpg.tmp");
+        // The day directory is opened without following links (a day swapped for a link to
+        // elsewhere is refused, not written into); the file is created, renamed and synced
+        // relative to it.
+        let storage = &self.shared.config.storage.dir;
+        let rel_day = Path::new(&self.shared.cameras[i].name).join(crate::index::day_name(day).as_str());
+        let name = path.file_name().and_then(|n| n.to_str()).expect("<seq>.jpg");
+        let tmp = format!("{name}.tmp");
         let always = self.shared.config.storage.fsync == FsyncPolicy::Always;
-        let write = || -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(bytes)?;
-            if always {
-                f.sync_all()?;
+        let day_dir = crate::sys::open_dir_beneath(storage, &rel_day);
+        let r = day_dir.and_then(|at| {
+            let write = || -> io::Result<()> {
+                let mut f = crate::sys::create_in(&at, &tmp)?;
+                f.write_all(bytes)?;
+                if always {
+                    f.sync_all()?;
+                }
+                crate::sys::rename_in(&at, &tmp, name)?;
+                if always {
+                    at.sync_all()?;
+                }
+                Ok(())
+            };
+            let r = write();
+            if r.is_err() {
+                let _ = crate::sys::remove_in(&at, &tmp);
             }
-            fs::rename(&tmp, path)?;
-            if always {
-                File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        };
-        let r = write();
+            r
+        });
         if r.is_err() {
-            let _ = fs::remove_file(&tmp);
             // The directory may have been removed under us; make it again next time.
             self.made_day[i] = None;
         }

@@ -75,9 +75,45 @@ pub fn remove_beneath(dir: &Path, rel: &Path) -> io::Result<()> {
         Some(p) => open_beneath(base, p, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)?,
         None => base,
     };
-    let name = CString::new(name.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `parent` is an open directory and `name` a NUL-terminated single component.
-    if unsafe { libc::unlinkat(parent.as_raw_fd(), name.as_ptr(), 0) } != 0 {
+    remove_in(&parent, name.to_str().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?)
+}
+
+/// Opens the directory `rel` under `dir` without following a link on the way (see
+/// [`open_regular_beneath`]); for creating, renaming and syncing files inside it.
+pub fn open_dir_beneath(dir: &Path, rel: &Path) -> io::Result<File> {
+    open_beneath(File::open(dir)?, rel, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)
+}
+
+/// Creates (or truncates) the regular file `name` in the open directory `at` for writing,
+/// refusing a link in its place (`O_NOFOLLOW`).
+pub fn create_in(at: &File, name: &str) -> io::Result<File> {
+    let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: `at` is an open directory and `c` a NUL-terminated single component.
+    let fd = unsafe { libc::openat(at.as_raw_fd(), c.as_ptr(), flags, 0o644 as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor the kernel just gave us, owned by nobody else.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Renames `from` to `to`, both in the open directory `at` (atomic, as `rename`).
+pub fn rename_in(at: &File, from: &str, to: &str) -> io::Result<()> {
+    let (f, t) = (CString::new(from), CString::new(to));
+    let (Ok(f), Ok(t)) = (f, t) else { return Err(io::Error::from(io::ErrorKind::InvalidInput)) };
+    // SAFETY: `at` is an open directory; both names are NUL-terminated single components.
+    if unsafe { libc::renameat(at.as_raw_fd(), f.as_ptr(), at.as_raw_fd(), t.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Deletes `name` in the open directory `at` (a link is removed itself).
+pub fn remove_in(at: &File, name: &str) -> io::Result<()> {
+    let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `at` is an open directory and `c` a NUL-terminated single component.
+    if unsafe { libc::unlinkat(at.as_raw_fd(), c.as_ptr(), 0) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

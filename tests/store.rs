@@ -210,6 +210,37 @@ fn planted_links_and_fifos_are_never_followed_served_archived_or_deleted() {
 }
 
 #[test]
+fn a_day_directory_swapped_for_a_link_is_not_written_through() {
+    let dir = TempDir::new("store-swap");
+    let cam = synthetic("cam0", json!({"snapshot_interval_ms": 50}));
+    let cfg = config(&dir, json!([cam]), json!({}));
+    let data = dir.path("data");
+    let outside = dir.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let d = Daemon::start_in(dir, &cfg);
+    let store = |d: &Daemon| d.camera("cam0")["store"].clone();
+    let deadline = Instant::now() + 10 * SEC;
+    while store(&d)["written"].as_u64().unwrap() < 3 {
+        assert!(Instant::now() < deadline, "no snapshots written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Today's directory is moved away and a link to elsewhere put in its place.
+    let day_dir = snapshot_files(&data).last().unwrap().0.parent().unwrap().to_path_buf();
+    std::fs::rename(&day_dir, data.join("moved-away")).unwrap();
+    std::os::unix::fs::symlink(&outside, &day_dir).unwrap();
+    let errors0 = store(&d)["errors"].as_u64().unwrap();
+    let deadline = Instant::now() + 10 * SEC;
+    while store(&d)["errors"].as_u64().unwrap() < errors0 + 3 {
+        assert!(Instant::now() < deadline, "writes through the link were not refused: {}", store(&d));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "a file was written through the link");
+    let events = d.get("/api/events?limit=500").json().to_string();
+    assert!(events.contains("camjobd never writes through links"), "{events}");
+    assert_eq!(d.camera("cam0")["job"]["state"], "RUNNING", "capture goes on");
+}
+
+#[test]
 fn retention_holds_the_budget_through_a_long_accelerated_run() {
     let target = env_usize("CAMJOBD_RETENTION_SNAPSHOTS", 100_000) as u64;
     let budget: u64 = 20_000_000;
