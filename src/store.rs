@@ -321,16 +321,19 @@ impl Store {
 
     /// Temp file, optional fsync, rename: a listed snapshot is always a whole file.
     fn write_file(&mut self, i: usize, day: u32, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let dir = path.parent().expect("snapshot paths have a day directory");
+        // The camera and day directories are made and opened without following links (one
+        // swapped for a link to elsewhere is refused, not written into); the file is created,
+        // renamed and synced relative to the day directory.
+        let storage = &self.shared.config.storage.dir;
+        let cam_name = &self.shared.cameras[i].name;
+        let day_name = crate::index::day_name(day);
         if self.made_day[i] != Some(day) {
-            fs::create_dir_all(dir)?;
+            fs::create_dir_all(storage)?;
+            crate::sys::mkdir_in(&File::open(storage)?, cam_name)?;
+            crate::sys::mkdir_in(&crate::sys::open_dir_beneath(storage, Path::new(cam_name))?, &day_name)?;
             self.made_day[i] = Some(day);
         }
-        // The day directory is opened without following links (a day swapped for a link to
-        // elsewhere is refused, not written into); the file is created, renamed and synced
-        // relative to it.
-        let storage = &self.shared.config.storage.dir;
-        let rel_day = Path::new(&self.shared.cameras[i].name).join(crate::index::day_name(day).as_str());
+        let rel_day = Path::new(cam_name).join(day_name.as_str());
         let name = path.file_name().and_then(|n| n.to_str()).expect("<seq>.jpg");
         let tmp = format!("{name}.tmp");
         let always = self.shared.config.storage.fsync == FsyncPolicy::Always;

@@ -109,6 +109,20 @@ pub fn rename_in(at: &File, from: &str, to: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes the directory `name` in the open directory `at`; one that exists already is fine
+/// (whether it is a real directory is checked when it is opened beneath).
+pub fn mkdir_in(at: &File, name: &str) -> io::Result<()> {
+    let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `at` is an open directory and `c` a NUL-terminated single component.
+    if unsafe { libc::mkdirat(at.as_raw_fd(), c.as_ptr(), 0o755) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// Deletes `name` in the open directory `at` (a link is removed itself).
 pub fn remove_in(at: &File, name: &str) -> io::Result<()> {
     let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;

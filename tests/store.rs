@@ -235,6 +235,22 @@ fn a_day_directory_swapped_for_a_link_is_not_written_through() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "a file was written through the link");
+    // The camera directory swapped for a link: not even a day directory is made behind it.
+    let outside2 = data.parent().unwrap().join("outside2");
+    std::fs::create_dir_all(&outside2).unwrap();
+    std::fs::rename(data.join("cam0"), data.join("cam0-moved")).unwrap();
+    std::os::unix::fs::symlink(&outside2, data.join("cam0")).unwrap();
+    let errors1 = store(&d)["errors"].as_u64().unwrap();
+    let deadline = Instant::now() + 10 * SEC;
+    while store(&d)["errors"].as_u64().unwrap() < errors1 + 3 {
+        assert!(Instant::now() < deadline, "writes through the linked camera directory were not refused");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        std::fs::read_dir(&outside2).unwrap().count(),
+        0,
+        "something was made behind the linked camera directory"
+    );
     let events = d.get("/api/events?limit=500").json().to_string();
     assert!(events.contains("camjobd never writes through links"), "{events}");
     assert_eq!(d.camera("cam0")["job"]["state"], "RUNNING", "capture goes on");
