@@ -84,18 +84,26 @@ pub fn open_dir_beneath(dir: &Path, rel: &Path) -> io::Result<File> {
     open_beneath(File::open(dir)?, rel, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)
 }
 
-/// Creates (or truncates) the regular file `name` in the open directory `at` for writing,
-/// refusing a link in its place (`O_NOFOLLOW`).
+/// Creates the regular file `name` in the open directory `at` for writing, as a new file: a
+/// link or file already there (a stale temp file, or something planted: a hard link would be
+/// truncated by an ordinary create) is unlinked first, never opened.
 pub fn create_in(at: &File, name: &str) -> io::Result<File> {
     let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: `at` is an open directory and `c` a NUL-terminated single component.
-    let fd = unsafe { libc::openat(at.as_raw_fd(), c.as_ptr(), flags, 0o644 as libc::c_uint) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    for _ in 0..2 {
+        // SAFETY: `at` is an open directory and `c` a NUL-terminated single component.
+        let fd = unsafe { libc::openat(at.as_raw_fd(), c.as_ptr(), flags, 0o644 as libc::c_uint) };
+        if fd >= 0 {
+            // SAFETY: a new descriptor the kernel just gave us, owned by nobody else.
+            return Ok(unsafe { File::from_raw_fd(fd) });
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(e);
+        }
+        remove_in(at, name)?;
     }
-    // SAFETY: a new descriptor the kernel just gave us, owned by nobody else.
-    Ok(unsafe { File::from_raw_fd(fd) })
+    Err(io::Error::from_raw_os_error(libc::EEXIST))
 }
 
 /// Renames `from` to `to`, both in the open directory `at` (atomic, as `rename`).
@@ -178,7 +186,14 @@ fn open_walk(mut at: File, rel: &Path, flags: i32) -> io::Result<File> {
         // SAFETY: `at` is an open directory and `name` a NUL-terminated single component.
         let fd = unsafe { libc::openat(at.as_raw_fd(), name.as_ptr(), f) };
         if fd < 0 {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            // A link (or a file) where a directory should be: O_DIRECTORY | O_NOFOLLOW says
+            // ENOTDIR; report it as openat2 does, a link not followed.
+            let want_dir = !last || flags & libc::O_DIRECTORY != 0;
+            if want_dir && e.raw_os_error() == Some(libc::ENOTDIR) {
+                return Err(io::Error::from_raw_os_error(libc::ELOOP));
+            }
+            return Err(e);
         }
         // SAFETY: a new descriptor the kernel just gave us, owned by nobody else.
         at = unsafe { File::from_raw_fd(fd) };
@@ -219,7 +234,7 @@ mod tests {
         let walk = |rel: &str| open_walk(File::open(&dir).unwrap(), Path::new(rel), libc::O_RDONLY | libc::O_NOFOLLOW);
         assert!(walk("cam/day/1.jpg").is_ok());
         assert_eq!(walk("cam/day/2.jpg").unwrap_err().raw_os_error(), Some(libc::ELOOP));
-        assert!(walk("cam/linked/1.jpg").is_err());
+        assert_eq!(walk("cam/linked/1.jpg").unwrap_err().raw_os_error(), Some(libc::ELOOP));
         // Deleting through a linked directory is refused; a link itself is removed, not its target.
         assert_eq!(remove_beneath(&dir, Path::new("cam/linked/1.jpg")).unwrap_err().raw_os_error(), Some(libc::ELOOP));
         assert!(dir.join("cam/day/1.jpg").exists());
@@ -227,6 +242,13 @@ mod tests {
         assert!(dir.join("outside").exists() && !dir.join("cam/day/2.jpg").exists());
         remove_beneath(&dir, Path::new("cam/day/1.jpg")).unwrap();
         assert!(!dir.join("cam/day/1.jpg").exists());
+        // A new file never opens what is there: a hard link to a file outside is replaced, not
+        // truncated.
+        std::fs::hard_link(dir.join("outside"), dir.join("cam/day/4.tmp")).unwrap();
+        let day = open_dir_beneath(&dir, Path::new("cam/day")).unwrap();
+        std::io::Write::write_all(&mut create_in(&day, "4.tmp").unwrap(), b"new").unwrap();
+        assert_eq!(std::fs::read(dir.join("outside")).unwrap(), b"secret");
+        assert_eq!(std::fs::read(dir.join("cam/day/4.tmp")).unwrap(), b"new");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
