@@ -33,6 +33,15 @@ fn snapshot_files(root: &Path) -> Vec<(PathBuf, u64)> {
     files(root).into_iter().filter(|(p, _)| p.extension().is_some_and(|e| e == "jpg")).collect()
 }
 
+/// Waits (at most 10 s) until camera cam0 has written `n` snapshot files.
+fn wait_written(d: &Daemon, n: u64) {
+    let deadline = Instant::now() + 10 * SEC;
+    while d.camera("cam0")["store"]["written"].as_u64().unwrap() < n {
+        assert!(Instant::now() < deadline, "fewer than {n} snapshots written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -45,11 +54,7 @@ fn snapshots_are_files_listed_served_and_numbered_across_restarts() {
     let data = dir.path("data");
     let d = Daemon::start_in(dir, &cfg);
     d.wait_job("cam0", 10 * SEC, |_| true);
-    let deadline = Instant::now() + 10 * SEC;
-    while d.camera("cam0")["store"]["written"].as_u64().unwrap() < 10 {
-        assert!(Instant::now() < deadline, "no snapshots written");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_written(&d, 10);
     let list = d.get("/api/cameras/cam0/snapshots?limit=5").json();
     let snaps = list["snapshots"].as_array().unwrap();
     assert_eq!(snaps.len(), 5);
@@ -102,11 +107,7 @@ fn files_deleted_outside_camjobd_leave_the_list_at_the_first_read() {
     let cfg = config(&dir, json!([cam]), json!({}));
     let data = dir.path("data");
     let d = Daemon::start_in(dir, &cfg);
-    let deadline = Instant::now() + 10 * SEC;
-    while d.camera("cam0")["store"]["written"].as_u64().unwrap() < 10 {
-        assert!(Instant::now() < deadline, "no snapshots written");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_written(&d, 10);
     assert_eq!(d.post("/api/cameras/cam0/stop", "").status, 202);
     d.wait_state("cam0", "STOPPED", 5 * SEC);
     std::thread::sleep(Duration::from_millis(300)); // the store writes what was queued
@@ -139,11 +140,7 @@ fn planted_links_and_fifos_are_never_followed_served_archived_or_deleted() {
     let cfg = config(&dir, json!([cam]), json!({}));
     let data = dir.path("data");
     let mut d = Daemon::start_in(dir, &cfg);
-    let deadline = Instant::now() + 10 * SEC;
-    while d.camera("cam0")["store"]["written"].as_u64().unwrap() < 5 {
-        assert!(Instant::now() < deadline, "no snapshots written");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_written(&d, 5);
     let r = d
         .post("/api/exports", &json!({"camera": "cam0", "from": 0, "to": "2100-01-01", "kind": "archive"}).to_string());
     let real_export = r.json()["id"].as_u64().unwrap();
@@ -219,11 +216,7 @@ fn a_day_directory_swapped_for_a_link_is_not_written_through() {
     std::fs::create_dir_all(&outside).unwrap();
     let d = Daemon::start_in(dir, &cfg);
     let store = |d: &Daemon| d.camera("cam0")["store"].clone();
-    let deadline = Instant::now() + 10 * SEC;
-    while store(&d)["written"].as_u64().unwrap() < 3 {
-        assert!(Instant::now() < deadline, "no snapshots written");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_written(&d, 3);
     // Today's directory is moved away and a link to elsewhere put in its place.
     let day_dir = snapshot_files(&data).last().unwrap().0.parent().unwrap().to_path_buf();
     std::fs::rename(&day_dir, data.join("moved-away")).unwrap();
