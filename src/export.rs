@@ -181,7 +181,11 @@ struct Inner {
 pub struct Exports {
     shared: Arc<Shared>,
     cfg: ExportsConfig,
+    /// `storage.dir/exports`, for messages and free space.
     dir: PathBuf,
+    /// The same directory, open: every file in it is opened, listed, renamed and deleted
+    /// relative to this descriptor, never through a link.
+    at: File,
     inner: Mutex<Inner>,
     wake: Condvar,
     /// Counters.
@@ -218,12 +222,20 @@ impl Exports {
     /// runs finished. Call before the workers start.
     pub fn open(shared: Arc<Shared>) -> Result<Exports, Error> {
         let cfg = shared.config.exports.clone();
-        let dir = shared.config.storage.dir.join("exports");
-        fs::create_dir_all(&dir).map_err(|e| Error::storage(&dir, "create the exports directory", e))?;
+        let storage = &shared.config.storage.dir;
+        let dir = storage.join("exports");
+        let at = fs::create_dir_all(storage)
+            .and_then(|()| crate::sys::mkdir_in(&File::open(storage)?, "exports"))
+            .and_then(|()| crate::sys::open_dir_beneath(storage, Path::new("exports")))
+            .map_err(|e| {
+                let what = "open the exports directory (a real directory, not a link)";
+                Error::storage(&dir, what, e)
+            })?;
         let capacity = cfg.max_queued + cfg.max_concurrent + cfg.history;
         let exports = Exports {
             cfg,
             dir,
+            at,
             inner: Mutex::new(Inner { records: VecDeque::with_capacity(capacity), next_id: 1 }),
             wake: Condvar::new(),
             stats: ExportStats::default(),
@@ -237,38 +249,53 @@ impl Exports {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn path(&self, id: u64, kind: Kind) -> PathBuf {
-        self.dir.join(format!("{id}.{}", kind.ext()))
+    /// The name of an export's file in the exports directory.
+    fn file_name(id: u64, kind: Kind) -> String {
+        format!("{id}.{}", kind.ext())
     }
 
-    fn part_path(&self, id: u64, kind: Kind) -> PathBuf {
-        self.dir.join(format!("{id}.{}.part", kind.ext()))
+    /// The size of a regular file in the exports directory (`None`: missing, or not a
+    /// regular file: a link planted there is never followed).
+    fn size_of(&self, name: &str) -> Option<u64> {
+        crate::sys::open_regular_in(&self.at, name).and_then(|f| f.metadata()).ok().map(|m| m.len())
     }
 
     // -----------------------------------------------------------------------------------
     // Start-up
 
     fn recover(&self) -> Result<(), Error> {
-        let entries = fs::read_dir(&self.dir).map_err(|e| Error::storage(&self.dir, "list the exports", e))?;
+        let entries = crate::sys::list_in(&self.at).map_err(|e| Error::storage(&self.dir, "list the exports", e))?;
         let mut found: Vec<ExportView> = Vec::new();
         let mut max_id = 0;
         let mut reaped = 0;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let path = entry.path();
+        for (name, kind) in &entries {
+            let name = name.as_str();
+            let path = self.dir.join(name);
+            if *kind != crate::sys::EntryKind::File {
+                // A link, directory or FIFO: not camjobd's; never read, followed or deleted.
+                self.shared.events.push(
+                    EventKind::Error,
+                    "",
+                    None,
+                    None,
+                    format_args!(
+                        "storage.dir/exports/{name} is not a regular file (a link or something planted there); ignored"
+                    ),
+                );
+                continue;
+            }
             // Every file named after an id counts (an unreadable record, a data or part file):
             // no id seen on disk is handed out again.
             if let Some(id) = name.split('.').next().and_then(|n| n.parse::<u64>().ok()) {
                 max_id = max_id.max(id);
             }
             if name.ends_with(".part") || name.ends_with(".tmp") {
-                let _ = fs::remove_file(&path);
+                let _ = crate::sys::remove_in(&self.at, name);
                 reaped += 1;
                 continue;
             }
             if let Some(id) = name.strip_suffix(".json").and_then(|s| s.parse::<u64>().ok()) {
-                let read = crate::sys::open_regular_beneath(&self.dir, Path::new(name)).and_then(|mut f| {
+                let read = crate::sys::open_regular_in(&self.at, name).and_then(|mut f| {
                     let mut b = Vec::new();
                     io::Read::read_to_end(&mut f, &mut b).map(|_| b)
                 });
@@ -276,7 +303,7 @@ impl Exports {
                     Some(v) if v.id == id => found.push(v),
                     _ => {
                         log::warn!("exports: {} is unreadable; removed it", path.display());
-                        let _ = fs::remove_file(&path);
+                        let _ = crate::sys::remove_in(&self.at, name);
                     }
                 }
             }
@@ -285,8 +312,8 @@ impl Exports {
         found.sort_by_key(|v| v.id);
         let mut fixed = Vec::new();
         for mut v in found {
-            let data = self.path(v.id, v.kind);
-            let size = fs::metadata(&data).ok().map(|m| m.len());
+            let data = Self::file_name(v.id, v.kind);
+            let size = self.size_of(&data);
             match (v.state, size) {
                 (ExportState::Succeeded, Some(n)) => v.bytes = n,
                 // Renamed into place but the crash came before the record said so: the file
@@ -305,11 +332,11 @@ impl Exports {
                 (ExportState::Queued, _) => {}
                 (ExportState::Succeeded, None) => {
                     log::warn!("exports: the file of export {} is gone; forgetting it", v.id);
-                    let _ = fs::remove_file(self.dir.join(format!("{}.json", v.id)));
+                    let _ = crate::sys::remove_in(&self.at, &format!("{}.json", v.id));
                     continue;
                 }
                 (ExportState::Failed | ExportState::Cancelled, _) => {
-                    let _ = fs::remove_file(&data);
+                    let _ = crate::sys::remove_in(&self.at, &data);
                 }
             }
             let mut g = self.lock();
@@ -324,28 +351,31 @@ impl Exports {
             g.records.push_back(Record { view: v, cancel: Arc::default() });
         }
         // Data files nobody lists (their record was deleted by hand) only take budget.
-        for entry in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
-            let name = entry.file_name();
-            let Some((id, ext)) = name.to_str().and_then(|n| n.split_once('.')) else { continue };
+        for (name, kind) in &entries {
+            let Some((id, ext)) = name.split_once('.') else { continue };
             let Ok(id) = id.parse::<u64>() else { continue };
-            if matches!(ext, "tar" | "gif") && !self.lock().records.iter().any(|r| r.view.id == id) {
-                log::warn!("exports: {} has no record; removed it", entry.path().display());
-                let _ = fs::remove_file(entry.path());
+            let listed = self.lock().records.iter().any(|r| r.view.id == id);
+            if *kind == crate::sys::EntryKind::File && matches!(ext, "tar" | "gif") && !listed {
+                log::warn!("exports: {} has no record; removed it", self.dir.join(name).display());
+                let _ = crate::sys::remove_in(&self.at, name);
             }
         }
-        let next = match fs::read_to_string(self.dir.join(NEXT_ID)) {
+        let read = crate::sys::open_regular_in(&self.at, NEXT_ID).and_then(io::read_to_string);
+        let damaged = |what: &str| {
+            let next = max_id.saturating_add(1).saturating_add(ID_GAP_AFTER_DAMAGE);
+            log::warn!("exports: next_id is {what}; continuing at {next} so that no id comes back");
+            next
+        };
+        let next = match read {
             Ok(text) => match text.trim().parse::<u64>() {
                 Ok(n) => n.max(max_id.saturating_add(1)),
-                Err(_) => {
-                    let next = max_id.saturating_add(1).saturating_add(ID_GAP_AFTER_DAMAGE);
-                    log::warn!(
-                        "exports: next_id is damaged ({:?}); continuing at {next} so that no id comes back",
-                        text.trim()
-                    );
-                    next
-                }
+                Err(_) => damaged(&format!("damaged ({:?})", text.trim())),
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => max_id.saturating_add(1),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => max_id.saturating_add(1),
+            // A link or FIFO planted in its place: never read; replaced at the next export.
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) || e.kind() == io::ErrorKind::InvalidData => {
+                damaged("not a regular file (a link or something planted there)")
+            }
             Err(e) => return Err(Error::storage(&self.dir.join(NEXT_ID), "read the export id counter", e)),
         };
         self.lock().next_id = next;
@@ -448,7 +478,7 @@ impl Exports {
         g.next_id += 1;
         // Ids must never repeat (a bookmarked download would fetch another export), so the
         // counter is on disk before the id is handed out.
-        if let Err(e) = crate::store::write_atomic(&self.dir, NEXT_ID, format!("{}\n", g.next_id).as_bytes(), false) {
+        if let Err(e) = crate::sys::write_atomic_in(&self.at, NEXT_ID, format!("{}\n", g.next_id).as_bytes(), false) {
             g.next_id -= 1;
             return Err(Refused::Internal(format!(
                 "cannot record the export id: {e}{}",
@@ -566,8 +596,7 @@ impl Exports {
                 v.state, v.percent
             )));
         }
-        let name = format!("{id}.{}", v.kind.ext());
-        let f = crate::sys::open_regular_beneath(&self.dir, Path::new(&name)).map_err(|e| match e.kind() {
+        let f = crate::sys::open_regular_in(&self.at, &Self::file_name(id, v.kind)).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
                 Refused::NotFound(format!("the file of export {id} was just deleted (exports budget)"))
             }
@@ -670,13 +699,15 @@ impl Exports {
             v.snapshots = total;
             v.step = "writing".into();
         });
-        let part = self.part_path(view.id, view.kind);
-        let file = File::create(&part).map_err(|e| io_failed("create the export file", &e))?;
+        let name = Self::file_name(view.id, view.kind);
+        let part = format!("{name}.part");
+        let file = crate::sys::create_in(&self.at, &part).map_err(|e| io_failed("create the export file", &e))?;
         let mut run = Run {
             cam: &cam,
             events: &self.shared.events,
             storage_dir: &self.shared.config.storage.dir,
             exports_dir: &self.dir,
+            exports: &self.at,
             view,
             last,
             total,
@@ -708,14 +739,12 @@ impl Exports {
         let (done, bytes) = run.last_reported;
         run.publish(done, bytes);
         let result = written.and_then(|n| {
-            fs::rename(&part, self.path(view.id, view.kind)).map_err(|e| io_failed("rename the export file", &e))?;
-            if let Ok(d) = File::open(&self.dir) {
-                let _ = d.sync_all();
-            }
+            crate::sys::rename_in(&self.at, &part, &name).map_err(|e| io_failed("rename the export file", &e))?;
+            let _ = self.at.sync_all();
             Ok(n)
         });
         if result.is_err() {
-            let _ = fs::remove_file(&part);
+            let _ = crate::sys::remove_in(&self.at, &part);
         }
         result
     }
@@ -819,8 +848,8 @@ impl Exports {
     }
 
     fn remove_files(&self, v: &ExportView) {
-        let _ = fs::remove_file(self.path(v.id, v.kind));
-        let _ = fs::remove_file(self.dir.join(format!("{}.json", v.id)));
+        let _ = crate::sys::remove_in(&self.at, &Self::file_name(v.id, v.kind));
+        let _ = crate::sys::remove_in(&self.at, &format!("{}.json", v.id));
     }
 
     fn save(&self, id: u64) {
@@ -833,7 +862,7 @@ impl Exports {
     fn save_view(&self, v: &ExportView) {
         let bytes = serde_json::to_vec(v).expect("plain data");
         let durable = !v.state.is_active();
-        if let Err(e) = crate::store::write_atomic(&self.dir, &format!("{}.json", v.id), &bytes, durable) {
+        if let Err(e) = crate::sys::write_atomic_in(&self.at, &format!("{}.json", v.id), &bytes, durable) {
             log::warn!("exports: cannot write the record of export {}: {e}{}", v.id, crate::error::storage_hint(&e));
         }
     }
@@ -863,6 +892,7 @@ pub struct Run<'a> {
     events: &'a crate::events::EventLog,
     storage_dir: &'a Path,
     exports_dir: &'a Path,
+    exports: &'a File,
     /// The export.
     pub view: &'a ExportView,
     last: u64,
@@ -924,9 +954,13 @@ impl Run<'_> {
         }
     }
 
-    /// A scratch file next to the export (deleted by the caller; reaped at start-up).
-    pub fn scratch_path(&self, what: &str) -> PathBuf {
-        self.exports_dir.join(format!("{}.{what}.part", self.view.id))
+    /// A scratch file next to the export, open for writing and reading back, and already
+    /// unlinked: it goes away with its descriptor, whatever ends the export.
+    pub fn scratch(&self, what: &str) -> io::Result<File> {
+        let name = format!("{}.{what}.part", self.view.id);
+        let f = crate::sys::create_in(self.exports, &name)?;
+        crate::sys::remove_in(self.exports, &name)?;
+        Ok(f)
     }
 
     /// Calls `f` for each snapshot of the range, oldest first, with its 0-based position.

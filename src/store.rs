@@ -27,6 +27,8 @@ use crate::status::{CameraShared, Shared};
 
 /// The job id state file, `storage.dir/state.json`.
 pub struct StateFile {
+    /// `storage.dir`, open: the file is read and replaced in it without following a link.
+    at: File,
     dir: PathBuf,
 }
 
@@ -42,10 +44,15 @@ impl StateFile {
     /// Creates `dir` if needed and reads the next job id (1 when there is no state yet).
     pub fn open(dir: &Path) -> Result<(StateFile, u64), Error> {
         fs::create_dir_all(dir).map_err(|e| Error::storage(dir, "create the data directory", e))?;
+        let at = File::open(dir).map_err(|e| Error::storage(dir, "open the data directory", e))?;
         // A temp file left by a crash is garbage: the rename never happened.
-        let _ = fs::remove_file(dir.join(TEMP));
+        let _ = crate::sys::remove_in(&at, TEMP);
         let path = dir.join(NAME);
-        let next = match fs::read(&path) {
+        let read = crate::sys::open_regular_in(&at, NAME).and_then(|mut f| {
+            let mut b = Vec::new();
+            io::Read::read_to_end(&mut f, &mut b).map(|_| b)
+        });
+        let next = match read {
             Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
                 Ok(s) => s.next_job_id.max(1),
                 Err(e) => {
@@ -56,9 +63,11 @@ impl StateFile {
                 }
             },
             Err(e) if e.kind() == io::ErrorKind::NotFound => 1,
-            Err(e) => return Err(Error::storage(&path, "read the job id state", e)),
+            Err(e) => {
+                return Err(Error::storage(&path, "read the job id state (it must be a regular file, not a link)", e))
+            }
         };
-        let file = StateFile { dir: dir.to_path_buf() };
+        let file = StateFile { at, dir: dir.to_path_buf() };
         // Prove now, not at the first start command, that the directory is writable.
         file.save(next)?;
         Ok((file, next))
@@ -67,7 +76,7 @@ impl StateFile {
     /// Records the next job id durably.
     pub fn save(&self, next_job_id: u64) -> Result<(), Error> {
         let state = serde_json::to_string(&State { next_job_id }).expect("plain struct");
-        write_atomic(&self.dir, NAME, state.as_bytes(), true)
+        crate::sys::write_atomic_in(&self.at, NAME, state.as_bytes(), true)
             .map_err(|e| Error::storage(&self.dir.join(NAME), "write the job id state", e))
     }
 }
@@ -101,21 +110,6 @@ pub fn forget_missing(events: &crate::events::EventLog, storage_dir: &Path, cam:
         ),
     );
     true
-}
-
-/// Writes `dir/name` as a temp file + rename; with `durable`, fsyncs file and directory.
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    if durable {
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, dir.join(name))?;
-    if durable {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 //! Small operating-system calls that std does not offer, each behind a safe function: free
-//! space on a filesystem, physical memory, opening a file under a directory without following
-//! links, and the scheduling priority of the calling thread.
+//! space on a filesystem, physical memory, opening, listing, creating and deleting files under a
+//! directory without following links, and the scheduling priority of the calling thread.
 //! The only other `unsafe` is in the capture backends and [`crate::jpeg`].
 
 use std::ffi::CString;
@@ -56,11 +56,13 @@ pub fn lower_thread_priority() -> Result<(), String> {
 /// `storage.dir` is refused (`ELOOP`), and so is a FIFO or device (opened non-blocking, so it
 /// cannot hang the caller). `dir` itself may be a link: that is the administrator's choice.
 pub fn open_regular_beneath(dir: &Path, rel: &Path) -> io::Result<File> {
-    let base = File::open(dir)?;
     let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
-    let file = open_beneath(base, rel, flags)?;
+    regular_only(open_beneath(File::open(dir)?, rel, flags)?)
+}
+
+fn regular_only(file: File) -> io::Result<File> {
     if !file.metadata()?.file_type().is_file() {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: not a regular file", rel.display())));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
     }
     Ok(file)
 }
@@ -84,12 +86,98 @@ pub fn open_dir_beneath(dir: &Path, rel: &Path) -> io::Result<File> {
     open_beneath(File::open(dir)?, rel, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)
 }
 
-/// Creates the regular file `name` in the open directory `at` for writing, as a new file: a
-/// link or file already there (a stale temp file, or something planted: a hard link would be
+/// Opens the regular file `rel` under the open directory `at` for reading (see
+/// [`open_regular_beneath`]).
+pub fn open_regular_in(at: &File, rel: &str) -> io::Result<File> {
+    let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
+    regular_only(open_beneath(at.try_clone()?, Path::new(rel), flags)?)
+}
+
+/// Opens the directory `name` in the open directory `at` without following a link.
+pub fn open_dir_in(at: &File, name: &str) -> io::Result<File> {
+    open_beneath(at.try_clone()?, Path::new(name), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)
+}
+
+/// Opens (creating if needed) the regular file `name` in `at` for appending and reading; a
+/// link there is refused (`ELOOP`), a FIFO or device refused as not a regular file.
+pub fn open_append_in(at: &File, name: &str) -> io::Result<File> {
+    let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let flags = libc::O_RDWR | libc::O_APPEND | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    // SAFETY: `at` is an open directory and `c` a NUL-terminated single component.
+    let fd = unsafe { libc::openat(at.as_raw_fd(), c.as_ptr(), flags, 0o644 as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor the kernel just gave us, owned by nobody else.
+    regular_only(unsafe { File::from_raw_fd(fd) })
+}
+
+/// What a directory entry is, as seen without following it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (never followed).
+    Link,
+    /// A FIFO, socket or device.
+    Other,
+}
+
+/// The entries of the open directory `at` (without `.` and `..`), each with its kind as the
+/// directory says it (`lstat` where the filesystem does not say): nothing is followed. Names
+/// that are not UTF-8 are skipped (camjobd never writes one).
+pub fn list_in(at: &File) -> io::Result<Vec<(String, EntryKind)>> {
+    use rustix::fs::{AtFlags, FileType};
+    let mut out = Vec::new();
+    for entry in rustix::fs::Dir::read_from(at)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().to_str() else { continue };
+        if name == "." || name == ".." {
+            continue;
+        }
+        let mut t = entry.file_type();
+        if t == FileType::Unknown {
+            t = match rustix::fs::statat(at, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => FileType::from_raw_mode(st.st_mode),
+                Err(_) => continue,
+            };
+        }
+        let kind = match t {
+            FileType::RegularFile => EntryKind::File,
+            FileType::Directory => EntryKind::Dir,
+            FileType::Symlink => EntryKind::Link,
+            _ => EntryKind::Other,
+        };
+        out.push((name.to_owned(), kind));
+    }
+    Ok(out)
+}
+
+/// Writes `name` in the open directory `at` as a temp file (`<name>.tmp`) + rename, so a
+/// reader sees the old or the new content, never part of it; with `durable`, the file and the
+/// directory are fsynced.
+pub fn write_atomic_in(at: &File, name: &str, bytes: &[u8], durable: bool) -> io::Result<()> {
+    let tmp = format!("{name}.tmp");
+    let mut f = create_in(at, &tmp)?;
+    let written = io::Write::write_all(&mut f, bytes).and_then(|_| if durable { f.sync_all() } else { Ok(()) });
+    if let Err(e) = written.and_then(|_| rename_in(at, &tmp, name)) {
+        let _ = remove_in(at, &tmp);
+        return Err(e);
+    }
+    if durable {
+        at.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Creates the regular file `name` in the open directory `at` for writing (and reading back),
+/// as a new file: a link or file already there (a stale temp file, or something planted: a hard link would be
 /// truncated by an ordinary create) is unlinked first, never opened.
 pub fn create_in(at: &File, name: &str) -> io::Result<File> {
     let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     for _ in 0..2 {
         // SAFETY: `at` is an open directory and `c` a NUL-terminated single component.
         let fd = unsafe { libc::openat(at.as_raw_fd(), c.as_ptr(), flags, 0o644 as libc::c_uint) };

@@ -173,11 +173,24 @@ fn planted_links_and_fifos_are_never_followed_served_archived_or_deleted() {
     record["id"] = json!(99);
     std::fs::write(exports.join("99.json"), record.to_string()).unwrap();
     std::os::unix::fs::symlink(&canary, exports.join("99.tar")).unwrap();
+    // The export id counter and a journal file (named as the newest) are links to the canary:
+    // neither is read, written through or truncated.
+    std::fs::remove_file(exports.join("next_id")).unwrap();
+    std::os::unix::fs::symlink(&canary, exports.join("next_id")).unwrap();
+    std::os::unix::fs::symlink(&canary, data.join("journal/events-999999.jsonl")).unwrap();
 
     let d = Daemon::start_in(dir, &cfg);
     d.wait_state("cam0", "RUNNING", 10 * SEC);
     let events = d.get("/api/events?limit=500").json().to_string();
     assert!(events.contains("are links or not regular files and were left alone"), "{events}");
+    assert!(events.contains("exports/next_id is not a regular file"), "{events}");
+    // The journal goes on in a new file after the planted one (what a restart reads back).
+    let next_journal = data.join("journal/events-1000000.jsonl");
+    let deadline = Instant::now() + 10 * SEC;
+    while !std::fs::metadata(&next_journal).is_ok_and(|m| m.len() > 0) {
+        assert!(Instant::now() < deadline, "the journal did not go on after the planted file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     for seq in [999_999, 999_998] {
         let r = d.get(&format!("/api/cameras/cam0/snapshots/{seq}.jpg"));
         assert_eq!(r.status, 404, "planted {seq} was served");
@@ -204,6 +217,28 @@ fn planted_links_and_fifos_are_never_followed_served_archived_or_deleted() {
     assert_eq!(std::fs::read(&canary).unwrap(), b"CANARY-outside");
     assert_eq!(std::fs::read(outside.join("5.jpg")).unwrap(), b"keep me");
     assert!(outside.join("6.jpg").exists() && outside.join("x.tmp").exists());
+    // The new export's id came after every id on disk, the planted record's among them.
+    assert!(id > 99, "export id {id} after a planted record 99");
+    assert!(std::fs::symlink_metadata(exports.join("next_id")).unwrap().is_file(), "the link was replaced");
+}
+
+#[test]
+fn a_linked_exports_or_journal_directory_stops_the_start_with_the_path_named() {
+    for linked in ["exports", "journal"] {
+        let dir = TempDir::new(&format!("store-linked-{linked}"));
+        let cfg = config(&dir, json!([synthetic("cam0", json!({}))]), json!({}));
+        let outside = dir.path("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("1.json"), b"{}").unwrap();
+        std::fs::create_dir_all(dir.path("data")).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.path("data").join(linked)).unwrap();
+        std::fs::write(dir.path("c.json"), cfg.to_string()).unwrap();
+        let o = std::process::Command::new(bin()).arg("--config").arg(dir.path("c.json")).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{linked}: {err}");
+        assert!(err.contains(&format!("data/{linked}")), "{linked}: {err}");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1, "{linked}: something was written outside");
+    }
 }
 
 #[test]

@@ -3,8 +3,8 @@
 //! Streamed through a 64 KiB buffer; the manifest is spooled to a scratch file (it can list
 //! 100,000 snapshots), so memory does not depend on the range.
 
-use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 
 use super::{io_failed, Ended, Run};
 use crate::index::day_name;
@@ -32,15 +32,9 @@ impl<W: Write> Write for Counting<W> {
 
 /// Writes the archive into `file`; returns its size.
 pub fn write(run: &mut Run<'_>, file: File) -> Result<u64, Ended> {
-    let scratch = run.scratch_path("manifest");
-    let result = write_inner(run, file, &scratch);
-    let _ = fs::remove_file(&scratch);
-    result
-}
-
-fn write_inner(run: &mut Run<'_>, file: File, scratch: &std::path::Path) -> Result<u64, Ended> {
     let mut out = Counting { inner: BufWriter::with_capacity(COPY_BUF, file), n: 0 };
-    let mut manifest = BufWriter::new(File::create(scratch).map_err(|e| io_failed("create a scratch file", &e))?);
+    let scratch = run.scratch("manifest").map_err(|e| io_failed("create a scratch file", &e))?;
+    let mut manifest = BufWriter::new(&scratch);
     let head = serde_json::json!({
         "camjobd": env!("CARGO_PKG_VERSION"),
         "export": run.view.id,
@@ -84,9 +78,9 @@ fn write_inner(run: &mut Run<'_>, file: File, scratch: &std::path::Path) -> Resu
         return Err(Ended::Failed("retention deleted every snapshot of the range before it could be read".into()));
     }
     writeln!(manifest, "],\"count\":{done},\"missing\":{missing}}}").map_err(spool)?;
-    let manifest = manifest.into_inner().map_err(|e| spool(e.into_error()))?;
-    drop(manifest);
-    let mut m = File::open(scratch).map_err(|e| io_failed("reopen the manifest scratch file", &e))?;
+    manifest.into_inner().map_err(|e| spool(e.into_error()))?;
+    let mut m: &File = &scratch;
+    m.seek(SeekFrom::Start(0)).map_err(spool)?;
     let len = m.metadata().map_err(spool)?.len();
     let write = |e: io::Error| io_failed("write the archive", &e);
     out.write_all(&header("manifest.json", len, crate::clock::unix_now() as u64)).map_err(write)?;
@@ -103,7 +97,7 @@ fn write_inner(run: &mut Run<'_>, file: File, scratch: &std::path::Path) -> Resu
 }
 
 /// Copies exactly `len` bytes (a file that shrank underneath is an error, not a short entry).
-fn copy_exact(from: &mut File, to: &mut impl Write, len: u64, buf: &mut [u8]) -> io::Result<()> {
+fn copy_exact(from: &mut impl Read, to: &mut impl Write, len: u64, buf: &mut [u8]) -> io::Result<()> {
     let mut left = len;
     while left > 0 {
         let want = buf.len().min(left as usize);

@@ -6,7 +6,7 @@
 //! Reading skips lines that do not parse — a power cut can leave a torn last line — and the
 //! writer starts a fresh line after one, so the damage stays on that line.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -23,24 +23,34 @@ fn file_name(n: u32) -> String {
     format!("events-{n:06}.jsonl")
 }
 
-/// Journal file numbers present, ascending.
-fn numbers(dir: &Path) -> Vec<u32> {
-    let mut v: Vec<u32> = fs::read_dir(dir)
+/// Journal file numbers present, ascending, and whether each is a regular file (a link or
+/// anything else planted under a journal name is never read, appended to or deleted).
+fn numbers(at: &File) -> Vec<(u32, bool)> {
+    let mut v: Vec<(u32, bool)> = crate::sys::list_in(at)
+        .unwrap_or_default()
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name();
-            name.to_str()?.strip_prefix("events-")?.strip_suffix(".jsonl")?.parse().ok()
+        .filter_map(|(name, kind)| {
+            let n = name.strip_prefix("events-")?.strip_suffix(".jsonl")?.parse().ok()?;
+            Some((n, kind == crate::sys::EntryKind::File))
         })
         .collect();
     v.sort_unstable();
     v
 }
 
+/// Opens (creating it if needed) `storage/journal`, refusing a link in its place.
+fn open_dir(storage: &Path, create: bool) -> io::Result<File> {
+    if create {
+        fs::create_dir_all(storage)?;
+        crate::sys::mkdir_in(&File::open(storage)?, "journal")?;
+    }
+    crate::sys::open_dir_beneath(storage, Path::new("journal"))
+}
+
 /// Appends events in batches.
 pub struct Journal {
-    dir: PathBuf,
+    /// `storage.dir/journal`, open.
+    at: File,
     config: JournalConfig,
     fsync: bool,
     /// The file being appended to, and its number and size.
@@ -58,12 +68,16 @@ pub struct Journal {
 impl Journal {
     /// Opens the newest journal file for appending (or the first one).
     pub fn open(storage: &Path, config: JournalConfig, fsync: bool) -> io::Result<Journal> {
-        let dir = dir(storage);
-        fs::create_dir_all(&dir)?;
-        let number = numbers(&dir).last().copied().unwrap_or(1);
-        let (file, size) = open_append(&dir.join(file_name(number)))?;
+        let at = open_dir(storage, true)?;
+        // The newest file, or the one after it when that is not a regular file.
+        let number = match numbers(&at).last() {
+            Some(&(n, true)) => n,
+            Some(&(n, false)) => n.saturating_add(1),
+            None => 1,
+        };
+        let (file, size) = open_append(&at, &file_name(number))?;
         Ok(Journal {
-            dir,
+            at,
             config,
             fsync,
             file,
@@ -129,21 +143,21 @@ impl Journal {
 
     fn rotate(&mut self) -> io::Result<()> {
         self.number += 1;
-        let (file, size) = open_append(&self.dir.join(file_name(self.number)))?;
+        let (file, size) = open_append(&self.at, &file_name(self.number))?;
         self.file = file;
         self.size = size;
-        let all = numbers(&self.dir);
+        let all: Vec<u32> = numbers(&self.at).into_iter().filter(|(_, regular)| *regular).map(|(n, _)| n).collect();
         let excess = all.len().saturating_sub(self.config.max_files);
         for n in &all[..excess] {
-            let _ = fs::remove_file(self.dir.join(file_name(*n)));
+            let _ = crate::sys::remove_in(&self.at, &file_name(*n));
         }
         Ok(())
     }
 }
 
 /// Opens for appending; after a torn last line, starts a new line first.
-fn open_append(path: &Path) -> io::Result<(File, u64)> {
-    let mut file = OpenOptions::new().create(true).read(true).append(true).open(path)?;
+fn open_append(at: &File, name: &str) -> io::Result<(File, u64)> {
+    let mut file = crate::sys::open_append_in(at, name)?;
     let mut size = file.metadata()?.len();
     if size > 0 {
         let mut last = [0u8; 1];
@@ -159,11 +173,19 @@ fn open_append(path: &Path) -> io::Result<(File, u64)> {
 
 /// Every event in the journal, oldest first, and the number of lines that did not parse.
 pub fn read(storage: &Path) -> (Vec<Event>, usize) {
-    let dir = dir(storage);
     let mut events = Vec::new();
     let mut bad = 0;
-    for n in numbers(&dir) {
-        let Ok(text) = fs::read(dir.join(file_name(n))) else { continue };
+    let Ok(at) = open_dir(storage, false) else { return (events, bad) };
+    for (n, regular) in numbers(&at) {
+        if !regular {
+            log::warn!("journal: {} is not a regular file (a link or something planted there); not read", file_name(n));
+            continue;
+        }
+        let read = crate::sys::open_regular_in(&at, &file_name(n)).and_then(|mut f| {
+            let mut b = Vec::new();
+            f.read_to_end(&mut b).map(|_| b)
+        });
+        let Ok(text) = read else { continue };
         for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             match serde_json::from_slice::<Event>(line) {
                 Ok(e) => events.push(e),
@@ -209,7 +231,7 @@ mod tests {
 
         // A torn last line is skipped, and the next batch starts on a line of its own.
         let last = dir.join("journal").join(file_name(j.number));
-        OpenOptions::new().append(true).open(&last).unwrap().write_all(b"{\"seq\": 11, \"at\": 1.0, \"ki").unwrap();
+        fs::OpenOptions::new().append(true).open(&last).unwrap().write_all(b"{\"seq\": 11, \"at\": 1.0, \"ki").unwrap();
         drop(j);
         let mut j = Journal::open(&dir, cfg(), false).unwrap();
         log.push(EventKind::Info, "cam0", None, None, format_args!("after the cut"));
@@ -224,9 +246,10 @@ mod tests {
             log.push(EventKind::Info, "cam0", None, None, format_args!("filler {i} {}", "x".repeat(60)));
             j.flush(&log, true).unwrap();
         }
-        let n = numbers(&dir.join("journal"));
+        let n = numbers(&j.at);
         assert!(n.len() <= 3, "{n:?}");
-        let total: u64 = n.iter().map(|k| fs::metadata(dir.join("journal").join(file_name(*k))).unwrap().len()).sum();
+        let total: u64 =
+            n.iter().map(|(k, _)| fs::metadata(dir.join("journal").join(file_name(*k))).unwrap().len()).sum();
         assert!(total <= 3 * (4096 + 512), "{total}");
         fs::remove_dir_all(&dir).unwrap();
     }
