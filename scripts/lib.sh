@@ -47,3 +47,65 @@ cross_install() { # [--libclang] [--qemu] TARGET...
   done
   apt_install $(printf '%s\n' "${need[@]}" | sort -u)
 }
+
+# --- The VM harnesses (vm-test.sh, power-cut-test.sh): Debian's stock kernel in qemu with a
+# busybox initramfs. All three take the work directory (target/vm) first.
+
+# Downloads and unpacks Debian's current linux-image-amd64 into WORK/kernel (once per kernel
+# version); prints the kernel version.
+vm_kernel() { # WORK
+  local work=$1 pkg
+  mkdir -p "$work"
+  pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
+  if [ ! -d "$work/kernel/lib/modules" ] || [ "$(cat "$work/kernel.pkg" 2>/dev/null)" != "$pkg" ]; then
+    rm -rf "$work/kernel" "$work"/*.deb
+    (cd "$work" && apt-get download "$pkg" 2>/dev/null)
+    dpkg -x "$work"/linux-image-*.deb "$work/kernel"
+    echo "$pkg" > "$work/kernel.pkg"
+  fi
+  local kver
+  kver=$(ls "$work/kernel/lib/modules")
+  # The .deb ships no modules.dep.
+  depmod -b "$work/kernel" "$kver"
+  echo "$kver"
+}
+
+# Makes the initramfs tree IR: busybox as /bin/sh, INIT as /init, the named kernel modules with
+# everything they depend on (from modules.dep), and the programs with the libraries ldd names.
+vm_initramfs() { # WORK KVER IR INIT "MODULE..." PROGRAM...
+  local work=$1 kver=$2 ir=$3 init=$4 wanted=$5 m b lib mods=""
+  shift 5
+  rm -rf "$ir" && mkdir -p "$ir"/{bin,sbin,usr/bin,lib,lib64,dev,proc,sys,tmp,etc}
+  cp /bin/busybox "$ir/bin/busybox"
+  ln -sf busybox "$ir/bin/sh"
+  cp "$init" "$ir/init"
+  chmod +x "$ir/init"
+  for m in $wanted; do
+    mods+=" $(awk -F': *' -v m="/$m.ko" 'index($1, m) == length($1) - length(m) + 1 {print $1" "$2}' \
+      "$work/kernel/lib/modules/$kver/modules.dep")"
+  done
+  for m in $(printf '%s\n' $mods | sort -u); do
+    mkdir -p "$ir/lib/modules/$kver/$(dirname "$m")"
+    cp "$work/kernel/lib/modules/$kver/$m" "$ir/lib/modules/$kver/$m"
+  done
+  cp "$work/kernel/lib/modules/$kver"/modules.{builtin,builtin.modinfo,order} "$ir/lib/modules/$kver/" 2>/dev/null || true
+  depmod -b "$ir" "$kver"
+  for b in "$@"; do
+    cp "$b" "$ir/usr/bin/"
+    for lib in $(ldd "$b" | grep -oE '/[^ ]+'); do
+      mkdir -p "$ir$(dirname "$lib")"
+      cp -L "$lib" "$ir$lib"
+    done
+  done
+  echo "initramfs: modules: $(printf '%s\n' $mods | sort -u | wc -l), programs: $#"
+}
+
+# Packs IR into OUT (gzip'd newc cpio).
+vm_pack() { # IR OUT
+  (cd "$1" && find . | cpio -o -H newc --quiet | gzip -1) > "$2"
+}
+
+# kvm when /dev/kvm works, else tcg (software emulation).
+vm_accel() {
+  if [ -w /dev/kvm ] && grep -qE 'vmx|svm' /proc/cpuinfo; then echo kvm; else echo tcg; fi
+}

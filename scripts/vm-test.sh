@@ -33,48 +33,18 @@ log "build (release, --features v4l2)"
 cargo build --locked --release --features v4l2 --bin camjobd 2>&1 | tail -n 1
 
 log "kernel"
-rm -rf "$work/initramfs" && mkdir -p "$work"
-pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
-if [ ! -d "$work/kernel/lib/modules" ] || [ "$(cat "$work/kernel.pkg" 2>/dev/null)" != "$pkg" ]; then
-  rm -rf "$work/kernel" "$work"/*.deb
-  (cd "$work" && apt-get download "$pkg" 2>/dev/null)
-  dpkg -x "$work"/linux-image-*.deb "$work/kernel"
-  echo "$pkg" > "$work/kernel.pkg"
-fi
-kver=$(ls "$work/kernel/lib/modules")
-# The .deb ships no modules.dep.
-depmod -b "$work/kernel" "$kver"
-echo "$pkg: $kver"
+kver=$(vm_kernel "$work" | tail -n 1)
+echo "kernel: $kver"
 
 log "initramfs"
 ir="$work/initramfs"
-mkdir -p "$ir"/{bin,sbin,usr/bin,lib,lib64,dev,proc,sys,tmp,etc}
-cp /bin/busybox "$ir/bin/busybox"
-ln -sf busybox "$ir/bin/sh"
-cp scripts/vm/init.sh "$ir/init"
-chmod +x "$ir/init"
-# vivid and what it depends on, from modules.dep.
-mods=$(awk -F': *' '$1 ~ /\/vivid\.ko/ {print $1" "$2}' "$work/kernel/lib/modules/$kver/modules.dep")
-for m in $mods; do
-  mkdir -p "$ir/lib/modules/$kver/$(dirname "$m")"
-  cp "$work/kernel/lib/modules/$kver/$m" "$ir/lib/modules/$kver/$m"
-done
-cp "$work/kernel/lib/modules/$kver"/modules.{builtin,builtin.modinfo,order} "$ir/lib/modules/$kver/" 2>/dev/null || true
-depmod -b "$ir" "$kver"
-# Programs with the libraries ldd names (and the dynamic loader).
-for b in "$root/target/release/camjobd" /usr/bin/v4l2-ctl /usr/bin/ustreamer; do
-  cp "$b" "$ir/usr/bin/"
-  for lib in $(ldd "$b" | grep -oE '/[^ ]+'); do
-    mkdir -p "$ir$(dirname "$lib")"
-    cp -L "$lib" "$ir$lib"
-  done
-done
-(cd "$ir" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initrd.gz"
-echo "initramfs: $(du -h "$work/initrd.gz" | cut -f1), modules: $(echo "$mods" | wc -w)"
+vm_initramfs "$work" "$kver" "$ir" scripts/vm/init.sh vivid \
+  "$root/target/release/camjobd" /usr/bin/v4l2-ctl /usr/bin/ustreamer
+vm_pack "$ir" "$work/initrd.gz"
+echo "initrd: $(du -h "$work/initrd.gz" | cut -f1)"
 
 log "boot"
-accel=tcg
-if [ -w /dev/kvm ] && grep -qE 'vmx|svm' /proc/cpuinfo; then accel=kvm; fi
+accel=$(vm_accel)
 echo "accelerator: $accel"
 console="$work/console.log"
 t0=$(date +%s)

@@ -256,6 +256,11 @@ pub struct StoreStats {
     pub unchanged: AtomicU64,
     /// The last change score, as `f32` bits (NaN before the second snapshot).
     pub last_change: AtomicU32,
+    /// Microseconds spent writing files (create, write, fsync if configured, rename), in all
+    /// and the slowest one: what `storage.fsync` costs, measured where it is paid.
+    pub write_us_total: AtomicU64,
+    /// See `write_us_total`.
+    pub write_us_max: AtomicU64,
 }
 
 /// The API's view of a camera's store.
@@ -281,6 +286,10 @@ pub struct StoreView {
     pub last_change: Option<f32>,
     /// The score that counts as a change (from the config).
     pub change_threshold: f32,
+    /// Mean time to write one file (ms; null before the first).
+    pub write_ms_mean: Option<f64>,
+    /// The slowest write since the process started (ms).
+    pub write_ms_max: f64,
 }
 
 impl CameraShared {
@@ -337,6 +346,10 @@ impl CameraShared {
                     unchanged: s.unchanged.load(Relaxed),
                     last_change: Some(f32::from_bits(s.last_change.load(Relaxed))).filter(|v| !v.is_nan()),
                     change_threshold: self.config.store.change_threshold,
+                    write_ms_mean: Some(s.written.load(Relaxed))
+                        .filter(|&n| n > 0)
+                        .map(|n| s.write_us_total.load(Relaxed) as f64 / n as f64 / 1000.0),
+                    write_ms_max: s.write_us_max.load(Relaxed) as f64 / 1000.0,
                 }
             },
         }

@@ -259,10 +259,14 @@ impl Store {
         // Make room in the index (and on disk) before the new file exists.
         while cam.stored.usage().0 >= cam.stored.capacity() && self.delete_oldest(i) {}
         let path = snapshot_path(&self.shared.config.storage.dir, &cam.name, day, frame.seq);
+        let t = Instant::now();
         let result = self.write_file(i, day, &path, frame.bytes());
         drop(frame); // the pool buffer is free again
         match result {
             Ok(()) => {
+                let us = t.elapsed().as_micros() as u64;
+                cam.store.write_us_total.fetch_add(us, Relaxed);
+                cam.store.write_us_max.fetch_max(us, Relaxed);
                 if let Err(e) = cam.stored.push(entry) {
                     // Only if seq went backwards, which the start-up scan prevents.
                     log::warn!("{}: snapshot {} is older than the newest stored one; not listed", cam.name, e.seq);

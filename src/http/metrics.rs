@@ -26,7 +26,7 @@ pub fn render(shared: &Shared, http: Option<&Stats>, exports: &Exports, uptime_s
     let now = crate::clock::unix_now();
 
     type Get = fn(&crate::status::CameraView) -> f64;
-    let per_camera: [(&str, &str, &str, Get); 16] = [
+    let per_camera: [(&str, &str, &str, Get); 18] = [
         ("frames_captured_total", "counter", "Frames read from the camera in the current job.", |v| {
             v.job.frames_captured as f64
         }),
@@ -64,6 +64,12 @@ pub fn render(shared: &Shared, http: Option<&Stats>, exports: &Exports, uptime_s
         ("store_errors_total", "counter", "Failed snapshot writes.", |v| v.store.errors as f64),
         ("store_deleted_total", "counter", "Snapshot files deleted by retention.", |v| v.store.deleted as f64),
         ("store_unchanged_total", "counter", "Snapshots skipped by keep: changed.", |v| v.store.unchanged as f64),
+        ("store_write_seconds_total", "counter", "Time spent writing snapshot files (with fsync if configured).", |v| {
+            v.store.write_ms_mean.unwrap_or(0.0) * v.store.written as f64 / 1000.0
+        }),
+        ("store_write_seconds_max", "gauge", "The slowest snapshot file write since start.", |v| {
+            v.store.write_ms_max / 1000.0
+        }),
     ];
     for (name, kind, help, get) in per_camera {
         family(&mut out, name, kind, help);
