@@ -33,7 +33,6 @@ pub struct StateFile {
 }
 
 const NAME: &str = "state.json";
-const TEMP: &str = "state.json.tmp";
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct State {
@@ -45,8 +44,12 @@ impl StateFile {
     pub fn open(dir: &Path) -> Result<(StateFile, u64), Error> {
         fs::create_dir_all(dir).map_err(|e| Error::storage(dir, "create the data directory", e))?;
         let at = File::open(dir).map_err(|e| Error::storage(dir, "open the data directory", e))?;
-        // A temp file left by a crash is garbage: the rename never happened.
-        let _ = crate::sys::remove_in(&at, TEMP);
+        // Temp files left by a crash are garbage: the rename never happened.
+        for (name, _) in crate::sys::list_in(&at).unwrap_or_default() {
+            if name.starts_with(NAME) && name.ends_with(".tmp") {
+                let _ = crate::sys::remove_in(&at, &name);
+            }
+        }
         let path = dir.join(NAME);
         let read = crate::sys::open_regular_in(&at, NAME).and_then(|mut f| {
             let mut b = Vec::new();
@@ -582,10 +585,10 @@ mod tests {
         let (f, next) = StateFile::open(&dir).unwrap();
         assert_eq!(next, 1);
         f.save(42).unwrap();
-        fs::write(dir.join(TEMP), b"{\"next_job_").unwrap();
+        fs::write(dir.join("state.json.7.tmp"), b"{\"next_job_").unwrap();
         let (_, next) = StateFile::open(&dir).unwrap();
         assert_eq!(next, 42);
-        assert!(!dir.join(TEMP).exists());
+        assert!(!dir.join("state.json.7.tmp").exists());
         fs::write(dir.join(NAME), b"{oops").unwrap();
         let err = StateFile::open(&dir).err().unwrap().to_string();
         assert!(err.contains("corrupt"), "{err}");

@@ -155,11 +155,13 @@ pub fn list_in(at: &File) -> io::Result<Vec<(String, EntryKind)>> {
     Ok(out)
 }
 
-/// Writes `name` in the open directory `at` as a temp file (`<name>.tmp`) + rename, so a
+/// Writes `name` in the open directory `at` as a temp file (`<name>.<n>.tmp`) + rename, so a
 /// reader sees the old or the new content, never part of it; with `durable`, the file and the
-/// directory are fsynced.
+/// directory are fsynced. Each call has its own temp name: two threads saving the same record
+/// at once must not unlink or interleave into each other's temp file.
 pub fn write_atomic_in(at: &File, name: &str, bytes: &[u8], durable: bool) -> io::Result<()> {
-    let tmp = format!("{name}.tmp");
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmp = format!("{name}.{}.tmp", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     let mut f = create_in(at, &tmp)?;
     let written = io::Write::write_all(&mut f, bytes).and_then(|_| if durable { f.sync_all() } else { Ok(()) });
     if let Err(e) = written.and_then(|_| rename_in(at, &tmp, name)) {
@@ -337,6 +339,31 @@ mod tests {
         std::io::Write::write_all(&mut create_in(&day, "4.tmp").unwrap(), b"new").unwrap();
         assert_eq!(std::fs::read(dir.join("outside")).unwrap(), b"secret");
         assert_eq!(std::fs::read(dir.join("cam/day/4.tmp")).unwrap(), b"new");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn atomic_writes_of_one_name_from_many_threads_never_fail_or_mix() {
+        let dir = std::env::temp_dir().join(format!("camjobd-atomic-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let at = std::sync::Arc::new(File::open(&dir).unwrap());
+        let writers: Vec<_> = (0..8u8)
+            .map(|t| {
+                let at = std::sync::Arc::clone(&at);
+                std::thread::spawn(move || {
+                    for _ in 0..200 {
+                        write_atomic_in(&at, "1.json", &[b'a' + t; 4096], false).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let bytes = std::fs::read(dir.join("1.json")).unwrap();
+        assert!(bytes.len() == 4096 && bytes.iter().all(|&b| b == bytes[0]), "a mixed record");
+        assert_eq!(list_in(&at).unwrap(), vec![("1.json".to_string(), EntryKind::File)], "no temp file left");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

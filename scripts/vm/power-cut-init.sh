@@ -2,7 +2,8 @@
 # PID 1 of the power-cut test (scripts/power-cut-test.sh packs it into the initramfs as /init).
 # Mounts the virtio disk (ext4, noatime, as Raspberry Pi OS mounts its card) at /data and runs
 # camjobd on it, writing 10 snapshots a second; the host reaches the API through qemu's user
-# network (host loopback port → guest 8080) and cuts the power by killing qemu. Console lines
+# network (host loopback port → guest 8080; that network is reachable only through the forward,
+# hence allow_open) and cuts the power by killing qemu. Console lines
 # start with "CUT ": "CUT up", "CUT log <camjobd's warnings and start-up lines>", "CUT io
 # <sectors written>" (from /sys/block/vda/stat, after a sync asked for on port 9000), "CUT FAIL".
 # Port 9000 takes one word per connection: "sync" (flush everything, then report the sectors
@@ -32,7 +33,7 @@ fi
 
 cat > /tmp/camjobd.json <<JSON
 {
-  "http": { "bind": "0.0.0.0:8080", "workers": 1 },
+  "http": { "bind": "0.0.0.0:8080", "workers": 1, "allow_open": true },
   "storage": { "dir": "/data/camjobd", "fsync": "$fsync", "min_free_bytes": 16777216,
                "journal": { "batch_ms": 1000, "max_file_bytes": 65536, "max_files": 4 } },
   "exports": { "max_files_per_s": 50, "max_bytes": 33554432 },
@@ -46,8 +47,13 @@ JSON
 camjobd --config /tmp/camjobd.json > /tmp/camjobd.out 2> /tmp/camjobd.err &
 CAMJOBD=$!
 # What the host checks in camjobd's log: the start-up scan, the journal, reaped exports.
-tail -f /tmp/camjobd.err | grep --line-buffered -E 'journal|exports|deleted|WARN|ERROR|panick' | sed -u 's/^/CUT log /' &
+tail -f /tmp/camjobd.err | while IFS= read -r l; do
+  case "$l" in *journal*|*exports*|*deleted*|*WARN*|*ERROR*|*panick*) echo "CUT log $l" ;; esac
+done &
 sectors() { awk '{print $7}' /sys/block/vda/stat; }
+say "info $(ifconfig eth0 2>&1 | grep -o 'inet addr:[0-9.]*' || echo 'eth0 has no address')"
+sleep 1
+kill -0 "$CAMJOBD" 2>/dev/null || { say "FAIL camjobd exited at start:"; tail -n 20 /tmp/camjobd.err /tmp/camjobd.out; }
 say up
 while :; do
   cmd=$(nc -l -p 9000 < /dev/null | head -n 1)
