@@ -31,8 +31,8 @@ done
 apt_install $(printf '%s\n' "${need[@]}" | sort -u)
 export PATH="$PATH:/sbin:/usr/sbin"
 
-cargo build --locked --release --bin camjobd 2>&1 | grep -E '^(error|warning: unused)|Finished' || true
-test -x target/release/camjobd
+# The same release binary as the other VM and soak scripts (scripts/test.sh sets the features).
+cargo build --locked --release ${CAMJOBD_FEATURES:+--features "$CAMJOBD_FEATURES"} --bin camjobd
 kver=$(vm_kernel "$work" | tail -n 1)
 vm_initramfs "$work" "$kver" "$work/power-cut-initramfs" scripts/vm/power-cut-init.sh \
   "virtio_pci virtio_blk virtio_net crc32c_generic ext4" "$root/target/release/camjobd"

@@ -9,6 +9,7 @@
 #   BROWSER the dashboard in headless Chromium (DASHBOARD_POLLS),
 #   SOAK    5 minutes (SOAK_SECONDS),
 #   VM      vivid in a qemu VM + the ustreamer benchmark (BENCH_S, 10 s per run here),
+#   POWERCUT power cuts on ext4 in a qemu VM (POWER_CUTS, 4 here; the README reports 50),
 #   FUZZ    20 s per fuzz target (FUZZ_SECONDS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,7 @@ want=(libclang1-14 ffmpeg nasm)
 skip BROWSER || want+=(chromium)
 skip SOAK || want+=(wrk gnuplot-nox)
 skip VM || want+=(qemu-system-x86 busybox-static cpio kmod v4l-utils ustreamer libjpeg-turbo-progs)
+skip POWERCUT || want+=(qemu-system-x86 busybox-static cpio kmod e2fsprogs libjpeg-turbo-progs python3)
 skip CROSS || want+=(qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
 missing=()
 for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -119,6 +121,14 @@ if ! skip VM; then
   record vm "$vm_status"
 fi
 
+# Power cuts on a real filesystem (ext4 on a virtio disk in a VM); 50 with POWER_CUTS=50.
+if ! skip POWERCUT; then
+  log "power cuts"
+  pc_status=0
+  BENCH_S=0 bash scripts/power-cut-test.sh "${POWER_CUTS:-4}" 2>&1 | tee -a "$out" || pc_status=$?
+  record power-cut "$pc_status"
+fi
+
 # Fuzzing for a short bounded time (cargo-fuzz, libFuzzer); longer with scripts/fuzz.sh SECONDS.
 if ! skip FUZZ; then
   log "fuzz"
@@ -128,7 +138,7 @@ if ! skip FUZZ; then
 fi
 
 log "done"
-awk '/^(soak|fuzz|vm|cross): [01] passed/ { p += $2; f += $4 }
+awk '/^(soak|fuzz|vm|cross|power-cut): [01] passed/ { p += $2; f += $4 }
      /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      /^ℹ pass / { p += $3 } /^ℹ fail / { f += $3 }
      END { printf "\ntests: %d passed, %d failed\n", p, f }' "$out"

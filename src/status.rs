@@ -246,6 +246,9 @@ pub struct CameraShared {
 pub struct StoreStats {
     /// Files written.
     pub written: AtomicU64,
+    /// Snapshots handed to the store thread and not yet written (or skipped): 0 when the
+    /// store is idle.
+    pub queued: AtomicU64,
     /// Snapshots not written because the store queue was full (capture never waits).
     pub dropped: AtomicU64,
     /// Failed writes (full disk, permissions, ...).
@@ -274,6 +277,8 @@ pub struct StoreView {
     pub bytes: u64,
     /// Files written since the process started.
     pub written: u64,
+    /// Snapshots waiting for (or being written by) the store thread.
+    pub queued: u64,
     /// Snapshots dropped because the store queue was full.
     pub dropped: u64,
     /// Failed writes.
@@ -340,6 +345,7 @@ impl CameraShared {
                     files,
                     bytes,
                     written: s.written.load(Relaxed),
+                    queued: s.queued.load(Relaxed),
                     dropped: s.dropped.load(Relaxed),
                     errors: s.errors.load(Relaxed),
                     deleted: s.deleted.load(Relaxed),

@@ -93,9 +93,17 @@ pub fn forget_missing(events: &crate::events::EventLog, storage_dir: &Path, cam:
     let (mut n, mut bytes) = (1u64, first.bytes);
     let mut same_day = Vec::new();
     cam.stored.of_day(first.day, &mut same_day);
+    let day_rel = Path::new(&cam.name).join(crate::index::day_name(first.day).as_str());
+    let day_dir = crate::sys::open_dir_beneath(storage_dir, &day_rel);
     for s in same_day {
-        let path = snapshot_path(storage_dir, &cam.name, s.day, s.seq);
-        if fs::symlink_metadata(&path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
+        let gone = match &day_dir {
+            Ok(d) => {
+                crate::sys::stat_in(d, &format!("{}.jpg", s.seq)).is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+            }
+            // The whole day directory is gone.
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        };
+        if gone {
             if let Some(s) = cam.stored.remove(s.seq) {
                 n += 1;
                 bytes += s.bytes;
@@ -211,7 +219,11 @@ impl Store {
         loop {
             crossbeam::select! {
                 recv(self.rx) -> item => match item {
-                    Ok(item) => self.write(item),
+                    Ok(item) => {
+                        let cam = Arc::clone(&self.shared.cameras[item.camera]);
+                        self.write(item);
+                        cam.store.queued.fetch_sub(1, Relaxed);
+                    }
                     Err(_) => break,
                 },
                 recv(stop.receiver()) -> _ => break,
@@ -383,8 +395,8 @@ impl Store {
         cam.store.deleted.fetch_add(1, Relaxed);
         // The last file of a day takes its directory with it.
         if cam.stored.oldest().is_none_or(|next| next.day != old.day) {
-            if let Some(day_dir) = path.parent() {
-                let _ = fs::remove_dir(day_dir);
+            if let Ok(cam_dir) = crate::sys::open_dir_beneath(dir, Path::new(&cam.name)) {
+                let _ = crate::sys::remove_dir_in(&cam_dir, &crate::index::day_name(old.day));
             }
             if self.made_day[i] == Some(old.day) {
                 self.made_day[i] = None;
@@ -492,48 +504,57 @@ pub fn recover(shared: &Shared) -> Vec<u64> {
 }
 
 fn recover_camera(dir: &Path, cam: &CameraShared, events: &crate::events::EventLog) -> u64 {
-    let root = dir.join(&cam.name);
+    use crate::sys::{list_in, open_dir_in, remove_dir_in, remove_in, stat_in, EntryKind};
     let mut found: Vec<StoredSnapshot> = Vec::new();
     let (mut temps, mut empties) = (0, 0);
     // Links and other odd entries (planted, or left by another program): never entered,
-    // listed or deleted; named in one event.
+    // listed or deleted; named in one event. Everything is listed, examined and deleted
+    // relative to directory descriptors opened without following a link.
     let mut odd: Vec<String> = Vec::new();
-    if fs::symlink_metadata(&root).is_ok_and(|m| !m.is_dir()) {
-        odd.push(cam.name.clone());
-    }
-    let days = if odd.is_empty() { fs::read_dir(&root).ok() } else { None };
-    for day_entry in days.into_iter().flatten().flatten() {
-        let name = day_entry.file_name();
-        let Some(day) = name.to_str().and_then(crate::index::parse_day) else { continue };
-        if !day_entry.file_type().is_ok_and(|t| t.is_dir()) {
-            odd.push(format!("{}/{}", cam.name, name.to_string_lossy()));
-            continue;
+    let root = match crate::sys::open_dir_beneath(dir, Path::new(&cam.name)) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(_) => {
+            odd.push(cam.name.clone());
+            None
         }
-        for f in fs::read_dir(day_entry.path()).into_iter().flatten().flatten() {
-            let fname = f.file_name();
-            let Some(fname) = fname.to_str() else { continue };
-            let rel = Path::new(&cam.name).join(name.to_string_lossy().as_ref()).join(fname);
-            if !f.file_type().is_ok_and(|t| t.is_file()) {
-                odd.push(rel.display().to_string());
+    };
+    let days = root.as_ref().and_then(|r| list_in(r).ok()).unwrap_or_default();
+    for (name, kind) in days {
+        let Some(day) = crate::index::parse_day(&name) else { continue };
+        let root = root.as_ref().expect("listed from it");
+        let day_dir = match kind {
+            EntryKind::Dir => open_dir_in(root, &name),
+            _ => Err(io::Error::from_raw_os_error(libc::ELOOP)),
+        };
+        let Ok(day_dir) = day_dir else {
+            odd.push(format!("{}/{name}", cam.name));
+            continue;
+        };
+        for (fname, kind) in list_in(&day_dir).unwrap_or_default() {
+            if kind != EntryKind::File {
+                odd.push(format!("{}/{name}/{fname}", cam.name));
                 continue;
             }
             if fname.ends_with(".tmp") {
-                let _ = crate::sys::remove_beneath(dir, &rel);
+                let _ = remove_in(&day_dir, &fname);
                 temps += 1;
                 continue;
             }
             let Some(seq) = fname.strip_suffix(".jpg").and_then(|s| s.parse::<u64>().ok()) else { continue };
-            let Ok(meta) = f.metadata() else { continue };
-            if meta.len() == 0 {
-                let _ = crate::sys::remove_beneath(dir, &rel);
+            let Ok(meta) = stat_in(&day_dir, &fname) else { continue };
+            if meta.kind != EntryKind::File {
+                continue;
+            }
+            if meta.len == 0 {
+                let _ = remove_in(&day_dir, &fname);
                 empties += 1;
                 continue;
             }
-            let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
             found.push(StoredSnapshot {
                 seq,
-                captured_at: mtime.map_or(0.0, |d| d.as_secs_f64()),
-                bytes: meta.len(),
+                captured_at: meta.mtime,
+                bytes: meta.len,
                 width: 0,
                 height: 0,
                 change: None,
@@ -541,7 +562,7 @@ fn recover_camera(dir: &Path, cam: &CameraShared, events: &crate::events::EventL
             });
         }
         // A day emptied by a crash mid-retention.
-        let _ = fs::remove_dir(day_entry.path());
+        let _ = remove_dir_in(root, &name);
     }
     found.sort_by_key(|s| s.seq);
     let extra = found.len().saturating_sub(cam.stored.capacity());

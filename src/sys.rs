@@ -155,6 +155,37 @@ pub fn list_in(at: &File) -> io::Result<Vec<(String, EntryKind)>> {
     Ok(out)
 }
 
+/// What [`stat_in`] tells about a directory entry, without following it.
+#[derive(Clone, Copy, Debug)]
+pub struct FileMeta {
+    /// Regular file, directory, link or other.
+    pub kind: EntryKind,
+    /// Size in bytes.
+    pub len: u64,
+    /// Last modification, Unix seconds.
+    pub mtime: f64,
+}
+
+/// `fstatat(at, name, AT_SYMLINK_NOFOLLOW)`: a link is described, not followed.
+pub fn stat_in(at: &File, name: &str) -> io::Result<FileMeta> {
+    use rustix::fs::{AtFlags, FileType};
+    let st = rustix::fs::statat(at, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    let kind = match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => EntryKind::File,
+        FileType::Directory => EntryKind::Dir,
+        FileType::Symlink => EntryKind::Link,
+        _ => EntryKind::Other,
+    };
+    let mtime = st.st_mtime as f64 + st.st_mtime_nsec as f64 / 1e9;
+    Ok(FileMeta { kind, len: st.st_size as u64, mtime })
+}
+
+/// Removes the empty directory `name` in the open directory `at` (a link there is not
+/// removed: `ENOTDIR`).
+pub fn remove_dir_in(at: &File, name: &str) -> io::Result<()> {
+    Ok(rustix::fs::unlinkat(at, name, rustix::fs::AtFlags::REMOVEDIR)?)
+}
+
 /// Writes `name` in the open directory `at` as a temp file (`<name>.<n>.tmp`) + rename, so a
 /// reader sees the old or the new content, never part of it; with `durable`, the file and the
 /// directory are fsynced. Each call has its own temp name: two threads saving the same record

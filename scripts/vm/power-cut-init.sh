@@ -41,7 +41,7 @@ cat > /tmp/camjobd.json <<JSON
   "cameras": [ { "name": "cam0",
     "source": { "kind": "synthetic", "width": 320, "height": 240, "fps": 10 },
     "snapshot_interval_ms": 100,
-    "store": { "max_files": 200, "max_bytes": 2097152 } } ]
+    "store": { "max_files": 300, "max_bytes": 8388608 } } ]
 }
 JSON
 camjobd --config /tmp/camjobd.json > /tmp/camjobd.out 2> /tmp/camjobd.err &

@@ -23,8 +23,11 @@ import time
 import urllib.error
 import urllib.request
 
-MAX_FILES = 200  # the init script's cameras[0].store.max_files
-MAX_BYTES = 2 * 1024 * 1024  # ... and store.max_bytes
+# The init script's cameras[0].store.max_files and max_bytes: 30 s of snapshots, so retention
+# works in most boots, while the 20 s measurement at the end deletes nothing (bytes written per
+# snapshot must count files that stay, as on a card that keeps days of them).
+MAX_FILES = 300
+MAX_BYTES = 8 * 1024 * 1024
 BOOT_TIMEOUT_S = 240  # TCG boots the stock kernel in 20-60 s
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 

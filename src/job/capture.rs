@@ -572,7 +572,10 @@ impl Outputs {
         if frame.seq != 0 {
             if let Some((tx, camera)) = &self.store {
                 // Never wait for the disk: a full queue drops the write, not the frame.
+                // Counted before the send: the store thread may finish it before try_send returns.
+                self.cam.store.queued.fetch_add(1, Relaxed);
                 if tx.try_send(StoreItem { camera: *camera, frame: Arc::clone(&frame) }).is_err() {
+                    self.cam.store.queued.fetch_sub(1, Relaxed);
                     self.cam.store.dropped.fetch_add(1, Relaxed);
                 }
             }
