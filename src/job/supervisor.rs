@@ -338,11 +338,9 @@ impl Supervisor {
             g.ended_at = Some(now);
         }
         let id = g.id;
-        drop(g);
-        if lifecycle::is_terminal(to) {
-            // The API's view already pairs the record with this job's counters.
-            self.shared.push_history(JobSummary::from(cam.view().job));
-        }
+        // The event goes out before the record is released: whoever sees the new state (the
+        // store's last journal flush at shutdown waits for no job to be active) also finds its
+        // event in the log. Lock order job → events; the event log never takes a job lock.
         let events = &self.shared.events;
         match &reason {
             Some(r) => events.push_state(
@@ -356,6 +354,11 @@ impl Supervisor {
                 events.push_state(&cam.name, id, to, None, format_args!("job {id} {} → {}", from.as_str(), to.as_str()))
             }
         };
+        drop(g);
+        if lifecycle::is_terminal(to) {
+            // The API's view already pairs the record with this job's counters.
+            self.shared.push_history(JobSummary::from(cam.view().job));
+        }
     }
 
     /// Stops every active job, waits briefly for the cameras to close, and records STOPPED.
