@@ -268,26 +268,19 @@ impl Exports {
         let mut found: Vec<ExportView> = Vec::new();
         let mut max_id = 0;
         let mut reaped = 0;
+        let mut odd: Vec<&str> = Vec::new();
         for (name, kind) in &entries {
             let name = name.as_str();
             let path = self.dir.join(name);
-            if *kind != crate::sys::EntryKind::File {
-                // A link, directory or FIFO: not camjobd's; never read, followed or deleted.
-                self.shared.events.push(
-                    EventKind::Error,
-                    "",
-                    None,
-                    None,
-                    format_args!(
-                        "storage.dir/exports/{name} is not a regular file (a link or something planted there); ignored"
-                    ),
-                );
-                continue;
-            }
-            // Every file named after an id counts (an unreadable record, a data or part file):
-            // no id seen on disk is handed out again.
+            // Every name that is an id counts (an unreadable record, a data or part file, a
+            // planted link): no id seen on disk is handed out again.
             if let Some(id) = name.split('.').next().and_then(|n| n.parse::<u64>().ok()) {
                 max_id = max_id.max(id);
+            }
+            if *kind != crate::sys::EntryKind::File {
+                // A link, directory or FIFO: not camjobd's; never read, followed or deleted.
+                odd.push(name);
+                continue;
             }
             if name.ends_with(".part") || name.ends_with(".tmp") {
                 let _ = crate::sys::remove_in(&self.at, name);
@@ -307,6 +300,19 @@ impl Exports {
                     }
                 }
             }
+        }
+        if !odd.is_empty() {
+            self.shared.events.push(
+                EventKind::Error,
+                "",
+                None,
+                None,
+                format_args!(
+                    "{} entr(ies) in storage.dir/exports are not regular files (links or something planted there) and were left alone: {}",
+                    odd.len(),
+                    odd.iter().take(5).copied().collect::<Vec<_>>().join(", ")
+                ),
+            );
         }
         let now = unix_now();
         found.sort_by_key(|v| v.id);
@@ -369,7 +375,7 @@ impl Exports {
         let next = match read {
             Ok(text) => match text.trim().parse::<u64>() {
                 Ok(n) => n.max(max_id.saturating_add(1)),
-                Err(_) => damaged(&format!("damaged ({:?})", text.trim())),
+                Err(_) => damaged(&format!("damaged ({} bytes that are not a number)", text.len())),
             },
             Err(e) if e.kind() == io::ErrorKind::NotFound => max_id.saturating_add(1),
             // A link or FIFO planted in its place: never read; replaced at the next export.
@@ -706,7 +712,6 @@ impl Exports {
             cam: &cam,
             events: &self.shared.events,
             storage_dir: &self.shared.config.storage.dir,
-            exports_dir: &self.dir,
             exports: &self.at,
             view,
             last,
@@ -891,7 +896,6 @@ pub struct Run<'a> {
     cam: &'a CameraShared,
     events: &'a crate::events::EventLog,
     storage_dir: &'a Path,
-    exports_dir: &'a Path,
     exports: &'a File,
     /// The export.
     pub view: &'a ExportView,
@@ -1028,7 +1032,7 @@ impl Run<'_> {
         let percent = ((self.visited * 100) / self.total.max(1)).min(99) as u8;
         self.percent = self.percent.max(percent);
         if self.published.elapsed() >= PROGRESS_EVERY {
-            if crate::sys::free_bytes(self.exports_dir).is_some_and(|f| f < self.min_free) {
+            if crate::sys::free_bytes_at(self.exports).is_some_and(|f| f < self.min_free) {
                 return Err(Ended::Failed(format!(
                     "free space is below storage.min_free_bytes ({} MiB); the export stopped to leave room for snapshots",
                     self.min_free >> 20

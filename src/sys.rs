@@ -17,6 +17,12 @@ pub fn physical_memory() -> Option<u64> {
     (pages > 0 && size > 0).then(|| pages as u64 * size as u64)
 }
 
+/// Bytes available to unprivileged users on the filesystem holding the open directory `at`.
+pub fn free_bytes_at(at: &File) -> Option<u64> {
+    let st = rustix::fs::fstatvfs(at).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// Bytes available to unprivileged users on the filesystem holding `dir`.
 pub fn free_bytes(dir: &Path) -> Option<u64> {
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
@@ -99,17 +105,29 @@ pub fn open_dir_in(at: &File, name: &str) -> io::Result<File> {
 }
 
 /// Opens (creating if needed) the regular file `name` in `at` for appending and reading; a
-/// link there is refused (`ELOOP`), a FIFO or device refused as not a regular file.
+/// link there is refused (`ELOOP`), a FIFO or device refused as not a regular file, and so is
+/// a file with more than one name (a hard link planted to a file elsewhere).
 pub fn open_append_in(at: &File, name: &str) -> io::Result<File> {
+    use std::os::unix::fs::MetadataExt;
     let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let flags = libc::O_RDWR | libc::O_APPEND | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    let flags = libc::O_RDWR
+        | libc::O_APPEND
+        | libc::O_CREAT
+        | libc::O_NOFOLLOW
+        | libc::O_NONBLOCK
+        | libc::O_NOCTTY
+        | libc::O_CLOEXEC;
     // SAFETY: `at` is an open directory and `c` a NUL-terminated single component.
     let fd = unsafe { libc::openat(at.as_raw_fd(), c.as_ptr(), flags, 0o644 as libc::c_uint) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: a new descriptor the kernel just gave us, owned by nobody else.
-    regular_only(unsafe { File::from_raw_fd(fd) })
+    let file = regular_only(unsafe { File::from_raw_fd(fd) })?;
+    if file.metadata()?.nlink() > 1 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "has more than one name (a hard link)"));
+    }
+    Ok(file)
 }
 
 /// What a directory entry is, as seen without following it.

@@ -149,6 +149,13 @@ def decodes(jpeg, work):
     return r.returncode == 0 and not r.stderr
 
 
+def console_failures(vm):
+    """camjobd must not have panicked, and the init script must not have reported a failure."""
+    bad = [l for l in vm.lines() if l.startswith("CUT FAIL") or "panick" in l]
+    if bad:
+        raise CheckFailed("on the console: " + " | ".join(bad[:3]))
+
+
 def fsck(a, final=False):
     """e2fsck on the image (as a Pi does at boot): 0 clean, 1 repaired (or the journal replayed);
     4 and up is a filesystem camjobd's writes could not have left."""
@@ -183,6 +190,8 @@ def check_boot(a, vm, api, t, before):
         raise CheckFailed(f"camjobd did not start a RUNNING job; console tail:\n{tail}")
     c = api.cam()
     job = c["job"]["id"]
+    if before is not None:
+        t.max_job = max(t.max_job, before["job"])  # the job the cut killed
     if job <= t.max_job:
         raise CheckFailed(f"job id went back: {job} after {t.max_job}")
     t.max_job = job
@@ -190,6 +199,8 @@ def check_boot(a, vm, api, t, before):
     # Quiesce, so the listing holds still while it is checked.
     api.json("/api/cameras/cam0/stop", "POST", {})
     api.wait(lambda c: c["job"]["state"] == "STOPPED", 60, "STOPPED")
+    # ... and the store has written what was queued before the stop (retention then holds still).
+    api.wait(lambda c: c["store"]["queued"] == 0, 60, "the store queue drained")
     log = [l for l in vm.lines() if l.startswith("CUT log ")]
     for l in log:
         if "panick" in l:
@@ -222,12 +233,16 @@ def check_boot(a, vm, api, t, before):
         lost = sorted(s for s in before["listed"] if s >= floor and s not in old)
         t.newest_lost.append(len(lost))
         notes.append(f"newest lost {len(lost)}")
+        if lost and a.fsync == "always":
+            raise CheckFailed(f"{len(lost)} snapshot(s) listed before the cut are gone: {lost[:10]}")
         # The job the cut interrupted is recorded as such when its start reached the journal.
         _, jobs = api.json("/api/jobs?camera=cam0&limit=100")
         ended = {j["id"]: j for j in jobs.get("ended", [])}
         last = ended.get(before["job"])
         if last and "interrupted" in (last.get("reason") or ""):
             t.recorded_interrupted += 1
+        elif a.fsync == "always":
+            raise CheckFailed(f"job {before['job']}, killed by the cut, is not recorded as interrupted: {last}")
         # Exports running at the cut: finished or failed as interrupted, never left RUNNING.
         now = {e["id"]: e for e in exports(api)}
         for eid in before["running_exports"]:
@@ -267,6 +282,7 @@ def write_phase(a, api, seconds):
     api.json("/api/cameras/cam0/start", "POST", {})
     api.wait(lambda c: c["job"]["state"] == "RUNNING", 60, "RUNNING again")
     seen = {"listed": set(), "job": 0, "running_exports": set()}
+    ok_at = time.time()
     end = time.time() + seconds
     next_export = time.time()
     while time.time() < end:
@@ -279,9 +295,12 @@ def write_phase(a, api, seconds):
             job = api.cam()["job"]["id"]
             running = {e["id"] for e in exports(api) if e["state"] == "RUNNING"}
             seen = {"listed": listed, "job": job, "running_exports": running}
+            ok_at = time.time()
         except (OSError, ValueError):
             pass
         time.sleep(0.2)
+    if time.time() - ok_at > 3:
+        raise CheckFailed(f"the API stopped answering {time.time() - ok_at:.1f} s before the cut")
     return seen
 
 
@@ -309,12 +328,26 @@ def final_disk_check(a):
     fsck(a, final=True)
     out = tempfile.mkdtemp(dir=a.work, prefix="rdump-")
     subprocess.run(["debugfs", "-R", f"rdump /camjobd {out}", a.disk], capture_output=True, check=True)
+    top = os.path.join(out, "camjobd")
+    if not os.path.isdir(os.path.join(top, "cam0")) or not os.path.isdir(os.path.join(top, "journal")):
+        raise CheckFailed(f"debugfs did not dump storage.dir (no cam0/ or journal/ under {top})")
     n = size = 0
-    for root, _, files in os.walk(os.path.join(out, "camjobd")):
+    bad_lines = lines = 0
+    for root, _, files in os.walk(top):
         for name in files:
             p = os.path.join(root, name)
             if name.endswith((".tmp", ".part")):
                 raise CheckFailed(f"left on the disk after a clean shutdown: {p}")
+            if os.path.getsize(p) == 0 and not name.endswith(".jsonl"):
+                raise CheckFailed(f"an empty file on the disk: {p}")
+            if name.endswith(".jsonl"):
+                with open(p, "rb") as f:
+                    for line in f.read().splitlines():
+                        lines += 1
+                        try:
+                            json.loads(line)
+                        except ValueError:
+                            bad_lines += 1
             if "/cam0/" in p + "/" and name.endswith(".jpg"):
                 with open(p, "rb") as f:
                     if not decodes(f.read(), a.work):
@@ -322,9 +355,15 @@ def final_disk_check(a):
                 n += 1
                 size += os.path.getsize(p)
     subprocess.run(["rm", "-rf", out])
+    if n == 0:
+        raise CheckFailed("no snapshot on the disk after a clean shutdown")
     if n > MAX_FILES or size > MAX_BYTES:
         raise CheckFailed(f"the disk holds {n} snapshots, {size} bytes: over the budget")
-    return f"disk after a clean shutdown: fsck clean, {n} snapshots ({size} bytes), all decode, no temp/part file"
+    # A cut can tear the journal's last line once per cut; nothing else may be damaged.
+    if bad_lines > a.cuts:
+        raise CheckFailed(f"{bad_lines} journal lines do not parse after {a.cuts} cuts")
+    return (f"disk after a clean shutdown: fsck clean, {n} snapshots ({size} bytes), all decode, no temp, part or "
+            f"empty file; journal {lines} lines, {bad_lines} torn")
 
 
 def main():
@@ -362,18 +401,23 @@ def main():
                     line += "\n" + bench(a, vm, api)
                 vm.command("halt", "CUT halted", 60)
                 vm.proc.wait(timeout=60)
+                console_failures(vm)
+                if "CUT exit 0" not in vm.lines():
+                    raise CheckFailed("camjobd did not exit 0 on SIGTERM: " + str([l for l in vm.lines() if l.startswith("CUT exit")]))
                 print(line + "\n" + final_disk_check(a), flush=True)
                 break
             at = rng.uniform(2.0, 12.0)
             before = write_phase(a, api, at)
             vm.cut()
+            console_failures(vm)
             print(f"{label}: fsck {repaired}; {report}; power cut {at:.1f} s into writing", flush=True)
-        except (CheckFailed, OSError, ValueError, KeyError, TypeError, subprocess.SubprocessError) as e:
+        except Exception as e:  # every failure is a failed cut, reported, and the run goes on
             t.failed += 1
             print(f"{label}: FAIL {type(e).__name__}: {e}", flush=True)
+            before = None
+        finally:
             if vm is not None and vm.proc.poll() is None:
                 vm.cut()
-            before = None
     lost = t.newest_lost or [0]
     print(
         f"power-cut: {time.time() - t0:.0f} s; fsync {a.fsync}; {t.checked} listed snapshots fetched and decoded; "
@@ -383,7 +427,11 @@ def main():
         f"e2fsck repairs: {t.repaired}; job ids rose to {t.max_job}",
         flush=True,
     )
-    print(f"power cuts: {a.cuts}, failed: {t.failed}, fsync: {a.fsync}, lost listed snapshots: {t.broken}", flush=True)
+    # Listed and then lost: not a whole JPEG after the restart, or listed before the cut and gone
+    # after it (what fsync "never" gives up; with "always" each is also a failed cut).
+    lost_listed = t.broken + sum(t.newest_lost)
+    print(f"power cuts: {a.cuts}, failed: {t.failed}, fsync: {a.fsync}, broken listed snapshots: {t.broken}, "
+          f"lost listed snapshots: {lost_listed}", flush=True)
     sys.exit(0 if t.failed == 0 and t.broken == 0 else 1)
 
 

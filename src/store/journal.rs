@@ -19,6 +19,10 @@ pub fn dir(storage: &Path) -> PathBuf {
     storage.join("journal")
 }
 
+/// Journal files are numbered up to this (a billion rotations); a planted name beyond it is
+/// ignored, so the number can always go up.
+const MAX_NUMBER: u32 = 999_999_999;
+
 fn file_name(n: u32) -> String {
     format!("events-{n:06}.jsonl")
 }
@@ -30,8 +34,10 @@ fn numbers(at: &File) -> Vec<(u32, bool)> {
         .unwrap_or_default()
         .into_iter()
         .filter_map(|(name, kind)| {
-            let n = name.strip_prefix("events-")?.strip_suffix(".jsonl")?.parse().ok()?;
-            Some((n, kind == crate::sys::EntryKind::File))
+            let n: u32 = name.strip_prefix("events-")?.strip_suffix(".jsonl")?.parse().ok()?;
+            // Only names camjobd writes: `events-7.jsonl` beside `events-000007.jsonl` would
+            // be one number for two files.
+            (file_name(n) == name && n <= MAX_NUMBER).then_some((n, kind == crate::sys::EntryKind::File))
         })
         .collect();
     v.sort_unstable();
@@ -72,7 +78,7 @@ impl Journal {
         // The newest file, or the one after it when that is not a regular file.
         let number = match numbers(&at).last() {
             Some(&(n, true)) => n,
-            Some(&(n, false)) => n.saturating_add(1),
+            Some(&(n, false)) => n + 1,
             None => 1,
         };
         let (file, size) = open_append(&at, &file_name(number))?;
@@ -142,6 +148,17 @@ impl Journal {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
+        if self.number >= MAX_NUMBER {
+            // Only a planted name gets here: begin again at 1 without the old files, whose
+            // numbers would sort after the new ones.
+            log::warn!("journal: file numbers are used up; starting again at 1 without the old files");
+            for (n, regular) in numbers(&self.at) {
+                if regular {
+                    let _ = crate::sys::remove_in(&self.at, &file_name(n));
+                }
+            }
+            self.number = 0;
+        }
         self.number += 1;
         let (file, size) = open_append(&self.at, &file_name(self.number))?;
         self.file = file;
