@@ -22,7 +22,7 @@ skip() { [ "$(eval echo "\${SKIP_$1:-0}")" = 1 ]; }
 # (the cross tests run beside the browser test). The scripts still install what is missing
 # when run on their own.
 log "packages"
-want=(libclang1-14 ffmpeg nasm)
+want=(libclang1-14 ffmpeg nasm faketime)
 skip BROWSER || want+=(chromium)
 skip SOAK || want+=(wrk gnuplot-nox)
 skip VM || want+=(qemu-system-x86 busybox-static cpio kmod v4l-utils ustreamer libjpeg-turbo-progs)
@@ -34,8 +34,9 @@ for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 apt_install "${missing[@]}"
 # The release binary of the browser test, the soak and the VM test is one build, with V4L2.
 export CAMJOBD_FEATURES=v4l2
-# The tests that drive real clients (ffmpeg) must not skip here.
-export CAMJOBD_REQUIRE_CLIENTS=1
+# The tests that drive real clients (ffmpeg) or move the wall clock (libfaketime) must not
+# skip here.
+export CAMJOBD_REQUIRE_CLIENTS=1 CAMJOBD_REQUIRE_FAKETIME=1
 # NASM (installed above, before the first build) gives libjpeg-turbo its x86 SIMD code; a unit
 # test checks that the build has it.
 export CAMJOBD_REQUIRE_SIMD=1

@@ -29,6 +29,9 @@ pub struct Frame {
     pub seq: u64,
     /// Capture time, Unix seconds.
     pub captured_at: f64,
+    /// Capture time on the monotonic clock ([`crate::clock::mono_ms`]): lets the store tell
+    /// whether `captured_at` was read before or after a wall-clock jump.
+    pub captured_mono_ms: u64,
     /// Image width in pixels.
     pub width: u32,
     /// Image height in pixels.
@@ -53,6 +56,7 @@ impl Frame {
         self.id = other.id;
         self.seq = other.seq;
         self.captured_at = other.captured_at;
+        self.captured_mono_ms = other.captured_mono_ms;
         self.width = other.width;
         self.height = other.height;
     }
@@ -93,6 +97,7 @@ impl FramePool {
                     id: 0,
                     seq: 0,
                     captured_at: 0.0,
+                    captured_mono_ms: 0,
                     width: 0,
                     height: 0,
                 }))

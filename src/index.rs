@@ -28,6 +28,10 @@ pub struct StoredSnapshot {
     /// The UTC day directory it lives in, as days since 1970-01-01.
     #[serde(skip)]
     pub day: u32,
+    /// Capture time on this process's monotonic clock (0 for files found at start-up): which
+    /// side of a wall-clock jump `captured_at` was read on.
+    #[serde(skip)]
+    pub mono_ms: u64,
 }
 
 struct Inner {
@@ -47,7 +51,16 @@ impl SnapshotIndex {
     /// memory is committed now rather than as the index fills over hours.
     pub fn new(capacity: usize) -> SnapshotIndex {
         let mut files = VecDeque::with_capacity(capacity);
-        let blank = StoredSnapshot { seq: 0, captured_at: 0.0, bytes: 0, width: 0, height: 0, change: None, day: 0 };
+        let blank = StoredSnapshot {
+            seq: 0,
+            captured_at: 0.0,
+            bytes: 0,
+            width: 0,
+            height: 0,
+            change: None,
+            day: 0,
+            mono_ms: 0,
+        };
         files.resize(capacity, blank);
         files.clear();
         SnapshotIndex { inner: Mutex::new(Inner { files, bytes: 0 }), capacity }
@@ -116,6 +129,19 @@ impl SnapshotIndex {
             }
         }
         None
+    }
+
+    /// Dates every entry anew after a wall-clock jump (see [`crate::clock::Jump::redate`]);
+    /// the entries that moved go into `out` (cleared first), so their files can follow.
+    pub fn redate(&self, jump: &crate::clock::Jump, out: &mut Vec<StoredSnapshot>) {
+        out.clear();
+        for s in self.lock().files.iter_mut() {
+            let at = jump.redate(s.captured_at, s.mono_ms);
+            if at != s.captured_at {
+                s.captured_at = at;
+                out.push(*s);
+            }
+        }
     }
 
     /// The entries filed under `day`, into `out` (cleared first).
@@ -229,7 +255,7 @@ mod tests {
     use super::*;
 
     fn snap(seq: u64, bytes: u64) -> StoredSnapshot {
-        StoredSnapshot { seq, captured_at: seq as f64, bytes, width: 0, height: 0, change: None, day: 0 }
+        StoredSnapshot { seq, captured_at: seq as f64, bytes, width: 0, height: 0, change: None, day: 0, mono_ms: 0 }
     }
 
     #[test]

@@ -539,6 +539,8 @@ pub struct Shared {
     history: Mutex<std::collections::VecDeque<JobSummary>>,
     /// When the core loops last went round (for systemd's watchdog).
     pub liveness: Liveness,
+    /// Wall-clock jumps seen (by the store thread, which dates snapshots).
+    pub clock: crate::clock::ClockState,
 }
 
 /// The monotonic time (`clock::mono_ms`) at which each core loop last went round. systemd's
@@ -597,7 +599,15 @@ impl Shared {
             })
             .collect();
         let history = Mutex::new(std::collections::VecDeque::with_capacity(JOB_HISTORY));
-        Shared { config, cameras, events: EventLog::default(), commands, history, liveness: Liveness::default() }
+        Shared {
+            config,
+            cameras,
+            events: EventLog::default(),
+            commands,
+            history,
+            liveness: Liveness::default(),
+            clock: Default::default(),
+        }
     }
 
     /// Remembers an ended job, forgetting the oldest beyond [`JOB_HISTORY`].

@@ -168,7 +168,17 @@ pub struct Store {
     thumbnailer: change::Thumbnailer,
     /// Per camera: change tracking.
     change: Vec<ChangeState>,
+    /// Finds wall-clock jumps; looked at before each snapshot is dated.
+    clock: crate::clock::JumpDetector,
+    /// Jumps of the last [`JUMP_MEMORY`]: a snapshot still queued from before one is dated
+    /// anew when it is written.
+    jumps: heapless::Deque<crate::clock::Jump, 4>,
+    /// Reused for the entries a jump moved.
+    moved: Vec<StoredSnapshot>,
 }
+
+/// How long a jump is applied to snapshots arriving late (the store queue is a few frames).
+const JUMP_MEMORY_MS: u64 = 120_000;
 
 /// Per-camera change tracking, fixed size.
 struct ChangeState {
@@ -198,6 +208,9 @@ impl Store {
             journal,
             journal_error_at: None,
             thumbnailer: change::Thumbnailer::default(),
+            clock: Default::default(),
+            jumps: heapless::Deque::new(),
+            moved: Vec::new(),
             change: (0..n)
                 .map(|_| ChangeState { prev: None, changed: false, last_written: None, last_event: None })
                 .collect(),
@@ -220,6 +233,7 @@ impl Store {
             crossbeam::select! {
                 recv(self.rx) -> item => match item {
                     Ok(item) => {
+                        self.watch_clock();
                         let cam = Arc::clone(&self.shared.cameras[item.camera]);
                         self.write(item);
                         cam.store.queued.fetch_sub(1, Relaxed);
@@ -230,6 +244,7 @@ impl Store {
                 default(JOURNAL_TICK) => {},
             }
             crate::status::Liveness::beat(&self.shared.liveness.store);
+            self.watch_clock();
             self.flush_journal(false);
             if self.last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY {
                 self.last_housekeeping = Instant::now();
@@ -249,11 +264,60 @@ impl Store {
         self.flush_journal(true);
     }
 
+    /// Looks for a wall-clock jump since the last look. On one: an event, the counter, and
+    /// every listed snapshot taken before it dated anew on the new timeline (the file's mtime
+    /// too, so a restart reads the corrected time), so that retention judges real ages and an
+    /// export of "today" finds them. Files stay in the day directory they were written to.
+    fn watch_clock(&mut self) {
+        let Some(jump) = self.clock.check() else { return };
+        self.shared.clock.record(&jump);
+        if self.jumps.is_full() {
+            self.jumps.pop_front();
+        }
+        let _ = self.jumps.push_back(jump);
+        let mut redated = 0;
+        let storage = &self.shared.config.storage.dir;
+        for cam in &self.shared.cameras {
+            cam.stored.redate(&jump, &mut self.moved);
+            redated += self.moved.len();
+            let mut day_dir: Option<(u32, File)> = None;
+            for s in &self.moved {
+                if day_dir.as_ref().is_none_or(|(d, _)| *d != s.day) {
+                    let rel = Path::new(&cam.name).join(crate::index::day_name(s.day).as_str());
+                    day_dir = crate::sys::open_dir_beneath(storage, &rel).ok().map(|f| (s.day, f));
+                }
+                if let Some((_, dir)) = &day_dir {
+                    let _ = crate::sys::set_mtime_in(dir, &format!("{}.jpg", s.seq), s.captured_at);
+                }
+            }
+        }
+        self.shared.events.push(
+            EventKind::Info,
+            "",
+            None,
+            None,
+            format_args!(
+                "the wall clock jumped by {} (NTP sync?); {redated} stored snapshot(s) taken before it are dated anew (their files stay in their day directories)",
+                crate::clock::describe(jump.by_s)
+            ),
+        );
+    }
+
+    /// `captured_at` of a frame on today's timeline: moved by the jumps it was taken before.
+    fn redate(&mut self, wall: f64, mono: u64) -> f64 {
+        let now = crate::clock::mono_ms();
+        while self.jumps.front().is_some_and(|j| now.saturating_sub(j.by_mono_ms) > JUMP_MEMORY_MS) {
+            self.jumps.pop_front();
+        }
+        self.jumps.iter().fold(wall, |at, j| j.redate(at, mono))
+    }
+
     fn write(&mut self, item: StoreItem) {
         let i = item.camera;
         let cam = Arc::clone(&self.shared.cameras[i]);
         let frame = item.frame;
-        let day = crate::index::day_of(frame.captured_at);
+        let captured_at = self.redate(frame.captured_at, frame.captured_mono_ms);
+        let day = crate::index::day_of(captured_at);
         let score = self.score(i, frame.bytes());
         let c = &cam.config.store;
         let keepalive_due =
@@ -264,12 +328,13 @@ impl Store {
         }
         let entry = StoredSnapshot {
             seq: frame.seq,
-            captured_at: frame.captured_at,
+            captured_at,
             bytes: frame.bytes().len() as u64,
             width: frame.width,
             height: frame.height,
             change: score,
             day,
+            mono_ms: frame.captured_mono_ms,
         };
         // Make room in the index (and on disk) before the new file exists.
         while cam.stored.usage().0 >= cam.stored.capacity() && self.delete_oldest(i) {}
@@ -505,6 +570,7 @@ pub fn recover(shared: &Shared) -> Vec<u64> {
 
 fn recover_camera(dir: &Path, cam: &CameraShared, events: &crate::events::EventLog) -> u64 {
     use crate::sys::{list_in, open_dir_in, remove_dir_in, remove_in, stat_in, EntryKind};
+    let now = crate::clock::unix_now();
     let mut found: Vec<StoredSnapshot> = Vec::new();
     let (mut temps, mut empties) = (0, 0);
     // Links and other odd entries (planted, or left by another program): never entered,
@@ -553,7 +619,10 @@ fn recover_camera(dir: &Path, cam: &CameraShared, events: &crate::events::EventL
             }
             found.push(StoredSnapshot {
                 seq,
-                captured_at: meta.mtime,
+                // A file dated in the future (the clock was ahead when it was written, then
+                // corrected) counts as written now: it ages out instead of staying forever.
+                captured_at: meta.mtime.min(now),
+                mono_ms: 0,
                 bytes: meta.len,
                 width: 0,
                 height: 0,

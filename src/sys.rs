@@ -1,6 +1,7 @@
 //! Small operating-system calls that std does not offer, each behind a safe function: free
 //! space on a filesystem, physical memory, opening, listing, creating and deleting files under a
-//! directory without following links, and the scheduling priority of the calling thread.
+//! directory without following links, the scheduling priority of the calling thread, and
+//! whether the clock is synchronised.
 //! The only other `unsafe` is in the capture backends and [`crate::jpeg`].
 
 use std::ffi::CString;
@@ -21,6 +22,17 @@ pub fn physical_memory() -> Option<u64> {
 pub fn free_bytes_at(at: &File) -> Option<u64> {
     let st = rustix::fs::fstatvfs(at).ok()?;
     Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Whether the kernel's clock is synchronised (an NTP client such as systemd-timesyncd or
+/// chrony has disciplined it since boot): `adjtimex` reports `TIME_ERROR` until then. `None`
+/// if the call fails.
+pub fn clock_synchronized() -> Option<bool> {
+    // SAFETY: a plain C struct; zero (modes 0) asks adjtimex to read, not to change anything.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    // SAFETY: `tx` is a valid, writable timex for the duration of the call.
+    let state = unsafe { libc::adjtimex(&mut tx) };
+    (state >= 0).then_some(state != libc::TIME_ERROR)
 }
 
 /// Bytes available to unprivileged users on the filesystem holding `dir`.
@@ -202,6 +214,19 @@ pub fn stat_in(at: &File, name: &str) -> io::Result<FileMeta> {
 /// removed: `ENOTDIR`).
 pub fn remove_dir_in(at: &File, name: &str) -> io::Result<()> {
     Ok(rustix::fs::unlinkat(at, name, rustix::fs::AtFlags::REMOVEDIR)?)
+}
+
+/// Sets the modification time of the regular file `name` in `at` (a link is not followed):
+/// a snapshot redated after a wall-clock jump keeps its corrected time across restarts.
+pub fn set_mtime_in(at: &File, name: &str, unix_s: f64) -> io::Result<()> {
+    use rustix::fs::{AtFlags, Timespec, Timestamps};
+    let t = Timespec { tv_sec: unix_s.floor() as _, tv_nsec: ((unix_s - unix_s.floor()) * 1e9) as _ };
+    Ok(rustix::fs::utimensat(
+        at,
+        name,
+        &Timestamps { last_access: t, last_modification: t },
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
 }
 
 /// Writes `name` in the open directory `at` as a temp file (`<name>.<n>.tmp`) + rename, so a

@@ -97,7 +97,13 @@ pub fn render(shared: &Shared, http: Option<&Stats>, exports: &Exports, uptime_s
     }
 
     let proc = process();
-    let globals: [(&str, &str, &str, f64); 5] = [
+    let globals: [(&str, &str, &str, f64); 7] = [
+        ("clock_jumps_total", "counter", "Wall-clock jumps seen (NTP syncing a board without an RTC).", {
+            shared.clock.jumps() as f64
+        }),
+        ("clock_synchronized", "gauge", "1 when the kernel says the clock is synchronised (adjtimex).", {
+            f64::from(u8::from(crate::sys::clock_synchronized() == Some(true)))
+        }),
         ("process_resident_bytes", "gauge", "Resident memory (VmRSS).", proc.rss_bytes),
         ("process_threads", "gauge", "Threads of the process.", proc.threads),
         ("process_open_fds", "gauge", "Open file descriptors.", proc.fds),

@@ -64,6 +64,7 @@ impl Api {
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": self.started.elapsed().as_secs_f64(),
             "now": crate::clock::unix_now(),
+            "clock": clock_view(&self.shared.clock),
             "cameras": cameras,
             "http": self.http_stats.to_json(),
             "log_lines_dropped": crate::logging::DROPPED.load(std::sync::atomic::Ordering::Relaxed),
@@ -572,6 +573,8 @@ fn snapshots(query: &str, cam: &CameraShared) -> Result<Response, Response> {
                 (i, j) = (i + 1, j + 1);
                 let mut v = ring(b, true);
                 v["change"] = json!(a.change);
+                // The store's date wins: it is corrected after a wall-clock jump.
+                v["captured_at"] = json!(a.captured_at);
                 v
             }
             (Some(a), Some(b)) if b.seq > a.seq => {
@@ -669,6 +672,23 @@ fn etag_matches(header: &[u8], seq: u64) -> bool {
 struct StartBody {
     max_frames: Option<u64>,
     max_duration_s: Option<u64>,
+}
+
+/// `clock` in `/api/status`: whether the wall clock can be trusted yet. A Pi without a
+/// real-time clock boots with a stale time until NTP syncs; until the kernel says it is
+/// synchronised or a jump was seen, `note` says so (the dashboard shows it).
+fn clock_view(c: &crate::clock::ClockState) -> serde_json::Value {
+    let synchronized = crate::sys::clock_synchronized();
+    let settled = synchronized == Some(true) || c.jumps() > 0;
+    json!({
+        "synchronized": synchronized,
+        "jumps": c.jumps(),
+        "last_jump": c.last().map(|(by_s, at)| json!({"by_s": by_s, "at": at, "by": crate::clock::describe(by_s)})),
+        "settled": settled,
+        "note": (!settled).then_some(
+            "the wall clock has not been synchronised since boot (no NTP yet, or no network): snapshot dates may jump when it is; camjobd dates them anew"
+        ),
+    })
 }
 
 /// The optional body of a start: `{"max_frames", "max_duration_s"}`, each >= 1.

@@ -551,6 +551,7 @@ impl crate::capture::YuvTarget for RawTarget<'_> {
 fn stamp(f: &mut Frame, id: u64, keep: bool, next_seq: &mut u64) -> u64 {
     f.id = id;
     f.captured_at = clock::unix_now();
+    f.captured_mono_ms = clock::mono_ms();
     f.seq = if keep { *next_seq } else { 0 };
     if keep {
         *next_seq += 1;
