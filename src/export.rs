@@ -301,19 +301,7 @@ impl Exports {
                 }
             }
         }
-        if !odd.is_empty() {
-            self.shared.events.push(
-                EventKind::Error,
-                "",
-                None,
-                None,
-                format_args!(
-                    "{} entr(ies) in storage.dir/exports are not regular files (links or something planted there) and were left alone: {}",
-                    odd.len(),
-                    odd.iter().take(5).copied().collect::<Vec<_>>().join(", ")
-                ),
-            );
-        }
+        crate::store::report_left_alone(&self.shared.events, "", "storage.dir/exports", &odd);
         let now = unix_now();
         found.sort_by_key(|v| v.id);
         let mut fixed = Vec::new();

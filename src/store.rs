@@ -555,6 +555,26 @@ impl Store {
     }
 }
 
+/// One error event naming (the first few of) the links and other odd entries found in `place`
+/// and left alone; nothing when there are none.
+pub fn report_left_alone(events: &crate::events::EventLog, camera: &str, place: &str, odd: &[impl AsRef<str>]) {
+    if odd.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = odd.iter().take(5).map(AsRef::as_ref).collect();
+    events.push(
+        EventKind::Error,
+        camera,
+        None,
+        None,
+        format_args!(
+            "{} entr(ies) in {place} are links or not regular files and were left alone (not listed, served or deleted): {}",
+            odd.len(),
+            names.join(", ")
+        ),
+    );
+}
+
 /// Lists the snapshot files left by earlier runs into each camera's index, deleting temp
 /// files (a write cut short), empty files (a power cut before writeback) and files beyond
 /// `max_files`. Returns the next snapshot seq per camera, so seqs (and ETags) never repeat.
@@ -638,19 +658,7 @@ fn recover_camera(dir: &Path, cam: &CameraShared, events: &crate::events::EventL
     for s in &found[..extra] {
         let _ = crate::sys::remove_beneath(dir, &crate::index::snapshot_rel(&cam.name, s.day, s.seq));
     }
-    if !odd.is_empty() {
-        events.push(
-            EventKind::Error,
-            &cam.name,
-            None,
-            None,
-            format_args!(
-                "{} entr(ies) in storage.dir are links or not regular files and were left alone (not listed, served or deleted): {}",
-                odd.len(),
-                odd.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
-            ),
-        );
-    }
+    report_left_alone(events, &cam.name, "storage.dir", &odd);
     for s in &found[extra..] {
         let _ = cam.stored.push(*s);
     }
