@@ -10,6 +10,10 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+/// `StoredSnapshot::mono_ms` of a file written before the machine last booted: no jump seen
+/// now says anything about the clock that dated it.
+pub const PREVIOUS_BOOT: u64 = u64::MAX;
+
 /// One snapshot file.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct StoredSnapshot {
@@ -28,8 +32,10 @@ pub struct StoredSnapshot {
     /// The UTC day directory it lives in, as days since 1970-01-01.
     #[serde(skip)]
     pub day: u32,
-    /// Capture time on this process's monotonic clock (0 for files found at start-up): which
-    /// side of a wall-clock jump `captured_at` was read on.
+    /// Capture time on this process's monotonic clock: which side of a wall-clock jump
+    /// `captured_at` was read on. Files found at start-up: 0 if written since the machine
+    /// booted (dated by the same clock as ours before its jump), [`PREVIOUS_BOOT`] if older
+    /// (dated by a clock we never saw; left as they are).
     #[serde(skip)]
     pub mono_ms: u64,
 }

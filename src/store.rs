@@ -591,6 +591,8 @@ pub fn recover(shared: &Shared) -> Vec<u64> {
 fn recover_camera(dir: &Path, cam: &CameraShared, events: &crate::events::EventLog) -> u64 {
     use crate::sys::{list_in, open_dir_in, remove_dir_in, remove_in, stat_in, EntryKind};
     let now = crate::clock::unix_now();
+    // Unknown: treat every file as from an earlier boot (its date is then never moved).
+    let booted = crate::clock::boot_wall_time().unwrap_or(f64::INFINITY);
     let mut found: Vec<StoredSnapshot> = Vec::new();
     let (mut temps, mut empties) = (0, 0);
     // Links and other odd entries (planted, or left by another program): never entered,
@@ -642,7 +644,7 @@ fn recover_camera(dir: &Path, cam: &CameraShared, events: &crate::events::EventL
                 // A file dated in the future (the clock was ahead when it was written, then
                 // corrected) counts as written now: it ages out instead of staying forever.
                 captured_at: meta.mtime.min(now),
-                mono_ms: 0,
+                mono_ms: if meta.mtime >= booted { 0 } else { crate::index::PREVIOUS_BOOT },
                 bytes: meta.len,
                 width: 0,
                 height: 0,
