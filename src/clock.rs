@@ -21,13 +21,6 @@ pub fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
-/// The wall-clock time at which the machine booted (wall clock now minus `/proc/uptime`).
-pub fn boot_wall_time() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/uptime").ok()?;
-    let up: f64 = text.split_whitespace().next()?.parse().ok()?;
-    Some(unix_now() - up)
-}
-
 /// A wall-clock jump smaller than this is drift or a slow tick, not a jump.
 pub const JUMP_S: f64 = 5.0;
 
@@ -65,6 +58,12 @@ impl JumpDetector {
         self.check_at(unix_now(), mono_ms())
     }
 
+    /// The wall clock at the last look: judge ages against this, not a fresh reading, so that
+    /// "now" and the dates it is compared with are on the same side of any jump.
+    pub fn last_wall(&self) -> f64 {
+        self.wall
+    }
+
     fn check_at(&mut self, wall: f64, mono: u64) -> Option<Jump> {
         let by_s = (wall - self.wall) - mono.saturating_sub(self.mono) as f64 / 1000.0;
         let jump = Jump { by_s, after_mono_ms: self.mono, by_mono_ms: mono, wall_now: wall };
@@ -81,11 +80,7 @@ impl Jump {
         if mono > self.by_mono_ms {
             return wall;
         }
-        if mono == 0 {
-            // Written since boot by an earlier process: the old timeline, but never later
-            // than now.
-            return (wall + self.by_s).min(self.wall_now);
-        }
+
         if mono > self.after_mono_ms {
             let expected_new = self.wall_now - (self.by_mono_ms - mono) as f64 / 1000.0;
             if (wall - expected_new).abs() < (wall + self.by_s - expected_new).abs() {
@@ -165,10 +160,7 @@ mod tests {
         // Between the two looks: whichever timeline it fits.
         assert_eq!(j.redate(1010.5, 10_500), 2010.5, "taken just before the jump");
         assert_eq!(j.redate(2010.5, 10_500), 2010.5, "taken just after it");
-        // Files found at start-up: written since boot (0) move, but never past now; from an
-        // earlier boot (u64::MAX) they stay as they are.
-        assert_eq!(j.redate(900.0, 0), 1900.0);
-        assert_eq!(j.redate(1500.0, 0), 2011.0, "not into the future");
+        // Files found at start-up (u64::MAX) keep their dates.
         assert_eq!(j.redate(900.0, u64::MAX), 900.0);
     }
 }

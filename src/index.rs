@@ -10,9 +10,9 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-/// `StoredSnapshot::mono_ms` of a file written before the machine last booted: no jump seen
-/// now says anything about the clock that dated it.
-pub const PREVIOUS_BOOT: u64 = u64::MAX;
+/// `StoredSnapshot::mono_ms` of a file found at start-up: no jump seen now says anything
+/// about the clock that dated it.
+pub const FOUND_AT_START: u64 = u64::MAX;
 
 /// One snapshot file.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -33,9 +33,8 @@ pub struct StoredSnapshot {
     #[serde(skip)]
     pub day: u32,
     /// Capture time on this process's monotonic clock: which side of a wall-clock jump
-    /// `captured_at` was read on. Files found at start-up: 0 if written since the machine
-    /// booted (dated by the same clock as ours before its jump), [`PREVIOUS_BOOT`] if older
-    /// (dated by a clock we never saw; left as they are).
+    /// `captured_at` was read on; [`FOUND_AT_START`] for files found at start-up, dated by a
+    /// clock this process never saw (a jump it sees does not move them).
     #[serde(skip)]
     pub mono_ms: u64,
 }

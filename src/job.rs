@@ -47,6 +47,9 @@ impl Service {
         let (cmd_tx, cmd_rx) = channel::bounded(COMMAND_QUEUE);
         let shared = Arc::new(Shared::new(config, cmd_tx));
         // Before any capture: list what earlier runs stored, so seqs continue after them.
+        // The store's jump detector starts looking before any frame is captured: a jump while
+        // the rest starts up is still seen, and the frames taken before it dated anew.
+        let clock = crate::clock::JumpDetector::default();
         let first_seqs = crate::store::recover(&shared);
         let (store_tx, store_rx) = channel::bounded(crate::store::queue_len(&shared.config));
         let panicked = Arc::new(Mutex::new(None));
@@ -77,7 +80,7 @@ impl Service {
             cfg.fsync == crate::config::FsyncPolicy::Always,
         )
         .map_err(|e| Error::storage(&crate::store::journal::dir(&cfg.dir), "open the event journal", e))?;
-        let (store, s) = (crate::store::Store::new(Arc::clone(&shared), store_rx, journal), stop.clone());
+        let (store, s) = (crate::store::Store::new(Arc::clone(&shared), store_rx, journal, clock), stop.clone());
         threads.push(spawn("store", Box::new(move || store.run(s)))?);
         let (sh, s) = (Arc::clone(&shared), stop.clone());
         threads.push(spawn("watchdog", Box::new(move || crate::watchdog::run(sh, s)))?);

@@ -197,7 +197,12 @@ const CHANGE_EVENT_EVERY: Duration = Duration::from_secs(5);
 
 impl Store {
     /// A store reading from `rx`.
-    pub fn new(shared: Arc<Shared>, rx: Receiver<StoreItem>, journal: journal::Journal) -> Store {
+    pub fn new(
+        shared: Arc<Shared>,
+        rx: Receiver<StoreItem>,
+        journal: journal::Journal,
+        clock: crate::clock::JumpDetector,
+    ) -> Store {
         let n = shared.cameras.len();
         Store {
             shared,
@@ -208,7 +213,7 @@ impl Store {
             journal,
             journal_error_at: None,
             thumbnailer: change::Thumbnailer::default(),
-            clock: Default::default(),
+            clock,
             jumps: heapless::Deque::new(),
             moved: Vec::new(),
             change: (0..n)
@@ -289,6 +294,12 @@ impl Store {
                 if let Some((_, dir)) = &day_dir {
                     let _ = crate::sys::set_mtime_in(dir, &format!("{}.jpg", s.seq), s.captured_at);
                 }
+            }
+        }
+        // The corrected dates must survive a power cut: a restart reads them back.
+        if redated > 0 && self.shared.config.storage.fsync == FsyncPolicy::Always {
+            if let Ok(root) = File::open(storage) {
+                let _ = crate::sys::sync_filesystem(&root);
             }
         }
         self.shared.events.push(
@@ -475,7 +486,10 @@ impl Store {
     fn retain(&mut self, i: usize) {
         let cam = Arc::clone(&self.shared.cameras[i]);
         let c = &cam.config.store;
-        let now = crate::clock::unix_now();
+        // Ages against the wall clock the jump detector just read, so that the index and "now"
+        // are on the same side of a jump (NTP may step the clock during a slow write).
+        self.watch_clock();
+        let now = self.clock.last_wall();
         loop {
             let (files, bytes) = cam.stored.usage();
             let Some(oldest) = cam.stored.oldest() else { break };
@@ -591,8 +605,6 @@ pub fn recover(shared: &Shared) -> Vec<u64> {
 fn recover_camera(dir: &Path, cam: &CameraShared, events: &crate::events::EventLog) -> u64 {
     use crate::sys::{list_in, open_dir_in, remove_dir_in, remove_in, stat_in, EntryKind};
     let now = crate::clock::unix_now();
-    // Unknown: treat every file as from an earlier boot (its date is then never moved).
-    let booted = crate::clock::boot_wall_time().unwrap_or(f64::INFINITY);
     let mut found: Vec<StoredSnapshot> = Vec::new();
     let (mut temps, mut empties) = (0, 0);
     // Links and other odd entries (planted, or left by another program): never entered,
@@ -644,7 +656,7 @@ fn recover_camera(dir: &Path, cam: &CameraShared, events: &crate::events::EventL
                 // A file dated in the future (the clock was ahead when it was written, then
                 // corrected) counts as written now: it ages out instead of staying forever.
                 captured_at: meta.mtime.min(now),
-                mono_ms: if meta.mtime >= booted { 0 } else { crate::index::PREVIOUS_BOOT },
+                mono_ms: crate::index::FOUND_AT_START,
                 bytes: meta.len,
                 width: 0,
                 height: 0,

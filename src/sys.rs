@@ -229,6 +229,12 @@ pub fn set_mtime_in(at: &File, name: &str, unix_s: f64) -> io::Result<()> {
     )?)
 }
 
+/// `syncfs`: writes back everything pending on the filesystem holding the open `at` (one
+/// flush for many metadata changes, such as re-stamped mtimes).
+pub fn sync_filesystem(at: &File) -> io::Result<()> {
+    Ok(rustix::fs::syncfs(at)?)
+}
+
 /// Writes `name` in the open directory `at` as a temp file (`<name>.<n>.tmp`) + rename, so a
 /// reader sees the old or the new content, never part of it; with `durable`, the file and the
 /// directory are fsynced. Each call has its own temp name: two threads saving the same record

@@ -686,7 +686,7 @@ fn clock_view(c: &crate::clock::ClockState) -> serde_json::Value {
         "last_jump": c.last().map(|(by_s, at)| json!({"by_s": by_s, "at": at, "by": crate::clock::describe(by_s)})),
         "settled": settled,
         "note": (!settled).then_some(
-            "the wall clock has not been synchronised since boot (no NTP yet, or no network): snapshot dates may jump when it is; camjobd dates them anew"
+            "the kernel says the wall clock is not synchronised (no NTP yet, or no network) and no jump has been seen: snapshot dates may jump when it syncs; camjobd dates them anew"
         ),
     })
 }
