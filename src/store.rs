@@ -678,9 +678,10 @@ fn recover_camera(dir: &Path, cam: &CameraShared, events: &crate::events::EventL
     }
     if temps + empties + found.len() > 0 {
         log::info!(
-            "{}: found {} snapshots on disk; removed {temps} temp files, {empties} empty files, {extra} beyond max_files",
+            "{}: found {} snapshots on disk (newest seq {}); removed {temps} temp files, {empties} empty files, {extra} beyond max_files",
             cam.name,
-            found.len() - extra
+            found.len() - extra,
+            found.last().map_or(0, |s| s.seq)
         );
     }
     found.last().map_or(1, |s| s.seq + 1)

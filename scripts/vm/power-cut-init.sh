@@ -48,7 +48,7 @@ camjobd --config /tmp/camjobd.json > /tmp/camjobd.out 2> /tmp/camjobd.err &
 CAMJOBD=$!
 # What the host checks in camjobd's log: the start-up scan, the journal, reaped exports.
 tail -f /tmp/camjobd.err | while IFS= read -r l; do
-  case "$l" in *journal*|*exports*|*deleted*|*WARN*|*ERROR*|*panick*) echo "CUT log $l" ;; esac
+  case "$l" in *journal*|*exports*|*deleted*|*found*|*WARN*|*ERROR*|*panick*) echo "CUT log $l" ;; esac
 done &
 sectors() { awk '{print $7}' /sys/block/vda/stat; }
 say "info $(ifconfig eth0 2>&1 | grep -o 'inet addr:[0-9.]*' || echo 'eth0 has no address')"

@@ -225,10 +225,15 @@ def check_boot(a, vm, api, t, before):
     if st["files"] > MAX_FILES or st["bytes"] > MAX_BYTES:
         raise CheckFailed(f"over budget: {st['files']} files, {st['bytes']} bytes")
     notes.append(f"{len(stored)} listed, all decode; {st['files']} files {st['bytes']} bytes")
-    # The newest snapshots listed before the cut that are gone now (files found at start-up carry
-    # their mtime, older than this boot; the new job's have later times).
+    # The newest snapshots listed before the cut that are gone now. What the restart found on the
+    # disk is what the store's start-up line names (the new job numbers on after its newest seq;
+    # dates cannot tell them apart: the guest clock drifts under TCG).
     if before is not None:
-        old = {s["seq"] for s in stored if s["captured_at"] < vm.started}
+        found = [l for l in log if "snapshots on disk (newest seq " in l]
+        if not found:
+            raise CheckFailed("no start-up scan line from the store on the console")
+        newest_found = int(found[-1].split("(newest seq ")[1].split(")")[0])
+        old = {s["seq"] for s in stored if s["seq"] <= newest_found}
         floor = min(old) if old else 0
         lost = sorted(s for s in before["listed"] if s >= floor and s not in old)
         t.newest_lost.append(len(lost))
