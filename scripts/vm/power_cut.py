@@ -229,9 +229,15 @@ def check_boot(a, vm, api, t, before):
     # disk is what the store's start-up line names (the new job numbers on after its newest seq;
     # dates cannot tell them apart: the guest clock drifts under TCG).
     if before is not None:
-        found = [l for l in log if "snapshots on disk (newest seq " in l]
-        if not found:
-            raise CheckFailed("no start-up scan line from the store on the console")
+        # camjobd's log reaches the console through `tail -f` (it polls each second): wait.
+        deadline = time.time() + 15
+        while True:
+            found = [l for l in vm.lines() if l.startswith("CUT log ") and "snapshots on disk (newest seq " in l]
+            if found:
+                break
+            if time.time() > deadline:
+                raise CheckFailed("no start-up scan line from the store on the console within 15 s")
+            time.sleep(0.2)
         newest_found = int(found[-1].split("(newest seq ")[1].split(")")[0])
         old = {s["seq"] for s in stored if s["seq"] <= newest_found}
         floor = min(old) if old else 0
