@@ -310,7 +310,7 @@ mod tests {
 
     /// Claims a worker when one is free (bounded wait), fills it, lends a buffer and submits.
     fn feed(stage: &Stage, pool: &mut FramePool, id: u64) {
-        for _ in 0..2000 {
+        for _ in 0..30_000 {
             stage.reclaim(pool);
             if let Some(mut claim) = stage.claim() {
                 if let Some(mut slot) = pool.acquire() {
@@ -338,13 +338,14 @@ mod tests {
         for id in 1..=200 {
             feed(&stage, &mut pool, id);
         }
-        for _ in 0..2000 {
-            stage.reclaim(&mut pool);
-            if sink.ids.lock().unwrap().len() == 200 && stage.busy() == 0 {
-                break;
-            }
+        // Generous: the cross tests run this under qemu-user at the lowest priority.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !(sink.ids.lock().unwrap().len() == 200 && stage.busy() == 0) {
+            assert!(std::time::Instant::now() < deadline, "the workers did not finish");
             std::thread::sleep(Duration::from_millis(1));
         }
+        // A worker sends its buffer back before it goes idle: all of them are in the channel.
+        stage.reclaim(&mut pool);
         assert_eq!(*sink.ids.lock().unwrap(), (1..=200).collect::<Vec<_>>());
         assert_eq!(pool.free_count(), 6, "every lent buffer came back");
         drop(stage);
@@ -362,10 +363,9 @@ mod tests {
         // Buffers too small for any JPEG: the frame fails, the order goes on.
         let mut pool = FramePool::new(2, 64);
         feed(&stage, &mut pool, 1);
-        for _ in 0..2000 {
-            if sink.failed.load(Relaxed) == 1 && stage.busy() == 0 {
-                break;
-            }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !(sink.failed.load(Relaxed) == 1 && stage.busy() == 0) {
+            assert!(std::time::Instant::now() < deadline, "the frame did not fail");
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(sink.failed.load(Relaxed), 1);
