@@ -170,7 +170,7 @@ pub struct Store {
     change: Vec<ChangeState>,
     /// Finds wall-clock jumps; looked at before each snapshot is dated.
     clock: crate::clock::JumpDetector,
-    /// Jumps of the last [`JUMP_MEMORY`]: a snapshot still queued from before one is dated
+    /// Jumps of the last [`JUMP_MEMORY_MS`]: a snapshot still queued from before one is dated
     /// anew when it is written.
     jumps: heapless::Deque<crate::clock::Jump, 4>,
     /// Reused for the entries a jump moved.
