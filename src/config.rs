@@ -11,6 +11,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub mod mqtt;
+
+pub use mqtt::MqttConfig;
+
 /// The whole configuration of one camjobd process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -27,6 +31,8 @@ pub struct Config {
     pub cameras: Vec<CameraConfig>,
     /// Background export jobs (archives and timelapses of stored snapshots).
     pub exports: ExportsConfig,
+    /// The MQTT broker connection (Home Assistant, fleets); `null`: off.
+    pub mqtt: Option<MqttConfig>,
 }
 
 /// Export jobs: `storage.dir/exports/`, a bounded queue, fixed workers, their own budget.
@@ -336,6 +342,15 @@ pub enum SourceConfig {
 }
 
 impl SourceConfig {
+    /// The `kind` as the config writes it.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            SourceConfig::Synthetic(_) => "synthetic",
+            SourceConfig::Pipe(_) => "pipe",
+            SourceConfig::V4l2(_) => "v4l2",
+        }
+    }
+
     /// The JPEG quality raw frames are encoded at, for a source that can deliver raw frames
     /// (the synthetic camera; V4L2 unless `mjpg` is asked for); `None` for JPEG-only sources.
     pub fn raw_quality(&self) -> Option<u8> {
@@ -457,6 +472,7 @@ impl Default for Config {
             log: LogConfig::default(),
             cameras: vec![CameraConfig::default()],
             exports: ExportsConfig::default(),
+            mqtt: None,
         }
     }
 }
@@ -616,6 +632,16 @@ fn redact<S: serde::Serializer>(token: &Option<String>, s: S) -> Result<S::Ok, S
 }
 
 impl Config {
+    /// Reads the secrets kept in files (`http.token_file`, `mqtt.password_file`), after
+    /// validation.
+    pub fn load_secret_files(&mut self) -> Result<(), ConfigError> {
+        self.load_token_file()?;
+        match &mut self.mqtt {
+            Some(m) => m.load_password_file(),
+            None => Ok(()),
+        }
+    }
+
     /// Reads `http.token_file` into `http.token` (after validation).
     pub fn load_token_file(&mut self) -> Result<(), ConfigError> {
         let Some(path) = &self.http.token_file else { return Ok(()) };
@@ -901,6 +927,9 @@ impl Config {
                     );
                 }
             }
+        }
+        if let Some(m) = &self.mqtt {
+            m.validate(&mut v);
         }
         v.finish()
     }

@@ -106,7 +106,12 @@ impl Service {
             let (x, s) = (Arc::clone(&exports), stop.clone());
             threads.push(spawn(&format!("export-{n}"), Box::new(move || x.run_worker(n, s)))?);
         }
-        let api = Arc::new(Api::new(Arc::clone(&shared), exports));
+        let mqtt_stats = shared.config.mqtt.as_ref().map(|m| Arc::new(crate::mqtt::Stats::new(&m.url)));
+        let mut api = Api::new(Arc::clone(&shared), exports);
+        if let Some(stats) = &mqtt_stats {
+            api = api.with_mqtt(Arc::clone(stats));
+        }
+        let api = Arc::new(api);
         let server = Server::start(
             listener,
             &shared.config.http,
@@ -122,6 +127,13 @@ impl Service {
             None,
             format_args!("camjobd {} listening on http://{}/", env!("CARGO_PKG_VERSION"), server.local_addr()),
         );
+        if let (Some(m), Some(stats)) = (&shared.config.mqtt, mqtt_stats) {
+            // After the server: discovery links to the address it is bound to. A broker that
+            // is down is not an error; the thread connects when it comes up.
+            let settings = crate::mqtt::Settings::resolve(&shared.config, m, server.local_addr())?;
+            let (sh, s) = (Arc::clone(&shared), stop.clone());
+            threads.push(spawn("mqtt", Box::new(move || crate::mqtt::run(sh, settings, stats, s)))?);
+        }
         Ok(Service { shared, server, threads, stop, panicked })
     }
 

@@ -59,6 +59,7 @@ pub mod jpeg;
 pub mod led;
 pub mod live;
 pub mod logging;
+pub mod mqtt;
 pub mod notify;
 pub mod ring;
 pub mod shutdown;

@@ -80,7 +80,7 @@ fn load(source: &Source) -> Result<Config, Error> {
             let mut config = Config::from_json(&text).map_err(|e| {
                 Error::Config(ConfigError { path: e.path, message: format!("{} (in {path})", e.message) })
             })?;
-            config.load_token_file()?;
+            config.load_secret_files()?;
             Ok(config)
         }
     }

@@ -20,7 +20,13 @@ fn sample(out: &mut String, name: &str, camera: &str, value: impl std::fmt::Disp
 }
 
 /// The whole exposition.
-pub fn render(shared: &Shared, http: Option<&Stats>, exports: &Exports, uptime_s: f64) -> String {
+pub fn render(
+    shared: &Shared,
+    http: Option<&Stats>,
+    exports: &Exports,
+    mqtt: Option<&crate::mqtt::Stats>,
+    uptime_s: f64,
+) -> String {
     let mut out = String::with_capacity(8192);
     let views: Vec<_> = shared.cameras.iter().map(|c| c.view()).collect();
     let now = crate::clock::unix_now();
@@ -183,6 +189,31 @@ pub fn render(shared: &Shared, http: Option<&Stats>, exports: &Exports, uptime_s
             ),
         ];
         for (name, kind, help, value) in http_metrics {
+            family(&mut out, name, kind, help);
+            let _ = writeln!(out, "camjobd_{name} {value}");
+        }
+    }
+    if let Some(m) = mqtt {
+        let mqtt_metrics = [
+            ("mqtt_connected", "gauge", "1 while connected to the MQTT broker.", u64::from(m.connected.load(Relaxed))),
+            ("mqtt_connections_total", "counter", "Successful connections to the broker.", m.connections.load(Relaxed)),
+            ("mqtt_messages_published_total", "counter", "Messages written to the broker.", m.published.load(Relaxed)),
+            (
+                "mqtt_messages_dropped_total",
+                "counter",
+                "Messages dropped because the outbox was full (broker slow or gone).",
+                m.dropped.load(Relaxed),
+            ),
+            ("mqtt_outbox_messages", "gauge", "Messages waiting for the broker.", m.queued.load(Relaxed)),
+            (
+                "mqtt_commands_total",
+                "counter",
+                "Commands from MQTT handed to the supervisor and accepted.",
+                m.commands.load(Relaxed),
+            ),
+            ("mqtt_commands_refused_total", "counter", "Commands from MQTT refused.", m.commands_refused.load(Relaxed)),
+        ];
+        for (name, kind, help, value) in mqtt_metrics {
             family(&mut out, name, kind, help);
             let _ = writeln!(out, "camjobd_{name} {value}");
         }

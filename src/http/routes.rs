@@ -44,13 +44,21 @@ pub struct Api {
     http_stats: Arc<Stats>,
     /// Per camera (config order): the "no live video" frame.
     placeholders: Vec<Arc<Placeholder>>,
+    /// The MQTT link's counters, when `mqtt` is configured.
+    mqtt: Option<Arc<crate::mqtt::Stats>>,
 }
 
 impl Api {
     /// Routes for this published state.
     pub fn new(shared: Arc<Shared>, exports: Arc<Exports>) -> Api {
         let placeholders = shared.cameras.iter().map(|_| Arc::default()).collect();
-        Api { shared, exports, started: Instant::now(), http_stats: Arc::default(), placeholders }
+        Api { shared, exports, started: Instant::now(), http_stats: Arc::default(), placeholders, mqtt: None }
+    }
+
+    /// Reports the MQTT link's counters in `/api/status` and `/metrics`.
+    pub fn with_mqtt(mut self, stats: Arc<crate::mqtt::Stats>) -> Api {
+        self.mqtt = Some(stats);
+        self
     }
 
     /// The counters the server must count in (hand them to `Server::start`).
@@ -68,6 +76,7 @@ impl Api {
             "cameras": cameras,
             "http": self.http_stats.to_json(),
             "log_lines_dropped": crate::logging::DROPPED.load(std::sync::atomic::Ordering::Relaxed),
+            "mqtt": self.mqtt.as_ref().map(|m| m.to_json()),
         });
         Response::json(200, &body)
     }
@@ -249,6 +258,7 @@ impl Api {
                         &self.shared,
                         Some(&*self.http_stats),
                         &self.exports,
+                        self.mqtt.as_deref(),
                         self.started.elapsed().as_secs_f64(),
                     )
                     .into_bytes(),

@@ -1,0 +1,308 @@
+//! MQTT: camjobd's state, events and commands on a broker people already run, with Home
+//! Assistant discovery, a last will and a bounded outbox.
+//!
+//! One `mqtt` thread runs a small tokio runtime with the client's network loop
+//! ([`link`]). It *reads* published state (job records, the event ring, the snapshot ring)
+//! every 100 ms, like the LED does, so capture, HTTP and the watchdog never wait on it;
+//! commands go to the supervisor's bounded channel like the API's. What waits for the broker
+//! waits in a fixed [`outbox::Outbox`]; when it is full, the oldest message that is not a
+//! state or availability message is dropped and counted ([`Stats`]).
+//!
+//! - [`outbox`]: the bounded queue and its drop policy (pure).
+//! - [`command`]: command payloads (pure).
+//! - [`discovery`]: Home Assistant discovery configs (pure).
+//! - [`link`]: the thread: connect, reconnect with jittered backoff, publish, subscribe.
+
+pub mod command;
+pub mod discovery;
+mod link;
+pub mod outbox;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
+use serde_json::{json, Value};
+
+use crate::config::mqtt::BrokerUrl;
+use crate::config::{Config, ConfigError, MqttConfig};
+use crate::error::Error;
+use crate::shutdown::Stop;
+use crate::status::Shared;
+
+/// The names camjobd uses on the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    /// Every topic but discovery's is under this (`camjobd/<hostname>`).
+    pub topic_prefix: String,
+    /// Home Assistant's discovery prefix; `None`: no discovery.
+    pub discovery_prefix: Option<String>,
+    /// Discovery's node id and the stem of every `unique_id` (the client id).
+    pub node_id: String,
+    /// This machine's name, for device names.
+    pub host: String,
+    /// Base URL of the HTTP API as other machines reach it (no trailing `/`).
+    pub http_url: String,
+    /// Snapshots travel as JPEG on `<camera>/snapshot` (else as a URL on `<camera>/snapshot_url`).
+    pub snapshot_jpeg: bool,
+}
+
+impl Names {
+    /// `<prefix>/availability`.
+    pub fn availability(&self) -> String {
+        format!("{}/availability", self.topic_prefix)
+    }
+    /// `<prefix>/<camera>/<leaf>`.
+    pub fn camera(&self, camera: &str, leaf: &str) -> String {
+        format!("{}/{camera}/{leaf}", self.topic_prefix)
+    }
+}
+
+/// Everything the `mqtt` thread needs, resolved at start-up (files read, defaults filled).
+pub struct Settings {
+    options: MqttOptions,
+    names: Names,
+    outbox: usize,
+    snapshot_every: Option<Duration>,
+}
+
+/// This machine's name, made safe for topics and ids (`A-Z a-z 0-9 _ -`; anything else `-`).
+pub fn hostname() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = raw
+        .trim()
+        .chars()
+        .take(48)
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .collect();
+    if name.is_empty() {
+        "camjobd".into()
+    } else {
+        name
+    }
+}
+
+/// The URL Home Assistant should load snapshots from: `mqtt.http_url`, else the address
+/// HTTP is bound to, with the host's mDNS name when it listens on every address.
+fn http_url(m: &MqttConfig, bound: SocketAddr, host: &str) -> String {
+    if let Some(u) = &m.http_url {
+        return u.trim_end_matches('/').to_string();
+    }
+    match bound.ip() {
+        ip if ip.is_unspecified() => format!("http://{host}.local:{}", bound.port()),
+        std::net::IpAddr::V6(ip) => format!("http://[{ip}]:{}", bound.port()),
+        ip => format!("http://{ip}:{}", bound.port()),
+    }
+}
+
+impl Settings {
+    /// Resolves the `mqtt` section: defaults from the host name, the TLS roots read.
+    /// `bound` is the HTTP API's address (for the links in discovery).
+    pub fn resolve(config: &Config, m: &MqttConfig, bound: SocketAddr) -> Result<Settings, Error> {
+        let host = hostname();
+        let url = BrokerUrl::parse(&m.url)
+            .map_err(|message| Error::Config(ConfigError { path: "mqtt.url".into(), message }))?;
+        let client_id = m.client_id.clone().unwrap_or_else(|| format!("camjobd-{host}"));
+        let names = Names {
+            topic_prefix: m.topic_prefix.clone().unwrap_or_else(|| format!("camjobd/{host}")),
+            discovery_prefix: m.discovery_prefix.clone(),
+            node_id: client_id.clone(),
+            http_url: http_url(m, bound, &host),
+            host,
+            snapshot_jpeg: m.snapshot_jpeg,
+        };
+        let mut o = MqttOptions::new(client_id, url.host.clone(), url.port);
+        o.set_keep_alive(Duration::from_secs(m.keepalive_s))
+            .set_clean_session(true)
+            .set_last_will(LastWill::new(names.availability(), "offline", QoS::AtLeastOnce, true))
+            // Retained configs under our subscriptions are at most a few KiB; a JPEG goes out.
+            .set_max_packet_size(
+                1 << 20,
+                config.cameras.iter().map(|c| c.max_frame_bytes + 4096).max().unwrap_or(0).max(64 << 10),
+            )
+            .set_inflight(32);
+        if let Some(user) = &m.username {
+            o.set_credentials(user.clone(), m.password.clone().unwrap_or_default());
+        }
+        if url.tls {
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls_config(m)?))));
+        }
+        Ok(Settings {
+            options: o,
+            names,
+            outbox: m.outbox,
+            snapshot_every: m.snapshot_interval_s.map(Duration::from_secs),
+        })
+    }
+
+    /// The names camjobd will use.
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+}
+
+/// rustls with the `ring` provider and the roots of `ca_file` or of the system.
+fn tls_config(m: &MqttConfig) -> Result<rustls::ClientConfig, Error> {
+    let fail = |path: &str, message: String| Error::Config(ConfigError { path: path.into(), message });
+    let mut roots = rustls::RootCertStore::empty();
+    match &m.ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                fail(
+                    "mqtt.ca_file",
+                    format!("cannot read {}: {e}; the service user needs read access to it", path.display()),
+                )
+            })?;
+            let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..])
+                .collect::<Result<_, _>>()
+                .map_err(|e| fail("mqtt.ca_file", format!("{}: not PEM: {e}", path.display())))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(fail("mqtt.ca_file", format!("{}: no usable CERTIFICATE block in it", path.display())));
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(fail(
+                    "mqtt.url",
+                    "mqtts:// with the system's roots, but this system has none: install ca-certificates or set mqtt.ca_file".into(),
+                ));
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Fatal(format!("TLS set-up: {e}")))?;
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// Counters of the MQTT link, for `/api/status` and `/metrics`.
+#[derive(Default)]
+pub struct Stats {
+    /// The broker URL (no secrets in it).
+    pub broker: String,
+    /// Connected to the broker now (CONNACK received, no error since).
+    pub connected: AtomicBool,
+    /// Successful connections since start.
+    pub connections: AtomicU64,
+    /// Messages written to the broker connection.
+    pub published: AtomicU64,
+    /// Messages dropped: outbox full, or events overwritten before they could be queued.
+    pub dropped: AtomicU64,
+    /// Messages waiting in the outbox now.
+    pub queued: AtomicU64,
+    /// Commands handed to the supervisor.
+    pub commands: AtomicU64,
+    /// Commands refused (malformed, unknown camera, retained, refused by the supervisor).
+    pub commands_refused: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Stats {
+    /// Counters for a link to `broker`.
+    pub fn new(broker: &str) -> Stats {
+        Stats { broker: broker.to_string(), ..Stats::default() }
+    }
+    fn set_error(&self, e: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+    /// The last connection error, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    /// The `mqtt` object of `/api/status`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "broker": self.broker,
+            "connected": self.connected.load(Relaxed),
+            "connections": self.connections.load(Relaxed),
+            "published": self.published.load(Relaxed),
+            "dropped": self.dropped.load(Relaxed),
+            "queued": self.queued.load(Relaxed),
+            "commands": self.commands.load(Relaxed),
+            "commands_refused": self.commands_refused.load(Relaxed),
+            "last_error": self.last_error(),
+        })
+    }
+}
+
+/// Reconnect delays: 1 s doubling to 60 s, each ±20 % at random (so a fleet that lost its
+/// broker does not come back in lockstep); back to 1 s after a connection.
+pub struct Backoff {
+    next: Duration,
+    seed: u64,
+}
+
+/// The longest wait between two connection attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+impl Backoff {
+    /// Starts at 1 s; `seed` varies the jitter between processes.
+    pub fn new(seed: u64) -> Backoff {
+        Backoff { next: Duration::from_secs(1), seed: seed | 1 }
+    }
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        // xorshift64: plenty for jitter.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let jitter = 0.8 + 0.4 * (self.seed % 10_000) as f64 / 10_000.0;
+        let d = self.next.mul_f64(jitter);
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+        d
+    }
+    /// After a successful connection.
+    pub fn reset(&mut self) {
+        self.next = Duration::from_secs(1);
+    }
+}
+
+/// Starts the `mqtt` thread (the caller names and spawns it with `run`).
+pub fn run(shared: Arc<Shared>, settings: Settings, stats: Arc<Stats>, stop: Stop) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error!("mqtt: cannot start its runtime: {e}; MQTT is off");
+            stats.set_error(Some(format!("cannot start: {e}")));
+            return;
+        }
+    };
+    rt.block_on(link::run(shared, settings, stats, stop));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_minute_with_bounded_jitter_and_resets() {
+        let mut b = Backoff::new(42);
+        let mut base = 1.0f64;
+        for _ in 0..12 {
+            let d = b.next_delay().as_secs_f64();
+            assert!(d >= base * 0.8 - 1e-9 && d <= base * 1.2 + 1e-9, "{d} for base {base}");
+            base = (base * 2.0).min(60.0);
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(1200));
+        // Two processes do not wait the same.
+        let (mut x, mut y) = (Backoff::new(1), Backoff::new(2));
+        assert!((0..5).any(|_| x.next_delay() != y.next_delay()));
+    }
+
+    #[test]
+    fn http_url_from_the_bind_address() {
+        let m = MqttConfig::default();
+        assert_eq!(http_url(&m, "0.0.0.0:8080".parse().unwrap(), "pi"), "http://pi.local:8080");
+        assert_eq!(http_url(&m, "192.168.1.5:80".parse().unwrap(), "pi"), "http://192.168.1.5:80");
+        assert_eq!(http_url(&m, "[fe80::1]:8080".parse().unwrap(), "pi"), "http://[fe80::1]:8080");
+        let m = MqttConfig { http_url: Some("https://cams.example/".into()), ..MqttConfig::default() };
+        assert_eq!(http_url(&m, "127.0.0.1:8080".parse().unwrap(), "pi"), "https://cams.example");
+    }
+}

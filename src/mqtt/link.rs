@@ -1,0 +1,484 @@
+//! The `mqtt` thread's two tasks on its own small runtime:
+//!
+//! - the network task drives rumqttc's event loop: connects, reconnects after a jittered
+//!   backoff, counts what was written, and hands incoming messages over (bounded);
+//! - the publisher wakes every 100 ms, turns what changed in the published state into
+//!   messages in the [`Outbox`], moves them to the client while connected, and acts on
+//!   commands and on retained configs left by cameras that are gone.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, ClientError, ConnectionError, Event, EventLoop, Outgoing, Packet, Publish, QoS};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::command::{self, Action};
+use super::outbox::{Kind, Message, Outbox};
+use super::{discovery, Backoff, Names, Settings, Stats};
+use crate::events::{Event as LogEvent, EventKind};
+use crate::shutdown::Stop;
+use crate::status::{CameraShared, Command, JobState, Refusal, Reply, Shared};
+
+/// How often the publisher looks at the published state.
+const TICK: Duration = Duration::from_millis(100);
+/// Requests between the publisher and rumqttc's network loop (small: what sits there when
+/// the connection drops is lost, the outbox is where messages wait).
+const CLIENT_QUEUE: usize = 16;
+/// Incoming messages waiting for the publisher.
+const INCOMING_QUEUE: usize = 64;
+/// Commands waiting for the supervisor's answer at once.
+const PENDING_COMMANDS: usize = 8;
+/// Longest wait for the supervisor's answer.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Job messages per camera at most this often.
+const JOB_EVERY: Duration = Duration::from_secs(1);
+
+/// What the publisher remembers per camera.
+struct CameraTrack {
+    state: Option<JobState>,
+    job: Vec<u8>,
+    job_at: Option<Instant>,
+    snapshot_seq: u64,
+    snapshot_at: Option<Instant>,
+}
+
+/// A command waiting for the supervisor.
+struct Pending {
+    camera: usize,
+    action: Action,
+    reply: oneshot::Receiver<Reply>,
+    deadline: Instant,
+}
+
+pub(super) async fn run(shared: Arc<Shared>, settings: Settings, stats: Arc<Stats>, stop: Stop) {
+    let Settings { options, names, outbox, snapshot_every } = settings;
+    let (client, mut events) = AsyncClient::new(options, CLIENT_QUEUE);
+    events.network_options.set_connection_timeout(5);
+    let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
+    let net = tokio::spawn(network(events, Arc::clone(&stats), in_tx, stop.clone()));
+    let mut p = Publisher {
+        shared,
+        names,
+        client,
+        stats,
+        outbox: Outbox::new(outbox),
+        ours: HashSet::new(),
+        cams: Vec::new(),
+        after: 0,
+        gaps: 0,
+        seen_connections: 0,
+        subscribed: 0,
+        pending: Vec::new(),
+        snapshot_every,
+        incoming: in_rx,
+    };
+    p.after = p.shared.events.newest();
+    p.cams = p
+        .shared
+        .cameras
+        .iter()
+        .map(|_| CameraTrack { state: None, job: Vec::new(), job_at: None, snapshot_seq: 0, snapshot_at: None })
+        .collect();
+    p.ours = p
+        .shared
+        .cameras
+        .iter()
+        .flat_map(|c| discovery::configs(&p.names, &c.name, c.config.source.kind_name()))
+        .map(|c| c.topic)
+        .collect();
+    log::info!(
+        "mqtt: publishing under {} to {} (discovery {})",
+        p.names.topic_prefix,
+        p.stats.broker,
+        p.names.discovery_prefix.as_deref().unwrap_or("off")
+    );
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while !stop.is_set() {
+        tick.tick().await;
+        p.round();
+    }
+    p.goodbye(net).await;
+}
+
+/// Drives rumqttc's event loop until the stop token is set (or the disconnect went out).
+async fn network(mut ev: EventLoop, stats: Arc<Stats>, incoming: mpsc::Sender<Publish>, stop: Stop) {
+    let mut backoff = Backoff::new(u64::from(std::process::id()) ^ crate::clock::unix_now().to_bits());
+    loop {
+        match ev.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff.reset();
+                stats.set_error(None);
+                stats.connected.store(true, Relaxed);
+                stats.connections.fetch_add(1, Relaxed);
+                log::info!("mqtt: connected to {}", stats.broker);
+            }
+            Ok(Event::Incoming(Packet::Publish(m))) => {
+                if incoming.try_send(m).is_err() {
+                    stats.commands_refused.fetch_add(1, Relaxed);
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(_))) => {
+                stats.published.fetch_add(1, Relaxed);
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                stats.connected.store(false, Relaxed);
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let was = stats.connected.swap(false, Relaxed);
+                let why = describe(&e);
+                if was {
+                    log::warn!("mqtt: lost {}: {why}", stats.broker);
+                } else if stats.last_error().as_deref() != Some(why.as_str()) {
+                    log::warn!("mqtt: cannot connect to {}: {why}", stats.broker);
+                }
+                stats.set_error(Some(why));
+                if stop.is_set() {
+                    return;
+                }
+                let wait = tokio::time::sleep(backoff.next_delay());
+                tokio::pin!(wait);
+                // Wake for the stop token too (checked each tick).
+                loop {
+                    tokio::select! {
+                        _ = &mut wait => break,
+                        _ = tokio::time::sleep(TICK) => if stop.is_set() { return },
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A connection error as a sentence that says what to check.
+fn describe(e: &ConnectionError) -> String {
+    use rumqttc::ConnectReturnCode as C;
+    match e {
+        ConnectionError::ConnectionRefused(C::BadUserNamePassword) => {
+            "the broker refused the user name or password: check mqtt.username and mqtt.password_file".into()
+        }
+        ConnectionError::ConnectionRefused(C::NotAuthorized) => {
+            "the broker says not authorized: this user needs access (mosquitto: allow_anonymous, password_file, acl_file)".into()
+        }
+        ConnectionError::ConnectionRefused(C::BadClientId) => {
+            "the broker refused the client id: set mqtt.client_id (each camjobd needs its own)".into()
+        }
+        ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused: is the broker running, and is mqtt.url's port right?".into()
+        }
+        ConnectionError::NetworkTimeout => "no answer from the broker within 5 s".into(),
+        ConnectionError::FlushTimeout => "the broker stopped reading (nothing written for 5 s)".into(),
+        ConnectionError::Tls(t) => format!("TLS: {t} (mqtts:// needs the broker's CA in mqtt.ca_file or the system roots)"),
+        other => other.to_string(),
+    }
+}
+
+struct Publisher {
+    shared: Arc<Shared>,
+    names: Names,
+    client: AsyncClient,
+    stats: Arc<Stats>,
+    outbox: Outbox,
+    /// Discovery topics this run announces (anything else of ours found retained is cleared).
+    ours: HashSet<String>,
+    cams: Vec<CameraTrack>,
+    /// The newest event seq already queued.
+    after: u64,
+    /// Events overwritten in the ring before they could be queued.
+    gaps: u64,
+    /// `stats.connections` when the current connection was announced.
+    seen_connections: u64,
+    /// `stats.connections` when the subscriptions were made.
+    subscribed: u64,
+    pending: Vec<Pending>,
+    snapshot_every: Option<Duration>,
+    incoming: mpsc::Receiver<Publish>,
+}
+
+impl Publisher {
+    fn push(&mut self, topic: String, payload: impl Into<Vec<u8>>, kind: Kind) {
+        self.outbox.push(Message { topic, payload: payload.into(), kind });
+    }
+
+    /// One round: announce a new connection, queue what changed, act on what came in, send.
+    fn round(&mut self) {
+        let connected = self.stats.connected.load(Relaxed);
+        let connections = self.stats.connections.load(Relaxed);
+        if connected && connections != self.seen_connections {
+            self.seen_connections = connections;
+            self.announce();
+        }
+        if connected && self.subscribed != connections && self.subscribe() {
+            self.subscribed = connections;
+        }
+        self.queue_events();
+        let now = Instant::now();
+        for i in 0..self.cams.len() {
+            self.queue_job(i, now, false);
+            self.queue_snapshot(i, now, false);
+        }
+        while let Ok(m) = self.incoming.try_recv() {
+            self.incoming(m);
+        }
+        self.answer_commands(now);
+        if self.stats.connected.load(Relaxed) {
+            self.send();
+        }
+        self.stats.queued.store(self.outbox.len() as u64, Relaxed);
+        self.stats.dropped.store(self.outbox.dropped() + self.gaps, Relaxed);
+    }
+
+    /// After every (re)connection: availability, discovery, and each camera's state, job and
+    /// snapshot, fresh (retained messages are what a new subscriber and Home Assistant read).
+    fn announce(&mut self) {
+        self.push(self.names.availability(), "online", Kind::Availability);
+        let shared = Arc::clone(&self.shared);
+        for c in &shared.cameras {
+            for d in discovery::configs(&self.names, &c.name, c.config.source.kind_name()) {
+                self.push(d.topic, d.payload.to_string(), Kind::Discovery);
+            }
+        }
+        let now = Instant::now();
+        for (i, c) in shared.cameras.iter().enumerate() {
+            let state = c.state();
+            self.cams[i].state = Some(state);
+            self.push(self.names.camera(&c.name, "state"), state.as_str(), Kind::State);
+            self.queue_job(i, now, true);
+            self.queue_snapshot(i, now, true);
+        }
+    }
+
+    /// Commands of every camera, and the retained messages that show what earlier runs left.
+    fn subscribe(&mut self) -> bool {
+        let mut topics = vec![self.names.camera("+", "command"), self.names.camera("+", "state")];
+        if let Some(d) = &self.names.discovery_prefix {
+            topics.push(format!("{d}/+/{}/+/config", self.names.node_id));
+        }
+        let filters = topics.into_iter().map(|t| rumqttc::SubscribeFilter::new(t, QoS::AtLeastOnce));
+        self.client.try_subscribe_many(filters).is_ok()
+    }
+
+    /// Events since the last round, each on `events`; state events also on `<camera>/state`.
+    fn queue_events(&mut self) {
+        let mut page: Vec<LogEvent> = Vec::new();
+        let next = self.shared.events.page(self.after, crate::events::MAX_PAGE, &mut page);
+        if let Some(first) = page.first() {
+            self.gaps += first.seq.saturating_sub(self.after + 1);
+        }
+        self.after = next;
+        let mut changed = vec![false; self.cams.len()];
+        for e in &page {
+            let topic = format!("{}/events", self.names.topic_prefix);
+            self.push(topic, serde_json::to_vec(e).expect("plain data"), Kind::Event);
+            let (EventKind::State, Some(state)) = (e.kind, e.state) else { continue };
+            let Some(i) = self.shared.camera_index(&e.camera) else { continue };
+            changed[i] = true;
+            if self.cams[i].state != Some(state) {
+                self.cams[i].state = Some(state);
+                self.push(self.names.camera(&e.camera, "state"), state.as_str(), Kind::State);
+            }
+        }
+        // A change whose event was overwritten before this round (never in practice: the
+        // ring holds 256 and this runs 10 times a second) still reaches the broker.
+        let shared = Arc::clone(&self.shared);
+        for (i, c) in shared.cameras.iter().enumerate() {
+            let now = c.state();
+            if !changed[i] && self.cams[i].state.is_some() && self.cams[i].state != Some(now) {
+                self.cams[i].state = Some(now);
+                self.push(self.names.camera(&c.name, "state"), now.as_str(), Kind::State);
+            }
+        }
+    }
+
+    /// The job JSON (the API's, plus `last_frame_age_s`) when it changed, at most once a second.
+    fn queue_job(&mut self, i: usize, now: Instant, force: bool) {
+        let due = self.cams[i].job_at.is_none_or(|t| now.duration_since(t) >= JOB_EVERY);
+        if !(force || due) {
+            return;
+        }
+        let cam = Arc::clone(&self.shared.cameras[i]);
+        let payload = job_payload(&cam);
+        self.cams[i].job_at = Some(now);
+        if force || payload != self.cams[i].job {
+            self.cams[i].job.clone_from(&payload);
+            self.push(self.names.camera(&cam.name, "job"), payload, Kind::Job);
+        }
+    }
+
+    /// The newest kept snapshot, as a URL (or the JPEG), when a new one was kept, at most
+    /// every `snapshot_interval_s`.
+    fn queue_snapshot(&mut self, i: usize, now: Instant, force: bool) {
+        let cam = Arc::clone(&self.shared.cameras[i]);
+        let Some(meta) = cam.snapshots.latest_meta() else { return };
+        let t = &self.cams[i];
+        let due = match (self.snapshot_every, t.snapshot_at) {
+            (_, None) => true,
+            (Some(every), Some(at)) => now.duration_since(at) >= every,
+            (None, Some(_)) => false,
+        };
+        if !(force || (due && meta.seq != t.snapshot_seq)) {
+            return;
+        }
+        if self.names.snapshot_jpeg {
+            // Copy and let go of capture's buffer at once.
+            let Some(jpeg) = cam.snapshots.latest().map(|f| f.bytes().to_vec()) else { return };
+            self.push(self.names.camera(&cam.name, "snapshot"), jpeg, Kind::Snapshot);
+        } else {
+            let url = format!("{}/api/cameras/{}/latest.jpg?seq={}", self.names.http_url, cam.name, meta.seq);
+            self.push(self.names.camera(&cam.name, "snapshot_url"), url, Kind::Snapshot);
+        }
+        self.cams[i].snapshot_seq = meta.seq;
+        self.cams[i].snapshot_at = Some(now);
+    }
+
+    /// A message from the broker: a command, or a retained message of ours to look at.
+    fn incoming(&mut self, m: Publish) {
+        let Some(rest) = m.topic.strip_prefix(&format!("{}/", self.names.topic_prefix)) else {
+            return self.stale_discovery(&m);
+        };
+        match rest.split_once('/') {
+            Some((camera, "command")) => self.command(camera, &m),
+            Some((camera, "state"))
+                if m.retain && !m.payload.is_empty() && self.shared.camera_index(camera).is_none() =>
+            {
+                // A camera removed from the config: clear what it left retained.
+                log::info!("mqtt: clearing the retained topics of camera {camera:?} (no longer configured)");
+                for leaf in ["state", "job", "snapshot_url", "snapshot"] {
+                    self.push(self.names.camera(camera, leaf), Vec::new(), Kind::Discovery);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A retained discovery config under our node id that this run does not announce (a
+    /// removed camera, an entity no longer offered): cleared with an empty retained payload.
+    fn stale_discovery(&mut self, m: &Publish) {
+        if m.retain && !m.payload.is_empty() && m.topic.ends_with("/config") && !self.ours.contains(&m.topic) {
+            log::info!("mqtt: clearing stale discovery config {}", m.topic);
+            self.push(m.topic.clone(), Vec::new(), Kind::Discovery);
+        }
+    }
+
+    fn command(&mut self, camera: &str, m: &Publish) {
+        let refuse = |p: &mut Publisher, error: &str, message: String| {
+            p.stats.commands_refused.fetch_add(1, Relaxed);
+            log::warn!("mqtt: command on {} refused: {message}", m.topic);
+            let body = serde_json::json!({"ok": false, "error": error, "message": message});
+            p.push(format!("{}/result", m.topic), body.to_string(), Kind::CommandResult);
+        };
+        let Some(index) = self.shared.camera_index(camera) else {
+            // Not ours to answer on a topic of a camera we do not have: say it once, in the log.
+            self.stats.commands_refused.fetch_add(1, Relaxed);
+            log::warn!("mqtt: command for unknown camera {camera:?} ignored");
+            return;
+        };
+        if m.retain {
+            // A retained command would run again at every reconnect.
+            return refuse(
+                self,
+                "retained",
+                "retained commands are ignored: publish commands without the retain flag".into(),
+            );
+        }
+        let action = match command::parse(&m.payload) {
+            Ok(a) => a,
+            Err(e) => return refuse(self, "bad_command", e),
+        };
+        if self.pending.len() >= PENDING_COMMANDS {
+            return refuse(self, "busy", "too many commands at once; try again".into());
+        }
+        let (tx, rx) = oneshot::channel();
+        let cmd = match action {
+            Action::Start(limits) => Command::Start { camera: index, limits, reply: tx },
+            Action::Stop => Command::Stop { camera: index, reply: tx },
+        };
+        if self.shared.commands.try_send(cmd).is_err() {
+            return refuse(self, "busy", "the job supervisor is busy; try again".into());
+        }
+        self.pending.push(Pending { camera: index, action, reply: rx, deadline: Instant::now() + COMMAND_TIMEOUT });
+    }
+
+    /// Publishes the supervisor's answers on `<camera>/command/result`.
+    fn answer_commands(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let p = &mut self.pending[i];
+            let answer = match p.reply.try_recv() {
+                Ok(r) => Some(r),
+                Err(oneshot::error::TryRecvError::Empty) if now < p.deadline => None,
+                Err(_) => Some(Err(Refusal::Conflict(
+                    "the supervisor did not answer; check the state before retrying".into(),
+                ))),
+            };
+            let Some(answer) = answer else {
+                i += 1;
+                continue;
+            };
+            let p = self.pending.swap_remove(i);
+            let name = self.shared.cameras[p.camera].name.clone();
+            let body = match answer {
+                Ok(job) => {
+                    self.stats.commands.fetch_add(1, Relaxed);
+                    serde_json::json!({"ok": true, "action": p.action.name(), "job_id": job.id, "state": job.state})
+                }
+                Err(r) => {
+                    self.stats.commands_refused.fetch_add(1, Relaxed);
+                    let (error, message) = match r {
+                        Refusal::Conflict(m) => ("conflict", m),
+                        Refusal::IdsExhausted(m) => ("ids_exhausted", m),
+                    };
+                    serde_json::json!({"ok": false, "action": p.action.name(), "error": error, "message": message})
+                }
+            };
+            self.push(self.names.camera(&name, "command/result"), body.to_string(), Kind::CommandResult);
+        }
+    }
+
+    /// Moves messages to the client until its small queue is full.
+    fn send(&mut self) {
+        while let Some(m) = self.outbox.pop() {
+            let qos = if m.kind.at_least_once() { QoS::AtLeastOnce } else { QoS::AtMostOnce };
+            match self.client.try_publish(&m.topic, qos, m.kind.retained(), m.payload) {
+                Ok(()) => {}
+                Err(ClientError::TryRequest(rumqttc::Request::Publish(p))) => {
+                    self.outbox.requeue(Message { topic: m.topic, payload: p.payload.to_vec(), kind: m.kind });
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// At shutdown: `offline` (retained) and a clean disconnect, waited for at most 1 s.
+    async fn goodbye(self, net: tokio::task::JoinHandle<()>) {
+        if self.stats.connected.load(Relaxed) {
+            let _ = self.client.try_publish(self.names.availability(), QoS::AtLeastOnce, true, "offline");
+            let _ = self.client.try_disconnect();
+            let _ = tokio::time::timeout(Duration::from_secs(1), net).await;
+        }
+        self.stats.connected.store(false, Relaxed);
+    }
+}
+
+/// The API's job JSON plus `last_frame_age_s` (seconds since the last good frame, while the
+/// job captures or after it failed; `null` otherwise).
+fn job_payload(cam: &CameraShared) -> Vec<u8> {
+    let view = cam.view().job;
+    let age = match (view.state, view.last_frame_at) {
+        (s, Some(at)) if s.is_capturing() || s == JobState::Failed => {
+            Some(((crate::clock::unix_now() - at).max(0.0) * 10.0).round() / 10.0)
+        }
+        _ => None,
+    };
+    let mut v = serde_json::to_value(&view).expect("plain data");
+    if let Value::Object(o) = &mut v {
+        o.insert("last_frame_age_s".into(), age.into());
+    }
+    serde_json::to_vec(&v).expect("plain data")
+}
