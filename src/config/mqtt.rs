@@ -166,7 +166,7 @@ impl MqttConfig {
             }
         }
         v.range("mqtt.keepalive_s", self.keepalive_s, 5, 3600);
-        v.range("mqtt.outbox", self.outbox as u64, 16, 4096);
+        v.range("mqtt.outbox", self.outbox as u64, 32, 4096);
         if let Some(s) = self.snapshot_interval_s {
             v.range("mqtt.snapshot_interval_s", s, 1, 86_400);
         }

@@ -16,20 +16,43 @@ pub struct Config {
     pub payload: Value,
 }
 
-/// A sensor read from the job JSON: (object suffix, name, field, unit, state class, category).
-const JOB_SENSORS: [(&str, &str, &str, Option<&str>, &str, bool); 5] = [
-    ("frames", "Frames", "frames_captured", Some("frames"), "total_increasing", false),
-    ("dropped", "Dropped frames", "frames_dropped", Some("frames"), "total_increasing", true),
-    ("errors", "Errors", "errors_total", None, "total_increasing", true),
-    ("recoveries", "Recoveries", "recoveries", None, "total_increasing", true),
-    ("last_frame_age", "Last frame age", "last_frame_age_s", Some("s"), "measurement", false),
+/// A sensor read from the job JSON.
+struct JobSensor {
+    /// Object id suffix.
+    suffix: &'static str,
+    name: &'static str,
+    /// The job JSON's field.
+    field: &'static str,
+    unit: Option<&'static str>,
+    state_class: &'static str,
+    /// Shown under "Diagnostic" in Home Assistant.
+    diagnostic: bool,
+}
+
+const fn sensor(
+    suffix: &'static str,
+    name: &'static str,
+    field: &'static str,
+    unit: Option<&'static str>,
+    state_class: &'static str,
+    diagnostic: bool,
+) -> JobSensor {
+    JobSensor { suffix, name, field, unit, state_class, diagnostic }
+}
+
+const JOB_SENSORS: [JobSensor; 5] = [
+    sensor("frames", "Frames", "frames_captured", Some("frames"), "total_increasing", false),
+    sensor("dropped", "Dropped frames", "frames_dropped", Some("frames"), "total_increasing", true),
+    sensor("errors", "Errors", "errors_total", None, "total_increasing", true),
+    sensor("recoveries", "Recoveries", "recoveries", None, "total_increasing", true),
+    sensor("last_frame_age", "Last frame age", "last_frame_age_s", Some("s"), "measurement", false),
 ];
 
 /// The object ids camjobd announces for `camera` (used to recognise its own configs).
 pub fn object_ids(camera: &str) -> Vec<String> {
     ["state", "problem", "start", "stop", "snapshot"]
         .into_iter()
-        .chain(JOB_SENSORS.iter().map(|s| s.0))
+        .chain(JOB_SENSORS.iter().map(|s| s.suffix))
         .map(|e| format!("{camera}_{e}"))
         .collect()
 }
@@ -101,22 +124,22 @@ pub fn configs(names: &Names, camera: &str, source_kind: &str) -> Vec<Config> {
         json!({"url_topic": cam_topic("snapshot_url")})
     };
     out.push(entity("image", "snapshot", "Snapshot", image));
-    for (suffix, name, field, unit, class, diagnostic) in JOB_SENSORS {
+    for s in &JOB_SENSORS {
         let mut f = json!({
             "state_topic": cam_topic("job"),
-            "value_template": format!("{{{{ value_json.{field} }}}}"),
-            "state_class": class,
+            "value_template": format!("{{{{ value_json.{} }}}}", s.field),
+            "state_class": s.state_class,
         });
-        if let Some(u) = unit {
+        if let Some(u) = s.unit {
             f["unit_of_measurement"] = u.into();
         }
-        if suffix == "last_frame_age" {
+        if s.suffix == "last_frame_age" {
             f["device_class"] = "duration".into();
         }
-        if diagnostic {
+        if s.diagnostic {
             f["entity_category"] = "diagnostic".into();
         }
-        out.push(entity("sensor", suffix, name, f));
+        out.push(entity("sensor", s.suffix, s.name, f));
     }
     out
 }

@@ -6,7 +6,7 @@
 //!   messages in the [`Outbox`], moves them to the client while connected, and acts on
 //!   commands and on retained configs left by cameras that are gone.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +33,8 @@ const INCOMING_QUEUE: usize = 64;
 const PENDING_COMMANDS: usize = 8;
 /// Longest wait for the supervisor's answer.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait at shutdown for the jobs' final states.
+const SHUTDOWN_WAIT: Duration = Duration::from_millis(1500);
 /// Job messages per camera at most this often.
 const JOB_EVERY: Duration = Duration::from_secs(1);
 
@@ -74,6 +76,8 @@ pub(super) async fn run(shared: Arc<Shared>, settings: Settings, stats: Arc<Stat
         pending: Vec::new(),
         snapshot_every,
         incoming: in_rx,
+        announcement: VecDeque::new(),
+        announcing: None,
     };
     p.after = p.shared.events.newest();
     p.cams = p
@@ -101,6 +105,14 @@ pub(super) async fn run(shared: Arc<Shared>, settings: Settings, stats: Arc<Stat
         tick.tick().await;
         p.round();
     }
+    // Shutdown stops every job too: publish their final STOPPED before saying offline, so the
+    // retained state is not left at STOPPING (bounded: the supervisor needs milliseconds).
+    let until = Instant::now() + SHUTDOWN_WAIT;
+    while Instant::now() < until && p.shared.cameras.iter().any(|c| c.state().is_active()) {
+        tick.tick().await;
+        p.round();
+    }
+    p.round();
     p.goodbye(net).await;
 }
 
@@ -159,17 +171,17 @@ async fn network(mut ev: EventLoop, stats: Arc<Stats>, incoming: mpsc::Sender<Pu
 fn describe(e: &ConnectionError) -> String {
     use rumqttc::ConnectReturnCode as C;
     match e {
-        ConnectionError::ConnectionRefused(C::BadUserNamePassword) => {
-            "the broker refused the user name or password: check mqtt.username and mqtt.password_file".into()
-        }
-        ConnectionError::ConnectionRefused(C::NotAuthorized) => {
-            "the broker says not authorized: this user needs access (mosquitto: allow_anonymous, password_file, acl_file)".into()
+        ConnectionError::ConnectionRefused(C::BadUserNamePassword | C::NotAuthorized) => {
+            "the broker refused the connection as not authorized: check mqtt.username and mqtt.password_file (mosquitto: its password_file, allow_anonymous)".into()
         }
         ConnectionError::ConnectionRefused(C::BadClientId) => {
             "the broker refused the client id: set mqtt.client_id (each camjobd needs its own)".into()
         }
         ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
             "connection refused: is the broker running, and is mqtt.url's port right?".into()
+        }
+        ConnectionError::MqttState(rumqttc::StateError::AwaitPingResp) => {
+            "the broker did not answer a keep-alive ping (stopped, overloaded or unreachable)".into()
         }
         ConnectionError::NetworkTimeout => "no answer from the broker within 5 s".into(),
         ConnectionError::FlushTimeout => "the broker stopped reading (nothing written for 5 s)".into(),
@@ -198,11 +210,35 @@ struct Publisher {
     pending: Vec<Pending>,
     snapshot_every: Option<Duration>,
     incoming: mpsc::Receiver<Publish>,
+    /// The rest of the last (re)connection's announcement, fed to the outbox as it has room.
+    announcement: VecDeque<Message>,
+    /// Set while `announce` collects.
+    announcing: Option<VecDeque<Message>>,
 }
 
 impl Publisher {
     fn push(&mut self, topic: String, payload: impl Into<Vec<u8>>, kind: Kind) {
-        self.outbox.push(Message { topic, payload: payload.into(), kind });
+        let m = Message { topic, payload: payload.into(), kind };
+        match &mut self.announcing {
+            Some(a) => a.push_back(m),
+            None => {
+                self.outbox.push(m);
+            }
+        }
+    }
+
+    /// Moves the discovery configs into the outbox while it is at most half full: they are as
+    /// many as the cameras make them (10 each) and must neither push out what waits or comes
+    /// next nor be cut by the limit.
+    fn feed_announcement(&mut self) {
+        while self.outbox.half_empty() {
+            match self.announcement.pop_front() {
+                Some(m) => {
+                    self.outbox.push(m);
+                }
+                None => break,
+            }
+        }
     }
 
     /// One round: announce a new connection, queue what changed, act on what came in, send.
@@ -216,6 +252,7 @@ impl Publisher {
         if connected && self.subscribed != connections && self.subscribe() {
             self.subscribed = connections;
         }
+        self.feed_announcement();
         self.queue_events();
         let now = Instant::now();
         for i in 0..self.cams.len() {
@@ -228,6 +265,7 @@ impl Publisher {
         self.answer_commands(now);
         if self.stats.connected.load(Relaxed) {
             self.send();
+            self.feed_announcement();
         }
         self.stats.queued.store(self.outbox.len() as u64, Relaxed);
         self.stats.dropped.store(self.outbox.dropped() + self.gaps, Relaxed);
@@ -237,12 +275,17 @@ impl Publisher {
     /// snapshot, fresh (retained messages are what a new subscriber and Home Assistant read).
     fn announce(&mut self) {
         self.push(self.names.availability(), "online", Kind::Availability);
+        // Discovery configs wait in `announcement` (they are many, and they never change).
+        // States go through the outbox like every later state, which keeps them in order.
+        self.announcement.clear();
+        self.announcing = Some(std::mem::take(&mut self.announcement));
         let shared = Arc::clone(&self.shared);
         for c in &shared.cameras {
             for d in discovery::configs(&self.names, &c.name, c.config.source.kind_name()) {
                 self.push(d.topic, d.payload.to_string(), Kind::Discovery);
             }
         }
+        self.announcement = self.announcing.take().unwrap_or_default();
         let now = Instant::now();
         for (i, c) in shared.cameras.iter().enumerate() {
             let state = c.state();
@@ -455,11 +498,16 @@ impl Publisher {
         }
     }
 
-    /// At shutdown: `offline` (retained) and a clean disconnect, waited for at most 1 s.
+    /// At shutdown: `offline` (retained) and a clean disconnect, waited for at most 1 s each.
+    /// Should either not go out, the broker sends the last will (`offline`) when the socket
+    /// closes.
     async fn goodbye(self, net: tokio::task::JoinHandle<()>) {
         if self.stats.connected.load(Relaxed) {
-            let _ = self.client.try_publish(self.names.availability(), QoS::AtLeastOnce, true, "offline");
-            let _ = self.client.try_disconnect();
+            let bye = async {
+                self.client.publish(self.names.availability(), QoS::AtLeastOnce, true, "offline").await?;
+                self.client.disconnect().await
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
             let _ = tokio::time::timeout(Duration::from_secs(1), net).await;
         }
         self.stats.connected.store(false, Relaxed);

@@ -114,6 +114,11 @@ impl Outbox {
         self.queue.len()
     }
 
+    /// True while at most half full: what may be added without crowding out what comes next.
+    pub fn half_empty(&self) -> bool {
+        self.queue.len() < self.limit / 2
+    }
+
     /// True when nothing waits.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()

@@ -1,0 +1,559 @@
+//! MQTT against a real broker: Debian's mosquitto, started by each test on a free loopback
+//! port. camjobd runs as the real binary; a subscriber records what reaches the broker.
+
+#[path = "support/broker.rs"]
+mod broker;
+mod common;
+
+use std::time::{Duration, Instant};
+
+use broker::{Broker, Sub};
+use common::{config, synthetic, Daemon, TempDir};
+use serde_json::{json, Value};
+
+/// A config with `cameras` and an `mqtt` section for `url`, under topic prefix `prefix`.
+fn mqtt_config(dir: &TempDir, cameras: Value, url: &str, prefix: &str, extra: Value) -> Value {
+    let mut cfg = config(dir, cameras, json!({}));
+    let mut m = json!({
+        "url": url,
+        "client_id": prefix.replace('/', "-"),
+        "topic_prefix": prefix,
+        "keepalive_s": 5,
+    });
+    common::merge(&mut m, extra);
+    cfg["mqtt"] = m;
+    cfg
+}
+
+/// A slow synthetic camera (the broker tests care about states, not frames).
+fn cam(name: &str) -> Value {
+    synthetic(
+        name,
+        json!({"source": {"kind": "synthetic", "width": 160, "height": 120, "fps": 10}, "snapshot_interval_ms": 1000}),
+    )
+}
+
+fn status_mqtt(d: &Daemon) -> Value {
+    d.get("/api/status").json()["mqtt"].clone()
+}
+
+fn wait_mqtt(d: &Daemon, within: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let m = status_mqtt(d);
+        if pred(&m) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "{what} not within {within:?}; mqtt status {m:#}\nstderr:\n{}", d.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn home_assistant_discovers_the_camera_sees_its_state_and_drives_it() {
+    let dir = TempDir::new("mqtt-ha");
+    let broker = Broker::start(&dir.0, "allow_anonymous true");
+    let sub = Sub::new(broker.port, "watcher", &["ha1/#", "homeassistant/#"]);
+    // A command someone left retained must not run at every (re)connection.
+    sub.publish("ha1/pi/cam0/command", "stop", true);
+    let cfg = mqtt_config(&dir, json!([cam("cam0")]), &broker.url(), "ha1/pi", json!({}));
+    let mut d = Daemon::start_in(TempDir::new("mqtt-ha-d"), &cfg);
+    let res = sub.wait("ha1/pi/cam0/command/result", Duration::from_secs(10), |_| true).json();
+    assert_eq!(res["error"], "retained", "{res}");
+    sub.publish("ha1/pi/cam0/command", "", true); // cleared
+
+    // Availability, retained.
+    let online = sub.wait("ha1/pi/availability", Duration::from_secs(10), |m| m.text() == "online");
+    assert!(online.payload == b"online");
+
+    // Discovery: every config has what Home Assistant requires.
+    sub.wait("ha1/pi/cam0/state", Duration::from_secs(10), |m| m.text() == "RUNNING");
+    let configs: Vec<_> = sub.seen().into_iter().filter(|m| m.topic.starts_with("homeassistant/")).collect();
+    let components: std::collections::BTreeSet<_> =
+        configs.iter().map(|m| m.topic.split('/').nth(1).unwrap().to_string()).collect();
+    for c in ["sensor", "binary_sensor", "button", "image"] {
+        assert!(components.contains(c), "no {c} announced: {components:?}");
+    }
+    assert!(configs.len() >= 10, "{} configs", configs.len());
+    let mut ids = std::collections::HashSet::new();
+    for m in &configs {
+        assert!(
+            m.topic.starts_with("homeassistant/") && m.topic.ends_with("/config") && m.topic.contains("/ha1-pi/"),
+            "{}",
+            m.topic
+        );
+        let p = m.json();
+        assert!(ids.insert(p["unique_id"].as_str().expect("unique_id").to_string()), "unique_id twice: {p}");
+        assert!(p["state_topic"].is_string() || p["command_topic"].is_string() || p["url_topic"].is_string(), "{p}");
+        assert_eq!(p["availability_topic"], "ha1/pi/availability");
+        assert_eq!(p["device"]["identifiers"][0], "ha1-pi_cam0");
+        assert!(p["device"]["name"].as_str().unwrap().starts_with("cam0"));
+    }
+    let problem = configs.iter().find(|m| m.topic.contains("/binary_sensor/")).unwrap().json();
+    assert_eq!(problem["device_class"], "problem");
+    assert_eq!(problem["state_topic"], "ha1/pi/cam0/state");
+
+    // The job JSON is retained and carries the API's counters.
+    let job = sub.wait("ha1/pi/cam0/job", Duration::from_secs(5), |m| {
+        m.json()["frames_captured"].as_u64() > Some(0) && m.json()["state"] == "RUNNING"
+    });
+    let j = job.json();
+    assert_eq!(j["state"], "RUNNING");
+    assert!(j["last_frame_age_s"].as_f64().is_some_and(|a| a < 5.0), "{j}");
+
+    // The image entity's URL serves the snapshot.
+    let url = sub.wait("ha1/pi/cam0/snapshot_url", Duration::from_secs(5), |_| true).text();
+    let path =
+        url.split_once(&d.addr.to_string()).map(|(_, p)| p.to_string()).expect("the URL names the bound address");
+    let r = d.get(&path);
+    assert_eq!((r.status, r.header("Content-Type")), (200, Some("image/jpeg")), "{url}");
+
+    // A state change through the API reaches the broker within 1 s.
+    let t0 = Instant::now();
+    assert_eq!(d.post("/api/cameras/cam0/stop", "").status, 202);
+    let stopped = sub.wait_since("ha1/pi/cam0/state", t0, Duration::from_secs(5), |m| m.text() == "STOPPED");
+    let latency = stopped.at - t0;
+    println!("API stop -> STOPPED on the broker: {:.0} ms", latency.as_secs_f64() * 1000.0);
+    assert!(latency < Duration::from_secs(1), "{latency:?}");
+
+    // Commands: a button's word, JSON with a limit, and refusals with reasons.
+    let t1 = Instant::now();
+    sub.publish("ha1/pi/cam0/command", "start", false);
+    let res = sub.wait_since("ha1/pi/cam0/command/result", t1, Duration::from_secs(5), |_| true).json();
+    assert_eq!(
+        (res["ok"].clone(), res["action"].clone(), res["state"].clone()),
+        (json!(true), json!("start"), json!("STARTING"))
+    );
+    sub.wait_since("ha1/pi/cam0/state", t1, Duration::from_secs(5), |m| m.text() == "RUNNING");
+    let t2 = Instant::now();
+    sub.publish("ha1/pi/cam0/command", "start", false);
+    let res = sub.wait_since("ha1/pi/cam0/command/result", t2, Duration::from_secs(5), |_| true).json();
+    assert_eq!((res["ok"].clone(), res["error"].clone()), (json!(false), json!("conflict")), "{res}");
+    sub.publish("ha1/pi/cam0/command", "stop", false);
+    sub.wait_since("ha1/pi/cam0/state", t2, Duration::from_secs(5), |m| m.text() == "STOPPED");
+    let t3 = Instant::now();
+    sub.publish("ha1/pi/cam0/command", r#"{"action": "start", "max_frames": 3}"#, false);
+    sub.wait_since("ha1/pi/cam0/state", t3, Duration::from_secs(10), |m| m.text() == "COMPLETED");
+    assert_eq!(d.camera("cam0")["job"]["max_frames"], 3);
+    let t4 = Instant::now();
+    sub.publish("ha1/pi/cam0/command", "dance", false);
+    let res = sub.wait_since("ha1/pi/cam0/command/result", t4, Duration::from_secs(5), |_| true).json();
+    assert_eq!(res["error"], "bad_command");
+    assert!(res["message"].as_str().unwrap().contains("unknown command \"dance\""), "{res}");
+    assert_eq!(d.camera("cam0")["job"]["state"], "COMPLETED");
+
+    // Counters in the API and in /metrics.
+    let m = status_mqtt(&d);
+    assert_eq!(m["connected"], true);
+    assert!(m["commands"].as_u64() >= Some(3) && m["commands_refused"].as_u64() >= Some(3), "{m}");
+    assert!(m["published"].as_u64() > Some(15), "{m}");
+    assert_eq!(m["dropped"], 0);
+    let metrics = d.get("/metrics").text();
+    assert!(metrics.contains("camjobd_mqtt_connected 1\n"), "{metrics}");
+    assert!(metrics.contains("camjobd_mqtt_messages_dropped_total 0\n"));
+    assert!(d.threads_named("mqtt"));
+
+    // Every event reaches `events`, as in /api/events.
+    let events: Vec<Value> = sub.on("ha1/pi/events").iter().map(|m| m.json()).collect();
+    let states: Vec<&str> =
+        events.iter().filter(|e| e["kind"] == "state").filter_map(|e| e["state"].as_str()).collect();
+    assert!(states.windows(2).any(|w| w == ["STOPPING", "STOPPED"]), "{states:?}");
+    assert!(states.contains(&"COMPLETED"), "{states:?}");
+
+    // A clean stop says offline (retained) after the jobs' final states.
+    let t6 = Instant::now();
+    sub.publish("ha1/pi/cam0/command", "start", false);
+    sub.wait_since("ha1/pi/cam0/state", t6, Duration::from_secs(5), |m| m.text() == "RUNNING");
+    let status = d.terminate(Duration::from_secs(10)).expect("camjobd exits");
+    assert!(status.success(), "{status:?}\n{}", d.stderr());
+    let off = sub.wait_since("ha1/pi/availability", t6, Duration::from_secs(5), |m| m.text() == "offline");
+    let last_state = sub.on("ha1/pi/cam0/state").last().unwrap().clone();
+    assert_eq!(last_state.text(), "STOPPED");
+    assert!(last_state.at <= off.at);
+    // What a new subscriber (Home Assistant restarting) reads: the retained values.
+    let late = Sub::new(broker.port, "late", &["ha1/pi/availability", "ha1/pi/cam0/state"]);
+    late.wait("ha1/pi/availability", Duration::from_secs(5), |m| m.retain && m.text() == "offline");
+    late.wait("ha1/pi/cam0/state", Duration::from_secs(5), |m| m.retain && m.text() == "STOPPED");
+}
+
+#[test]
+fn a_broker_down_at_start_is_connected_later_and_a_restarted_broker_gets_everything_again() {
+    let dir = TempDir::new("mqtt-down");
+    let port = broker::free_port();
+    let cfg = mqtt_config(&dir, json!([cam("cam0")]), &format!("mqtt://127.0.0.1:{port}"), "down/pi", json!({}));
+    let d = Daemon::start_in(TempDir::new("mqtt-down-d"), &cfg);
+    // Not an error: the camera runs and the API says why MQTT is not connected.
+    d.wait_state("cam0", "RUNNING", Duration::from_secs(10));
+    let m = wait_mqtt(&d, Duration::from_secs(5), "a connection error", |m| m["last_error"].is_string());
+    assert_eq!(m["connected"], false);
+    assert!(m["last_error"].as_str().unwrap().contains("is the broker running"), "{m}");
+
+    let b = Broker::start_on(&dir.0, port, "allow_anonymous true");
+    let t0 = Instant::now();
+    // Backoff 1, 2, 4, 8 s (±20 %) at most before the broker appeared.
+    wait_mqtt(&d, Duration::from_secs(30), "a connection", |m| m["connected"] == true);
+    println!("connected {:.1} s after the broker came up", t0.elapsed().as_secs_f64());
+    let sub = Sub::new(port, "w1", &["down/pi/#"]);
+    sub.wait("down/pi/availability", Duration::from_secs(5), |m| m.text() == "online");
+    sub.wait("down/pi/cam0/state", Duration::from_secs(5), |m| m.text() == "RUNNING");
+
+    // The broker restarts (and forgets every retained message: persistence off).
+    b.stop();
+    wait_mqtt(&d, Duration::from_secs(20), "the loss noticed", |m| m["connected"] == false);
+    let b = Broker::start_on(&dir.0, port, "allow_anonymous true");
+    let t1 = Instant::now();
+    wait_mqtt(&d, Duration::from_secs(30), "a reconnection", |m| m["connected"] == true && m["connections"] == 2);
+    println!("reconnected {:.1} s after the broker came back", t1.elapsed().as_secs_f64());
+    let sub = Sub::new(b.port, "w2", &["down/pi/#", "homeassistant/#"]);
+    // Published again after the restart (retained, or live if this subscriber came first).
+    sub.wait("down/pi/availability", Duration::from_secs(5), |m| m.text() == "online");
+    sub.wait("down/pi/cam0/state", Duration::from_secs(5), |m| m.text() == "RUNNING");
+    sub.wait("homeassistant/sensor/down-pi/cam0_state/config", Duration::from_secs(5), |m| !m.payload.is_empty());
+    // Commands work on the new connection.
+    let t2 = Instant::now();
+    sub.publish("down/pi/cam0/command", "stop", false);
+    sub.wait_since("down/pi/cam0/state", t2, Duration::from_secs(5), |m| m.text() == "STOPPED");
+}
+
+#[test]
+fn kill_9_is_announced_by_the_last_will() {
+    let dir = TempDir::new("mqtt-will");
+    let broker = Broker::start(&dir.0, "allow_anonymous true");
+    let sub = Sub::new(broker.port, "w", &["will/pi/availability"]);
+    let cfg = mqtt_config(&dir, json!([cam("cam0")]), &broker.url(), "will/pi", json!({"keepalive_s": 5}));
+    let mut d = Daemon::start_in(TempDir::new("mqtt-will-d"), &cfg);
+    sub.wait("will/pi/availability", Duration::from_secs(10), |m| m.text() == "online");
+    let t0 = Instant::now();
+    d.child.kill().unwrap();
+    let off = sub.wait_since("will/pi/availability", t0, Duration::from_secs(8), |m| m.text() == "offline");
+    let after = off.at - t0;
+    println!("kill -9 -> offline through the last will: {:.0} ms (keepalive 5 s)", after.as_secs_f64() * 1000.0);
+    assert!(after <= Duration::from_millis(7500), "{after:?}");
+}
+
+#[test]
+fn username_and_password_against_a_broker_that_requires_them() {
+    let dir = TempDir::new("mqtt-auth");
+    let pw = dir.path("passwd");
+    std::fs::write(&pw, "").unwrap();
+    let out = std::process::Command::new("mosquitto_passwd")
+        .arg("-b")
+        .arg(&pw)
+        .arg("cam")
+        .arg("s3cret pass")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let broker = Broker::start(&dir.0, &format!("allow_anonymous false\npassword_file {}", pw.display()));
+    let good = dir.path("good");
+    std::fs::write(&good, "s3cret pass\n").unwrap();
+    let bad = dir.path("bad");
+    std::fs::write(&bad, "guess\n").unwrap();
+
+    let cfg = mqtt_config(
+        &dir,
+        json!([cam("cam0")]),
+        &broker.url(),
+        "auth/bad",
+        json!({"username": "cam", "password_file": bad}),
+    );
+    let refused = Daemon::start_in(TempDir::new("mqtt-auth-bad"), &cfg);
+    let m = wait_mqtt(&refused, Duration::from_secs(10), "a refusal", |m| m["last_error"].is_string());
+    assert!(m["last_error"].as_str().unwrap().contains("mqtt.username and mqtt.password_file"), "{m}");
+    assert_eq!(m["connected"], false);
+    refused.wait_state("cam0", "RUNNING", Duration::from_secs(5));
+
+    let cfg = mqtt_config(
+        &dir,
+        json!([cam("cam0")]),
+        &broker.url(),
+        "auth/good",
+        json!({"username": "cam", "password_file": good}),
+    );
+    let d = Daemon::start_in(TempDir::new("mqtt-auth-good"), &cfg);
+    wait_mqtt(&d, Duration::from_secs(10), "a connection", |m| m["connected"] == true);
+    let sub = Sub::with_login(broker.port, "w", &["auth/good/#"], Some(("cam", "s3cret pass")));
+    sub.wait("auth/good/cam0/state", Duration::from_secs(5), |m| m.text() == "RUNNING");
+    // The password is never printed.
+    let shown = common::check_config(&d.dir.path("config.json"));
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success() && text.contains("password_file") && !text.contains("s3cret"), "{text}");
+}
+
+#[test]
+fn a_stalled_broker_costs_messages_counted_never_frames() {
+    let dir = TempDir::new("mqtt-stall");
+    let broker = Broker::start(&dir.0, "allow_anonymous true");
+    // A subscriber that never reads: the broker's business, camjobd must not notice.
+    let mut stuck = std::net::TcpStream::connect(("127.0.0.1", broker.port)).unwrap();
+    {
+        use std::io::Write;
+        // CONNECT (clean session, keepalive 0, id "stuck") then SUBSCRIBE to # at QoS 0.
+        let connect = [0x10, 17, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 0, 0, 5, b's', b't', b'u', b'c', b'k'];
+        let subscribe = [0x82, 6, 0, 1, 0, 1, b'#', 0];
+        stuck.write_all(&connect).unwrap();
+        stuck.write_all(&subscribe).unwrap();
+    }
+    let cams = json!([cam("a"), cam("b"), cam("c")]);
+    let cfg = mqtt_config(&dir, cams, &broker.url(), "stall/pi", json!({"outbox": 32}));
+    let d = Daemon::start_in(TempDir::new("mqtt-stall-d"), &cfg);
+    let sub = Sub::new(broker.port, "w", &["stall/pi/+/job", "stall/pi/+/state"]);
+    wait_mqtt(&d, Duration::from_secs(10), "a connection", |m| m["connected"] == true);
+    sub.wait("stall/pi/c/job", Duration::from_secs(5), |m| m.json()["frames_captured"].as_u64() > Some(10));
+    assert_eq!(status_mqtt(&d)["dropped"], 0, "a stuck subscriber must cost camjobd nothing");
+
+    // The broker stops reading (SIGSTOP): keep-alive fails and camjobd notices; reconnects
+    // time out. Meanwhile jobs change: the outbox (32) fills with their events and states, and
+    // the oldest events make room, counted; states stay.
+    let before: Vec<u64> =
+        ["a", "b", "c"].iter().map(|c| d.camera(c)["job"]["frames_captured"].as_u64().unwrap()).collect();
+    let t0 = Instant::now();
+    common::signal(broker.pid(), libc::SIGSTOP);
+    wait_mqtt(&d, Duration::from_secs(30), "the stall noticed", |m| m["connected"] == false);
+    println!("broker stopped: noticed after {:.1} s", t0.elapsed().as_secs_f64());
+    for _ in 0..6 {
+        assert_eq!(d.post("/api/cameras/a/stop", "").status, 202);
+        d.wait_state("a", "STOPPED", Duration::from_secs(5));
+        assert_eq!(d.post("/api/cameras/a/start", "").status, 202);
+        d.wait_state("a", "RUNNING", Duration::from_secs(5));
+    }
+    let m = wait_mqtt(&d, Duration::from_secs(5), "drops", |m| m["dropped"].as_u64() > Some(0));
+    println!("while the broker is stopped: {m}");
+    assert_eq!(m["queued"], 32, "the outbox holds its limit");
+    common::signal(broker.pid(), libc::SIGCONT);
+    let t1 = Instant::now();
+    let m = wait_mqtt(&d, Duration::from_secs(60), "a reconnection", |m| m["connected"] == true && m["queued"] == 0);
+    println!("broker resumed: caught up in {:.1} s; {m}", t1.elapsed().as_secs_f64());
+    let metrics = d.get("/metrics").text();
+    assert!(metrics.contains(&format!("camjobd_mqtt_messages_dropped_total {}\n", m["dropped"])), "{metrics}");
+    // The states went through, in order, ending where the camera is.
+    let states: Vec<String> = sub.on("stall/pi/a/state").iter().map(|m| m.text()).collect();
+    assert_eq!(states.last().map(String::as_str), Some("RUNNING"), "{states:?}");
+    assert!(states.iter().filter(|s| *s == "STOPPED").count() >= 6, "{states:?}");
+    // Capture never waited: no frame dropped, and frames kept coming at the camera's rate.
+    for (i, c) in ["b", "c"].iter().enumerate() {
+        let job = d.camera(c)["job"].clone();
+        assert_eq!(job["frames_dropped"], 0, "{c}: {job}");
+        let got = job["frames_captured"].as_u64().unwrap() - before[i + 1];
+        let expected = 10.0 * t0.elapsed().as_secs_f64();
+        assert!(got as f64 > expected * 0.8, "{c}: {got} frames in {:?} at 10 fps", t0.elapsed());
+    }
+    drop(stuck);
+}
+
+#[test]
+fn a_camera_removed_from_the_config_has_its_retained_topics_cleared() {
+    let dir = TempDir::new("mqtt-gone");
+    let broker = Broker::start(&dir.0, "allow_anonymous true");
+    let data = TempDir::new("mqtt-gone-d");
+    let cfg = mqtt_config(&data, json!([cam("cam0"), cam("old")]), &broker.url(), "gone/pi", json!({}));
+    let sub = Sub::new(broker.port, "w", &["gone/pi/#", "homeassistant/#"]);
+    let mut d = Daemon::start_in(data, &cfg);
+    sub.wait("gone/pi/old/state", Duration::from_secs(10), |m| m.text() == "RUNNING");
+    sub.wait("homeassistant/sensor/gone-pi/old_state/config", Duration::from_secs(5), |_| true);
+    assert!(d.terminate(Duration::from_secs(10)).unwrap().success());
+    let data = TempDir::new("mqtt-gone-d2");
+    let cfg = mqtt_config(&data, json!([cam("cam0")]), &broker.url(), "gone/pi", json!({}));
+    let t0 = Instant::now();
+    let _d = Daemon::start_in(data, &cfg);
+    sub.wait_since("gone/pi/cam0/state", t0, Duration::from_secs(10), |m| m.text() == "RUNNING");
+    sub.wait_since("homeassistant/sensor/gone-pi/old_state/config", t0, Duration::from_secs(5), |m| {
+        m.payload.is_empty()
+    });
+    sub.wait_since("gone/pi/old/state", t0, Duration::from_secs(5), |m| m.payload.is_empty());
+    // A new subscriber finds only cam0's configs retained.
+    let late = Sub::new(broker.port, "late", &["homeassistant/#", "gone/pi/+/state"]);
+    late.wait("homeassistant/sensor/gone-pi/cam0_state/config", Duration::from_secs(5), |m| m.retain);
+    std::thread::sleep(Duration::from_millis(300)); // retained messages arrive right after SUBACK
+    let stale: Vec<_> = late.seen().into_iter().filter(|m| m.topic.contains("old")).map(|m| m.topic).collect();
+    assert!(stale.is_empty(), "still retained: {stale:?}");
+}
+
+#[test]
+fn mqtts_with_a_ca_file() {
+    let dir = TempDir::new("mqtt-tls");
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(&dir.0).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.path("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    // mosquitto drops root for its own user, which must read the key.
+    for f in ["server.key", "server.pem"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let tls = format!(
+        "allow_anonymous true\ncertfile {}\nkeyfile {}",
+        dir.path("server.pem").display(),
+        dir.path("server.key").display()
+    );
+    let broker = Broker::start(&dir.0, &tls);
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+    let cfg = mqtt_config(&dir, json!([cam("cam0")]), &url, "tls/pi", json!({"ca_file": dir.path("ca.pem")}));
+    let d = Daemon::start_in(TempDir::new("mqtt-tls-d"), &cfg);
+    wait_mqtt(&d, Duration::from_secs(10), "a TLS connection", |m| m["connected"] == true);
+    // The system roots do not know this CA: refused, with a reason.
+    let cfg = mqtt_config(&dir, json!([cam("cam0")]), &url, "tls/sys", json!({}));
+    let d2 = Daemon::start_in(TempDir::new("mqtt-tls-d2"), &cfg);
+    let m = wait_mqtt(&d2, Duration::from_secs(10), "a TLS refusal", |m| m["last_error"].is_string());
+    assert!(m["last_error"].as_str().unwrap().starts_with("TLS"), "{m}");
+    assert_eq!(m["connected"], false);
+}
+
+#[test]
+fn bad_mqtt_settings_stop_the_start_naming_the_key() {
+    let dir = TempDir::new("mqtt-cfg");
+    let not_pem = dir.path("ca.pem");
+    std::fs::write(&not_pem, "hello\n").unwrap();
+    for (m, key, says) in [
+        (json!({"url": "tcp://x:1883"}), "mqtt.url", "must start with mqtt:// or mqtts://"),
+        (json!({"url": "mqtt://u:p@x"}), "mqtt.url", "mqtt.password_file"),
+        (json!({"topic_prefix": "a/#"}), "mqtt.topic_prefix", "wildcards"),
+        (json!({"keepalive_s": 1}), "mqtt.keepalive_s", ">= 5"),
+        (json!({"outbox": 100000}), "mqtt.outbox", "<= 4096"),
+        (json!({"outbox": 16}), "mqtt.outbox", ">= 32"),
+        (json!({"password_file": "/x"}), "mqtt.password_file", "needs mqtt.username"),
+        (json!({"username": "u", "password_file": dir.path("missing")}), "mqtt.password_file", "cannot read"),
+        (json!({"url": "mqtts://127.0.0.1", "ca_file": not_pem}), "mqtt.ca_file", "no usable CERTIFICATE"),
+        (json!({"ca_file": "/etc/hostname"}), "mqtt.ca_file", "mqtts://"),
+        (json!({"client_id": "a b"}), "mqtt.client_id", "A-Z a-z 0-9"),
+        (json!({"brokr": 1}), "mqtt", "unknown field `brokr`"),
+    ] {
+        let mut cfg = config(&dir, json!([cam("cam0")]), json!({}));
+        cfg["mqtt"] = m.clone();
+        let file = dir.path("c.json");
+        std::fs::write(&file, cfg.to_string()).unwrap();
+        let out = std::process::Command::new(common::bin()).arg("--config").arg(&file).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{m}: {err}");
+        assert!(err.contains(key) && err.contains(says), "{m}: {err}");
+    }
+}
+
+/// 20 camjobd processes (one synthetic camera each) on one broker; one subscriber sees all 20
+/// online and every state change.
+#[test]
+fn a_fleet_of_20_on_one_broker() {
+    const N: usize = 20;
+    let dir = TempDir::new("mqtt-fleet");
+    let broker = Broker::start(&dir.0, "allow_anonymous true\nmax_connections -1");
+    let sub = Sub::new(broker.port, "fleet-watch", &["fleet/+/availability", "fleet/+/cam0/state", "fleet/+/events"]);
+    let t0 = Instant::now();
+    let fleet: Vec<Daemon> = (0..N)
+        .map(|i| {
+            let d = TempDir::new(&format!("fleet{i}"));
+            let one = synthetic("cam0", json!({"source": {"kind": "synthetic", "width": 160, "height": 120, "fps": 5}, "snapshot_interval_ms": 1000, "frame_buffers": 4, "max_frame_bytes": 65536}));
+            let cfg = mqtt_config(&d, json!([one]), &broker.url(), &format!("fleet/n{i:02}"), json!({"discovery_prefix": null}));
+            Daemon::start_in(d, &cfg)
+        })
+        .collect();
+    let online = |s: &Sub| {
+        (0..N).filter(|i| s.on(&format!("fleet/n{i:02}/availability")).iter().any(|m| m.text() == "online")).count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while online(&sub) < N {
+        assert!(Instant::now() < deadline, "{} of {N} online", online(&sub));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let all_online = t0.elapsed();
+    for i in 0..N {
+        sub.wait(&format!("fleet/n{i:02}/cam0/state"), Duration::from_secs(10), |m| m.text() == "RUNNING");
+    }
+    // Stop then start every camera through MQTT; time each change from command to broker.
+    let mut latencies = Vec::new();
+    for (word, want) in [("stop", "STOPPED"), ("start", "RUNNING")] {
+        let sent: Vec<Instant> = (0..N)
+            .map(|i| {
+                let t = Instant::now();
+                sub.publish(&format!("fleet/n{i:02}/cam0/command"), word, false);
+                t
+            })
+            .collect();
+        for (i, t) in sent.iter().enumerate() {
+            let m =
+                sub.wait_since(&format!("fleet/n{i:02}/cam0/state"), *t, Duration::from_secs(10), |m| m.text() == want);
+            latencies.push((m.at - *t).as_secs_f64() * 1000.0);
+        }
+    }
+    // Every change of every camera, in order, on its events topic and its state topic.
+    for i in 0..N {
+        let states: Vec<String> = sub
+            .on(&format!("fleet/n{i:02}/events"))
+            .iter()
+            .map(|m| m.json())
+            .filter(|e| e["kind"] == "state")
+            .map(|e| e["state"].as_str().unwrap().to_string())
+            .collect();
+        let tail: Vec<&str> = states.iter().map(String::as_str).skip_while(|s| *s != "STOPPING").collect();
+        assert_eq!(tail, ["STOPPING", "STOPPED", "STARTING", "RUNNING"], "n{i:02}: {states:?}");
+        let topic: Vec<String> = sub.on(&format!("fleet/n{i:02}/cam0/state")).iter().map(|m| m.text()).collect();
+        let tail: Vec<&str> = topic.iter().map(String::as_str).skip_while(|s| *s != "STOPPING").collect();
+        assert_eq!(tail, ["STOPPING", "STOPPED", "STARTING", "RUNNING"], "n{i:02}: {topic:?}");
+    }
+    latencies.sort_by(f64::total_cmp);
+    let rss: Vec<u64> = fleet.iter().map(|d| rss_kib(d.pid())).collect();
+    let dropped: u64 = fleet.iter().map(|d| status_mqtt(d)["dropped"].as_u64().unwrap()).sum();
+    println!(
+        "fleet: {N} camjobd on one broker, all online {:.2} s after the first start; {} state changes by MQTT command, command -> state on the broker median {:.0} ms, max {:.0} ms; messages dropped {dropped}; RSS per process median {} KiB",
+        all_online.as_secs_f64(),
+        latencies.len(),
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1],
+        { let mut r = rss.clone(); r.sort(); r[N / 2] },
+    );
+    assert_eq!(dropped, 0);
+    assert!(latencies[latencies.len() - 1] < 2000.0, "{latencies:?}");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
