@@ -22,7 +22,7 @@ skip() { [ "$(eval echo "\${SKIP_$1:-0}")" = 1 ]; }
 # (the cross tests run beside the browser test). The scripts still install what is missing
 # when run on their own.
 log "packages"
-want=(libclang1-14 ffmpeg nasm faketime)
+want=(libclang1-14 ffmpeg nasm faketime mosquitto openssl)
 skip BROWSER || want+=(chromium)
 skip SOAK || want+=(wrk gnuplot-nox)
 skip VM || want+=(qemu-system-x86 busybox-static cpio kmod v4l-utils ustreamer libjpeg-turbo-progs)

@@ -22,6 +22,9 @@
 //!   ([`http::metrics`]); the dashboard page is embedded.
 //! - [`led`] — the status LED: pattern, sysfs and GPIO backends, the `led` thread.
 //! - [`notify`] — systemd's notify protocol (READY, STATUS, WATCHDOG), used by `main`.
+//! - [`mqtt`] — state, events and commands on an MQTT broker, Home Assistant discovery, a
+//!   bounded outbox (the `mqtt` thread, when configured). Like HTTP it reads published state
+//!   and sends commands; nothing waits on it.
 //! - [`export`] — queued export jobs (archive, timelapse) and their `export-N` workers.
 //! - [`store`] — everything in `storage.dir`: the job id file, snapshot files and their
 //!   retention (the `store` thread), change scores ([`store::change`]) and the event journal
@@ -38,7 +41,8 @@
 //!
 //! `capture-<camera>`, `enc<N>-<camera>` (`encoder_threads` per camera whose source can deliver
 //! raw frames), `supervisor`, `watchdog`, `store`, `export-N`, `led` (when an LED is
-//! configured), `http` (and `http-N` runtime workers when `http.workers` > 1), `log`: a fixed
+//! configured), `http` (and `http-N` runtime workers when `http.workers` > 1), `mqtt` (when
+//! `mqtt` is configured), `log`: a fixed
 //! set started once; connections and streams are tasks on the runtime, never threads. Each
 //! is handed the same [`shutdown::Stop`].
 

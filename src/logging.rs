@@ -66,7 +66,13 @@ pub fn init(level: log::LevelFilter) -> io::Result<Flush> {
     let (tx, rx) = channel::bounded(QUEUE_LINES);
     let pending = rx.clone();
     std::thread::Builder::new().name("log".into()).spawn(move || drain(rx))?;
-    let cfg = simplelog::ConfigBuilder::new().set_time_format_rfc3339().build();
+    // The MQTT client and TLS libraries log every packet at debug; camjobd logs what matters
+    // of the link itself (connected, lost, refused and why).
+    let cfg = simplelog::ConfigBuilder::new()
+        .set_time_format_rfc3339()
+        .add_filter_ignore_str("rumqttc")
+        .add_filter_ignore_str("rustls")
+        .build();
     let writer = QueueWriter { line: Vec::with_capacity(128), tx };
     simplelog::WriteLogger::init(level, cfg, writer).map_err(io::Error::other)?;
     Ok(Flush { pending })
