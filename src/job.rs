@@ -42,6 +42,8 @@ impl Service {
     /// Starts everything: capture threads, supervisor, watchdog, HTTP. Returns once the
     /// socket is bound; jobs with `autostart` are started by the supervisor right away.
     pub fn start(config: Config, stop: Stop) -> Result<Service, Error> {
+        // Before any thread: a bad CA file stops the start with nothing begun.
+        let mqtt = config.mqtt.as_ref().map(|m| crate::mqtt::Settings::resolve(&config, m)).transpose()?;
         let (state_file, next_job_id) = StateFile::open(&config.storage.dir)?;
         let listener = bind(config.bind_addr())?;
         let (cmd_tx, cmd_rx) = channel::bounded(COMMAND_QUEUE);
@@ -127,10 +129,10 @@ impl Service {
             None,
             format_args!("camjobd {} listening on http://{}/", env!("CARGO_PKG_VERSION"), server.local_addr()),
         );
-        if let (Some(m), Some(stats)) = (&shared.config.mqtt, mqtt_stats) {
+        if let (Some(m), Some(settings), Some(stats)) = (&shared.config.mqtt, mqtt, mqtt_stats) {
             // After the server: discovery links to the address it is bound to. A broker that
             // is down is not an error; the thread connects when it comes up.
-            let settings = crate::mqtt::Settings::resolve(&shared.config, m, server.local_addr())?;
+            let settings = settings.bound_to(m, server.local_addr());
             let (sh, s) = (Arc::clone(&shared), stop.clone());
             threads.push(spawn("mqtt", Box::new(move || crate::mqtt::run(sh, settings, stats, s)))?);
         }

@@ -94,6 +94,10 @@ fn run(args: &[String]) -> Result<(), Error> {
     if let Some(physical) = camjobd::sys::physical_memory() {
         config.check_memory(physical)?;
     }
+    if let Some(m) = &config.mqtt {
+        // Reads and checks `mqtt.ca_file` (and the system's roots for mqtts://).
+        camjobd::mqtt::Settings::resolve(&config, m)?;
+    }
     if check {
         // What was given, so the output is itself a valid config: a token read from
         // `token_file` stays in its file (an inline token prints as `<redacted>`).

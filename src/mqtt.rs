@@ -98,9 +98,9 @@ fn http_url(m: &MqttConfig, bound: SocketAddr, host: &str) -> String {
 }
 
 impl Settings {
-    /// Resolves the `mqtt` section: defaults from the host name, the TLS roots read.
-    /// `bound` is the HTTP API's address (for the links in discovery).
-    pub fn resolve(config: &Config, m: &MqttConfig, bound: SocketAddr) -> Result<Settings, Error> {
+    /// Resolves the `mqtt` section: defaults from the host name, the TLS roots read and
+    /// checked (so `--check-config` and the start refuse a bad `ca_file` before anything runs).
+    pub fn resolve(config: &Config, m: &MqttConfig) -> Result<Settings, Error> {
         let host = hostname();
         let url = BrokerUrl::parse(&m.url)
             .map_err(|message| Error::Config(ConfigError { path: "mqtt.url".into(), message }))?;
@@ -109,7 +109,7 @@ impl Settings {
             topic_prefix: m.topic_prefix.clone().unwrap_or_else(|| format!("camjobd/{host}")),
             discovery_prefix: m.discovery_prefix.clone(),
             node_id: client_id.clone(),
-            http_url: http_url(m, bound, &host),
+            http_url: http_url(m, config.bind_addr(), &host),
             host,
             snapshot_jpeg: m.snapshot_jpeg,
         };
@@ -135,6 +135,13 @@ impl Settings {
             outbox: m.outbox,
             snapshot_every: m.snapshot_interval_s.map(Duration::from_secs),
         })
+    }
+
+    /// Links discovery to the address the HTTP API is bound to (port 0 resolved), unless
+    /// `mqtt.http_url` says otherwise.
+    pub fn bound_to(mut self, m: &MqttConfig, bound: SocketAddr) -> Settings {
+        self.names.http_url = http_url(m, bound, &self.names.host);
+        self
     }
 
     /// The names camjobd will use.

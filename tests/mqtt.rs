@@ -467,10 +467,18 @@ fn bad_mqtt_settings_stop_the_start_naming_the_key() {
         cfg["mqtt"] = m.clone();
         let file = dir.path("c.json");
         std::fs::write(&file, cfg.to_string()).unwrap();
-        let out = std::process::Command::new(common::bin()).arg("--config").arg(&file).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{m}: {err}");
-        assert!(err.contains(key) && err.contains(says), "{m}: {err}");
+        // Refused by --check-config and by the start alike.
+        for check in [true, false] {
+            let mut cmd = std::process::Command::new(common::bin());
+            cmd.arg("--config").arg(&file);
+            if check {
+                cmd.arg("--check-config");
+            }
+            let out = cmd.output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{m}: {err}");
+            assert!(err.contains(key) && err.contains(says), "{m}: {err}");
+        }
     }
 }
 
