@@ -565,3 +565,36 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
+
+#[test]
+fn snapshots_as_jpeg_on_the_broker_when_asked_rate_capped() {
+    let dir = TempDir::new("mqtt-jpeg");
+    let broker = Broker::start(&dir.0, "allow_anonymous true");
+    let sub = Sub::new(broker.port, "w", &["jpeg/pi/cam0/snapshot", "homeassistant/image/#"]);
+    // Snapshots kept 5 times a second, announced at most once a second.
+    let one = synthetic(
+        "cam0",
+        json!({"source": {"kind": "synthetic", "width": 160, "height": 120, "fps": 10}, "snapshot_interval_ms": 200}),
+    );
+    let cfg = mqtt_config(
+        &dir,
+        json!([one]),
+        &broker.url(),
+        "jpeg/pi",
+        json!({"snapshot_jpeg": true, "snapshot_interval_s": 1}),
+    );
+    let _d = Daemon::start_in(TempDir::new("mqtt-jpeg-d"), &cfg);
+    let first = sub.wait("jpeg/pi/cam0/snapshot", Duration::from_secs(10), |m| !m.payload.is_empty());
+    assert!(first.payload.starts_with(&[0xFF, 0xD8]) && first.payload.ends_with(&[0xFF, 0xD9]), "not a JPEG");
+    let image = sub.wait("homeassistant/image/jpeg-pi/cam0_snapshot/config", Duration::from_secs(5), |_| true).json();
+    assert_eq!(
+        (image["image_topic"].as_str(), image["content_type"].as_str()),
+        (Some("jpeg/pi/cam0/snapshot"), Some("image/jpeg"))
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let since_first: Vec<_> = sub.on("jpeg/pi/cam0/snapshot").into_iter().filter(|m| m.at >= first.at).collect();
+    let span = since_first.last().unwrap().at - first.at;
+    println!("{} snapshots on the broker in {:.1} s (kept: 5/s; cap 1/s)", since_first.len(), span.as_secs_f64());
+    assert!(since_first.len() >= 3, "{}", since_first.len());
+    assert!(since_first.len() as f64 <= span.as_secs_f64() + 1.5, "{} in {span:?}", since_first.len());
+}
