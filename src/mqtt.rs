@@ -117,12 +117,13 @@ impl Settings {
         o.set_keep_alive(Duration::from_secs(m.keepalive_s))
             .set_clean_session(true)
             .set_last_will(LastWill::new(names.availability(), "offline", QoS::AtLeastOnce, true))
-            // Retained configs under our subscriptions are at most a few KiB; a JPEG goes out.
+            // Retained configs and commands are at most a few KiB (64 KiB bounds what the
+            // incoming queue can hold); a JPEG goes out.
             .set_max_packet_size(
-                1 << 20,
+                64 << 10,
                 config.cameras.iter().map(|c| c.max_frame_bytes + 4096).max().unwrap_or(0).max(64 << 10),
             )
-            .set_inflight(32);
+            .set_inflight(link::INFLIGHT);
         if let Some(user) = &m.username {
             o.set_credentials(user.clone(), m.password.clone().unwrap_or_default());
         }
@@ -207,6 +208,12 @@ pub struct Stats {
     pub commands: AtomicU64,
     /// Commands refused (malformed, unknown camera, retained, refused by the supervisor).
     pub commands_refused: AtomicU64,
+    /// Incoming messages dropped because the publisher had not taken the earlier ones yet.
+    pub incoming_dropped: AtomicU64,
+    /// Publishes a lost connection took with it that could not be put back (part of `dropped`).
+    pub lost: AtomicU64,
+    /// QoS 1 publishes not yet acknowledged (for the shutdown's wait).
+    pub inflight: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -233,6 +240,7 @@ impl Stats {
             "queued": self.queued.load(Relaxed),
             "commands": self.commands.load(Relaxed),
             "commands_refused": self.commands_refused.load(Relaxed),
+            "incoming_dropped": self.incoming_dropped.load(Relaxed),
             "last_error": self.last_error(),
         })
     }

@@ -309,13 +309,21 @@ fn a_stalled_broker_costs_messages_counted_never_frames() {
         ["a", "b", "c"].iter().map(|c| d.camera(c)["job"]["frames_captured"].as_u64().unwrap()).collect();
     let t0 = Instant::now();
     common::signal(broker.pid(), libc::SIGSTOP);
-    wait_mqtt(&d, Duration::from_secs(30), "the stall noticed", |m| m["connected"] == false);
-    println!("broker stopped: noticed after {:.1} s", t0.elapsed().as_secs_f64());
-    for _ in 0..6 {
+    let cycle = || {
         assert_eq!(d.post("/api/cameras/a/stop", "").status, 202);
         d.wait_state("a", "STOPPED", Duration::from_secs(5));
         assert_eq!(d.post("/api/cameras/a/start", "").status, 202);
         d.wait_state("a", "RUNNING", Duration::from_secs(5));
+    };
+    // Before camjobd notices: these go to the client and the socket, and the broker never
+    // acknowledges them; they must be sent again after the reconnection.
+    for _ in 0..3 {
+        cycle();
+    }
+    wait_mqtt(&d, Duration::from_secs(30), "the stall noticed", |m| m["connected"] == false);
+    println!("broker stopped: noticed after {:.1} s", t0.elapsed().as_secs_f64());
+    for _ in 0..3 {
+        cycle();
     }
     let m = wait_mqtt(&d, Duration::from_secs(5), "drops", |m| m["dropped"].as_u64() > Some(0));
     println!("while the broker is stopped: {m}");
@@ -326,10 +334,29 @@ fn a_stalled_broker_costs_messages_counted_never_frames() {
     println!("broker resumed: caught up in {:.1} s; {m}", t1.elapsed().as_secs_f64());
     let metrics = d.get("/metrics").text();
     assert!(metrics.contains(&format!("camjobd_mqtt_messages_dropped_total {}\n", m["dropped"])), "{metrics}");
-    // The states went through, in order, ending where the camera is.
-    let states: Vec<String> = sub.on("stall/pi/a/state").iter().map(|m| m.text()).collect();
-    assert_eq!(states.last().map(String::as_str), Some("RUNNING"), "{states:?}");
-    assert!(states.iter().filter(|s| *s == "STOPPED").count() >= 6, "{states:?}");
+    // Every state went through, in order (repeats aside: a state is published again at each
+    // reconnection, and QoS 1 may deliver twice), ending where the camera is.
+    // (From the first STOPPING: the subscriber began with the retained RUNNING.)
+    let mut broker_states: Vec<String> = sub.on("stall/pi/a/state").iter().map(|m| m.text()).collect();
+    broker_states.dedup();
+    let from = |v: &mut Vec<String>| {
+        let i = v.iter().position(|s| s == "STOPPING").unwrap_or(0);
+        v.drain(..i);
+    };
+    from(&mut broker_states);
+    let events = d.get("/api/events?limit=256").json();
+    let mut api_states: Vec<String> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "state" && e["camera"] == "a")
+        .map(|e| e["state"].as_str().unwrap().to_string())
+        .collect();
+    api_states.dedup();
+    from(&mut api_states);
+    assert_eq!(broker_states, api_states);
+    assert_eq!(broker_states.last().map(String::as_str), Some("RUNNING"));
+    assert_eq!(broker_states.iter().filter(|s| *s == "STOPPED").count(), 6, "{broker_states:?}");
     // Capture never waited: no frame dropped, and frames kept coming at the camera's rate.
     for (i, c) in ["b", "c"].iter().enumerate() {
         let job = d.camera(c)["job"].clone();
@@ -345,28 +372,117 @@ fn a_stalled_broker_costs_messages_counted_never_frames() {
 fn a_camera_removed_from_the_config_has_its_retained_topics_cleared() {
     let dir = TempDir::new("mqtt-gone");
     let broker = Broker::start(&dir.0, "allow_anonymous true");
+    let eight: Vec<Value> = (0..8).map(|i| cam(&format!("cam{i}"))).collect();
     let data = TempDir::new("mqtt-gone-d");
-    let cfg = mqtt_config(&data, json!([cam("cam0"), cam("old")]), &broker.url(), "gone/pi", json!({}));
+    let cfg = mqtt_config(&data, json!(eight), &broker.url(), "gone/pi", json!({}));
     let sub = Sub::new(broker.port, "w", &["gone/pi/#", "homeassistant/#"]);
     let mut d = Daemon::start_in(data, &cfg);
-    sub.wait("gone/pi/old/state", Duration::from_secs(10), |m| m.text() == "RUNNING");
-    sub.wait("homeassistant/sensor/gone-pi/old_state/config", Duration::from_secs(5), |_| true);
+    sub.wait("gone/pi/cam7/state", Duration::from_secs(10), |m| m.text() == "RUNNING");
+    sub.wait("homeassistant/sensor/gone-pi/cam7_last_frame_age/config", Duration::from_secs(5), |_| true);
     assert!(d.terminate(Duration::from_secs(10)).unwrap().success());
+    // Two cameras removed.
     let data = TempDir::new("mqtt-gone-d2");
-    let cfg = mqtt_config(&data, json!([cam("cam0")]), &broker.url(), "gone/pi", json!({}));
+    let cfg = mqtt_config(&data, json!(eight[..6]), &broker.url(), "gone/pi", json!({}));
     let t0 = Instant::now();
-    let _d = Daemon::start_in(data, &cfg);
-    sub.wait_since("gone/pi/cam0/state", t0, Duration::from_secs(10), |m| m.text() == "RUNNING");
-    sub.wait_since("homeassistant/sensor/gone-pi/old_state/config", t0, Duration::from_secs(5), |m| {
-        m.payload.is_empty()
-    });
-    sub.wait_since("gone/pi/old/state", t0, Duration::from_secs(5), |m| m.payload.is_empty());
-    // A new subscriber finds only cam0's configs retained.
+    let d = Daemon::start_in(data, &cfg);
+    sub.wait_since("gone/pi/cam5/state", t0, Duration::from_secs(10), |m| m.text() == "RUNNING");
+    for gone in ["cam6", "cam7"] {
+        for entity in [
+            "state",
+            "problem",
+            "start",
+            "stop",
+            "snapshot",
+            "frames",
+            "dropped",
+            "errors",
+            "recoveries",
+            "last_frame_age",
+        ] {
+            let component = match entity {
+                "problem" => "binary_sensor",
+                "start" | "stop" => "button",
+                "snapshot" => "image",
+                _ => "sensor",
+            };
+            let topic = format!("homeassistant/{component}/gone-pi/{gone}_{entity}/config");
+            sub.wait_since(&topic, t0, Duration::from_secs(5), |m| m.payload.is_empty());
+        }
+        sub.wait_since(&format!("gone/pi/{gone}/state"), t0, Duration::from_secs(5), |m| m.payload.is_empty());
+    }
+    // Nothing the broker sent back was lost on the way in.
+    let m = status_mqtt(&d);
+    assert_eq!((m["incoming_dropped"].as_u64(), m["commands_refused"].as_u64()), (Some(0), Some(0)), "{m}");
+    // A new subscriber finds only the six cameras' configs retained.
     let late = Sub::new(broker.port, "late", &["homeassistant/#", "gone/pi/+/state"]);
-    late.wait("homeassistant/sensor/gone-pi/cam0_state/config", Duration::from_secs(5), |m| m.retain);
+    late.wait("homeassistant/sensor/gone-pi/cam5_state/config", Duration::from_secs(5), |m| m.retain);
     std::thread::sleep(Duration::from_millis(300)); // retained messages arrive right after SUBACK
-    let stale: Vec<_> = late.seen().into_iter().filter(|m| m.topic.contains("old")).map(|m| m.topic).collect();
+    let stale: Vec<_> = late
+        .seen()
+        .into_iter()
+        .filter(|m| m.topic.contains("cam6") || m.topic.contains("cam7"))
+        .map(|m| m.topic)
+        .collect();
     assert!(stale.is_empty(), "still retained: {stale:?}");
+}
+
+#[test]
+fn a_clean_stop_of_8_cameras_leaves_every_state_stopped_then_offline() {
+    let dir = TempDir::new("mqtt-bye");
+    let broker = Broker::start(&dir.0, "allow_anonymous true");
+    let eight: Vec<Value> = (0..8).map(|i| cam(&format!("c{i}"))).collect();
+    let cfg = mqtt_config(&dir, json!(eight), &broker.url(), "bye/pi", json!({}));
+    let sub = Sub::new(broker.port, "w", &["bye/pi/+/state"]);
+    let mut d = Daemon::start_in(TempDir::new("mqtt-bye-d"), &cfg);
+    for i in 0..8 {
+        sub.wait(&format!("bye/pi/c{i}/state"), Duration::from_secs(10), |m| m.text() == "RUNNING");
+    }
+    assert!(d.terminate(Duration::from_secs(10)).unwrap().success());
+    let late = Sub::new(broker.port, "late", &["bye/pi/availability", "bye/pi/+/state"]);
+    late.wait("bye/pi/availability", Duration::from_secs(5), |m| m.retain && m.text() == "offline");
+    for i in 0..8 {
+        late.wait(&format!("bye/pi/c{i}/state"), Duration::from_secs(5), |m| m.retain);
+    }
+    let states: Vec<String> =
+        late.seen().into_iter().filter(|m| m.topic.ends_with("/state")).map(|m| m.text()).collect();
+    assert!(states.iter().all(|s| s == "STOPPED"), "{states:?}");
+    // Said goodbye itself: the broker saw a DISCONNECT, not a dropped socket (no will).
+    let log = broker.log();
+    assert!(log.contains("client-bye-pi disconnected.") || log.contains("bye-pi disconnected."), "{log}");
+    assert!(!log.contains("bye-pi closed its connection") && !log.contains("disconnected due to"), "{log}");
+}
+
+#[test]
+fn a_retained_message_too_large_for_camjobd_slows_its_reconnects_and_is_named() {
+    let dir = TempDir::new("mqtt-big");
+    let broker = Broker::start(&dir.0, "allow_anonymous true");
+    let sub = Sub::new(broker.port, "w", &["big/pi/ghost/state"]);
+    // 100 KiB retained where camjobd looks for leftovers (its limit for what it reads: 64 KiB).
+    sub.client.publish("big/pi/ghost/state", rumqttc::QoS::AtLeastOnce, true, vec![b'x'; 100 << 10]).unwrap();
+    sub.wait("big/pi/ghost/state", Duration::from_secs(5), |m| m.payload.len() == 100 << 10);
+    let cfg = mqtt_config(&dir, json!([cam("cam0")]), &broker.url(), "big/pi", json!({}));
+    let d = Daemon::start_in(TempDir::new("mqtt-big-d"), &cfg);
+    let m = wait_mqtt(&d, Duration::from_secs(20), "the reason", |m| {
+        m["last_error"].as_str().is_some_and(|e| e.contains("keeps closing"))
+    });
+    let e = m["last_error"].as_str().unwrap();
+    assert!(e.contains("over camjobd's 64 KiB limit") && e.contains("mosquitto_pub -r -n -t"), "{e}");
+    // The backoff grows (1, 2, 4, 8 s): at most one more attempt in the next 6 s, not six.
+    let before = m["connections"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    let after = status_mqtt(&d)["connections"].as_u64().unwrap();
+    println!("connections after the third short one: {before}, 6 s later: {after}");
+    assert!(after - before <= 2, "{before} -> {after}");
+    d.wait_state("cam0", "RUNNING", Duration::from_secs(1));
+    // Cleared: the next attempt connects and stays.
+    sub.publish("big/pi/ghost/state", "", true);
+    wait_mqtt(&d, Duration::from_secs(40), "a lasting connection", |m| {
+        m["connected"] == true && m["connections"].as_u64() > Some(after)
+    });
+    let n = status_mqtt(&d)["connections"].clone();
+    std::thread::sleep(Duration::from_secs(1));
+    let m = status_mqtt(&d);
+    assert_eq!((m["connected"].clone(), m["connections"].clone()), (json!(true), n), "{m}");
 }
 
 #[test]
@@ -461,6 +577,7 @@ fn bad_mqtt_settings_stop_the_start_naming_the_key() {
         (json!({"url": "mqtts://127.0.0.1", "ca_file": not_pem}), "mqtt.ca_file", "no usable CERTIFICATE"),
         (json!({"ca_file": "/etc/hostname"}), "mqtt.ca_file", "mqtts://"),
         (json!({"client_id": "a b"}), "mqtt.client_id", "A-Z a-z 0-9"),
+        (json!({"topic_prefix": "home", "discovery_prefix": "home/ha"}), "mqtt.discovery_prefix", "inside it"),
         (json!({"brokr": 1}), "mqtt", "unknown field `brokr`"),
     ] {
         let mut cfg = config(&dir, json!([cam("cam0")]), json!({}));

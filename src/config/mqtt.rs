@@ -165,6 +165,14 @@ impl MqttConfig {
                 v.fail(key, problem);
             }
         }
+        if let (Some(t), Some(d)) = (&self.topic_prefix, &self.discovery_prefix) {
+            let nested = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+            v.check(
+                "mqtt.discovery_prefix",
+                !(nested(d, t) || nested(t, d)),
+                "must not be mqtt.topic_prefix, inside it, or around it (camjobd tells its own topics apart by these prefixes)",
+            );
+        }
         v.range("mqtt.keepalive_s", self.keepalive_s, 5, 3600);
         v.range("mqtt.outbox", self.outbox as u64, 32, 4096);
         if let Some(s) = self.snapshot_interval_s {

@@ -27,14 +27,31 @@ const TICK: Duration = Duration::from_millis(100);
 /// Requests between the publisher and rumqttc's network loop (small: what sits there when
 /// the connection drops is lost, the outbox is where messages wait).
 const CLIENT_QUEUE: usize = 16;
-/// Incoming messages waiting for the publisher.
+/// Incoming messages waiting for the publisher: the retained burst after subscribing (ten
+/// configs and a state per camera) with room to spare; plus this per camera.
 const INCOMING_QUEUE: usize = 64;
+const INCOMING_PER_CAMERA: usize = 16;
+/// Publishes handed back by the network task at a reconnection, at most (the client's queue
+/// plus what can be in flight).
+const LOST_QUEUE: usize = CLIENT_QUEUE + INFLIGHT as usize;
+/// QoS 1 publishes in flight at most.
+pub(super) const INFLIGHT: u16 = 32;
 /// Commands waiting for the supervisor's answer at once.
 const PENDING_COMMANDS: usize = 8;
 /// Longest wait for the supervisor's answer.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// Longest wait at shutdown for the jobs' final states.
-const SHUTDOWN_WAIT: Duration = Duration::from_millis(1500);
+/// Longest wait at shutdown for the jobs' final states (the process gives every thread 1.8 s
+/// in all; a camera that takes longer to stop is left at STOPPING).
+const SHUTDOWN_WAIT: Duration = Duration::from_millis(800);
+/// Longest wait at shutdown for the broker's acknowledgements before disconnecting.
+const ACK_WAIT: Duration = Duration::from_millis(400);
+/// Longest wait for the broker to close the socket after our DISCONNECT.
+const CLOSE_WAIT: Duration = Duration::from_millis(400);
+/// A connection that lasts this long restarts the reconnect backoff at 1 s.
+const STABLE: Duration = Duration::from_secs(5);
+/// After this, the subscriptions that only find leftovers (retained states and discovery
+/// configs of removed cameras) are dropped, so camjobd does not read its own publishes back.
+const CLEANUP_WINDOW: Duration = Duration::from_secs(5);
 /// Job messages per camera at most this often.
 const JOB_EVERY: Duration = Duration::from_secs(1);
 
@@ -59,8 +76,10 @@ pub(super) async fn run(shared: Arc<Shared>, settings: Settings, stats: Arc<Stat
     let Settings { options, names, outbox, snapshot_every } = settings;
     let (client, mut events) = AsyncClient::new(options, CLIENT_QUEUE);
     events.network_options.set_connection_timeout(5);
-    let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
-    let net = tokio::spawn(network(events, Arc::clone(&stats), in_tx, stop.clone()));
+    let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE + INCOMING_PER_CAMERA * shared.cameras.len());
+    let (lost_tx, lost_rx) = mpsc::channel(LOST_QUEUE);
+    let pipes = NetPipes { incoming: in_tx, lost: lost_tx };
+    let net = tokio::spawn(network(events, Arc::clone(&stats), pipes, stop.clone()));
     let mut p = Publisher {
         shared,
         names,
@@ -76,6 +95,8 @@ pub(super) async fn run(shared: Arc<Shared>, settings: Settings, stats: Arc<Stat
         pending: Vec::new(),
         snapshot_every,
         incoming: in_rx,
+        lost: lost_rx,
+        cleanup_until: None,
         announcement: VecDeque::new(),
         announcing: None,
     };
@@ -105,45 +126,92 @@ pub(super) async fn run(shared: Arc<Shared>, settings: Settings, stats: Arc<Stat
         tick.tick().await;
         p.round();
     }
-    // Shutdown stops every job too: publish their final STOPPED before saying offline, so the
-    // retained state is not left at STOPPING (bounded: the supervisor needs milliseconds).
+    // Shutdown stops every job too: publish their final states before saying offline, so the
+    // retained state is not left at RUNNING or STOPPING. Only states and availability still
+    // matter (the rest is dropped, counted); rounds run every 10 ms until the jobs have
+    // settled and the outbox is empty, bounded.
+    p.outbox.keep_precious();
+    p.announcement.clear();
     let until = Instant::now() + SHUTDOWN_WAIT;
-    while Instant::now() < until && p.shared.cameras.iter().any(|c| c.state().is_active()) {
-        tick.tick().await;
+    loop {
         p.round();
+        let settled = !p.shared.cameras.iter().any(|c| c.state().is_active());
+        if (settled && p.outbox.is_empty()) || Instant::now() >= until {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    p.round();
     p.goodbye(net).await;
 }
 
+/// The network task's ends: where incoming messages go, and where publishes rumqttc would
+/// forget at a reconnection go back to.
+struct NetPipes {
+    incoming: mpsc::Sender<Publish>,
+    lost: mpsc::Sender<Publish>,
+}
+
 /// Drives rumqttc's event loop until the stop token is set (or the disconnect went out).
-async fn network(mut ev: EventLoop, stats: Arc<Stats>, incoming: mpsc::Sender<Publish>, stop: Stop) {
+async fn network(mut ev: EventLoop, stats: Arc<Stats>, pipes: NetPipes, stop: Stop) {
     let mut backoff = Backoff::new(u64::from(std::process::id()) ^ crate::clock::unix_now().to_bits());
+    let mut up_since: Option<Instant> = None;
+    // Connections in a row that the broker closed within STABLE of opening.
+    let mut short_lived = 0u32;
     loop {
-        match ev.poll().await {
+        let event = ev.poll().await;
+        stats.inflight.store(u64::from(ev.state.inflight()), Relaxed);
+        match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff.reset();
+                up_since = Some(Instant::now());
                 stats.set_error(None);
                 stats.connected.store(true, Relaxed);
                 stats.connections.fetch_add(1, Relaxed);
                 log::info!("mqtt: connected to {}", stats.broker);
             }
             Ok(Event::Incoming(Packet::Publish(m))) => {
-                if incoming.try_send(m).is_err() {
-                    stats.commands_refused.fetch_add(1, Relaxed);
+                if pipes.incoming.try_send(m).is_err() {
+                    stats.incoming_dropped.fetch_add(1, Relaxed);
                 }
             }
             Ok(Event::Outgoing(Outgoing::Publish(_))) => {
                 stats.published.fetch_add(1, Relaxed);
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                // Read until the broker closes the socket: it has then read everything written
+                // before (closing with its acks unread would reset the connection, and the
+                // broker would drop what it had not read yet and send the will).
+                let _ = tokio::time::timeout(CLOSE_WAIT, async { while ev.poll().await.is_ok() {} }).await;
                 stats.connected.store(false, Relaxed);
                 return;
             }
             Ok(_) => {}
             Err(e) => {
                 let was = stats.connected.swap(false, Relaxed);
-                let why = describe(&e);
+                // Publishes written but not acknowledged, and requests not yet written: rumqttc
+                // keeps them for a session the broker does not keep (clean session), so they
+                // go back to the outbox, or are counted as dropped.
+                for r in ev.pending.drain(..) {
+                    if let rumqttc::Request::Publish(p) = r {
+                        if pipes.lost.try_send(p).is_err() {
+                            stats.lost.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+                // The backoff restarts only after a connection that lasted: one the broker
+                // closes at once (a too-large retained message, another client with our id)
+                // must not be retried every second forever.
+                match up_since.take() {
+                    Some(t) if t.elapsed() >= STABLE => {
+                        backoff.reset();
+                        short_lived = 0;
+                    }
+                    Some(_) => short_lived += 1,
+                    None => {}
+                }
+                let mut why = describe(&e);
+                if short_lived >= 3 {
+                    why.push_str("; the broker keeps closing the connection right after it opens: another client using this mqtt.client_id (two boards with the same hostname?), or a retained message over 64 KiB on one of camjobd's topics");
+                }
                 if was {
                     log::warn!("mqtt: lost {}: {why}", stats.broker);
                 } else if stats.last_error().as_deref() != Some(why.as_str()) {
@@ -183,6 +251,9 @@ fn describe(e: &ConnectionError) -> String {
         ConnectionError::MqttState(rumqttc::StateError::AwaitPingResp) => {
             "the broker did not answer a keep-alive ping (stopped, overloaded or unreachable)".into()
         }
+        ConnectionError::MqttState(rumqttc::StateError::Deserialization(rumqttc::Error::PayloadSizeLimitExceeded(n))) => {
+            format!("the broker sent a message of {n} bytes, over camjobd's 64 KiB limit: a large retained message on one of camjobd's topics? Clear it (mosquitto_pub -r -n -t TOPIC)")
+        }
         ConnectionError::NetworkTimeout => "no answer from the broker within 5 s".into(),
         ConnectionError::FlushTimeout => "the broker stopped reading (nothing written for 5 s)".into(),
         ConnectionError::Tls(t) => format!("TLS: {t} (mqtts:// needs the broker's CA in mqtt.ca_file or the system roots)"),
@@ -210,6 +281,10 @@ struct Publisher {
     pending: Vec<Pending>,
     snapshot_every: Option<Duration>,
     incoming: mpsc::Receiver<Publish>,
+    /// Publishes the network task handed back at a reconnection.
+    lost: mpsc::Receiver<Publish>,
+    /// While set: the leftover-finding subscriptions are open until then.
+    cleanup_until: Option<Instant>,
     /// The rest of the last (re)connection's announcement, fed to the outbox as it has room.
     announcement: VecDeque<Message>,
     /// Set while `announce` collects.
@@ -251,7 +326,12 @@ impl Publisher {
         }
         if connected && self.subscribed != connections && self.subscribe() {
             self.subscribed = connections;
+            self.cleanup_until = Some(Instant::now() + CLEANUP_WINDOW);
         }
+        if connected && self.cleanup_until.is_some_and(|t| Instant::now() >= t) && self.unsubscribe_cleanup() {
+            self.cleanup_until = None;
+        }
+        self.take_back_lost();
         self.feed_announcement();
         self.queue_events();
         let now = Instant::now();
@@ -268,13 +348,18 @@ impl Publisher {
             self.feed_announcement();
         }
         self.stats.queued.store(self.outbox.len() as u64, Relaxed);
-        self.stats.dropped.store(self.outbox.dropped() + self.gaps, Relaxed);
+        self.stats.dropped.store(self.outbox.dropped() + self.gaps + self.stats.lost.load(Relaxed), Relaxed);
     }
 
     /// After every (re)connection: availability, discovery, and each camera's state, job and
     /// snapshot, fresh (retained messages are what a new subscriber and Home Assistant read).
     fn announce(&mut self) {
-        self.push(self.names.availability(), "online", Kind::Availability);
+        // First, ahead of whatever waited while the broker was away.
+        self.outbox.push_front(Message {
+            topic: self.names.availability(),
+            payload: b"online".to_vec(),
+            kind: Kind::Availability,
+        });
         // Discovery configs wait in `announcement` (they are many, and they never change).
         // States go through the outbox like every later state, which keeps them in order.
         self.announcement.clear();
@@ -296,14 +381,54 @@ impl Publisher {
         }
     }
 
-    /// Commands of every camera, and the retained messages that show what earlier runs left.
+    /// Commands of every camera, and (for a few seconds) the retained messages that show what
+    /// earlier runs left.
     fn subscribe(&mut self) -> bool {
-        let mut topics = vec![self.names.camera("+", "command"), self.names.camera("+", "state")];
+        let topics = std::iter::once(self.names.camera("+", "command")).chain(self.cleanup_filters());
+        let filters = topics.map(|t| rumqttc::SubscribeFilter::new(t, QoS::AtLeastOnce));
+        self.client.try_subscribe_many(filters).is_ok()
+    }
+
+    fn cleanup_filters(&self) -> Vec<String> {
+        let mut topics = vec![self.names.camera("+", "state")];
         if let Some(d) = &self.names.discovery_prefix {
             topics.push(format!("{d}/+/{}/+/config", self.names.node_id));
         }
-        let filters = topics.into_iter().map(|t| rumqttc::SubscribeFilter::new(t, QoS::AtLeastOnce));
-        self.client.try_subscribe_many(filters).is_ok()
+        topics
+    }
+
+    /// Ends the leftover search: retained messages arrive right after the subscription.
+    fn unsubscribe_cleanup(&mut self) -> bool {
+        self.cleanup_filters().into_iter().all(|t| self.client.try_unsubscribe(t).is_ok())
+    }
+
+    /// Puts back, at the front and in order, what a lost connection took with it.
+    fn take_back_lost(&mut self) {
+        let mut back = Vec::new();
+        while let Ok(p) = self.lost.try_recv() {
+            back.push(Message { kind: self.classify(&p.topic), topic: p.topic, payload: p.payload.to_vec() });
+        }
+        for m in back.into_iter().rev() {
+            self.outbox.push_front(m);
+        }
+    }
+
+    /// What a topic of ours carries.
+    fn classify(&self, topic: &str) -> Kind {
+        if topic == self.names.availability() {
+            return Kind::Availability;
+        }
+        let Some(rest) = topic.strip_prefix(self.names.topic_prefix.as_str()).and_then(|r| r.strip_prefix('/')) else {
+            return Kind::Discovery;
+        };
+        match rest.split_once('/').map(|(_, leaf)| leaf) {
+            _ if rest == "events" => Kind::Event,
+            Some("state") => Kind::State,
+            Some("job") => Kind::Job,
+            Some("snapshot" | "snapshot_url") => Kind::Snapshot,
+            Some("command/result") => Kind::CommandResult,
+            _ => Kind::Discovery,
+        }
     }
 
     /// Events since the last round, each on `events`; state events also on `<camera>/state`.
@@ -505,10 +630,15 @@ impl Publisher {
         if self.stats.connected.load(Relaxed) {
             let bye = async {
                 self.client.publish(self.names.availability(), QoS::AtLeastOnce, true, "offline").await?;
+                // The final states and `offline` acknowledged (bounded), then the disconnect.
+                let until = Instant::now() + ACK_WAIT;
+                while self.stats.inflight.load(Relaxed) > 0 && Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 self.client.disconnect().await
             };
-            let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
-            let _ = tokio::time::timeout(Duration::from_secs(1), net).await;
+            let _ = tokio::time::timeout(ACK_WAIT + Duration::from_millis(100), bye).await;
+            let _ = tokio::time::timeout(CLOSE_WAIT + Duration::from_millis(100), net).await;
         }
         self.stats.connected.store(false, Relaxed);
     }

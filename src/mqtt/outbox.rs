@@ -80,14 +80,33 @@ impl Outbox {
                 return None;
             }
         }
-        let mut dropped = None;
-        if self.queue.len() >= self.limit {
-            let victim = self.queue.iter().position(|w| !w.kind.precious()).unwrap_or(0);
-            dropped = self.queue.remove(victim).map(|w| w.kind);
-            self.dropped += 1;
-        }
+        let dropped = self.make_room();
         self.queue.push_back(m);
         dropped
+    }
+
+    /// Queues `m` ahead of everything (availability after a reconnection), making room the
+    /// same way as [`Outbox::push`].
+    pub fn push_front(&mut self, m: Message) -> Option<Kind> {
+        let dropped = self.make_room();
+        self.queue.push_front(m);
+        dropped
+    }
+
+    /// When full, drops the oldest message that is not a state or availability message; if
+    /// only those wait, the oldest state (availability goes last: it is one message).
+    fn make_room(&mut self) -> Option<Kind> {
+        if self.queue.len() < self.limit {
+            return None;
+        }
+        let victim = self
+            .queue
+            .iter()
+            .position(|w| !w.kind.precious())
+            .or_else(|| self.queue.iter().position(|w| w.kind == Kind::State))
+            .unwrap_or(0);
+        self.dropped += 1;
+        self.queue.remove(victim).map(|w| w.kind)
     }
 
     /// The oldest message, to send.
@@ -107,6 +126,14 @@ impl Outbox {
         } else {
             self.dropped += 1;
         }
+    }
+
+    /// Drops (counted) everything but state and availability messages: at shutdown, only the
+    /// final states are worth the little time left.
+    pub fn keep_precious(&mut self) {
+        let before = self.queue.len();
+        self.queue.retain(|m| m.kind.precious());
+        self.dropped += (before - self.queue.len()) as u64;
     }
 
     /// Messages waiting.
@@ -177,6 +204,19 @@ mod tests {
         }
         assert_eq!(o.front().unwrap().topic, "s1");
         assert_eq!(o.dropped(), 1);
+    }
+
+    #[test]
+    fn availability_outlives_states_and_can_go_first() {
+        let mut o = Outbox::new(16);
+        o.push(msg("availability", Kind::Availability));
+        for i in 0..40 {
+            o.push(msg(&format!("s{i}"), Kind::State));
+        }
+        assert_eq!(o.front().unwrap().kind, Kind::Availability);
+        o.push_front(msg("online", Kind::Availability));
+        assert_eq!(o.front().unwrap().topic, "online");
+        assert_eq!(o.len(), 16);
     }
 
     #[test]
