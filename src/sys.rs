@@ -198,7 +198,7 @@ pub struct FileMeta {
 
 /// `fstatat(at, name, AT_SYMLINK_NOFOLLOW)`: a link is described, not followed.
 pub fn stat_in(at: &File, name: &str) -> io::Result<FileMeta> {
-    use rustix::fs::{AtFlags, FileType};
+    use rustix::fs::{AtFlags, FileType, StatExt};
     let st = rustix::fs::statat(at, name, AtFlags::SYMLINK_NOFOLLOW)?;
     let kind = match FileType::from_raw_mode(st.st_mode) {
         FileType::RegularFile => EntryKind::File,
@@ -206,7 +206,8 @@ pub fn stat_in(at: &File, name: &str) -> io::Result<FileMeta> {
         FileType::Symlink => EntryKind::Link,
         _ => EntryKind::Other,
     };
-    let mtime = st.st_mtime as f64 + st.st_mtime_nsec as f64 / 1e9;
+    // `mtime()`: signed on every target (the raw field is unsigned on 32-bit ARM).
+    let mtime = st.mtime() as f64 + st.st_mtime_nsec as f64 / 1e9;
     Ok(FileMeta { kind, len: st.st_size as u64, mtime })
 }
 
