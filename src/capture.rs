@@ -6,7 +6,6 @@
 //! capture thread can always look at its orders and the stop token between reads. A backend
 //! that can block for longer breaks the watchdog contract.
 //!
-//! Backends:
 //! Sources deliver either JPEG (written into a frame buffer as is) or raw YUYV, deinterleaved
 //! ([`yuyv`]) into the planar image of an idle encoder ([`crate::encode`]); which one is fixed
 //! per open ([`Source::delivers`]). Raw pixels are only copied for frames somebody wants.
@@ -15,9 +14,12 @@
 //! - [`synthetic`]: a moving test pattern rendered as YUYV, like a camera, with fault
 //!   injection for tests.
 //! - [`pipe`]: a child process whose stdout is an MJPEG byte stream, split by [`mjpeg`].
+//! - [`libcamera`]: a Raspberry Pi CSI camera through `rpicam-vid`, run as a pipe source with
+//!   its arguments built from the config and its failures explained.
 //! - `v4l2` (with the `v4l2` feature): a V4L2 device, mmap streaming; MJPG passed through,
 //!   YUYV handed to the encoders.
 
+pub mod libcamera;
 pub mod mjpeg;
 pub mod pipe;
 pub mod synthetic;
@@ -155,6 +157,7 @@ pub fn opener(config: &SourceConfig, max_frame_bytes: usize) -> Box<dyn Opener> 
     match config {
         SourceConfig::Synthetic(c) => Box::new(synthetic::SyntheticOpener::new(c.clone())),
         SourceConfig::Pipe(c) => Box::new(pipe::PipeOpener::new(c.clone(), max_frame_bytes)),
+        SourceConfig::Libcamera(c) => Box::new(libcamera::LibcameraOpener::new(c.clone(), max_frame_bytes)),
         #[cfg(feature = "v4l2")]
         SourceConfig::V4l2(c) => Box::new(v4l2::V4l2Opener::new(c.clone())),
         #[cfg(not(feature = "v4l2"))]

@@ -339,6 +339,8 @@ pub enum SourceConfig {
     Pipe(PipeConfig),
     /// A V4L2 device (a USB/UVC camera, vivid). Needs a build with `--features v4l2`.
     V4l2(V4l2Config),
+    /// A Raspberry Pi CSI camera through libcamera: `rpicam-vid` (or `libcamera-vid`).
+    Libcamera(LibcameraConfig),
 }
 
 impl SourceConfig {
@@ -348,6 +350,7 @@ impl SourceConfig {
             SourceConfig::Synthetic(_) => "synthetic",
             SourceConfig::Pipe(_) => "pipe",
             SourceConfig::V4l2(_) => "v4l2",
+            SourceConfig::Libcamera(_) => "libcamera",
         }
     }
 
@@ -357,7 +360,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Synthetic(c) => Some(c.quality),
             SourceConfig::V4l2(c) if c.format != V4l2Format::Mjpg => Some(c.quality),
-            SourceConfig::V4l2(_) | SourceConfig::Pipe(_) => None,
+            SourceConfig::V4l2(_) | SourceConfig::Pipe(_) | SourceConfig::Libcamera(_) => None,
         }
     }
 
@@ -367,6 +370,7 @@ impl SourceConfig {
             SourceConfig::Synthetic(c) => (c.width, c.height),
             SourceConfig::V4l2(c) => (c.width, c.height),
             SourceConfig::Pipe(_) => (640, 480),
+            SourceConfig::Libcamera(c) => (c.width, c.height),
         }
     }
 }
@@ -454,6 +458,39 @@ pub struct FaultConfig {
     /// How long each periodic stall lasts.
     pub stall_for_ms: u64,
 }
+
+/// A Raspberry Pi camera (Camera Module 1–3, HQ, GS; CSI) through libcamera's `rpicam-vid`,
+/// run with `-t 0 --codec mjpeg --nopreview -o -` and these settings; frames are passed
+/// through. Raspberry Pi OS Bookworm: `sudo apt install rpicam-apps` (usually there already).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LibcameraConfig {
+    /// Frame width (`--width`).
+    pub width: u32,
+    /// Frame height (`--height`).
+    pub height: u32,
+    /// Frames per second (`--framerate`).
+    pub fps: u32,
+    /// JPEG quality 1–100 (`--quality`).
+    pub quality: u8,
+    /// Which camera (`--camera`, 0 = the first `rpicam-hello --list-cameras` shows); `null`:
+    /// rpicam-vid's default, the first.
+    pub camera: Option<u32>,
+    /// More arguments for rpicam-vid (`["--hflip", "--vflip"]`, `["--autofocus-mode",
+    /// "continuous"]`), after camjobd's own.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for LibcameraConfig {
+    fn default() -> Self {
+        LibcameraConfig { width: 1280, height: 720, fps: 15, quality: 80, camera: None, extra_args: Vec::new() }
+    }
+}
+
+/// Arguments camjobd gives rpicam-vid itself; `extra_args` must not change them (the stream
+/// on stdout is what camjobd reads).
+pub const LIBCAMERA_OWN_ARGS: [&str; 8] =
+    ["-o", "--output", "--codec", "-t", "--timeout", "--segment", "--split", "--circular"];
 
 /// A child process whose stdout is an MJPEG byte stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -916,6 +953,28 @@ impl Config {
                     v.range(&p("source.fps"), u64::from(s.fps), 1, 240);
                     v.range(&p("source.buffers"), u64::from(s.buffers), 2, 32);
                     v.range(&p("source.quality"), u64::from(s.quality), 1, 100);
+                }
+                SourceConfig::Libcamera(s) => {
+                    v.range(&p("source.width"), u64::from(s.width), 32, 9152);
+                    v.range(&p("source.height"), u64::from(s.height), 32, 6944);
+                    v.range(&p("source.fps"), u64::from(s.fps), 1, 240);
+                    v.range(&p("source.quality"), u64::from(s.quality), 1, 100);
+                    if let Some(n) = s.camera {
+                        v.range(&p("source.camera"), u64::from(n), 0, 15);
+                    }
+                    v.check(&p("source.extra_args"), s.extra_args.len() <= 32, "at most 32 arguments");
+                    for (j, a) in s.extra_args.iter().enumerate() {
+                        let key = p(&format!("source.extra_args[{j}]"));
+                        v.check(
+                            &key,
+                            !a.is_empty() && a.len() <= 256 && !a.contains('\0'),
+                            "must be 1 to 256 bytes, no NUL",
+                        );
+                        let flag = a.split('=').next().unwrap_or("");
+                        if LIBCAMERA_OWN_ARGS.contains(&flag) {
+                            v.fail(&key, format!("{flag} is camjobd's to set (it reads the MJPEG stream rpicam-vid writes to stdout); use width, height, fps, quality and camera for those"));
+                        }
+                    }
                 }
                 SourceConfig::Pipe(s) => {
                     v.check(&p("source.command"), !s.command.is_empty() && !s.command[0].is_empty(), "must name a program, e.g. [\"rpicam-vid\", \"-t\", \"0\", \"--codec\", \"mjpeg\", \"-o\", \"-\"]");

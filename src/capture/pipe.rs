@@ -37,16 +37,30 @@ const STDERR_TAIL: usize = 512;
 /// Bounds the stderr reads done in one go, so a child spamming stderr cannot hold a read.
 const STDERR_READS: usize = 8;
 
+/// Turns what a known command wrote to stderr before failing into a reason that says what to
+/// do (`None`: nothing recognised, the last line is quoted as is).
+pub type Explain = fn(&str) -> Option<&'static str>;
+
 /// Opens a [`Source`] that runs a command and splits its stdout into JPEG frames.
 pub struct PipeOpener {
     config: PipeConfig,
     max_frame_bytes: usize,
+    explain: Option<Explain>,
+    label: Option<String>,
 }
 
 impl PipeOpener {
     /// An opener for `config.command`, delivering frames of at most `max_frame_bytes`.
     pub fn new(config: PipeConfig, max_frame_bytes: usize) -> Self {
-        PipeOpener { config, max_frame_bytes }
+        PipeOpener { config, max_frame_bytes, explain: None, label: None }
+    }
+
+    /// Failures are explained by `explain` from the command's stderr, and messages name the
+    /// command as `label` (`rpicam-vid`) rather than `pipe command "<path>"`.
+    pub fn with_explainer(mut self, explain: Explain, label: String) -> Self {
+        self.explain = Some(explain);
+        self.label = Some(label);
+        self
     }
 }
 
@@ -102,6 +116,8 @@ impl Opener for PipeOpener {
             argv0: program.clone(),
             stdout_eof_at: None,
             failed: None,
+            explain: self.explain,
+            label: self.label.clone().unwrap_or_else(|| format!("pipe command \"{program}\"")),
         };
         set_nonblocking(source.stdout.as_raw_fd()).map_err(|e| source.io_error("stdout", &e))?;
         grow_pipe(source.stdout.as_raw_fd());
@@ -185,11 +201,16 @@ impl StderrTail {
         self.len = (self.len + data.len()).min(STDERR_TAIL);
     }
 
-    /// The last non-empty line, for an error message (allocates; error path only).
-    fn last_line(&self) -> String {
+    /// Everything held, oldest first (allocates; error path only).
+    fn text(&self) -> String {
         let start = (self.head + STDERR_TAIL - self.len) % STDERR_TAIL;
         let bytes: Vec<u8> = (0..self.len).map(|i| self.buf[(start + i) % STDERR_TAIL]).collect();
-        let text = String::from_utf8_lossy(&bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// The last non-empty line, for an error message (allocates; error path only).
+    fn last_line(&self) -> String {
+        let text = self.text();
         // Progress output often uses '\r'; either ends a line.
         let line = text.split(['\n', '\r']).map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("");
         line.chars().filter(|c| !c.is_control()).collect()
@@ -212,6 +233,9 @@ struct PipeSource {
     stdout_eof_at: Option<Instant>,
     /// Sticky: once fatal, every read answers the same error.
     failed: Option<SourceError>,
+    explain: Option<Explain>,
+    /// How messages name the command.
+    label: String,
 }
 
 impl Source for PipeSource {
@@ -373,10 +397,20 @@ impl PipeSource {
             None => "closed its stdout".to_string(),
         };
         let line = self.tail.last_line();
-        let mut message = format!("pipe command \"{}\" {what}", self.argv0);
-        if !line.is_empty() {
-            message.push_str(": ");
-            message.push_str(&line);
+        let mut message = format!("{} {what}", self.label);
+        match self.explain.and_then(|f| f(&self.tail.text())) {
+            Some(why) => {
+                message.push_str(": ");
+                message.push_str(why);
+                if !line.is_empty() {
+                    message.push_str(&format!(" (it said: {line})"));
+                }
+            }
+            None if !line.is_empty() => {
+                message.push_str(": ");
+                message.push_str(&line);
+            }
+            None => {}
         }
         log::warn!("{message}");
         let err = SourceError::fatal(message);

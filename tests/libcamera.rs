@@ -1,0 +1,177 @@
+//! The `libcamera` source through the real binary, with a stand-in `rpicam-vid` on `PATH`
+//! (`tests/support/rpicam-vid`: checks the arguments camjobd passes, plays MJPEG made by
+//! ffmpeg, and imitates rpicam's failure messages and exit codes).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{config, Daemon, TempDir};
+use serde_json::{json, Value};
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// ffmpeg makes the stand-in's MJPEG (required in scripts/test.sh).
+fn have_ffmpeg() -> bool {
+    let found = std::process::Command::new("ffmpeg").arg("-version").output().is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(std::env::var_os("CAMJOBD_REQUIRE_CLIENTS").is_none(), "ffmpeg is required here but not installed");
+        eprintln!("SKIPPED: ffmpeg is not installed (apt-get install ffmpeg)");
+    }
+    found
+}
+
+/// A directory holding the stand-in under `name` (rpicam-vid or libcamera-vid).
+fn bin_dir(dir: &TempDir, name: &str) -> PathBuf {
+    let bin = dir.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let stand_in = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/rpicam-vid");
+    std::fs::copy(stand_in, bin.join(name)).unwrap();
+    bin
+}
+
+fn path_with(bin: &Path) -> String {
+    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default())
+}
+
+fn libcamera_cam(extra: Value) -> Value {
+    let mut cam = json!({
+        "name": "csi",
+        "source": { "kind": "libcamera", "width": 320, "height": 240, "fps": 10, "quality": 70 },
+        "snapshot_interval_ms": 500,
+        "watchdog": { "max_recoveries": 0, "backoff_initial_ms": 100 },
+    });
+    common::merge(&mut cam, extra);
+    cam
+}
+
+fn start(tag: &str, program: &str, cam: Value, env: &[(&str, &str)]) -> Daemon {
+    let dir = TempDir::new(tag);
+    let bin = bin_dir(&dir, program);
+    let args = dir.path("args");
+    let path = path_with(&bin);
+    let mut env: Vec<(&str, &str)> = env.to_vec();
+    let args_s = args.display().to_string();
+    env.push(("PATH", &path));
+    env.push(("FAKE_RPICAM_ARGS", &args_s));
+    let cfg = config(&dir, json!([cam]), json!({}));
+    Daemon::start_env(dir, &cfg, false, &env)
+}
+
+/// Width and height from a JPEG's SOF0 marker.
+fn jpeg_size(jpeg: &[u8]) -> (u16, u16) {
+    let i = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).expect("SOF0");
+    let be = |o: usize| u16::from_be_bytes([jpeg[i + o], jpeg[i + o + 1]]);
+    (be(7), be(5))
+}
+
+#[test]
+fn a_csi_camera_streams_through_rpicam_vid_with_the_configured_arguments() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let cam =
+        libcamera_cam(json!({"source": {"camera": 1, "extra_args": ["--hflip", "--autofocus-mode", "continuous"]}}));
+    let d = start("lc-run", "rpicam-vid", cam, &[]);
+    let job = d.wait_state("csi", "RUNNING", 10 * SEC);
+    assert_eq!(job["reason"], Value::Null);
+    let args = std::fs::read_to_string(d.dir.path("args")).unwrap();
+    let args: Vec<&str> = args.lines().collect();
+    assert!(args[0].ends_with("/bin/rpicam-vid"), "{args:?}");
+    assert_eq!(
+        args[1..].join(" "),
+        "-t 0 --codec mjpeg --nopreview -o - --width 320 --height 240 --framerate 10 --quality 70 --camera 1 --hflip --autofocus-mode continuous"
+    );
+    // Frames are passed through: the snapshot is the camera's JPEG at the asked size.
+    d.wait_job("csi", 10 * SEC, |j| j["snapshots"].as_u64() >= Some(2));
+    let r = d.get("/api/cameras/csi/latest.jpg");
+    assert_eq!(r.status, 200);
+    assert_eq!(jpeg_size(&r.body), (320, 240));
+    let v = d.camera("csi");
+    assert_eq!(v["job"]["frames_dropped"], 0, "{v}");
+}
+
+#[test]
+fn libcamera_vid_is_used_where_rpicam_vid_is_missing() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let d = start("lc-old", "libcamera-vid", libcamera_cam(json!({})), &[]);
+    d.wait_state("csi", "RUNNING", 10 * SEC);
+    let args = std::fs::read_to_string(d.dir.path("args")).unwrap();
+    assert!(args.lines().next().unwrap().ends_with("/bin/libcamera-vid"), "{args}");
+}
+
+/// The job fails with a reason containing every one of `says`.
+fn fails_saying(tag: &str, fake: &str, says: &[&str]) {
+    let d = start(tag, "rpicam-vid", libcamera_cam(json!({})), &[("FAKE_RPICAM", fake)]);
+    let job = d.wait_state("csi", "FAILED", 20 * SEC);
+    let reason = job["reason"].as_str().unwrap_or_default();
+    for s in says {
+        assert!(reason.contains(s), "{fake}: reason {reason:?} lacks {s:?}");
+    }
+}
+
+#[test]
+fn no_camera_fails_saying_check_the_ribbon_cable() {
+    fails_saying(
+        "lc-none",
+        "no-camera",
+        &["no camera found", "ribbon cable", "rpicam-hello --list-cameras", "no cameras available"],
+    );
+}
+
+#[test]
+fn a_busy_camera_fails_saying_who_to_stop() {
+    fails_saying("lc-busy", "busy", &["camera is busy", "fuser", "failed to acquire camera"]);
+}
+
+#[test]
+fn a_camera_index_not_connected_fails_saying_so() {
+    fails_saying("lc-index", "bad-index", &["source.camera", "--list-cameras"]);
+}
+
+#[test]
+fn without_the_camera_apps_the_job_fails_saying_what_to_install() {
+    let dir = TempDir::new("lc-missing");
+    let empty = dir.path("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let cfg = config(&dir, json!([libcamera_cam(json!({}))]), json!({}));
+    let empty_s = empty.display().to_string();
+    let d = Daemon::start_env(dir, &cfg, false, &[("PATH", &empty_s)]);
+    let job = d.wait_state("csi", "FAILED", 10 * SEC);
+    assert!(job["reason"].as_str().unwrap().contains("sudo apt install rpicam-apps"), "{job}");
+}
+
+#[test]
+fn a_camera_that_drops_off_is_recovered_and_the_reason_says_why() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let cam = libcamera_cam(json!({"watchdog": {"max_recoveries": 5, "backoff_initial_ms": 100}}));
+    let d = start("lc-drop", "rpicam-vid", cam, &[("FAKE_RPICAM", "die-after")]);
+    d.wait_state("csi", "RUNNING", 10 * SEC);
+    let e = d.wait_event(15 * SEC, |e| e["state"] == "RECOVERING");
+    let reason = e["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("stopped delivering frames") && reason.contains("Device timeout"), "{e}");
+    assert!(reason.starts_with("rpicam-vid exited with status 255"), "{e}");
+    // The restarted rpicam-vid delivers again.
+    d.wait_job("csi", 15 * SEC, |j| j["state"] == "RUNNING" && j["recoveries"].as_u64() >= Some(1));
+}
+
+#[test]
+fn extra_args_may_not_take_over_the_stream() {
+    let dir = TempDir::new("lc-cfg");
+    for (args, key) in
+        [(json!(["-o", "x.mjpeg"]), "extra_args[0]"), (json!(["--hflip", "--codec=h264"]), "extra_args[1]")]
+    {
+        let cfg = config(&dir, json!([libcamera_cam(json!({"source": {"extra_args": args}}))]), json!({}));
+        let file = dir.path("c.json");
+        std::fs::write(&file, cfg.to_string()).unwrap();
+        let out = common::check_config(&file);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(&format!("cameras[0].source.{key}")) && err.contains("camjobd's to set"), "{err}");
+    }
+}
