@@ -1166,6 +1166,14 @@ mod tests {
             board(name).unwrap_or_else(|e| panic!("board {name}: {e}"));
         }
         assert!(board("pi9").unwrap_err().to_string().contains("built-in boards: host"));
+        // The Pi profiles read a CSI camera through libcamera.
+        for name in ["rpi3", "rpi4", "rpi5", "rpi-zero2w"] {
+            assert!(matches!(board(name).unwrap().cameras[0].source, SourceConfig::Libcamera(_)), "{name}");
+        }
+        // The CSI camera example: two cameras, the second by index, and MQTT.
+        let csi = Config::from_json(include_str!("../board/examples/csi-camera.json")).unwrap();
+        assert!(matches!(&csi.cameras[1].source, SourceConfig::Libcamera(c) if c.camera == Some(1)));
+        assert!(csi.mqtt.is_some());
         // The USB camera example in board/examples/ (a V4L2 source: needs the feature).
         let usb = Config::from_json(include_str!("../board/examples/usb-camera.json"));
         if cfg!(feature = "v4l2") {
