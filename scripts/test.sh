@@ -10,6 +10,7 @@
 #   SOAK    5 minutes (SOAK_SECONDS),
 #   VM      vivid in a qemu VM + the ustreamer benchmark (BENCH_S, 10 s per run here),
 #   POWERCUT power cuts on ext4 in a qemu VM (POWER_CUTS, 4 here; the README reports 50),
+#   PACKAGE the amd64 .deb: lintian, install/upgrade/purge in a throwaway Debian root,
 #   FUZZ    20 s per fuzz target (FUZZ_SECONDS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,7 @@ skip BROWSER || want+=(chromium)
 skip SOAK || want+=(wrk gnuplot-nox)
 skip VM || want+=(qemu-system-x86 busybox-static cpio kmod v4l-utils ustreamer libjpeg-turbo-progs)
 skip POWERCUT || want+=(qemu-system-x86 busybox-static cpio kmod e2fsprogs libjpeg-turbo-progs python3)
+skip PACKAGE || want+=(lintian mmdebstrap)
 skip CROSS || want+=(qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
 missing=()
 for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -130,6 +132,15 @@ if ! skip POWERCUT; then
   record power-cut "$pc_status"
 fi
 
+# The amd64 Debian package: lintian, then installed, upgraded and purged in a throwaway
+# Debian root (mmdebstrap). scripts/package.sh builds the arm64 and armhf ones too.
+if ! skip PACKAGE; then
+  log "package"
+  pkg_status=0
+  bash scripts/package-test.sh 2>&1 | tee -a "$out" || pkg_status=$?
+  record package "$pkg_status"
+fi
+
 # Fuzzing for a short bounded time (cargo-fuzz, libFuzzer); longer with scripts/fuzz.sh SECONDS.
 if ! skip FUZZ; then
   log "fuzz"
@@ -139,7 +150,7 @@ if ! skip FUZZ; then
 fi
 
 log "done"
-awk '/^(soak|fuzz|vm|cross|power-cut): [01] passed/ { p += $2; f += $4 }
+awk '/^(soak|fuzz|vm|cross|power-cut|package): [01] passed/ { p += $2; f += $4 }
      /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      /^ℹ pass / { p += $3 } /^ℹ fail / { f += $3 }
      END { printf "\ntests: %d passed, %d failed\n", p, f }' "$out"
