@@ -105,7 +105,8 @@ fn run(args: &[String]) -> Result<(), Error> {
         if shown.http.token_file.is_some() {
             shown.http.token = None;
         }
-        println!("{}", serde_json::to_string_pretty(&shown).expect("config serializes"));
+        // A closed stdout (`| head`) is not worth a panic.
+        let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&shown).expect("config serializes"));
         return Ok(());
     }
     let level = config.log.level.parse().unwrap_or(log::LevelFilter::Info);
