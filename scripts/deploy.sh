@@ -16,17 +16,27 @@ profile=${2:-}
 [ -z "$profile" ] || [ -f "board/$profile.json" ] || { echo "no board profile board/$profile.json" >&2; exit 2; }
 run() { if [ "${DRY_RUN:-0}" = 1 ]; then echo "+ $*"; else "$@"; fi; }
 
-arch=$(if [ "${DRY_RUN:-0}" = 1 ]; then echo aarch64; else ssh "$host" uname -m; fi)
-case "$arch" in
-  aarch64) t=aarch64; debarch=arm64 ;;
-  armv7l|armv6l) t=armv7; debarch=armhf ;;
-  x86_64) t=x86_64; debarch=amd64 ;;
-  *) echo "$host is $arch; camjobd packages exist for arm64, armhf and amd64" >&2; exit 2 ;;
+# The package architecture of the Pi's userland (a 32-bit Raspberry Pi OS on a Pi 4 or 5 runs a
+# 64-bit kernel: `uname -m` would say aarch64) and its CPU (ARMv6 boards cannot run armv7 code).
+if [ "${DRY_RUN:-0}" = 1 ]; then debarch=arm64 cpu=aarch64; else
+  debarch=$(ssh "$host" dpkg --print-architecture); cpu=$(ssh "$host" uname -m); fi
+case "$debarch" in
+  arm64) t=aarch64 ;;
+  armhf) t=armv7 ;;
+  amd64) t=x86_64 ;;
+  *) echo "$host runs $debarch; camjobd packages exist for arm64, armhf and amd64" >&2; exit 2 ;;
 esac
-echo "== $host is $arch: building the $debarch package"
-run scripts/package.sh "$t"
-version=$(awk -F'"' '/^version *=/ {print $2; exit}' Cargo.toml)
-deb="camjobd_${version}-1_${debarch}.deb"
+[ "$cpu" != armv6l ] || { echo "$host is an ARMv6 board (Pi 1, Zero, Zero W): camjobd's armhf build needs ARMv7 (Pi 2 and later, Zero 2 W)" >&2; exit 2; }
+echo "== $host runs $debarch: building the package"
+if [ "${DRY_RUN:-0}" = 1 ]; then
+  echo "+ scripts/package.sh $t"
+  path="target/debian/camjobd_$(awk -F'"' '/^version *=/ {print $2; exit}' Cargo.toml)-1_$debarch.deb"
+else
+  # package.sh prints "== <path>: ..." for the package it made.
+  path=$(scripts/package.sh "$t" | tee /dev/stderr | sed -n 's/^== \(.*\.deb\): .*/\1/p' | tail -n 1)
+  [ -f "$path" ] || { echo "no package was made" >&2; exit 1; }
+fi
+deb=$(basename "$path")
 
 # What runs on the Pi, as root: install, maybe the profile, check, restart.
 remote=$(mktemp)
@@ -34,11 +44,14 @@ trap 'rm -f "$remote"' EXIT
 cat > "$remote" <<'REMOTE'
 set -eu
 deb=$1 profile=${2:-}
-DEBIAN_FRONTEND=noninteractive apt-get install -y "/tmp/$deb"
+# A config changed here (or written from a profile below) is kept at upgrades, without a prompt.
+DEBIAN_FRONTEND=noninteractive apt-get install -y \
+  -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "/tmp/$deb"
 if [ -n "$profile" ]; then
   packaged=$(dpkg-query -W -f='${Conffiles}\n' camjobd | awk '$1 == "/etc/camjobd/config.json" {print $2}')
   if [ "$(md5sum < /etc/camjobd/config.json | cut -d' ' -f1)" = "$packaged" ]; then
-    camjobd --board "$profile" --check-config > /etc/camjobd/config.json
+    camjobd --board "$profile" --check-config > /etc/camjobd/config.json.new
+    mv /etc/camjobd/config.json.new /etc/camjobd/config.json
     echo "config written from board profile $profile"
   else
     echo "/etc/camjobd/config.json was changed here: kept (profile $profile not applied)"
@@ -54,7 +67,7 @@ systemctl status camjobd --no-pager; journalctl -u camjobd -n 30 --no-pager; exi
 REMOTE
 
 echo "== copying $deb"
-run scp "target/debian/$deb" "$remote" "$host:/tmp/"
+run scp "$path" "$remote" "$host:/tmp/"
 echo "== installing, checking /healthz on $host"
 run ssh "$host" sudo sh "/tmp/$(basename "$remote")" "$deb" "$profile"
 echo "deployed: ssh -L 8080:127.0.0.1:8080 $host, then open http://127.0.0.1:8080/"

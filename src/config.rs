@@ -487,10 +487,61 @@ impl Default for LibcameraConfig {
     }
 }
 
-/// Arguments camjobd gives rpicam-vid itself; `extra_args` must not change them (the stream
-/// on stdout is what camjobd reads).
-pub const LIBCAMERA_OWN_ARGS: [&str; 8] =
-    ["-o", "--output", "--codec", "-t", "--timeout", "--segment", "--split", "--circular"];
+/// The rpicam-vid options `extra_args` may use: image and camera tuning only. Anything else
+/// could take the MJPEG stream on stdout away or end it (`-o`, `--codec`, `--frames`,
+/// `--metadata -`, `--help`), repeat one of camjobd's own (rpicam then exits), or be an
+/// abbreviation rpicam's option parser would expand (`--out`), so it is refused.
+pub const LIBCAMERA_EXTRA_OPTIONS: [&str; 27] = [
+    "--hflip",
+    "--vflip",
+    "--rotation",
+    "--roi",
+    "--shutter",
+    "--gain",
+    "--analoggain",
+    "--metering",
+    "--exposure",
+    "--ev",
+    "--awb",
+    "--awbgains",
+    "--brightness",
+    "--contrast",
+    "--saturation",
+    "--sharpness",
+    "--denoise",
+    "--tuning-file",
+    "--mode",
+    "--autofocus-mode",
+    "--autofocus-range",
+    "--autofocus-speed",
+    "--autofocus-window",
+    "--lens-position",
+    "--hdr",
+    "--flicker-period",
+    "--buffer-count",
+];
+
+/// Why an `extra_args` entry is refused, if it is: options must be whole names from
+/// [`LIBCAMERA_EXTRA_OPTIONS`] (`--name` or `--name=value`); anything not starting with `-`
+/// is a value, as is a negative number (`--ev -0.5`).
+fn libcamera_extra_arg_problem(arg: &str) -> Option<String> {
+    if arg.is_empty() || arg.len() > 256 || arg.contains('\0') {
+        return Some("must be 1 to 256 bytes, no NUL".into());
+    }
+    let negative_number =
+        arg.strip_prefix('-').is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit() || c == '.'));
+    if !arg.starts_with('-') || negative_number {
+        return None;
+    }
+    let name = arg.split('=').next().unwrap_or(arg);
+    if LIBCAMERA_EXTRA_OPTIONS.contains(&name) {
+        return None;
+    }
+    Some(format!(
+        "{name:?} is not an option camjobd passes on: extra_args takes rpicam-vid's tuning options by their full name ({}); size, rate, quality and camera have their own keys, and the output is camjobd's to set",
+        LIBCAMERA_EXTRA_OPTIONS.join(" ")
+    ))
+}
 
 /// A child process whose stdout is an MJPEG byte stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -964,16 +1015,21 @@ impl Config {
                     }
                     v.check(&p("source.extra_args"), s.extra_args.len() <= 32, "at most 32 arguments");
                     for (j, a) in s.extra_args.iter().enumerate() {
-                        let key = p(&format!("source.extra_args[{j}]"));
-                        v.check(
-                            &key,
-                            !a.is_empty() && a.len() <= 256 && !a.contains('\0'),
-                            "must be 1 to 256 bytes, no NUL",
-                        );
-                        let flag = a.split('=').next().unwrap_or("");
-                        if LIBCAMERA_OWN_ARGS.contains(&flag) {
-                            v.fail(&key, format!("{flag} is camjobd's to set (it reads the MJPEG stream rpicam-vid writes to stdout); use width, height, fps, quality and camera for those"));
+                        if let Some(problem) = libcamera_extra_arg_problem(a) {
+                            v.fail(&p(&format!("source.extra_args[{j}]")), problem);
                         }
+                    }
+                    // A JPEG of about 3 bits per pixel is a detailed scene at high quality;
+                    // frames over max_frame_bytes would all be dropped as oversize.
+                    let needed = u64::from(s.width) * u64::from(s.height) * 3 / 8;
+                    if (c.max_frame_bytes as u64) < needed {
+                        v.fail(
+                            &p("max_frame_bytes"),
+                            format!(
+                                "{} bytes is too small for {}x{} JPEG frames (allow {needed} or more)",
+                                c.max_frame_bytes, s.width, s.height
+                            ),
+                        );
                     }
                 }
                 SourceConfig::Pipe(s) => {

@@ -74,22 +74,17 @@ pub fn argv(program: &str, c: &LibcameraConfig) -> Vec<String> {
 /// rpicam-vid's (and libcamera's) failure messages, as reasons that say what to do.
 pub fn explain(stderr: &str) -> Option<&'static str> {
     let s = stderr.to_ascii_lowercase();
-    if s.contains("no cameras available") {
-        Some("no camera found: check the ribbon cable and run `rpicam-hello --list-cameras` (power off before reseating it)")
-    } else if s.contains("in use by another process")
-        || s.contains("failed to acquire camera")
-        || s.contains("resource busy")
-    {
-        Some("the camera is busy: stop the other program using it (`sudo fuser -v /dev/media*` names it)")
-    } else if s.contains("selected camera is not available") || s.contains("invalid camera") {
-        Some("source.camera names a camera that is not connected: `rpicam-hello --list-cameras` lists them")
-    } else if s.contains("device timeout") {
-        Some("the camera stopped delivering frames: check the ribbon cable and the power supply")
-    } else if s.contains("failed to start streaming") || s.contains("unable to set format") {
-        Some("the camera refused the size or frame rate: `rpicam-hello --list-cameras` lists its modes")
-    } else {
-        None
-    }
+    const KNOWN: [(&str, &str); 8] = [
+        ("legacy camera stack", "the legacy camera stack is on: turn it off (raspi-config → Interface Options → Legacy Camera) and reboot"),
+        ("only supports the raspberry pi", "rpicam-vid runs only on a Raspberry Pi: elsewhere use a USB camera (the v4l2 source)"),
+        ("no cameras available", "no camera found: check the ribbon cable (power off first) and the video group; run `rpicam-hello --list-cameras`"),
+        ("in use by another process", "the camera is busy: stop the other program using it (`sudo fuser -v /dev/media*` names it)"),
+        ("failed to acquire camera", "the camera is busy: stop the other program using it (`sudo fuser -v /dev/media*` names it)"),
+        ("selected camera is not available", "source.camera names a camera that is not connected: `rpicam-hello --list-cameras` lists them"),
+        ("failed to allocate capture buffers", "not enough CMA memory for the camera's buffers: lower width and height, or raise cma in /boot/firmware/config.txt"),
+        ("device timeout", "the camera stopped delivering frames: check the ribbon cable and the power supply"),
+    ];
+    KNOWN.iter().find(|(needle, _)| s.contains(needle)).map(|(_, why)| *why)
 }
 
 #[cfg(test)]
@@ -138,6 +133,14 @@ mod tests {
             .unwrap()
             .contains("busy"));
         assert!(explain("ERROR: *** selected camera is not available ***").unwrap().contains("source.camera"));
+        assert!(explain("ERROR: the system appears to be configured for the legacy camera stack")
+            .unwrap()
+            .contains("Legacy Camera"));
+        assert!(explain("ERROR: Device timeout detected, attempting a restart!!!")
+            .unwrap()
+            .contains("stopped delivering"));
+        // A libcamera EBUSY line alone is not "busy": too many things say that.
+        assert_eq!(explain("ERROR V4L2 v4l2_videodevice.cpp:1248 Unable to set format: Device or resource busy"), None);
         assert_eq!(explain("something else"), None);
     }
 }
