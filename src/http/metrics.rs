@@ -14,6 +14,14 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP camjobd_{name} {help}\n# TYPE camjobd_{name} {kind}");
 }
 
+/// Metrics without labels: (name, type, help, value) each.
+fn unlabelled<V: std::fmt::Display>(out: &mut String, rows: &[(&str, &str, &str, V)]) {
+    for (name, kind, help, value) in rows {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "camjobd_{name} {value}");
+    }
+}
+
 /// Label values are camera names (`A-Z a-z 0-9 _ -`, checked by the config): no escaping needed.
 fn sample(out: &mut String, name: &str, camera: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "camjobd_{name}{{camera=\"{camera}\"}} {value}");
@@ -118,10 +126,7 @@ pub fn render(
             crate::logging::DROPPED.load(Relaxed) as f64
         }),
     ];
-    for (name, kind, help, value) in globals {
-        family(&mut out, name, kind, help);
-        let _ = writeln!(out, "camjobd_{name} {value}");
-    }
+    unlabelled(&mut out, &globals);
     let (queued, running) = exports.depth();
     let x = &exports.stats;
     let export_metrics = [
@@ -134,10 +139,7 @@ pub fn render(
         ("exports_cancelled_total", "counter", "Exports cancelled.", x.cancelled.load(Relaxed)),
         ("exports_panics_total", "counter", "Panics caught inside an export.", x.panics.load(Relaxed)),
     ];
-    for (name, kind, help, value) in export_metrics {
-        family(&mut out, name, kind, help);
-        let _ = writeln!(out, "camjobd_{name} {value}");
-    }
+    unlabelled(&mut out, &export_metrics);
     if let Some(h) = http {
         let http_metrics = [
             ("http_connections_active", "gauge", "Connections being served.", h.connections_active.load(Relaxed)),
@@ -188,10 +190,7 @@ pub fn render(
                 h.stream_placeholders.load(Relaxed),
             ),
         ];
-        for (name, kind, help, value) in http_metrics {
-            family(&mut out, name, kind, help);
-            let _ = writeln!(out, "camjobd_{name} {value}");
-        }
+        unlabelled(&mut out, &http_metrics);
     }
     if let Some(m) = mqtt {
         let mqtt_metrics = [
@@ -213,10 +212,7 @@ pub fn render(
             ),
             ("mqtt_commands_refused_total", "counter", "Commands from MQTT refused.", m.commands_refused.load(Relaxed)),
         ];
-        for (name, kind, help, value) in mqtt_metrics {
-            family(&mut out, name, kind, help);
-            let _ = writeln!(out, "camjobd_{name} {value}");
-        }
+        unlabelled(&mut out, &mqtt_metrics);
     }
     out
 }
