@@ -12,7 +12,7 @@ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || apt_install mos
 MOSQ=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 work=$(mktemp -d /tmp/camjobd-mqtt-cost.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; git worktree prune; }
 trap cleanup EXIT
 
 cargo build --release --quiet
