@@ -1,8 +1,9 @@
 //! Time: a monotonic clock for deadlines and stall detection, wall-clock Unix seconds for the
 //! API. Monotonic time is kept as milliseconds since process start so it fits in an atomic.
 
-use std::sync::OnceLock;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 
@@ -19,6 +20,41 @@ pub fn mono_ms() -> u64 {
 /// The wall clock as Unix seconds with a fraction, as the API reports times.
 pub fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// The monotonic clock a decision-making loop reads: the system's, or one a test moves by
+/// hand so backoff and budget rules are checked without sleeping.
+#[derive(Clone, Default)]
+pub struct Mono {
+    /// `None`: the system clock. `Some`: a start instant plus milliseconds moved by hand.
+    manual: Option<Arc<(Instant, AtomicU64)>>,
+}
+
+impl Mono {
+    /// The system's monotonic clock.
+    pub fn system() -> Mono {
+        Mono::default()
+    }
+
+    /// A clock that stands still until [`Mono::advance`] moves it (tests).
+    pub fn manual() -> Mono {
+        Mono { manual: Some(Arc::new((Instant::now(), AtomicU64::new(0)))) }
+    }
+
+    /// Now, on this clock.
+    pub fn now(&self) -> Instant {
+        match &self.manual {
+            None => Instant::now(),
+            Some(m) => m.0 + Duration::from_millis(m.1.load(Relaxed)),
+        }
+    }
+
+    /// Moves a manual clock forward; the system clock cannot be moved (no-op).
+    pub fn advance(&self, by: Duration) {
+        if let Some(m) = &self.manual {
+            m.1.fetch_add(by.as_millis() as u64, Relaxed);
+        }
+    }
 }
 
 /// A wall-clock jump smaller than this is drift or a slow tick, not a jump.

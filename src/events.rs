@@ -10,7 +10,7 @@ use heapless::HistoryBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::clock;
-use crate::status::JobState;
+use crate::lifecycle::JobState;
 
 /// Events kept in memory; older ones are overwritten.
 pub const EVENT_CAPACITY: usize = 256;

@@ -2,12 +2,11 @@
 //! them. This is the top of the dependency graph below `main`:
 //! `job → {capture, watchdog, http, led, store} → {ring, frame, status, events, config, error}`.
 //!
-//! - [`lifecycle`]: the state machine (pure).
+//! - the state machine itself is [`crate::lifecycle`] (pure, a leaf).
 //! - [`supervisor`]: the single writer of job state.
 //! - [`capture`]: the per-camera capture loop.
 
 pub mod capture;
-pub mod lifecycle;
 pub mod supervisor;
 
 use std::io;

@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use crate::config::LedConfig;
 use crate::events::EventKind;
+use crate::lifecycle::JobState;
 use crate::shutdown::Stop;
-use crate::status::{JobState, Shared};
+use crate::status::Shared;
 
 /// Slow blink half-period (STARTING, RECOVERING).
 pub const SLOW_MS: u64 = 500;

@@ -10,7 +10,7 @@
 //!
 //! - `main.rs` — command line → [`config`] → [`job::Service`] → wait for a signal.
 //! - [`job`] — wires the threads: [`job::supervisor`] (single writer of job state),
-//!   [`job::capture`] (one loop per camera), [`job::lifecycle`] (the state machine).
+//!   [`job::capture`] (one loop per camera).
 //! - [`capture`] — the [`capture::Source`] trait and its backends (synthetic, pipe + MJPEG
 //!   splitter, V4L2). Only backends touch devices or processes.
 //! - [`encode`] — the encoder threads of a raw (YUYV) camera: capture hands them frames and
@@ -32,6 +32,8 @@
 //! - [`status`] — published state (job records, heartbeats, commands, job history) that the
 //!   threads share; [`live`] — each camera's live view (newest frame, stream demand, the copies
 //!   HTTP readers hold); [`index`] — the on-disk snapshot index.
+//! - [`lifecycle`] — the job states and the pure state machine the supervisor applies; a leaf
+//!   that `events`, `status`, `led`, `mqtt` and `http` name states from.
 //! - [`ring`] (snapshot ring), [`frame`] (frame pool), [`events`] (event ring), [`logging`]
 //!   (non-blocking log sink), [`config`], [`error`], [`shutdown`] (the stop token), [`clock`],
 //!   [`sys`] (statvfs and thread priority). `unsafe` lives only in the capture backends,
@@ -61,6 +63,7 @@ pub mod index;
 pub mod job;
 pub mod jpeg;
 pub mod led;
+pub mod lifecycle;
 pub mod live;
 pub mod logging;
 pub mod mqtt;

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::server::Stats;
 use crate::export::Exports;
-use crate::status::{JobState, Shared};
+use crate::lifecycle::JobState;
+use crate::status::Shared;
 
 /// Writes one metric family's HELP and TYPE lines.
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

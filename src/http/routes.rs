@@ -19,7 +19,8 @@ use super::server::{bump, Answer, Body, Handler, Request, Response, Stats};
 use super::stream::{MjpegBody, Placeholder, StreamSlot};
 use crate::events::{Event, MAX_PAGE};
 use crate::export::{Exports, Refused};
-use crate::status::{CameraShared, Command, JobLimits, JobState, Refusal, Reply, Shared};
+use crate::lifecycle::JobState;
+use crate::status::{CameraShared, Command, JobLimits, Refusal, Reply, Shared};
 
 /// The dashboard page, one self-contained file.
 const DASHBOARD: &str = include_str!("dashboard.html");

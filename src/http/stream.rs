@@ -29,8 +29,9 @@ use tokio_stream::Stream;
 
 use super::server::{bump, Stats};
 use crate::frame::Frame;
+use crate::lifecycle::JobState;
 use crate::live::Watcher;
-use crate::status::{CameraShared, JobState};
+use crate::status::CameraShared;
 
 /// The multipart boundary (without the leading dashes).
 pub const BOUNDARY: &str = "camjobdframe";

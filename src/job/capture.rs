@@ -94,6 +94,12 @@ impl Orders {
         let _ = self.bell_tx.try_send(());
     }
 
+    /// The current order, whatever capture has applied (the supervisor's unit tests).
+    #[cfg(test)]
+    pub(crate) fn current(&self) -> Order {
+        *self.order.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The current order if it changed since `seen`.
     fn take_new(&self, seen: &mut u64) -> Option<Order> {
         let s = self.seq.load(Acquire);

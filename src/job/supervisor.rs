@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::Receiver;
 
 use super::capture::{Action, Order, Orders};
-use super::lifecycle::{self, Trigger};
 use crate::clock;
 use crate::events::{Event, EventKind};
+use crate::lifecycle::{self, JobState, Trigger};
 use crate::shutdown::Stop;
-use crate::status::{CameraShared, Command, JobLimits, JobRecord, JobState, JobSummary, Phase, Refusal, Reply, Shared};
+use crate::status::{CameraShared, Command, JobLimits, JobRecord, JobSummary, Phase, Refusal, Reply, Shared};
 use crate::store::StateFile;
 
 /// How often heartbeats are looked at; bounds how late RUNNING/COMPLETED/STOPPED show.
@@ -52,6 +52,8 @@ pub struct Supervisor {
     /// Per camera: a job was running when the process last died, so a new one starts even
     /// without `autostart`.
     resume: Vec<bool>,
+    /// Where `Instant`s come from: the system clock, or a manual one in the unit tests.
+    clock: clock::Mono,
     /// Ids below this are on disk as used; reserving [`ID_BLOCK`] at a time keeps fsyncs
     /// (slow on SD cards, and wear) off most starts. A restart skips the unused rest.
     reserved_until: u64,
@@ -86,7 +88,21 @@ impl Supervisor {
                 stopping_since: None,
             })
             .collect();
-        Supervisor { shared, cams, state_file, next_job_id, reserved_until: next_job_id, resume }
+        Supervisor {
+            shared,
+            cams,
+            state_file,
+            next_job_id,
+            reserved_until: next_job_id,
+            resume,
+            clock: clock::Mono::system(),
+        }
+    }
+
+    /// Reads time from `clock` instead of the system's (tests drive backoff and budgets).
+    pub fn with_clock(mut self, clock: clock::Mono) -> Supervisor {
+        self.clock = clock;
+        self
     }
 
     /// Serves commands until `stop`, then stops every active job and returns.
@@ -187,7 +203,7 @@ impl Supervisor {
         let ctl = &mut self.cams[i];
         ctl.failed_in_row = 0;
         ctl.running_since = None;
-        ctl.started = Some(Instant::now());
+        ctl.started = Some(self.clock.now());
         ctl.stopping_since = None;
         ctl.orders.post(Order { job_id: id, attempt: 0, max_frames, action: Action::Run { not_before: None } });
         Ok(ctl.cam.view().job)
@@ -203,8 +219,9 @@ impl Supervisor {
             }));
         }
         self.transition(i, Trigger::StopRequested, Some(why.to_string()));
+        let now = self.clock.now();
         let ctl = &mut self.cams[i];
-        ctl.stopping_since = Some(Instant::now());
+        ctl.stopping_since = Some(now);
         post_halt(ctl, &rec);
         Ok(ctl.cam.view().job)
     }
@@ -244,6 +261,7 @@ impl Supervisor {
                 wd.max_recoveries
             )),
         );
+        let not_before = self.clock.now() + backoff;
         let ctl = &mut self.cams[i];
         ctl.failed_in_row = n;
         ctl.running_since = None;
@@ -251,7 +269,7 @@ impl Supervisor {
             job_id: rec.id,
             attempt,
             max_frames: rec.max_frames,
-            action: Action::Run { not_before: Some(Instant::now() + backoff) },
+            action: Action::Run { not_before: Some(not_before) },
         });
     }
 
@@ -263,21 +281,22 @@ impl Supervisor {
         let hb = &cam.heartbeat;
         let current = hb.job_id.load(Acquire) == rec.id && hb.attempt.load(Acquire) == rec.attempt;
         let phase = hb.phase();
+        let now = self.clock.now();
         let overdue = match (rec.max_duration_s, started) {
-            (Some(max), Some(t0)) => t0.elapsed() >= Duration::from_secs(max),
+            (Some(max), Some(t0)) => now - t0 >= Duration::from_secs(max),
             _ => false,
         };
         if matches!(rec.state, JobState::Starting | JobState::Recovering)
             && current
             && matches!(phase, Phase::Streaming | Phase::Done)
         {
-            self.cams[i].running_since = Some(Instant::now());
+            self.cams[i].running_since = Some(now);
             let why =
                 (rec.state == JobState::Recovering).then(|| format!("recovered after {}", recoveries(rec.recoveries)));
             self.transition(i, Trigger::GoodFrame, why);
             rec.state = JobState::Running;
         }
-        if rec.state == JobState::Running && self.cams[i].running_since.is_some_and(|t| t.elapsed() >= STABLE_RUNNING) {
+        if rec.state == JobState::Running && self.cams[i].running_since.is_some_and(|t| now - t >= STABLE_RUNNING) {
             // Stable again: a camera that glitches once a day never runs out of recoveries.
             self.cams[i].failed_in_row = 0;
         }
@@ -303,7 +322,7 @@ impl Supervisor {
             }
             JobState::Stopping => {
                 let closed = hb.job_id.load(Acquire) == rec.id && phase == Phase::Idle;
-                let waited = stopping_since.map_or(Duration::ZERO, |t| t.elapsed());
+                let waited = stopping_since.map_or(Duration::ZERO, |t| now - t);
                 if closed || waited >= STOP_GRACE {
                     let mut why = rec.reason.clone().unwrap_or_default();
                     if !closed {
@@ -368,6 +387,7 @@ impl Supervisor {
                 let _ = self.stop(i, "service shutting down");
             }
         }
+        // Real time, not `self.clock`: this loop sleeps while the cameras close.
         let deadline = Instant::now() + Duration::from_millis(1000);
         while Instant::now() < deadline && self.cams.iter().any(|c| c.cam.job().state == JobState::Stopping) {
             for i in 0..self.cams.len() {
@@ -481,3 +501,6 @@ fn recoveries(n: u32) -> String {
         format!("{n} recoveries")
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 use super::Names;
-use crate::status::JobState;
+use crate::lifecycle::JobState;
 
 /// One discovery config: its topic and payload.
 pub struct Config {

@@ -19,8 +19,9 @@ use super::command::{self, Action};
 use super::outbox::{Kind, Message, Outbox};
 use super::{discovery, Backoff, Names, Settings, Stats};
 use crate::events::{Event as LogEvent, EventKind};
+use crate::lifecycle::JobState;
 use crate::shutdown::Stop;
-use crate::status::{CameraShared, Command, JobState, Refusal, Reply, Shared};
+use crate::status::{CameraShared, Command, Refusal, Reply, Shared};
 
 /// How often the publisher looks at the published state.
 const TICK: Duration = Duration::from_millis(100);

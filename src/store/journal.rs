@@ -216,7 +216,7 @@ pub fn read(storage: &Path) -> (Vec<Event>, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::JobState;
+    use crate::lifecycle::JobState;
 
     fn tmp(name: &str) -> PathBuf {
         let p = std::env::temp_dir().join(format!("camjobd-journal-{name}-{}", std::process::id()));

@@ -1,10 +1,74 @@
-//! The job state machine as a pure function: which trigger may move which state where.
+//! The job states and the state machine as a pure function: which trigger may move which
+//! state where. A leaf: it imports nothing from the crate, so `events`, `status` and `job` can
+//! all name a state without importing each other.
 //! The supervisor applies it; anything not listed here is refused, so an impossible
 //! transition is a bug report, never a silent state change.
 
 use std::fmt;
 
-use crate::status::JobState::{self, *};
+use serde::Serialize;
+
+use JobState::*;
+
+/// The job lifecycle states (the README's "Job lifecycle").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum JobState {
+    /// No job has run on this camera since the process started.
+    Idle,
+    /// Opening the camera; no good frame yet.
+    Starting,
+    /// Frames are arriving.
+    Running,
+    /// The camera stalled or failed; it is being reopened.
+    Recovering,
+    /// A stop was asked for; the camera is being closed.
+    Stopping,
+    /// Stopped on request or at shutdown.
+    Stopped,
+    /// Given up; `reason` says why.
+    Failed,
+    /// `max_frames` or `max_duration_s` was reached.
+    Completed,
+}
+
+impl JobState {
+    /// The name as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Idle => "IDLE",
+            JobState::Starting => "STARTING",
+            JobState::Running => "RUNNING",
+            JobState::Recovering => "RECOVERING",
+            JobState::Stopping => "STOPPING",
+            JobState::Stopped => "STOPPED",
+            JobState::Failed => "FAILED",
+            JobState::Completed => "COMPLETED",
+        }
+    }
+
+    /// A job in this state holds the camera: a new start is refused with 409.
+    pub fn is_active(self) -> bool {
+        matches!(self, JobState::Starting | JobState::Running | JobState::Recovering | JobState::Stopping)
+    }
+
+    /// States from which the camera is being read (the watchdog watches these).
+    pub fn is_capturing(self) -> bool {
+        matches!(self, JobState::Starting | JobState::Running | JobState::Recovering)
+    }
+
+    /// All states, for metrics and tests.
+    pub const ALL: [JobState; 8] = [
+        JobState::Idle,
+        JobState::Starting,
+        JobState::Running,
+        JobState::Recovering,
+        JobState::Stopping,
+        JobState::Stopped,
+        JobState::Failed,
+        JobState::Completed,
+    ];
+}
 
 /// What happened to a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
