@@ -198,8 +198,8 @@ mod tests {
 
     #[test]
     fn sysfs_led_writes_brightness_and_restores_the_trigger() {
-        let dir = std::env::temp_dir().join(format!("camjobd-led-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        let guard = tempfile::tempdir().unwrap();
+        let dir = guard.path();
         let (b, t) = (dir.join("brightness"), dir.join("trigger"));
         fs::write(&b, "0").unwrap();
         fs::write(&t, "none timer [mmc0] heartbeat\n").unwrap();
@@ -215,7 +215,6 @@ mod tests {
         assert_eq!(fs::read_to_string(&t).unwrap(), "mmc0", "trigger put back");
         let e = SysfsLed::open(&dir.join("nope/brightness")).err().unwrap();
         assert!(e.contains("ls /sys/class/leds"), "{e}");
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

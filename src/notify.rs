@@ -60,8 +60,8 @@ mod tests {
 
     #[test]
     fn datagrams_reach_path_and_abstract_sockets() {
-        let path = std::env::temp_dir().join(format!("camjobd-notify-{}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
+        let guard = tempfile::tempdir().unwrap();
+        let path = guard.path().join("notify");
         let rx = UnixDatagram::bind(&path).unwrap();
         Notifier::to(path.as_os_str().as_encoded_bytes()).unwrap().send("READY=1\nSTATUS=ok").unwrap();
         let mut buf = [0u8; 64];

@@ -693,8 +693,8 @@ mod tests {
 
     #[test]
     fn ids_survive_reopen_and_temp_files_are_removed() {
-        let dir = std::env::temp_dir().join(format!("camjobd-state-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let guard = tempfile::tempdir().unwrap();
+        let dir = guard.path().join("data");
         let (f, next) = StateFile::open(&dir).unwrap();
         assert_eq!(next, 1);
         f.save(42).unwrap();
@@ -705,6 +705,5 @@ mod tests {
         fs::write(dir.join(NAME), b"{oops").unwrap();
         let err = StateFile::open(&dir).err().unwrap().to_string();
         assert!(err.contains("corrupt"), "{err}");
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

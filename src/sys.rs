@@ -378,8 +378,8 @@ mod tests {
 
     #[test]
     fn opens_regular_files_beneath_and_refuses_links_fifos_and_escapes() {
-        let dir = std::env::temp_dir().join(format!("camjobd-beneath-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let guard = tempfile::tempdir().unwrap();
+        let dir = guard.path();
         std::fs::create_dir_all(dir.join("cam/day")).unwrap();
         std::fs::write(dir.join("cam/day/1.jpg"), b"jpeg").unwrap();
         std::fs::write(dir.join("outside"), b"secret").unwrap();
@@ -389,7 +389,7 @@ mod tests {
         // SAFETY: a valid path; makes a FIFO.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let read = |rel: &str| {
-            open_regular_beneath(&dir, Path::new(rel)).map(|mut f| {
+            open_regular_beneath(dir, Path::new(rel)).map(|mut f| {
                 let mut s = String::new();
                 std::io::Read::read_to_string(&mut f, &mut s).unwrap();
                 s
@@ -402,33 +402,31 @@ mod tests {
         assert_eq!(read("../outside").unwrap_err().kind(), io::ErrorKind::InvalidInput);
         assert_eq!(read("cam/day/9.jpg").unwrap_err().kind(), io::ErrorKind::NotFound);
         // The walk used on old kernels refuses the same links.
-        let walk = |rel: &str| open_walk(File::open(&dir).unwrap(), Path::new(rel), libc::O_RDONLY | libc::O_NOFOLLOW);
+        let walk = |rel: &str| open_walk(File::open(dir).unwrap(), Path::new(rel), libc::O_RDONLY | libc::O_NOFOLLOW);
         assert!(walk("cam/day/1.jpg").is_ok());
         assert_eq!(walk("cam/day/2.jpg").unwrap_err().raw_os_error(), Some(libc::ELOOP));
         assert_eq!(walk("cam/linked/1.jpg").unwrap_err().raw_os_error(), Some(libc::ELOOP));
         // Deleting through a linked directory is refused; a link itself is removed, not its target.
-        assert_eq!(remove_beneath(&dir, Path::new("cam/linked/1.jpg")).unwrap_err().raw_os_error(), Some(libc::ELOOP));
+        assert_eq!(remove_beneath(dir, Path::new("cam/linked/1.jpg")).unwrap_err().raw_os_error(), Some(libc::ELOOP));
         assert!(dir.join("cam/day/1.jpg").exists());
-        remove_beneath(&dir, Path::new("cam/day/2.jpg")).unwrap();
+        remove_beneath(dir, Path::new("cam/day/2.jpg")).unwrap();
         assert!(dir.join("outside").exists() && !dir.join("cam/day/2.jpg").exists());
-        remove_beneath(&dir, Path::new("cam/day/1.jpg")).unwrap();
+        remove_beneath(dir, Path::new("cam/day/1.jpg")).unwrap();
         assert!(!dir.join("cam/day/1.jpg").exists());
         // A new file never opens what is there: a hard link to a file outside is replaced, not
         // truncated.
         std::fs::hard_link(dir.join("outside"), dir.join("cam/day/4.tmp")).unwrap();
-        let day = open_dir_beneath(&dir, Path::new("cam/day")).unwrap();
+        let day = open_dir_beneath(dir, Path::new("cam/day")).unwrap();
         std::io::Write::write_all(&mut create_in(&day, "4.tmp").unwrap(), b"new").unwrap();
         assert_eq!(std::fs::read(dir.join("outside")).unwrap(), b"secret");
         assert_eq!(std::fs::read(dir.join("cam/day/4.tmp")).unwrap(), b"new");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn atomic_writes_of_one_name_from_many_threads_never_fail_or_mix() {
-        let dir = std::env::temp_dir().join(format!("camjobd-atomic-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let at = std::sync::Arc::new(File::open(&dir).unwrap());
+        let guard = tempfile::tempdir().unwrap();
+        let dir = guard.path();
+        let at = std::sync::Arc::new(File::open(dir).unwrap());
         let writers: Vec<_> = (0..8u8)
             .map(|t| {
                 let at = std::sync::Arc::clone(&at);
@@ -445,7 +443,6 @@ mod tests {
         let bytes = std::fs::read(dir.join("1.json")).unwrap();
         assert!(bytes.len() == 4096 && bytes.iter().all(|&b| b == bytes[0]), "a mixed record");
         assert_eq!(list_in(&at).unwrap(), vec![("1.json".to_string(), EntryKind::File)], "no temp file left");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -105,7 +105,8 @@ mod tests {
     #[test]
     fn the_program_is_found_on_path_preferring_rpicam_vid() {
         use std::os::unix::fs::PermissionsExt;
-        let base = std::env::temp_dir().join(format!("camjobd-libcamera-path-{}", std::process::id()));
+        let guard = tempfile::tempdir().unwrap();
+        let base = guard.path();
         let (old, new) = (base.join("old"), base.join("new"));
         for d in [&old, &new] {
             std::fs::create_dir_all(d).unwrap();
@@ -123,7 +124,6 @@ mod tests {
         assert_eq!(find_program(Some(&path)), Some(new.join("rpicam-vid")));
         assert_eq!(find_program(Some(OsStr::new("/nonexistent"))), None);
         assert_eq!(find_program(None), None);
-        let _ = std::fs::remove_dir_all(&base);
     }
 
     #[test]

@@ -500,26 +500,10 @@ impl Drop for PipeSource {
 mod tests {
     use super::*;
     use crate::capture::mjpeg::tests::{jpeg, jpeg_with};
-    use std::path::PathBuf;
 
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let p = std::env::temp_dir().join(format!("camjobd-pipe-{}-{name}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-        fn path(&self, f: &str) -> String {
-            self.0.join(f).to_str().unwrap().to_string()
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    /// A file `name` in a temporary directory, as a shell word.
+    fn file(dir: &tempfile::TempDir, name: &str) -> String {
+        dir.path().join(name).to_str().unwrap().to_string()
     }
 
     fn sh(script: &str, max: usize) -> Result<Box<dyn Source>, SourceError> {
@@ -555,12 +539,12 @@ mod tests {
 
     #[test]
     fn frames_arrive_with_length_and_size() {
-        let dir = TempDir::new("frames");
+        let dir = tempfile::tempdir().unwrap();
         let a = jpeg(640, 480);
         let b = jpeg_with(32, 24, &[1, 0xFF, 0x00, 2, 0xFF, 0xD3, 3], None);
-        std::fs::write(dir.path("a.jpg"), &a).unwrap();
-        std::fs::write(dir.path("b.jpg"), &b).unwrap();
-        let script = format!("printf 'junk'; while :; do cat '{}' '{}'; done", dir.path("a.jpg"), dir.path("b.jpg"));
+        std::fs::write(file(&dir, "a.jpg"), &a).unwrap();
+        std::fs::write(file(&dir, "b.jpg"), &b).unwrap();
+        let script = format!("printf 'junk'; while :; do cat '{}' '{}'; done", file(&dir, "a.jpg"), file(&dir, "b.jpg"));
         let mut src = sh(&script, 4096).unwrap();
         let mut dst = vec![0u8; 4096];
         let w = Duration::from_secs(5);
@@ -581,12 +565,12 @@ mod tests {
 
     #[test]
     fn oversize_frames_are_dropped_and_reading_goes_on() {
-        let dir = TempDir::new("oversize");
+        let dir = tempfile::tempdir().unwrap();
         let big = jpeg_with(100, 100, &vec![7u8; 300_000], None);
         let good = jpeg(8, 8);
-        std::fs::write(dir.path("big.jpg"), &big).unwrap();
-        std::fs::write(dir.path("good.jpg"), &good).unwrap();
-        let script = format!("while :; do cat '{}' '{}'; done", dir.path("big.jpg"), dir.path("good.jpg"));
+        std::fs::write(file(&dir, "big.jpg"), &big).unwrap();
+        std::fs::write(file(&dir, "good.jpg"), &good).unwrap();
+        let script = format!("while :; do cat '{}' '{}'; done", file(&dir, "big.jpg"), file(&dir, "good.jpg"));
         let mut src = sh(&script, 10_000).unwrap();
         let mut dst = vec![0u8; 10_000];
         let w = Duration::from_secs(5);
@@ -601,10 +585,10 @@ mod tests {
 
     #[test]
     fn child_exit_is_fatal_with_status_and_stderr() {
-        let dir = TempDir::new("exit");
+        let dir = tempfile::tempdir().unwrap();
         let a = jpeg(8, 8);
-        std::fs::write(dir.path("a.jpg"), &a).unwrap();
-        let script = format!("cat '{}'; echo 'camera: no device' >&2; exit 3", dir.path("a.jpg"));
+        std::fs::write(file(&dir, "a.jpg"), &a).unwrap();
+        let script = format!("cat '{}'; echo 'camera: no device' >&2; exit 3", file(&dir, "a.jpg"));
         let mut src = sh(&script, 4096).unwrap();
         let w = Duration::from_secs(5);
         // The frame written before the exit is still delivered.
@@ -675,13 +659,13 @@ mod tests {
 
     #[test]
     fn drop_kills_the_group_and_reaps() {
-        let dir = TempDir::new("drop");
+        let dir = tempfile::tempdir().unwrap();
         let a = jpeg(8, 8);
-        std::fs::write(dir.path("a.jpg"), &a).unwrap();
-        let gc = dir.path("gc");
+        std::fs::write(file(&dir, "a.jpg"), &a).unwrap();
+        let gc = file(&dir, "gc");
         let script = format!(
             "sleep 1000 & echo $! > '{gc}.tmp'; mv '{gc}.tmp' '{gc}'; while :; do cat '{}'; done",
-            dir.path("a.jpg")
+            file(&dir, "a.jpg")
         );
         let mut opener = PipeOpener::new(PipeConfig { command: vec!["sh".into(), "-c".into(), script] }, 4096);
         let mut src = opener.open(1).unwrap();
@@ -705,8 +689,8 @@ mod tests {
 
     #[test]
     fn drop_kills_children_that_ignore_sigterm() {
-        let dir = TempDir::new("term");
-        let pids = dir.path("pids");
+        let dir = tempfile::tempdir().unwrap();
+        let pids = file(&dir, "pids");
         let script = format!(
             "trap '' TERM; sleep 1000 & echo $$ $! > '{pids}.tmp'; mv '{pids}.tmp' '{pids}'; \
              while :; do sleep 1; done"

@@ -218,10 +218,11 @@ mod tests {
     use super::*;
     use crate::lifecycle::JobState;
 
-    fn tmp(name: &str) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("camjobd-journal-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&p);
-        p
+    /// A fresh directory for one test (removed when the guard drops).
+    fn tmp(name: &str) -> (tempfile::TempDir, PathBuf) {
+        let guard = tempfile::Builder::new().prefix(&format!("camjobd-journal-{name}")).tempdir().unwrap();
+        let p = guard.path().join("journal");
+        (guard, p)
     }
 
     fn cfg() -> JournalConfig {
@@ -230,7 +231,7 @@ mod tests {
 
     #[test]
     fn batches_rotation_and_torn_lines() {
-        let dir = tmp("batch");
+        let (_guard, dir) = tmp("batch");
         let log = EventLog::default();
         let mut j = Journal::open(&dir, cfg(), false).unwrap();
         for i in 0..9 {
@@ -273,7 +274,7 @@ mod tests {
 
     #[test]
     fn overwritten_events_are_noted() {
-        let dir = tmp("lost");
+        let (_guard, dir) = tmp("lost");
         let log = EventLog::default();
         let mut j = Journal::open(&dir, cfg(), false).unwrap();
         log.push(EventKind::Info, "", None, None, format_args!("first"));
