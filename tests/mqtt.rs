@@ -49,25 +49,8 @@ fn wait_mqtt(d: &Daemon, within: Duration, what: &str, pred: impl Fn(&Value) -> 
     }
 }
 
-#[test]
-fn home_assistant_discovers_the_camera_sees_its_state_and_drives_it() {
-    let dir = TempDir::new("mqtt-ha");
-    let broker = Broker::start(&dir.0, "allow_anonymous true");
-    let sub = Sub::new(broker.port, "watcher", &["ha1/#", "homeassistant/#"]);
-    // A command someone left retained must not run at every (re)connection.
-    sub.publish("ha1/pi/cam0/command", "stop", true);
-    let cfg = mqtt_config(&dir, json!([cam("cam0")]), &broker.url(), "ha1/pi", json!({}));
-    let mut d = Daemon::start_in(TempDir::new("mqtt-ha-d"), &cfg);
-    let res = sub.wait("ha1/pi/cam0/command/result", Duration::from_secs(10), |_| true).json();
-    assert_eq!(res["error"], "retained", "{res}");
-    sub.publish("ha1/pi/cam0/command", "", true); // cleared
-
-    // Availability, retained.
-    let online = sub.wait("ha1/pi/availability", Duration::from_secs(10), |m| m.text() == "online");
-    assert!(online.payload == b"online");
-
-    // Discovery: every config has what Home Assistant requires.
-    sub.wait("ha1/pi/cam0/state", Duration::from_secs(10), |m| m.text() == "RUNNING");
+/// Every discovery config `sub` saw for prefix `ha1/pi` has what Home Assistant requires.
+fn check_discovery(sub: &Sub) {
     let configs: Vec<_> = sub.seen().into_iter().filter(|m| m.topic.starts_with("homeassistant/")).collect();
     let components: std::collections::BTreeSet<_> =
         configs.iter().map(|m| m.topic.split('/').nth(1).unwrap().to_string()).collect();
@@ -92,6 +75,28 @@ fn home_assistant_discovers_the_camera_sees_its_state_and_drives_it() {
     let problem = configs.iter().find(|m| m.topic.contains("/binary_sensor/")).unwrap().json();
     assert_eq!(problem["device_class"], "problem");
     assert_eq!(problem["state_topic"], "ha1/pi/cam0/state");
+}
+
+#[test]
+fn home_assistant_discovers_the_camera_sees_its_state_and_drives_it() {
+    let dir = TempDir::new("mqtt-ha");
+    let broker = Broker::start(&dir.0, "allow_anonymous true");
+    let sub = Sub::new(broker.port, "watcher", &["ha1/#", "homeassistant/#"]);
+    // A command someone left retained must not run at every (re)connection.
+    sub.publish("ha1/pi/cam0/command", "stop", true);
+    let cfg = mqtt_config(&dir, json!([cam("cam0")]), &broker.url(), "ha1/pi", json!({}));
+    let mut d = Daemon::start_in(TempDir::new("mqtt-ha-d"), &cfg);
+    let res = sub.wait("ha1/pi/cam0/command/result", Duration::from_secs(10), |_| true).json();
+    assert_eq!(res["error"], "retained", "{res}");
+    sub.publish("ha1/pi/cam0/command", "", true); // cleared
+
+    // Availability, retained.
+    let online = sub.wait("ha1/pi/availability", Duration::from_secs(10), |m| m.text() == "online");
+    assert!(online.payload == b"online");
+
+    // Discovery: every config has what Home Assistant requires.
+    sub.wait("ha1/pi/cam0/state", Duration::from_secs(10), |m| m.text() == "RUNNING");
+    check_discovery(&sub);
 
     // The job JSON is retained and carries the API's counters.
     let job = sub.wait("ha1/pi/cam0/job", Duration::from_secs(5), |m| {

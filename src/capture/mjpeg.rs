@@ -219,157 +219,157 @@ impl Splitter {
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Next<'_> {
         loop {
-            match self.state {
-                State::Hunt => {
-                    let at = match memchr(0xFF, &self.buf[self.pos..self.end]) {
-                        Some(i) => self.pos + i,
-                        None => {
-                            self.skipped(self.end - self.pos);
-                            self.pos = self.end;
-                            return Next::NeedMore;
-                        }
-                    };
-                    self.skipped(at - self.pos);
-                    if at + 1 >= self.end {
-                        // Keep the 0xFF: it may be the first half of an SOI.
-                        self.pos = at;
-                        return Next::NeedMore;
-                    }
-                    if self.buf[at + 1] != 0xD8 {
-                        self.skipped(1);
-                        self.pos = at + 1;
-                        continue;
-                    }
-                    self.begin_frame(at);
-                    if self.garbage {
-                        self.garbage = false;
-                        return Next::Dropped(DropCause::Garbage);
-                    }
-                }
-                State::Marker => {
-                    let mut at = self.pos;
-                    if at >= self.end {
-                        return self.need_more();
-                    }
-                    if self.buf[at] != 0xFF {
-                        if let Some(c) = self.fail(at, false) {
-                            return Next::Dropped(c);
-                        }
-                        continue;
-                    }
-                    // Fill bytes: any number of 0xFF may precede a marker.
-                    while at + 1 < self.end && self.buf[at + 1] == 0xFF {
-                        at += 1;
-                    }
-                    self.pos = at;
-                    if at + 1 >= self.end {
-                        return self.need_more();
-                    }
-                    let m = self.buf[at + 1];
-                    match m {
-                        0xD8 => {
-                            if let Some(c) = self.fail(at, true) {
-                                return Next::Dropped(c);
-                            }
-                        }
-                        0xD9 => {
-                            if self.dims.is_some() && self.seen_sos {
-                                if let Some(n) = self.complete(at + 2) {
-                                    return done_to_next(n, self);
-                                }
-                            } else if let Some(c) = self.fail(at, false) {
-                                return Next::Dropped(c);
-                            }
-                        }
-                        // TEM and RSTn stand alone: no length follows.
-                        0x01 | 0xD0..=0xD7 => self.pos = at + 2,
-                        0x00 => {
-                            if let Some(c) = self.fail(at, false) {
-                                return Next::Dropped(c);
-                            }
-                        }
-                        _ => {
-                            if at + 4 > self.end {
-                                return self.need_more();
-                            }
-                            let len = be16(&self.buf[at + 2..]) as usize;
-                            let sof = is_sof(m);
-                            let bad = len < 2 || (sof && len < 8) || (m == 0xDA && self.dims.is_none());
-                            if bad {
-                                if let Some(c) = self.fail(at, false) {
-                                    return Next::Dropped(c);
-                                }
-                                continue;
-                            }
-                            if sof {
-                                // Need P, Y, X: FF Cn Lh Ll P Yh Yl Xh Xl.
-                                if at + 9 > self.end {
-                                    return self.need_more();
-                                }
-                                let height = be16(&self.buf[at + 5..]);
-                                let width = be16(&self.buf[at + 7..]);
-                                if width == 0 || height == 0 {
-                                    // Height 0 (DNL) is legal JPEG but gives no size to report.
-                                    if let Some(c) = self.fail(at, false) {
-                                        return Next::Dropped(c);
-                                    }
-                                    continue;
-                                }
-                                if self.dims.is_none() {
-                                    self.dims = Some((width, height));
-                                }
-                            }
-                            if m == 0xDA {
-                                self.seen_sos = true;
-                            }
-                            self.pos = at + 2;
-                            self.state = State::Skip { left: len, then_entropy: m == 0xDA };
-                        }
-                    }
-                }
-                State::Skip { left, then_entropy } => {
-                    let n = left.min(self.end - self.pos);
-                    self.pos += n;
-                    if n < left {
-                        self.state = State::Skip { left: left - n, then_entropy };
-                        return self.need_more();
-                    }
-                    self.state = if then_entropy { State::Entropy } else { State::Marker };
-                }
-                State::Entropy => {
-                    let at = match memchr(0xFF, &self.buf[self.pos..self.end]) {
-                        Some(i) => self.pos + i,
-                        None => {
-                            self.pos = self.end;
-                            return self.need_more();
-                        }
-                    };
-                    if at + 1 >= self.end {
-                        self.pos = at;
-                        return self.need_more();
-                    }
-                    match self.buf[at + 1] {
-                        // Stuffed zero and restart markers are part of the scan.
-                        0x00 | 0xD0..=0xD7 => self.pos = at + 2,
-                        // Fill byte: the marker, if any, starts at the next 0xFF.
-                        0xFF => self.pos = at + 1,
-                        0xD9 => {
-                            if let Some(n) = self.complete(at + 2) {
-                                return done_to_next(n, self);
-                            }
-                        }
-                        // Any other marker ends this scan (progressive JPEGs have several).
-                        _ => {
-                            self.pos = at;
-                            self.state = State::Marker;
-                        }
-                    }
-                }
+            let scan = match self.state {
+                State::Hunt => self.hunt(),
+                State::Marker => self.marker(),
+                State::Skip { left, then_entropy } => self.skip(left, then_entropy),
+                State::Entropy => self.entropy(),
+            };
+            match scan {
+                Scan::Again => {}
+                Scan::Out(n) => return n,
+                Scan::Done(d) => return done_to_next(d, self),
             }
         }
     }
 
-    /// The frame ended just before `stop`. Returns what to report, if anything.
+    /// Looks for an SOI between frames; what it passes over is garbage.
+    fn hunt(&mut self) -> Scan {
+        let at = match memchr(0xFF, &self.buf[self.pos..self.end]) {
+            Some(i) => self.pos + i,
+            None => {
+                self.skipped(self.end - self.pos);
+                self.pos = self.end;
+                return Scan::Out(Next::NeedMore);
+            }
+        };
+        self.skipped(at - self.pos);
+        if at + 1 >= self.end {
+            // Keep the 0xFF: it may be the first half of an SOI.
+            self.pos = at;
+            return Scan::Out(Next::NeedMore);
+        }
+        if self.buf[at + 1] != 0xD8 {
+            self.skipped(1);
+            self.pos = at + 1;
+            return Scan::Again;
+        }
+        self.begin_frame(at);
+        if self.garbage {
+            self.garbage = false;
+            return Scan::Out(Next::Dropped(DropCause::Garbage));
+        }
+        Scan::Again
+    }
+
+    /// Reads the marker at `pos` inside a frame (header segments, before or between scans).
+    fn marker(&mut self) -> Scan {
+        let mut at = self.pos;
+        if at >= self.end {
+            return Scan::Out(self.need_more());
+        }
+        if self.buf[at] != 0xFF {
+            return self.fail_scan(at, false);
+        }
+        // Fill bytes: any number of 0xFF may precede a marker.
+        while at + 1 < self.end && self.buf[at + 1] == 0xFF {
+            at += 1;
+        }
+        self.pos = at;
+        if at + 1 >= self.end {
+            return Scan::Out(self.need_more());
+        }
+        match self.buf[at + 1] {
+            0xD8 => self.fail_scan(at, true),
+            0xD9 if self.dims.is_some() && self.seen_sos => self.complete(at + 2).map_or(Scan::Again, Scan::Done),
+            0xD9 | 0x00 => self.fail_scan(at, false),
+            // TEM and RSTn stand alone: no length follows.
+            0x01 | 0xD0..=0xD7 => {
+                self.pos = at + 2;
+                Scan::Again
+            }
+            m => self.segment(at, m),
+        }
+    }
+
+    /// A marker segment with a length: checks it, takes the size from an SOF, skips the rest.
+    fn segment(&mut self, at: usize, m: u8) -> Scan {
+        if at + 4 > self.end {
+            return Scan::Out(self.need_more());
+        }
+        let len = be16(&self.buf[at + 2..]) as usize;
+        let sof = is_sof(m);
+        if len < 2 || (sof && len < 8) || (m == 0xDA && self.dims.is_none()) {
+            return self.fail_scan(at, false);
+        }
+        if sof {
+            // Need P, Y, X: FF Cn Lh Ll P Yh Yl Xh Xl.
+            if at + 9 > self.end {
+                return Scan::Out(self.need_more());
+            }
+            let height = be16(&self.buf[at + 5..]);
+            let width = be16(&self.buf[at + 7..]);
+            if width == 0 || height == 0 {
+                // Height 0 (DNL) is legal JPEG but gives no size to report.
+                return self.fail_scan(at, false);
+            }
+            if self.dims.is_none() {
+                self.dims = Some((width, height));
+            }
+        }
+        if m == 0xDA {
+            self.seen_sos = true;
+        }
+        self.pos = at + 2;
+        self.state = State::Skip { left: len, then_entropy: m == 0xDA };
+        Scan::Again
+    }
+
+    /// Skips the rest of a segment, possibly across reads.
+    fn skip(&mut self, left: usize, then_entropy: bool) -> Scan {
+        let n = left.min(self.end - self.pos);
+        self.pos += n;
+        if n < left {
+            self.state = State::Skip { left: left - n, then_entropy };
+            return Scan::Out(self.need_more());
+        }
+        self.state = if then_entropy { State::Entropy } else { State::Marker };
+        Scan::Again
+    }
+
+    /// Walks entropy-coded data to the marker that ends the scan.
+    fn entropy(&mut self) -> Scan {
+        let at = match memchr(0xFF, &self.buf[self.pos..self.end]) {
+            Some(i) => self.pos + i,
+            None => {
+                self.pos = self.end;
+                return Scan::Out(self.need_more());
+            }
+        };
+        if at + 1 >= self.end {
+            self.pos = at;
+            return Scan::Out(self.need_more());
+        }
+        match self.buf[at + 1] {
+            // Stuffed zero and restart markers are part of the scan.
+            0x00 | 0xD0..=0xD7 => self.pos = at + 2,
+            // Fill byte: the marker, if any, starts at the next 0xFF.
+            0xFF => self.pos = at + 1,
+            0xD9 => return self.complete(at + 2).map_or(Scan::Again, Scan::Done),
+            // Any other marker ends this scan (progressive JPEGs have several).
+            _ => {
+                self.pos = at;
+                self.state = State::Marker;
+            }
+        }
+        Scan::Again
+    }
+
+    /// [`Splitter::fail`] as a scan step.
+    fn fail_scan(&mut self, at: usize, at_soi: bool) -> Scan {
+        self.fail(at, at_soi).map_or(Scan::Again, |c| Scan::Out(Next::Dropped(c)))
+    }
+
     fn complete(&mut self, stop: usize) -> Option<Done> {
         self.state = State::Hunt;
         self.pos = stop;
@@ -387,13 +387,20 @@ impl Splitter {
 
     /// Out of data inside a frame. A frame that has outgrown `max` is reported now and then
     /// discarded as it streams past, so the buffer never has to hold more than `max` bytes.
-    fn need_more(&mut self) -> Next<'_> {
+    fn need_more(&mut self) -> Next<'static> {
         if !self.oversize && self.state != State::Hunt && self.pos - self.frame_start > self.max {
             self.oversize = true;
             return Next::Dropped(DropCause::Oversize);
         }
         Next::NeedMore
     }
+}
+
+/// One step of the scan: go on, return something that borrows nothing, or return a frame.
+enum Scan {
+    Again,
+    Out(Next<'static>),
+    Done(Done),
 }
 
 /// A finished frame, by indices (keeps the borrow of the buffer out of the scan loop).

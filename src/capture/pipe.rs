@@ -85,9 +85,9 @@ impl Opener for PipeOpener {
         // killer), the kernel kills the command, so it cannot keep the camera busy for the
         // next start. The signal follows the spawning thread, which is the capture thread:
         // it lives as long as the camera does.
+        let parent = std::process::id() as libc::pid_t;
         // SAFETY: the closure runs in the forked child before exec and calls only prctl and
         // getppid, which are async-signal-safe; it allocates nothing and touches no locks.
-        let parent = std::process::id() as libc::pid_t;
         unsafe {
             cmd.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
@@ -544,7 +544,8 @@ mod tests {
         let b = jpeg_with(32, 24, &[1, 0xFF, 0x00, 2, 0xFF, 0xD3, 3], None);
         std::fs::write(file(&dir, "a.jpg"), &a).unwrap();
         std::fs::write(file(&dir, "b.jpg"), &b).unwrap();
-        let script = format!("printf 'junk'; while :; do cat '{}' '{}'; done", file(&dir, "a.jpg"), file(&dir, "b.jpg"));
+        let script =
+            format!("printf 'junk'; while :; do cat '{}' '{}'; done", file(&dir, "a.jpg"), file(&dir, "b.jpg"));
         let mut src = sh(&script, 4096).unwrap();
         let mut dst = vec![0u8; 4096];
         let w = Duration::from_secs(5);

@@ -37,9 +37,22 @@ pub fn render(
     uptime_s: f64,
 ) -> String {
     let mut out = String::with_capacity(8192);
+    cameras(&mut out, shared);
+    globals(&mut out, shared, uptime_s);
+    export_metrics(&mut out, exports);
+    if let Some(h) = http {
+        http_metrics(&mut out, h);
+    }
+    if let Some(m) = mqtt {
+        mqtt_metrics(&mut out, m);
+    }
+    out
+}
+
+/// The per-camera families, labelled by camera.
+fn cameras(out: &mut String, shared: &Shared) {
     let views: Vec<_> = shared.cameras.iter().map(|c| c.view()).collect();
     let now = crate::clock::unix_now();
-
     type Get = fn(&crate::status::CameraView) -> f64;
     let per_camera: [(&str, &str, &str, Get); 18] = [
         ("frames_captured_total", "counter", "Frames read from the camera in the current job.", |v| {
@@ -87,30 +100,28 @@ pub fn render(
         }),
     ];
     for (name, kind, help, get) in per_camera {
-        family(&mut out, name, kind, help);
+        family(out, name, kind, help);
         for v in &views {
-            sample(&mut out, name, &v.camera, get(v));
+            sample(out, name, &v.camera, get(v));
         }
     }
-    family(
-        &mut out,
-        "seconds_since_last_frame",
-        "gauge",
-        "Seconds since the last good frame; absent before the first.",
-    );
+    family(out, "seconds_since_last_frame", "gauge", "Seconds since the last good frame; absent before the first.");
     for v in &views {
         if let Some(t) = v.job.last_frame_at {
-            sample(&mut out, "seconds_since_last_frame", &v.camera, format_args!("{:.3}", (now - t).max(0.0)));
+            sample(out, "seconds_since_last_frame", &v.camera, format_args!("{:.3}", (now - t).max(0.0)));
         }
     }
-    family(&mut out, "job_state", "gauge", "1 for the state the camera's job is in, 0 for the others.");
+    family(out, "job_state", "gauge", "1 for the state the camera's job is in, 0 for the others.");
     for v in &views {
         for s in JobState::ALL {
             let on = u8::from(v.job.state == s);
             let _ = writeln!(out, "camjobd_job_state{{camera=\"{}\",state=\"{}\"}} {on}", v.camera, s.as_str());
         }
     }
+}
 
+/// Process-wide families: clock, process, uptime, log.
+fn globals(out: &mut String, shared: &Shared, uptime_s: f64) {
     let proc = process();
     let globals: [(&str, &str, &str, f64); 7] = [
         ("clock_jumps_total", "counter", "Wall-clock jumps seen (NTP syncing a board without an RTC).", {
@@ -127,7 +138,11 @@ pub fn render(
             crate::logging::DROPPED.load(Relaxed) as f64
         }),
     ];
-    unlabelled(&mut out, &globals);
+    unlabelled(out, &globals);
+}
+
+/// The export queue's families.
+fn export_metrics(out: &mut String, exports: &Exports) {
     let (queued, running) = exports.depth();
     let x = &exports.stats;
     let export_metrics = [
@@ -140,82 +155,75 @@ pub fn render(
         ("exports_cancelled_total", "counter", "Exports cancelled.", x.cancelled.load(Relaxed)),
         ("exports_panics_total", "counter", "Panics caught inside an export.", x.panics.load(Relaxed)),
     ];
-    unlabelled(&mut out, &export_metrics);
-    if let Some(h) = http {
-        let http_metrics = [
-            ("http_connections_active", "gauge", "Connections being served.", h.connections_active.load(Relaxed)),
-            (
-                "http_connections_accepted_total",
-                "counter",
-                "Connections accepted.",
-                h.connections_accepted.load(Relaxed),
-            ),
-            (
-                "http_connections_rejected_total",
-                "counter",
-                "Connections answered 503 because http.max_connections were open.",
-                { h.connections_rejected.load(Relaxed) },
-            ),
-            ("http_requests_total", "counter", "Requests handled.", h.requests.load(Relaxed)),
-            (
-                "http_bad_requests_total",
-                "counter",
-                "Requests refused as malformed or too large.",
-                h.bad_requests.load(Relaxed),
-            ),
-            ("http_timeouts_total", "counter", "Connections closed for being too slow.", h.timeouts.load(Relaxed)),
-            (
-                "http_accept_errors_total",
-                "counter",
-                "Failed accept() calls (EMFILE and the like).",
-                h.accept_errors.load(Relaxed),
-            ),
-            (
-                "http_handler_panics_total",
-                "counter",
-                "Requests answered 500 by a panic.",
-                h.handler_panics.load(Relaxed),
-            ),
-            ("http_streams_active", "gauge", "MJPEG stream clients now.", h.streams_active.load(Relaxed)),
-            (
-                "http_streams_rejected_total",
-                "counter",
-                "Stream requests answered 503 (http.max_stream_clients).",
-                h.streams_rejected.load(Relaxed),
-            ),
-            ("http_stream_frames_total", "counter", "Frames sent to stream clients.", h.stream_frames.load(Relaxed)),
-            (
-                "http_stream_placeholders_total",
-                "counter",
-                "Placeholder frames sent while a camera delivered nothing.",
-                h.stream_placeholders.load(Relaxed),
-            ),
-        ];
-        unlabelled(&mut out, &http_metrics);
-    }
-    if let Some(m) = mqtt {
-        let mqtt_metrics = [
-            ("mqtt_connected", "gauge", "1 while connected to the MQTT broker.", u64::from(m.connected.load(Relaxed))),
-            ("mqtt_connections_total", "counter", "Successful connections to the broker.", m.connections.load(Relaxed)),
-            ("mqtt_messages_published_total", "counter", "Messages written to the broker.", m.published.load(Relaxed)),
-            (
-                "mqtt_messages_dropped_total",
-                "counter",
-                "Messages dropped because the outbox was full (broker slow or gone).",
-                m.dropped.load(Relaxed),
-            ),
-            ("mqtt_outbox_messages", "gauge", "Messages waiting for the broker.", m.queued.load(Relaxed)),
-            (
-                "mqtt_commands_total",
-                "counter",
-                "Commands from MQTT handed to the supervisor and accepted.",
-                m.commands.load(Relaxed),
-            ),
-            ("mqtt_commands_refused_total", "counter", "Commands from MQTT refused.", m.commands_refused.load(Relaxed)),
-        ];
-        unlabelled(&mut out, &mqtt_metrics);
-    }
-    out
+    unlabelled(out, &export_metrics);
+}
+
+/// The HTTP server's families.
+fn http_metrics(out: &mut String, h: &Stats) {
+    let http_metrics = [
+        ("http_connections_active", "gauge", "Connections being served.", h.connections_active.load(Relaxed)),
+        ("http_connections_accepted_total", "counter", "Connections accepted.", h.connections_accepted.load(Relaxed)),
+        (
+            "http_connections_rejected_total",
+            "counter",
+            "Connections answered 503 because http.max_connections were open.",
+            { h.connections_rejected.load(Relaxed) },
+        ),
+        ("http_requests_total", "counter", "Requests handled.", h.requests.load(Relaxed)),
+        (
+            "http_bad_requests_total",
+            "counter",
+            "Requests refused as malformed or too large.",
+            h.bad_requests.load(Relaxed),
+        ),
+        ("http_timeouts_total", "counter", "Connections closed for being too slow.", h.timeouts.load(Relaxed)),
+        (
+            "http_accept_errors_total",
+            "counter",
+            "Failed accept() calls (EMFILE and the like).",
+            h.accept_errors.load(Relaxed),
+        ),
+        ("http_handler_panics_total", "counter", "Requests answered 500 by a panic.", h.handler_panics.load(Relaxed)),
+        ("http_streams_active", "gauge", "MJPEG stream clients now.", h.streams_active.load(Relaxed)),
+        (
+            "http_streams_rejected_total",
+            "counter",
+            "Stream requests answered 503 (http.max_stream_clients).",
+            h.streams_rejected.load(Relaxed),
+        ),
+        ("http_stream_frames_total", "counter", "Frames sent to stream clients.", h.stream_frames.load(Relaxed)),
+        (
+            "http_stream_placeholders_total",
+            "counter",
+            "Placeholder frames sent while a camera delivered nothing.",
+            h.stream_placeholders.load(Relaxed),
+        ),
+    ];
+    unlabelled(out, &http_metrics);
+}
+
+/// The MQTT link's families.
+fn mqtt_metrics(out: &mut String, m: &crate::mqtt::Stats) {
+    let mqtt_metrics = [
+        ("mqtt_connected", "gauge", "1 while connected to the MQTT broker.", u64::from(m.connected.load(Relaxed))),
+        ("mqtt_connections_total", "counter", "Successful connections to the broker.", m.connections.load(Relaxed)),
+        ("mqtt_messages_published_total", "counter", "Messages written to the broker.", m.published.load(Relaxed)),
+        (
+            "mqtt_messages_dropped_total",
+            "counter",
+            "Messages dropped because the outbox was full (broker slow or gone).",
+            m.dropped.load(Relaxed),
+        ),
+        ("mqtt_outbox_messages", "gauge", "Messages waiting for the broker.", m.queued.load(Relaxed)),
+        (
+            "mqtt_commands_total",
+            "counter",
+            "Commands from MQTT handed to the supervisor and accepted.",
+            m.commands.load(Relaxed),
+        ),
+        ("mqtt_commands_refused_total", "counter", "Commands from MQTT refused.", m.commands_refused.load(Relaxed)),
+    ];
+    unlabelled(out, &mqtt_metrics);
 }
 
 struct Process {
