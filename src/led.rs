@@ -6,7 +6,9 @@
 //! [`GpioLed`] (a pin through rppal). A backend that cannot be opened or written is disabled
 //! with one warning and an event; it never stops a job.
 
+use std::fmt;
 use std::fs;
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,10 +49,62 @@ pub fn summary(states: impl IntoIterator<Item = JobState>) -> JobState {
     states.into_iter().max_by_key(|s| rank(*s)).unwrap_or(JobState::Idle)
 }
 
+/// Why an LED cannot be used. Each says what to do on the board.
+#[derive(Debug)]
+pub enum LedError {
+    /// The `brightness` file could not be opened.
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What the kernel said.
+        source: io::Error,
+    },
+    /// A write to the LED failed.
+    Write(io::Error),
+    /// rppal does not know this board as a Raspberry Pi.
+    NotAPi,
+    /// No access to the GPIO device (`/dev/gpiomem`).
+    NoGpioAccess(String),
+    /// The GPIO controller could not be opened for another reason.
+    Gpio(rppal::gpio::Error),
+    /// The pin is in use or does not exist.
+    Pin {
+        /// BCM number.
+        pin: u8,
+        /// What rppal said.
+        source: rppal::gpio::Error,
+    },
+    /// `kind: "sysfs"` without `name` or `path`.
+    NoSysfsPath,
+}
+
+impl fmt::Display for LedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LedError::Open { path, source } => {
+                let hint = match source.kind() {
+                    io::ErrorKind::NotFound => "; ls /sys/class/leds lists the LEDs this board has",
+                    io::ErrorKind::PermissionDenied => {
+                        "; the service user needs write access (a udev rule, or run the unit's ExecStartPre as root)"
+                    }
+                    _ => "",
+                };
+                write!(f, "cannot open the LED {}: {source}{hint}", path.display())
+            }
+            LedError::Write(e) => write!(f, "cannot set the LED: {e}"),
+            LedError::NotAPi => f.write_str("rppal does not recognise this board as a Raspberry Pi, so GPIO LEDs cannot be used here: use led.kind \"sysfs\" or \"none\""),
+            LedError::NoGpioAccess(p) => write!(f, "no access to {p}: add the service user to the gpio group (the unit does: SupplementaryGroups=gpio)"),
+            LedError::Gpio(e) => write!(f, "cannot open the GPIO controller: {e}"),
+            LedError::Pin { pin, source } => write!(f, "cannot claim GPIO {pin} for the LED: {source}"),
+            LedError::NoSysfsPath => f.write_str("a sysfs LED needs name or path"),
+        }
+    }
+}
+
 /// An LED backend.
 pub trait Led: Send {
     /// Turns the LED on or off. An error disables the LED (the caller logs it once).
-    fn set(&mut self, on: bool) -> Result<(), String>;
+    fn set(&mut self, on: bool) -> Result<(), LedError>;
 }
 
 /// A kernel LED: writes `1`/`0` to its `brightness` file (opened once, rewritten in place).
@@ -63,17 +117,11 @@ pub struct SysfsLed {
 
 impl SysfsLed {
     /// Opens `brightness` for writing; sets the trigger beside it (if any) to `none`.
-    pub fn open(brightness: &Path) -> Result<SysfsLed, String> {
-        let file = fs::OpenOptions::new().write(true).open(brightness).map_err(|e| {
-            let hint = match e.kind() {
-                std::io::ErrorKind::NotFound => "; ls /sys/class/leds lists the LEDs this board has",
-                std::io::ErrorKind::PermissionDenied => {
-                    "; the service user needs write access (a udev rule, or run the unit's ExecStartPre as root)"
-                }
-                _ => "",
-            };
-            format!("cannot open the LED {}: {e}{hint}", brightness.display())
-        })?;
+    pub fn open(brightness: &Path) -> Result<SysfsLed, LedError> {
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(brightness)
+            .map_err(|source| LedError::Open { path: brightness.to_path_buf(), source })?;
         let trigger_path = brightness.with_file_name("trigger");
         // "none rc-feedback [mmc0] timer ..." — the bracketed one is active.
         let trigger = fs::read_to_string(&trigger_path).ok().and_then(|t| {
@@ -85,9 +133,9 @@ impl SysfsLed {
 }
 
 impl Led for SysfsLed {
-    fn set(&mut self, on: bool) -> Result<(), String> {
+    fn set(&mut self, on: bool) -> Result<(), LedError> {
         // Each write goes to offset 0 (`pwrite`): the file stays open, no seek is needed.
-        self.file.write_at(if on { b"1" } else { b"0" }, 0).map(|_| ()).map_err(|e| format!("cannot set the LED: {e}"))
+        self.file.write_at(if on { b"1" } else { b"0" }, 0).map(|_| ()).map_err(LedError::Write)
     }
 }
 
@@ -108,14 +156,14 @@ pub struct GpioLed {
 
 impl GpioLed {
     /// Claims BCM `pin` as an output, LED off.
-    pub fn open(pin: u8, active_low: bool) -> Result<GpioLed, String> {
+    pub fn open(pin: u8, active_low: bool) -> Result<GpioLed, LedError> {
         use rppal::gpio::Error as E;
         let gpio = rppal::gpio::Gpio::new().map_err(|e| match e {
-            E::UnknownModel => "rppal does not recognise this board as a Raspberry Pi, so GPIO LEDs cannot be used here: use led.kind \"sysfs\" or \"none\"".to_string(),
-            E::PermissionDenied(p) => format!("no access to {p}: add the service user to the gpio group (the unit does: SupplementaryGroups=gpio)"),
-            e => format!("cannot open the GPIO controller: {e}"),
+            E::UnknownModel => LedError::NotAPi,
+            E::PermissionDenied(p) => LedError::NoGpioAccess(p),
+            e => LedError::Gpio(e),
         })?;
-        let pin = gpio.get(pin).map_err(|e| format!("cannot claim GPIO {pin} for the LED: {e}"))?;
+        let pin = gpio.get(pin).map_err(|source| LedError::Pin { pin, source })?;
         let mut out = pin.into_output();
         // Leave the pin as it was (an input) when camjobd exits.
         out.set_reset_on_drop(true);
@@ -126,7 +174,7 @@ impl GpioLed {
 }
 
 impl Led for GpioLed {
-    fn set(&mut self, on: bool) -> Result<(), String> {
+    fn set(&mut self, on: bool) -> Result<(), LedError> {
         if on != self.active_low {
             self.pin.set_high();
         } else {
@@ -137,12 +185,12 @@ impl Led for GpioLed {
 }
 
 /// Opens the configured LED; `Ok(None)` for `none`.
-pub fn open(config: &LedConfig) -> Result<Option<Box<dyn Led>>, String> {
+pub fn open(config: &LedConfig) -> Result<Option<Box<dyn Led>>, LedError> {
     Ok(match config {
         LedConfig::None => None,
         LedConfig::Gpio { pin, active_low } => Some(Box::new(GpioLed::open(*pin, *active_low)?)),
         LedConfig::Sysfs { .. } => {
-            let path = config.sysfs_path().ok_or("a sysfs LED needs name or path")?;
+            let path = config.sysfs_path().ok_or(LedError::NoSysfsPath)?;
             Some(Box::new(SysfsLed::open(&path)?))
         }
     })
@@ -174,7 +222,7 @@ pub fn run(shared: Arc<Shared>, mut led: Box<dyn Led>, stop: Stop) {
 }
 
 /// Logs and records why the LED is off for good.
-pub fn disable(shared: &Shared, why: &str) {
+pub fn disable(shared: &Shared, why: &LedError) {
     shared.events.push(EventKind::Info, "", None, None, format_args!("status LED disabled: {why}; jobs go on"));
 }
 
@@ -213,16 +261,24 @@ mod tests {
         drop(led);
         assert_eq!(fs::read_to_string(&b).unwrap(), "0", "off at exit");
         assert_eq!(fs::read_to_string(&t).unwrap(), "mmc0", "trigger put back");
-        let e = SysfsLed::open(&dir.join("nope/brightness")).err().unwrap();
+        let e = SysfsLed::open(&dir.join("nope/brightness")).err().unwrap().to_string();
         assert!(e.contains("ls /sys/class/leds"), "{e}");
     }
 
     #[test]
     fn gpio_off_a_pi_says_so() {
-        // These machines are not Raspberry Pis; on a Pi this would claim the pin instead.
-        if let Err(e) = GpioLed::open(17, false) {
-            assert!(e.contains("not recognise this board") || e.contains("gpio group") || e.contains("GPIO"), "{e}");
+        // CI and the qemu-user cross tests run on x86 hosts: rppal must say "not a Pi", and the
+        // message must say what to configure instead. On a Pi the pin is claimed (or refused
+        // for a reason a Pi has).
+        let on_a_pi = fs::read_to_string("/proc/device-tree/model").is_ok_and(|m| m.contains("Raspberry Pi"));
+        match GpioLed::open(17, false) {
+            Err(LedError::NotAPi) => assert!(!on_a_pi, "rppal does not recognise this Pi"),
+            Ok(_) => assert!(on_a_pi, "GPIO claimed on a board that is not a Pi"),
+            Err(e @ (LedError::NoGpioAccess(_) | LedError::Pin { .. })) => assert!(on_a_pi, "{e}"),
+            Err(e) => panic!("unexpected GPIO error: {e}"),
         }
+        let advice = LedError::NotAPi.to_string();
+        assert!(advice.contains(r#"use led.kind "sysfs" or "none""#), "{advice}");
     }
 
     /// Records what the thread asks of the LED; fails from the `fail_at`th call on.
@@ -232,10 +288,10 @@ mod tests {
     }
 
     impl Led for FakeLed {
-        fn set(&mut self, on: bool) -> Result<(), String> {
+        fn set(&mut self, on: bool) -> Result<(), LedError> {
             let mut c = self.calls.lock().unwrap();
             if c.len() + 1 >= self.fail_at {
-                return Err("write failed (fake)".into());
+                return Err(LedError::Write(io::Error::other("write failed (fake)")));
             }
             c.push(on);
             Ok(())
@@ -280,7 +336,7 @@ mod tests {
         let mut events = Vec::new();
         shared.events.page(0, 10, &mut events);
         let msg = events.iter().map(|e| e.message.as_str()).find(|m| m.starts_with("status LED disabled"));
-        assert_eq!(msg, Some("status LED disabled: write failed (fake); jobs go on"));
+        assert_eq!(msg, Some("status LED disabled: cannot set the LED: write failed (fake); jobs go on"));
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
 /// priority) at the lowest CPU priority (nice 19) and in the idle I/O class, so that it runs
 /// only when capture, HTTP and the store have nothing to do. Returns what could not be done;
 /// lowering one's own priority needs no privilege, so that is normally nothing.
-pub fn lower_thread_priority() -> Result<(), String> {
+pub fn lower_thread_priority() -> Result<(), PriorityError> {
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::syscall(libc::SYS_gettid) };
     // SAFETY: plain integer arguments; PRIO_PROCESS with a thread id changes only that thread.
@@ -60,10 +60,28 @@ pub fn lower_thread_priority() -> Result<(), String> {
     let io = unsafe { libc::syscall(libc::SYS_ioprio_set, 1, tid, 3 << 13) };
     match (nice, io) {
         (0, 0) => Ok(()),
-        _ => Err(format!(
-            "could not lower the export thread's priority (nice: {nice}, ioprio: {io}): {}",
-            std::io::Error::last_os_error()
-        )),
+        _ => Err(PriorityError { nice, ioprio: io, os: io::Error::last_os_error() }),
+    }
+}
+
+/// [`lower_thread_priority`] failed: the two calls' results and the last OS error.
+#[derive(Debug)]
+pub struct PriorityError {
+    /// setpriority's result (0 = done).
+    pub nice: libc::c_int,
+    /// ioprio_set's result (0 = done).
+    pub ioprio: libc::c_long,
+    /// errno after the calls.
+    pub os: io::Error,
+}
+
+impl std::fmt::Display for PriorityError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "could not lower the export thread's priority (nice: {}, ioprio: {}): {}",
+            self.nice, self.ioprio, self.os
+        )
     }
 }
 
