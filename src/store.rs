@@ -9,7 +9,7 @@ pub mod change;
 pub mod journal;
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -424,28 +424,9 @@ impl Store {
         }
         let rel_day = Path::new(cam_name).join(day_name.as_str());
         let name = path.file_name().and_then(|n| n.to_str()).expect("<seq>.jpg");
-        let tmp = format!("{name}.tmp");
         let always = self.shared.config.storage.fsync == FsyncPolicy::Always;
-        let day_dir = crate::sys::open_dir_beneath(storage, &rel_day);
-        let r = day_dir.and_then(|at| {
-            let write = || -> io::Result<()> {
-                let mut f = crate::sys::create_in(&at, &tmp)?;
-                f.write_all(bytes)?;
-                if always {
-                    f.sync_all()?;
-                }
-                crate::sys::rename_in(&at, &tmp, name)?;
-                if always {
-                    at.sync_all()?;
-                }
-                Ok(())
-            };
-            let r = write();
-            if r.is_err() {
-                let _ = crate::sys::remove_in(&at, &tmp);
-            }
-            r
-        });
+        let r = crate::sys::open_dir_beneath(storage, &rel_day)
+            .and_then(|at| crate::sys::write_atomic_in(&at, name, bytes, always));
         if r.is_err() {
             // The directory may have been removed under us; make it again next time.
             self.made_day[i] = None;
