@@ -20,11 +20,16 @@ fn delete(d: &Daemon, path: &str) -> Resp {
 /// Starts a daemon whose camera stores snapshots, with `exports` config, and waits until at
 /// least `files` are on disk; then stops the job so the set no longer changes.
 fn with_snapshots(tag: &str, files: u64, exports: Value) -> Daemon {
+    with_snapshots_env(tag, files, exports, &[])
+}
+
+/// [`with_snapshots`] with extra environment variables for camjobd (test hooks).
+fn with_snapshots_env(tag: &str, files: u64, exports: Value, env: &[(&str, &str)]) -> Daemon {
     let dir = TempDir::new(tag);
     let cam = synthetic("cam0", json!({"snapshot_interval_ms": 20}));
     let mut cfg = config(&dir, json!([cam]), json!({}));
     cfg["exports"] = exports;
-    let d = Daemon::start_in(dir, &cfg);
+    let d = Daemon::start_env(dir, &cfg, false, env);
     let deadline = Instant::now() + 30 * SEC;
     while d.camera("cam0")["store"]["written"].as_u64().unwrap() < files {
         assert!(Instant::now() < deadline, "fewer than {files} snapshots stored: {}", d.camera("cam0")["store"]);
@@ -244,7 +249,8 @@ fn export_ids_never_come_back_after_a_damaged_counter_or_record() {
 
 #[test]
 fn a_panic_inside_an_export_fails_it_and_the_worker_goes_on() {
-    let d = with_snapshots("export-panic", 10, json!({"panic_at_file": 5}));
+    // A test hook of debug builds (the tests run one): every export panics at file 5.
+    let d = with_snapshots_env("export-panic", 10, json!({}), &[("CAMJOBD_TEST_EXPORT_PANIC_AT_FILE", "5")]);
     let snaps = d.get("/api/cameras/cam0/snapshots?limit=500").json();
     let mut times: Vec<f64> =
         snaps["snapshots"].as_array().unwrap().iter().filter_map(|s| s["captured_at"].as_f64()).collect();

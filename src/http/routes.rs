@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use super::server::{bump, Answer, Body, Handler, Request, Response, Stats};
 use super::stream::{MjpegBody, Placeholder, StreamSlot};
 use crate::events::{Event, MAX_PAGE};
-use crate::export::{Exports, Refused};
+use crate::export::{Deleted, Exports, Refused};
 use crate::lifecycle::JobState;
 use crate::status::{CameraShared, Command, JobLimits, Refusal, Reply, Shared};
 
@@ -421,7 +421,10 @@ impl Api {
                 None => refused(Refused::NotFound(format!("no export {id}; GET /api/exports lists them"))),
             },
             "" if req.method == "DELETE" => match self.exports.delete(id) {
-                Ok((status, v)) => Response::json(status, &serde_json::to_value(v).expect("plain data")),
+                Ok(Deleted::Cancelling(v)) => Response::json(202, &serde_json::to_value(v).expect("plain data")),
+                Ok(Deleted::Cancelled(v) | Deleted::Removed(v)) => {
+                    Response::json(200, &serde_json::to_value(v).expect("plain data"))
+                }
                 Err(r) => refused(r),
             },
             "" => method_not_allowed("GET, HEAD, DELETE"),
@@ -452,11 +455,15 @@ impl Api {
 /// An export refusal as the API's error shape.
 fn refused(r: Refused) -> Response {
     match r {
-        Refused::Bad(code, msg) => Response::error(400, code, &msg),
+        Refused::BadJson(msg) => Response::error(400, "bad_json", &msg),
+        Refused::BadValue(msg) => Response::error(400, "bad_value", &msg),
+        Refused::BadRange(msg) => Response::error(400, "bad_range", &msg),
+        Refused::EmptyRange(msg) => Response::error(400, "empty_range", &msg),
+        Refused::TooLarge(msg) => Response::error(400, "too_large", &msg),
         Refused::NotFound(msg) => Response::error(404, "not_found", &msg),
-        Refused::Conflict(msg) => Response::error(409, "conflict", &msg),
+        Refused::NotFinished(msg) => Response::error(409, "conflict", &msg),
         Refused::QueueFull(msg) => Response::error(503, "queue_full", &msg).with_header("Retry-After", "10".into()),
-        Refused::Internal(msg) => Response::error(500, "internal", &msg),
+        Refused::NoId(msg) => Response::error(500, "internal", &msg),
     }
 }
 

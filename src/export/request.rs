@@ -1,0 +1,193 @@
+//! The body of `POST /api/exports` turned into a checked [`Spec`], and the texts a request
+//! and a download carry: times (Unix seconds, RFC 3339, a UTC day) and the download's name.
+//! Kept apart from the queue so that every refusal of a bad request is in one place, in the
+//! order a client sees them.
+
+use serde::Deserialize;
+
+use super::record::{Kind, Spec};
+use super::Refused;
+use crate::config::{ExportsConfig, TimelapseConfig};
+use crate::status::{CameraShared, Shared};
+
+/// The request body of `POST /api/exports`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewExport {
+    camera: String,
+    from: serde_json::Value,
+    to: serde_json::Value,
+    kind: Kind,
+    fps: Option<u32>,
+    max_frames: Option<u32>,
+}
+
+/// Checks a request body against the cameras, the store and `exports`; nothing is queued.
+pub(super) fn parse(body: &[u8], shared: &Shared, cfg: &ExportsConfig) -> Result<Spec, Refused> {
+    let req: NewExport = serde_json::from_slice(body).map_err(|e| {
+        Refused::BadJson(format!(
+            "export body: {e}; expected {{\"camera\": NAME, \"from\": TIME, \"to\": TIME, \"kind\": \"archive\"|\"timelapse\"}}"
+        ))
+    })?;
+    let cam = shared.camera_index(&req.camera).map(|i| &shared.cameras[i]).ok_or_else(|| {
+        Refused::BadValue(format!("camera: no camera named {:?}; GET /api/status lists them", req.camera))
+    })?;
+    let from = parse_time(&req.from).map_err(|m| Refused::BadValue(format!("from: {m}")))?;
+    let to = parse_time(&req.to).map_err(|m| Refused::BadValue(format!("to: {m}")))?;
+    if from >= to {
+        return Err(Refused::BadRange(format!(
+            "the range is empty or inverted: from ({from}) must be before to ({to})"
+        )));
+    }
+    check_options(&req, &cfg.timelapse)?;
+    let snapshots = count_stored(cam, req.kind, from, to, cfg.max_bytes)?;
+    let t = &cfg.timelapse;
+    let (fps, max_frames) = match req.kind {
+        Kind::Timelapse => (Some(req.fps.unwrap_or(t.fps)), Some(req.max_frames.unwrap_or(t.max_frames))),
+        Kind::Archive => (None, None),
+    };
+    Ok(Spec { camera: cam.name.clone(), kind: req.kind, from, to, fps, max_frames, snapshots })
+}
+
+/// `fps` and `max_frames`: timelapse only, within their bounds.
+fn check_options(req: &NewExport, t: &TimelapseConfig) -> Result<(), Refused> {
+    if req.kind == Kind::Archive && (req.fps.is_some() || req.max_frames.is_some()) {
+        return Err(Refused::BadValue("fps and max_frames apply to timelapse exports only".into()));
+    }
+    if req.fps.is_some_and(|f| !(1..=50).contains(&f)) {
+        return Err(Refused::BadValue("fps must be from 1 to 50".into()));
+    }
+    if req.max_frames.is_some_and(|n| !(2..=t.max_frames).contains(&n)) {
+        return Err(Refused::BadValue(format!(
+            "max_frames must be from 2 to {} (exports.timelapse.max_frames)",
+            t.max_frames
+        )));
+    }
+    Ok(())
+}
+
+/// The snapshots stored in the range: at least one, and (an archive) within `max_bytes`.
+fn count_stored(cam: &CameraShared, kind: Kind, from: f64, to: f64, max_bytes: u64) -> Result<u64, Refused> {
+    let (count, bytes) = cam.stored.count_range(from, to, u64::MAX);
+    if count == 0 {
+        let (oldest, newest) = (cam.stored.oldest(), cam.stored.newest());
+        let have = match (oldest, newest) {
+            (Some(a), Some(b)) => format!("stored snapshots span {:.0} to {:.0}", a.captured_at, b.captured_at),
+            _ if !cam.config.store.enabled => "it does not store snapshots (its store.enabled is false)".into(),
+            _ => "it has no stored snapshots yet".into(),
+        };
+        return Err(Refused::EmptyRange(format!("camera {} has no stored snapshot in that range; {have}", cam.name)));
+    }
+    // A tar costs the files plus a 512-byte header each (and padding).
+    let estimate = bytes + count * 1024;
+    if kind == Kind::Archive && estimate > max_bytes {
+        return Err(Refused::TooLarge(format!(
+            "that range holds {} MiB of snapshots, more than exports.max_bytes ({} MiB): choose a shorter range or a timelapse",
+            estimate >> 20,
+            max_bytes >> 20
+        )));
+    }
+    Ok(count)
+}
+
+/// `camjobd-<camera>-<yyyymmddThhmmssZ>-<id>.<ext>`.
+pub(super) fn download_name(camera: &str, kind: Kind, from: f64, id: u64) -> String {
+    let secs = from.max(0.0) as u64;
+    let day = crate::index::day_name((secs / 86_400) as u32).replace('-', "");
+    let t = secs % 86_400;
+    format!("camjobd-{camera}-{day}T{:02}{:02}{:02}Z-{id}.{}", t / 3600, t / 60 % 60, t % 60, kind.ext())
+}
+
+/// A time in a request: Unix seconds (a number), or RFC 3339 text
+/// (`2026-11-23T08:00:00Z`, `2026-11-23T09:00:00+01:00`), or a UTC day (`2026-11-23`).
+pub fn parse_time(v: &serde_json::Value) -> Result<f64, String> {
+    const HINT: &str = "use Unix seconds or RFC 3339 like \"2026-11-23T08:00:00Z\" or a day like \"2026-11-23\"";
+    match v {
+        serde_json::Value::Number(n) => match n.as_f64() {
+            Some(t) if t.is_finite() && (0.0..=253_402_300_799.0).contains(&t) => Ok(t),
+            _ => Err(format!("{n} is out of range; {HINT}")),
+        },
+        serde_json::Value::String(s) => parse_rfc3339(s).ok_or_else(|| format!("{s:?} is not a time; {HINT}")),
+        other => Err(format!("{other} is not a time; {HINT}")),
+    }
+}
+
+fn parse_rfc3339(s: &str) -> Option<f64> {
+    let day = crate::index::parse_day(s.get(..10)?)? as f64 * 86_400.0;
+    let rest = &s[10..];
+    if rest.is_empty() {
+        return Some(day);
+    }
+    let rest = rest.strip_prefix(['T', 't', ' '])?;
+    let b = rest.as_bytes();
+    if b.len() < 9 || b[2] != b':' || b[5] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let t = rest.get(r)?;
+        t.bytes().all(|c| c.is_ascii_digit()).then(|| t.parse().ok())?
+    };
+    let (h, m, sec) = (num(0..2)?, num(3..5)?, num(6..8)?);
+    if h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    let mut tail = &rest[8..];
+    let mut frac = 0.0;
+    if let Some(t) = tail.strip_prefix('.') {
+        let n = t.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return None;
+        }
+        frac = format!("0.{}", &t[..n]).parse::<f64>().ok()?;
+        tail = &t[n..];
+    }
+    let offset = match tail {
+        "Z" | "z" => 0.0,
+        _ => {
+            let sign = match tail.as_bytes().first()? {
+                b'+' => 1.0,
+                b'-' => -1.0,
+                _ => return None,
+            };
+            let o = tail.get(1..)?;
+            if o.len() != 5 || o.as_bytes()[2] != b':' {
+                return None;
+            }
+            let (oh, om) = (o[..2].parse::<u32>().ok()?, o[3..].parse::<u32>().ok()?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            sign * f64::from(oh * 3600 + om * 60)
+        }
+    };
+    Some(day + f64::from(h * 3600 + m * 60 + sec) + frac - offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn times_in_requests() {
+        assert_eq!(parse_time(&json!(1_795_449_316)), Ok(1_795_449_316.0));
+        assert_eq!(parse_time(&json!(12.5)), Ok(12.5));
+        assert_eq!(parse_time(&json!("1970-01-02")), Ok(86_400.0));
+        assert_eq!(parse_time(&json!("1970-01-01T01:00:00Z")), Ok(3600.0));
+        assert_eq!(parse_time(&json!("1970-01-01T01:00:00.25Z")), Ok(3600.25));
+        assert_eq!(parse_time(&json!("1970-01-01T02:00:00+01:00")), Ok(3600.0));
+        assert_eq!(parse_time(&json!("1970-01-01T00:00:00-01:30")), Ok(5400.0));
+        for bad in
+            [json!(-1), json!("yesterday"), json!("2026-11-23T25:00:00Z"), json!("2026-11-23T10:00:00"), json!(true)]
+        {
+            let e = parse_time(&bad).unwrap_err();
+            assert!(e.contains("RFC 3339"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn download_names_carry_camera_time_and_id() {
+        assert_eq!(download_name("cam0", Kind::Archive, 3661.0, 7), "camjobd-cam0-19700101T010101Z-7.tar");
+        assert_eq!(download_name("door", Kind::Timelapse, 86_400.0, 12), "camjobd-door-19700102T000000Z-12.gif");
+    }
+}
