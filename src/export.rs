@@ -51,7 +51,7 @@ use crate::status::Shared;
 /// Why a request about exports was refused, in the domain's words; the route chooses the
 /// status. Each carries the message for the client (what to do, no paths).
 #[derive(Debug, PartialEq)]
-pub enum Refused {
+pub enum Refusal {
     /// The body is not JSON, or not an export request (a missing or unknown field).
     BadJson(String),
     /// A field has a value that is not allowed (an unknown camera, a time, `fps`, ...).
@@ -194,20 +194,20 @@ impl Exports {
     // The API's side
 
     /// `POST /api/exports`: validates the body and queues the export.
-    pub fn submit(&self, body: &[u8]) -> Result<ExportView, Refused> {
+    pub fn submit(&self, body: &[u8]) -> Result<ExportView, Refusal> {
         let spec = request::parse(body, &self.shared, &self.cfg)?;
         let mut g = self.lock();
         let queued = g.records.iter().filter(|r| r.view.state == ExportState::Queued).count();
         if queued >= self.cfg.max_queued {
             drop(g);
             self.stats.rejected.fetch_add(1, Relaxed);
-            return Err(Refused::QueueFull(format!(
+            return Err(Refusal::QueueFull(format!(
                 "export queue is full ({queued} queued, exports.max_queued); try again once current exports finish"
             )));
         }
         let id = g.next_id;
         if id > MAX_EXPORT_ID {
-            return Err(Refused::NoId(format!(
+            return Err(Refusal::NoId(format!(
                 "export ids are used up (the next would be {id}); exports/next_id or a planted record in storage.dir was tampered with: stop camjobd and clear storage.dir/exports"
             )));
         }
@@ -216,7 +216,7 @@ impl Exports {
         // counter is on disk before the id is handed out.
         if let Err(e) = crate::sys::write_atomic_in(&self.at, NEXT_ID, format!("{}\n", g.next_id).as_bytes(), false) {
             g.next_id -= 1;
-            return Err(Refused::NoId(format!("cannot record the export id: {e}{}", crate::error::storage_hint(&e))));
+            return Err(Refusal::NoId(format!("cannot record the export id: {e}{}", crate::error::storage_hint(&e))));
         }
         let running = g.records.iter().filter(|r| r.view.state == ExportState::Running).count();
         let view = ExportView::queued(id, spec, queued + running, unix_now());
@@ -268,7 +268,7 @@ impl Exports {
     /// `DELETE /api/exports/{id}`: a queued export is cancelled at once, a running one is
     /// asked to stop (it becomes `CANCELLED` within one file), a finished one is deleted with
     /// its file.
-    pub fn delete(&self, id: u64) -> Result<Deleted, Refused> {
+    pub fn delete(&self, id: u64) -> Result<Deleted, Refusal> {
         let mut g = self.lock();
         let i = g.records.iter().position(|r| r.view.id == id).ok_or_else(|| not_found(id))?;
         match g.records[i].view.state {
@@ -299,10 +299,10 @@ impl Exports {
 
     /// `GET /api/exports/{id}/file`: the finished file, opened (so retention deleting it
     /// meanwhile does not cut the download).
-    pub fn open_file(&self, id: u64) -> Result<(File, u64, ExportView), Refused> {
+    pub fn open_file(&self, id: u64) -> Result<(File, u64, ExportView), Refusal> {
         let v = self.get(id).ok_or_else(|| not_found(id))?;
         if v.state != ExportState::Succeeded {
-            return Err(Refused::NotFinished(format!(
+            return Err(Refusal::NotFinished(format!(
                 "export {id} is {} ({}%); its file is there once it is SUCCEEDED",
                 v.state.as_str(),
                 v.percent
@@ -310,10 +310,10 @@ impl Exports {
         }
         let f = crate::sys::open_regular_in(&self.at, &Self::file_name(id, v.kind)).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
-                Refused::NotFound(format!("the file of export {id} was just deleted (exports budget)"))
+                Refusal::NotFound(format!("the file of export {id} was just deleted (exports budget)"))
             }
             // A link or FIFO planted in place of the file: never served.
-            _ => Refused::NotFound(format!("the file of export {id} is not a regular file in storage.dir; refused")),
+            _ => Refusal::NotFound(format!("the file of export {id} is not a regular file in storage.dir; refused")),
         })?;
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         Ok((f, len, v))
@@ -389,8 +389,8 @@ impl Exports {
     }
 }
 
-fn not_found(id: u64) -> Refused {
-    Refused::NotFound(format!("no export {id}; GET /api/exports lists them"))
+fn not_found(id: u64) -> Refusal {
+    Refusal::NotFound(format!("no export {id}; GET /api/exports lists them"))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! frames come from [`crate::live`].
 
 pub mod conns;
+pub mod error;
 pub mod metrics;
 pub mod placeholder;
 pub mod routes;

@@ -6,7 +6,7 @@
 use serde::Deserialize;
 
 use super::record::{Kind, Spec};
-use super::Refused;
+use super::Refusal;
 use crate::config::{ExportsConfig, TimelapseConfig};
 use crate::status::{CameraShared, Shared};
 
@@ -23,19 +23,19 @@ struct NewExport {
 }
 
 /// Checks a request body against the cameras, the store and `exports`; nothing is queued.
-pub(super) fn parse(body: &[u8], shared: &Shared, cfg: &ExportsConfig) -> Result<Spec, Refused> {
+pub(super) fn parse(body: &[u8], shared: &Shared, cfg: &ExportsConfig) -> Result<Spec, Refusal> {
     let req: NewExport = serde_json::from_slice(body).map_err(|e| {
-        Refused::BadJson(format!(
+        Refusal::BadJson(format!(
             "export body: {e}; expected {{\"camera\": NAME, \"from\": TIME, \"to\": TIME, \"kind\": \"archive\"|\"timelapse\"}}"
         ))
     })?;
     let cam = shared.camera_index(&req.camera).map(|i| &shared.cameras[i]).ok_or_else(|| {
-        Refused::BadValue(format!("camera: no camera named {:?}; GET /api/status lists them", req.camera))
+        Refusal::BadValue(format!("camera: no camera named {:?}; GET /api/status lists them", req.camera))
     })?;
-    let from = parse_time(&req.from).map_err(|m| Refused::BadValue(format!("from: {m}")))?;
-    let to = parse_time(&req.to).map_err(|m| Refused::BadValue(format!("to: {m}")))?;
+    let from = parse_time(&req.from).map_err(|m| Refusal::BadValue(format!("from: {m}")))?;
+    let to = parse_time(&req.to).map_err(|m| Refusal::BadValue(format!("to: {m}")))?;
     if from >= to {
-        return Err(Refused::BadRange(format!(
+        return Err(Refusal::BadRange(format!(
             "the range is empty or inverted: from ({from}) must be before to ({to})"
         )));
     }
@@ -50,15 +50,15 @@ pub(super) fn parse(body: &[u8], shared: &Shared, cfg: &ExportsConfig) -> Result
 }
 
 /// `fps` and `max_frames`: timelapse only, within their bounds.
-fn check_options(req: &NewExport, t: &TimelapseConfig) -> Result<(), Refused> {
+fn check_options(req: &NewExport, t: &TimelapseConfig) -> Result<(), Refusal> {
     if req.kind == Kind::Archive && (req.fps.is_some() || req.max_frames.is_some()) {
-        return Err(Refused::BadValue("fps and max_frames apply to timelapse exports only".into()));
+        return Err(Refusal::BadValue("fps and max_frames apply to timelapse exports only".into()));
     }
     if req.fps.is_some_and(|f| !(1..=50).contains(&f)) {
-        return Err(Refused::BadValue("fps must be from 1 to 50".into()));
+        return Err(Refusal::BadValue("fps must be from 1 to 50".into()));
     }
     if req.max_frames.is_some_and(|n| !(2..=t.max_frames).contains(&n)) {
-        return Err(Refused::BadValue(format!(
+        return Err(Refusal::BadValue(format!(
             "max_frames must be from 2 to {} (exports.timelapse.max_frames)",
             t.max_frames
         )));
@@ -67,7 +67,7 @@ fn check_options(req: &NewExport, t: &TimelapseConfig) -> Result<(), Refused> {
 }
 
 /// The snapshots stored in the range: at least one, and (an archive) within `max_bytes`.
-fn count_stored(cam: &CameraShared, kind: Kind, from: f64, to: f64, max_bytes: u64) -> Result<u64, Refused> {
+fn count_stored(cam: &CameraShared, kind: Kind, from: f64, to: f64, max_bytes: u64) -> Result<u64, Refusal> {
     let (count, bytes) = cam.stored.count_range(from, to, u64::MAX);
     if count == 0 {
         let (oldest, newest) = (cam.stored.oldest(), cam.stored.newest());
@@ -76,12 +76,12 @@ fn count_stored(cam: &CameraShared, kind: Kind, from: f64, to: f64, max_bytes: u
             _ if !cam.config.store.enabled => "it does not store snapshots (its store.enabled is false)".into(),
             _ => "it has no stored snapshots yet".into(),
         };
-        return Err(Refused::EmptyRange(format!("camera {} has no stored snapshot in that range; {have}", cam.name)));
+        return Err(Refusal::EmptyRange(format!("camera {} has no stored snapshot in that range; {have}", cam.name)));
     }
     // A tar costs the files plus a 512-byte header each (and padding).
     let estimate = bytes + count * 1024;
     if kind == Kind::Archive && estimate > max_bytes {
-        return Err(Refused::TooLarge(format!(
+        return Err(Refusal::TooLarge(format!(
             "that range holds {} MiB of snapshots, more than exports.max_bytes ({} MiB): choose a shorter range or a timelapse",
             estimate >> 20,
             max_bytes >> 20

@@ -15,12 +15,13 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use super::error::{ApiError, Code};
 use super::server::{bump, Answer, Body, Handler, Request, Response, Stats};
 use super::stream::{MjpegBody, Placeholder, StreamSlot};
 use crate::events::{Event, MAX_PAGE};
-use crate::export::{Deleted, Exports, Refused};
+use crate::export::{self, Deleted, Exports};
 use crate::lifecycle::JobState;
-use crate::status::{CameraShared, Command, JobLimits, Refusal, Reply, Shared};
+use crate::status::{CameraShared, Command, JobLimits, Reply, Shared};
 
 /// The dashboard page, one self-contained file.
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -84,7 +85,10 @@ impl Api {
 
     async fn camera(&self, req: &Request<'_>, name: &str, action: &str) -> Response {
         let Some(index) = self.shared.camera_index(name) else {
-            return Response::error(404, "not_found", &format!("no camera named {name:?}; GET /api/status lists them"));
+            return Response::from(ApiError::new(
+                Code::NotFound,
+                format!("no camera named {name:?}; GET /api/status lists them"),
+            ));
         };
         let cam = &self.shared.cameras[index];
         let get = matches!(req.method, "GET" | "HEAD");
@@ -115,19 +119,18 @@ impl Api {
         match self.shared.commands.try_send(make(tx)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                return Response::error(503, "busy", "the job supervisor is busy; try again")
+                return Response::from(ApiError::new(Code::Busy, "the job supervisor is busy; try again"))
                     .with_header("Retry-After", "1".into())
             }
             Err(TrySendError::Disconnected(_)) => {
-                return Response::error(503, "shutting_down", "the service is shutting down")
+                return Response::from(ApiError::new(Code::ShuttingDown, "the service is shutting down"))
             }
         }
         match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
             Ok(Ok(Ok(job))) => Response::json(202, &serde_json::to_value(job).expect("plain data")),
-            Ok(Ok(Err(Refusal::Conflict(msg)))) => Response::error(409, "conflict", &msg),
-            Ok(Ok(Err(Refusal::IdsExhausted(msg)))) => Response::error(500, "ids_exhausted", &msg),
-            Ok(Err(_)) => Response::error(503, "shutting_down", "the service is shutting down"),
-            Err(_) => Response::error(503, "busy", "the job supervisor did not answer within 2 s; the command may still take effect: check GET /api/cameras/<name> before retrying"),
+            Ok(Ok(Err(refusal))) => ApiError::from(refusal).into(),
+            Ok(Err(_)) => Response::from(ApiError::new(Code::ShuttingDown, "the service is shutting down")),
+            Err(_) => Response::from(ApiError::new(Code::Busy, "the job supervisor did not answer within 2 s; the command may still take effect: check GET /api/cameras/<name> before retrying")),
         }
     }
 
@@ -138,7 +141,7 @@ impl Api {
         for (k, v) in params(query, &["camera", "limit"])? {
             match k {
                 "camera" if self.shared.camera_index(v).is_none() => {
-                    return Err(Response::error(404, "not_found", &format!("no camera named {v:?}")))
+                    return Err(Response::from(ApiError::new(Code::NotFound, format!("no camera named {v:?}"))))
                 }
                 "camera" => camera = Some(v),
                 _ => limit = limit_param(v, crate::status::JOB_HISTORY)?,
@@ -203,11 +206,10 @@ impl Api {
         if !get && !same_origin(req) {
             // A page on another site posting here (a form, a text/plain fetch): browsers send
             // its Origin, which never names us. Scripts and curl send none.
-            return Response::error(
-                403,
-                "cross_origin",
+            return Response::from(ApiError::new(
+                Code::CrossOrigin,
                 "writes from pages of other origins are refused (the Origin header does not match Host)",
-            );
+            ));
         }
         if let Some(token) = &http.token {
             // Reads are open unless `protect_reads`; the page itself and the liveness check
@@ -228,7 +230,8 @@ impl Api {
                 // (wget only reads a challenge that starts with it).
                 let image = action != Action::Page || path.ends_with(".jpg") || path.ends_with(".mjpeg");
                 let challenge = if image { "Basic realm=\"camjobd\", Bearer" } else { "Bearer" };
-                return Response::error(401, "unauthorized", what).with_header("WWW-Authenticate", challenge.into());
+                return Response::from(ApiError::new(Code::Unauthorized, what))
+                    .with_header("WWW-Authenticate", challenge.into());
             }
         }
         match (action, get) {
@@ -279,7 +282,7 @@ impl Api {
             }
             "/api/exports" if req.method == "POST" => match self.exports.submit(req.body) {
                 Ok(v) => Response::json(202, &serde_json::to_value(v).expect("plain data")),
-                Err(r) => refused(r),
+                Err(r) => ApiError::from(r).into(),
             },
             "/api/exports" => method_not_allowed("GET, HEAD, POST"),
             _ if path.starts_with("/api/exports/") => self.export(req, &path["/api/exports/".len()..]),
@@ -311,7 +314,10 @@ impl Api {
         match lenient(query, "camera") {
             None | Some("") => Ok(0),
             Some(name) => self.shared.camera_index(name).ok_or_else(|| {
-                Response::error(404, "not_found", &format!("no camera named {name:?}; GET /api/status lists them"))
+                Response::from(ApiError::new(
+                    Code::NotFound,
+                    format!("no camera named {name:?}; GET /api/status lists them"),
+                ))
             }),
         }
     }
@@ -330,8 +336,11 @@ impl Api {
         let busy = || {
             bump(&self.http_stats.streams_rejected);
             let max = self.shared.config.http.max_stream_clients;
-            Response::error(503, "busy", &format!("{max} stream clients already (http.max_stream_clients); try again"))
-                .with_header("Retry-After", "5".into())
+            Response::from(ApiError::new(
+                Code::Busy,
+                format!("{max} stream clients already (http.max_stream_clients); try again"),
+            ))
+            .with_header("Retry-After", "5".into())
         };
         let Some(slot) = StreamSlot::take(&self.http_stats, self.shared.config.http.max_stream_clients) else {
             return busy();
@@ -384,8 +393,11 @@ impl Api {
             })
             .await;
             if next && fresh != Ok(true) {
-                return Response::error(503, "no_frame", &format!("camera {} delivered no frame within 2 s", cam.name))
-                    .with_header("Retry-After", "1".into());
+                return Response::from(ApiError::new(
+                    Code::NoFrame,
+                    format!("camera {} delivered no frame within 2 s", cam.name),
+                ))
+                .with_header("Retry-After", "1".into());
             }
         }
         let headers = vec![("Cache-Control", "no-store".to_string())];
@@ -418,14 +430,17 @@ impl Api {
         match action {
             "" if get => match self.exports.get(id) {
                 Some(v) => Response::json(200, &serde_json::to_value(v).expect("plain data")),
-                None => refused(Refused::NotFound(format!("no export {id}; GET /api/exports lists them"))),
+                None => {
+                    ApiError::from(export::Refusal::NotFound(format!("no export {id}; GET /api/exports lists them")))
+                        .into()
+                }
             },
             "" if req.method == "DELETE" => match self.exports.delete(id) {
                 Ok(Deleted::Cancelling(v)) => Response::json(202, &serde_json::to_value(v).expect("plain data")),
                 Ok(Deleted::Cancelled(v) | Deleted::Removed(v)) => {
                     Response::json(200, &serde_json::to_value(v).expect("plain data"))
                 }
-                Err(r) => refused(r),
+                Err(r) => ApiError::from(r).into(),
             },
             "" => method_not_allowed("GET, HEAD, DELETE"),
             "file" if get => match self.exports.open_file(id) {
@@ -444,7 +459,7 @@ impl Api {
                         body: Body::File(file, len),
                     }
                 }
-                Err(r) => refused(r),
+                Err(r) => ApiError::from(r).into(),
             },
             "file" => method_not_allowed("GET, HEAD"),
             _ => not_found(req.path),
@@ -452,34 +467,19 @@ impl Api {
     }
 }
 
-/// An export refusal as the API's error shape.
-fn refused(r: Refused) -> Response {
-    match r {
-        Refused::BadJson(msg) => Response::error(400, "bad_json", &msg),
-        Refused::BadValue(msg) => Response::error(400, "bad_value", &msg),
-        Refused::BadRange(msg) => Response::error(400, "bad_range", &msg),
-        Refused::EmptyRange(msg) => Response::error(400, "empty_range", &msg),
-        Refused::TooLarge(msg) => Response::error(400, "too_large", &msg),
-        Refused::NotFound(msg) => Response::error(404, "not_found", &msg),
-        Refused::NotFinished(msg) => Response::error(409, "conflict", &msg),
-        Refused::QueueFull(msg) => Response::error(503, "queue_full", &msg).with_header("Retry-After", "10".into()),
-        Refused::NoId(msg) => Response::error(500, "internal", &msg),
-    }
-}
-
 fn not_found(path: &str) -> Response {
-    Response::error(404, "not_found", &format!("no such endpoint: {path}"))
+    Response::from(ApiError::new(Code::NotFound, format!("no such endpoint: {path}")))
 }
 
 fn method_not_allowed(allow: &'static str) -> Response {
-    Response::error(405, "method_not_allowed", &format!("this endpoint takes {allow}"))
+    Response::from(ApiError::new(Code::MethodNotAllowed, format!("this endpoint takes {allow}")))
         .with_header("Allow", allow.into())
 }
 
 /// `latest.jpg`: the pool buffer itself is the body (no copy); `ETag` is the snapshot seq.
 fn latest_jpg(req: &Request<'_>, cam: &CameraShared) -> Response {
     let Some(frame) = cam.snapshots.latest() else {
-        return Response::error(404, "no_snapshot", &format!("camera {} has no snapshot yet", cam.name));
+        return Response::from(ApiError::new(Code::NoSnapshot, format!("camera {} has no snapshot yet", cam.name)));
     };
     let etag = format!("\"{}\"", frame.seq);
     let cached = req.header("If-None-Match").is_some_and(|v| etag_matches(v, frame.seq));
@@ -496,8 +496,11 @@ fn latest_jpg(req: &Request<'_>, cam: &CameraShared) -> Response {
 /// Every frame copy is held by slow readers: the named frame cannot be served now without
 /// holding a capture buffer or allocating, so the reader is asked to come back.
 fn copies_busy() -> Response {
-    Response::error(503, "busy", "every frame copy is held by slow readers (http.frame_copies); try again in a moment")
-        .with_header("Retry-After", "1".into())
+    Response::from(ApiError::new(
+        Code::Busy,
+        "every frame copy is held by slow readers (http.frame_copies); try again in a moment",
+    ))
+    .with_header("Retry-After", "1".into())
 }
 
 /// The value of `key` in a query, ignoring every other parameter (and bare cache-busters such
@@ -513,16 +516,18 @@ fn stream_fps(query: &str) -> Result<Option<u32>, Response> {
     for pair in query.split('&').filter(|p| p.contains('=')) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         if k != "fps" {
-            return Err(Response::error(400, "bad_query", &format!("unknown query parameter {k:?}; use fps")));
+            return Err(Response::from(ApiError::new(
+                Code::BadQuery,
+                format!("unknown query parameter {k:?}; use fps"),
+            )));
         }
         match v.parse::<u32>() {
             Ok(n @ 1..=120) => fps = Some(n),
             _ => {
-                return Err(Response::error(
-                    400,
-                    "bad_query",
-                    &format!("fps={v:?} must be a whole number from 1 to 120"),
-                ))
+                return Err(Response::from(ApiError::new(
+                    Code::BadQuery,
+                    format!("fps={v:?} must be a whole number from 1 to 120"),
+                )))
             }
         }
     }
@@ -537,7 +542,7 @@ fn params<'a>(query: &'a str, allowed: &[&str]) -> Result<Vec<(&'a str, &'a str)
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         if !allowed.contains(&k) {
             let msg = format!("unknown query parameter {k:?}; use {}", allowed.join(" and "));
-            return Err(Response::error(400, "bad_query", &msg));
+            return Err(Response::from(ApiError::new(Code::BadQuery, &msg)));
         }
         out.push((k, v));
     }
@@ -547,7 +552,10 @@ fn params<'a>(query: &'a str, allowed: &[&str]) -> Result<Vec<(&'a str, &'a str)
 /// A sequence number parameter (`after`, `before`).
 fn seq_param(key: &str, v: &str) -> Result<u64, Response> {
     v.parse().map_err(|_| {
-        Response::error(400, "bad_query", &format!("{key}={v:?} is not a sequence number (a whole number >= 0)"))
+        Response::from(ApiError::new(
+            Code::BadQuery,
+            format!("{key}={v:?} is not a sequence number (a whole number >= 0)"),
+        ))
     })
 }
 
@@ -557,7 +565,10 @@ fn limit_param(v: &str, max: usize) -> Result<usize, Response> {
     match v.parse::<u64>() {
         Ok(n) if n >= 1 => Ok(n.min(max as u64) as usize),
         Err(_) if digits => Ok(max),
-        _ => Err(Response::error(400, "bad_query", &format!("limit={v:?} must be a whole number from 1 to {max}"))),
+        _ => Err(Response::from(ApiError::new(
+            Code::BadQuery,
+            format!("limit={v:?} must be a whole number from 1 to {max}"),
+        ))),
     }
 }
 
@@ -636,7 +647,10 @@ fn snapshot_jpg(req: &Request<'_>, cam: &CameraShared, shared: &Shared, file: &s
         return Response { status: 200, content_type: "image/jpeg", headers, body: Body::Shared(copy) };
     }
     let Some(s) = cam.stored.find(seq) else {
-        return Response::error(404, "no_snapshot", &format!("camera {} has no stored snapshot {seq}", cam.name));
+        return Response::from(ApiError::new(
+            Code::NoSnapshot,
+            format!("camera {} has no stored snapshot {seq}", cam.name),
+        ));
     };
     let dir = &shared.config.storage.dir;
     let rel = crate::index::snapshot_rel(&cam.name, s.day, s.seq);
@@ -658,11 +672,10 @@ fn snapshot_jpg(req: &Request<'_>, cam: &CameraShared, shared: &Shared, file: &s
                     rel.display()
                 ),
             );
-            Response::error(
-                404,
-                "no_snapshot",
-                &format!("snapshot {seq} of camera {} is not a regular file in storage.dir; refused", cam.name),
-            )
+            Response::from(ApiError::new(
+                Code::NoSnapshot,
+                format!("snapshot {seq} of camera {} is not a regular file in storage.dir; refused", cam.name),
+            ))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let msg = if crate::store::forget_missing(&shared.events, dir, cam, seq) {
@@ -671,9 +684,9 @@ fn snapshot_jpg(req: &Request<'_>, cam: &CameraShared, shared: &Shared, file: &s
                 // Deleted by retention between the lookup and the read.
                 format!("snapshot {seq} of camera {} was just deleted by retention", cam.name)
             };
-            Response::error(404, "no_snapshot", &msg)
+            Response::from(ApiError::new(Code::NoSnapshot, &msg))
         }
-        Err(e) => Response::error(500, "store", &format!("cannot read snapshot {seq}: {e}")),
+        Err(e) => Response::from(ApiError::new(Code::Store, format!("cannot read snapshot {seq}: {e}"))),
     }
 }
 
@@ -715,15 +728,14 @@ fn parse_limits(body: &[u8]) -> Result<JobLimits, Response> {
         return Ok(JobLimits::default());
     }
     let b: StartBody = serde_json::from_slice(body).map_err(|e| {
-        Response::error(
-            400,
-            "bad_json",
-            &format!("start body: {e}; expected {{\"max_frames\": N, \"max_duration_s\": N}}"),
-        )
+        Response::from(ApiError::new(
+            Code::BadJson,
+            format!("start body: {e}; expected {{\"max_frames\": N, \"max_duration_s\": N}}"),
+        ))
     })?;
     for (key, v) in [("max_frames", b.max_frames), ("max_duration_s", b.max_duration_s)] {
         if v == Some(0) {
-            return Err(Response::error(400, "bad_value", &format!("{key} must be >= 1 (or left out)")));
+            return Err(Response::from(ApiError::new(Code::BadValue, format!("{key} must be >= 1 (or left out)"))));
         }
     }
     Ok(JobLimits { max_frames: b.max_frames, max_duration_s: b.max_duration_s })
