@@ -708,7 +708,7 @@ impl Exports {
             stop,
             max_bytes: self.cfg.max_bytes,
             min_free: self.shared.config.storage.min_free_bytes,
-            panic_at_file: self.cfg.panic_at_file,
+            panic_at_file: None, // moved to an env var by the export split
             max_files_per_s: self.cfg.max_files_per_s,
             started: Instant::now(),
             opened: 0,
