@@ -109,8 +109,8 @@ fn run(args: &[String]) -> Result<(), Error> {
         let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&shown).expect("config serializes"));
         return Ok(());
     }
-    let level = config.log.level.parse().unwrap_or(log::LevelFilter::Info);
-    let logs = camjobd::logging::init(level).map_err(|e| Error::Fatal(format!("cannot start logging: {e}")))?;
+    let logs = camjobd::logging::init(config.log.level.into())
+        .map_err(|e| Error::Fatal(format!("cannot start logging: {e}")))?;
     let signals = shutdown::signal_flag().map_err(|e| Error::Fatal(format!("cannot install signal handlers: {e}")))?;
     let stop = Stop::new();
     let service = Service::start(config, stop.clone())?;

@@ -136,16 +136,20 @@ fn topic_problem(topic: &str) -> Option<&'static str> {
     }
 }
 
+/// Checked in `validate` and read in `load_password_file`.
+const PASSWORD_FILE: &str = "mqtt.password_file";
+
 impl MqttConfig {
-    /// Range-checks the section (`at` is `mqtt`).
+    /// Range-checks the section.
     pub(super) fn validate(&self, v: &mut Checker) {
+        const DISCOVERY_PREFIX: &str = "mqtt.discovery_prefix";
         if let Err(e) = BrokerUrl::parse(&self.url) {
             v.fail("mqtt.url", e);
         }
         let tls = BrokerUrl::parse(&self.url).is_ok_and(|u| u.tls);
         v.check("mqtt.ca_file", self.ca_file.is_none() || tls, "a CA file is for mqtts:// URLs only");
         v.check(
-            "mqtt.password_file",
+            PASSWORD_FILE,
             self.password_file.is_none() || self.username.is_some(),
             "a password needs mqtt.username",
         );
@@ -158,9 +162,7 @@ impl MqttConfig {
                 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
             v.check("mqtt.client_id", ok, "must be 1 to 64 characters of A-Z a-z 0-9 _ -");
         }
-        for (key, value) in
-            [("mqtt.topic_prefix", &self.topic_prefix), ("mqtt.discovery_prefix", &self.discovery_prefix)]
-        {
+        for (key, value) in [("mqtt.topic_prefix", &self.topic_prefix), (DISCOVERY_PREFIX, &self.discovery_prefix)] {
             if let Some(problem) = value.as_deref().and_then(topic_problem) {
                 v.fail(key, problem);
             }
@@ -168,16 +170,14 @@ impl MqttConfig {
         if let (Some(t), Some(d)) = (&self.topic_prefix, &self.discovery_prefix) {
             let nested = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
             v.check(
-                "mqtt.discovery_prefix",
+                DISCOVERY_PREFIX,
                 !(nested(d, t) || nested(t, d)),
                 "must not be mqtt.topic_prefix, inside it, or around it (camjobd tells its own topics apart by these prefixes)",
             );
         }
         v.range("mqtt.keepalive_s", self.keepalive_s, 5, 3600);
-        v.range("mqtt.outbox", self.outbox as u64, 32, 4096);
-        if let Some(s) = self.snapshot_interval_s {
-            v.range("mqtt.snapshot_interval_s", s, 1, 86_400);
-        }
+        v.range("mqtt.outbox", self.outbox, 32, 4096);
+        v.range_some("mqtt.snapshot_interval_s", self.snapshot_interval_s, 1, 86_400);
         if let Some(u) = &self.http_url {
             let ok = (u.starts_with("http://") || u.starts_with("https://"))
                 && u.len() <= 200
@@ -193,7 +193,7 @@ impl MqttConfig {
     /// Reads `password_file` into `password`.
     pub(super) fn load_password_file(&mut self) -> Result<(), ConfigError> {
         let Some(path) = &self.password_file else { return Ok(()) };
-        let fail = |message: String| ConfigError { path: "mqtt.password_file".into(), message };
+        let fail = |message: String| ConfigError { path: PASSWORD_FILE.into(), message };
         let text = std::fs::read_to_string(path).map_err(|e| {
             fail(format!("cannot read {}: {e}; the service user needs read access to it", path.display()))
         })?;

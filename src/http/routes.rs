@@ -779,8 +779,8 @@ fn cookie_authorized(req: &Request<'_>, token: &str) -> bool {
     let Some(value) = h.split(|&b| b == b';').find_map(|c| c.trim_ascii().strip_prefix(b"camjobd_token=")) else {
         return false;
     };
-    // A token is at most 256 bytes; decode into a fixed buffer.
-    let mut buf = [0u8; 256];
+    // A token is at most MAX_TOKEN_BYTES (the config's token rule); decode into a fixed buffer.
+    let mut buf = [0u8; crate::config::MAX_TOKEN_BYTES];
     let mut n = 0;
     let mut i = 0;
     while i < value.len() {
