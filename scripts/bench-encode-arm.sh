@@ -13,7 +13,7 @@ targets=("$@")
 cross_install --qemu "${targets[@]}" || exit 2
 for t in "${targets[@]}"; do
   triple=$(cross_triple "$t")
-  rustup target list --installed | grep -qx "$triple" || rustup target add "$triple"
+  ensure_rust_target "$triple"
   cargo build --locked --release --quiet --target "$triple" --example bench_encode
   echo "== $triple under qemu-user (emulated: compare the ratios)"
   # The runner from .cargo/config.toml (qemu with the cross sysroot).

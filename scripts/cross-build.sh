@@ -13,15 +13,11 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(aarch64 armv7)
 . scripts/lib.sh
 cross_install --libclang "${targets[@]}" || exit 2
-# bindgen finds libclang-14 under /usr/lib/llvm-14 only through its versioned name.
-if [ -z "${LIBCLANG_PATH:-}" ] && [ -d /usr/lib/llvm-14/lib ]; then export LIBCLANG_PATH=/usr/lib/llvm-14/lib; fi
+export_libclang_path
 for t in "${targets[@]}"; do
   triple=$(cross_triple "$t")
-  case "$t" in
-    aarch64) sysroot=/usr/aarch64-linux-gnu ;;
-    armv7) sysroot=/usr/arm-linux-gnueabihf ;;
-  esac
-  rustup target list --installed | grep -qx "$triple" || rustup target add "$triple"
+  sysroot=/usr/$(cross_gnu_type "$t")
+  ensure_rust_target "$triple"
   echo "== $triple"
   # bindgen parses the target's headers: point clang at the cross sysroot.
   BINDGEN_EXTRA_CLANG_ARGS="--sysroot=$sysroot -I$sysroot/include" \

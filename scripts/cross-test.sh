@@ -16,7 +16,7 @@ export CARGO_TARGET_DIR="$PWD/target/cross"
 status=0
 for t in "${targets[@]}"; do
   triple=$(cross_triple "$t")
-  rustup target list --installed | grep -qx "$triple" || rustup target add "$triple" 2>&1 | tail -n 1
+  ensure_rust_target --brief "$triple"
   echo "== unit tests for $triple under $(grep -A2 "\[target.$triple\]" .cargo/config.toml | awk -F'"' '/runner/ {print $2}')"
   log="$CARGO_TARGET_DIR/test-$triple.log"
   mkdir -p "$CARGO_TARGET_DIR"

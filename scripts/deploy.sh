@@ -11,6 +11,7 @@
 # (never over a local change). DRY_RUN=1 prints the commands instead of running them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 host=${1:?usage: scripts/deploy.sh HOST [PROFILE]}
 profile=${2:-}
 [ -z "$profile" ] || [ -f "board/$profile.json" ] || { echo "no board profile board/$profile.json" >&2; exit 2; }
@@ -20,12 +21,8 @@ run() { if [ "${DRY_RUN:-0}" = 1 ]; then echo "+ $*"; else "$@"; fi; }
 # 64-bit kernel: `uname -m` would say aarch64) and its CPU (ARMv6 boards cannot run armv7 code).
 if [ "${DRY_RUN:-0}" = 1 ]; then debarch=arm64 cpu=aarch64; else
   debarch=$(ssh "$host" dpkg --print-architecture); cpu=$(ssh "$host" uname -m); fi
-case "$debarch" in
-  arm64) t=aarch64 ;;
-  armhf) t=armv7 ;;
-  amd64) t=x86_64 ;;
-  *) echo "$host runs $debarch; camjobd packages exist for arm64, armhf and amd64" >&2; exit 2 ;;
-esac
+t=$(target_of_debian_arch "$debarch") ||
+  { echo "$host runs $debarch; camjobd packages exist for arm64, armhf and amd64" >&2; exit 2; }
 [ "$cpu" != armv6l ] || { echo "$host is an ARMv6 board (Pi 1, Zero, Zero W): camjobd's armhf build needs ARMv7 (Pi 2 and later, Zero 2 W)" >&2; exit 2; }
 echo "== $host runs $debarch: building the package"
 if [ "${DRY_RUN:-0}" = 1 ]; then

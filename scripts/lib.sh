@@ -9,8 +9,27 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-# Cross targets by short name (aarch64, armv7): the Rust triple, and the Debian packages of its
-# C cross compiler and libc when that compiler is missing.
+# --- Targets, by the short names the scripts take: aarch64 and armv7 (the Pi, cross-compiled)
+# and x86_64 (package.sh builds it natively).
+
+# Short name -> Debian architecture (aarch64 arm64, armv7 armhf, x86_64 amd64); quietly fails otherwise.
+debian_arch() {
+  case "$1" in
+    aarch64) echo arm64 ;;
+    armv7) echo armhf ;;
+    x86_64) echo amd64 ;;
+    *) return 2 ;;
+  esac
+}
+# Debian architecture -> short name (debian_arch backwards); quietly fails on any other.
+target_of_debian_arch() {
+  local t
+  for t in aarch64 armv7 x86_64; do
+    [ "$(debian_arch "$t")" != "$1" ] || { echo "$t"; return 0; }
+  done
+  return 2
+}
+# Cross target's short name -> Rust triple; fails with a message (status 2) on any other name.
 cross_triple() {
   case "$1" in
     aarch64) echo aarch64-unknown-linux-gnu ;;
@@ -18,16 +37,56 @@ cross_triple() {
     *) echo "unknown target $1 (aarch64 or armv7)" >&2; return 2 ;;
   esac
 }
-cross_compiler_packages() {
+# Cross target's short name -> GNU type of Debian's cross tools (TYPE-gcc links, /usr/TYPE is the sysroot).
+cross_gnu_type() {
   case "$1" in
-    aarch64) command -v aarch64-linux-gnu-gcc >/dev/null || echo gcc-aarch64-linux-gnu libc6-dev-arm64-cross ;;
-    armv7) command -v arm-linux-gnueabihf-gcc >/dev/null || echo gcc-arm-linux-gnueabihf libc6-dev-armhf-cross ;;
+    aarch64) echo aarch64-linux-gnu ;;
+    armv7) echo arm-linux-gnueabihf ;;
+    *) return 2 ;;
   esac
 }
-# The v4l crate's bindgen needs libclang at build time: the package when it is missing.
-libclang_packages() {
-  ldconfig -p | grep -q 'libclang-[0-9.]*\.so\|libclang\.so' || echo libclang1-14
+# The Debian packages of a cross target's C compiler and libc (nothing for other names).
+cross_packages() {
+  local gnu
+  gnu=$(cross_gnu_type "$1") || return 0
+  echo "gcc-$gnu libc6-dev-$(debian_arch "$1")-cross"
 }
+# Those packages, when that compiler is missing.
+cross_compiler_packages() {
+  local gnu
+  gnu=$(cross_gnu_type "$1") || return 0
+  command -v "$gnu-gcc" >/dev/null || cross_packages "$1"
+}
+# Adds rustup target TRIPLE when it is not installed; --brief prints only rustup's last line.
+ensure_rust_target() { # [--brief] TRIPLE
+  local brief=0
+  [ "$1" != --brief ] || { brief=1; shift; }
+  rustup target list --installed | grep -qx "$1" && return 0
+  if [ "$brief" = 1 ]; then rustup target add "$1" 2>&1 | tail -n 1; else rustup target add "$1"; fi
+}
+
+# --- libclang: the v4l crate's bindgen needs it at build time.
+
+# The Debian package of libclang (it puts the library under /usr/lib/llvm-14/lib).
+libclang_package() {
+  echo libclang1-14
+}
+# That package, when ldconfig knows no libclang.
+libclang_packages() {
+  ldconfig -p | grep -q 'libclang-[0-9.]*\.so\|libclang\.so' || libclang_package
+}
+# Installs libclang when it is missing.
+ensure_libclang() {
+  local pkg
+  pkg=$(libclang_packages)
+  [ -z "$pkg" ] || apt_install "$pkg"
+}
+# Points LIBCLANG_PATH at /usr/lib/llvm-14/lib, unless set or absent: bindgen finds libclang-14
+# there only through its versioned name.
+export_libclang_path() {
+  if [ -z "${LIBCLANG_PATH:-}" ] && [ -d /usr/lib/llvm-14/lib ]; then export LIBCLANG_PATH=/usr/lib/llvm-14/lib; fi
+}
+
 # Installs what cross-building for the named targets needs and is missing: the C cross compilers
 # and libc, plus libclang (--libclang) and qemu-user (--qemu). Fails on an unknown name.
 cross_install() { # [--libclang] [--qemu] TARGET...

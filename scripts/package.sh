@@ -19,8 +19,8 @@ version_args=()
 [ -n "${DEB_VERSION:-}" ] && version_args=(--deb-version "$DEB_VERSION")
 for t in "${targets[@]}"; do
   if [ "$t" = x86_64 ]; then
-    command -v clang >/dev/null || dpkg -s libclang1-14 >/dev/null 2>&1 || apt_install libclang1-14
-    [ -z "${LIBCLANG_PATH:-}" ] && [ -d /usr/lib/llvm-14/lib ] && export LIBCLANG_PATH=/usr/lib/llvm-14/lib
+    ensure_libclang
+    export_libclang_path
     out=$(cargo deb --locked --features v4l2 "${version_args[@]}" 2>&1 | tail -n 1)
   else
     scripts/cross-build.sh "$t" >/dev/null

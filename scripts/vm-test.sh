@@ -19,13 +19,14 @@ start=$(date +%s)
 log() { printf '\n== %s\n' "$*"; }
 
 log "packages"
+. scripts/lib.sh
 need=()
 for pair in qemu-system-x86_64:qemu-system-x86 busybox:busybox-static cpio:cpio depmod:kmod v4l2-ctl:v4l-utils \
             ustreamer:ustreamer djpeg:libjpeg-turbo-progs; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
-ldconfig -p | grep -q 'libclang-[0-9.]*\.so\|libclang\.so' || need+=(libclang1-14)
-. scripts/lib.sh
+read -r -a clang <<< "$(libclang_packages)"
+need+=("${clang[@]}")
 apt_install "${need[@]}"
 echo "qemu: $(qemu-system-x86_64 --version | head -n 1)"
 
