@@ -61,7 +61,7 @@ impl Service {
             let o = Arc::new(capture::Orders::default());
             orders.push(Arc::clone(&o));
             let opener = crate::capture::opener(&cam.config.source, cam.config.max_frame_bytes);
-            let lp = capture::CaptureLoop::new(Arc::clone(&shared), Arc::clone(cam), o, opener, stop.clone())
+            let lp = capture::CaptureLoop::new(Arc::clone(&shared.events), Arc::clone(cam), o, opener, stop.clone())
                 .with_store(store_tx.clone(), i, first_seqs[i]);
             threads.push(spawn(&format!("capture-{}", cam.name), Box::new(move || lp.run()))?);
         }
@@ -83,15 +83,15 @@ impl Service {
         .map_err(|e| Error::storage(&crate::store::journal::dir(&cfg.dir), "open the event journal", e))?;
         let (store, s) = (crate::store::Store::new(Arc::clone(&shared), store_rx, journal, clock), stop.clone());
         threads.push(spawn("store", Box::new(move || store.run(s)))?);
-        let (sh, s) = (Arc::clone(&shared), stop.clone());
-        threads.push(spawn("watchdog", Box::new(move || crate::watchdog::run(sh, s)))?);
+        let (wd, s) = (crate::watchdog::Inputs::from(&shared), stop.clone());
+        threads.push(spawn("watchdog", Box::new(move || crate::watchdog::run(wd, s)))?);
         match crate::led::open(&shared.config.led) {
             Ok(Some(led)) => {
-                let (sh, s) = (Arc::clone(&shared), stop.clone());
-                threads.push(spawn("led", Box::new(move || crate::led::run(sh, led, s)))?);
+                let (cams, events, s) = (shared.cameras.clone(), Arc::clone(&shared.events), stop.clone());
+                threads.push(spawn("led", Box::new(move || crate::led::run(&cams, &events, led, s)))?);
             }
             Ok(None) => {}
-            Err(e) => crate::led::disable(&shared, &e),
+            Err(e) => crate::led::disable(&shared.events, &e),
         }
         if shared.cameras.iter().any(|c| c.config.source.raw_quality().is_some()) {
             if crate::jpeg::simd() {

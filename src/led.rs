@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::LedConfig;
-use crate::events::EventKind;
+use crate::events::{EventKind, EventLog};
 use crate::lifecycle::JobState;
 use crate::shutdown::Stop;
-use crate::status::Shared;
+use crate::status::CameraShared;
 
 /// Slow blink half-period (STARTING, RECOVERING).
 pub const SLOW_MS: u64 = 500;
@@ -202,14 +202,14 @@ const TICK: Duration = Duration::from_millis(FAST_MS / 2);
 
 /// The `led` thread: shows the state that most needs attention across cameras until `stop`,
 /// then turns the LED off. A write error disables the LED with one warning and an event.
-pub fn run(shared: Arc<Shared>, mut led: Box<dyn Led>, stop: Stop) {
+pub fn run(cameras: &[Arc<CameraShared>], events: &EventLog, mut led: Box<dyn Led>, stop: Stop) {
     let mut shown = None;
     loop {
-        let state = summary(shared.cameras.iter().map(|c| c.job().state));
+        let state = summary(cameras.iter().map(|c| c.state()));
         let on = lit(state, crate::clock::mono_ms());
         if shown != Some(on) {
             if let Err(e) = led.set(on) {
-                disable(&shared, &e);
+                disable(events, &e);
                 return;
             }
             shown = Some(on);
@@ -222,8 +222,8 @@ pub fn run(shared: Arc<Shared>, mut led: Box<dyn Led>, stop: Stop) {
 }
 
 /// Logs and records why the LED is off for good.
-pub fn disable(shared: &Shared, why: &LedError) {
-    shared.events.push(EventKind::Info, "", None, None, format_args!("status LED disabled: {why}; jobs go on"));
+pub fn disable(events: &EventLog, why: &LedError) {
+    events.push(EventKind::Info, "", None, None, format_args!("status LED disabled: {why}; jobs go on"));
 }
 
 #[cfg(test)]
@@ -298,9 +298,9 @@ mod tests {
         }
     }
 
-    fn shared_in(state: JobState) -> Arc<Shared> {
+    fn shared_in(state: JobState) -> Arc<crate::status::Shared> {
         let (tx, _rx) = crossbeam::channel::bounded(1);
-        let shared = Arc::new(Shared::new(crate::config::Config::default(), tx));
+        let shared = Arc::new(crate::status::Shared::new(crate::config::Config::default(), tx));
         shared.cameras[0].job.lock().unwrap().state = state;
         shared
     }
@@ -312,7 +312,7 @@ mod tests {
         let led = Box::new(FakeLed { calls: Arc::clone(&calls), fail_at: usize::MAX });
         let stop = Stop::new();
         let (sh, s) = (Arc::clone(&shared), stop.clone());
-        let t = std::thread::spawn(move || run(sh, led, s));
+        let t = std::thread::spawn(move || run(&sh.cameras, &sh.events, led, s));
         std::thread::sleep(Duration::from_millis(1000));
         shared.cameras[0].job.lock().unwrap().state = JobState::Running;
         std::thread::sleep(Duration::from_millis(300));
@@ -332,7 +332,7 @@ mod tests {
     fn a_failing_led_is_disabled_with_an_event() {
         let shared = shared_in(JobState::Failed);
         let led = Box::new(FakeLed { calls: Arc::default(), fail_at: 3 });
-        run(Arc::clone(&shared), led, Stop::new()); // returns by itself
+        run(&shared.cameras, &shared.events, led, Stop::new()); // returns by itself
         let mut events = Vec::new();
         shared.events.page(0, 10, &mut events);
         let msg = events.iter().map(|e| e.message.as_str()).find(|m| m.starts_with("status LED disabled"));

@@ -10,7 +10,9 @@ use std::time::Duration;
 use crate::clock;
 use crate::config::WatchdogConfig;
 use crate::shutdown::Stop;
-use crate::status::{Command, Heartbeat, Phase, Shared};
+use crossbeam::channel::Sender;
+
+use crate::status::{CameraShared, Command, Heartbeat, Liveness, Phase, Shared};
 
 /// What the watchdog concluded about one open attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,22 +66,44 @@ pub fn assess(
 }
 
 /// How often to look: a tenth of the shortest stall timeout, within 10..=100 ms.
-fn tick(shared: &Shared) -> Duration {
-    let min = shared.cameras.iter().map(|c| c.config.watchdog.stall_timeout_ms).min().unwrap_or(1000);
+fn tick(cameras: &[Arc<CameraShared>]) -> Duration {
+    let min = cameras.iter().map(|c| c.config.watchdog.stall_timeout_ms).min().unwrap_or(1000);
     Duration::from_millis((min / 10).clamp(10, 100))
 }
 
+/// What the watchdog reads and where it reports: nothing else of the shared state.
+pub struct Inputs {
+    /// The cameras, in config order (faults name them by index).
+    pub cameras: Vec<Arc<CameraShared>>,
+    /// The supervisor's command channel, for faults.
+    pub commands: Sender<Command>,
+    /// Where the watchdog's loop records that it went round.
+    pub liveness: Arc<Liveness>,
+}
+
+impl Inputs {
+    /// The watchdog's part of `shared`.
+    pub fn from(shared: &Shared) -> Inputs {
+        Inputs {
+            cameras: shared.cameras.clone(),
+            commands: shared.commands.clone(),
+            liveness: Arc::clone(&shared.liveness),
+        }
+    }
+}
+
 /// Runs until `stop`.
-pub fn run(shared: Arc<Shared>, stop: Stop) {
-    let tick = tick(&shared);
+pub fn run(inputs: Inputs, stop: Stop) {
+    let Inputs { cameras, commands, liveness } = inputs;
+    let tick = tick(&cameras);
     // Per camera: the (job, attempt) already reported, and since when the capture thread
     // has lagged behind the record.
-    let mut reported: Vec<(u64, u32)> = vec![(0, 0); shared.cameras.len()];
-    let mut lag_since: Vec<Option<(u64, u32, u64)>> = vec![None; shared.cameras.len()];
+    let mut reported: Vec<(u64, u32)> = vec![(0, 0); cameras.len()];
+    let mut lag_since: Vec<Option<(u64, u32, u64)>> = vec![None; cameras.len()];
     while !stop.wait(tick) {
-        crate::status::Liveness::beat(&shared.liveness.watchdog);
+        Liveness::beat(&liveness.watchdog);
         let now = clock::mono_ms();
-        for (i, cam) in shared.cameras.iter().enumerate() {
+        for (i, cam) in cameras.iter().enumerate() {
             let (id, state, attempt) = {
                 let g = cam.job.lock().unwrap_or_else(|e| e.into_inner());
                 (g.id, g.state, g.attempt)
@@ -110,7 +134,7 @@ pub fn run(shared: Arc<Shared>, stop: Stop) {
             if let Verdict::Fault(reason) = verdict {
                 let cmd = Command::Fault { camera: i, job_id: id, attempt, reason };
                 // A full channel is retried on the next tick.
-                if shared.commands.try_send(cmd).is_ok() {
+                if commands.try_send(cmd).is_ok() {
                     reported[i] = (id, attempt);
                 }
             }

@@ -26,10 +26,10 @@ use crossbeam::channel::{self, Receiver, Sender};
 use crate::capture::{Delivers, Dest, DropCause, Opener, Read, Source};
 use crate::clock;
 use crate::encode::{Sink, Stage};
-use crate::events::EventKind;
+use crate::events::{EventKind, EventLog};
 use crate::frame::{Frame, FramePool};
 use crate::shutdown::Stop;
-use crate::status::{CameraShared, Phase, Shared};
+use crate::status::{CameraShared, Phase};
 use crate::store::StoreItem;
 
 /// Longest a source read may wait; bounds how late an order or a stop is noticed.
@@ -145,7 +145,8 @@ impl Pending {
 
 /// The capture thread's state. Built on the spawning thread, moved into the capture thread.
 pub struct CaptureLoop {
-    shared: Arc<Shared>,
+    /// Where drop and error summaries go.
+    events: Arc<EventLog>,
     cam: Arc<CameraShared>,
     orders: Arc<Orders>,
     opener: Box<dyn Opener>,
@@ -177,7 +178,7 @@ pub struct CaptureLoop {
 impl CaptureLoop {
     /// Prepares the loop: allocates the frame pool and builds the source opener.
     pub fn new(
-        shared: Arc<Shared>,
+        events: Arc<EventLog>,
         cam: Arc<CameraShared>,
         orders: Arc<Orders>,
         opener: Box<dyn Opener>,
@@ -187,7 +188,7 @@ impl CaptureLoop {
         let pool = FramePool::new(c.frame_buffers, c.max_frame_bytes);
         let interval = Duration::from_millis(c.snapshot_interval_ms);
         CaptureLoop {
-            shared,
+            events,
             orders,
             opener,
             pool,
@@ -321,14 +322,20 @@ impl CaptureLoop {
                 self.next_keep = Instant::now();
             }
             Err(e) => {
-                hb.errors_total.fetch_add(1, Relaxed);
-                hb.set_last_error(&e.message);
-                hb.set_phase(Phase::Broken);
-                self.pending.last_error = crate::events::fixed(format_args!("{}", e.message));
-                self.pending.errors += 1;
-                self.pending.note();
+                self.record_error(&e.message);
+                self.cam.heartbeat.set_phase(Phase::Broken);
             }
         }
+    }
+
+    /// Counts a source error in the heartbeat and queues it for the next error event.
+    fn record_error(&mut self, message: &str) {
+        let hb = &self.cam.heartbeat;
+        hb.errors_total.fetch_add(1, Relaxed);
+        hb.set_last_error(message);
+        self.pending.last_error = crate::events::fixed(format_args!("{message}"));
+        self.pending.errors += 1;
+        self.pending.note();
     }
 
     fn close(&mut self) {
@@ -429,15 +436,13 @@ impl CaptureLoop {
             Ok(Read::Dropped(cause)) => self.dropped(Some(cause)),
             Ok(Read::Timeout) => {}
             Err(e) => {
-                hb.errors_total.fetch_add(1, Relaxed);
+                // An open error is not a read error: only reads count towards
+                // `max_consecutive_errors`.
                 hb.consecutive_errors.fetch_add(1, Relaxed);
-                hb.set_last_error(&e.message);
-                self.pending.last_error = crate::events::fixed(format_args!("{}", e.message));
-                self.pending.errors += 1;
-                self.pending.note();
+                self.record_error(&e.message);
                 if e.fatal {
                     self.source = None;
-                    hb.set_phase(Phase::Broken);
+                    self.cam.heartbeat.set_phase(Phase::Broken);
                 }
             }
         }
@@ -479,7 +484,7 @@ impl CaptureLoop {
         let (name, job) = (&self.cam.name, Some(self.order.job_id));
         if p.drops() > 0 {
             let max = self.cam.config.max_frame_bytes;
-            self.shared.events.push(
+            self.events.push(
                 EventKind::Drop,
                 name,
                 job,
@@ -495,7 +500,7 @@ impl CaptureLoop {
         }
         if p.errors > 0 {
             let last = &p.last_error;
-            self.shared.events.push(
+            self.events.push(
                 EventKind::Error,
                 name,
                 job,

@@ -70,7 +70,7 @@ pub fn start_capture(camera: CameraConfig, stop: &Stop) -> (Arc<Shared>, JoinHan
     let cam = Arc::clone(&shared.cameras[0]);
     let orders = Arc::new(Orders::default());
     let opener = camjobd::capture::opener(&cam.config.source, cam.config.max_frame_bytes);
-    let lp = CaptureLoop::new(Arc::clone(&shared), cam, Arc::clone(&orders), opener, stop.clone());
+    let lp = CaptureLoop::new(Arc::clone(&shared.events), cam, Arc::clone(&orders), opener, stop.clone());
     let t = std::thread::Builder::new()
         .name("capture-test".into())
         .spawn(move || {
