@@ -23,7 +23,8 @@ skip() { [ "$(eval echo "\${SKIP_$1:-0}")" = 1 ]; }
 # (the cross tests run beside the browser test). The scripts still install what is missing
 # when run on their own.
 log "packages"
-want=(libclang1-14 ffmpeg nasm faketime mosquitto openssl)
+. scripts/lib.sh
+want=("$(libclang_package)" ffmpeg nasm faketime mosquitto openssl)
 skip BROWSER || want+=(chromium)
 skip SOAK || want+=(wrk gnuplot-nox)
 skip VM || want+=(qemu-system-x86 busybox-static cpio kmod v4l-utils ustreamer libjpeg-turbo-progs)
@@ -32,7 +33,6 @@ skip PACKAGE || want+=(lintian mmdebstrap)
 skip CROSS || want+=(qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
 missing=()
 for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-. scripts/lib.sh
 apt_install "${missing[@]}"
 # The release binary of the browser test, the soak and the VM test is one build, with V4L2.
 export CAMJOBD_FEATURES=v4l2

@@ -451,6 +451,14 @@ mod tests {
     }
 
     #[test]
+    fn a_retired_key_from_older_check_config_output_is_accepted_and_not_printed() {
+        for v in ["null", "5"] {
+            let c = Config::from_json(&format!(r#"{{"exports":{{"panic_at_file":{v}}}}}"#)).unwrap();
+            assert!(!serde_json::to_string(&c).unwrap().contains("panic_at_file"));
+        }
+    }
+
+    #[test]
     fn effective_config_round_trips() {
         let c = Config::default();
         let text = serde_json::to_string(&c).unwrap();

@@ -1,6 +1,7 @@
 //! The job service: builds the published state, starts the fixed set of threads and stops
 //! them. This is the top of the dependency graph below `main`:
-//! `job → {capture, watchdog, http, led, store} → {ring, frame, status, events, config, error}`.
+//! `job → {http, export, store, mqtt, led, watchdog, capture, encode} → {status, config, events,
+//! ...} → leaves such as lifecycle and frame` (the crate root lists the order).
 //!
 //! - the state machine itself is [`crate::lifecycle`] (pure, a leaf).
 //! - [`supervisor`]: the single writer of job state.

@@ -6,38 +6,44 @@
 //!
 //! # Layout
 //!
-//! Dependencies flow one way, top to bottom:
+//! Each module imports only modules listed below it (`tests/structure.rs` checks that there is
+//! no import cycle between them):
 //!
-//! - `main.rs` — command line → [`config`] → [`job::Service`] → wait for a signal.
+//! - `main.rs` — command line → [`config`] → [`job::Service`] → wait for a signal; systemd's
+//!   notify protocol through [`notify`].
 //! - [`job`] — wires the threads: [`job::supervisor`] (single writer of job state),
 //!   [`job::capture`] (one loop per camera).
-//! - [`capture`] — the [`capture::Source`] trait and its backends (synthetic, pipe + MJPEG
-//!   splitter, V4L2). Only backends touch devices or processes.
-//! - [`encode`] — the encoder threads of a raw (YUYV) camera: capture hands them frames and
-//!   never waits; they publish in capture order. [`jpeg`] — libjpeg-turbo's codec (planar
-//!   YUV 4:2:2 encoder, DCT-scaled decoder), the only foreign code besides the backends.
-//! - [`watchdog`] — stall and error-threshold decisions from heartbeats.
 //! - [`http`] — hyper on a small tokio runtime ([`http::server`]), the API and the URLs other
-//!   tools paste ([`http::routes`]), the MJPEG stream ([`http::stream`]) and Prometheus metrics
-//!   ([`http::metrics`]); the dashboard page is embedded.
-//! - [`led`] — the status LED: pattern, sysfs and GPIO backends, the `led` thread.
-//! - [`notify`] — systemd's notify protocol (READY, STATUS, WATCHDOG), used by `main`.
-//! - [`mqtt`] — state, events and commands on an MQTT broker, Home Assistant discovery, a
-//!   bounded outbox (the `mqtt` thread, when configured). Like HTTP it reads published state
-//!   and sends commands; nothing waits on it.
-//! - [`export`] — queued export jobs (archive, timelapse) and their `export-N` workers.
+//!   tools paste ([`http::routes`]) with one typed error ([`http::error`]), the MJPEG stream
+//!   ([`http::stream`]) and Prometheus metrics ([`http::metrics`]); the dashboard is embedded.
+//! - [`export`] — queued export jobs (archive, timelapse): records and their pure state
+//!   machine, request checks, start-up recovery, the `export-N` workers and their pacing.
 //! - [`store`] — everything in `storage.dir`: the job id file, snapshot files and their
 //!   retention (the `store` thread), change scores ([`store::change`]) and the event journal
 //!   ([`store::journal`]).
-//! - [`status`] — published state (job records, heartbeats, commands, job history) that the
-//!   threads share; [`live`] — each camera's live view (newest frame, stream demand, the copies
-//!   HTTP readers hold); [`index`] — the on-disk snapshot index.
-//! - [`lifecycle`] — the job states and the pure state machine the supervisor applies; a leaf
-//!   that `events`, `status`, `led`, `mqtt` and `http` name states from.
-//! - [`ring`] (snapshot ring), [`frame`] (frame pool), [`events`] (event ring), [`logging`]
-//!   (non-blocking log sink), [`config`], [`error`], [`shutdown`] (the stop token), [`clock`],
-//!   [`sys`] (statvfs and thread priority). `unsafe` lives only in the capture backends,
-//!   [`jpeg`] and [`sys`].
+//! - [`mqtt`] — state, events and commands on an MQTT broker, Home Assistant discovery, a
+//!   bounded outbox (the `mqtt` thread, when configured). Like HTTP it reads published state
+//!   and sends commands; nothing waits on it.
+//! - [`led`] — the status LED: pattern, sysfs and GPIO backends, the `led` thread.
+//! - [`watchdog`] — stall and error-threshold decisions from heartbeats.
+//! - [`capture`] — the [`capture::Source`] trait and its backends (synthetic, pipe + MJPEG
+//!   splitter, libcamera through rpicam-vid, V4L2). Only backends touch devices or processes.
+//! - [`status`] — published state the threads share: job types ([`status::job`]), heartbeats
+//!   ([`status::heartbeat`]), store counters ([`status::store`]), one camera's parts
+//!   ([`status::CameraShared`]) and [`status::Shared`]. [`error`] — start-up errors.
+//! - [`config`] — the config file, one file per section under `config/`, each key's path and
+//!   bounds stated once in its section's `validate`.
+//! - [`encode`] — the encoder threads of a raw (YUYV) camera: capture hands them frames and
+//!   never waits; they publish in capture order. [`events`] (event ring), [`index`] (on-disk
+//!   snapshot index), [`live`] (each camera's live view: newest frame, stream demand, the
+//!   copies HTTP readers hold), [`ring`] (snapshot ring).
+//! - Leaves: [`lifecycle`] (job states and the pure state machine), [`frame`] (frame pool),
+//!   [`jpeg`] (libjpeg-turbo: planar YUV 4:2:2 encoder, DCT-scaled decoder), [`clock`],
+//!   [`shutdown`] (the stop token), [`logging`] (non-blocking log sink), [`notify`], [`sys`]
+//!   (directory-relative file operations, statvfs, thread priority).
+//!
+//! `unsafe` lives only in the leaves that talk to the kernel or to C: `capture/pipe.rs`,
+//! `capture/v4l2.rs`, [`jpeg`] and [`sys`] (also checked by `tests/structure.rs`).
 //!
 //! # Threads
 //!

@@ -2,7 +2,7 @@
 //! Assistant discovery, a last will and a bounded outbox.
 //!
 //! One `mqtt` thread runs a small tokio runtime with the client's network loop
-//! ([`link`]). It *reads* published state (job records, the event ring, the snapshot ring)
+//! (`link`). It *reads* published state (job records, the event ring, the snapshot ring)
 //! every 100 ms, like the LED does, so capture, HTTP and the watchdog never wait on it;
 //! commands go to the supervisor's bounded channel like the API's. What waits for the broker
 //! waits in a fixed [`outbox::Outbox`]; when it is full, the oldest message that is not a
@@ -11,7 +11,7 @@
 //! - [`outbox`]: the bounded queue and its drop policy (pure).
 //! - [`command`]: command payloads (pure).
 //! - [`discovery`]: Home Assistant discovery configs (pure).
-//! - [`link`]: the thread: connect, reconnect with jittered backoff, publish, subscribe.
+//! - `link`: the thread: connect, reconnect with jittered backoff, publish, subscribe.
 
 pub mod command;
 pub mod discovery;

@@ -26,6 +26,11 @@ pub struct ExportsConfig {
     pub max_files_per_s: Option<u32>,
     /// Timelapse defaults and caps.
     pub timelapse: TimelapseConfig,
+    /// Formerly a test hook (it moved to a debug-only environment variable). Still accepted
+    /// and ignored, so a config saved from an older `--check-config`, which printed
+    /// `"panic_at_file": null`, keeps starting; no longer printed.
+    #[serde(skip_serializing)]
+    pub panic_at_file: Option<serde::de::IgnoredAny>,
 }
 
 impl Default for ExportsConfig {
@@ -38,6 +43,7 @@ impl Default for ExportsConfig {
             forget_after_s: 3_600,
             max_files_per_s: None,
             timelapse: TimelapseConfig::default(),
+            panic_at_file: None,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! An export's record (what the API shows and `<id>.json` keeps) and its state machine as a
-//! pure function, in the style of [`crate::job::lifecycle`]. Every state change goes through
+//! pure function, in the style of [`crate::lifecycle`]. Every state change goes through
 //! [`next`]; a transition it does not list is a bug, reported and refused, never a silent
 //! state change.
 

@@ -2,7 +2,7 @@
 //! source and frame pool.
 //!
 //! It does what the supervisor orders through a one-slot mailbox ([`Orders`]: the latest
-//! order wins, so it can never fill up) and reports only through atomics ([`Heartbeat`]) and
+//! order wins, so it can never fill up) and reports only through atomics ([`crate::status::Heartbeat`]) and
 //! the snapshot ring. It never waits on another thread: publishing is a pointer swap under a
 //! short lock, and every source read is bounded by [`READ_WAIT`], so orders and the stop token
 //! are looked at several times a second even when the camera is silent.

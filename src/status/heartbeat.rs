@@ -43,7 +43,7 @@ impl Phase {
 pub struct Heartbeat {
     /// The job these counters belong to.
     pub job_id: AtomicU64,
-    /// The open attempt in progress (see [`JobRecord::attempt`]).
+    /// The open attempt in progress (see [`super::JobRecord::attempt`]).
     pub attempt: AtomicU32,
     /// A [`Phase`] as u8.
     phase: AtomicU8,

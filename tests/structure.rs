@@ -1,0 +1,201 @@
+//! The code's shape, as promised in `src/lib.rs` and the README's Layout: no file in `src/`
+//! over 700 lines of code before its tests, no import cycle between top-level modules, `unsafe`
+//! only in the leaves that talk to the kernel or to C, and nothing in the repository pointing
+//! outside it. (Function length and `// SAFETY:` lines are clippy's: see Cargo.toml `[lints]`.)
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+const MAX_CODE_LINES: usize = 700;
+/// Where `unsafe` may appear (and must have a SAFETY line, which clippy checks).
+const UNSAFE_LEAVES: [&str; 4] = ["src/capture/pipe.rs", "src/capture/v4l2.rs", "src/jpeg.rs", "src/sys.rs"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// `src/…` files as (path relative to the root, code lines before the first `#[cfg(test)]`).
+/// Code lines: not blank, not a comment. A file under a `tests` module path counts as tests.
+fn sources() -> Vec<(String, Vec<String>)> {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(root()).unwrap().to_string_lossy().into_owned();
+            let text = fs::read_to_string(&p).unwrap();
+            let mut code = Vec::new();
+            for line in text.lines() {
+                let t = line.trim();
+                if t == "#[cfg(test)]" {
+                    break;
+                }
+                if !t.is_empty() && !t.starts_with("//") {
+                    code.push(t.to_string());
+                }
+            }
+            (rel, code)
+        })
+        .collect()
+}
+
+fn is_test_file(rel: &str) -> bool {
+    rel.ends_with("/tests.rs")
+}
+
+#[test]
+fn no_source_file_has_more_than_700_lines_of_code_before_its_tests() {
+    let big: Vec<_> = sources()
+        .into_iter()
+        .filter(|(rel, code)| !is_test_file(rel) && code.len() > MAX_CODE_LINES)
+        .map(|(rel, code)| format!("{rel}: {}", code.len()))
+        .collect();
+    assert!(big.is_empty(), "over {MAX_CODE_LINES} lines of code: {big:?}");
+}
+
+/// The top-level module a `src/` path belongs to (`src/http/routes.rs` → `http`).
+fn top_module(rel: &str) -> Option<String> {
+    let rest = rel.strip_prefix("src/")?;
+    let first = rest.split('/').next()?.trim_end_matches(".rs");
+    (!matches!(first, "lib" | "main")).then(|| first.to_string())
+}
+
+/// Which top-level modules each one names through `crate::…` in its code (tests excluded).
+fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (rel, code) in sources() {
+        let Some(from) = top_module(&rel) else { continue };
+        if is_test_file(&rel) {
+            continue;
+        }
+        let deps = g.entry(from.clone()).or_default();
+        for line in &code {
+            let mut rest = line.as_str();
+            while let Some(i) = rest.find("crate::") {
+                rest = &rest[i + "crate::".len()..];
+                let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                if !name.is_empty() && name != from {
+                    deps.insert(name);
+                }
+            }
+        }
+    }
+    g
+}
+
+/// A cycle through `start`, if there is one.
+fn cycle_from(g: &BTreeMap<String, BTreeSet<String>>, start: &str) -> Option<Vec<String>> {
+    fn walk(
+        g: &BTreeMap<String, BTreeSet<String>>,
+        at: &str,
+        start: &str,
+        path: &mut Vec<String>,
+        seen: &mut BTreeSet<String>,
+    ) -> bool {
+        for next in g.get(at).into_iter().flatten() {
+            if next == start {
+                path.push(next.clone());
+                return true;
+            }
+            if seen.insert(next.clone()) {
+                path.push(next.clone());
+                if walk(g, next, start, path, seen) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    let mut path = vec![start.to_string()];
+    walk(g, start, start, &mut path, &mut BTreeSet::new()).then_some(path)
+}
+
+#[test]
+fn top_level_modules_import_each_other_one_way_only() {
+    let g = module_graph();
+    assert!(g.contains_key("job") && g["job"].contains("status"), "the graph is read: {g:?}");
+    let cycles: Vec<_> = g.keys().filter_map(|m| cycle_from(&g, m)).map(|c| c.join(" → ")).collect();
+    assert!(cycles.is_empty(), "import cycles between top-level modules: {cycles:#?}");
+    // The leaves stay leaves.
+    for leaf in ["lifecycle", "clock", "shutdown", "logging", "notify"] {
+        assert!(g.get(leaf).is_none_or(|d| d.is_empty()), "{leaf} imports {:?}", g[leaf]);
+    }
+}
+
+#[test]
+fn the_cycle_finder_finds_a_cycle() {
+    let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    g.entry("a".into()).or_default().insert("b".into());
+    g.entry("b".into()).or_default().insert("c".into());
+    assert_eq!(cycle_from(&g, "a"), None);
+    g.entry("c".into()).or_default().insert("a".into());
+    assert_eq!(cycle_from(&g, "a"), Some(vec!["a".into(), "b".into(), "c".into(), "a".into()]));
+}
+
+#[test]
+fn unsafe_lives_only_in_the_kernel_and_c_leaves() {
+    let outside: Vec<_> = sources()
+        .into_iter()
+        .filter(|(rel, _)| !UNSAFE_LEAVES.contains(&rel.as_str()))
+        .filter(|(_, code)| {
+            code.iter().any(|l| l.contains("unsafe {") || l.contains("unsafe fn") || l.contains("unsafe impl"))
+        })
+        .map(|(rel, _)| rel)
+        .collect();
+    assert!(outside.is_empty(), "unsafe outside the leaves: {outside:?}");
+}
+
+#[test]
+fn nothing_in_the_repository_points_outside_it() {
+    let mut files = Vec::new();
+    for dir in ["src", "tests", "docs", "board", "scripts", "debian", "fuzz/fuzz_targets"] {
+        let d = root().join(dir);
+        if d.is_dir() {
+            collect_text(&d, &mut files);
+        }
+    }
+    files.push(root().join("README.md"));
+    files.push(root().join("Cargo.toml"));
+    let needles = ["../shared", "DESIGN.md", "STYLE.md"];
+    let this_file = root().join("tests/structure.rs");
+    let hits: Vec<_> = files
+        .iter()
+        .filter(|p| **p != this_file)
+        .filter_map(|p| {
+            let text = fs::read_to_string(p).ok()?;
+            needles.iter().find(|n| text.contains(**n)).map(|n| format!("{} names {n}", p.display()))
+        })
+        .collect();
+    assert!(hits.is_empty(), "the contract must live in the repository: {hits:?}");
+}
+
+fn collect_text(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy();
+        if p.is_dir() {
+            if name != "node_modules" && name != "target" {
+                collect_text(&p, out);
+            }
+        } else if [".rs", ".md", ".sh", ".json", ".service", ".rules", ".py", ".toml", ".html"]
+            .iter()
+            .any(|x| name.ends_with(x))
+        {
+            out.push(p);
+        }
+    }
+}
