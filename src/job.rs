@@ -182,12 +182,8 @@ impl Service {
         self.server.join(deadline);
         for t in self.threads {
             let name = t.thread().name().unwrap_or("?").to_string();
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            } else {
+            // A panic was logged and recorded by the thread's PanicGuard.
+            if crate::shutdown::join_by(t, deadline) == crate::shutdown::Joined::Late {
                 log::error!("thread {name} did not stop in time; exiting without it");
             }
         }

@@ -7,7 +7,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
 
@@ -64,6 +65,32 @@ impl Default for Stop {
     }
 }
 
+/// How a thread ended, as [`join_by`] saw it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Joined {
+    /// It returned.
+    Returned,
+    /// It ended by a panic.
+    Panicked,
+    /// It was still running at the deadline and was left behind.
+    Late,
+}
+
+/// Joins `thread` if it finishes by `deadline`; otherwise leaves it running (a thread stuck in
+/// a driver must not keep the process alive). Polls every 5 ms: joining blocks without one.
+pub fn join_by<T>(thread: JoinHandle<T>, deadline: Instant) -> Joined {
+    while !thread.is_finished() {
+        if Instant::now() >= deadline {
+            return Joined::Late;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    match thread.join() {
+        Ok(_) => Joined::Returned,
+        Err(_) => Joined::Panicked,
+    }
+}
+
 /// Registers SIGTERM and SIGINT to set the returned flag. The caller polls it and triggers a
 /// [`Stop`]; a second signal while shutting down exits at once with status 1, the way people
 /// expect Ctrl-C twice to work.
@@ -82,6 +109,21 @@ pub fn signal_flag() -> std::io::Result<Arc<AtomicBool>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn join_by_reports_returned_panicked_and_late() {
+        let now = Instant::now;
+        assert_eq!(join_by(std::thread::spawn(|| 1), now() + Duration::from_secs(5)), Joined::Returned);
+        let panics = std::thread::Builder::new().spawn(|| panic!("on purpose")).unwrap();
+        assert_eq!(join_by(panics, now() + Duration::from_secs(5)), Joined::Panicked);
+        let stop = Stop::new();
+        let s = stop.clone();
+        let waits = std::thread::spawn(move || s.wait(Duration::from_secs(60)));
+        let t0 = now();
+        assert_eq!(join_by(waits, t0 + Duration::from_millis(50)), Joined::Late);
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        stop.trigger();
+    }
     use std::time::Instant;
 
     #[test]

@@ -8,116 +8,75 @@ use super::server::Response;
 use crate::export::Refusal as ExportRefusal;
 use crate::status::Refusal as JobRefusal;
 
-/// What went wrong, as the API's `error.code`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Code {
-    /// The body is not the JSON the endpoint takes (400).
-    BadJson,
-    /// A value in the body is out of range or of the wrong kind (400).
-    BadValue,
-    /// An export's time range is malformed (400).
-    BadRange,
-    /// An export's time range holds no snapshot (400).
-    EmptyRange,
-    /// An export would exceed its size limit (400).
-    TooLarge,
-    /// A query parameter is unknown or malformed (400).
-    BadQuery,
-    /// No or a wrong token (401).
-    Unauthorized,
-    /// A write from a page of another origin (403).
-    CrossOrigin,
-    /// No such camera, export or endpoint (404).
-    NotFound,
-    /// The camera has no (such) snapshot (404).
-    NoSnapshot,
-    /// The method is not one the endpoint takes (405).
-    MethodNotAllowed,
-    /// The job or export is not in a state that allows it (409).
-    Conflict,
-    /// Every job id has been used (500).
-    IdsExhausted,
-    /// A stored file could not be read (500).
-    Store,
-    /// Something that cannot happen did (500).
-    Internal,
-    /// A bounded resource is full or did not answer in time; try again (503).
-    Busy,
-    /// The camera delivered no frame in time (503).
-    NoFrame,
-    /// The export queue is full (503, with Retry-After).
-    QueueFull,
-    /// The service is stopping (503).
-    ShuttingDown,
+/// Declares [`Code`] from one table, so a variant, its status and its string are written once.
+macro_rules! codes {
+    ($($(#[doc = $doc:literal])* $name:ident => $status:literal, $text:literal;)*) => {
+        /// What went wrong, as the API's `error.code`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Code {
+            $($(#[doc = $doc])* $name,)*
+        }
+
+        impl Code {
+            /// The HTTP status this error is answered with.
+            pub fn status(self) -> u16 {
+                match self {
+                    $(Code::$name => $status,)*
+                }
+            }
+
+            /// The `error.code` string.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$name => $text,)*
+                }
+            }
+
+            /// Every code, for tests and documentation.
+            pub const ALL: &'static [Code] = &[$(Code::$name),*];
+        }
+    };
 }
 
-impl Code {
-    /// The HTTP status this error is answered with.
-    pub fn status(self) -> u16 {
-        use Code::*;
-        match self {
-            BadJson | BadValue | BadRange | EmptyRange | TooLarge | BadQuery => 400,
-            Unauthorized => 401,
-            CrossOrigin => 403,
-            NotFound | NoSnapshot => 404,
-            MethodNotAllowed => 405,
-            Conflict => 409,
-            IdsExhausted | Store | Internal => 500,
-            Busy | NoFrame | QueueFull | ShuttingDown => 503,
-        }
-    }
-
-    /// The `error.code` string.
-    pub fn as_str(self) -> &'static str {
-        use Code::*;
-        match self {
-            BadJson => "bad_json",
-            BadValue => "bad_value",
-            BadRange => "bad_range",
-            EmptyRange => "empty_range",
-            TooLarge => "too_large",
-            BadQuery => "bad_query",
-            Unauthorized => "unauthorized",
-            CrossOrigin => "cross_origin",
-            NotFound => "not_found",
-            NoSnapshot => "no_snapshot",
-            MethodNotAllowed => "method_not_allowed",
-            Conflict => "conflict",
-            IdsExhausted => "ids_exhausted",
-            Store => "store",
-            Internal => "internal",
-            Busy => "busy",
-            NoFrame => "no_frame",
-            QueueFull => "queue_full",
-            ShuttingDown => "shutting_down",
-        }
-    }
-
-    /// Every code, for tests and documentation.
-    pub const ALL: [Code; 19] = {
-        use Code::*;
-        [
-            BadJson,
-            BadValue,
-            BadRange,
-            EmptyRange,
-            TooLarge,
-            BadQuery,
-            Unauthorized,
-            CrossOrigin,
-            NotFound,
-            NoSnapshot,
-            MethodNotAllowed,
-            Conflict,
-            IdsExhausted,
-            Store,
-            Internal,
-            Busy,
-            NoFrame,
-            QueueFull,
-            ShuttingDown,
-        ]
-    };
+codes! {
+    /// The body is not the JSON the endpoint takes.
+    BadJson => 400, "bad_json";
+    /// A value in the body is out of range or of the wrong kind.
+    BadValue => 400, "bad_value";
+    /// An export's time range is malformed.
+    BadRange => 400, "bad_range";
+    /// An export's time range holds no snapshot.
+    EmptyRange => 400, "empty_range";
+    /// An export would exceed its size limit.
+    TooLarge => 400, "too_large";
+    /// A query parameter is unknown or malformed.
+    BadQuery => 400, "bad_query";
+    /// No or a wrong token.
+    Unauthorized => 401, "unauthorized";
+    /// A write from a page of another origin.
+    CrossOrigin => 403, "cross_origin";
+    /// No such camera, export or endpoint.
+    NotFound => 404, "not_found";
+    /// The camera has no (such) snapshot.
+    NoSnapshot => 404, "no_snapshot";
+    /// The method is not one the endpoint takes.
+    MethodNotAllowed => 405, "method_not_allowed";
+    /// The job or export is not in a state that allows it.
+    Conflict => 409, "conflict";
+    /// Every job id has been used.
+    IdsExhausted => 500, "ids_exhausted";
+    /// A stored file could not be read.
+    Store => 500, "store";
+    /// Something that cannot happen did.
+    Internal => 500, "internal";
+    /// A bounded resource is full or did not answer in time; try again.
+    Busy => 503, "busy";
+    /// The camera delivered no frame in time.
+    NoFrame => 503, "no_frame";
+    /// The export queue is full (answered with Retry-After).
+    QueueFull => 503, "queue_full";
+    /// The service is stopping.
+    ShuttingDown => 503, "shutting_down";
 }
 
 /// An API error: its code and a sentence for the person reading it.
@@ -187,7 +146,7 @@ mod tests {
     #[test]
     fn codes_are_distinct_snake_case_and_map_to_error_statuses() {
         let mut seen = std::collections::HashSet::new();
-        for c in Code::ALL {
+        for &c in Code::ALL {
             assert!(seen.insert(c.as_str()), "{c:?} spelled twice");
             assert!(c.as_str().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{c:?}");
             assert!((400..600).contains(&c.status()), "{c:?}");
