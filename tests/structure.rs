@@ -183,6 +183,44 @@ fn nothing_in_the_repository_points_outside_it() {
     assert!(hits.is_empty(), "the contract must live in the repository: {hits:?}");
 }
 
+/// The shared test helpers are compiled into each test crate, and most crates use only some of
+/// them, so they carry `allow(dead_code)`; this does what that lint cannot: every helper
+/// function must be called by some test (or fuzz target), or go.
+#[test]
+fn every_shared_test_helper_is_used_somewhere() {
+    let helpers = ["tests/common/mod.rs", "tests/support/fuzz_checks.rs", "tests/support/capture_harness.rs"];
+    let mut users = Vec::new();
+    rust_files(&root().join("tests"), &mut users);
+    rust_files(&root().join("fuzz/fuzz_targets"), &mut users);
+    let texts: Vec<String> = users.iter().map(|p| fs::read_to_string(p).unwrap()).collect();
+    let mut unused = Vec::new();
+    let mut seen = 0;
+    for h in helpers {
+        for line in fs::read_to_string(root().join(h)).unwrap().lines() {
+            let t = line.trim_start();
+            let Some(rest) = t.strip_prefix("pub fn ") else { continue };
+            let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            seen += 1;
+            let def = format!("fn {name}(");
+            // A call, or a `use … as` rename: the name as a word, beyond its definition.
+            let uses: usize = texts.iter().map(|t| words(t, &name) - t.matches(&def).count()).sum();
+            if uses == 0 {
+                unused.push(format!("{h}: {name}"));
+            }
+        }
+    }
+    assert!(seen > 20, "the helpers were read ({seen} functions)");
+    assert!(unused.is_empty(), "helpers no test calls: {unused:?}");
+}
+
+/// How often `word` stands in `text` as a whole identifier.
+fn words(text: &str, word: &str) -> usize {
+    let ident = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    text.match_indices(word)
+        .filter(|(i, _)| !ident(text[..*i].chars().next_back()) && !ident(text[i + word.len()..].chars().next()))
+        .count()
+}
+
 fn collect_text(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();

@@ -1,6 +1,7 @@
 //! The properties the fuzz targets check, shared (with `#[path]`) by `fuzz/fuzz_targets/*.rs`,
 //! which libFuzzer drives, and `tests/fuzz_regressions.rs`, which replays the seed corpus and
 //! every saved crash on each `cargo test`.
+// Each fuzz target uses one check; tests/structure.rs checks that every one is used.
 #![allow(dead_code)]
 
 use std::sync::{Arc, OnceLock};
