@@ -133,8 +133,8 @@ impl Service {
             // After the server: discovery links to the address it is bound to. A broker that
             // is down is not an error; the thread connects when it comes up.
             let settings = settings.bound_to(m, server.local_addr());
-            let (sh, s) = (Arc::clone(&shared), stop.clone());
-            threads.push(spawn("mqtt", Box::new(move || crate::mqtt::run(sh, settings, stats, s)))?);
+            let (inputs, s) = (crate::mqtt::Inputs::from(&shared), stop.clone());
+            threads.push(spawn("mqtt", Box::new(move || crate::mqtt::run(inputs, settings, stats, s)))?);
         }
         Ok(Service { shared, server, threads, stop, panicked })
     }

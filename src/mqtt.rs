@@ -21,6 +21,8 @@ pub mod outbox;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+
+use crossbeam::channel::Sender;
 use std::time::Duration;
 
 use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
@@ -29,8 +31,9 @@ use serde_json::{json, Value};
 use crate::config::mqtt::BrokerUrl;
 use crate::config::{Config, ConfigError, MqttConfig};
 use crate::error::Error;
+use crate::events::EventLog;
 use crate::shutdown::Stop;
-use crate::status::Shared;
+use crate::status::{CameraShared, Command, Shared};
 
 /// The names camjobd uses on the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,8 +281,34 @@ impl Backoff {
     }
 }
 
+/// What the `mqtt` thread reads and where it sends commands: nothing else of the shared state.
+pub struct Inputs {
+    /// The cameras, in config order (commands name them by index).
+    pub cameras: Vec<Arc<CameraShared>>,
+    /// The event log, read by seq for the `events` topic and state changes.
+    pub events: Arc<EventLog>,
+    /// The supervisor's command channel.
+    pub commands: Sender<Command>,
+}
+
+impl Inputs {
+    /// The `mqtt` thread's part of `shared`.
+    pub fn from(shared: &Shared) -> Inputs {
+        Inputs {
+            cameras: shared.cameras.clone(),
+            events: Arc::clone(&shared.events),
+            commands: shared.commands.clone(),
+        }
+    }
+
+    /// The index of the camera called `name`.
+    pub fn camera_index(&self, name: &str) -> Option<usize> {
+        self.cameras.iter().position(|c| c.name == name)
+    }
+}
+
 /// Starts the `mqtt` thread (the caller names and spawns it with `run`).
-pub fn run(shared: Arc<Shared>, settings: Settings, stats: Arc<Stats>, stop: Stop) {
+pub fn run(inputs: Inputs, settings: Settings, stats: Arc<Stats>, stop: Stop) {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -288,7 +317,7 @@ pub fn run(shared: Arc<Shared>, settings: Settings, stats: Arc<Stats>, stop: Sto
             return;
         }
     };
-    rt.block_on(link::run(shared, settings, stats, stop));
+    rt.block_on(link::run(Arc::new(inputs), settings, stats, stop));
 }
 
 #[cfg(test)]

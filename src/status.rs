@@ -7,7 +7,8 @@
 //! - [`CameraShared`] gathers one camera's parts (with its [`SnapshotRing`], [`SnapshotIndex`]
 //!   and [`LiveFeed`]); [`Shared`] holds the cameras, the event log, the command channel and the
 //!   liveness stamps. Threads that need less get only their part (capture: its camera and the
-//!   event log; the watchdog: `watchdog::Inputs`; the LED: the cameras and the log).
+//!   event log; the watchdog and the MQTT link: their `Inputs`; the LED: the cameras and the
+//!   log).
 //!
 //! HTTP, the watchdog and the LED read these; they talk back only through [`Command`]s on the
 //! supervisor's bounded channel. Keeping these types here (below `job`) is what lets `http`

@@ -17,11 +17,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::command::{self, Action};
 use super::outbox::{Kind, Message, Outbox};
+use super::Inputs;
 use super::{discovery, Backoff, Names, Settings, Stats};
 use crate::events::{Event as LogEvent, EventKind};
 use crate::lifecycle::JobState;
 use crate::shutdown::Stop;
-use crate::status::{CameraShared, Command, Refusal, Reply, Shared};
+use crate::status::{CameraShared, Command, Refusal, Reply};
 
 /// How often the publisher looks at the published state.
 const TICK: Duration = Duration::from_millis(100);
@@ -73,16 +74,16 @@ struct Pending {
     deadline: Instant,
 }
 
-pub(super) async fn run(shared: Arc<Shared>, settings: Settings, stats: Arc<Stats>, stop: Stop) {
+pub(super) async fn run(inputs: Arc<Inputs>, settings: Settings, stats: Arc<Stats>, stop: Stop) {
     let Settings { options, names, outbox, snapshot_every } = settings;
     let (client, mut events) = AsyncClient::new(options, CLIENT_QUEUE);
     events.network_options.set_connection_timeout(5);
-    let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE + INCOMING_PER_CAMERA * shared.cameras.len());
+    let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE + INCOMING_PER_CAMERA * inputs.cameras.len());
     let (lost_tx, lost_rx) = mpsc::channel(LOST_QUEUE);
     let pipes = NetPipes { incoming: in_tx, lost: lost_tx };
     let net = tokio::spawn(network(events, Arc::clone(&stats), pipes, stop.clone()));
     let mut p = Publisher {
-        shared,
+        inputs,
         names,
         client,
         stats,
@@ -101,15 +102,15 @@ pub(super) async fn run(shared: Arc<Shared>, settings: Settings, stats: Arc<Stat
         announcement: VecDeque::new(),
         announcing: None,
     };
-    p.after = p.shared.events.newest();
+    p.after = p.inputs.events.newest();
     p.cams = p
-        .shared
+        .inputs
         .cameras
         .iter()
         .map(|_| CameraTrack { state: None, job: Vec::new(), job_at: None, snapshot_seq: 0, snapshot_at: None })
         .collect();
     p.ours = p
-        .shared
+        .inputs
         .cameras
         .iter()
         .flat_map(|c| discovery::configs(&p.names, &c.name, c.config.source.kind_name()))
@@ -136,7 +137,7 @@ pub(super) async fn run(shared: Arc<Shared>, settings: Settings, stats: Arc<Stat
     let until = Instant::now() + SHUTDOWN_WAIT;
     loop {
         p.round();
-        let settled = !p.shared.cameras.iter().any(|c| c.state().is_active());
+        let settled = !p.inputs.cameras.iter().any(|c| c.state().is_active());
         if (settled && p.outbox.is_empty()) || Instant::now() >= until {
             break;
         }
@@ -263,7 +264,8 @@ fn describe(e: &ConnectionError) -> String {
 }
 
 struct Publisher {
-    shared: Arc<Shared>,
+    /// The cameras and events it reads, the channel commands go to.
+    inputs: Arc<Inputs>,
     names: Names,
     client: AsyncClient,
     stats: Arc<Stats>,
@@ -365,15 +367,15 @@ impl Publisher {
         // States go through the outbox like every later state, which keeps them in order.
         self.announcement.clear();
         self.announcing = Some(std::mem::take(&mut self.announcement));
-        let shared = Arc::clone(&self.shared);
-        for c in &shared.cameras {
+        let inputs = Arc::clone(&self.inputs);
+        for c in &inputs.cameras {
             for d in discovery::configs(&self.names, &c.name, c.config.source.kind_name()) {
                 self.push(d.topic, d.payload.to_string(), Kind::Discovery);
             }
         }
         self.announcement = self.announcing.take().unwrap_or_default();
         let now = Instant::now();
-        for (i, c) in shared.cameras.iter().enumerate() {
+        for (i, c) in inputs.cameras.iter().enumerate() {
             let state = c.state();
             self.cams[i].state = Some(state);
             self.push(self.names.camera(&c.name, "state"), state.as_str(), Kind::State);
@@ -435,7 +437,7 @@ impl Publisher {
     /// Events since the last round, each on `events`; state events also on `<camera>/state`.
     fn queue_events(&mut self) {
         let mut page: Vec<LogEvent> = Vec::new();
-        let next = self.shared.events.page(self.after, crate::events::MAX_PAGE, &mut page);
+        let next = self.inputs.events.page(self.after, crate::events::MAX_PAGE, &mut page);
         if let Some(first) = page.first() {
             self.gaps += first.seq.saturating_sub(self.after + 1);
         }
@@ -445,7 +447,7 @@ impl Publisher {
             let topic = format!("{}/events", self.names.topic_prefix);
             self.push(topic, serde_json::to_vec(e).expect("plain data"), Kind::Event);
             let (EventKind::State, Some(state)) = (e.kind, e.state) else { continue };
-            let Some(i) = self.shared.camera_index(&e.camera) else { continue };
+            let Some(i) = self.inputs.camera_index(&e.camera) else { continue };
             changed[i] = true;
             if self.cams[i].state != Some(state) {
                 self.cams[i].state = Some(state);
@@ -454,8 +456,8 @@ impl Publisher {
         }
         // A change whose event was overwritten before this round (never in practice: the
         // ring holds 256 and this runs 10 times a second) still reaches the broker.
-        let shared = Arc::clone(&self.shared);
-        for (i, c) in shared.cameras.iter().enumerate() {
+        let inputs = Arc::clone(&self.inputs);
+        for (i, c) in inputs.cameras.iter().enumerate() {
             let now = c.state();
             if !changed[i] && self.cams[i].state.is_some() && self.cams[i].state != Some(now) {
                 self.cams[i].state = Some(now);
@@ -470,7 +472,7 @@ impl Publisher {
         if !(force || due) {
             return;
         }
-        let cam = Arc::clone(&self.shared.cameras[i]);
+        let cam = Arc::clone(&self.inputs.cameras[i]);
         let payload = job_payload(&cam);
         self.cams[i].job_at = Some(now);
         if force || payload != self.cams[i].job {
@@ -482,7 +484,7 @@ impl Publisher {
     /// The newest kept snapshot, as a URL (or the JPEG), when a new one was kept, at most
     /// every `snapshot_interval_s`.
     fn queue_snapshot(&mut self, i: usize, now: Instant, force: bool) {
-        let cam = Arc::clone(&self.shared.cameras[i]);
+        let cam = Arc::clone(&self.inputs.cameras[i]);
         let Some(meta) = cam.snapshots.latest_meta() else { return };
         let t = &self.cams[i];
         let due = match (self.snapshot_every, t.snapshot_at) {
@@ -513,7 +515,7 @@ impl Publisher {
         match rest.split_once('/') {
             Some((camera, "command")) => self.command(camera, &m),
             Some((camera, "state"))
-                if m.retain && !m.payload.is_empty() && self.shared.camera_index(camera).is_none() =>
+                if m.retain && !m.payload.is_empty() && self.inputs.camera_index(camera).is_none() =>
             {
                 // A camera removed from the config: clear what it left retained.
                 log::info!("mqtt: clearing the retained topics of camera {camera:?} (no longer configured)");
@@ -541,7 +543,7 @@ impl Publisher {
             let body = serde_json::json!({"ok": false, "error": error, "message": message});
             p.push(format!("{}/result", m.topic), body.to_string(), Kind::CommandResult);
         };
-        let Some(index) = self.shared.camera_index(camera) else {
+        let Some(index) = self.inputs.camera_index(camera) else {
             // Not ours to answer on a topic of a camera we do not have: say it once, in the log.
             self.stats.commands_refused.fetch_add(1, Relaxed);
             log::warn!("mqtt: command for unknown camera {camera:?} ignored");
@@ -567,7 +569,7 @@ impl Publisher {
             Action::Start(limits) => Command::Start { camera: index, limits, reply: tx },
             Action::Stop => Command::Stop { camera: index, reply: tx },
         };
-        if self.shared.commands.try_send(cmd).is_err() {
+        if self.inputs.commands.try_send(cmd).is_err() {
             return refuse(self, "busy", "the job supervisor is busy; try again".into());
         }
         self.pending.push(Pending { camera: index, action, reply: rx, deadline: Instant::now() + COMMAND_TIMEOUT });
@@ -590,7 +592,7 @@ impl Publisher {
                 continue;
             };
             let p = self.pending.swap_remove(i);
-            let name = self.shared.cameras[p.camera].name.clone();
+            let name = self.inputs.cameras[p.camera].name.clone();
             let body = match answer {
                 Ok(job) => {
                     self.stats.commands.fetch_add(1, Relaxed);
