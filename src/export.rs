@@ -389,7 +389,8 @@ impl Exports {
     }
 }
 
-fn not_found(id: u64) -> Refusal {
+/// The refusal for an id no record has (the API's 404).
+pub fn not_found(id: u64) -> Refusal {
     Refusal::NotFound(format!("no export {id}; GET /api/exports lists them"))
 }
 

@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
@@ -92,11 +92,6 @@ impl Run<'_> {
     /// The camera's name (archive paths).
     pub fn camera(&self) -> &str {
         &self.cam.name
-    }
-
-    /// The file of a stored snapshot.
-    pub fn snapshot_path(&self, s: &StoredSnapshot) -> PathBuf {
-        crate::index::snapshot_path(self.storage_dir, &self.cam.name, s.day, s.seq)
     }
 
     /// Opens a snapshot file for reading (and counts it for `max_files_per_s`).

@@ -430,10 +430,7 @@ impl Api {
         match action {
             "" if get => match self.exports.get(id) {
                 Some(v) => Response::json(200, &serde_json::to_value(v).expect("plain data")),
-                None => {
-                    ApiError::from(export::Refusal::NotFound(format!("no export {id}; GET /api/exports lists them")))
-                        .into()
-                }
+                None => ApiError::from(export::not_found(id)).into(),
             },
             "" if req.method == "DELETE" => match self.exports.delete(id) {
                 Ok(Deleted::Cancelling(v)) => Response::json(202, &serde_json::to_value(v).expect("plain data")),
@@ -766,7 +763,7 @@ fn authorized(req: &Request<'_>, token: &str) -> bool {
 /// `mjpeg` camera and OctoPrint's snapshot fetch send). Decoded into a fixed buffer.
 fn basic_authorized(req: &Request<'_>, token: &str) -> bool {
     let Some(encoded) = credentials(req, "Basic") else { return false };
-    // user:token, both bounded: a token is at most 256 bytes.
+    // user:token: the token is at most MAX_TOKEN_BYTES (256), the rest is room for a user name.
     let mut buf = [0u8; 1024];
     let Ok(n) = base64::engine::general_purpose::STANDARD.decode_slice(encoded, &mut buf) else { return false };
     let Some(colon) = buf[..n].iter().position(|&b| b == b':') else { return false };
