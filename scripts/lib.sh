@@ -73,7 +73,9 @@ libclang_package() {
 }
 # That package, when ldconfig knows no libclang.
 libclang_packages() {
-  ldconfig -p | grep -q 'libclang-[0-9.]*\.so\|libclang\.so' || libclang_package
+  # grep reads all of ldconfig's output (no -q): an early exit would SIGPIPE ldconfig, and
+  # with pipefail that reads as "missing".
+  ldconfig -p | grep 'libclang-[0-9.]*\.so\|libclang\.so' >/dev/null || libclang_package
 }
 # Installs libclang when it is missing.
 ensure_libclang() {

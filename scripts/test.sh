@@ -30,7 +30,8 @@ skip SOAK || want+=(wrk gnuplot-nox)
 skip VM || want+=(qemu-system-x86 busybox-static cpio kmod v4l-utils ustreamer libjpeg-turbo-progs)
 skip POWERCUT || want+=(qemu-system-x86 busybox-static cpio kmod e2fsprogs libjpeg-turbo-progs python3)
 skip PACKAGE || want+=(lintian mmdebstrap)
-skip CROSS || want+=(qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
+# shellcheck disable=SC2207 # package names are single words
+skip CROSS || want+=(qemu-user $(cross_packages aarch64) $(cross_packages armv7))
 missing=()
 for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 apt_install "${missing[@]}"

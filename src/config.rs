@@ -452,10 +452,15 @@ mod tests {
 
     #[test]
     fn a_retired_key_from_older_check_config_output_is_accepted_and_not_printed() {
-        for v in ["null", "5"] {
+        for v in ["null", "5", r#"{"any": [1]}"#] {
             let c = Config::from_json(&format!(r#"{{"exports":{{"panic_at_file":{v}}}}}"#)).unwrap();
-            assert!(!serde_json::to_string(&c).unwrap().contains("panic_at_file"));
+            let printed = serde_json::to_string(&c).unwrap();
+            assert!(!printed.contains("panic_at_file"));
+            assert_eq!(c, Config::default(), "nothing of it is kept");
+            assert_eq!(Config::from_json(&printed).unwrap(), c);
         }
+        let e = err(r#"{"exports":{"panic_at_files":5}}"#);
+        assert!(e.starts_with("exports.panic_at_files: unknown field"), "{e}");
     }
 
     #[test]

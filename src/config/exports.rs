@@ -29,8 +29,14 @@ pub struct ExportsConfig {
     /// Formerly a test hook (it moved to a debug-only environment variable). Still accepted
     /// and ignored, so a config saved from an older `--check-config`, which printed
     /// `"panic_at_file": null`, keeps starting; no longer printed.
-    #[serde(skip_serializing)]
-    pub panic_at_file: Option<serde::de::IgnoredAny>,
+    #[serde(skip_serializing, rename = "panic_at_file", deserialize_with = "ignore")]
+    retired_panic_at_file: (),
+}
+
+/// Reads any value and forgets it (a retired key: nothing of it is kept, so two configs that
+/// differ only in it are equal and print the same).
+fn ignore<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| ())
 }
 
 impl Default for ExportsConfig {
@@ -43,7 +49,7 @@ impl Default for ExportsConfig {
             forget_after_s: 3_600,
             max_files_per_s: None,
             timelapse: TimelapseConfig::default(),
-            panic_at_file: None,
+            retired_panic_at_file: (),
         }
     }
 }
