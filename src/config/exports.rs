@@ -30,7 +30,7 @@ pub struct ExportsConfig {
     /// and ignored, so a config saved from an older `--check-config`, which printed
     /// `"panic_at_file": null`, keeps starting; no longer printed.
     #[serde(skip_serializing, rename = "panic_at_file", deserialize_with = "ignore")]
-    retired_panic_at_file: (),
+    pub retired_panic_at_file: (),
 }
 
 /// Reads any value and forgets it (a retired key: nothing of it is kept, so two configs that
