@@ -251,9 +251,14 @@ fn pasted_urls_work_and_ignore_what_they_do_not_know() {
         let want = if path.contains("cam1") { 320 } else { 160 };
         assert_eq!(image::load_from_memory(&p.jpeg).unwrap().width(), want, "{path}");
     }
-    // The API's own stream route is strict about its parameters.
+    // The API's own stream route refuses a bad fps, and ignores what it does not know (the
+    // contract: unknown parameters and cache-busters are ignored on the live-view routes).
     assert_eq!(d.get("/api/cameras/cam0/stream.mjpeg?fps=0").error_code(400), "bad_query");
-    assert_eq!(d.get("/api/cameras/cam0/stream.mjpeg?speed=2").error_code(400), "bad_query");
+    for path in ["/api/cameras/cam0/stream.mjpeg?speed=2", "/api/cameras/cam0/stream.mjpeg?t=1700000000000&fps=5"] {
+        let mut c = StreamClient::open(d.addr, path, &[]);
+        assert_eq!(c.head.status, 200, "{path}");
+        assert_eq!(image::load_from_memory(&c.next_part().jpeg).unwrap().width(), 160, "{path}");
+    }
     assert_eq!(request(d.addr, "POST", "/stream", &[], b"").error_code(405), "method_not_allowed");
     // The dashboard is still at / without an action.
     assert!(d.get("/").text().contains("<html"));

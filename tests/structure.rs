@@ -46,7 +46,8 @@ fn sources() -> Vec<(String, Vec<String>)> {
                 }
                 // A `#[cfg(test)]` item that is not the tests module (a test-only method) is
                 // code like any other.
-                if t.starts_with("mod ") && code.last().is_some_and(|l| l == "#[cfg(test)]") {
+                let module = ["mod ", "pub mod ", "pub(crate) mod "].iter().any(|m| t.starts_with(m));
+                if module && code.last().is_some_and(|l| l == "#[cfg(test)]") {
                     code.pop();
                     break;
                 }
