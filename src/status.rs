@@ -25,7 +25,9 @@ use crossbeam::channel::Sender;
 use serde::Serialize;
 
 pub use heartbeat::{Heartbeat, Phase};
-pub use job::{Command, JobLimits, JobRecord, JobSummary, JobView, Refusal, Reply, COMMAND_QUEUE, JOB_HISTORY};
+pub use job::{
+    Command, JobHistory, JobLimits, JobRecord, JobSummary, JobView, Refusal, Reply, COMMAND_QUEUE, JOB_HISTORY,
+};
 pub use store::{StoreStats, StoreView};
 
 use crate::config::{CameraConfig, Config};
@@ -155,7 +157,7 @@ pub struct Shared {
     /// The supervisor's bounded command channel.
     pub commands: Sender<Command>,
     /// The last [`JOB_HISTORY`] ended jobs, oldest first.
-    history: Mutex<std::collections::VecDeque<JobSummary>>,
+    pub history: JobHistory,
     /// When the core loops last went round (for systemd's watchdog).
     pub liveness: Arc<Liveness>,
     /// Wall-clock jumps seen (by the store thread, which dates snapshots).
@@ -217,31 +219,15 @@ impl Shared {
                 })
             })
             .collect();
-        let history = Mutex::new(std::collections::VecDeque::with_capacity(JOB_HISTORY));
         Shared {
             config,
             cameras,
             events: Arc::new(EventLog::default()),
             commands,
-            history,
+            history: JobHistory::default(),
             liveness: Arc::default(),
             clock: Default::default(),
         }
-    }
-
-    /// Remembers an ended job, forgetting the oldest beyond [`JOB_HISTORY`].
-    pub fn push_history(&self, job: JobSummary) {
-        let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        if h.len() == JOB_HISTORY {
-            h.pop_front();
-        }
-        h.push_back(job);
-    }
-
-    /// Ended jobs, newest first, at most `limit`, optionally of one camera.
-    pub fn history(&self, camera: Option<&str>, limit: usize) -> Vec<JobSummary> {
-        let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        h.iter().rev().filter(|j| camera.is_none_or(|c| j.camera == c)).take(limit).cloned().collect()
     }
 
     /// The index of a camera by name.

@@ -155,7 +155,7 @@ impl Api {
             .map(|c| c.view().job)
             .filter(|j| j.state.is_active())
             .collect();
-        let ended = self.shared.history(camera, limit);
+        let ended = self.shared.history.list(camera, limit);
         Ok(Response::json(200, &json!({ "active": active, "ended": ended })))
     }
 

@@ -376,7 +376,7 @@ impl Supervisor {
         drop(g);
         if lifecycle::is_terminal(to) {
             // The API's view already pairs the record with this job's counters.
-            self.shared.push_history(JobSummary::from(cam.view().job));
+            self.shared.history.push(JobSummary::from(cam.view().job));
         }
     }
 
@@ -477,7 +477,7 @@ fn recover_history(shared: &Shared, past: &[Event]) -> Vec<bool> {
         } else {
             (*state, reason.clone(), *at)
         };
-        shared.push_history(JobSummary {
+        shared.history.push(JobSummary {
             id: *id,
             camera: seen.camera.clone(),
             state,

@@ -3,6 +3,9 @@
 //! counters known only for jobs of this process), and the commands and refusals of the
 //! supervisor's channel.
 
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
 use serde::Serialize;
 use tokio::sync::oneshot;
 
@@ -188,4 +191,30 @@ pub struct JobSummary {
     pub errors_total: Option<u64>,
     /// Recoveries.
     pub recoveries: Option<u32>,
+}
+
+/// The last [`JOB_HISTORY`] ended jobs, oldest first (allocated once, at start).
+pub struct JobHistory(Mutex<VecDeque<JobSummary>>);
+
+impl Default for JobHistory {
+    fn default() -> Self {
+        JobHistory(Mutex::new(VecDeque::with_capacity(JOB_HISTORY)))
+    }
+}
+
+impl JobHistory {
+    /// Remembers an ended job, forgetting the oldest beyond [`JOB_HISTORY`].
+    pub fn push(&self, job: JobSummary) {
+        let mut h = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if h.len() == JOB_HISTORY {
+            h.pop_front();
+        }
+        h.push_back(job);
+    }
+
+    /// Ended jobs, newest first, at most `limit`, optionally of one camera.
+    pub fn list(&self, camera: Option<&str>, limit: usize) -> Vec<JobSummary> {
+        let h = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        h.iter().rev().filter(|j| camera.is_none_or(|c| j.camera == c)).take(limit).cloned().collect()
+    }
 }

@@ -251,7 +251,7 @@ fn the_frame_limit_completes_when_capture_says_done() {
     r.beat(Phase::Done);
     assert_eq!(r.job().state, JobState::Completed);
     assert_eq!(r.job().reason.as_deref(), Some("max_frames 30 reached"));
-    let history = r.shared.history(Some("cam0"), 10);
+    let history = r.shared.history.list(Some("cam0"), 10);
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].state, JobState::Completed);
 }
