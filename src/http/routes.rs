@@ -5,11 +5,17 @@
 //! Besides the API, the URLs people paste into OctoPrint, Mainsail, Fluidd, Home Assistant
 //! and go2rtc, as ustreamer and mjpg-streamer serve them: `/stream`, `/snapshot`,
 //! `/?action=stream`, `/?action=snapshot` (first camera; `camera=NAME` picks another).
+//!
+//! Beside it: `auth` (who may do what), `query` (query strings, strict and lenient) and
+//! `snapshots` (`latest.jpg`, stored snapshots, `ETag`s).
+
+mod auth;
+mod query;
+mod snapshots;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use crossbeam::channel::TrySendError;
 use serde::Deserialize;
 use serde_json::json;
@@ -21,7 +27,10 @@ use super::stream::{MjpegBody, Placeholder, StreamSlot};
 use crate::events::{Event, MAX_PAGE};
 use crate::export::{self, Deleted, Exports};
 use crate::lifecycle::JobState;
-use crate::status::{CameraShared, Command, JobLimits, Reply, Shared};
+use crate::status::{Command, JobLimits, Reply, Shared};
+use auth::{authorized, basic_authorized, cookie_authorized, same_origin};
+use query::{lenient, limit_param, params, seq_param, stream_fps};
+use snapshots::{latest_jpg, snapshot_jpg, snapshots};
 
 /// The dashboard page, one self-contained file.
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -473,222 +482,6 @@ fn method_not_allowed(allow: &'static str) -> Response {
         .with_header("Allow", allow.into())
 }
 
-/// `latest.jpg`: the pool buffer itself is the body (no copy); `ETag` is the snapshot seq.
-fn latest_jpg(req: &Request<'_>, cam: &CameraShared) -> Response {
-    let Some(frame) = cam.snapshots.latest() else {
-        return Response::from(ApiError::new(Code::NoSnapshot, format!("camera {} has no snapshot yet", cam.name)));
-    };
-    let etag = format!("\"{}\"", frame.seq);
-    let cached = req.header("If-None-Match").is_some_and(|v| etag_matches(v, frame.seq));
-    let headers = vec![("ETag", etag), ("Cache-Control", "no-cache".into())];
-    if cached {
-        return Response { status: 304, content_type: "image/jpeg", headers, body: Body::Empty };
-    }
-    match cam.live.copy_exact(&frame) {
-        Some(copy) => Response { status: 200, content_type: "image/jpeg", headers, body: Body::Shared(copy) },
-        None => copies_busy(),
-    }
-}
-
-/// Every frame copy is held by slow readers: the named frame cannot be served now without
-/// holding a capture buffer or allocating, so the reader is asked to come back.
-fn copies_busy() -> Response {
-    Response::from(ApiError::new(
-        Code::Busy,
-        "every frame copy is held by slow readers (http.frame_copies); try again in a moment",
-    ))
-    .with_header("Retry-After", "1".into())
-}
-
-/// The value of `key` in a query, ignoring every other parameter (and bare cache-busters such
-/// as `?1700000000000`), as the pasted URLs must.
-fn lenient<'a>(query: &'a str, key: &str) -> Option<&'a str> {
-    query.split('&').filter_map(|p| p.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v)
-}
-
-/// `?fps=N` of the API's stream route: 1 to 120, a bad value is a 400. Other parameters and
-/// bare cache-busters are ignored, as on every route a viewer pastes (the contract says so:
-/// players append `?t=<time>` to defeat caches).
-fn stream_fps(query: &str) -> Result<Option<u32>, Response> {
-    let mut fps = None;
-    for (_, v) in query.split('&').filter_map(|p| p.split_once('=')).filter(|(k, _)| *k == "fps") {
-        match v.parse::<u32>() {
-            Ok(n @ 1..=120) => fps = Some(n),
-            _ => {
-                return Err(Response::from(ApiError::new(
-                    Code::BadQuery,
-                    format!("fps={v:?} must be a whole number from 1 to 120"),
-                )))
-            }
-        }
-    }
-    Ok(fps)
-}
-
-/// The `key=value` pairs of a query string, each key one of `allowed` (else a 400 naming it).
-/// Values are not percent-decoded: every parameter here is a number or a camera name.
-fn params<'a>(query: &'a str, allowed: &[&str]) -> Result<Vec<(&'a str, &'a str)>, Response> {
-    let mut out = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if !allowed.contains(&k) {
-            let msg = format!("unknown query parameter {k:?}; use {}", allowed.join(" and "));
-            return Err(Response::from(ApiError::new(Code::BadQuery, &msg)));
-        }
-        out.push((k, v));
-    }
-    Ok(out)
-}
-
-/// A sequence number parameter (`after`, `before`).
-fn seq_param(key: &str, v: &str) -> Result<u64, Response> {
-    v.parse().map_err(|_| {
-        Response::from(ApiError::new(
-            Code::BadQuery,
-            format!("{key}={v:?} is not a sequence number (a whole number >= 0)"),
-        ))
-    })
-}
-
-/// A `limit` from 1 to `max`; larger values (even beyond u64) are capped, not refused.
-fn limit_param(v: &str, max: usize) -> Result<usize, Response> {
-    let digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
-    match v.parse::<u64>() {
-        Ok(n) if n >= 1 => Ok(n.min(max as u64) as usize),
-        Err(_) if digits => Ok(max),
-        _ => Err(Response::from(ApiError::new(
-            Code::BadQuery,
-            format!("limit={v:?} must be a whole number from 1 to {max}"),
-        ))),
-    }
-}
-
-/// Default and largest page of `GET .../snapshots`.
-const SNAPSHOTS_DEFAULT_LIMIT: usize = 50;
-const SNAPSHOTS_MAX_LIMIT: usize = 500;
-
-/// `GET /api/cameras/{name}/snapshots?before=SEQ&limit=N`: the memory ring and the disk
-/// together, newest first; `stored` says whether the file exists.
-fn snapshots(query: &str, cam: &CameraShared) -> Result<Response, Response> {
-    let mut before = None;
-    let mut limit = SNAPSHOTS_DEFAULT_LIMIT;
-    for (k, v) in params(query, &["before", "limit"])? {
-        match k {
-            "before" => before = Some(seq_param(k, v)?),
-            _ => limit = limit_param(v, SNAPSHOTS_MAX_LIMIT)?,
-        }
-    }
-    let mut disk = Vec::with_capacity(limit);
-    cam.stored.page(before, limit, &mut disk);
-    let mut memory = Vec::with_capacity(limit.min(crate::ring::SNAPSHOT_RING));
-    cam.snapshots.recent(before, limit, &mut memory);
-    // Merge two newest-first lists by seq; the ring knows sizes, the disk knows what is kept.
-    let ring = |m: &crate::ring::SnapshotMeta, stored: bool| json!({"seq": m.seq, "captured_at": m.captured_at, "bytes": m.bytes, "width": m.width, "height": m.height, "stored": stored});
-    let dims = |v: u32| (v != 0).then_some(v);
-    let (mut i, mut j) = (0, 0);
-    let mut out = Vec::with_capacity(limit);
-    while out.len() < limit {
-        let item = match (disk.get(i), memory.get(j)) {
-            (Some(a), Some(b)) if a.seq == b.seq => {
-                (i, j) = (i + 1, j + 1);
-                let mut v = ring(b, true);
-                v["change"] = json!(a.change);
-                // The store's date wins: it is corrected after a wall-clock jump.
-                v["captured_at"] = json!(a.captured_at);
-                v
-            }
-            (Some(a), Some(b)) if b.seq > a.seq => {
-                j += 1;
-                ring(b, false)
-            }
-            (Some(a), _) => {
-                i += 1;
-                json!({"seq": a.seq, "captured_at": a.captured_at, "bytes": a.bytes, "width": dims(a.width),
-                       "height": dims(a.height), "change": a.change, "stored": true})
-            }
-            (None, Some(b)) => {
-                j += 1;
-                ring(b, false)
-            }
-            (None, None) => break,
-        };
-        out.push(item);
-    }
-    let next = if out.len() == limit { out.last().and_then(|v| v["seq"].as_u64()) } else { None };
-    Ok(Response::json(200, &json!({ "snapshots": out, "before_next": next })))
-}
-
-/// `GET /api/cameras/{name}/snapshots/{seq}.jpg`: from memory if it is the latest, else from
-/// disk. The path is built from the parsed number only, so nothing can escape the store.
-fn snapshot_jpg(req: &Request<'_>, cam: &CameraShared, shared: &Shared, file: &str) -> Response {
-    let seq = match file.strip_suffix(".jpg").filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())) {
-        Some(d) => match d.parse::<u64>() {
-            Ok(n) => n,
-            Err(_) => return not_found(req.path),
-        },
-        None => return not_found(req.path),
-    };
-    let etag = format!("\"{seq}\"");
-    let headers = vec![("ETag", etag), ("Cache-Control", "max-age=86400, immutable".into())];
-    if req.header("If-None-Match").is_some_and(|v| etag_matches(v, seq)) {
-        return Response { status: 304, content_type: "image/jpeg", headers, body: Body::Empty };
-    }
-    // The newest snapshot from memory, when a copy of it can be had; else from disk.
-    if let Some(copy) = cam.snapshots.latest().filter(|f| f.seq == seq).and_then(|f| cam.live.copy_exact(&f)) {
-        return Response { status: 200, content_type: "image/jpeg", headers, body: Body::Shared(copy) };
-    }
-    let Some(s) = cam.stored.find(seq) else {
-        return Response::from(ApiError::new(
-            Code::NoSnapshot,
-            format!("camera {} has no stored snapshot {seq}", cam.name),
-        ));
-    };
-    let dir = &shared.config.storage.dir;
-    let rel = crate::index::snapshot_rel(&cam.name, s.day, s.seq);
-    let read = crate::sys::open_regular_beneath(dir, &rel).and_then(|mut f| {
-        let mut bytes = Vec::with_capacity(s.bytes as usize);
-        std::io::Read::read_to_end(&mut f, &mut bytes).map(|_| bytes)
-    });
-    match read {
-        Ok(bytes) => Response { status: 200, content_type: "image/jpeg", headers, body: Body::Bytes(bytes) },
-        // A link or a FIFO where the snapshot should be: planted, never followed or served.
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) || e.kind() == std::io::ErrorKind::InvalidData => {
-            shared.events.push(
-                crate::events::EventKind::Error,
-                &cam.name,
-                None,
-                None,
-                format_args!(
-                    "{} in storage.dir is not a regular file (a link or something planted there); not served",
-                    rel.display()
-                ),
-            );
-            Response::from(ApiError::new(
-                Code::NoSnapshot,
-                format!("snapshot {seq} of camera {} is not a regular file in storage.dir; refused", cam.name),
-            ))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let msg = if crate::store::forget_missing(&shared.events, dir, cam, seq) {
-                format!("snapshot {seq} of camera {} was deleted outside camjobd; it is no longer listed", cam.name)
-            } else {
-                // Deleted by retention between the lookup and the read.
-                format!("snapshot {seq} of camera {} was just deleted by retention", cam.name)
-            };
-            Response::from(ApiError::new(Code::NoSnapshot, &msg))
-        }
-        Err(e) => Response::from(ApiError::new(Code::Store, format!("cannot read snapshot {seq}: {e}"))),
-    }
-}
-
-/// `If-None-Match` against a seq: a list of (weak or strong) tags, or `*`.
-fn etag_matches(header: &[u8], seq: u64) -> bool {
-    let Ok(text) = std::str::from_utf8(header) else { return false };
-    text.split(',')
-        .map(str::trim)
-        .any(|t| t == "*" || t.trim_start_matches("W/").trim_matches('"').parse::<u64>() == Ok(seq))
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StartBody {
@@ -732,91 +525,9 @@ fn parse_limits(body: &[u8]) -> Result<JobLimits, Response> {
     Ok(JobLimits { max_frames: b.max_frames, max_duration_s: b.max_duration_s })
 }
 
-/// True unless the request carries an `Origin` other than its own `Host` (`scheme://host[:port]`
-/// against `Host`, case-insensitive; `Origin: null` is another origin).
-fn same_origin(req: &Request<'_>) -> bool {
-    let Some(origin) = req.header("Origin") else { return true };
-    let Some(host) = req.header("Host") else { return false };
-    let authority = origin.splitn(2, |&b| b == b':').nth(1).and_then(|rest| rest.strip_prefix(b"//"));
-    authority.is_some_and(|a| a.eq_ignore_ascii_case(host))
-}
-
-/// The credentials of an `Authorization` header with `scheme` (case-insensitive, RFC 7235).
-fn credentials<'a>(req: &Request<'a>, scheme: &str) -> Option<&'a [u8]> {
-    let h = req.header("Authorization")?;
-    let n = scheme.len();
-    (h.len() > n && h[..n].eq_ignore_ascii_case(scheme.as_bytes()) && h[n] == b' ').then(|| h[n + 1..].trim_ascii())
-}
-
-/// Compares the bearer token in constant time (for equal lengths).
-fn authorized(req: &Request<'_>, token: &str) -> bool {
-    credentials(req, "Bearer").is_some_and(|given| same(given, token.as_bytes()))
-}
-
-/// HTTP Basic with any user name and the token as the password (what Home Assistant's
-/// `mjpeg` camera and OctoPrint's snapshot fetch send). Decoded into a fixed buffer.
-fn basic_authorized(req: &Request<'_>, token: &str) -> bool {
-    let Some(encoded) = credentials(req, "Basic") else { return false };
-    // user:token: the token is at most MAX_TOKEN_BYTES (256), the rest is room for a user name.
-    let mut buf = [0u8; 1024];
-    let Ok(n) = base64::engine::general_purpose::STANDARD.decode_slice(encoded, &mut buf) else { return false };
-    let Some(colon) = buf[..n].iter().position(|&b| b == b':') else { return false };
-    same(&buf[colon + 1..n], token.as_bytes())
-}
-
-/// The `camjobd_token` cookie (percent-encoded by the dashboard), compared in constant time.
-fn cookie_authorized(req: &Request<'_>, token: &str) -> bool {
-    let Some(h) = req.header("Cookie") else { return false };
-    let Some(value) = h.split(|&b| b == b';').find_map(|c| c.trim_ascii().strip_prefix(b"camjobd_token=")) else {
-        return false;
-    };
-    // A token is at most MAX_TOKEN_BYTES (the config's token rule); decode into a fixed buffer.
-    let mut buf = [0u8; crate::config::MAX_TOKEN_BYTES];
-    let mut n = 0;
-    let mut i = 0;
-    while i < value.len() {
-        let b = match value[i] {
-            b'%' if i + 2 < value.len() => {
-                let hex = std::str::from_utf8(&value[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        i += 2;
-                        b
-                    }
-                    None => return false,
-                }
-            }
-            b'%' => return false,
-            b => b,
-        };
-        if n == buf.len() {
-            return false;
-        }
-        buf[n] = b;
-        n += 1;
-        i += 1;
-    }
-    same(&buf[..n], token.as_bytes())
-}
-
-/// Constant time for equal lengths.
-fn same(given: &[u8], want: &[u8]) -> bool {
-    given.len() == want.len() && given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn etags() {
-        assert!(etag_matches(b"\"5\"", 5));
-        assert!(etag_matches(b"W/\"5\"", 5));
-        assert!(etag_matches(b"\"1\", \"5\"", 5));
-        assert!(etag_matches(b"*", 5));
-        assert!(!etag_matches(b"\"6\"", 5));
-        assert!(!etag_matches(b"\xff", 5));
-    }
 
     #[test]
     fn start_bodies() {
