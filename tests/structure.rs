@@ -27,7 +27,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// `src/…` files as (path relative to the root, code lines before the tests module: a
-/// `#[cfg(test)]` followed by `mod`). Code lines: not blank, not a comment. A file named
+/// `#[cfg(test)]` followed by `mod tests`). Code lines: not blank, not a comment. A file named
 /// `tests.rs` is a child tests module (`#[cfg(test)] mod tests;` in its parent).
 fn sources() -> Vec<(String, Vec<String>)> {
     let mut files = Vec::new();
@@ -46,8 +46,11 @@ fn sources() -> Vec<(String, Vec<String>)> {
                 }
                 // A `#[cfg(test)]` item that is not the tests module (a test-only method) is
                 // code like any other.
-                let module = ["mod ", "pub mod ", "pub(crate) mod "].iter().any(|m| t.starts_with(m));
-                if module && code.last().is_some_and(|l| l == "#[cfg(test)]") {
+                // `mod tests` with any visibility (`pub(crate) mod tests`, used by siblings).
+                let tests_module = t.split_once("mod tests").is_some_and(|(vis, rest)| {
+                    (vis.is_empty() || vis.starts_with("pub")) && (rest.starts_with(';') || rest.starts_with(" {"))
+                });
+                if tests_module && code.last().is_some_and(|l| l.starts_with("#[cfg(test)]")) {
                     code.pop();
                     break;
                 }

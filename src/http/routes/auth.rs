@@ -16,7 +16,7 @@ pub(super) fn same_origin(req: &Request<'_>) -> bool {
 }
 
 /// The credentials of an `Authorization` header with `scheme` (case-insensitive, RFC 7235).
-pub(super) fn credentials<'a>(req: &Request<'a>, scheme: &str) -> Option<&'a [u8]> {
+fn credentials<'a>(req: &Request<'a>, scheme: &str) -> Option<&'a [u8]> {
     let h = req.header("Authorization")?;
     let n = scheme.len();
     (h.len() > n && h[..n].eq_ignore_ascii_case(scheme.as_bytes()) && h[n] == b' ').then(|| h[n + 1..].trim_ascii())
@@ -74,6 +74,6 @@ pub(super) fn cookie_authorized(req: &Request<'_>, token: &str) -> bool {
 }
 
 /// Constant time for equal lengths.
-pub(super) fn same(given: &[u8], want: &[u8]) -> bool {
+fn same(given: &[u8], want: &[u8]) -> bool {
     given.len() == want.len() && given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }

@@ -66,3 +66,29 @@ pub(super) fn limit_param(v: &str, max: usize) -> Result<usize, Response> {
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stream_route_reads_fps_and_ignores_everything_else() {
+        let fps = |q: &str| stream_fps(q).map_err(|r| r.status);
+        assert_eq!(fps(""), Ok(None));
+        assert_eq!(fps("1700000000000"), Ok(None), "a bare cache-buster");
+        assert_eq!(fps("&&"), Ok(None));
+        assert_eq!(fps("speed=2"), Ok(None));
+        assert_eq!(fps("fps"), Ok(None), "no value: not a parameter");
+        assert_eq!(fps("t=1&fps=5"), Ok(Some(5)));
+        assert_eq!(fps("fps=120&x=y"), Ok(Some(120)));
+        for bad in ["fps=0", "fps=121", "fps=abc", "fps=", "fps=5&fps=abc"] {
+            assert_eq!(fps(bad), Err(400), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pasted_urls_take_their_key_and_nothing_else() {
+        assert_eq!(lenient("1700000000000&camera=cam1&x=1", "camera"), Some("cam1"));
+        assert_eq!(lenient("action=stream", "camera"), None);
+    }
+}

@@ -29,7 +29,7 @@ pub(super) fn latest_jpg(req: &Request<'_>, cam: &CameraShared) -> Response {
 
 /// Every frame copy is held by slow readers: the named frame cannot be served now without
 /// holding a capture buffer or allocating, so the reader is asked to come back.
-pub(super) fn copies_busy() -> Response {
+fn copies_busy() -> Response {
     Response::from(ApiError::new(
         Code::Busy,
         "every frame copy is held by slow readers (http.frame_copies); try again in a moment",
@@ -39,7 +39,7 @@ pub(super) fn copies_busy() -> Response {
 
 /// Default and largest page of `GET .../snapshots`.
 const SNAPSHOTS_DEFAULT_LIMIT: usize = 50;
-
+/// See [`SNAPSHOTS_DEFAULT_LIMIT`].
 const SNAPSHOTS_MAX_LIMIT: usize = 500;
 
 /// `GET /api/cameras/{name}/snapshots?before=SEQ&limit=N`: the memory ring and the disk
@@ -157,7 +157,7 @@ pub(super) fn snapshot_jpg(req: &Request<'_>, cam: &CameraShared, shared: &Share
 }
 
 /// `If-None-Match` against a seq: a list of (weak or strong) tags, or `*`.
-pub(super) fn etag_matches(header: &[u8], seq: u64) -> bool {
+fn etag_matches(header: &[u8], seq: u64) -> bool {
     let Ok(text) = std::str::from_utf8(header) else { return false };
     text.split(',')
         .map(str::trim)
