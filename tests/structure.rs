@@ -212,11 +212,10 @@ fn nothing_in_the_repository_points_outside_it() {
     for f in ["README.md", "Cargo.toml", "clippy.toml", "rustfmt.toml", "fuzz/Cargo.toml"] {
         files.push(root().join(f));
     }
-    let needles = ["../shared", "DESIGN.md", "STYLE.md"];
-    let this_file = root().join("tests/structure.rs");
+    // Spelled in pieces, so that this file does not name them itself.
+    let needles = [concat!("..", "/shared"), concat!("DESIGN", ".md"), concat!("STYLE", ".md")];
     let hits: Vec<_> = files
         .iter()
-        .filter(|p| **p != this_file)
         .filter_map(|p| {
             let text = fs::read_to_string(p).ok()?;
             needles.iter().find(|n| text.contains(**n)).map(|n| format!("{} names {n}", p.display()))
