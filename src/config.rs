@@ -26,7 +26,7 @@ mod storage;
 pub use self::log::{LogConfig, LogLevel};
 pub use cameras::{
     CameraConfig, FaultConfig, LibcameraConfig, PipeConfig, SourceConfig, SyntheticConfig, V4l2Config, V4l2Format,
-    WatchdogConfig, LIBCAMERA_EXTRA_OPTIONS, MAX_CAMERAS,
+    WatchdogConfig, LIBCAMERA_EXTRA_OPTIONS, MAX_CAMERAS, MAX_DURATION_S, MAX_FRAMES,
 };
 pub use exports::{ExportsConfig, TimelapseConfig};
 pub use http::{HttpConfig, MAX_TOKEN_BYTES};

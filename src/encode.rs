@@ -22,7 +22,8 @@ use crossbeam::channel::{self, Receiver, Sender};
 
 use crate::frame::{Frame, FramePool};
 use crate::jpeg::{Encoder, Yuv422};
-use crate::shutdown::Stop;
+use crate::shutdown::{Broke, Stop};
+use crate::testhook::{self, Fault};
 
 fn thread_name() -> String {
     std::thread::current().name().unwrap_or("?").to_string()
@@ -209,9 +210,13 @@ struct Run {
 
 impl Run {
     fn run(self) {
-        let Ok(mut encoder) = std::panic::catch_unwind(Encoder::new) else {
-            log::error!("encoder thread {} could not create its encoder; stopping the service", thread_name());
-            self.stop.trigger();
+        let created = std::panic::catch_unwind(|| {
+            assert!(!testhook::hit(Fault::EncoderCreate), "test hook: {}", Fault::EncoderCreate.name());
+            Encoder::new()
+        });
+        let Ok(mut encoder) = created else {
+            // Frames would wait for this worker's turn for ever: the service fails (exit 1).
+            self.stop.fail(&thread_name(), Broke::NotStarted);
             return;
         };
         // Not a `select!` with the stop token: selecting on its zero-capacity channel boxes a
@@ -220,15 +225,12 @@ impl Run {
             match self.jobs.recv_timeout(STOP_POLL) {
                 Ok(job) => {
                     // A panic here is a bug; the frames after it would wait forever for its
-                    // turn, so it stops the service (systemd restarts it), as any thread's does.
+                    // turn, so it fails the service (exit 1; systemd restarts it), as any
+                    // core thread's does.
                     let done =
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.encode(&mut encoder, job)));
                     if done.is_err() {
-                        log::error!(
-                            "encoder thread {} panicked; stopping the service",
-                            std::thread::current().name().unwrap_or("?")
-                        );
-                        self.stop.trigger();
+                        self.stop.fail(&thread_name(), Broke::Panicked);
                         return;
                     }
                 }
@@ -239,6 +241,7 @@ impl Run {
     }
 
     fn encode(&self, encoder: &mut Encoder, job: Job) {
+        assert!(!testhook::hit(Fault::EncoderPanic), "test hook: {}", Fault::EncoderPanic.name());
         let Job { ticket, mut frame } = job;
         let result = {
             let image = self.worker.image.lock().unwrap_or_else(|e| e.into_inner());

@@ -12,7 +12,7 @@ pub mod supervisor;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -34,8 +34,6 @@ pub struct Service {
     server: Server,
     threads: Vec<JoinHandle<()>>,
     stop: Stop,
-    /// The name of a core thread that panicked; the service then stops and exits 1.
-    panicked: Arc<Mutex<Option<String>>>,
 }
 
 impl Service {
@@ -54,8 +52,7 @@ impl Service {
         let clock = crate::clock::JumpDetector::default();
         let first_seqs = crate::store::recover(&shared);
         let (store_tx, store_rx) = channel::bounded(crate::store::queue_len(&shared.config));
-        let panicked = Arc::new(Mutex::new(None));
-        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| spawn(name, &stop, &panicked, f);
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| spawn(name, &stop, f);
         let mut threads = Vec::new();
         let mut orders = Vec::new();
         for (i, cam) in shared.cameras.iter().enumerate() {
@@ -109,7 +106,7 @@ impl Service {
             threads.push(spawn(&format!("export-{n}"), Box::new(move || x.run_worker(n, s)))?);
         }
         let mqtt_stats = shared.config.mqtt.as_ref().map(|m| Arc::new(crate::mqtt::Stats::new(&m.url)));
-        let mut api = Api::new(Arc::clone(&shared), exports);
+        let mut api = Api::new(Arc::clone(&shared), exports, stop.clone());
         if let Some(stats) = &mqtt_stats {
             api = api.with_mqtt(Arc::clone(stats));
         }
@@ -136,7 +133,7 @@ impl Service {
             let (inputs, s) = (crate::mqtt::Inputs::from(&shared), stop.clone());
             threads.push(spawn("mqtt", Box::new(move || crate::mqtt::run(inputs, settings, stats, s)))?);
         }
-        Ok(Service { shared, server, threads, stop, panicked })
+        Ok(Service { shared, server, threads, stop })
     }
 
     /// The address the HTTP API listens on.
@@ -169,9 +166,9 @@ impl Service {
         format!("http://{}/ — {}", self.local_addr(), cams.join(", "))
     }
 
-    /// The core thread that panicked, if one did (the stop token is then triggered).
-    pub fn failed_thread(&self) -> Option<String> {
-        self.panicked.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The core thread or task that broke, if one did (the stop token is then triggered).
+    pub fn failure(&self) -> Option<crate::shutdown::Failure> {
+        self.stop.failure()
     }
 
     /// Triggers the stop token (if not yet) and joins every thread, giving up on threads
@@ -182,7 +179,7 @@ impl Service {
         self.server.join(deadline);
         for t in self.threads {
             let name = t.thread().name().unwrap_or("?").to_string();
-            // A panic was logged and recorded by the thread's PanicGuard.
+            // A panic was logged and recorded by the thread's guard.
             if crate::shutdown::join_by(t, deadline) == crate::shutdown::Joined::Late {
                 log::error!("thread {name} did not stop in time; exiting without it");
             }
@@ -206,31 +203,9 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     })
 }
 
-/// Stops the whole service when the thread it lives in unwinds: a half-dead camjobd that
-/// still answers `/healthz` is worse than a restart by systemd.
-struct PanicGuard {
-    name: String,
-    stop: Stop,
-    panicked: Arc<Mutex<Option<String>>>,
-}
-
-impl Drop for PanicGuard {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            log::error!("thread {} panicked; stopping the service", self.name);
-            self.panicked.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(|| self.name.clone());
-            self.stop.trigger();
-        }
-    }
-}
-
-fn spawn(
-    name: &str,
-    stop: &Stop,
-    panicked: &Arc<Mutex<Option<String>>>,
-    f: Box<dyn FnOnce() + Send>,
-) -> Result<JoinHandle<()>, Error> {
-    let guard = PanicGuard { name: name.to_string(), stop: stop.clone(), panicked: Arc::clone(panicked) };
+/// Spawns a core thread that fails the service if it panics ([`Stop::guard`]).
+fn spawn(name: &str, stop: &Stop, f: Box<dyn FnOnce() + Send>) -> Result<JoinHandle<()>, Error> {
+    let guard = stop.guard(name);
     std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || {

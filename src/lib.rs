@@ -39,8 +39,9 @@
 //!   copies HTTP readers hold), [`ring`] (snapshot ring).
 //! - Leaves: [`lifecycle`] (job states and the pure state machine), [`frame`] (frame pool),
 //!   [`jpeg`] (libjpeg-turbo: planar YUV 4:2:2 encoder, DCT-scaled decoder), [`clock`],
-//!   [`shutdown`] (the stop token), [`logging`] (non-blocking log sink), [`notify`], [`sys`]
-//!   (directory-relative file operations, statvfs, thread priority).
+//!   [`shutdown`] (the stop token and the panic policy), [`logging`] (non-blocking log sink),
+//!   [`notify`], [`sys`] (directory-relative file operations, statvfs, thread priority),
+//!   [`testhook`] (faults the tests inject, debug builds only).
 //!
 //! `unsafe` lives only in the leaves that talk to the kernel or to C: `capture/pipe.rs`,
 //! `capture/v4l2.rs`, [`jpeg`] and [`sys`] (also checked by `tests/structure.rs`).
@@ -79,4 +80,5 @@ pub mod shutdown;
 pub mod status;
 pub mod store;
 pub mod sys;
+pub mod testhook;
 pub mod watchdog;

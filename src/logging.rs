@@ -4,9 +4,14 @@
 //! writes it to stderr. If stderr stalls (a full pipe, a stuck terminal, a slow journal) the
 //! queue fills and further lines are dropped and counted, so the supervisor, the capture
 //! loops and shutdown never wait for a reader of our logs.
+//!
+//! A line that a client or a broker can make us write at will goes through a [`Quiet`] site
+//! instead, so that a flood cannot push the real state-change lines out of journald's rate
+//! limit.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{self, Receiver, Sender, TrySendError};
@@ -18,6 +23,68 @@ const MAX_LINE: usize = 4096;
 
 /// Lines dropped because the queue was full.
 pub static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Lines held back by a [`Quiet`] site.
+pub static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+/// A [`Quiet`] site logs at most one line per this.
+pub const QUIET_FOR: Duration = Duration::from_secs(60);
+
+/// Lines that never reached stderr: dropped at a full queue, or held back by a [`Quiet`] site.
+pub fn lines_dropped() -> u64 {
+    DROPPED.load(Relaxed) + SUPPRESSED.load(Relaxed)
+}
+
+/// A log site that may repeat without end (a hostile client, a broken broker): its first line
+/// goes out; later ones within [`QUIET_FOR`] are only counted (in [`SUPPRESSED`]), and the
+/// first line after that says how many were held back. One `static` per site.
+pub struct Quiet {
+    /// When the last line went out, and how many were held back since.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Quiet {
+    /// A site that has logged nothing yet.
+    pub const fn new() -> Quiet {
+        Quiet { state: Mutex::new((None, 0)) }
+    }
+    /// A warning, unless one went out within the last minute.
+    pub fn warn(&self, line: std::fmt::Arguments<'_>) {
+        self.log(log::Level::Warn, line);
+    }
+    /// An error, unless one went out within the last minute.
+    pub fn error(&self, line: std::fmt::Arguments<'_>) {
+        self.log(log::Level::Error, line);
+    }
+    /// An info line, unless one went out within the last minute.
+    pub fn info(&self, line: std::fmt::Arguments<'_>) {
+        self.log(log::Level::Info, line);
+    }
+    fn log(&self, level: log::Level, line: std::fmt::Arguments<'_>) {
+        if !log::log_enabled!(level) {
+            return;
+        }
+        let now = Instant::now();
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0.is_some_and(|t| now.duration_since(t) < QUIET_FOR) {
+            g.1 += 1;
+            SUPPRESSED.fetch_add(1, Relaxed);
+            return;
+        }
+        let held = std::mem::take(&mut g.1);
+        g.0 = Some(now);
+        drop(g);
+        if held == 0 {
+            log::log!(level, "{line}");
+        } else {
+            log::log!(level, "{line} (and {held} more like this in the last {} s, not logged)", QUIET_FOR.as_secs());
+        }
+    }
+}
+
+impl Default for Quiet {
+    fn default() -> Self {
+        Quiet::new()
+    }
+}
 
 /// The `Write` simplelog writes into: collects a line, queues it without blocking.
 struct QueueWriter {

@@ -25,9 +25,6 @@ Exit status: 0 clean shutdown, 2 usage or config error, 1 fatal runtime error.
 
 /// How long shutdown may take before remaining threads are abandoned.
 const SHUTDOWN_BUDGET: Duration = Duration::from_millis(1800);
-/// A core loop that has not gone round for this long counts as hung (systemd's watchdog is then
-/// no longer pinged). Generous: a store write on a slow SD card can take seconds.
-const LOOP_STALE: Duration = Duration::from_secs(30);
 /// How often `STATUS=` is refreshed for `systemctl status`.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
 
@@ -142,7 +139,7 @@ fn run(args: &[String]) -> Result<(), Error> {
         }
         if let Some(every) = watchdog.filter(|&w| pinged.elapsed() >= w) {
             // Only while every core thread is alive and going round: a hung one gets us restarted.
-            match service.unhealthy(LOOP_STALE) {
+            match service.unhealthy(camjobd::status::STALE) {
                 None => {
                     notify("WATCHDOG=1");
                     pinged = Instant::now();
@@ -163,11 +160,11 @@ fn run(args: &[String]) -> Result<(), Error> {
     }
     notify("STOPPING=1\nSTATUS=shutting down");
     log::info!("shutting down");
-    let fatal = service.failed_thread();
     service.shutdown(Instant::now() + SHUTDOWN_BUDGET);
     logs.wait(Instant::now() + Duration::from_millis(100));
-    match fatal {
-        Some(name) => Err(Error::Fatal(format!("thread {name} panicked; exiting so that systemd restarts camjobd"))),
+    // Read after the shutdown: a thread may also break while winding down.
+    match stop.failure() {
+        Some(f) => Err(Error::Fatal(format!("{f}; exiting with status 1 so that systemd restarts camjobd"))),
         None => Ok(()),
     }
 }

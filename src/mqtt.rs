@@ -73,13 +73,9 @@ pub struct Settings {
 
 /// This machine's name, made safe for topics and ids (`A-Z a-z 0-9 _ -`; anything else `-`).
 pub fn hostname() -> String {
-    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let name: String = raw
-        .trim()
-        .chars()
-        .take(48)
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
-        .collect();
+    let raw = crate::sys::hostname().unwrap_or_default();
+    let name: String =
+        raw.chars().take(48).map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
     if name.is_empty() {
         "camjobd".into()
     } else {
@@ -120,10 +116,11 @@ impl Settings {
         o.set_keep_alive(Duration::from_secs(m.keepalive_s))
             .set_clean_session(true)
             .set_last_will(LastWill::new(names.availability(), "offline", QoS::AtLeastOnce, true))
-            // Retained configs and commands are at most a few KiB (64 KiB bounds what the
-            // incoming queue can hold); a JPEG goes out.
+            // Retained configs and commands are at most a few KiB: larger messages are read
+            // (up to READ_LIMIT) and refused, so the incoming queue holds at most 64 KiB each;
+            // a JPEG goes out.
             .set_max_packet_size(
-                64 << 10,
+                link::READ_LIMIT,
                 config.cameras.iter().map(|c| c.max_frame_bytes + 4096).max().unwrap_or(0).max(64 << 10),
             )
             .set_inflight(link::INFLIGHT);
@@ -213,6 +210,8 @@ pub struct Stats {
     pub commands_refused: AtomicU64,
     /// Incoming messages dropped because the publisher had not taken the earlier ones yet.
     pub incoming_dropped: AtomicU64,
+    /// Incoming messages refused as larger than 64 KiB (the connection stays up).
+    pub incoming_refused: AtomicU64,
     /// Publishes a lost connection took with it that could not be put back (part of `dropped`).
     pub lost: AtomicU64,
     /// QoS 1 publishes not yet acknowledged (for the shutdown's wait).
@@ -244,6 +243,7 @@ impl Stats {
             "commands": self.commands.load(Relaxed),
             "commands_refused": self.commands_refused.load(Relaxed),
             "incoming_dropped": self.incoming_dropped.load(Relaxed),
+            "incoming_refused": self.incoming_refused.load(Relaxed),
             "last_error": self.last_error(),
         })
     }

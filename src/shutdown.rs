@@ -4,6 +4,14 @@
 //! and disconnects a channel (for threads that block in `select!`/`recv_timeout`, which wake
 //! at once). SIGTERM and SIGINT only set an atomic flag (async-signal-safe); the main thread
 //! notices it and triggers the token.
+//!
+//! The panic policy, in one place: a core thread or task that panics, or cannot start, calls
+//! [`Stop::fail`] (directly, or through the [`Stop::guard`] it holds). That records the first
+//! [`Failure`] and triggers the token: every thread winds down in order, `/healthz` answers 503,
+//! the jobs are left as they were in the journal (the restart resumes them, as after a kill -9)
+//! and the process exits 1, which systemd's `Restart=on-failure` acts on. Work done on behalf
+//! of one client (an HTTP handler, one export) catches its own panic instead, answers or fails
+//! that one piece of work, counts it, and the service goes on.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,19 +33,73 @@ struct Inner {
     rx: Receiver<()>,
     /// Dropped by `trigger`.
     tx: Mutex<Option<Sender<()>>>,
+    /// The first failure, if the service is stopping because something broke.
+    failure: Mutex<Option<Failure>>,
+}
+
+/// What broke in a core thread or task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broke {
+    /// It panicked.
+    Panicked,
+    /// It could not start (a thread not spawned, an encoder not created).
+    NotStarted,
+    /// It ended while the service was still running.
+    Ended,
+}
+
+/// Why the service stops on its own: the first core thread or task that broke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The thread's (or task's) name, e.g. `enc0-cam0`, `mqtt (network task)`.
+    pub thread: String,
+    /// What happened to it.
+    pub what: Broke,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.what {
+            Broke::Panicked => "panicked",
+            Broke::NotStarted => "could not start",
+            Broke::Ended => "ended unexpectedly",
+        };
+        write!(f, "thread {} {what}", self.thread)
+    }
 }
 
 impl Stop {
     /// A token that has not been triggered.
     pub fn new() -> Stop {
         let (tx, rx) = channel::bounded(0);
-        Stop { inner: Arc::new(Inner { flag: AtomicBool::new(false), rx, tx: Mutex::new(Some(tx)) }) }
+        let inner = Inner { flag: AtomicBool::new(false), rx, tx: Mutex::new(Some(tx)), failure: Mutex::new(None) };
+        Stop { inner: Arc::new(inner) }
     }
 
     /// Asks every holder to stop. Idempotent.
     pub fn trigger(&self) {
         self.inner.flag.store(true, Ordering::SeqCst);
         self.inner.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// Stops the service because `thread` broke: the first failure is kept (later ones are
+    /// only logged), then the token is triggered. The process then exits 1.
+    pub fn fail(&self, thread: &str, what: Broke) {
+        let failure = Failure { thread: thread.to_string(), what };
+        log::error!("{failure}; stopping the service (exit status 1, so that systemd restarts it)");
+        self.inner.failure.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(failure);
+        self.trigger();
+    }
+
+    /// The first failure, if the service is stopping because something broke.
+    pub fn failure(&self) -> Option<Failure> {
+        self.inner.failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A guard for the thread `name`: if the thread unwinds while holding it, the service
+    /// fails ([`Stop::fail`] with [`Broke::Panicked`]). Hold it for the thread's whole life.
+    pub fn guard(&self, name: &str) -> PanicGuard {
+        PanicGuard { name: name.to_string(), stop: self.clone() }
     }
 
     /// True once triggered.
@@ -62,6 +124,21 @@ impl Stop {
 impl Default for Stop {
     fn default() -> Self {
         Stop::new()
+    }
+}
+
+/// Fails the service when the thread holding it unwinds (see [`Stop::guard`]): a half-dead
+/// camjobd that still answers `/healthz` is worse than a restart by systemd.
+pub struct PanicGuard {
+    name: String,
+    stop: Stop,
+}
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.stop.fail(&self.name, Broke::Panicked);
+        }
     }
 }
 
@@ -140,6 +217,26 @@ mod tests {
         assert!(t.join().unwrap() < Duration::from_secs(5));
         assert!(stop.is_set());
         assert!(stop.wait(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn the_first_failure_is_kept_and_a_guard_reports_a_panic() {
+        let stop = Stop::new();
+        assert_eq!(stop.failure(), None);
+        let s = stop.clone();
+        let t = std::thread::spawn(move || {
+            let _guard = s.guard("worker");
+            panic!("on purpose");
+        });
+        assert!(t.join().is_err());
+        assert!(stop.is_set());
+        stop.fail("later", Broke::NotStarted);
+        assert_eq!(stop.failure(), Some(Failure { thread: "worker".into(), what: Broke::Panicked }));
+        assert_eq!(stop.failure().unwrap().to_string(), "thread worker panicked");
+        // A guard dropped without a panic records nothing.
+        let calm = Stop::new();
+        drop(calm.guard("calm"));
+        assert!(!calm.is_set() && calm.failure().is_none());
     }
 
     #[test]

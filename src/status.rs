@@ -18,7 +18,7 @@ pub mod heartbeat;
 pub mod job;
 pub mod store;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use crossbeam::channel::Sender;
@@ -164,6 +164,11 @@ pub struct Shared {
     pub clock: crate::clock::ClockState,
 }
 
+/// A core loop that has not gone round for this long counts as hung: `/healthz` answers 503
+/// and systemd's watchdog is no longer pinged. Generous: a store write on a slow SD card can
+/// take seconds.
+pub const STALE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The monotonic time (`clock::mono_ms`) at which each core loop last went round. systemd's
 /// watchdog is pinged only while all of them are recent, so a deadlocked thread gets the
 /// process restarted.
@@ -175,6 +180,9 @@ pub struct Liveness {
     pub watchdog: AtomicU64,
     /// The store's loop (ticks at least every 200 ms, but a write may take seconds on an SD card).
     pub store: AtomicU64,
+    /// Set when the supervisor has recorded the jobs' final states at shutdown (or left them
+    /// for the restart, when the service fails): the store then writes the journal's last lines.
+    pub supervisor_finished: AtomicBool,
 }
 
 impl Liveness {

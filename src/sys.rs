@@ -1,7 +1,7 @@
 //! Small operating-system calls that std does not offer, each behind a safe function: free
 //! space on a filesystem, physical memory, opening, listing, creating and deleting files under a
-//! directory without following links, the scheduling priority of the calling thread, and
-//! whether the clock is synchronised.
+//! directory without following links, the scheduling priority of the calling thread,
+//! whether the clock is synchronised, and how far a TCP client has read.
 //! The only other `unsafe` is in the capture backends and [`crate::jpeg`].
 
 use std::ffi::CString;
@@ -16,6 +16,43 @@ pub fn physical_memory() -> Option<u64> {
     // SAFETY: sysconf only reads system constants.
     let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
     (pages > 0 && size > 0).then(|| pages as u64 * size as u64)
+}
+
+/// How far a TCP connection's client has got with what was written to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpProgress {
+    /// Bytes the client has acknowledged since the connection opened (only ever grows).
+    pub acked: u64,
+    /// Bytes written but not yet acknowledged (in flight or not yet sent).
+    pub queued: u32,
+}
+
+/// [`TcpProgress`] of the TCP socket `fd` (`None` if it is not one, or the kernel is older
+/// than 4.1 and has no byte count).
+pub fn tcp_progress(fd: std::os::fd::RawFd) -> Option<TcpProgress> {
+    // SAFETY: a plain C struct of integers, for the kernel to fill.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is writable for `len` bytes; getsockopt writes at most that and sets `len`.
+    let r = unsafe {
+        libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, (&raw mut info).cast::<libc::c_void>(), &mut len)
+    };
+    let acked_end = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + std::mem::size_of::<u64>();
+    if r != 0 || (len as usize) < acked_end {
+        return None;
+    }
+    let mut queued: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ on a socket) writes one int: the bytes not yet acknowledged.
+    if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) } != 0 {
+        return None;
+    }
+    Some(TcpProgress { acked: info.tcpi_bytes_acked, queued: queued.max(0) as u32 })
+}
+
+/// This machine's host name as the kernel has it (`None` if it cannot be read or is empty).
+pub fn hostname() -> Option<String> {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    Some(raw.trim().to_string()).filter(|h| !h.is_empty())
 }
 
 /// Bytes available to unprivileged users on the filesystem holding the open directory `at`.

@@ -8,6 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{Checker, StoreConfig, RESERVED_NAMES};
 
+/// The largest `max_frames` a job takes (config, HTTP, MQTT): 2^53 − 1, the largest integer a
+/// JavaScript client (the dashboard, Home Assistant's templates) reads exactly.
+pub const MAX_FRAMES: u64 = (1 << 53) - 1;
+/// The largest `max_duration_s` a job takes: ten years.
+pub const MAX_DURATION_S: u64 = 10 * 365 * 86_400;
+
 /// Most cameras one process runs; each costs a thread and a frame pool.
 pub const MAX_CAMERAS: usize = 8;
 
@@ -350,8 +356,8 @@ impl CameraConfig {
             v.fail(NAME, format!("{:?} is used by an earlier camera; names must be unique", self.name));
         }
         v.range("snapshot_interval_ms", self.snapshot_interval_ms, 0, 86_400_000);
-        v.range_some("max_frames", self.max_frames, 1, u64::MAX);
-        v.range_some("max_duration_s", self.max_duration_s, 1, 10 * 365 * 86_400);
+        v.range_some("max_frames", self.max_frames, 1, MAX_FRAMES);
+        v.range_some("max_duration_s", self.max_duration_s, 1, MAX_DURATION_S);
         v.range(FRAME_BUFFERS, self.frame_buffers, 2, 64);
         v.range("encoder_threads", self.encoder_threads, 1, 8);
         if self.source.raw_quality().is_some() && self.frame_buffers < self.encoder_threads + 2 {

@@ -43,6 +43,10 @@ pub struct HttpConfig {
     /// `Access-Control-Allow-Origin` on reads (`null`: none), so pages on other origins
     /// (Mainsail, Fluidd) can `fetch` the stream and snapshots.
     pub cors_origin: Option<String>,
+    /// Host names (without port) this service is reached by, besides IP addresses,
+    /// `localhost`, the machine's host name and `<hostname>.local`: a write whose `Host` is
+    /// none of these is refused (403 `host`), which stops DNS rebinding.
+    pub allowed_hosts: Vec<String>,
     /// Longest wait for a whole request head (and body) once a request has begun.
     pub read_timeout_ms: u64,
     /// Longest time a response may take to write.
@@ -71,6 +75,7 @@ impl Default for HttpConfig {
             max_stream_clients: 8,
             frame_copies: None,
             cors_origin: Some("*".into()),
+            allowed_hosts: Vec::new(),
             read_timeout_ms: 5_000,
             write_timeout_ms: 5_000,
             idle_timeout_ms: 5_000,
@@ -90,6 +95,16 @@ pub const MAX_TOKEN_BYTES: usize = 256;
 /// travels in a header, a cookie and a Basic password).
 fn is_valid_token(token: &str) -> bool {
     !token.is_empty() && token.len() <= MAX_TOKEN_BYTES && token.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Most names in `http.allowed_hosts`.
+const MAX_ALLOWED_HOSTS: usize = 32;
+
+/// A DNS name as `Host` carries it: labels of letters, digits and `-`, separated by dots.
+fn is_host_name(h: &str) -> bool {
+    (1..=253).contains(&h.len())
+        && h.split('.')
+            .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
 }
 
 /// Checked in `validate` and read in `load_token_file`.
@@ -156,6 +171,14 @@ impl HttpConfig {
                 "http.cors_origin",
                 !o.is_empty() && o.len() <= 256 && o.bytes().all(|b| b.is_ascii_graphic()),
                 "must be \"*\", an origin such as \"http://mainsail.local\", or null",
+            );
+        }
+        v.check("http.allowed_hosts", self.allowed_hosts.len() <= MAX_ALLOWED_HOSTS, "at most 32 names");
+        for (i, h) in self.allowed_hosts.iter().enumerate() {
+            v.check(
+                &format!("http.allowed_hosts[{i}]"),
+                is_host_name(h),
+                "must be a host name without port or scheme, such as \"camera.lan\" (1 to 253 of A-Z a-z 0-9 . -)",
             );
         }
         v.range("http.read_timeout_ms", self.read_timeout_ms, 100, 600_000);

@@ -102,12 +102,18 @@ pub(super) fn download_name(camera: &str, kind: Kind, from: f64, id: u64) -> Str
 /// (`2026-11-23T08:00:00Z`, `2026-11-23T09:00:00+01:00`), or a UTC day (`2026-11-23`).
 pub fn parse_time(v: &serde_json::Value) -> Result<f64, String> {
     const HINT: &str = "use Unix seconds or RFC 3339 like \"2026-11-23T08:00:00Z\" or a day like \"2026-11-23\"";
+    // 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z, whichever way it is written.
+    let in_range = |t: f64| t.is_finite() && (0.0..=253_402_300_799.0).contains(&t);
     match v {
         serde_json::Value::Number(n) => match n.as_f64() {
-            Some(t) if t.is_finite() && (0.0..=253_402_300_799.0).contains(&t) => Ok(t),
+            Some(t) if in_range(t) => Ok(t),
             _ => Err(format!("{n} is out of range; {HINT}")),
         },
-        serde_json::Value::String(s) => parse_rfc3339(s).ok_or_else(|| format!("{s:?} is not a time; {HINT}")),
+        serde_json::Value::String(s) => match parse_rfc3339(s) {
+            Some(t) if in_range(t) => Ok(t),
+            Some(_) => Err(format!("{s:?} is before 1970 or after 9999 in UTC; {HINT}")),
+            None => Err(format!("{s:?} is not a time; {HINT}")),
+        },
         other => Err(format!("{other} is not a time; {HINT}")),
     }
 }
@@ -177,9 +183,16 @@ mod tests {
         assert_eq!(parse_time(&json!("1970-01-01T01:00:00.25Z")), Ok(3600.25));
         assert_eq!(parse_time(&json!("1970-01-01T02:00:00+01:00")), Ok(3600.0));
         assert_eq!(parse_time(&json!("1970-01-01T00:00:00-01:30")), Ok(5400.0));
-        for bad in
-            [json!(-1), json!("yesterday"), json!("2026-11-23T25:00:00Z"), json!("2026-11-23T10:00:00"), json!(true)]
-        {
+        for bad in [
+            json!(-1),
+            json!("yesterday"),
+            json!("2026-11-23T25:00:00Z"),
+            json!("2026-11-23T10:00:00"),
+            json!(true),
+            // Before the epoch once the offset is applied.
+            json!("1970-01-01T00:00:00+01:00"),
+            json!("9999-12-31T23:59:59-01:00"),
+        ] {
             let e = parse_time(&bad).unwrap_err();
             assert!(e.contains("RFC 3339"), "{bad}: {e}");
         }

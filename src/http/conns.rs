@@ -7,13 +7,13 @@
 //! busy (a request being answered, a stream being sent) is a new one refused. The table is
 //! allocated once, `max_connections` long.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
 /// One connection's state, shared by its task and the table.
-#[derive(Default)]
 pub struct Conn {
     /// Requests being answered (a response body not yet finished counts).
     busy: AtomicU32,
@@ -21,12 +21,46 @@ pub struct Conn {
     idle_since: AtomicU64,
     /// Rung when the connection is evicted; its task ends.
     evict: Notify,
+    /// The socket's descriptor (-1 until set), for [`Peer`].
+    fd: AtomicI32,
+}
+
+impl Default for Conn {
+    fn default() -> Self {
+        Conn { busy: AtomicU32::new(0), idle_since: AtomicU64::new(0), evict: Notify::new(), fd: AtomicI32::new(-1) }
+    }
 }
 
 impl Conn {
     /// Resolves when the connection has been evicted.
     pub async fn evicted(&self) {
         self.evict.notified().await;
+    }
+
+    /// Remembers the connection's socket for its responses' bodies.
+    pub fn set_peer(&self, sock: &impl AsRawFd) {
+        self.fd.store(sock.as_raw_fd(), Relaxed);
+    }
+
+    /// The connection's socket, once set.
+    pub fn peer(&self) -> Option<Peer> {
+        let fd = self.fd.load(Relaxed);
+        (fd >= 0).then_some(Peer { fd })
+    }
+}
+
+/// A connection's socket as a response body may ask about it: how far the client has got with
+/// what was written ([`crate::sys::tcp_progress`]). Valid while the connection lives, which is
+/// as long as the body does: hyper drops a response body with its connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    fd: RawFd,
+}
+
+impl Peer {
+    /// Bytes acknowledged so far and bytes still queued (`None`: not a TCP socket).
+    pub fn progress(&self) -> Option<crate::sys::TcpProgress> {
+        crate::sys::tcp_progress(self.fd)
     }
 }
 

@@ -77,6 +77,10 @@ codes! {
     QueueFull => 503, "queue_full";
     /// The service is stopping.
     ShuttingDown => 503, "shutting_down";
+    /// A core thread broke or hangs (`/healthz`); the service exits or is restarted.
+    Unhealthy => 503, "unhealthy";
+    /// The request's `Host` is not one of this service's names (DNS rebinding).
+    Host => 403, "host";
 }
 
 /// An API error: its code and a sentence for the person reading it.

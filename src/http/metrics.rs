@@ -134,9 +134,12 @@ fn globals(out: &mut String, shared: &Shared, uptime_s: f64) {
         ("process_threads", "gauge", "Threads of the process.", proc.threads),
         ("process_open_fds", "gauge", "Open file descriptors.", proc.fds),
         ("uptime_seconds", "gauge", "Seconds since the service started.", uptime_s),
-        ("log_lines_dropped_total", "counter", "Log lines dropped because stderr was not being read.", {
-            crate::logging::DROPPED.load(Relaxed) as f64
-        }),
+        (
+            "log_lines_dropped_total",
+            "counter",
+            "Log lines that never reached stderr: not read in time, or held back by a once-a-minute limit.",
+            { crate::logging::lines_dropped() as f64 },
+        ),
     ];
     unlabelled(out, &globals);
 }
@@ -222,6 +225,12 @@ fn mqtt_metrics(out: &mut String, m: &crate::mqtt::Stats) {
             m.commands.load(Relaxed),
         ),
         ("mqtt_commands_refused_total", "counter", "Commands from MQTT refused.", m.commands_refused.load(Relaxed)),
+        (
+            "mqtt_incoming_refused_total",
+            "counter",
+            "Messages from the broker refused as larger than 64 KiB (the link stays up).",
+            m.incoming_refused.load(Relaxed),
+        ),
     ];
     unlabelled(out, &mqtt_metrics);
 }

@@ -27,8 +27,9 @@ use super::stream::{MjpegBody, Placeholder, StreamSlot};
 use crate::events::{Event, MAX_PAGE};
 use crate::export::{self, Deleted, Exports};
 use crate::lifecycle::JobState;
+use crate::shutdown::Stop;
 use crate::status::{Command, JobLimits, Reply, Shared};
-use auth::{authorized, basic_authorized, cookie_authorized, same_origin};
+use auth::{authorized, basic_authorized, cookie_authorized, host_allowed, same_origin, OwnNames};
 use query::{lenient, limit_param, params, seq_param, stream_fps};
 use snapshots::{latest_jpg, snapshot_jpg, snapshots};
 
@@ -57,13 +58,53 @@ pub struct Api {
     placeholders: Vec<Arc<Placeholder>>,
     /// The MQTT link's counters, when `mqtt` is configured.
     mqtt: Option<Arc<crate::mqtt::Stats>>,
+    /// The stop token: `/healthz` reports a failure recorded in it.
+    stop: Stop,
+    /// Names a request's `Host` may carry (DNS rebinding is refused).
+    own_names: OwnNames,
+    /// Reads check `Host` too: no token, and listening beyond loopback.
+    reads_check_host: bool,
 }
 
 impl Api {
-    /// Routes for this published state.
-    pub fn new(shared: Arc<Shared>, exports: Arc<Exports>) -> Api {
+    /// Routes for this published state; `stop` is the service's stop token.
+    pub fn new(shared: Arc<Shared>, exports: Arc<Exports>, stop: Stop) -> Api {
         let placeholders = shared.cameras.iter().map(|_| Arc::default()).collect();
-        Api { shared, exports, started: Instant::now(), http_stats: Arc::default(), placeholders, mqtt: None }
+        let own_names = OwnNames::new(&shared.config);
+        let reads_check_host = shared.config.http.token.is_none() && !shared.config.bind_addr().ip().is_loopback();
+        Api {
+            shared,
+            exports,
+            started: Instant::now(),
+            http_stats: Arc::default(),
+            placeholders,
+            mqtt: None,
+            stop,
+            own_names,
+            reads_check_host,
+        }
+    }
+
+    /// `/healthz`: 200 while every core thread is alive and going round; 503 with the reason
+    /// once one broke (the process is exiting), while shutting down, or while a core loop has
+    /// not gone round for [`crate::status::STALE`] (systemd's watchdog then restarts it).
+    fn health(&self) -> Response {
+        if let Some(f) = self.stop.failure() {
+            return ApiError::new(
+                Code::Unhealthy,
+                format!("{f}; camjobd is exiting with status 1 (systemd restarts it)"),
+            )
+            .into();
+        }
+        if self.stop.is_set() {
+            return ApiError::new(Code::ShuttingDown, "the service is shutting down").into();
+        }
+        let stale = crate::status::STALE;
+        if let Some(stuck) = self.shared.liveness.stuck(crate::clock::mono_ms(), stale.as_millis() as u64) {
+            let msg = format!("the {stuck} thread has not gone round for {} s", stale.as_secs());
+            return ApiError::new(Code::Unhealthy, msg).into();
+        }
+        Response { status: 200, content_type: "text/plain", headers: Vec::new(), body: Body::Static(b"ok\n") }
     }
 
     /// Reports the MQTT link's counters in `/api/status` and `/metrics`.
@@ -86,7 +127,8 @@ impl Api {
             "clock": clock_view(&self.shared.clock),
             "cameras": cameras,
             "http": self.http_stats.to_json(),
-            "log_lines_dropped": crate::logging::DROPPED.load(std::sync::atomic::Ordering::Relaxed),
+            "log_lines_dropped": crate::logging::lines_dropped(),
+            "log_lines_suppressed": crate::logging::SUPPRESSED.load(std::sync::atomic::Ordering::Relaxed),
             "mqtt": self.mqtt.as_ref().map(|m| m.to_json()),
         });
         Response::json(200, &body)
@@ -211,37 +253,8 @@ impl Api {
             "/snapshot" => Action::Snapshot,
             _ => Action::Page,
         };
-        let http = &self.shared.config.http;
-        if !get && !same_origin(req) {
-            // A page on another site posting here (a form, a text/plain fetch): browsers send
-            // its Origin, which never names us. Scripts and curl send none.
-            return Response::from(ApiError::new(
-                Code::CrossOrigin,
-                "writes from pages of other origins are refused (the Origin header does not match Host)",
-            ));
-        }
-        if let Some(token) = &http.token {
-            // Reads are open unless `protect_reads`; the page itself and the liveness check
-            // always are (the page asks for the token; systemd and load balancers probe).
-            let page = action == Action::Page && matches!(path, "/" | "/index.html" | "/healthz");
-            let open = get && (!http.protect_reads || page);
-            // The cookie (set by the dashboard, so that <img> loads carry the token) and Basic
-            // (Home Assistant's and OctoPrint's fetches) count for reads only: a write must
-            // show the Bearer header, which no other site can make a browser send.
-            let read_ok = get && (cookie_authorized(req, token) || basic_authorized(req, token));
-            if !(open || authorized(req, token) || read_ok) {
-                let what = if get {
-                    "with http.protect_reads, reads need the header Authorization: Bearer <http.token> (or Basic with the token as the password)"
-                } else {
-                    "this request needs the header Authorization: Bearer <http.token>"
-                };
-                // Streams and snapshots are what other programs fetch: offer Basic to them, first
-                // (wget only reads a challenge that starts with it).
-                let image = action != Action::Page || path.ends_with(".jpg") || path.ends_with(".mjpeg");
-                let challenge = if image { "Basic realm=\"camjobd\", Bearer" } else { "Bearer" };
-                return Response::from(ApiError::new(Code::Unauthorized, what))
-                    .with_header("WWW-Authenticate", challenge.into());
-            }
+        if let Err(refused) = self.admit(req, action) {
+            return refused;
         }
         match (action, get) {
             (Action::Stream, true) => return self.paste_stream(req),
@@ -256,9 +269,7 @@ impl Api {
                 headers: vec![("Cache-Control", "no-cache".into())],
                 body: Body::Static(DASHBOARD.as_bytes()),
             },
-            "/healthz" if get => {
-                Response { status: 200, content_type: "text/plain", headers: Vec::new(), body: Body::Static(b"ok\n") }
-            }
+            "/healthz" if get => self.health(),
             "/api/status" if get => self.status(),
             "/api/events" if get => self.events(req.query).unwrap_or_else(|e| e),
             "/api/jobs" if get => self.jobs(req.query).unwrap_or_else(|e| e),
@@ -306,6 +317,58 @@ impl Api {
                 None => not_found(path),
             },
         }
+    }
+
+    /// Who may do this: the request's `Host` names us (DNS rebinding), a write comes from our
+    /// own origin, and the token rules. `Err` is the refusal to answer with.
+    fn admit(&self, req: &Request<'_>, action: Action) -> Result<(), Response> {
+        let get = matches!(req.method, "GET" | "HEAD");
+        let path = req.path;
+        let http = &self.shared.config.http;
+        if (!get || self.reads_check_host) && !host_allowed(req, &self.own_names) {
+            // DNS rebinding: a page of another site, its name now pointing at this machine,
+            // sends its own name as Host. Our names are few and known.
+            let host = req.header("Host").map(String::from_utf8_lossy).unwrap_or_default();
+            return Err(Response::from(ApiError::new(
+                Code::Host,
+                format!(
+                    "Host {host:?} is not a name of this camjobd (IP addresses, localhost, {}): a page of another site may be reaching it through DNS rebinding; if you use this name, add it to http.allowed_hosts",
+                    self.own_names.list()
+                ),
+            )));
+        }
+        if !get && !same_origin(req) {
+            // A page on another site posting here (a form, a text/plain fetch): browsers send
+            // its Origin, which never names us. Scripts and curl send none.
+            return Err(Response::from(ApiError::new(
+                Code::CrossOrigin,
+                "writes from pages of other origins are refused (the Origin header does not match Host)",
+            )));
+        }
+        if let Some(token) = &http.token {
+            // Reads are open unless `protect_reads`; the page itself and the liveness check
+            // always are (the page asks for the token; systemd and load balancers probe).
+            let page = action == Action::Page && matches!(path, "/" | "/index.html" | "/healthz");
+            let open = get && (!http.protect_reads || page);
+            // The cookie (set by the dashboard, so that <img> loads carry the token) and Basic
+            // (Home Assistant's and OctoPrint's fetches) count for reads only: a write must
+            // show the Bearer header, which no other site can make a browser send.
+            let read_ok = get && (cookie_authorized(req, token) || basic_authorized(req, token));
+            if !(open || authorized(req, token) || read_ok) {
+                let what = if get {
+                    "with http.protect_reads, reads need the header Authorization: Bearer <http.token> (or Basic with the token as the password)"
+                } else {
+                    "this request needs the header Authorization: Bearer <http.token>"
+                };
+                // Streams and snapshots are what other programs fetch: offer Basic to them, first
+                // (wget only reads a challenge that starts with it).
+                let image = action != Action::Page || path.ends_with(".jpg") || path.ends_with(".mjpeg");
+                let challenge = if image { "Basic realm=\"camjobd\", Bearer" } else { "Bearer" };
+                return Err(Response::from(ApiError::new(Code::Unauthorized, what))
+                    .with_header("WWW-Authenticate", challenge.into()));
+            }
+        }
+        Ok(())
     }
 
     /// `/stream`, `/?action=stream`: the stream of `camera=NAME` or the first camera.
@@ -356,6 +419,7 @@ impl Api {
         };
         let interval = fps.map_or(Duration::ZERO, |f| Duration::from_secs_f64(1.0 / f64::from(f)));
         let Some(watcher) = cam.live.join(interval) else { return busy() };
+        let write_timeout = Duration::from_millis(self.shared.config.http.write_timeout_ms);
         let body = MjpegBody::new(
             Arc::clone(cam),
             Arc::clone(&self.placeholders[index]),
@@ -363,7 +427,8 @@ impl Api {
             watcher,
             slot,
             interval,
-        );
+        )
+        .paced_by(req.peer, write_timeout);
         Response { status: 200, content_type: super::stream::CONTENT_TYPE, headers, body: Body::Stream(Box::pin(body)) }
     }
 
@@ -506,7 +571,7 @@ fn clock_view(c: &crate::clock::ClockState) -> serde_json::Value {
     })
 }
 
-/// The optional body of a start: `{"max_frames", "max_duration_s"}`, each >= 1.
+/// The optional body of a start: `{"max_frames", "max_duration_s"}`, in the config's ranges.
 fn parse_limits(body: &[u8]) -> Result<JobLimits, Response> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(JobLimits::default());
@@ -517,12 +582,7 @@ fn parse_limits(body: &[u8]) -> Result<JobLimits, Response> {
             format!("start body: {e}; expected {{\"max_frames\": N, \"max_duration_s\": N}}"),
         ))
     })?;
-    for (key, v) in [("max_frames", b.max_frames), ("max_duration_s", b.max_duration_s)] {
-        if v == Some(0) {
-            return Err(Response::from(ApiError::new(Code::BadValue, format!("{key} must be >= 1 (or left out)"))));
-        }
-    }
-    Ok(JobLimits { max_frames: b.max_frames, max_duration_s: b.max_duration_s })
+    JobLimits::checked(b.max_frames, b.max_duration_s).map_err(|e| Response::from(ApiError::new(Code::BadValue, e)))
 }
 
 #[cfg(test)]
@@ -537,6 +597,9 @@ mod tests {
             Some(JobLimits { max_frames: Some(3), max_duration_s: None })
         );
         assert_eq!(parse_limits(b"{\"max_frames\":0}").err().map(|r| r.status), Some(400));
+        assert_eq!(parse_limits(b"{\"max_frames\":18446744073709551615}").err().map(|r| r.status), Some(400));
+        assert_eq!(parse_limits(b"{\"max_duration_s\":315360001}").err().map(|r| r.status), Some(400));
+        assert!(parse_limits(b"{\"max_duration_s\":315360000}").is_ok());
         assert_eq!(parse_limits(b"{\"frames\":3}").err().map(|r| r.status), Some(400));
         assert_eq!(parse_limits(b"{oops").err().map(|r| r.status), Some(400));
     }

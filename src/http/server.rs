@@ -13,7 +13,7 @@
 //! - **Connections are capped** at `http.max_connections`; at the cap an idle connection (one
 //!   waiting for a request head) is evicted to make room ([`super::conns`]), and only when all
 //!   are busy is one more answered 503 and closed (counted). Accept errors (EMFILE) are
-//!   counted, logged at most once a second, and survived.
+//!   counted, logged at most once a minute (with the count), and survived.
 //! - **Heads are bounded:** `max_header_bytes` and `max_headers` (beyond: 431, from hyper).
 //!   A request head must arrive within `read_timeout_ms` (`idle_timeout_ms` if shorter) of the
 //!   moment the server starts waiting for it, so a slowloris client and an idle keep-alive
@@ -48,19 +48,22 @@ use http_body_util::BodyExt;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use log::{debug, error, info, warn};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+pub use super::conns::Peer;
 use super::conns::{Admission, Busy, Conn, Conns, Place};
 use crate::config::HttpConfig;
+use crate::logging::Quiet;
 use crate::shutdown::Stop;
 
 /// How often the accept loop looks at the stop token.
 const STOP_POLL: Duration = Duration::from_millis(100);
 /// Pause after a failed accept (EMFILE): lets connections finish instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(75);
-/// Accept errors are logged at most this often.
-const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(1);
+/// Accept errors and handler panics are logged once a minute, with a count.
+static ACCEPT_LOG: Quiet = Quiet::new();
+static PANIC_LOG: Quiet = Quiet::new();
 /// A refused connection's 503 gets this long to go out before the socket is closed.
 const REJECT_LINGER: Duration = Duration::from_millis(250);
 /// Refusals lingering at once; more are closed at once (a flood must not hold descriptors).
@@ -82,13 +85,16 @@ pub struct Request<'a> {
     headers: &'a HeaderMap,
     /// The whole body (at most `max_body_bytes`).
     pub body: &'a [u8],
+    /// The connection's socket, for a streamed body that paces itself by what the client took
+    /// (`None` outside a real connection: the fuzz target, unit tests).
+    pub peer: Option<Peer>,
 }
 
 impl<'a> Request<'a> {
     /// A request from its parts; `target` is the path with an optional `?query`.
     pub fn new(method: &'a str, target: &'a str, headers: &'a HeaderMap, body: &'a [u8]) -> Request<'a> {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        Request { method, path, query, headers, body }
+        Request { method, path, query, headers, body, peer: None }
     }
 
     /// The first value of header `name` (case-insensitive).
@@ -344,7 +350,11 @@ impl Server {
         let conns = Conns::new(limits.max_connections as usize);
         let ctx = Arc::new(Ctx { handler, limits: limits.clone(), stats: Arc::clone(&stats), conns });
         let flag = Arc::clone(&closing);
+        // The API is how a user sees the service: losing it fails the service (exit 1).
+        let guard = stop.guard("http");
         let thread = thread::Builder::new().name("http".into()).spawn(move || {
+            let _guard = guard;
+            let failing = stop.clone();
             let served = runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
                 accept_loop(listener, ctx, || stop.is_set() || flag.load(Ordering::Relaxed)).await;
@@ -352,6 +362,7 @@ impl Server {
             });
             if let Err(e) = served {
                 error!("http: cannot serve: {e}");
+                failing.fail("http", crate::shutdown::Broke::Ended);
             }
             // Streams and keep-alive connections end here; their tasks are dropped.
             runtime.shutdown_timeout(Duration::from_millis(500));
@@ -412,8 +423,6 @@ fn runtime(workers: usize) -> io::Result<tokio::runtime::Runtime> {
 async fn accept_loop(listener: tokio::net::TcpListener, ctx: Arc<Ctx>, stopping: impl Fn() -> bool) {
     let mut tick = tokio::time::interval(STOP_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_log: Option<Instant> = None;
-    let mut unlogged: u64 = 0;
     let stats = &ctx.stats;
     while !stopping() {
         let accepted = tokio::select! {
@@ -447,19 +456,14 @@ async fn accept_loop(listener: tokio::net::TcpListener, ctx: Arc<Ctx>, stopping:
             }
             Err(e) => {
                 bump(&stats.accept_errors);
-                unlogged += 1;
-                if last_log.is_none_or(|t| t.elapsed() >= ACCEPT_LOG_EVERY) {
-                    warn!(
-                        "http: accept failed {unlogged} time(s): {e}{}",
-                        if e.raw_os_error() == Some(libc::EMFILE) {
-                            " (out of file descriptors: raise LimitNOFILE or lower http.max_connections)"
-                        } else {
-                            ""
-                        }
-                    );
-                    last_log = Some(Instant::now());
-                    unlogged = 0;
-                }
+                ACCEPT_LOG.warn(format_args!(
+                    "http: accept failed: {e}{}",
+                    if e.raw_os_error() == Some(libc::EMFILE) {
+                        " (out of file descriptors: raise LimitNOFILE or lower http.max_connections)"
+                    } else {
+                        ""
+                    }
+                ));
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
@@ -484,32 +488,22 @@ impl Drop for Rejecting {
     }
 }
 
-/// Answers a connection beyond the cap with 503 and closes it, without reading the request
-/// (bounded in time; the client may not read at all).
-async fn reject(mut sock: tokio::net::TcpStream, _rejecting: Rejecting) {
-    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
-Retry-After: 1\r\nConnection: close\r\nContent-Length: 104\r\n\r\n\
-{\"error\":{\"code\":\"busy\",\"message\":\"too many connections (http.max_connections); try again\"}}\n   ";
-    let _ = tokio::time::timeout(REJECT_LINGER, async {
-        sock.write_all(BUSY).await?;
-        sock.shutdown().await?;
-        // Read what the client sent so that closing does not reset the connection before
-        // it has read the answer.
-        let mut sink = [0u8; 1024];
-        loop {
-            sock.readable().await?;
-            match sock.try_read(&mut sink) {
-                Ok(0) => return Ok::<(), io::Error>(()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-    })
-    .await;
+/// Answers a connection beyond the cap with 503 `busy` and closes it. hyper reads the request
+/// head and frames the answer like every other one; the whole exchange is bounded by
+/// [`REJECT_LINGER`], so a client that sends nothing or reads nothing is just closed.
+async fn reject(sock: tokio::net::TcpStream, _rejecting: Rejecting) {
+    let service = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| {
+        let head = req.method() == http::Method::HEAD;
+        let busy = Response::error(503, "busy", "too many connections (http.max_connections); try again")
+            .with_header("Retry-After", "1".into());
+        std::future::ready(Ok::<_, Infallible>(finish(busy, head, None, true)))
+    });
+    let conn = http1::Builder::new().keep_alive(false).serve_connection(TokioIo::new(sock), service);
+    let _ = tokio::time::timeout(REJECT_LINGER, conn).await;
 }
 
 async fn connection(sock: tokio::net::TcpStream, ctx: Arc<Ctx>, place: Place, _active: Active) {
+    place.conn.set_peer(&sock);
     let _ = sock.set_nodelay(true);
     let _ = socket2::SockRef::from(&sock).set_send_buffer_size(SEND_BUFFER);
     let io = TokioIo::new(Guarded::new(sock, ctx.limits.write_timeout, Arc::clone(&ctx.stats)));
@@ -618,11 +612,12 @@ where
         return held(finish(r, head, cors, false), busy);
     }
     let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let request = Request::new(parts.method.as_str(), target, &parts.headers, &body);
+    let mut request = Request::new(parts.method.as_str(), target, &parts.headers, &body);
+    request.peer = conn.and_then(|c| c.peer());
     let answer = CatchUnwind(handler.handle(request)).await;
     let response = answer.unwrap_or_else(|msg| {
         bump(&stats.handler_panics);
-        error!("http: a handler panicked on {} {}: {msg}", parts.method, parts.uri.path());
+        PANIC_LOG.error(format_args!("http: a handler panicked on {} {}: {msg}", parts.method, parts.uri.path()));
         Response::error(500, "internal", "the request failed inside camjobd; the service goes on (see the log)")
     });
     held(finish(response, head, cors, false), busy)
@@ -790,41 +785,54 @@ impl Future for CatchUnwind<'_> {
     }
 }
 
-/// A socket whose writes must make progress: a write that can take no byte for `timeout`
-/// fails with `TimedOut`, and hyper closes the connection. Reads pass through (hyper bounds
-/// the wait for a head itself).
+/// A socket whose writes must make progress: a write that finds the socket full fails with
+/// `TimedOut` (and hyper closes the connection) once the client has acknowledged no byte for
+/// `timeout`. Progress is counted in bytes the client took, not in writable edges: the kernel
+/// reports a socket writable only after about half its send buffer drained, which a client
+/// reading 30 KB/s does not manage in 5 s. Reads pass through (hyper bounds the wait for a
+/// head itself).
 pub struct Guarded {
     inner: tokio::net::TcpStream,
     timeout: Duration,
     /// Armed when a write first finds the socket full; reset by any progress.
     sleep: Pin<Box<Sleep>>,
     armed: bool,
+    /// Bytes the client had acknowledged when the timer was last (re)armed.
+    acked: u64,
     stats: Arc<Stats>,
 }
 
 impl Guarded {
     fn new(inner: tokio::net::TcpStream, timeout: Duration, stats: Arc<Stats>) -> Guarded {
         let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
-        Guarded { inner, timeout, sleep: Box::pin(tokio::time::sleep_until(far)), armed: false, stats }
+        Guarded { inner, timeout, sleep: Box::pin(tokio::time::sleep_until(far)), armed: false, acked: 0, stats }
     }
 
-    /// Called when a write would block: arms the timer, or fails once it has run out.
+    fn acked(&self) -> u64 {
+        crate::sys::tcp_progress(std::os::fd::AsRawFd::as_raw_fd(&self.inner)).map_or(0, |p| p.acked)
+    }
+
+    /// Called when a write would block: arms the timer; when it runs out, re-arms it if the
+    /// client took bytes meanwhile, and fails otherwise.
     fn stalled(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         if !self.armed {
             self.armed = true;
-            let deadline = tokio::time::Instant::now() + self.timeout;
-            self.sleep.as_mut().reset(deadline);
+            self.acked = self.acked();
+            self.sleep.as_mut().reset(tokio::time::Instant::now() + self.timeout);
         }
-        match self.sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => {
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            let acked = self.acked();
+            if acked == self.acked {
                 bump(&self.stats.timeouts);
-                Poll::Ready(io::Error::new(
+                return Poll::Ready(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "the client took no data for http.write_timeout_ms",
-                ))
+                ));
             }
-            Poll::Pending => Poll::Pending,
+            self.acked = acked;
+            self.sleep.as_mut().reset(tokio::time::Instant::now() + self.timeout);
         }
+        Poll::Pending
     }
 
     fn guard<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {

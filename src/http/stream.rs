@@ -1,17 +1,20 @@
 //! The MJPEG live stream (`multipart/x-mixed-replace`), one body per client.
 //!
-//! The body is pulled: hyper asks for the next part only when the socket has taken the last
-//! one (its write buffer holds at most one frame), and each part is the newest frame at that
-//! moment. So a slow client skips to the newest frame and never queues more than one, and a
-//! client that takes nothing for `http.write_timeout_ms` is dropped by the server. Frames are
-//! the feed's copies ([`crate::live`]): a client never holds a capture buffer.
+//! The body is pulled, and paced by the client: the next part is chosen only once the client
+//! has acknowledged every byte of the last one (the socket's send queue is empty, asked of the
+//! kernel through [`Peer`]), and it is the newest frame at that moment. So a slow client skips
+//! to the newest frame and is never more than the one it is reading behind, however large the
+//! socket buffers; a client that takes no byte for `http.write_timeout_ms` is dropped, one that
+//! takes a few KB a second is served for as long as it reads. Frames are the feed's copies
+//! ([`crate::live`]): a client never holds a capture buffer.
 //!
 //! The body starts with `--camjobdframe`; every part has `Content-Type: image/jpeg`,
 //! `Content-Length` (go2rtc and Mainsail's parser need it) and `X-Timestamp`, and its JPEG is
 //! followed at once by CRLF and the next boundary. While the camera is
-//! not delivering and its job is not `RUNNING`, a placeholder JPEG naming the state and reason
-//! (its part marked `X-Camjobd-State: <state>`) goes out every [`PLACEHOLDER_EVERY`], so clients neither time out nor go blank without a
-//! why; real frames resume by themselves.
+//! not delivering (its job is not `RUNNING`, or there is no frame yet to send), a placeholder
+//! JPEG naming the state and reason (its part marked `X-Camjobd-State: <state>`) goes out every
+//! [`PLACEHOLDER_EVERY`], so clients neither time out nor go blank without a why; real frames
+//! resume by themselves.
 
 use std::future::Future;
 use std::io;
@@ -27,7 +30,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_stream::wrappers::WatchStream;
 use tokio_stream::Stream;
 
-use super::server::{bump, Stats};
+use super::server::{bump, Peer, Stats};
 use crate::frame::Frame;
 use crate::lifecycle::JobState;
 use crate::live::Watcher;
@@ -63,6 +66,10 @@ impl Placeholder {
                 return b.clone();
             }
         }
+        let reason = match (job.state, reason.is_empty()) {
+            (JobState::Running, true) => "waiting for the camera's first usable frame".to_string(),
+            _ => reason,
+        };
         let (w, h) = cam.snapshots.latest_meta().map_or_else(|| cam.config.source.size(), |m| (m.width, m.height));
         let title = format!("{state} - NO LIVE VIDEO");
         let camera = format!("camera {}", cam.name);
@@ -116,6 +123,50 @@ pub struct MjpegBody {
     /// Parts waiting to go out: head, JPEG, CRLF.
     out: [Option<Bytes>; 3],
     timer: Pin<Box<Sleep>>,
+    /// The client's socket, when the body paces itself by it.
+    pace: Option<Pace>,
+}
+
+/// Waiting for the client to take the last part before choosing the next.
+struct Pace {
+    peer: Peer,
+    /// The client is dropped after taking no byte for this long.
+    timeout: Duration,
+    /// Bytes it had acknowledged at the last look, and since when.
+    acked: u64,
+    moved_at: Instant,
+    /// The next look, backing off from 2 ms to 50 ms while the client is slow.
+    every: Duration,
+}
+
+/// What [`Pace::check`] found.
+enum Drained {
+    /// The last part is with the client (or the socket cannot say): choose the next.
+    Yes,
+    /// Not yet: look again at this instant.
+    Not(Instant),
+    /// The client has taken nothing for the timeout.
+    Stuck,
+}
+
+impl Pace {
+    fn check(&mut self, now: Instant) -> Drained {
+        let Some(p) = self.peer.progress() else { return Drained::Yes };
+        if p.acked != self.acked {
+            self.acked = p.acked;
+            self.moved_at = now;
+        }
+        if p.queued == 0 {
+            self.every = Duration::from_millis(2);
+            return Drained::Yes;
+        }
+        if now.duration_since(self.moved_at) >= self.timeout {
+            return Drained::Stuck;
+        }
+        let at = now + self.every;
+        self.every = (self.every * 2).min(Duration::from_millis(50));
+        Drained::Not(at)
+    }
 }
 
 impl MjpegBody {
@@ -143,7 +194,21 @@ impl MjpegBody {
             last_part: None,
             out: [None, None, None],
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            pace: None,
         }
+    }
+
+    /// Paces the stream by what the client behind `peer` has taken; drops it after `timeout`
+    /// without a byte taken.
+    pub fn paced_by(mut self, peer: Option<Peer>, timeout: Duration) -> MjpegBody {
+        self.pace = peer.map(|peer| Pace {
+            peer,
+            timeout,
+            acked: 0,
+            moved_at: Instant::now(),
+            every: Duration::from_millis(2),
+        });
+        self
     }
 
     fn queue(&mut self, jpeg: Bytes, captured_at: f64, state: Option<JobState>) {
@@ -181,7 +246,10 @@ impl MjpegBody {
         }
         let quiet_until = self.last_part.map_or(now, |t| t + PLACEHOLDER_EVERY);
         let state = self.cam.state();
-        if state != JobState::Running && now >= quiet_until {
+        // Nothing real to send yet (a job whose frames are all refused, a first frame still
+        // coming): the client is not left waiting on an empty body.
+        let nothing = self.last_id == 0 && self.cam.live.newest().is_none();
+        if (state != JobState::Running || nothing) && now >= quiet_until {
             let jpeg = self.placeholder.for_camera(&self.cam);
             self.queue(jpeg, crate::clock::unix_now(), Some(state));
             bump(&self.stats.stream_placeholders);
@@ -204,6 +272,30 @@ impl Body for MjpegBody {
         loop {
             if let Some(b) = this.next_out() {
                 return Poll::Ready(Some(Ok(BodyFrame::data(b))));
+            }
+            // The next part is chosen once the client has the last one.
+            if this.last_part.is_some() {
+                if let Some(pace) = &mut this.pace {
+                    match pace.check(Instant::now()) {
+                        Drained::Yes => {}
+                        Drained::Not(at) => {
+                            this.timer.as_mut().reset(at);
+                            // Frames published meanwhile are looked at once it is drained.
+                            if this.timer.as_mut().poll(cx).is_pending() {
+                                return Poll::Pending;
+                            }
+                            continue;
+                        }
+                        Drained::Stuck => {
+                            bump(&this.stats.timeouts);
+                            let e = io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "the client took no data for http.write_timeout_ms",
+                            );
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                    }
+                }
             }
             // Registers the waker for the next publication; yields at most the newest value.
             while let Poll::Ready(item) = Pin::new(&mut this.changes).poll_next(cx) {

@@ -239,9 +239,16 @@ impl CaptureLoop {
                 height: height as usize,
                 pool: c.frame_buffers,
             };
-            // Threads are few and started once; failing to start them is a broken host.
-            let stage = Stage::start(&settings, outputs, &self.stop).expect("cannot start the encoder threads");
-            self.stage = Some(stage);
+            // Threads are few and started once; failing to start them (TasksMax, a memory
+            // limit) leaves a camera that can never deliver: the service fails (exit 1).
+            match Stage::start(&settings, outputs, &self.stop) {
+                Ok(stage) => self.stage = Some(stage),
+                Err(e) => {
+                    log::error!("cannot start the encoder threads of camera {}: {e}", self.cam.name);
+                    self.stop.fail(&format!("enc0-{}", self.cam.name), crate::shutdown::Broke::NotStarted);
+                    return;
+                }
+            }
         }
         let hb = &self.cam.heartbeat;
         hb.set_phase(Phase::Idle);

@@ -128,7 +128,12 @@ impl Supervisor {
             }
             crate::status::Liveness::beat(&self.shared.liveness.supervisor);
         }
-        self.shutdown();
+        match stop.failure() {
+            Some(failure) => self.abandon(&failure),
+            None => self.shutdown(),
+        }
+        // The store writes the journal's last lines once this is set.
+        self.shared.liveness.supervisor_finished.store(true, std::sync::atomic::Ordering::Release);
     }
 
     fn handle(&mut self, cmd: Command) {
@@ -377,6 +382,28 @@ impl Supervisor {
         if lifecycle::is_terminal(to) {
             // The API's view already pairs the record with this job's counters.
             self.shared.history.push(JobSummary::from(cam.view().job));
+        }
+    }
+
+    /// The service is failing (a core thread broke): active jobs stay as they are in the
+    /// journal, as after a kill -9, so that the restart records them as interrupted and starts
+    /// them again. An event says so; the capture threads close their sources on the stop token.
+    fn abandon(&mut self, failure: &crate::shutdown::Failure) {
+        for ctl in &self.cams {
+            let rec = ctl.cam.job();
+            if rec.state.is_active() {
+                self.shared.events.push(
+                    EventKind::Error,
+                    &ctl.cam.name,
+                    Some(rec.id),
+                    None,
+                    format_args!(
+                        "job {} left {}: {failure}; camjobd exits with status 1 and the job starts again after the restart",
+                        rec.id,
+                        rec.state.as_str()
+                    ),
+                );
+            }
         }
     }
 

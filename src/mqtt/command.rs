@@ -55,13 +55,9 @@ pub fn parse(payload: &[u8]) -> Result<Action, String> {
         return Err(format!("unknown command {:?}; {EXPECTED}", truncate(text)));
     }
     let b: Body = serde_json::from_str(text).map_err(|e| format!("{e}; {EXPECTED}"))?;
-    for (key, v) in [("max_frames", b.max_frames), ("max_duration_s", b.max_duration_s)] {
-        if v == Some(0) {
-            return Err(format!("{key} must be >= 1 (or left out)"));
-        }
-    }
+    let limits = JobLimits::checked(b.max_frames, b.max_duration_s)?;
     match b.action.as_str() {
-        "start" => Ok(Action::Start(JobLimits { max_frames: b.max_frames, max_duration_s: b.max_duration_s })),
+        "start" => Ok(Action::Start(limits)),
         "stop" if b.max_frames.is_none() && b.max_duration_s.is_none() => Ok(Action::Stop),
         "stop" => Err("stop takes no limits".into()),
         other => Err(format!("unknown action {:?}; {EXPECTED}", truncate(other))),

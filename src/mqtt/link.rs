@@ -21,9 +21,23 @@ use super::Inputs;
 use super::{discovery, Backoff, Names, Settings, Stats};
 use crate::events::{Event as LogEvent, EventKind};
 use crate::lifecycle::JobState;
-use crate::shutdown::Stop;
+use crate::logging::Quiet;
+use crate::shutdown::{Broke, Stop};
 use crate::status::{CameraShared, Command, Refusal, Reply};
+use crate::testhook::{self, Fault};
 
+/// The largest message camjobd takes from the broker (commands are a few bytes, retained
+/// discovery configs a few KiB); larger ones up to [`READ_LIMIT`] are refused and counted.
+pub(super) const MAX_MESSAGE: usize = 64 << 10;
+/// The largest packet the client reads at all: rumqttc buffers a packet whole and drops the
+/// connection on a larger one, so this bounds that buffer, and anything between
+/// [`MAX_MESSAGE`] and this is refused with the link kept.
+pub(super) const READ_LIMIT: usize = 1 << 20;
+/// Refused messages and commands are logged once, then counted once a minute.
+static OVERSIZE_LOG: Quiet = Quiet::new();
+static REFUSED_LOG: Quiet = Quiet::new();
+static UNKNOWN_LOG: Quiet = Quiet::new();
+static CLEANUP_LOG: Quiet = Quiet::new();
 /// How often the publisher looks at the published state.
 const TICK: Duration = Duration::from_millis(100);
 /// Requests between the publisher and rumqttc's network loop (small: what sits there when
@@ -81,7 +95,7 @@ pub(super) async fn run(inputs: Arc<Inputs>, settings: Settings, stats: Arc<Stat
     let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE + INCOMING_PER_CAMERA * inputs.cameras.len());
     let (lost_tx, lost_rx) = mpsc::channel(LOST_QUEUE);
     let pipes = NetPipes { incoming: in_tx, lost: lost_tx };
-    let net = tokio::spawn(network(events, Arc::clone(&stats), pipes, stop.clone()));
+    let mut net = tokio::spawn(network(events, Arc::clone(&stats), pipes, stop.clone()));
     let mut p = Publisher {
         inputs,
         names,
@@ -125,8 +139,19 @@ pub(super) async fn run(inputs: Arc<Inputs>, settings: Settings, stats: Arc<Stat
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     while !stop.is_set() {
-        tick.tick().await;
-        p.round();
+        tokio::select! {
+            _ = tick.tick() => p.round(),
+            ended = &mut net => {
+                // The network task returns on its own only once the stop token is set; a panic
+                // or an early end would leave the link dead while the rest looks fine.
+                if !stop.is_set() || ended.as_ref().is_err_and(tokio::task::JoinError::is_panic) {
+                    let what = if ended.is_err() { Broke::Panicked } else { Broke::Ended };
+                    stop.fail("mqtt (network task)", what);
+                }
+                p.stats.connected.store(false, Relaxed);
+                return;
+            }
+        }
     }
     // Shutdown stops every job too: publish their final states before saying offline, so the
     // retained state is not left at RUNNING or STOPPING. Only states and availability still
@@ -164,11 +189,24 @@ async fn network(mut ev: EventLoop, stats: Arc<Stats>, pipes: NetPipes, stop: St
         stats.inflight.store(u64::from(ev.state.inflight()), Relaxed);
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                assert!(!testhook::hit(Fault::MqttPanic), "test hook: {}", Fault::MqttPanic.name());
                 up_since = Some(Instant::now());
                 stats.set_error(None);
                 stats.connected.store(true, Relaxed);
                 stats.connections.fetch_add(1, Relaxed);
                 log::info!("mqtt: connected to {}", stats.broker);
+            }
+            Ok(Event::Incoming(Packet::Publish(m))) if m.payload.len() > MAX_MESSAGE => {
+                // Read whole (rumqttc cannot skip a packet), refused here: the link stays up.
+                stats.incoming_refused.fetch_add(1, Relaxed);
+                let why = format!(
+                    "refused a message of {} bytes on {} (camjobd reads at most {} KiB); the connection stays up",
+                    m.payload.len(),
+                    m.topic,
+                    MAX_MESSAGE >> 10
+                );
+                OVERSIZE_LOG.warn(format_args!("mqtt: {why}"));
+                stats.set_error(Some(why));
             }
             Ok(Event::Incoming(Packet::Publish(m))) => {
                 if pipes.incoming.try_send(m).is_err() {
@@ -212,7 +250,7 @@ async fn network(mut ev: EventLoop, stats: Arc<Stats>, pipes: NetPipes, stop: St
                 }
                 let mut why = describe(&e);
                 if short_lived >= 3 {
-                    why.push_str("; the broker keeps closing the connection right after it opens: another client using this mqtt.client_id (two boards with the same hostname?), or a retained message over 64 KiB on one of camjobd's topics");
+                    why.push_str("; the broker keeps closing the connection right after it opens: another client using this mqtt.client_id (two boards with the same hostname?), or a retained message over 1 MiB on one of camjobd's topics");
                 }
                 if was {
                     log::warn!("mqtt: lost {}: {why}", stats.broker);
@@ -254,7 +292,7 @@ fn describe(e: &ConnectionError) -> String {
             "the broker did not answer a keep-alive ping (stopped, overloaded or unreachable)".into()
         }
         ConnectionError::MqttState(rumqttc::StateError::Deserialization(rumqttc::Error::PayloadSizeLimitExceeded(n))) => {
-            format!("the broker sent a message of {n} bytes, over camjobd's 64 KiB limit: a large retained message on one of camjobd's topics? Clear it (mosquitto_pub -r -n -t TOPIC)")
+            format!("the broker sent a message of {n} bytes on one of camjobd's subscriptions (commands; retained states and discovery configs just after connecting), over the {} KiB camjobd can read without dropping the connection: find who publishes it; if it is retained, clear it (mosquitto_pub -r -n -t TOPIC)", READ_LIMIT >> 10)
         }
         ConnectionError::NetworkTimeout => "no answer from the broker within 5 s".into(),
         ConnectionError::FlushTimeout => "the broker stopped reading (nothing written for 5 s)".into(),
@@ -518,7 +556,9 @@ impl Publisher {
                 if m.retain && !m.payload.is_empty() && self.inputs.camera_index(camera).is_none() =>
             {
                 // A camera removed from the config: clear what it left retained.
-                log::info!("mqtt: clearing the retained topics of camera {camera:?} (no longer configured)");
+                CLEANUP_LOG.info(format_args!(
+                    "mqtt: clearing the retained topics of camera {camera:?} (no longer configured)"
+                ));
                 for leaf in ["state", "job", "snapshot_url", "snapshot"] {
                     self.push(self.names.camera(camera, leaf), Vec::new(), Kind::Discovery);
                 }
@@ -531,7 +571,7 @@ impl Publisher {
     /// removed camera, an entity no longer offered): cleared with an empty retained payload.
     fn stale_discovery(&mut self, m: &Publish) {
         if m.retain && !m.payload.is_empty() && m.topic.ends_with("/config") && !self.ours.contains(&m.topic) {
-            log::info!("mqtt: clearing stale discovery config {}", m.topic);
+            CLEANUP_LOG.info(format_args!("mqtt: clearing stale discovery config {}", m.topic));
             self.push(m.topic.clone(), Vec::new(), Kind::Discovery);
         }
     }
@@ -539,14 +579,14 @@ impl Publisher {
     fn command(&mut self, camera: &str, m: &Publish) {
         let refuse = |p: &mut Publisher, error: &str, message: String| {
             p.stats.commands_refused.fetch_add(1, Relaxed);
-            log::warn!("mqtt: command on {} refused: {message}", m.topic);
+            REFUSED_LOG.warn(format_args!("mqtt: command on {} refused: {message}", m.topic));
             let body = serde_json::json!({"ok": false, "error": error, "message": message});
             p.push(format!("{}/result", m.topic), body.to_string(), Kind::CommandResult);
         };
         let Some(index) = self.inputs.camera_index(camera) else {
             // Not ours to answer on a topic of a camera we do not have: say it once, in the log.
             self.stats.commands_refused.fetch_add(1, Relaxed);
-            log::warn!("mqtt: command for unknown camera {camera:?} ignored");
+            UNKNOWN_LOG.warn(format_args!("mqtt: command for unknown camera {camera:?} ignored"));
             return;
         };
         if m.retain {

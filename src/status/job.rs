@@ -119,6 +119,24 @@ pub struct JobLimits {
     pub max_duration_s: Option<u64>,
 }
 
+impl JobLimits {
+    /// Limits from a start request (HTTP body, MQTT command), in the config's ranges; the
+    /// error names the key and the range.
+    pub fn checked(max_frames: Option<u64>, max_duration_s: Option<u64>) -> Result<JobLimits, String> {
+        use crate::config::{MAX_DURATION_S, MAX_FRAMES};
+        for (key, v, max) in
+            [("max_frames", max_frames, MAX_FRAMES), ("max_duration_s", max_duration_s, MAX_DURATION_S)]
+        {
+            match v {
+                Some(0) => return Err(format!("{key} must be >= 1 (or left out)")),
+                Some(n) if n > max => return Err(format!("{key} must be <= {max} (got {n})")),
+                _ => {}
+            }
+        }
+        Ok(JobLimits { max_frames, max_duration_s })
+    }
+}
+
 /// Why the supervisor refused a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {

@@ -28,7 +28,7 @@ fn api(protected: bool) -> Arc<Api> {
             let (tx, _) = crossbeam::channel::bounded(1);
             let shared = Arc::new(Shared::new(config, tx));
             let exports = Arc::new(Exports::open(Arc::clone(&shared)).expect("exports directory"));
-            Arc::new(Api::new(shared, exports))
+            Arc::new(Api::new(shared, exports, camjobd::shutdown::Stop::new()))
         };
         [make(false), make(true)]
     });
