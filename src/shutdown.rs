@@ -86,9 +86,10 @@ impl Stop {
     /// only logged), then the token is triggered. The process then exits 1.
     pub fn fail(&self, thread: &str, what: Broke) {
         let failure = Failure { thread: thread.to_string(), what };
-        log::error!("{failure}; stopping the service (exit status 1, so that systemd restarts it)");
-        self.inner.failure.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(failure);
+        // Recorded before it is logged: whoever reads the line finds /healthz failing already.
+        self.inner.failure.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(failure.clone());
         self.trigger();
+        log::error!("{failure}; stopping the service (exit status 1, so that systemd restarts it)");
     }
 
     /// The first failure, if the service is stopping because something broke.

@@ -340,3 +340,83 @@ fn fetch(d: &Daemon, path: &str) -> Option<String> {
     let text = String::from_utf8_lossy(&out).into_owned();
     text.starts_with("HTTP/1.1 200").then_some(text)
 }
+
+/// `/healthz` on a fresh connection: its status, or `None` when nothing answers.
+fn health(d: &Daemon) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&d.addr, SEC).ok()?;
+    s.set_read_timeout(Some(SEC)).ok()?;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    read_response(&mut s, false).ok().map(|r| r.status)
+}
+
+/// Starts camjobd with a fault armed, waits until it exits by itself, and returns its exit
+/// code and stderr, with `/healthz` seen 200 before the fault and never after it.
+fn run_until_it_fails(tag: &str, cfg_of: impl Fn(&TempDir) -> serde_json::Value, fault: &str) -> (Option<i32>, String) {
+    let dir = TempDir::new(tag);
+    let cfg = cfg_of(&dir);
+    let mut d = Daemon::start_env(dir, &cfg, false, &[("CAMJOBD_TEST_FAULT", fault)]);
+    let mut healthy_before = false;
+    let deadline = Instant::now() + 20 * SEC;
+    let status = loop {
+        // Whatever it answers once the failure is logged is not a 200.
+        let logged = d.stderr().contains("stopping the service (exit status 1");
+        match health(&d) {
+            Some(200) if logged => panic!("/healthz 200 after the failure was logged:\n{}", d.stderr()),
+            Some(200) => healthy_before = true,
+            Some(503) | None => {}
+            Some(s) => panic!("/healthz {s}"),
+        }
+        if let Some(s) = d.wait_exit(Duration::from_millis(20)) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "camjobd did not exit after {fault}:\n{}", d.stderr());
+    };
+    let stderr = d.stderr();
+    // An encoder that cannot start fails before the first request can be made.
+    assert!(healthy_before || fault.starts_with("encoder-create"), "never healthy before {fault}:\n{stderr}");
+    (status.code(), stderr)
+}
+
+#[test]
+fn a_panicking_encoder_exits_1_and_the_restart_resumes_the_job() {
+    let cfg_of = |dir: &TempDir| {
+        let cam = synthetic("cam0", json!({"source": {"kind": "synthetic", "width": 160, "height": 120, "fps": 20}}));
+        config(dir, json!([cam]), json!({}))
+    };
+    // At its 30th frame (1.5 s in): /healthz was green, then never again.
+    let dir = TempDir::new("encoder-panic");
+    let data = dir.path("data");
+    let (code, stderr) = run_until_it_fails("encoder-panic-run", |_| cfg_of(&dir), "encoder-panic@30");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("thread enc0-cam0 panicked; stopping the service"), "{stderr}");
+    assert!(stderr.contains("camjobd: thread enc0-cam0 panicked; exiting with status 1"), "{stderr}");
+    // The journal leaves the job to the restart, which records it as interrupted and starts a
+    // new one, as after a kill -9 (not a clean STOPPED that would not be resumed).
+    let journal: String = std::fs::read_dir(data.join("journal"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(!journal.contains("\"STOPPED\""), "{journal}");
+    assert!(journal.contains("left RUNNING: thread enc0-cam0 panicked"), "{journal}");
+    let cfg = cfg_of(&dir);
+    let d = Daemon::start_in(dir, &cfg);
+    let job = d.wait_state("cam0", "RUNNING", 10 * SEC);
+    // A new job (ids are reserved 16 at a time, so the restart skips the rest of the block).
+    assert!(job["id"].as_u64() > Some(1), "{job}");
+    let jobs = d.get("/api/jobs").json();
+    let first = &jobs["ended"][0];
+    assert_eq!((first["id"].clone(), first["state"].clone()), (json!(1), json!("FAILED")), "{jobs:#}");
+    assert_eq!(first["reason"], "interrupted: process restarted", "{jobs:#}");
+    d.wait_event(5 * SEC, |e| e["reason"] == "resuming after a restart");
+}
+
+#[test]
+fn an_encoder_that_cannot_start_exits_1() {
+    let (code, stderr) = run_until_it_fails(
+        "encoder-create",
+        |dir| config(dir, json!([synthetic("cam0", json!({"encoder_threads": 2, "frame_buffers": 4}))]), json!({})),
+        "encoder-create",
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("could not start; stopping the service"), "{stderr}");
+}

@@ -462,16 +462,17 @@ fn a_retained_message_too_large_for_camjobd_slows_its_reconnects_and_is_named() 
     let dir = TempDir::new("mqtt-big");
     let broker = Broker::start(&dir.0, "allow_anonymous true");
     let sub = Sub::new(broker.port, "w", &["big/pi/ghost/state"]);
-    // 100 KiB retained where camjobd looks for leftovers (its limit for what it reads: 64 KiB).
-    sub.client.publish("big/pi/ghost/state", rumqttc::QoS::AtLeastOnce, true, vec![b'x'; 100 << 10]).unwrap();
-    sub.wait("big/pi/ghost/state", Duration::from_secs(5), |m| m.payload.len() == 100 << 10);
+    // 2 MiB retained where camjobd looks for leftovers: beyond the 1 MiB it can read at all
+    // (rumqttc reads a packet whole; smaller ones are refused with the link kept, below).
+    sub.client.publish("big/pi/ghost/state", rumqttc::QoS::AtLeastOnce, true, vec![b'x'; 2 << 20]).unwrap();
+    sub.wait("big/pi/ghost/state", Duration::from_secs(5), |m| m.payload.len() == 2 << 20);
     let cfg = mqtt_config(&dir, json!([cam("cam0")]), &broker.url(), "big/pi", json!({}));
     let d = Daemon::start_in(TempDir::new("mqtt-big-d"), &cfg);
     let m = wait_mqtt(&d, Duration::from_secs(20), "the reason", |m| {
         m["last_error"].as_str().is_some_and(|e| e.contains("keeps closing"))
     });
     let e = m["last_error"].as_str().unwrap();
-    assert!(e.contains("over camjobd's 64 KiB limit") && e.contains("mosquitto_pub -r -n -t"), "{e}");
+    assert!(e.contains("over the 1024 KiB camjobd can read") && e.contains("mosquitto_pub -r -n -t"), "{e}");
     // The backoff grows (1, 2, 4, 8 s): at most one more attempt in the next 6 s, not six.
     let before = m["connections"].as_u64().unwrap();
     std::thread::sleep(Duration::from_secs(6));
@@ -719,4 +720,68 @@ fn snapshots_as_jpeg_on_the_broker_when_asked_rate_capped() {
     println!("{} snapshots on the broker in {:.1} s (kept: 5/s; cap 1/s)", since_first.len(), span.as_secs_f64());
     assert!(since_first.len() >= 3, "{}", since_first.len());
     assert!(since_first.len() as f64 <= span.as_secs_f64() + 1.5, "{} in {span:?}", since_first.len());
+}
+
+#[test]
+fn an_oversize_command_is_refused_with_the_link_kept_and_floods_are_not_logged_line_by_line() {
+    let dir = TempDir::new("mqtt-oversize");
+    let broker = Broker::start(&dir.0, "allow_anonymous true");
+    let sub = Sub::new(broker.port, "w", &["ov/pi/#"]);
+    let cfg = mqtt_config(&dir, json!([cam("cam0")]), &broker.url(), "ov/pi", json!({}));
+    let d = Daemon::start_in(TempDir::new("mqtt-oversize-d"), &cfg);
+    sub.wait("ov/pi/cam0/state", Duration::from_secs(10), |m| m.text() == "RUNNING");
+    wait_mqtt(&d, Duration::from_secs(10), "connected", |m| m["connected"] == true);
+    // 70 KB, not retained, on the command topic: refused and counted, the connection stays.
+    sub.client.publish("ov/pi/cam0/command", rumqttc::QoS::AtLeastOnce, false, vec![b'x'; 70_000]).unwrap();
+    let m = wait_mqtt(&d, Duration::from_secs(10), "the refusal", |m| m["incoming_refused"] == 1);
+    assert_eq!((m["connected"].clone(), m["connections"].clone()), (json!(true), json!(1)), "{m}");
+    let e = m["last_error"].as_str().unwrap_or_default();
+    assert!(e.contains("refused a message of 70000 bytes on ov/pi/cam0/command") && e.contains("stays up"), "{e}");
+    // The link works: a command after it is answered.
+    sub.publish("ov/pi/cam0/command", "stop", false);
+    let r = sub.wait("ov/pi/cam0/command/result", Duration::from_secs(5), |m| m.json()["action"] == "stop").json();
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(sub.on("ov/pi/availability").iter().all(|m| m.text() == "online"), "went offline");
+
+    // 400 commands for a camera it does not have and 400 it cannot parse: one line each in
+    // the log, the rest counted.
+    let before = d.get("/api/status").json();
+    let n = |v: &Value| v["commands_refused"].as_u64().unwrap() + v["incoming_dropped"].as_u64().unwrap();
+    let seen_before = n(&before["mqtt"]);
+    for i in 0..400 {
+        sub.publish("ov/pi/ghost/command", "start", false);
+        sub.publish("ov/pi/cam0/command", &format!("garbage {i}"), false);
+        if i % 20 == 19 {
+            // In bursts the incoming queue takes (it holds 80; the publisher empties it 10 times
+            // a second): most are refused rather than dropped at the queue.
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+    // Each is refused (a log line held back), or dropped at the bounded incoming queue.
+    let m = wait_mqtt(&d, Duration::from_secs(20), "800 refused or dropped", |m| n(m) >= seen_before + 800);
+    assert_eq!(m["connected"], true);
+    let refused = m["commands_refused"].as_u64().unwrap() - before["mqtt"]["commands_refused"].as_u64().unwrap();
+    let status = d.get("/api/status").json();
+    let (suppressed, dropped) =
+        (status["log_lines_suppressed"].as_u64().unwrap(), status["log_lines_dropped"].as_u64().unwrap());
+    let held = suppressed - before["log_lines_suppressed"].as_u64().unwrap();
+    println!("{refused} refused, {} dropped at the queue, {held} log lines held back", m["incoming_dropped"]);
+    assert!(refused >= 400 && held + 2 >= refused, "{refused} refused, {held} lines held back");
+    assert!(dropped >= suppressed, "log_lines_dropped {dropped} counts the {suppressed} held back");
+    let log = d.stderr();
+    let lines = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(lines("command for unknown camera \"ghost\""), 1, "{log}");
+    assert_eq!(lines("command on ov/pi/cam0/command refused"), 1, "{log}");
+}
+
+#[test]
+fn a_panic_in_the_network_task_exits_1() {
+    let dir = TempDir::new("mqtt-panic");
+    let broker = Broker::start(&dir.0, "allow_anonymous true");
+    let cfg = mqtt_config(&dir, json!([cam("cam0")]), &broker.url(), "pn/pi", json!({}));
+    let mut d = Daemon::start_env(TempDir::new("mqtt-panic-d"), &cfg, false, &[("CAMJOBD_TEST_FAULT", "mqtt-panic")]);
+    let status = d.wait_exit(Duration::from_secs(15)).unwrap_or_else(|| panic!("still running:\n{}", d.stderr()));
+    let log = d.stderr();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("thread mqtt (network task) panicked; stopping the service"), "{log}");
 }

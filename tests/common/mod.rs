@@ -223,6 +223,11 @@ impl Daemon {
     /// SIGTERM, then waits up to `within` for the exit status.
     pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
         signal(self.pid(), libc::SIGTERM);
+        self.wait_exit(within)
+    }
+
+    /// Waits up to `within` for the daemon to exit by itself; its status, if it did.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {

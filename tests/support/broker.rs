@@ -124,7 +124,7 @@ impl Sub {
 
     pub fn with_login(port: u16, id: &str, filters: &[&str], login: Option<(&str, &str)>) -> Sub {
         let mut o = MqttOptions::new(id, "127.0.0.1", port);
-        o.set_keep_alive(Duration::from_secs(30)).set_max_packet_size(1 << 22, 1 << 20);
+        o.set_keep_alive(Duration::from_secs(30)).set_max_packet_size(1 << 22, 1 << 22);
         if let Some((u, p)) = login {
             o.set_credentials(u, p);
         }
