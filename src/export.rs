@@ -114,6 +114,20 @@ struct Inner {
     /// lower bound.
     limit: usize,
     next_id: u64,
+    /// Export files being downloaded now (at most one entry per export).
+    held: Vec<Held>,
+}
+
+/// An export file with downloads in progress. If its export is deleted meanwhile (by `DELETE`,
+/// `history` or the budget), the file stays on disk until the last download ends and its bytes
+/// still count toward `exports.max_bytes`: the budget is what is on the disk.
+struct Held {
+    id: u64,
+    kind: Kind,
+    bytes: u64,
+    readers: u32,
+    /// The export is gone; the file goes when the last reader does.
+    orphaned: bool,
 }
 
 impl Inner {
@@ -164,7 +178,7 @@ impl Exports {
             cfg,
             dir,
             at,
-            inner: Mutex::new(Inner { records: VecDeque::with_capacity(limit), limit, next_id: 1 }),
+            inner: Mutex::new(Inner { records: VecDeque::with_capacity(limit), limit, next_id: 1, held: Vec::new() }),
             wake: Condvar::new(),
             #[cfg(debug_assertions)]
             panic_at_file: run::panic_hook(),
@@ -298,9 +312,10 @@ impl Exports {
     }
 
     /// `GET /api/exports/{id}/file`: the finished file, opened (so retention deleting it
-    /// meanwhile does not cut the download).
-    pub fn open_file(&self, id: u64) -> Result<(File, u64, ExportView), Refusal> {
-        let v = self.get(id).ok_or_else(|| not_found(id))?;
+    /// meanwhile does not cut the download) and held until the [`Download`] is dropped.
+    pub fn open_file(self: &Arc<Self>, id: u64) -> Result<(Download, u64, ExportView), Refusal> {
+        let mut g = self.lock();
+        let v = g.records.iter().find(|r| r.view.id == id).map(|r| r.view.clone()).ok_or_else(|| not_found(id))?;
         if v.state != ExportState::Succeeded {
             return Err(Refusal::NotFinished(format!(
                 "export {id} is {} ({}%); its file is there once it is SUCCEEDED",
@@ -316,7 +331,62 @@ impl Exports {
             _ => Refusal::NotFound(format!("the file of export {id} is not a regular file in storage.dir; refused")),
         })?;
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok((f, len, v))
+        match g.held.iter_mut().find(|h| h.id == id) {
+            Some(h) => h.readers += 1,
+            None => g.held.push(Held { id, kind: v.kind, bytes: len, readers: 1, orphaned: false }),
+        }
+        drop(g);
+        Ok((Download { file: f, exports: Arc::clone(self), id }, len, v))
+    }
+
+    /// A download ended: the last reader of a deleted export's file removes it.
+    fn release(&self, id: u64) {
+        let mut g = self.lock();
+        let Some(i) = g.held.iter().position(|h| h.id == id) else { return };
+        g.held[i].readers -= 1;
+        if g.held[i].readers == 0 {
+            let h = g.held.swap_remove(i);
+            drop(g);
+            if h.orphaned {
+                let _ = crate::sys::remove_in(&self.at, &Self::file_name(h.id, h.kind));
+            }
+        }
+    }
+
+    /// Bytes of deleted exports' files still on disk because they are being downloaded.
+    fn orphaned_bytes(g: &Inner) -> u64 {
+        g.held.iter().filter(|h| h.orphaned).map(|h| h.bytes).sum()
+    }
+
+    /// What the exports directory holds: finished files plus orphans still downloading.
+    fn on_disk(g: &Inner) -> u64 {
+        let files = g.records.iter().filter(|r| r.view.state == ExportState::Succeeded).map(|r| r.view.bytes);
+        files.sum::<u64>() + Self::orphaned_bytes(g)
+    }
+
+    /// Makes room for running export `id`'s file to reach `bytes`: the oldest finished files
+    /// go (one being downloaded stays, and counts) until the files on disk, the other running
+    /// exports' and this one fit `exports.max_bytes`. False when they cannot.
+    fn make_room(&self, id: u64, bytes: u64) -> bool {
+        let mut gone = Vec::new();
+        let fits = {
+            let mut g = self.lock();
+            let running = |r: &&Record| r.view.state == ExportState::Running && r.view.id != id;
+            let others: u64 = g.records.iter().filter(running).map(|r| r.view.bytes).sum();
+            loop {
+                if Self::on_disk(&g) + others + bytes <= self.cfg.max_bytes {
+                    break true;
+                }
+                let Some(i) = g.records.iter().position(|r| r.view.state == ExportState::Succeeded) else {
+                    break false;
+                };
+                gone.push(g.records.remove(i).expect("index from position").view);
+            }
+        };
+        for v in &gone {
+            self.remove_files(v);
+        }
+        fits
     }
 
     // -----------------------------------------------------------------------------------
@@ -350,11 +420,9 @@ impl Exports {
                 let i = g.records.iter().position(|r| !r.view.state.is_active()).expect("counted above");
                 gone.push(g.records.remove(i).expect("index from position").view);
             }
-            let on_disk = |g: &Inner| {
-                g.records.iter().filter(|r| r.view.state == ExportState::Succeeded).map(|r| r.view.bytes).sum::<u64>()
-            };
-            while on_disk(&g) > self.cfg.max_bytes {
-                let i = g.records.iter().position(|r| r.view.state == ExportState::Succeeded).expect("bytes > 0");
+            // Orphans being downloaded count too; once only they are left, nothing more goes.
+            while Self::on_disk(&g) > self.cfg.max_bytes {
+                let Some(i) = g.records.iter().position(|r| r.view.state == ExportState::Succeeded) else { break };
                 gone.push(g.records.remove(i).expect("index from position").view);
             }
         }
@@ -364,9 +432,17 @@ impl Exports {
         gone.len()
     }
 
+    /// Deletes an export's record and file; a file being downloaded stays (counted) until the
+    /// download ends.
     fn remove_files(&self, v: &ExportView) {
-        let _ = crate::sys::remove_in(&self.at, &Self::file_name(v.id, v.kind));
         let _ = crate::sys::remove_in(&self.at, &format!("{}.json", v.id));
+        let mut g = self.lock();
+        if let Some(h) = g.held.iter_mut().find(|h| h.id == v.id) {
+            h.orphaned = true;
+            return;
+        }
+        drop(g);
+        let _ = crate::sys::remove_in(&self.at, &Self::file_name(v.id, v.kind));
     }
 
     fn save(&self, id: u64) {
@@ -392,6 +468,26 @@ impl Exports {
 /// The refusal for an id no record has (the API's 404).
 pub fn not_found(id: u64) -> Refusal {
     Refusal::NotFound(format!("no export {id}; GET /api/exports lists them"))
+}
+
+/// An export file being downloaded: reads the file; dropping it ends the download (and
+/// removes the file if its export was deleted meanwhile).
+pub struct Download {
+    file: File,
+    exports: Arc<Exports>,
+    id: u64,
+}
+
+impl std::io::Read for Download {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.file.read(buf)
+    }
+}
+
+impl Drop for Download {
+    fn drop(&mut self) {
+        self.exports.release(self.id);
+    }
 }
 
 #[cfg(test)]

@@ -335,3 +335,141 @@ fn a_30_fps_job_loses_no_frame_while_an_export_runs() {
     assert!(got as f64 >= 30.0 * elapsed - 3.0, "capture lost frames: {got} in {elapsed:.1} s");
     assert_eq!(j1["state"], "RUNNING");
 }
+
+/// Bytes of export files on the disk: what the exports directory lists, plus files camjobd
+/// still holds open there after they were deleted (a download in progress keeps them).
+fn export_bytes_on_disk(d: &Daemon) -> u64 {
+    let dir = exports_dir(d);
+    let listed: u64 = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().ends_with(".json"))
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    let deleted: u64 = std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|t| {
+                let t = t.to_string_lossy();
+                t.starts_with(&*dir.to_string_lossy()) && t.ends_with(" (deleted)")
+            })
+        })
+        .filter_map(|e| std::fs::metadata(e.path()).ok())
+        .map(|m| m.len())
+        .sum();
+    listed + deleted
+}
+
+/// Opens a download and reads its head; the body is left to the caller.
+fn open_download(d: &Daemon, path: &str, rcvbuf: Option<usize>) -> (std::net::TcpStream, usize) {
+    use std::io::Write;
+    let mut s = connect_with_rcvbuf(d.addr, rcvbuf);
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    let head = read_response(&mut s, true).unwrap();
+    assert_eq!(head.status, 200, "{path}");
+    (s, head.header("Content-Length").unwrap().parse().unwrap())
+}
+
+#[test]
+fn slow_downloads_complete_and_deleted_exports_they_hold_stay_in_the_budget() {
+    // Archives of about 450 KB under a 1 MiB budget: a third one pushes the oldest out.
+    let d = with_snapshots("export-slow", 330, json!({"max_bytes": 1 << 20, "history": 20}));
+    let snaps = d.get("/api/cameras/cam0/snapshots?limit=1000").json();
+    let mut times: Vec<f64> =
+        snaps["snapshots"].as_array().unwrap().iter().filter_map(|s| s["captured_at"].as_f64()).collect();
+    times.sort_by(f64::total_cmp);
+    let archive = |i: usize| {
+        let r =
+            submit(&d, json!({"camera": "cam0", "from": times[i * 100], "to": times[i * 100 + 99], "kind": "archive"}));
+        let id = r.json()["id"].as_u64().unwrap_or_else(|| panic!("{}", r.text()));
+        let (v, _) = wait_export(&d, id, 30 * SEC, |v| !matches!(v["state"].as_str(), Some("QUEUED" | "RUNNING")));
+        (id, v)
+    };
+    let (first, v) = archive(0);
+    assert_eq!(v["state"], "SUCCEEDED", "{v}");
+    let whole = d.get(&format!("/api/exports/{first}/file")).body;
+    assert!(whole.len() > 300_000, "{} bytes", whole.len());
+
+    // Two slow readers of the first export: one at 20 KB/s through a small receive buffer,
+    // one as curl --limit-rate reads (bursts, then pauses).
+    let path = format!("/api/exports/{first}/file");
+    let (mut s, len) = open_download(&d, &path, Some(8192));
+    assert_eq!(len, whole.len());
+    let slow = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let t0 = Instant::now();
+        let r = read_slowly(&mut s, &mut got, len, 20_000);
+        (r.map(|()| got), t0.elapsed())
+    });
+    let url = format!("http://{}{path}", d.addr);
+    let mut curl = std::process::Command::new("curl")
+        .args(["-sf", "--limit-rate", "25k", "-o", "-", &url])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl");
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut out = curl.stdout.take().unwrap();
+    let flag = std::sync::Arc::clone(&started);
+    let curl_read = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        all
+    });
+    let deadline = Instant::now() + 10 * SEC;
+    while !started.load(std::sync::atomic::Ordering::Relaxed) {
+        assert!(Instant::now() < deadline, "curl got nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Meanwhile two more exports: the budget deletes the first while both still read it.
+    let budget = 1u64 << 20;
+    let mut worst = export_bytes_on_disk(&d);
+    for i in 1..3 {
+        let (_, v) = archive(i);
+        worst = worst.max(export_bytes_on_disk(&d));
+        // The first export is pushed out to make room, but its file stays while it is read
+        // and counts: the next archive does not fit beside it, and says so.
+        assert_eq!(v["state"], "FAILED", "{v}");
+        assert!(v["error"].as_str().unwrap().contains("exports.max_bytes"), "{v}");
+    }
+    assert_eq!(d.get(&format!("/api/exports/{first}")).status, 404, "the first export was not pushed out");
+    let deadline = Instant::now() + 60 * SEC;
+    while !slow.is_finished() {
+        worst = worst.max(export_bytes_on_disk(&d));
+        assert!(Instant::now() < deadline, "the slow download did not finish within 60 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (got, took) = slow.join().unwrap();
+    let got = got.unwrap_or_else(|e| panic!("the 20 KB/s download was cut: {e}"));
+    assert!(got == whole, "the slow download differs from the file");
+    let status = curl.wait().unwrap();
+    let curled = curl_read.join().unwrap();
+    assert!(status.success() && curled == whole, "curl --limit-rate: {} bytes, {status}", curled.len());
+    println!(
+        "figures: {} bytes at 20 KB/s in {:.1} s; export bytes on disk at most {worst} (budget {budget})",
+        whole.len(),
+        took.as_secs_f64()
+    );
+    assert!(worst <= budget, "{worst} bytes of exports on disk, budget {budget}");
+    // Both downloads ended: the deleted export's file is gone.
+    let deadline = Instant::now() + 5 * SEC;
+    while files_with(&exports_dir(&d), &format!("{first}.tar")).len() == 1 {
+        assert!(Instant::now() < deadline, "{first}.tar outlived its downloads");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(export_bytes_on_disk(&d) <= budget);
+    // With the downloads over, the same archive fits again.
+    assert_eq!(archive(1).1["state"], "SUCCEEDED");
+}

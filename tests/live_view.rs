@@ -25,6 +25,10 @@ struct StreamClient {
     raw: Vec<u8>,
     parts: usize,
     pub head: Resp,
+    /// Read at most this many bytes a second (a slow link), counted from `opened`.
+    rate: Option<u64>,
+    opened: Instant,
+    taken: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -53,7 +57,17 @@ const BOUNDARY: &[u8] = b"--camjobdframe\r\n";
 
 impl StreamClient {
     fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> StreamClient {
-        let mut s = TcpStream::connect_timeout(&addr, 5 * SEC).expect("connect");
+        let s = TcpStream::connect_timeout(&addr, 5 * SEC).expect("connect");
+        StreamClient::open_on(s, addr, path, headers)
+    }
+
+    /// A client on a slow link: reads `bytes_per_s`, through a receive buffer of `rcvbuf`.
+    fn open_slow(addr: SocketAddr, path: &str, rcvbuf: usize, bytes_per_s: u64) -> StreamClient {
+        let s = connect_with_rcvbuf(addr, Some(rcvbuf));
+        StreamClient { rate: Some(bytes_per_s), ..StreamClient::open_on(s, addr, path, &[]) }
+    }
+
+    fn open_on(mut s: TcpStream, addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> StreamClient {
         s.set_read_timeout(Some(10 * SEC)).unwrap();
         let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n");
         for (k, v) in headers {
@@ -79,14 +93,37 @@ impl StreamClient {
         if head.status == 200 {
             assert_eq!(head.header("Transfer-Encoding"), Some("chunked"));
         }
-        StreamClient { s, body: Vec::new(), chunk: Chunk::Size, raw: Vec::new(), parts: 0, head }
+        StreamClient {
+            s,
+            body: Vec::new(),
+            chunk: Chunk::Size,
+            raw: Vec::new(),
+            parts: 0,
+            head,
+            rate: None,
+            opened: Instant::now(),
+            taken: 0,
+        }
     }
 
     /// More de-chunked body bytes (chunked framing: size line, data, CRLF).
     fn fill(&mut self) {
         let mut buf = [0u8; 64 * 1024];
-        let n = self.s.read(&mut buf).expect("stream read");
+        let mut room = buf.len();
+        if let Some(rate) = self.rate {
+            // Wait until the link allows a little more.
+            loop {
+                let allowed = (self.opened.elapsed().as_secs_f64() * rate as f64) as usize;
+                if allowed >= self.taken + 512 {
+                    room = (allowed - self.taken).min(2048);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let n = self.s.read(&mut buf[..room]).expect("stream read");
         assert!(n > 0, "the stream ended");
+        self.taken += n;
         self.raw.extend_from_slice(&buf[..n]);
         loop {
             match self.chunk {
@@ -617,4 +654,44 @@ fn ffmpeg_reads_the_stream_with_its_mpjpeg_demuxer() {
     assert!(decoded * 10 >= (c1 - c0) * 9, "ffmpeg got {decoded} of {} frames", c1 - c0);
     assert_eq!(dropped, 0);
     assert!(stderr.trim().is_empty(), "ffmpeg complained: {stderr}");
+}
+
+#[test]
+fn a_slow_reader_is_served_the_newest_frame_each_time_and_never_cut() {
+    // 640x480 at 10 fps (about 80 KB a frame) to a client on a 30 KB/s link for 60 s.
+    let cam = synthetic(
+        "cam0",
+        json!({"source": {"kind": "synthetic", "width": 640, "height": 480, "fps": 10}, "snapshot_interval_ms": 1000}),
+    );
+    let d = Daemon::start("slow-reader", json!([cam]), json!({}));
+    d.wait_state("cam0", "RUNNING", 5 * SEC);
+    let mut c = StreamClient::open_slow(d.addr, "/stream", 8192, 30_000);
+    assert_eq!(c.head.status, 200);
+    let (_, d0) = captured(&d, "cam0");
+    let t0 = Instant::now();
+    let mut lags = Vec::new();
+    while t0.elapsed() < 60 * SEC {
+        let p = c.next_part();
+        // Once the last part's bytes are read, the next part is already under way: how old was
+        // its frame when the client got to it? The newest when the server chose it, which
+        // was once the client's kernel had the whole last part.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        if c.parts > 1 && p.header("X-Camjobd-State").is_none() {
+            lags.push(now - p.timestamp() - p.jpeg.len() as f64 / 30_000.0);
+        }
+    }
+    let (_, d1) = captured(&d, "cam0");
+    lags.sort_by(f64::total_cmp);
+    let (median, worst) = (lags[lags.len() / 2], lags[lags.len() - 1]);
+    println!(
+        "figures: {} parts in 60 s at 30 KB/s; lag when reading began: median {median:.2} s, worst {worst:.2} s",
+        c.parts
+    );
+    assert!(c.parts >= 15, "only {} parts in 60 s", c.parts);
+    // The kernel holds what this client has not read yet (8 KiB asked, 16 KiB granted): a
+    // second at most at 30 KB/s, plus one frame interval and scheduling; never the tens of
+    // seconds of a send buffer full of old frames.
+    assert!(worst < 2.0, "a part was {worst:.2} s old when the client began it (median {median:.2} s)");
+    assert_eq!(d1 - d0, 0, "capture dropped frames");
+    assert_eq!(status_http(&d)["streams_active"], 1, "the slow reader was cut");
 }

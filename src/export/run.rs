@@ -71,7 +71,11 @@ pub struct Run<'a> {
     pub total: u64,
     pub(super) cancel: &'a AtomicBool,
     pub(super) stop: &'a Stop,
+    /// `exports.max_bytes`, for the message.
     pub(super) max_bytes: u64,
+    /// Makes room for this export's file to reach a size (the oldest finished files go);
+    /// false when it cannot fit.
+    pub(super) room: &'a dyn Fn(u64) -> bool,
     pub(super) min_free: u64,
     #[cfg(debug_assertions)]
     pub(super) panic_at_file: Option<u64>,
@@ -186,9 +190,9 @@ impl Run<'_> {
     /// Also enforces the budget and free space.
     pub fn progress(&mut self, done: u64, bytes: u64) -> Result<(), Ended> {
         self.last_reported = (done, bytes);
-        if bytes > self.max_bytes {
+        if !(self.room)(bytes) {
             return Err(Ended::Failed(format!(
-                "the export grew past exports.max_bytes ({} MiB): choose a shorter range",
+                "the export grew past what exports.max_bytes ({} MiB) leaves it (the files of other exports being written or downloaded count too): choose a shorter range",
                 self.max_bytes >> 20
             )));
         }

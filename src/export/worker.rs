@@ -124,6 +124,7 @@ impl Exports {
             cancel,
             stop,
             max_bytes: self.cfg.max_bytes,
+            room: &|bytes| self.make_room(view.id, bytes),
             min_free: self.shared.config.storage.min_free_bytes,
             #[cfg(debug_assertions)]
             panic_at_file: self.panic_at_file,

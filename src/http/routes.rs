@@ -527,7 +527,7 @@ impl Api {
                             ("Content-Disposition", format!("{disposition}; filename=\"{}\"", v.filename)),
                             ("Cache-Control", "no-cache".into()),
                         ],
-                        body: Body::File(file, len),
+                        body: Body::File(Box::new(file), len),
                     }
                 }
                 Err(r) => ApiError::from(r).into(),

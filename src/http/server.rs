@@ -129,10 +129,10 @@ pub enum Body {
     /// Bytes shared with someone else, written without a copy (a frame copy, see
     /// [`crate::live`]); the reference is dropped when the write has finished.
     Shared(Arc<dyn AsRef<[u8]> + Send + Sync>),
-    /// An open file of this many bytes (an export download), sent in chunks; each must be
-    /// taken by the client within `write_timeout_ms`, so the transfer may take as long as it
-    /// keeps moving.
-    File(std::fs::File, u64),
+    /// A file of this many bytes (an export download), read in chunks as the client takes
+    /// them; the transfer may take as long as the client keeps taking bytes. The reader is
+    /// dropped when the transfer ends.
+    File(Box<dyn std::io::Read + Send>, u64),
     /// A body of unknown length, sent chunked as it is produced.
     Stream(StreamBody),
 }
@@ -696,7 +696,7 @@ enum Kind {
     /// A HEAD answer: says this length, sends nothing.
     Head(u64),
     File {
-        file: std::fs::File,
+        file: Box<dyn std::io::Read + Send>,
         left: u64,
     },
     Stream(StreamBody),

@@ -36,8 +36,11 @@ impl Drop for TempDir {
     }
 }
 
+/// The binary under test: this build's, or `CAMJOBD_TEST_BIN` (to run a test against another
+/// build, such as the last landed one, and see it fail there).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_camjobd")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| std::env::var("CAMJOBD_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_camjobd").into()))
 }
 
 /// A running camjobd.
@@ -369,4 +372,41 @@ pub fn jpeg(w: u32, h: u32, shade: u8) -> Vec<u8> {
     let mut out = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80).encode_image(&img).unwrap();
     out
+}
+
+/// A socket to `addr` whose receive buffer is `rcvbuf` bytes (`None`: the kernel's default,
+/// autotuned): a small one keeps what the client has not read yet out of the kernel.
+pub fn connect_with_rcvbuf(addr: SocketAddr, rcvbuf: Option<usize>) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    if let Some(n) = rcvbuf {
+        sock.set_recv_buffer_size(n).unwrap();
+    }
+    sock.connect_timeout(&addr.into(), Duration::from_secs(5)).unwrap();
+    sock.into()
+}
+
+/// Reads from `s` at about `bytes_per_s` (a little at a time, as a slow link or
+/// `curl --limit-rate` does) into `out`, until `want` bytes or the end; returns how the read
+/// ended (`Ok` at `want` bytes, or the error or end of stream).
+pub fn read_slowly(s: &mut TcpStream, out: &mut Vec<u8>, want: usize, bytes_per_s: u64) -> std::io::Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let t0 = Instant::now();
+    let start = out.len();
+    let mut buf = [0u8; 2048];
+    while out.len() - start < want {
+        // Bytes allowed by now; wait until a small chunk is allowed.
+        let allowed = (t0.elapsed().as_secs_f64() * bytes_per_s as f64) as usize;
+        let got = out.len() - start;
+        if allowed < got + 512 {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        let room = (allowed - got).min(buf.len()).min(want - got);
+        let n = s.read(&mut buf[..room])?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("closed after {got} bytes")));
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    Ok(())
 }
