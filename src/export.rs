@@ -512,7 +512,7 @@ mod tests {
         // A VecDeque may allocate more than asked for; the bound must not grow with it.
         let mut records = VecDeque::with_capacity(2);
         records.reserve(100);
-        let mut inner = Inner { records, limit: 2, next_id: 1 };
+        let mut inner = Inner { records, limit: 2, next_id: 1, held: Vec::new() };
         inner.records.push_back(record(1));
         assert!(!inner.is_full());
         inner.records.push_back(record(2));
