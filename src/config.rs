@@ -8,7 +8,7 @@
 //! Each section lives in its own file with its types, defaults and checks (`http`, `storage`
 //! with each camera's retention, `led`, `exports`, `log`, `cameras` with their sources,
 //! `mqtt`). This root parses the document, runs the sections' checks through one `Checker`
-//! and checks what spans sections (frame memory).
+//! (what a config costs the board is [`crate::budget`]'s).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -116,45 +116,6 @@ impl Config {
         })?;
         config.validate()?;
         Ok(config)
-    }
-
-    /// Bytes of frame memory camera `i` commits at start: its pool, its HTTP copies and, for a
-    /// raw source, its encoders' images.
-    pub fn frame_memory(&self, i: usize) -> u64 {
-        let c = &self.cameras[i];
-        let per = c.max_frame_bytes as u64;
-        let pool = c.frame_buffers as u64 * per;
-        let copies = self.http.frame_copies() as u64 * per;
-        let encoders = match c.source.raw_quality() {
-            Some(_) => {
-                let (w, h) = c.source.size();
-                c.encoder_threads as u64 * crate::jpeg::Yuv422::bytes_for(w as usize, h as usize) as u64
-            }
-            None => 0,
-        };
-        pool + copies + encoders
-    }
-
-    /// Refuses frame memory beyond half of `physical` bytes (this machine's memory): start-up
-    /// commits it all at once, and would otherwise die in the allocator, naming nothing. The
-    /// error names the camera that takes the most.
-    pub fn check_memory(&self, physical: u64) -> Result<(), ConfigError> {
-        let total: u64 = (0..self.cameras.len()).map(|i| self.frame_memory(i)).sum();
-        if total <= physical / 2 {
-            return Ok(());
-        }
-        // The first of equals (`max_by_key` keeps the last).
-        let biggest = (0..self.cameras.len()).rev().max_by_key(|&i| self.frame_memory(i)).unwrap_or(0);
-        let mib = |b: u64| b >> 20;
-        Err(ConfigError {
-            path: format!("cameras[{biggest}].max_frame_bytes"),
-            message: format!(
-                "the cameras' frame memory (frame_buffers × max_frame_bytes, plus http.frame_copies × max_frame_bytes and the encoders' images, per camera) is {} MiB, more than half of this machine's {} MiB (cameras[{biggest}] takes {} MiB): lower cameras[].frame_buffers, cameras[].max_frame_bytes or http.frame_copies",
-                mib(total),
-                mib(physical),
-                mib(self.frame_memory(biggest))
-            ),
-        })
     }
 
     /// The listen address, parsed.
@@ -329,20 +290,6 @@ mod tests {
             let e = err(&format!(r#"{{"cameras":[{{"name":"{name}"}}]}}"#));
             assert!(e.starts_with("cameras[0].name: ") && e.contains("for itself"), "{e}");
         }
-    }
-
-    #[test]
-    fn frame_memory_beyond_half_the_machine_is_refused_naming_the_camera() {
-        let big = r#"{"name":"big","frame_buffers":64,"max_frame_bytes":67108864}"#;
-        let json = format!(r#"{{"cameras":[{{"name":"small"}},{big}]}}"#);
-        let c = Config::from_json(&json).unwrap();
-        // 64 × 64 MiB + 10 copies × 64 MiB + one 640x480 encoder image.
-        assert_eq!(c.frame_memory(1) >> 20, 74 * 64);
-        let e = c.check_memory(8 << 30).unwrap_err();
-        assert_eq!(e.path, "cameras[1].max_frame_bytes");
-        assert!(e.message.contains("more than half of this machine's 8192 MiB"), "{}", e.message);
-        assert!(c.check_memory(16 << 30).is_ok());
-        assert!(Config::default().check_memory(512 << 20).is_ok(), "the default fits a Pi Zero 2 W");
     }
 
     #[test]

@@ -40,8 +40,12 @@ pub fn simd() -> bool {
 /// Why an encode or decode failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
-    /// The JPEG did not fit in the output buffer (for a frame: larger than `max_frame_bytes`).
-    Full,
+    /// The JPEG did not fit in the output buffer (for a frame: larger than `max_frame_bytes`);
+    /// `needed` is the size it came to (the encoder counts the rest without keeping it).
+    Full {
+        /// The whole JPEG's size in bytes.
+        needed: usize,
+    },
     /// libjpeg refused the data or the parameters; its message.
     Codec(String),
     /// The decoded image would be larger than the caller allows.
@@ -56,7 +60,7 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Full => f.write_str("the JPEG does not fit in its buffer"),
+            Error::Full { needed } => write!(f, "the JPEG ({needed} bytes) does not fit in its buffer"),
             Error::Codec(m) => write!(f, "libjpeg: {m}"),
             Error::TooLarge { width, height } => write!(f, "decoded image {width}x{height} is larger than allowed"),
         }
@@ -227,9 +231,34 @@ unsafe fn message(err: &sys::jpeg_error_mgr) -> String {
 /// Warnings (corrupt data that libjpeg could work around) are counted by libjpeg, not printed.
 unsafe extern "C-unwind" fn silent(_cinfo: &mut sys::jpeg_common_struct) {}
 
-/// The destination is a fixed buffer; needing more room means the frame is too large.
-unsafe extern "C-unwind" fn buffer_full(_cinfo: &mut sys::jpeg_compress_struct) -> sys::boolean {
-    resume_unwind(Box::new(Unwind(Error::Full)));
+/// Where the encoder writes: the caller's buffer; past its end, a small scratch buffer used
+/// over and over, only to count how large the JPEG comes to (the frame is refused anyway, and
+/// the reason can then name its size). libjpeg holds a pointer to `mgr`, the first field.
+#[repr(C)]
+struct Dest {
+    mgr: sys::jpeg_destination_mgr,
+    /// The caller's buffer filled up.
+    overflowed: bool,
+    /// Bytes written past it into scratch buffers that filled up.
+    spilled: usize,
+    scratch: [u8; SCRATCH],
+}
+
+/// Size of [`Dest::scratch`].
+const SCRATCH: usize = 4096;
+
+/// The buffer is full: the JPEG is too large. Counting goes on in the scratch buffer.
+unsafe extern "C-unwind" fn buffer_full(cinfo: &mut sys::jpeg_compress_struct) -> sys::boolean {
+    // SAFETY: `cinfo.dest` is the `mgr` field of a live `Dest` (repr(C), first field), set in
+    // `Encoder::new`; libjpeg calls this only while it writes through it.
+    let d = unsafe { &mut *cinfo.dest.cast::<Dest>() };
+    if d.overflowed {
+        d.spilled += SCRATCH;
+    }
+    d.overflowed = true;
+    d.mgr.next_output_byte = d.scratch.as_mut_ptr();
+    d.mgr.free_in_buffer = SCRATCH;
+    1
 }
 
 unsafe extern "C-unwind" fn nothing(_cinfo: &mut sys::jpeg_compress_struct) {}
@@ -268,8 +297,8 @@ impl<T> Drop for Held<T> {
 /// A zeroed C struct.
 ///
 /// # Safety
-/// `T` must be a C struct of integers, raw pointers and optional function pointers (for which
-/// all zeroes is valid: 0, null, `None`), as libjpeg's are.
+/// `T` must be a struct of integers, bools, bytes, raw pointers and optional function pointers
+/// (for which all zeroes is valid: 0, false, null, `None`), as libjpeg's and [`Dest`] are.
 unsafe fn zeroed<T>() -> T {
     // SAFETY: the caller's promise.
     unsafe { std::mem::zeroed() }
@@ -291,7 +320,7 @@ fn error_manager() -> Held<sys::jpeg_error_mgr> {
 pub struct Encoder {
     cinfo: Held<sys::jpeg_compress_struct>,
     _err: Held<sys::jpeg_error_mgr>,
-    dest: Held<sys::jpeg_destination_mgr>,
+    dest: Held<Dest>,
     /// The (width, height, quality) the parameters are set up for.
     set_for: Option<(usize, usize, u8)>,
 }
@@ -312,14 +341,12 @@ impl Encoder {
         let err = error_manager();
         // SAFETY: libjpeg's structs (see `zeroed`); zero is the state `jpeg_create_compress`
         // expects, and a destination with no callbacks yet.
-        let (cinfo, dest) = unsafe {
-            (Held::new(zeroed::<sys::jpeg_compress_struct>()), Held::new(zeroed::<sys::jpeg_destination_mgr>()))
-        };
+        let (cinfo, dest) = unsafe { (Held::new(zeroed::<sys::jpeg_compress_struct>()), Held::new(zeroed::<Dest>())) };
         // SAFETY: all three are valid and owned here; the error manager outlives the codec
         // (field order). Creation fails only by running out of memory, which unwinds through
         // `error_exit` to the encoder thread's guard.
         unsafe {
-            let d = dest.ptr();
+            let d = &raw mut (*dest.ptr()).mgr;
             (*d).init_destination = Some(nothing);
             (*d).empty_output_buffer = Some(buffer_full);
             (*d).term_destination = Some(nothing);
@@ -379,8 +406,10 @@ impl Encoder {
         // SAFETY: the destination manager is ours, reached through the pointer libjpeg holds;
         // `out` outlives this call, the only time libjpeg writes through these.
         unsafe {
-            (*dest).next_output_byte = out.as_mut_ptr();
-            (*dest).free_in_buffer = out.len();
+            (*dest).mgr.next_output_byte = out.as_mut_ptr();
+            (*dest).mgr.free_in_buffer = out.len();
+            (*dest).overflowed = false;
+            (*dest).spilled = 0;
         }
         let (y, u, v, ys, cs) = img.planes();
         let c = self.cinfo();
@@ -402,9 +431,11 @@ impl Encoder {
             // SAFETY: every line was written.
             unsafe { sys::jpeg_finish_compress(c) };
         });
+        // SAFETY: as above; libjpeg is done with the destination.
+        let (overflowed, spilled, free) = unsafe { ((*dest).overflowed, (*dest).spilled, (*dest).mgr.free_in_buffer) };
         match result {
-            // SAFETY: as above; libjpeg is done with the destination.
-            Ok(()) => Ok(out.len() - unsafe { (*dest).free_in_buffer }),
+            Ok(()) if overflowed => Err(Error::Full { needed: out.len() + spilled + (SCRATCH - free) }),
+            Ok(()) => Ok(out.len() - free),
             Err(e) => {
                 // SAFETY: puts the compressor back to "between images" after a failed image.
                 unsafe { sys::jpeg_abort_compress(self.cinfo()) };
@@ -652,10 +683,17 @@ mod tests {
     fn a_buffer_too_small_is_full_and_the_encoder_is_reusable() {
         let img = card(64, 48);
         let mut enc = Encoder::new();
-        let mut small = [0u8; 200];
-        assert_eq!(enc.encode(&img, 90, &mut small), Err(Error::Full));
         let mut out = vec![0u8; 64 * 1024];
-        assert!(enc.encode(&img, 90, &mut out).unwrap() > 200);
+        let whole = enc.encode(&img, 90, &mut out).unwrap();
+        assert!(whole > 200);
+        // Too small: refused, with the size it would have taken (past one scratch buffer too).
+        let mut small = [0u8; 200];
+        assert_eq!(enc.encode(&img, 90, &mut small), Err(Error::Full { needed: whole }));
+        let big = card(640, 480);
+        let whole_big = enc.encode(&big, 95, &mut out).unwrap();
+        assert!(whole_big > 200 + 2 * SCRATCH, "{whole_big}");
+        assert_eq!(enc.encode(&big, 95, &mut small), Err(Error::Full { needed: whole_big }));
+        assert_eq!(enc.encode(&img, 90, &mut out).unwrap(), whole);
     }
 
     #[test]

@@ -31,6 +31,8 @@
 //! - [`status`] — published state the threads share: job types ([`status::job`]), heartbeats
 //!   ([`status::heartbeat`]), store counters ([`status::store`]), one camera's parts
 //!   ([`status::CameraShared`]) and [`status::Shared`]. [`error`] — start-up errors.
+//! - [`budget`] — what a config costs the board (memory committed and at most, threads and
+//!   tasks) against its memory, its control group and the installed unit's limits.
 //! - [`config`] — the config file, one file per section under `config/`, each key's path and
 //!   bounds stated once in its section's `validate`.
 //! - [`encode`] — the encoder threads of a raw (YUYV) camera: capture hands them frames and
@@ -57,6 +59,7 @@
 
 #![deny(missing_docs)]
 
+pub mod budget;
 pub mod capture;
 pub mod clock;
 pub mod config;

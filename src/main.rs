@@ -86,10 +86,14 @@ fn load(source: &Source) -> Result<Config, Error> {
 fn run(args: &[String]) -> Result<(), Error> {
     let Some((source, check)) = parse_args(args)? else { return Ok(()) };
     let config = load(&source)?;
-    // Start-up commits all frame memory at once: refuse now, naming the keys, rather than die
-    // in the allocator.
-    if let Some(physical) = camjobd::sys::physical_memory() {
-        config.check_memory(physical)?;
+    // Start-up commits all frame memory at once, and the threads: refuse what this board (and
+    // the unit, for --check-config) cannot hold, naming the keys, rather than die in the
+    // allocator or at "cannot start thread" and be restarted for ever.
+    let budget = camjobd::budget::Budget::of(&config);
+    let limits = if check { camjobd::budget::Limits::here_and_unit() } else { camjobd::budget::Limits::here() };
+    budget.check(&limits)?;
+    for w in camjobd::budget::frame_size_warnings(&config) {
+        eprintln!("camjobd: warning: {w}");
     }
     if let Some(m) = &config.mqtt {
         // Reads and checks `mqtt.ca_file` (and the system's roots for mqtts://).
@@ -104,6 +108,9 @@ fn run(args: &[String]) -> Result<(), Error> {
         }
         // A closed stdout (`| head`) is not worth a panic.
         let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&shown).expect("config serializes"));
+        // stdout stays a config; what it costs goes to stderr.
+        eprintln!("camjobd: this config needs {budget}");
+        eprintln!("camjobd: limits here: {limits}");
         return Ok(());
     }
     let logs = camjobd::logging::init(config.log.level.into())

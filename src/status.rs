@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use crossbeam::channel::Sender;
 use serde::Serialize;
 
-pub use heartbeat::{Heartbeat, Phase};
+pub use heartbeat::{Heartbeat, Phase, Unusable};
 pub use job::{
     Command, JobHistory, JobLimits, JobRecord, JobSummary, JobView, Refusal, Reply, COMMAND_QUEUE, JOB_HISTORY,
 };

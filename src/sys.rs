@@ -25,6 +25,8 @@ pub struct TcpProgress {
     pub acked: u64,
     /// Bytes written but not yet acknowledged (in flight or not yet sent).
     pub queued: u32,
+    /// The connection can still carry data to the client (not reset or closed).
+    pub open: bool,
 }
 
 /// [`TcpProgress`] of the TCP socket `fd` (`None` if it is not one, or the kernel is older
@@ -46,7 +48,66 @@ pub fn tcp_progress(fd: std::os::fd::RawFd) -> Option<TcpProgress> {
     if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) } != 0 {
         return None;
     }
-    Some(TcpProgress { acked: info.tcpi_bytes_acked, queued: queued.max(0) as u32 })
+    // ESTABLISHED, or CLOSE_WAIT: the client closed its side but may still read.
+    let open = matches!(info.tcpi_state, 1 | 8);
+    Some(TcpProgress { acked: info.tcpi_bytes_acked, queued: queued.max(0) as u32, open })
+}
+
+/// The limits of the control group this process runs in (systemd's `MemoryMax=` and
+/// `TasksMax=` for a service), the smallest along the hierarchy; `None` where there is none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupLimits {
+    /// `memory.max` (v2) or `memory.limit_in_bytes` (v1), in bytes.
+    pub memory: Option<u64>,
+    /// `pids.max`: tasks (processes and threads) the group may hold.
+    pub tasks: Option<u64>,
+}
+
+/// Reads [`CgroupLimits`] from `/proc/self/cgroup` and `/sys/fs/cgroup` (v2, or v1's memory
+/// and pids controllers).
+pub fn cgroup_limits() -> CgroupLimits {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    cgroup_limits_in(Path::new("/sys/fs/cgroup"), &own)
+}
+
+/// [`cgroup_limits`] for a `/proc/self/cgroup` text and a cgroup mount at `root`.
+pub fn cgroup_limits_in(root: &Path, own: &str) -> CgroupLimits {
+    // The smallest value of `file` in `dir` and its ancestors up to `top`.
+    let smallest = |top: &Path, group: &str, file: &str| -> Option<u64> {
+        let mut dir = top.join(group.trim_start_matches('/'));
+        let mut min: Option<u64> = None;
+        loop {
+            let v = std::fs::read_to_string(dir.join(file)).ok().and_then(|t| t.trim().parse::<u64>().ok());
+            // v1 writes "no limit" as a huge number (PAGE_COUNTER_MAX pages).
+            if let Some(v) = v.filter(|&v| v < 1 << 60) {
+                min = Some(min.map_or(v, |m| m.min(v)));
+            }
+            if dir == top || !dir.pop() || !dir.starts_with(top) {
+                return min;
+            }
+        }
+    };
+    let mut limits = CgroupLimits::default();
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(group)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        if controllers.is_empty() {
+            // v2 (on a hybrid system its hierarchy holds no controllers: the v1 lines count).
+            let v2 =
+                CgroupLimits { memory: smallest(root, group, "memory.max"), tasks: smallest(root, group, "pids.max") };
+            if v2 != CgroupLimits::default() {
+                return v2;
+            }
+        }
+        for c in controllers.split(',') {
+            match c {
+                "memory" => limits.memory = smallest(&root.join("memory"), group, "memory.limit_in_bytes"),
+                "pids" => limits.tasks = smallest(&root.join("pids"), group, "pids.max"),
+                _ => {}
+            }
+        }
+    }
+    limits
 }
 
 /// This machine's host name as the kernel has it (`None` if it cannot be read or is empty).
@@ -430,6 +491,34 @@ fn open_walk(mut at: File, rel: &Path, flags: i32) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroup_limits_v2_take_the_smallest_up_the_tree_and_v1_reads_its_controllers() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        let svc = root.join("system.slice/camjobd.service");
+        std::fs::create_dir_all(&svc).unwrap();
+        std::fs::write(svc.join("memory.max"), "268435456\n").unwrap();
+        std::fs::write(svc.join("pids.max"), "max\n").unwrap();
+        std::fs::write(root.join("system.slice/pids.max"), "64\n").unwrap();
+        std::fs::write(root.join("system.slice/memory.max"), "max\n").unwrap();
+        let v2 = cgroup_limits_in(root, "0::/system.slice/camjobd.service\n");
+        assert_eq!(v2, CgroupLimits { memory: Some(256 << 20), tasks: Some(64) });
+        assert_eq!(cgroup_limits_in(root, "0::/\n"), CgroupLimits::default());
+        let mem = root.join("memory/system.slice/camjobd.service");
+        std::fs::create_dir_all(&mem).unwrap();
+        std::fs::write(mem.join("memory.limit_in_bytes"), "536870912\n").unwrap();
+        std::fs::write(root.join("memory/memory.limit_in_bytes"), "9223372036854771712\n").unwrap();
+        let pids = root.join("pids/system.slice/camjobd.service");
+        std::fs::create_dir_all(&pids).unwrap();
+        std::fs::write(pids.join("pids.max"), "100\n").unwrap();
+        // A hybrid system lists its v2 hierarchy last, without controllers.
+        let v1 = cgroup_limits_in(
+            root,
+            "12:pids:/system.slice/camjobd.service\n4:memory:/system.slice/camjobd.service\n1:name=systemd:/x\n0::/\n",
+        );
+        assert_eq!(v1, CgroupLimits { memory: Some(512 << 20), tasks: Some(100) });
+    }
 
     #[test]
     fn opens_regular_files_beneath_and_refuses_links_fifos_and_escapes() {

@@ -12,7 +12,7 @@ use crate::config::WatchdogConfig;
 use crate::shutdown::Stop;
 use crossbeam::channel::Sender;
 
-use crate::status::{CameraShared, Command, Heartbeat, Liveness, Phase, Shared};
+use crate::status::{CameraShared, Command, Heartbeat, Liveness, Phase, Shared, Unusable};
 
 /// What the watchdog concluded about one open attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,17 +23,32 @@ pub enum Verdict {
     Fault(String),
 }
 
-/// Judges one attempt. `silent_ms` is the time since the last sign of progress;
-/// `lagging_ms` is how long the capture thread has not picked up the supervisor's latest
-/// order (0 when it has).
+/// What the watchdog saw of one attempt.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Seen {
+    /// What the capture thread is doing.
+    pub phase: Phase,
+    /// Time since the last sign of progress (a frame read, the start of the attempt).
+    pub silent_ms: u64,
+    /// Read errors in a row.
+    pub consecutive_errors: u64,
+    /// How long the capture thread has not picked up the supervisor's latest order (0 when
+    /// it has).
+    pub lagging_ms: u64,
+    /// How long every frame has been refused (too large, malformed) with none published (0:
+    /// the last one was usable).
+    pub unusable_ms: u64,
+}
+
+/// Judges one attempt. `last_error` and `unusable` say why, when it comes to that: the last
+/// read error, and why the frames give no image.
 pub fn assess(
     wd: &WatchdogConfig,
-    phase: Phase,
-    silent_ms: u64,
-    consecutive_errors: u64,
-    lagging_ms: u64,
+    seen: Seen,
     last_error: impl FnOnce() -> String,
+    unusable: impl FnOnce() -> String,
 ) -> Verdict {
+    let Seen { phase, silent_ms, consecutive_errors, lagging_ms, unusable_ms } = seen;
     let secs = |ms: u64| ms as f64 / 1000.0;
     if lagging_ms > wd.stall_timeout_ms {
         return Verdict::Fault(format!(
@@ -52,6 +67,14 @@ pub fn assess(
                     wd.max_consecutive_errors,
                     last_error()
                 ))
+            } else if unusable_ms > 0 && (unusable_ms > wd.stall_timeout_ms || silent_ms > wd.stall_timeout_ms) {
+                // Frames come, or came, but none makes an image: a stall with its cause.
+                Verdict::Fault(format!(
+                    "{} (no usable frame for {:.1} s, stall timeout {:.1} s)",
+                    unusable(),
+                    secs(unusable_ms.max(silent_ms)),
+                    secs(wd.stall_timeout_ms)
+                ))
             } else if silent_ms > wd.stall_timeout_ms {
                 Verdict::Fault(format!(
                     "no frame for {:.1} s (stall timeout {:.1} s)",
@@ -61,6 +84,22 @@ pub fn assess(
             } else {
                 Verdict::Fine
             }
+        }
+    }
+}
+
+/// Why frames give no image, and what to do, for a job's reason.
+pub fn unusable_reason(cause: Unusable, bytes: u64, max_frame_bytes: usize) -> String {
+    match (cause, bytes) {
+        (Unusable::Oversize, 0) => format!(
+            "frames exceed max_frame_bytes {max_frame_bytes}: raise it (or lower the camera's size or quality)"
+        ),
+        (Unusable::Oversize, n) => format!(
+            "frames of {} KB exceed max_frame_bytes {max_frame_bytes}: raise it (or lower the camera's size or quality)",
+            n.div_ceil(1000)
+        ),
+        (Unusable::Malformed, _) => {
+            "every frame was malformed (not a whole JPEG): check the camera, or what the pipe command writes".into()
         }
     }
 }
@@ -127,10 +166,20 @@ pub fn run(inputs: Inputs, stop: Stop) {
             };
             let silent = now.saturating_sub(hb.progress_ms.load(Acquire));
             let phase = if current { hb.phase() } else { Phase::Idle };
-            let verdict =
-                assess(&cam.config.watchdog, phase, silent, hb.consecutive_errors.load(Relaxed), lagging_ms, || {
-                    hb.last_error()
-                });
+            let (unusable_ms, cause, bytes) = hb.unusable(now);
+            let seen = Seen {
+                phase,
+                silent_ms: silent,
+                consecutive_errors: hb.consecutive_errors.load(Relaxed),
+                lagging_ms,
+                unusable_ms,
+            };
+            let verdict = assess(
+                &cam.config.watchdog,
+                seen,
+                || hb.last_error(),
+                || unusable_reason(cause, bytes, cam.config.max_frame_bytes),
+            );
             if let Verdict::Fault(reason) = verdict {
                 let cmd = Command::Fault { camera: i, job_id: id, attempt, reason };
                 // A full channel is retried on the next tick.
@@ -150,31 +199,55 @@ mod tests {
         WatchdogConfig { stall_timeout_ms: 1000, max_consecutive_errors: 3, ..WatchdogConfig::default() }
     }
 
+    fn seen(phase: Phase, silent_ms: u64, consecutive_errors: u64, lagging_ms: u64) -> Seen {
+        Seen { phase, silent_ms, consecutive_errors, lagging_ms, unusable_ms: 0 }
+    }
+
+    fn judge(s: Seen) -> Verdict {
+        assess(&wd(), s, || "EIO".into(), || "too big".into())
+    }
+
     #[test]
     fn stall_is_reported_with_a_readable_reason() {
-        assert_eq!(assess(&wd(), Phase::Streaming, 999, 0, 0, String::new), Verdict::Fine);
+        assert_eq!(judge(seen(Phase::Streaming, 999, 0, 0)), Verdict::Fine);
         assert_eq!(
-            assess(&wd(), Phase::Streaming, 1500, 0, 0, String::new),
+            judge(seen(Phase::Streaming, 1500, 0, 0)),
             Verdict::Fault("no frame for 1.5 s (stall timeout 1.0 s)".into())
         );
-        assert!(matches!(assess(&wd(), Phase::Opening, 1001, 0, 0, String::new), Verdict::Fault(_)));
+        assert!(matches!(judge(seen(Phase::Opening, 1001, 0, 0)), Verdict::Fault(_)));
     }
 
     #[test]
     fn error_threshold_and_broken_sources() {
-        assert_eq!(assess(&wd(), Phase::Streaming, 0, 2, 0, String::new), Verdict::Fine);
-        let v = assess(&wd(), Phase::Streaming, 0, 3, 0, || "EIO".into());
+        assert_eq!(judge(seen(Phase::Streaming, 0, 2, 0)), Verdict::Fine);
+        let v = judge(seen(Phase::Streaming, 0, 3, 0));
         assert_eq!(v, Verdict::Fault("3 read errors in a row (max_consecutive_errors 3); last: EIO".into()));
-        assert_eq!(assess(&wd(), Phase::Broken, 0, 0, 0, || "gone".into()), Verdict::Fault("gone".into()));
+        assert_eq!(judge(seen(Phase::Broken, 0, 0, 0)), Verdict::Fault("EIO".into()));
     }
 
     #[test]
     fn waiting_phases_are_not_judged_but_a_hung_thread_is() {
         for p in [Phase::Idle, Phase::Backoff, Phase::Done] {
-            assert_eq!(assess(&wd(), p, 60_000, 99, 0, String::new), Verdict::Fine, "{p:?}");
+            assert_eq!(judge(seen(p, 60_000, 99, 0)), Verdict::Fine, "{p:?}");
         }
-        assert!(
-            matches!(assess(&wd(), Phase::Idle, 0, 0, 1001, String::new), Verdict::Fault(r) if r.contains("has not answered"))
+        assert!(matches!(judge(seen(Phase::Idle, 0, 0, 1001)), Verdict::Fault(r) if r.contains("has not answered")));
+    }
+
+    #[test]
+    fn frames_that_give_no_image_are_a_stall_that_names_its_cause() {
+        // Frames keep coming (not silent), but every one is refused.
+        let s = Seen { unusable_ms: 999, ..seen(Phase::Streaming, 10, 0, 0) };
+        assert_eq!(judge(s), Verdict::Fine);
+        let s = Seen { unusable_ms: 1200, ..s };
+        assert_eq!(judge(s), Verdict::Fault("too big (no usable frame for 1.2 s, stall timeout 1.0 s)".into()));
+        // A source that drops refused frames before they count as read goes silent as well:
+        // the refusal is still the reason.
+        let s = Seen { unusable_ms: 900, ..seen(Phase::Opening, 1001, 0, 0) };
+        assert!(matches!(judge(s), Verdict::Fault(r) if r.starts_with("too big")));
+        assert_eq!(
+            unusable_reason(Unusable::Oversize, 412_345, 65_536),
+            "frames of 413 KB exceed max_frame_bytes 65536: raise it (or lower the camera's size or quality)"
         );
+        assert!(unusable_reason(Unusable::Oversize, 0, 65_536).starts_with("frames exceed max_frame_bytes 65536"));
     }
 }

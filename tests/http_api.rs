@@ -247,3 +247,77 @@ fn writes_from_pages_of_other_origins_are_refused() {
     // Reads from other origins stay open (CORS).
     assert_eq!(request(d.addr, "GET", "/api/status", &[("Origin", "http://mainsail.local")], b"").status, 200);
 }
+
+/// A request with its own `Host` (and `Origin`, if given) on a fresh connection.
+fn with_host(d: &Daemon, method: &str, path: &str, host: &str, origin: Option<&str>) -> Resp {
+    let mut s = TcpStream::connect_timeout(&d.addr, 5 * SEC).unwrap();
+    s.set_read_timeout(Some(10 * SEC)).unwrap();
+    let origin = origin.map(|o| format!("Origin: {o}\r\n")).unwrap_or_default();
+    let head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n{origin}Connection: close\r\nContent-Length: 0\r\n\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    read_response(&mut s, false).unwrap()
+}
+
+#[test]
+fn a_dns_rebinding_page_cannot_write_but_our_own_names_can() {
+    let d = running("rebind", json!({"allowed_hosts": ["camera.lan"]}));
+    let port = d.addr.port();
+    // The request: a page of rebind.evil.example, its name now pointing at 127.0.0.1.
+    let evil = format!("rebind.evil.example:{port}");
+    let r = with_host(&d, "POST", "/api/cameras/cam0/stop", &evil, Some(&format!("http://{evil}")));
+    assert_eq!(r.error_code(403), "host", "{}", r.text());
+    assert!(r.text().contains("http.allowed_hosts"), "{}", r.text());
+    for path in ["/api/cameras/cam0/start", "/api/exports"] {
+        assert_eq!(with_host(&d, "POST", path, &evil, None).error_code(403), "host", "{path}");
+    }
+    assert_eq!(with_host(&d, "DELETE", "/api/exports/1", &evil, None).error_code(403), "host");
+    assert_eq!(d.camera("cam0")["job"]["state"], "RUNNING", "nothing was stopped");
+    // Reads on a loopback bind without a token stay open to any name.
+    assert_eq!(with_host(&d, "GET", "/api/status", &evil, None).status, 200);
+    // Our names: an address, localhost, one from http.allowed_hosts, the machine's own.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    for (i, host) in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("CAMERA.lan:{port}"),
+        format!("{hostname}.local:{port}"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let action = if i % 2 == 0 { "stop" } else { "start" };
+        let r = with_host(&d, "POST", &format!("/api/cameras/cam0/{action}"), host, Some(&format!("http://{host}")));
+        assert_eq!(r.status, 202, "{host}: {}", r.text());
+        d.wait_state("cam0", if i % 2 == 0 { "STOPPED" } else { "RUNNING" }, 5 * SEC);
+    }
+}
+
+#[test]
+fn the_503_at_max_connections_is_framed_like_every_answer() {
+    // 8 streams hold all 8 connections busy: the 9th is refused by the server itself.
+    let d = running("busy-503", json!({"max_connections": 8, "max_stream_clients": 8}));
+    let streams: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = TcpStream::connect_timeout(&d.addr, 5 * SEC).unwrap();
+            s.write_all(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+            s.set_read_timeout(Some(5 * SEC)).unwrap();
+            let mut b = [0u8; 64];
+            assert!(s.read(&mut b).unwrap() > 0, "the stream answered");
+            s
+        })
+        .collect();
+    let mut s = TcpStream::connect_timeout(&d.addr, 5 * SEC).unwrap();
+    s.set_read_timeout(Some(5 * SEC)).unwrap();
+    s.write_all(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    // read_response reads exactly Content-Length bytes; then the server closes: nothing more.
+    let r = read_response(&mut s, false).unwrap();
+    assert_eq!(r.error_code(503), "busy", "{}", r.text());
+    assert_eq!(r.header("Retry-After"), Some("1"));
+    let declared: usize = r.header("Content-Length").unwrap().parse().unwrap();
+    assert_eq!(declared, r.body.len());
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{} bytes after the declared body: {:?}", rest.len(), String::from_utf8_lossy(&rest));
+    drop(streams);
+}

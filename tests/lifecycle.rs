@@ -350,3 +350,48 @@ fn periodic_stalls_recover_by_themselves() {
     let f0 = j["frames_captured"].as_u64().unwrap();
     d.wait_job("cam0", 5 * SEC, |j| j["frames_captured"].as_u64().unwrap() > f0 + 10);
 }
+
+#[test]
+fn a_job_whose_frames_are_all_too_large_fails_naming_the_size_and_streams_a_placeholder() {
+    // The camera: 1920x1080 at quality 100 with max_frame_bytes 65536.
+    let cam = synthetic(
+        "cam0",
+        json!({
+            "source": {"kind": "synthetic", "width": 1920, "height": 1080, "fps": 10, "quality": 100},
+            "max_frame_bytes": 65536,
+            "watchdog": {"stall_timeout_ms": 1500, "max_recoveries": 1, "backoff_initial_ms": 100},
+        }),
+    );
+    let dir = TempDir::new("oversize");
+    let cfg = config(&dir, json!([cam]), json!({}));
+    // --check-config foresees it.
+    std::fs::write(dir.path("c.json"), cfg.to_string()).unwrap();
+    let o = check_config(&dir.path("c.json"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("warning: cameras[0].max_frame_bytes: 1920x1080 at quality 100"), "{err}");
+    let d = Daemon::start_in(dir, &cfg);
+    // A stream client is never left on an empty body: it gets the placeholder.
+    let mut s = std::net::TcpStream::connect(d.addr).unwrap();
+    s.set_read_timeout(Some(5 * SEC)).unwrap();
+    std::io::Write::write_all(&mut s, b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16384];
+    while !got.windows(16).any(|w| w == b"X-Camjobd-State:") {
+        let n = std::io::Read::read(&mut s, &mut buf).expect("the stream sent a placeholder within 5 s");
+        assert!(n > 0, "the stream ended");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let j = d.wait_state("cam0", "RECOVERING", 10 * SEC);
+    let reason = j["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("frames of ") && reason.contains(" KB exceed max_frame_bytes 65536: raise it"),
+        "{reason}"
+    );
+    let kb: u64 = reason["frames of ".len()..].split(' ').next().unwrap().parse().unwrap();
+    assert!(kb > 65, "{reason}");
+    let j = d.wait_state("cam0", "FAILED", 15 * SEC);
+    assert!(j["reason"].as_str().unwrap().contains("exceed max_frame_bytes 65536"), "{j}");
+    assert_eq!(d.get("/api/cameras/cam0/latest.jpg").status, 404, "no image ever");
+    println!("figures: {reason}");
+}

@@ -151,7 +151,8 @@ enum Drained {
 
 impl Pace {
     fn check(&mut self, now: Instant) -> Drained {
-        let Some(p) = self.peer.progress() else { return Drained::Yes };
+        // Not a TCP socket, or one the client closed: hyper's next write finds out.
+        let Some(p) = self.peer.progress().filter(|p| p.open) else { return Drained::Yes };
         if p.acked != self.acked {
             self.acked = p.acked;
             self.moved_at = now;

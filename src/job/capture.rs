@@ -29,7 +29,7 @@ use crate::encode::{Sink, Stage};
 use crate::events::{EventKind, EventLog};
 use crate::frame::{Frame, FramePool};
 use crate::shutdown::Stop;
-use crate::status::{CameraShared, Phase};
+use crate::status::{CameraShared, Phase, Unusable};
 use crate::store::StoreItem;
 
 /// Longest a source read may wait; bounds how late an order or a stop is noticed.
@@ -295,6 +295,7 @@ impl CaptureLoop {
         }
         // Each attempt is judged afresh: errors of the last one must not fail the next.
         hb.consecutive_errors.store(0, Relaxed);
+        hb.clear_unusable();
         hb.progress_ms.store(clock::mono_ms(), Release);
         hb.attempt.store(order.attempt, Release);
         self.order = order;
@@ -471,10 +472,17 @@ impl CaptureLoop {
     }
 
     fn dropped(&mut self, cause: Option<DropCause>) {
-        self.cam.heartbeat.frames_dropped.fetch_add(1, Relaxed);
+        let hb = &self.cam.heartbeat;
+        hb.frames_dropped.fetch_add(1, Relaxed);
         match cause {
-            Some(DropCause::Oversize) => self.pending.oversize += 1,
-            Some(DropCause::Garbage) => self.pending.garbage += 1,
+            Some(DropCause::Oversize) => {
+                self.pending.oversize += 1;
+                hb.note_unusable(Unusable::Oversize, 0);
+            }
+            Some(DropCause::Garbage) => {
+                self.pending.garbage += 1;
+                hb.note_unusable(Unusable::Malformed, 0);
+            }
             None => self.pending.no_buffer += 1,
         }
         self.pending.note();
@@ -601,6 +609,7 @@ impl Outputs {
             drop(self.cam.snapshots.publish(Arc::clone(&frame)));
             self.cam.heartbeat.snapshots.fetch_add(1, Relaxed);
         }
+        self.cam.heartbeat.clear_unusable();
         drop(self.cam.live.publish(frame));
     }
 }
@@ -610,8 +619,13 @@ impl Sink for Outputs {
         Outputs::publish(self, frame);
     }
     fn failed(&self, _frame: &Frame, error: &crate::jpeg::Error) {
-        self.cam.heartbeat.frames_dropped.fetch_add(1, Relaxed);
-        let i = usize::from(*error != crate::jpeg::Error::Full);
+        let hb = &self.cam.heartbeat;
+        hb.frames_dropped.fetch_add(1, Relaxed);
+        let (i, cause, bytes) = match *error {
+            crate::jpeg::Error::Full { needed } => (0, Unusable::Oversize, needed as u64),
+            _ => (1, Unusable::Malformed, 0),
+        };
+        hb.note_unusable(cause, bytes);
         self.failed[i].fetch_add(1, Relaxed);
     }
 }

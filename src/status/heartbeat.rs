@@ -7,10 +7,11 @@ use std::sync::Mutex;
 use crate::events::fixed;
 
 /// What the capture thread is doing, as published in [`Heartbeat::phase`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(u8)]
 pub enum Phase {
     /// No job.
+    #[default]
     Idle = 0,
     /// Waiting before a reopen.
     Backoff = 1,
@@ -64,8 +65,25 @@ pub struct Heartbeat {
     pub last_frame_unix_ms: AtomicU64,
     /// Monotonic ms of the last sign of progress (a good frame, or the start of an attempt).
     pub progress_ms: AtomicU64,
+    /// Monotonic ms since which every frame wanted has been refused (larger than
+    /// `max_frame_bytes`, or malformed) and none published; 0: the last one was usable.
+    unusable_since_ms: AtomicU64,
+    /// The size of the last frame refused as too large (0: not known).
+    unusable_bytes: AtomicU64,
+    /// Why the last one was refused ([`Unusable`] as u8).
+    unusable_cause: AtomicU8,
     /// The last error, for reasons.
     last_error: Mutex<heapless::String<200>>,
+}
+
+/// Why a frame the camera delivered gave no image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Unusable {
+    /// Larger than `max_frame_bytes`.
+    Oversize = 1,
+    /// Not a whole JPEG (or the encoder refused it).
+    Malformed = 2,
 }
 
 impl Heartbeat {
@@ -85,6 +103,35 @@ impl Heartbeat {
     pub fn last_error(&self) -> String {
         self.last_error.lock().unwrap_or_else(|e| e.into_inner()).to_string()
     }
+    /// A frame was refused: the job delivers no image while only such frames come.
+    /// `bytes` is its size when known (0 otherwise).
+    pub fn note_unusable(&self, cause: Unusable, bytes: u64) {
+        let now = crate::clock::mono_ms().max(1);
+        let _ = self.unusable_since_ms.compare_exchange(0, now, Relaxed, Relaxed);
+        self.unusable_bytes.store(bytes, Relaxed);
+        self.unusable_cause.store(cause as u8, Relaxed);
+    }
+
+    /// A frame was published (the camera delivers images), or a new attempt begins.
+    pub fn clear_unusable(&self) {
+        if self.unusable_since_ms.load(Relaxed) != 0 {
+            self.unusable_since_ms.store(0, Relaxed);
+        }
+    }
+
+    /// How long only refused frames have come (0: the last one was usable), the last one's
+    /// cause and size (0: not known).
+    pub fn unusable(&self, now_ms: u64) -> (u64, Unusable, u64) {
+        let since = self.unusable_since_ms.load(Relaxed);
+        let cause = if self.unusable_cause.load(Relaxed) == Unusable::Malformed as u8 {
+            Unusable::Malformed
+        } else {
+            Unusable::Oversize
+        };
+        let elapsed = if since == 0 { 0 } else { now_ms.saturating_sub(since).max(1) };
+        (elapsed, cause, self.unusable_bytes.load(Relaxed))
+    }
+
     /// Zeroes the per-job counters for a new job (capture thread only).
     pub fn reset_for_job(&self, job_id: u64) {
         for c in [
@@ -95,6 +142,7 @@ impl Heartbeat {
             &self.consecutive_errors,
             &self.snapshots,
             &self.last_frame_unix_ms,
+            &self.unusable_since_ms,
         ] {
             c.store(0, Relaxed);
         }
