@@ -153,7 +153,7 @@ impl Budget {
                 &mut items,
                 format!("camera {}'s frame copies for HTTP readers", c.name),
                 "http.frame_copies".into(),
-                { config.http.frame_copies() as u64 * per },
+                config.http.frame_copies() as u64 * per,
             );
             threads += 1;
             if c.source.raw_quality().is_some() {
@@ -208,7 +208,7 @@ impl Budget {
         let committed_bytes: u64 = items.iter().map(|i| i.bytes).sum();
         add(&mut items, format!("up to {} connections", http.max_connections), "http.max_connections".into(), conns);
         add(&mut items, "export workers".into(), "exports.max_concurrent".into(), exports);
-        items.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+        items.sort_by_key(|i| std::cmp::Reverse(i.bytes));
         let max_bytes = items.iter().map(|i| i.bytes).sum();
         Budget { committed_bytes, max_bytes, programs_bytes, threads, tasks: threads + program_tasks, items }
     }

@@ -309,7 +309,9 @@ impl Inputs {
 
 /// Starts the `mqtt` thread (the caller names and spawns it with `run`).
 pub fn run(inputs: Inputs, settings: Settings, stats: Arc<Stats>, stop: Stop) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    // One blocking thread at most (rumqttc resolves the broker's name on it): the thread count
+    // stays what `crate::budget` counts.
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(1).build() {
         Ok(rt) => rt,
         Err(e) => {
             log::error!("mqtt: cannot start its runtime: {e}; MQTT is off");

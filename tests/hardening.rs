@@ -509,3 +509,30 @@ fn configs_beyond_the_control_groups_limits_exit_2_naming_the_keys() {
     assert!(o.status.success(), "{err}");
     assert!(err.contains("this config needs") && err.contains("control group memory 256 MiB"), "{err}");
 }
+
+#[test]
+fn the_budget_is_what_the_process_really_takes() {
+    // A large index and frame pool, so the estimate is mostly what the code allocates.
+    let cams =
+        json!([synthetic("cam0", json!({"store": {"max_files": 200_000}, "frame_buffers": 8, "encoder_threads": 2}))]);
+    let d = Daemon::start("budget", cams, json!({"workers": 3}));
+    d.wait_state("cam0", "RUNNING", 10 * SEC);
+    std::thread::sleep(2 * SEC);
+    let b = d.get("/api/status").json()["budget"].clone();
+    let e = &b["estimate"];
+    let (committed, max) = (e["committed_bytes"].as_u64().unwrap(), e["max_bytes"].as_u64().unwrap());
+    let rss = rss_kib(d.pid()) * 1024;
+    println!(
+        "figures: estimate {} KiB at start, {} KiB at most; VmRSS {} KiB; threads {} estimated, {} running",
+        committed >> 10,
+        max >> 10,
+        rss >> 10,
+        e["threads"],
+        d.threads()
+    );
+    assert_eq!(e["threads"].as_u64().unwrap() as usize, d.threads(), "{b:#}");
+    assert!(rss <= max, "VmRSS {rss} above the estimate's most, {max}: {b:#}");
+    // Committed memory is touched at start: RSS holds it all but the process allowance.
+    assert!(rss + (8 << 20) >= committed, "VmRSS {rss} far below the {committed} committed: {b:#}");
+    assert!(b["limits"]["physical_bytes"].as_u64().unwrap() > 0);
+}

@@ -64,6 +64,8 @@ pub struct Api {
     own_names: OwnNames,
     /// Reads check `Host` too: no token, and listening beyond loopback.
     reads_check_host: bool,
+    /// What the config costs and the limits it was checked against, for `/api/status`.
+    budget: serde_json::Value,
 }
 
 impl Api {
@@ -72,6 +74,10 @@ impl Api {
         let placeholders = shared.cameras.iter().map(|_| Arc::default()).collect();
         let own_names = OwnNames::new(&shared.config);
         let reads_check_host = shared.config.http.token.is_none() && !shared.config.bind_addr().ip().is_loopback();
+        let budget = json!({
+            "estimate": crate::budget::Budget::of(&shared.config),
+            "limits": crate::budget::Limits::here(),
+        });
         Api {
             shared,
             exports,
@@ -82,6 +88,7 @@ impl Api {
             stop,
             own_names,
             reads_check_host,
+            budget,
         }
     }
 
@@ -130,6 +137,7 @@ impl Api {
             "log_lines_dropped": crate::logging::lines_dropped(),
             "log_lines_suppressed": crate::logging::SUPPRESSED.load(std::sync::atomic::Ordering::Relaxed),
             "mqtt": self.mqtt.as_ref().map(|m| m.to_json()),
+            "budget": self.budget,
         });
         Response::json(200, &body)
     }
