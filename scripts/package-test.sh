@@ -50,7 +50,8 @@ apt_install "${missing[@]}"
 # PrivateUsers=), the API on 0.0.0.0 with a token file only the camjobd group may read, and
 # MQTT to localhost (name resolution, TCP). One drop-in: a call the filter refuses kills
 # (SIGSYS) instead of failing with EPERM, so that nothing refused goes unnoticed here.
-# Bounded: 120 s for the whole boot (a run takes about 5 s).
+# Bounded: 120 s for the whole boot (a run takes about a second), then SIGTERM (the container
+# halts), then SIGKILL, and whatever of the container outlived systemd-nspawn is killed.
 boot_test() {
   boot_start=$(date +%s.%N)
   local video_gid camjobd_gid status=0
@@ -183,6 +184,7 @@ EOF
   SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 timeout --kill-after=10 120 \
     systemd-nspawn --quiet --register=no --keep-unit --private-network --volatile=overlay \
     --system-call-filter="bpf clock_adjtime adjtimex" --directory="$root" --machine="$machine" \
+    --setenv=CAMJOBD_TEST_MACHINE="$machine" \
     --bind="$boot:/srv/camjobd-check" \
     --bind-ro="$boot/config.json:/etc/camjobd/config.json" \
     --bind-ro="$boot/token:/etc/camjobd/token" \
@@ -190,6 +192,7 @@ EOF
     --bind-ro="$boot/camjobd.service.d:/etc/systemd/system/camjobd.service.d" \
     --bind-ro="$boot/camjobd-check.service:/etc/systemd/system/camjobd-check.service" \
     --boot -- systemd.wants=camjobd-check.service >"$boot/console.log" 2>&1 || status=$?
+  stop_container
   if [ "$(tail -n 1 "$boot/report" 2>/dev/null)" != PASS ]; then
     if [ -s "$boot/report" ]; then
       cat "$boot/report"
@@ -214,11 +217,36 @@ new=target/debian/camjobd_0.1.0-2_amd64.deb
 root=$(mktemp -d /tmp/camjobd-pkgroot.XXXXXX)
 boot=$(mktemp -d /tmp/camjobd-boot.XXXXXX)
 machine=camjobd-test-$$
+# The booted container's PID 1, should systemd-nspawn itself have been killed (it carries
+# CAMJOBD_TEST_MACHINE in its environment); killing it ends everything in the container.
+stop_container() {
+  local p
+  for p in /proc/[0-9]*; do
+    if { tr '\0' '\n' < "$p/environ"; } 2>/dev/null | grep -qx "CAMJOBD_TEST_MACHINE=$machine"; then
+      kill -KILL "${p#/proc/}" 2>/dev/null || true
+    fi
+  done
+}
 cleanup() {
+  stop_container
   for m in proc dev/pts dev sys; do umountpoint "$root/$m" 2>/dev/null && umount -l "$root/$m" || true; done
   rm -rf "$root" "$boot"
-  # What systemd-nspawn keeps under /run for a machine (empty once it has exited).
+  # What systemd-nspawn keeps under /run for a machine (empty once it has exited), and the
+  # cgroups it made below ours with --keep-unit (supervisor, payload: empty once it has exited).
   rmdir "/run/systemd/nspawn/propagate/$machine" 2>/dev/null || true
+  local mnt
+  for mnt in $(findmnt -rn -t cgroup2 -o TARGET); do
+    rm_empty_cgroups "$mnt$(sed -n 's/^0:://p' /proc/self/cgroup)"
+  done
+  for mnt in $(findmnt -rn -t cgroup -O name=systemd -o TARGET); do
+    rm_empty_cgroups "$mnt$(sed -n 's/^[0-9]*:name=systemd://p' /proc/self/cgroup)"
+  done
+}
+rm_empty_cgroups() { # DIR: its supervisor and payload subtrees, where empty
+  local sub
+  for sub in supervisor payload; do
+    [ ! -d "${1%/}/$sub" ] || find "${1%/}/$sub" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
 }
 umountpoint() { mountpoint -q "$1"; }
 trap cleanup EXIT
