@@ -302,9 +302,19 @@ if ! awk -v s="$score" 'BEGIN { exit !(s <= 3.0) }'; then
 fi
 echo "exposure $score (at most 3.0); still counted: $(grep -c '✗' <<<"$security") settings, each commented in the unit"
 
-step "camjobd --check-config on the conffile"
+step "camjobd --check-config on the conffile, and against the installed unit's limits"
 in_root camjobd --check-config --config /etc/camjobd/config.json >/dev/null || fail "--check-config"
 in_root camjobd --version
+# Run from a shell, --check-config answers for the service: a config the unit's MemoryMax=
+# would kill at start (8 cameras with a million-file index each) is exit 2, naming the key.
+printf '{"storage":{"dir":"/var/lib/camjobd"},"cameras":[%s]}\n' "$(for i in 0 1 2 3 4 5 6 7; do printf '{"name":"c%d","store":{"max_files":1000000}}' "$i"; [ "$i" = 7 ] || printf ','; done)" > "$root/tmp/big.json"
+set +e
+out=$(in_root camjobd --check-config --config /tmp/big.json 2>&1 >/dev/null); code=$?
+set -e
+[ "$code" = 2 ] || fail "a config over the unit's MemoryMax= checked with status $code: $out"
+grep -q 'store.max_files: this config needs' <<<"$out" && grep -q 'MemoryMax=' <<<"$out" \
+  || fail "the refusal does not name the key and the unit's limit: $out"
+echo "refused against the unit's MemoryMax=: ${out#camjobd: config error: }" | cut -c1-200
 
 step "the root boots: systemd starts camjobd.service under its sandbox (systemd-nspawn)"
 boot_test
