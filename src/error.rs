@@ -2,8 +2,10 @@
 //!
 //! - Start-up problems are [`Error`]s: a config error exits 2 and names the key path;
 //!   anything else exits 1 with a sentence that says how to fix it on the board.
-//! - After start-up nothing is fatal: a camera error becomes a job state with a reason
+//! - After start-up no input is fatal: a camera error becomes a job state with a reason
 //!   (see `status`), a bad request becomes a JSON error, a bad frame is dropped and counted.
+//!   Only a bug is: a core thread that panics fails the service (exit 1; see
+//!   [`crate::shutdown`] for the policy).
 //! - Hot paths use small local enums (`capture::SourceError`), never this type.
 
 use std::fmt;

@@ -54,8 +54,9 @@
 //! raw frames), `supervisor`, `watchdog`, `store`, `export-N`, `led` (when an LED is
 //! configured), `http` (and `http-N` runtime workers when `http.workers` > 1), `mqtt` (when
 //! `mqtt` is configured), `log`: a fixed
-//! set started once; connections and streams are tasks on the runtime, never threads. Each
-//! is handed the same [`shutdown::Stop`].
+//! set started once ([`budget`] counts it); connections and streams are tasks on the runtime,
+//! never threads. Each is handed the same [`shutdown::Stop`]; one that panics fails the
+//! service through it (exit 1).
 
 #![deny(missing_docs)]
 
