@@ -156,4 +156,32 @@ print(f"{which}: /api/status {statistics.median(rps):,.0f} requests/s (runs {', 
       f"RSS 3 s after start {statistics.median(rss):,} KiB")
 PY
   done
+  # The live view side by side: 32 stream clients of the 30 fps pass-through camera, CPU per
+  # delivered frame and frames per client, median of 3 alternating runs of $secs each.
+  declare -A per fps
+  for round in 1 2 3; do
+    for which in old new; do
+      bin=./target/release/camjobd; [ "$which" = old ] && bin=$OLD_BIN
+      launch live "$bin"
+      until [ "$(curl -s "http://$addr/api/cameras/cam0" | python3 -c 'import json,sys; print(json.load(sys.stdin)["job"]["state"])')" = RUNNING ]; do sleep 0.1; done
+      cids=()
+      for _ in $(seq 32); do curl -s -o /dev/null --max-time "$((secs + 3))" "http://$addr/stream" & cids+=($!); done
+      sleep 1
+      c0=$(cpu_s "$pid"); s0=$(http_stat stream_frames); t0=$(date +%s.%N)
+      sleep "$secs"
+      c1=$(cpu_s "$pid"); s1=$(http_stat stream_frames); t1=$(date +%s.%N)
+      wait "${cids[@]}" 2>/dev/null || true
+      kill "$pid"; wait "$pid" 2>/dev/null || true
+      read -r ms f < <(python3 -c "d=$s1-$s0; t=$t1-$t0; print(f'{1000*($c1-$c0)/max(d,1):.4f} {d/32/t:.2f}')")
+      per[$which]+="$ms "; fps[$which]+="$f "
+    done
+  done
+  for which in old new; do
+    python3 - "$which" "${per[$which]}" "${fps[$which]}" <<'PY'
+import statistics, sys
+which, per, fps = sys.argv[1], [float(v) for v in sys.argv[2].split()], [float(v) for v in sys.argv[3].split()]
+print(f"{which}: 32 stream clients, {statistics.median(per):.4f} ms CPU per delivered frame (runs {', '.join(f'{p:.4f}' for p in per)}), "
+      f"{statistics.median(fps):.1f} fps per client (runs {', '.join(f'{f:.1f}' for f in fps)})")
+PY
+  done
 fi

@@ -31,6 +31,14 @@ const PER_ENCODER: u64 = 256 << 10;
 /// `MemoryMax=` though not in camjobd's own. An allowance, not measured here: libcamera keeps
 /// its frame buffers in CMA, outside the group's memory.
 const CAMERA_PROGRAM: u64 = 64 << 20;
+/// A plain pipe command (a shell and the program it runs: `cat`, a script): an allowance.
+const PIPE_PROGRAM: u64 = 8 << 20;
+/// The MQTT link at most: its read buffer (1 MiB: what rumqttc reads whole), the incoming
+/// queue (64 messages plus 16 per camera, 64 KiB each at most) and the outbox's messages
+/// (small, but a snapshot JPEG per camera when `snapshot_jpeg` is on).
+const MQTT_READ: u64 = 1 << 20;
+const MQTT_MESSAGE_IN: u64 = 64 << 10;
+const MQTT_MESSAGE_OUT: u64 = 2 << 10;
 /// Tasks of one camera program (rpicam-vid: libcamera's camera manager, pipeline and IPA
 /// threads, the encoder, the output); a plain pipe command: a shell and its program.
 const CAMERA_PROGRAM_TASKS: u64 = 16;
@@ -176,7 +184,7 @@ impl Budget {
                 SourceConfig::Pipe(_) | SourceConfig::Libcamera(_) => {
                     add(&mut items, format!("camera {}'s pipe buffer", c.name), at("max_frame_bytes"), per);
                     let camera = matches!(c.source, SourceConfig::Libcamera(_));
-                    programs_bytes += CAMERA_PROGRAM;
+                    programs_bytes += if camera { CAMERA_PROGRAM } else { PIPE_PROGRAM };
                     program_tasks += if camera { CAMERA_PROGRAM_TASKS } else { PIPE_PROGRAM_TASKS };
                 }
                 SourceConfig::V4l2(v) => {
@@ -208,6 +216,12 @@ impl Budget {
         let committed_bytes: u64 = items.iter().map(|i| i.bytes).sum();
         add(&mut items, format!("up to {} connections", http.max_connections), "http.max_connections".into(), conns);
         add(&mut items, "export workers".into(), "exports.max_concurrent".into(), exports);
+        if let Some(m) = &config.mqtt {
+            let cams = config.cameras.len() as u64;
+            let jpegs = if m.snapshot_jpeg { config.cameras.iter().map(|c| c.max_frame_bytes as u64).sum() } else { 0 };
+            let bytes = MQTT_READ + (64 + 16 * cams) * MQTT_MESSAGE_IN + m.outbox as u64 * MQTT_MESSAGE_OUT + jpegs;
+            add(&mut items, "the MQTT link's queues".into(), "mqtt.outbox".into(), bytes);
+        }
         items.sort_by_key(|i| std::cmp::Reverse(i.bytes));
         let max_bytes = items.iter().map(|i| i.bytes).sum();
         Budget { committed_bytes, max_bytes, programs_bytes, threads, tasks: threads + program_tasks, items }
@@ -316,22 +330,30 @@ pub fn frame_size_warnings(config: &Config) -> Vec<String> {
 /// after the unit, `/etc` before `/usr/lib`, as systemd reads them). Percentages are of
 /// `physical` (memory) or of the kernel's thread limit, read as not set.
 fn unit_limits(physical: Option<u64>) -> (Option<u64>, Option<u64>) {
-    let mut text = String::new();
-    for dir in ["/etc/systemd/system", "/run/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"] {
-        if let Ok(t) = std::fs::read_to_string(format!("{dir}/camjobd.service")) {
-            text = t;
-            break;
+    // Highest precedence first for the unit itself; a drop-in of a name in a higher directory
+    // replaces the same name in a lower one, and all are applied in the order of their names.
+    const DIRS: [&str; 6] = [
+        "/etc/systemd/system.control",
+        "/run/systemd/system.control",
+        "/etc/systemd/system",
+        "/run/systemd/system",
+        "/usr/lib/systemd/system",
+        "/lib/systemd/system",
+    ];
+    let mut text =
+        DIRS.iter().find_map(|d| std::fs::read_to_string(format!("{d}/camjobd.service")).ok()).unwrap_or_default();
+    let mut dropins: std::collections::BTreeMap<std::ffi::OsString, std::path::PathBuf> = Default::default();
+    for dir in DIRS.iter().rev() {
+        let Ok(entries) = std::fs::read_dir(format!("{dir}/camjobd.service.d")) else { continue };
+        for p in entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "conf")) {
+            if let Some(name) = p.file_name() {
+                dropins.insert(name.to_os_string(), p.clone());
+            }
         }
     }
-    for dir in ["/usr/lib/systemd/system", "/run/systemd/system", "/etc/systemd/system"] {
-        let Ok(entries) = std::fs::read_dir(format!("{dir}/camjobd.service.d")) else { continue };
-        let mut names: Vec<_> =
-            entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "conf")).collect();
-        names.sort();
-        for p in names {
-            text.push('\n');
-            text.push_str(&std::fs::read_to_string(p).unwrap_or_default());
-        }
+    for p in dropins.values() {
+        text.push('\n');
+        text.push_str(&std::fs::read_to_string(p).unwrap_or_default());
     }
     parse_unit_limits(&text, physical)
 }
@@ -339,29 +361,34 @@ fn unit_limits(physical: Option<u64>) -> (Option<u64>, Option<u64>) {
 /// The last `MemoryMax=` and `TasksMax=` in a unit's text (and its drop-ins, appended).
 fn parse_unit_limits(text: &str, physical: Option<u64>) -> (Option<u64>, Option<u64>) {
     let (mut memory, mut tasks) = (None, None);
-    for line in text.lines().map(str::trim) {
-        if let Some(v) = line.strip_prefix("MemoryMax=") {
-            memory = parse_size(v.trim(), physical);
-        } else if let Some(v) = line.strip_prefix("TasksMax=") {
-            tasks = v.trim().parse::<u64>().ok();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else { continue };
+        match key.trim() {
+            "MemoryMax" => memory = parse_size(value.trim(), physical),
+            "TasksMax" => tasks = value.trim().parse::<u64>().ok(),
+            _ => {}
         }
     }
     (memory, tasks)
 }
 
-/// systemd's sizes: `256M`, `1G`, `1048576`, `50%` (of `physical`); `infinity` or empty: none.
+/// systemd's sizes: `256M`, `1.5G`, `1048576`, `50%` (of `physical`); `infinity`, empty or
+/// unreadable: none.
 fn parse_size(v: &str, physical: Option<u64>) -> Option<u64> {
     if let Some(p) = v.strip_suffix('%') {
-        return Some(physical? / 100 * p.trim().parse::<u64>().ok()?);
+        let p: f64 = p.trim().parse().ok()?;
+        return Some((physical? as f64 * p / 100.0) as u64);
     }
-    let (digits, shift) = match v.chars().last()? {
-        'K' => (&v[..v.len() - 1], 10),
-        'M' => (&v[..v.len() - 1], 20),
-        'G' => (&v[..v.len() - 1], 30),
-        'T' => (&v[..v.len() - 1], 40),
-        _ => (v, 0),
+    let (number, unit) = match v.chars().last()? {
+        'K' => (&v[..v.len() - 1], 1u64 << 10),
+        'M' => (&v[..v.len() - 1], 1 << 20),
+        'G' => (&v[..v.len() - 1], 1 << 30),
+        'T' => (&v[..v.len() - 1], 1 << 40),
+        _ => (v, 1),
     };
-    digits.trim().parse::<u64>().ok().map(|n| n << shift)
+    let n: f64 = number.trim().parse().ok().filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
+    // `as` saturates: an absurd size reads as no limit that matters, never a wrapped small one.
+    Some((n * unit as f64) as u64)
 }
 
 #[cfg(test)]
@@ -426,6 +453,9 @@ mod tests {
         assert_eq!(parse_size("50%", Some(1000)), Some(500));
         assert_eq!(parse_size("infinity", None), None);
         assert_eq!(parse_size("", None), None);
+        assert_eq!(parse_size("1.5G", None), Some(3 << 29));
+        assert_eq!(parse_size("99999999999T", None), Some(u64::MAX), "saturates, never wraps");
+        assert_eq!(parse_unit_limits("MemoryMax = 512M\nTasksMax = 32\n", None), (Some(512 << 20), Some(32)));
         let text = "[Service]\nMemoryMax=256M\nTasksMax=64\n\n[Service]\nMemoryMax=1G\nTasksMax=infinity\n";
         assert_eq!(parse_unit_limits(text, None), (Some(1 << 30), None));
     }

@@ -159,7 +159,7 @@ pub fn opener(config: &SourceConfig, max_frame_bytes: usize) -> Box<dyn Opener> 
         SourceConfig::Pipe(c) => Box::new(pipe::PipeOpener::new(c.clone(), max_frame_bytes)),
         SourceConfig::Libcamera(c) => Box::new(libcamera::LibcameraOpener::new(c.clone(), max_frame_bytes)),
         #[cfg(feature = "v4l2")]
-        SourceConfig::V4l2(c) => Box::new(v4l2::V4l2Opener::new(c.clone())),
+        SourceConfig::V4l2(c) => Box::new(v4l2::V4l2Opener::new(c.clone(), max_frame_bytes)),
         #[cfg(not(feature = "v4l2"))]
         SourceConfig::V4l2(_) => Box::new(Unavailable("this camjobd was built without V4L2 support (--features v4l2)")),
     }

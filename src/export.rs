@@ -353,6 +353,11 @@ impl Exports {
         }
     }
 
+    /// A finished file whose deletion frees its bytes now: not being downloaded.
+    fn deletable(g: &Inner, r: &Record) -> bool {
+        r.view.state == ExportState::Succeeded && !g.held.iter().any(|h| h.id == r.view.id)
+    }
+
     /// Bytes of deleted exports' files still on disk because they are being downloaded.
     fn orphaned_bytes(g: &Inner) -> u64 {
         g.held.iter().filter(|h| h.orphaned).map(|h| h.bytes).sum()
@@ -373,14 +378,18 @@ impl Exports {
             let mut g = self.lock();
             let running = |r: &&Record| r.view.state == ExportState::Running && r.view.id != id;
             let others: u64 = g.records.iter().filter(running).map(|r| r.view.bytes).sum();
-            loop {
-                if Self::on_disk(&g) + others + bytes <= self.cfg.max_bytes {
-                    break true;
+            let need = others + bytes;
+            // Deleting only helps if it can make enough room: otherwise nothing goes, and the
+            // export fails.
+            let freeable: u64 = g.records.iter().filter(|r| Self::deletable(&g, r)).map(|r| r.view.bytes).sum();
+            if Self::on_disk(&g) - freeable + need > self.cfg.max_bytes {
+                false
+            } else {
+                while Self::on_disk(&g) + need > self.cfg.max_bytes {
+                    let i = g.records.iter().position(|r| Self::deletable(&g, r)).expect("room was counted");
+                    gone.push(g.records.remove(i).expect("index from position").view);
                 }
-                let Some(i) = g.records.iter().position(|r| r.view.state == ExportState::Succeeded) else {
-                    break false;
-                };
-                gone.push(g.records.remove(i).expect("index from position").view);
+                true
             }
         };
         for v in &gone {
@@ -420,9 +429,9 @@ impl Exports {
                 let i = g.records.iter().position(|r| !r.view.state.is_active()).expect("counted above");
                 gone.push(g.records.remove(i).expect("index from position").view);
             }
-            // Orphans being downloaded count too; once only they are left, nothing more goes.
+            // Files being downloaded count too, and stay: deleting one would free nothing yet.
             while Self::on_disk(&g) > self.cfg.max_bytes {
-                let Some(i) = g.records.iter().position(|r| r.view.state == ExportState::Succeeded) else { break };
+                let Some(i) = g.records.iter().position(|r| Self::deletable(&g, r)) else { break };
                 gone.push(g.records.remove(i).expect("index from position").view);
             }
         }

@@ -201,7 +201,8 @@ pub fn open(config: &LedConfig) -> Result<Option<Box<dyn Led>>, LedError> {
 const TICK: Duration = Duration::from_millis(FAST_MS / 2);
 
 /// The `led` thread: shows the state that most needs attention across cameras until `stop`,
-/// then turns the LED off. A write error disables the LED with one warning and an event.
+/// then turns the LED off. A write error disables the LED with one warning and an event; the
+/// thread then waits for `stop` (a core thread that returns early fails the service).
 pub fn run(cameras: &[Arc<CameraShared>], events: &EventLog, mut led: Box<dyn Led>, stop: Stop) {
     let mut shown = None;
     loop {
@@ -210,6 +211,7 @@ pub fn run(cameras: &[Arc<CameraShared>], events: &EventLog, mut led: Box<dyn Le
         if shown != Some(on) {
             if let Err(e) = led.set(on) {
                 disable(events, &e);
+                while !stop.wait(Duration::from_secs(3600)) {}
                 return;
             }
             shown = Some(on);
@@ -334,9 +336,20 @@ mod tests {
     fn a_failing_led_is_disabled_with_an_event() {
         let shared = shared_in(JobState::Failed);
         let led = Box::new(FakeLed { calls: Arc::default(), fail_at: 3 });
-        run(&shared.cameras, &shared.events, led, Stop::new()); // returns by itself
+        let stop = Stop::new();
+        let (sh, s) = (Arc::clone(&shared), stop.clone());
+        let t = std::thread::spawn(move || run(&sh.cameras, &sh.events, led, s));
         let mut events = Vec::new();
-        shared.events.page(0, 10, &mut events);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while events.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no event");
+            std::thread::sleep(Duration::from_millis(10));
+            shared.events.page(0, 10, &mut events);
+        }
+        // Disabled, the thread waits for the stop token (returning early would fail the service).
+        assert!(!t.is_finished());
+        stop.trigger();
+        t.join().unwrap();
         let msg = events.iter().map(|e| e.message.as_str()).find(|m| m.starts_with("status LED disabled"));
         assert_eq!(msg, Some("status LED disabled: cannot set the LED: write failed (fake); jobs go on"));
     }

@@ -314,8 +314,10 @@ pub fn run(inputs: Inputs, settings: Settings, stats: Arc<Stats>, stop: Stop) {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(1).build() {
         Ok(rt) => rt,
         Err(e) => {
-            log::error!("mqtt: cannot start its runtime: {e}; MQTT is off");
+            // The link is part of what the user configured: without it camjobd is not well.
+            log::error!("mqtt: cannot start its runtime: {e}");
             stats.set_error(Some(format!("cannot start: {e}")));
+            stop.fail("mqtt", crate::shutdown::Broke::NotStarted);
             return;
         }
     };

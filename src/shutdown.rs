@@ -5,8 +5,9 @@
 //! at once). SIGTERM and SIGINT only set an atomic flag (async-signal-safe); the main thread
 //! notices it and triggers the token.
 //!
-//! The panic policy, in one place: a core thread or task that panics, or cannot start, calls
-//! [`Stop::fail`] (directly, or through the [`Stop::guard`] it holds). That records the first
+//! The panic policy, in one place: a core thread or task that panics, cannot start, or ends
+//! while the service runs calls [`Stop::fail`] (directly, or through the [`Stop::guard`] it
+//! holds). That records the first
 //! [`Failure`] and triggers the token: every thread winds down in order, `/healthz` answers 503,
 //! the jobs are left as they were in the journal (the restart resumes them, as after a kill -9)
 //! and the process exits 1, which systemd's `Restart=on-failure` acts on. Work done on behalf
@@ -97,10 +98,11 @@ impl Stop {
         self.inner.failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// A guard for the thread `name`: if the thread unwinds while holding it, the service
-    /// fails ([`Stop::fail`] with [`Broke::Panicked`]). Hold it for the thread's whole life.
+    /// A guard for the thread `name`: if the thread unwinds while holding it, or returns while
+    /// the service still runs, the service fails ([`Stop::fail`] with [`Broke::Panicked`] or
+    /// [`Broke::Ended`]). Hold it for the thread's whole life.
     pub fn guard(&self, name: &str) -> PanicGuard {
-        PanicGuard { name: name.to_string(), stop: self.clone() }
+        PanicGuard { name: name.to_string(), stop: self.clone(), armed: true }
     }
 
     /// True once triggered.
@@ -128,17 +130,28 @@ impl Default for Stop {
     }
 }
 
-/// Fails the service when the thread holding it unwinds (see [`Stop::guard`]): a half-dead
-/// camjobd that still answers `/healthz` is worse than a restart by systemd.
+/// Fails the service when the thread holding it unwinds, or ends before the stop token is set
+/// (see [`Stop::guard`]): a half-dead camjobd that still answers `/healthz` is worse than a
+/// restart by systemd.
 pub struct PanicGuard {
     name: String,
     stop: Stop,
+    armed: bool,
+}
+
+impl PanicGuard {
+    /// The thread ends by design (its owner closed it): nothing to report.
+    pub fn disarm(mut self) {
+        self.armed = false;
+    }
 }
 
 impl Drop for PanicGuard {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.stop.fail(&self.name, Broke::Panicked);
+        } else if self.armed && !self.stop.is_set() {
+            self.stop.fail(&self.name, Broke::Ended);
         }
     }
 }
@@ -234,10 +247,16 @@ mod tests {
         stop.fail("later", Broke::NotStarted);
         assert_eq!(stop.failure(), Some(Failure { thread: "worker".into(), what: Broke::Panicked }));
         assert_eq!(stop.failure().unwrap().to_string(), "thread worker panicked");
-        // A guard dropped without a panic records nothing.
+        // A guard dropped without a panic once the service stops records nothing; dropped
+        // while it runs (a core thread that returned early), it fails the service.
         let calm = Stop::new();
-        drop(calm.guard("calm"));
-        assert!(!calm.is_set() && calm.failure().is_none());
+        let guard = calm.guard("calm");
+        calm.trigger();
+        drop(guard);
+        assert!(calm.failure().is_none());
+        let early = Stop::new();
+        drop(early.guard("early"));
+        assert_eq!(early.failure(), Some(Failure { thread: "early".into(), what: Broke::Ended }));
     }
 
     #[test]

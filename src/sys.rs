@@ -1,7 +1,8 @@
 //! Small operating-system calls that std does not offer, each behind a safe function: free
 //! space on a filesystem, physical memory, opening, listing, creating and deleting files under a
 //! directory without following links, the scheduling priority of the calling thread,
-//! whether the clock is synchronised, and how far a TCP client has read.
+//! whether the clock is synchronised, how far a TCP client has read, and the control group's
+//! limits.
 //! The only other `unsafe` is in the capture backends and [`crate::jpeg`].
 
 use std::ffi::CString;
@@ -23,14 +24,16 @@ pub fn physical_memory() -> Option<u64> {
 pub struct TcpProgress {
     /// Bytes the client has acknowledged since the connection opened (only ever grows).
     pub acked: u64,
-    /// Bytes written but not yet acknowledged (in flight or not yet sent).
-    pub queued: u32,
+    /// Everything written has been sent, and all but at most the last segment acknowledged
+    /// (a client may hold back its acknowledgement of a lone segment: delayed ACK, up to 200 ms
+    /// on Windows).
+    pub drained: bool,
     /// The connection can still carry data to the client (not reset or closed).
     pub open: bool,
 }
 
-/// [`TcpProgress`] of the TCP socket `fd` (`None` if it is not one, or the kernel is older
-/// than 4.1 and has no byte count).
+/// [`TcpProgress`] of the TCP socket `fd`, in one `getsockopt(TCP_INFO)` (`None` if it is not
+/// one, or the kernel is older than 4.6 and has no byte counts).
 pub fn tcp_progress(fd: std::os::fd::RawFd) -> Option<TcpProgress> {
     // SAFETY: a plain C struct of integers, for the kernel to fill.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
@@ -39,18 +42,16 @@ pub fn tcp_progress(fd: std::os::fd::RawFd) -> Option<TcpProgress> {
     let r = unsafe {
         libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, (&raw mut info).cast::<libc::c_void>(), &mut len)
     };
-    let acked_end = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + std::mem::size_of::<u64>();
-    if r != 0 || (len as usize) < acked_end {
+    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_notsent_bytes) + std::mem::size_of::<u32>();
+    if r != 0 || (len as usize) < needed {
         return None;
     }
-    let mut queued: libc::c_int = 0;
-    // SAFETY: TIOCOUTQ (SIOCOUTQ on a socket) writes one int: the bytes not yet acknowledged.
-    if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) } != 0 {
-        return None;
-    }
-    // ESTABLISHED, or CLOSE_WAIT: the client closed its side but may still read.
-    let open = matches!(info.tcpi_state, 1 | 8);
-    Some(TcpProgress { acked: info.tcpi_bytes_acked, queued: queued.max(0) as u32, open })
+    Some(TcpProgress {
+        acked: info.tcpi_bytes_acked,
+        drained: info.tcpi_unacked <= 1 && info.tcpi_notsent_bytes == 0,
+        // ESTABLISHED, or CLOSE_WAIT: the client closed its side but may still read.
+        open: matches!(info.tcpi_state, 1 | 8),
+    })
 }
 
 /// The limits of the control group this process runs in (systemd's `MemoryMax=` and

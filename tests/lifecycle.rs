@@ -395,3 +395,39 @@ fn a_job_whose_frames_are_all_too_large_fails_naming_the_size_and_streams_a_plac
     assert_eq!(d.get("/api/cameras/cam0/latest.jpg").status, 404, "no image ever");
     println!("figures: {reason}");
 }
+
+#[test]
+fn an_occasional_frame_too_large_is_dropped_and_the_job_stays_running() {
+    // A pipe camera sending a small JPEG every 50 ms and a 60 KB one every 20 frames, against
+    // max_frame_bytes 16 KiB: the large ones are dropped and counted; the job is fine.
+    let dir = TempDir::new("some-oversize");
+    let mut x: u32 = 7;
+    let noise = image::RgbImage::from_fn(256, 256, |_, _| {
+        x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        image::Rgb([(x >> 8) as u8, (x >> 16) as u8, (x >> 24) as u8])
+    });
+    let mut big = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut big, 90).encode_image(&noise).unwrap();
+    assert!(big.len() > 20_000, "{} bytes", big.len());
+    std::fs::write(dir.path("big.jpg"), &big).unwrap();
+    std::fs::write(dir.path("small.jpg"), jpeg(32, 32, 100)).unwrap();
+    let script = format!(
+        "while :; do for i in $(seq 19); do cat {s}; sleep 0.05; done; cat {b}; sleep 0.05; done",
+        s = dir.path("small.jpg").display(),
+        b = dir.path("big.jpg").display()
+    );
+    let cam = json!({
+        "name": "cam0",
+        "source": {"kind": "pipe", "command": ["sh", "-c", script]},
+        "max_frame_bytes": 16384,
+        "snapshot_interval_ms": 20000,
+        "watchdog": {"stall_timeout_ms": 1000},
+    });
+    let cfg = config(&dir, json!([cam]), json!({}));
+    let d = Daemon::start_in(dir, &cfg);
+    d.wait_state("cam0", "RUNNING", 10 * SEC);
+    std::thread::sleep(4 * SEC);
+    let j = d.camera("cam0")["job"].clone();
+    assert_eq!((j["state"].as_str(), j["recoveries"].as_u64()), (Some("RUNNING"), Some(0)), "{j}");
+    assert!(j["frames_dropped"].as_u64() >= Some(2), "{j}");
+}

@@ -32,14 +32,17 @@ const YUYV: FourCC = FourCC { repr: *b"YUYV" };
 /// Opens V4L2 cameras.
 pub struct V4l2Opener {
     config: V4l2Config,
+    /// Frames larger than this are refused, wanted or not (so that a camera whose every frame
+    /// is too large is seen as such, not as one whose unwanted frames are fine).
+    max_frame_bytes: usize,
     /// The last "granted" line reported, so a reopen that gets the same is not reported again.
     reported: String,
 }
 
 impl V4l2Opener {
     /// An opener for this config.
-    pub fn new(config: V4l2Config) -> Self {
-        V4l2Opener { config, reported: String::new() }
+    pub fn new(config: V4l2Config, max_frame_bytes: usize) -> Self {
+        V4l2Opener { config, max_frame_bytes, reported: String::new() }
     }
 }
 
@@ -140,6 +143,7 @@ impl Opener for V4l2Opener {
             .map_err(|e| SourceError::fatal(format!("cannot map {} capture buffers: {e}", c.buffers)))?;
         stream.set_timeout(Duration::from_millis(100));
         Ok(Box::new(V4l2 {
+            max_frame_bytes: self.max_frame_bytes,
             handle: stream.handle(),
             stream: Some(stream),
             _dev: dev,
@@ -156,7 +160,7 @@ fn open_error(device: &Path, e: &io::Error) -> SourceError {
             "; is the camera plugged in? `ls /dev/video*` lists the devices (a USB camera often has two: use the first)"
         }
         Some(libc::EACCES) | Some(libc::EPERM) => {
-            "; add the service user to the video group (the unit does: SupplementaryGroups=video)"
+            "; add the service user to the video group (the package adds the camjobd user to it)"
         }
         Some(libc::EBUSY) => "; another program is using the camera (`fuser /dev/video0` names it)",
         _ => "",
@@ -178,6 +182,7 @@ enum Queue {
 }
 
 struct V4l2 {
+    max_frame_bytes: usize,
     /// `Option` so that `Drop` can take it and catch v4l's panic on a failed STREAMOFF.
     stream: Option<Stream<'static>>,
     /// The device's file handle, for polling before a dequeue.
@@ -246,6 +251,9 @@ impl Source for V4l2 {
         let Granted { width, height, fourcc, .. } = self.granted;
         if fourcc == MJPG {
             let Some(jpeg) = trim_jpeg(data) else { return Ok(Read::Dropped(DropCause::Garbage)) };
+            if jpeg.len() > self.max_frame_bytes {
+                return Ok(Read::Dropped(DropCause::Oversize));
+            }
             let Dest::Jpeg(dst) = dst else { return Ok(Read::Consumed) };
             if jpeg.len() > dst.len() {
                 return Ok(Read::Dropped(DropCause::Oversize));

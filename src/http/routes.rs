@@ -64,8 +64,24 @@ pub struct Api {
     own_names: OwnNames,
     /// Reads check `Host` too: no token, and listening beyond loopback.
     reads_check_host: bool,
-    /// What the config costs and the limits it was checked against, for `/api/status`.
-    budget: serde_json::Value,
+    /// What the config costs and the limits it was checked against, for `/api/status`
+    /// (rendered once: it never changes).
+    budget: Box<serde_json::value::RawValue>,
+}
+
+/// `GET /api/status`, serialized straight from its parts.
+#[derive(serde::Serialize)]
+struct Status<'a> {
+    version: &'static str,
+    uptime_s: f64,
+    now: f64,
+    clock: serde_json::Value,
+    cameras: Vec<crate::status::CameraView>,
+    http: serde_json::Value,
+    log_lines_dropped: u64,
+    log_lines_suppressed: u64,
+    mqtt: Option<serde_json::Value>,
+    budget: &'a serde_json::value::RawValue,
 }
 
 impl Api {
@@ -78,6 +94,7 @@ impl Api {
             "estimate": crate::budget::Budget::of(&shared.config),
             "limits": crate::budget::Limits::here(),
         });
+        let budget = serde_json::value::to_raw_value(&budget).expect("plain data");
         Api {
             shared,
             exports,
@@ -126,20 +143,19 @@ impl Api {
     }
 
     fn status(&self) -> Response {
-        let cameras: Vec<_> = self.shared.cameras.iter().map(|c| c.view()).collect();
-        let body = json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_s": self.started.elapsed().as_secs_f64(),
-            "now": crate::clock::unix_now(),
-            "clock": clock_view(&self.shared.clock),
-            "cameras": cameras,
-            "http": self.http_stats.to_json(),
-            "log_lines_dropped": crate::logging::lines_dropped(),
-            "log_lines_suppressed": crate::logging::SUPPRESSED.load(std::sync::atomic::Ordering::Relaxed),
-            "mqtt": self.mqtt.as_ref().map(|m| m.to_json()),
-            "budget": self.budget,
-        });
-        Response::json(200, &body)
+        let body = Status {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            now: crate::clock::unix_now(),
+            clock: clock_view(&self.shared.clock),
+            cameras: self.shared.cameras.iter().map(|c| c.view()).collect(),
+            http: self.http_stats.to_json(),
+            log_lines_dropped: crate::logging::lines_dropped(),
+            log_lines_suppressed: crate::logging::SUPPRESSED.load(std::sync::atomic::Ordering::Relaxed),
+            mqtt: self.mqtt.as_ref().map(|m| m.to_json()),
+            budget: &self.budget,
+        };
+        Response::json_bytes(200, serde_json::to_vec(&body).expect("plain data"))
     }
 
     async fn camera(&self, req: &Request<'_>, name: &str, action: &str) -> Response {
@@ -333,7 +349,10 @@ impl Api {
         let get = matches!(req.method, "GET" | "HEAD");
         let path = req.path;
         let http = &self.shared.config.http;
-        if (!get || self.reads_check_host) && !host_allowed(req, &self.own_names) {
+        // The liveness probe answers any name: a monitor using a LAN name must not see a
+        // healthy service as down.
+        let checked = !get || (self.reads_check_host && path != "/healthz");
+        if checked && !host_allowed(req, &self.own_names) {
             // DNS rebinding: a page of another site, its name now pointing at this machine,
             // sends its own name as Host. Our names are few and known.
             let host = req.header("Host").map(String::from_utf8_lossy).unwrap_or_default();

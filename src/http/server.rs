@@ -353,8 +353,7 @@ impl Server {
         // The API is how a user sees the service: losing it fails the service (exit 1).
         let guard = stop.guard("http");
         let thread = thread::Builder::new().name("http".into()).spawn(move || {
-            let _guard = guard;
-            let failing = stop.clone();
+            let closed = Arc::clone(&flag);
             let served = runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
                 accept_loop(listener, ctx, || stop.is_set() || flag.load(Ordering::Relaxed)).await;
@@ -362,10 +361,13 @@ impl Server {
             });
             if let Err(e) = served {
                 error!("http: cannot serve: {e}");
-                failing.fail("http", crate::shutdown::Broke::Ended);
             }
             // Streams and keep-alive connections end here; their tasks are dropped.
             runtime.shutdown_timeout(Duration::from_millis(500));
+            // Closed by `Server::join` (the stop token's own case is the guard's): by design.
+            if closed.load(Ordering::Relaxed) {
+                guard.disarm();
+            }
         })?;
         info!(
             "http: serving {local_addr} on {} runtime thread(s), up to {} connections, bodies up to {} bytes",
@@ -443,7 +445,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, ctx: Arc<Ctx>, stopping:
                         // A few refusals linger to deliver their 503; beyond that a flood's
                         // sockets are just closed.
                         if stats.rejecting.fetch_add(1, Ordering::Relaxed) < MAX_REJECTING {
-                            tokio::spawn(reject(sock, Rejecting(Arc::clone(stats))));
+                            tokio::spawn(reject(sock, ctx.limits.clone(), Rejecting(Arc::clone(stats))));
                         } else {
                             stats.rejecting.fetch_sub(1, Ordering::Relaxed);
                         }
@@ -491,14 +493,20 @@ impl Drop for Rejecting {
 /// Answers a connection beyond the cap with 503 `busy` and closes it. hyper reads the request
 /// head and frames the answer like every other one; the whole exchange is bounded by
 /// [`REJECT_LINGER`], so a client that sends nothing or reads nothing is just closed.
-async fn reject(sock: tokio::net::TcpStream, _rejecting: Rejecting) {
+async fn reject(sock: tokio::net::TcpStream, limits: Limits, _rejecting: Rejecting) {
     let service = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| {
         let head = req.method() == http::Method::HEAD;
         let busy = Response::error(503, "busy", "too many connections (http.max_connections); try again")
             .with_header("Retry-After", "1".into());
         std::future::ready(Ok::<_, Infallible>(finish(busy, head, None, true)))
     });
-    let conn = http1::Builder::new().keep_alive(false).serve_connection(TokioIo::new(sock), service);
+    // The head is read within the same bounds as every other one.
+    let conn = http1::Builder::new()
+        .keep_alive(false)
+        .max_headers(limits.max_headers)
+        .max_header_size(limits.max_header_bytes)
+        .max_buf_size(8192.max(limits.max_header_bytes))
+        .serve_connection(TokioIo::new(sock), service);
     let _ = tokio::time::timeout(REJECT_LINGER, conn).await;
 }
 

@@ -1,8 +1,9 @@
 //! The MJPEG live stream (`multipart/x-mixed-replace`), one body per client.
 //!
 //! The body is pulled, and paced by the client: the next part is chosen only once the client
-//! has acknowledged every byte of the last one (the socket's send queue is empty, asked of the
-//! kernel through [`Peer`]), and it is the newest frame at that moment. So a slow client skips
+//! has taken the last one (all of it sent, all but its last segment acknowledged: a client may
+//! delay that acknowledgement; asked of the kernel through [`Peer`]), and it is the newest frame
+//! at that moment. So a slow client skips
 //! to the newest frame and is never more than the one it is reading behind, however large the
 //! socket buffers; a client that takes no byte for `http.write_timeout_ms` is dropped, one that
 //! takes a few KB a second is served for as long as it reads. Frames are the feed's copies
@@ -157,7 +158,7 @@ impl Pace {
             self.acked = p.acked;
             self.moved_at = now;
         }
-        if p.queued == 0 {
+        if p.drained {
             self.every = Duration::from_millis(2);
             return Drained::Yes;
         }

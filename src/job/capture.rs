@@ -15,7 +15,7 @@
 //! fixed rings, counters are atomics.
 
 use std::sync::atomic::{
-    AtomicU64,
+    AtomicBool, AtomicU64,
     Ordering::{Acquire, Relaxed, Release},
 };
 use std::sync::{Arc, Mutex};
@@ -226,6 +226,7 @@ impl CaptureLoop {
             cam: Arc::clone(&self.cam),
             store: self.store.take(),
             failed: [0, 0].map(AtomicU64::new),
+            retry_keep: AtomicBool::new(false),
         });
         self.outputs = Some(Arc::clone(&outputs));
         let c = &self.cam.config;
@@ -356,12 +357,19 @@ impl CaptureLoop {
     fn read_one(&mut self) {
         let Some(source) = self.source.as_mut() else { return };
         let now = Instant::now();
+        // A kept frame an encoder refused (too large): the next one is kept instead, so a
+        // single large frame is followed by a usable one, and only a camera whose every
+        // frame is refused counts as giving no image.
+        if self.outputs.as_ref().is_some_and(|o| o.retry_keep.swap(false, Relaxed)) {
+            self.next_keep = now;
+        }
         let keep = now >= self.next_keep;
         let live_every = self.cam.live.wanted_interval();
         let live = live_every.is_some() && now >= self.next_live;
         let wanted = keep || live;
         // Read into the kind of destination the source fills; `got` says what became of a
         // wanted frame.
+        let jpeg = source.delivers() == Delivers::Jpeg;
         let (result, got) = match source.delivers() {
             Delivers::Jpeg => {
                 let mut slot = if wanted { self.pool.acquire() } else { None };
@@ -412,6 +420,10 @@ impl CaptureLoop {
         match result {
             Ok(Read::Frame { .. } | Read::Raw | Read::Consumed) => {
                 good_frame(hb);
+                if jpeg {
+                    // It fit within max_frame_bytes (a raw frame says so only once encoded).
+                    hb.clear_unusable();
+                }
                 match got {
                     Got::Taken if wanted => {
                         if keep {
@@ -592,6 +604,8 @@ pub struct Outputs {
     store: Option<(Sender<StoreItem>, usize)>,
     /// Frames the encoders could not encode: [larger than max_frame_bytes, refused].
     failed: [AtomicU64; 2],
+    /// A kept frame could not be encoded: capture keeps the next one.
+    retry_keep: AtomicBool,
 }
 
 impl Outputs {
@@ -618,8 +632,11 @@ impl Sink for Outputs {
     fn publish(&self, frame: Arc<Frame>) {
         Outputs::publish(self, frame);
     }
-    fn failed(&self, _frame: &Frame, error: &crate::jpeg::Error) {
+    fn failed(&self, frame: &Frame, error: &crate::jpeg::Error) {
         let hb = &self.cam.heartbeat;
+        if frame.seq != 0 {
+            self.retry_keep.store(true, Relaxed);
+        }
         hb.frames_dropped.fetch_add(1, Relaxed);
         let (i, cause, bytes) = match *error {
             crate::jpeg::Error::Full { needed } => (0, Unusable::Oversize, needed as u64),

@@ -55,9 +55,8 @@ pub fn parse(payload: &[u8]) -> Result<Action, String> {
         return Err(format!("unknown command {:?}; {EXPECTED}", truncate(text)));
     }
     let b: Body = serde_json::from_str(text).map_err(|e| format!("{e}; {EXPECTED}"))?;
-    let limits = JobLimits::checked(b.max_frames, b.max_duration_s)?;
     match b.action.as_str() {
-        "start" => Ok(Action::Start(limits)),
+        "start" => Ok(Action::Start(JobLimits::checked(b.max_frames, b.max_duration_s)?)),
         "stop" if b.max_frames.is_none() && b.max_duration_s.is_none() => Ok(Action::Stop),
         "stop" => Err("stop takes no limits".into()),
         other => Err(format!("unknown action {:?}; {EXPECTED}", truncate(other))),
