@@ -243,7 +243,9 @@ impl Store {
                         self.write(item);
                         cam.store.queued.fetch_sub(1, Relaxed);
                     }
-                    Err(_) => break,
+                    // No camera stores snapshots (or the capture threads are gone): the journal
+                    // and retention still need this thread until the stop token.
+                    Err(_) => self.rx = crossbeam::channel::never(),
                 },
                 recv(stop.receiver()) -> _ => break,
                 default(JOURNAL_TICK) => {},
