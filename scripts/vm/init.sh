@@ -17,9 +17,10 @@ API=http://127.0.0.1:8080
 
 ok() { echo "VMTEST ok $*"; }
 fail() { echo "VMTEST FAIL $*"; }
-# HTTP with nc (busybox-static's wget crashes in its resolver): the response, headers and all.
+# HTTP with nc (busybox-static's wget crashes in its resolver): the response, headers and all;
+# Host is an address, as camjobd refuses writes that name another host (DNS rebinding).
 http() { # METHOD PATH [PORT]
-  printf '%s %s HTTP/1.0\r\nHost: vm\r\nContent-Length: 0\r\n\r\n' "$1" "$2" | nc -w 5 127.0.0.1 "${3:-8080}" 2>/dev/null
+  printf '%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n' "$1" "$2" | nc -w 5 127.0.0.1 "${3:-8080}" 2>/dev/null
 }
 # The body of a response saved in file $1 (by its Content-Length; binary-safe).
 body() { tail -c "$(grep -a -m 1 -i '^content-length:' "$1" | tr -dc 0-9)" "$1"; }
