@@ -173,6 +173,8 @@ fn run(args: &[String]) -> Result<(), Error> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread: one malloc arena, no per-thread caches (may restart the binary once).
+    let _ = camjobd::sys::settle_allocator().map_err(|e| eprintln!("camjobd: {e}"));
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,7 @@
 //! Small operating-system calls that std does not offer, each behind a safe function: free
 //! space on a filesystem, physical memory, opening, listing, creating and deleting files under a
-//! directory without following links, the scheduling priority of the calling thread, and
-//! whether the clock is synchronised.
+//! directory without following links, the scheduling priority of the calling thread,
+//! whether the clock is synchronised, and the shape of the C allocator ([`settle_allocator`]).
 //! The only other `unsafe` is in the capture backends and [`crate::jpeg`].
 
 use std::ffi::CString;
@@ -16,6 +16,49 @@ pub fn physical_memory() -> Option<u64> {
     // SAFETY: sysconf only reads system constants.
     let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
     (pages > 0 && size > 0).then(|| pages as u64 * size as u64)
+}
+
+/// The glibc malloc settings camjobd runs with (README "Fixed memory"): one arena for every
+/// thread, no per-thread caches, and a fixed mmap threshold of 32 KiB. With glibc's defaults
+/// each thread that allocates gets a heap of its own (12 with one camera and MQTT), each
+/// thread keeps a cache of up to 7 freed chunks in each of 64 size classes (a chunk allocated
+/// on one thread and freed on another, such as a connection's task, lands in the freeing
+/// thread's cache), and the mmap threshold rises to the largest buffer freed so far (the
+/// 146 KiB page that `/api/events?limit=256` reserves then lives in a heap); under API polling
+/// RSS grew in steps of 4-16 KiB for as long as a soak ran while the live heap stayed flat
+/// (README "Soak"). With these settings one heap holds only
+/// small objects, whatever is freed is reusable by every thread, and every larger buffer is a
+/// mapping of its own, returned when freed.
+pub const MALLOC_TUNABLES: &str =
+    "glibc.malloc.arena_max=1:glibc.malloc.tcache_count=0:glibc.malloc.mmap_threshold=32768";
+
+/// Puts glibc's allocator in the shape of [`MALLOC_TUNABLES`]; call first thing in `main`,
+/// before any thread exists. glibc reads its per-thread cache setting only when a program
+/// starts (`GLIBC_TUNABLES`), so when that variable is unset this executes the binary again
+/// (its own path, same arguments, same process id) with it set, once: the second start finds
+/// it set and returns. A `GLIBC_TUNABLES` given by the caller is left as it is (to tune, or
+/// to run under a tool that must not see an exec). If the exec fails, the arena cap and the
+/// mmap threshold are still applied (`mallopt`) and the reason is returned; the caches stay.
+pub fn settle_allocator() -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    const VAR: &str = "GLIBC_TUNABLES";
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) || std::env::var_os(VAR).is_some() {
+        return Ok(());
+    }
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_default();
+    // The binary's own path (not /proc/self/exe, which would name the process `exe`).
+    let err = match std::env::current_exe() {
+        Ok(exe) => std::process::Command::new(exe).arg0(arg0).args(args).env(VAR, MALLOC_TUNABLES).exec(),
+        Err(e) => e,
+    };
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets parameters of the allocator, which takes its own lock.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 10);
+    }
+    Err(format!("could not restart with {VAR}={MALLOC_TUNABLES} ({err}); per-thread malloc caches stay on"))
 }
 
 /// Bytes available to unprivileged users on the filesystem holding the open directory `at`.
