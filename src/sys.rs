@@ -19,30 +19,36 @@ pub fn physical_memory() -> Option<u64> {
 }
 
 /// The glibc malloc settings camjobd runs with (README "Fixed memory"): one arena for every
-/// thread, no per-thread caches, and a fixed mmap threshold of 32 KiB. With glibc's defaults
-/// each thread that allocates gets a heap of its own (12 with one camera and MQTT), each
-/// thread keeps a cache of up to 7 freed chunks in each of 64 size classes (a chunk allocated
-/// on one thread and freed on another, such as a connection's task, lands in the freeing
-/// thread's cache), and the mmap threshold rises to the largest buffer freed so far (the
-/// 146 KiB page that `/api/events?limit=256` reserves then lives in a heap); under API polling
-/// RSS grew in steps of 4-16 KiB for as long as a soak ran while the live heap stayed flat
-/// (README "Soak"). With these settings one heap holds only
-/// small objects, whatever is freed is reusable by every thread, and every larger buffer is a
-/// mapping of its own, returned when freed.
-pub const MALLOC_TUNABLES: &str =
-    "glibc.malloc.arena_max=1:glibc.malloc.tcache_count=0:glibc.malloc.mmap_threshold=32768";
+/// thread, no per-thread caches and no fast bins (a freed chunk merges with its free
+/// neighbours at once), a fixed mmap threshold of 32 KiB, and a heap that is never trimmed.
+/// With glibc's defaults each thread that allocates gets a heap of its own (12 with one camera
+/// and MQTT), each thread keeps a cache of up to 7 freed chunks in each of 64 size classes (a
+/// chunk allocated on one thread and freed on another, such as a connection's task, lands in
+/// the freeing thread's cache), and the mmap threshold rises to the largest buffer freed so
+/// far (the 146 KiB page that `/api/events?limit=256` reserves then lives in a heap); under API
+/// polling RSS grew in steps of 4-16 KiB for as long as a soak ran while the live heap stayed
+/// flat (README "Soak"). With these settings one heap holds only small objects, whatever is
+/// freed is reusable by every thread at once, every larger buffer is a mapping of its own,
+/// returned when freed, and the heap keeps its high-water mark ([`HEAP_RESERVE`]).
+pub const MALLOC_TUNABLES: &str = "glibc.malloc.arena_max=1:glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0:\
+glibc.malloc.mmap_threshold=32768:glibc.malloc.trim_threshold=1073741824";
 
 /// Puts glibc's allocator in the shape of [`MALLOC_TUNABLES`]; call first thing in `main`,
 /// before any thread exists. glibc reads its per-thread cache setting only when a program
 /// starts (`GLIBC_TUNABLES`), so when that variable is unset this executes the binary again
 /// (its own path, same arguments, same process id) with it set, once: the second start finds
 /// it set and returns. A `GLIBC_TUNABLES` given by the caller is left as it is (to tune, or
-/// to run under a tool that must not see an exec). If the exec fails, the arena cap and the
-/// mmap threshold are still applied (`mallopt`) and the reason is returned; the caches stay.
+/// to run under a tool that must not see an exec). Then [`HEAP_RESERVE`] is committed. If the
+/// exec fails, the rest is still applied (`mallopt`) and the reason is returned; the caches
+/// stay.
 pub fn settle_allocator() -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     const VAR: &str = "GLIBC_TUNABLES";
-    if !cfg!(all(target_os = "linux", target_env = "gnu")) || std::env::var_os(VAR).is_some() {
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+        return Ok(());
+    }
+    if std::env::var_os(VAR).is_some() {
+        commit_heap();
         return Ok(());
     }
     let mut args = std::env::args_os();
@@ -56,9 +62,26 @@ pub fn settle_allocator() -> Result<(), String> {
     // SAFETY: mallopt only sets parameters of the allocator, which takes its own lock.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MXFAST, 0);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 10);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }
+    commit_heap();
     Err(format!("could not restart with {VAR}={MALLOC_TUNABLES} ({err}); per-thread malloc caches stay on"))
+}
+
+/// Heap committed at start ([`settle_allocator`]): touched once and never given back, like the
+/// frame pool, so RSS does not step up each time a stall, a burst of requests or of live-view
+/// clients sets a new high-water mark of the heap below this size (measured: at most 800 KiB
+/// of heap in 25-minute soaks); a heap that outgrew it would grow RSS again, visibly.
+pub const HEAP_RESERVE: usize = 1 << 20;
+
+/// Fills and frees [`HEAP_RESERVE`] bytes in 16 KiB blocks (below the mmap threshold, so they
+/// come from the heap). Not zeroed: calloc leaves fresh pages untouched. Freed, they merge into
+/// one free block at the top of the heap, which [`MALLOC_TUNABLES`] never trims.
+fn commit_heap() {
+    let blocks: Vec<Vec<u8>> = (0..HEAP_RESERVE / (16 << 10)).map(|_| vec![0xa5u8; 16 << 10]).collect();
+    drop(std::hint::black_box(blocks));
 }
 
 /// Bytes available to unprivileged users on the filesystem holding the open directory `at`.

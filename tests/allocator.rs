@@ -1,7 +1,7 @@
 //! The C allocator's shape through the real binary (README "Fixed memory"): camjobd starts
 //! itself again once with `GLIBC_TUNABLES` set (same process id, same name) and then runs
-//! with one malloc arena for all its threads; a `GLIBC_TUNABLES` given by the caller is left
-//! alone.
+//! with one malloc arena for all its threads and its heap committed; a `GLIBC_TUNABLES` given
+//! by the caller is left alone.
 
 mod common;
 
@@ -29,6 +29,14 @@ fn thread_heaps(pid: u32) -> usize {
         .windows(2)
         .filter(|w| w[0].0 % HEAP == 0 && w[0].2 && w[1].3 && w[1].0 == w[0].1 && w[1].1 == w[0].0 + HEAP)
         .count()
+}
+
+/// KiB of the main heap (`[heap]`) resident now.
+fn heap_resident_kib(pid: u32) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let at = smaps.find("[heap]").expect("a [heap] mapping");
+    let rss = smaps[at..].lines().find(|l| l.starts_with("Rss:")).unwrap();
+    rss.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// A daemon with a camera, after some requests (so the HTTP threads have allocated).
@@ -59,6 +67,12 @@ fn camjobd_runs_with_one_malloc_arena_under_its_own_name_and_pid() {
     assert!(environ.split(|&b| b == 0).any(|v| v.starts_with(b"GLIBC_TUNABLES=")), "not restarted with GLIBC_TUNABLES");
     assert!(d.threads() >= 8, "threads {}", d.threads());
     assert_eq!(thread_heaps(pid), 0, "a thread has a malloc arena of its own:\n{}", d.stderr());
+    let committed = camjobd::sys::HEAP_RESERVE as u64 / 1024;
+    assert!(
+        heap_resident_kib(pid) >= committed,
+        "heap {} KiB resident, {committed} KiB committed",
+        heap_resident_kib(pid)
+    );
 }
 
 #[test]
