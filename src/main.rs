@@ -114,6 +114,7 @@ fn run(args: &[String]) -> Result<(), Error> {
     let signals = shutdown::signal_flag().map_err(|e| Error::Fatal(format!("cannot install signal handlers: {e}")))?;
     let stop = Stop::new();
     let service = Service::start(config, stop.clone())?;
+    camjobd::sys::commit_heap(); // after the pools (README "Fixed memory")
     println!("camjobd {} running; dashboard at http://{}/", env!("CARGO_PKG_VERSION"), service.local_addr());
     let _ = std::io::stdout().flush();
     let notifier = match camjobd::notify::Notifier::from_env() {

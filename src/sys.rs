@@ -38,9 +38,8 @@ glibc.malloc.mmap_threshold=32768:glibc.malloc.trim_threshold=1073741824";
 /// starts (`GLIBC_TUNABLES`), so when that variable is unset this executes the binary again
 /// (its own path, same arguments, same process id) with it set, once: the second start finds
 /// it set and returns. A `GLIBC_TUNABLES` given by the caller is left as it is (to tune, or
-/// to run under a tool that must not see an exec). Then [`HEAP_RESERVE`] is committed. If the
-/// exec fails, the rest is still applied (`mallopt`) and the reason is returned; the caches
-/// stay.
+/// to run under a tool that must not see an exec). If the exec fails, the rest is still
+/// applied (`mallopt`) and the reason is returned; the caches stay.
 pub fn settle_allocator() -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     const VAR: &str = "GLIBC_TUNABLES";
@@ -48,7 +47,6 @@ pub fn settle_allocator() -> Result<(), String> {
         return Ok(());
     }
     if std::env::var_os(VAR).is_some() {
-        commit_heap();
         return Ok(());
     }
     let mut args = std::env::args_os();
@@ -66,20 +64,22 @@ pub fn settle_allocator() -> Result<(), String> {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 10);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }
-    commit_heap();
     Err(format!("could not restart with {VAR}={MALLOC_TUNABLES} ({err}); per-thread malloc caches stay on"))
 }
 
-/// Heap committed at start ([`settle_allocator`]): touched once and never given back, like the
-/// frame pool, so RSS does not step up each time a stall, a burst of requests or of live-view
-/// clients sets a new high-water mark of the heap below this size (measured: at most 800 KiB
-/// of heap in 25-minute soaks); a heap that outgrew it would grow RSS again, visibly.
+/// Heap committed once the service has started ([`commit_heap`]): touched once and never given
+/// back, like the frame pool, so RSS does not step up each time a stall, a burst of requests or
+/// of live-view clients sets a new high-water mark of the heap within this size (measured:
+/// 300-600 KiB above the heap at start in 25-minute soaks); a heap that outgrew it would grow
+/// RSS again, visibly.
 pub const HEAP_RESERVE: usize = 1 << 20;
 
 /// Fills and frees [`HEAP_RESERVE`] bytes in 16 KiB blocks (below the mmap threshold, so they
-/// come from the heap). Not zeroed: calloc leaves fresh pages untouched. Freed, they merge into
-/// one free block at the top of the heap, which [`MALLOC_TUNABLES`] never trims.
-fn commit_heap() {
+/// come from the heap; not zeroed, as calloc would leave fresh pages untouched): freed, they are
+/// free heap whose pages stay resident, as [`MALLOC_TUNABLES`] never trims the heap. Call once
+/// the service has started: a buffer allocated for good at start-up (a frame copy) would
+/// otherwise take the reserve for itself.
+pub fn commit_heap() {
     let blocks: Vec<Vec<u8>> = (0..HEAP_RESERVE / (16 << 10)).map(|_| vec![0xa5u8; 16 << 10]).collect();
     drop(std::hint::black_box(blocks));
 }
