@@ -20,7 +20,8 @@ pub fn physical_memory() -> Option<u64> {
 
 /// The glibc malloc settings camjobd runs with (README "Fixed memory"): one arena for every
 /// thread, no per-thread caches and no fast bins (a freed chunk merges with its free
-/// neighbours at once), a fixed mmap threshold of 32 KiB, and a heap that is never trimmed.
+/// neighbours at once), a fixed mmap threshold of 32 KiB, and a heap that is never trimmed and
+/// grows by what it needs (no top pad, so a large buffer is not carved from a spare top).
 /// With glibc's defaults each thread that allocates gets a heap of its own (12 with one camera
 /// and MQTT), each thread keeps a cache of up to 7 freed chunks in each of 64 size classes (a
 /// chunk allocated on one thread and freed on another, such as a connection's task, lands in
@@ -31,7 +32,7 @@ pub fn physical_memory() -> Option<u64> {
 /// freed is reusable by every thread at once, every larger buffer is a mapping of its own,
 /// returned when freed, and the heap keeps its high-water mark ([`HEAP_RESERVE`]).
 pub const MALLOC_TUNABLES: &str = "glibc.malloc.arena_max=1:glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0:\
-glibc.malloc.mmap_threshold=32768:glibc.malloc.trim_threshold=1073741824";
+glibc.malloc.mmap_threshold=32768:glibc.malloc.trim_threshold=1073741824:glibc.malloc.top_pad=0";
 
 /// Puts glibc's allocator in the shape of [`MALLOC_TUNABLES`]; call first thing in `main`,
 /// before any thread exists. glibc reads its per-thread cache setting only when a program
@@ -63,25 +64,36 @@ pub fn settle_allocator() -> Result<(), String> {
         libc::mallopt(libc::M_MXFAST, 0);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 10);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 0);
     }
     Err(format!("could not restart with {VAR}={MALLOC_TUNABLES} ({err}); per-thread malloc caches stay on"))
 }
 
 /// Heap committed once the service has started ([`commit_heap`]): touched once and never given
 /// back, like the frame pool, so RSS does not step up each time a stall, a burst of requests or
-/// of live-view clients sets a new high-water mark of the heap within this size (measured:
-/// 300-600 KiB above the heap at start in 25-minute soaks); a heap that outgrew it would grow
+/// of live-view clients sets a new high-water mark of the heap within this size (it rose by up
+/// to 300 KiB after start-up in 25-minute soaks without it); a heap that outgrew it would grow
 /// RSS again, visibly.
 pub const HEAP_RESERVE: usize = 1 << 20;
 
 /// Fills and frees [`HEAP_RESERVE`] bytes in 16 KiB blocks (below the mmap threshold, so they
-/// come from the heap; not zeroed, as calloc would leave fresh pages untouched): freed, they are
-/// free heap whose pages stay resident, as [`MALLOC_TUNABLES`] never trims the heap. Call once
-/// the service has started: a buffer allocated for good at start-up (a frame copy) would
-/// otherwise take the reserve for itself.
+/// come from the heap; not zeroed, as calloc would leave fresh pages untouched), each followed
+/// by an 8-byte fence that is kept for good (64 of them, 2 KiB with their list): the freed
+/// blocks cannot merge into one large free block, so they serve small objects only and a buffer
+/// of 32 KiB or more still gets a mapping of its own rather than a slice of the reserve. Their
+/// pages stay resident, as [`MALLOC_TUNABLES`] never trims the heap. Call once the service has
+/// started: a buffer allocated for good at start-up (a frame copy) would otherwise take the
+/// reserve for itself.
 pub fn commit_heap() {
-    let blocks: Vec<Vec<u8>> = (0..HEAP_RESERVE / (16 << 10)).map(|_| vec![0xa5u8; 16 << 10]).collect();
+    const BLOCK: usize = 16 << 10;
+    let mut blocks = Vec::with_capacity(HEAP_RESERVE / BLOCK);
+    let mut fences = Vec::with_capacity(HEAP_RESERVE / BLOCK);
+    for _ in 0..HEAP_RESERVE / BLOCK {
+        blocks.push(vec![0xa5u8; BLOCK]);
+        fences.push(Box::new(0u64));
+    }
     drop(std::hint::black_box(blocks));
+    std::mem::forget(fences);
 }
 
 /// Bytes available to unprivileged users on the filesystem holding the open directory `at`.
