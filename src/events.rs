@@ -89,21 +89,26 @@ impl EventLog {
     }
 
     fn commit(&self) {
-        let full = fixed::<MESSAGE_BYTES>(format_args!("{:1$}", "", MESSAGE_BYTES));
         let mut g = self.lock();
         for _ in 0..EVENT_CAPACITY {
-            g.ring.write(Event {
-                seq: 0,
-                at: 0.0,
-                kind: EventKind::Info,
-                camera: fixed(format_args!("{:32}", "")),
-                job_id: None,
-                state: None,
-                reason: Some(full.clone()),
-                message: full.clone(),
-            });
+            g.ring.write(filler());
         }
         g.ring.clear();
+    }
+}
+
+/// An event whose strings are full, written over memory to commit it (every byte set).
+pub fn filler() -> Event {
+    let full = fixed::<MESSAGE_BYTES>(format_args!("{:1$}", "", MESSAGE_BYTES));
+    Event {
+        seq: 0,
+        at: 0.0,
+        kind: EventKind::Info,
+        camera: fixed(format_args!("{:32}", "")),
+        job_id: None,
+        state: None,
+        reason: Some(full.clone()),
+        message: full,
     }
 }
 
