@@ -42,8 +42,9 @@
 //! - Leaves: [`lifecycle`] (job states and the pure state machine), [`frame`] (frame pool),
 //!   [`jpeg`] (libjpeg-turbo: planar YUV 4:2:2 encoder, DCT-scaled decoder), [`clock`],
 //!   [`shutdown`] (the stop token and the panic policy), [`logging`] (non-blocking log sink),
-//!   [`notify`], [`sys`] (directory-relative file operations, statvfs, thread priority),
-//!   [`testhook`] (faults the tests inject, debug builds only).
+//!   [`notify`], [`sys`] (directory-relative file operations, statvfs, thread priority, TCP
+//!   progress, cgroup limits, malloc settings), [`testhook`] (faults the tests inject, debug
+//!   builds only).
 //!
 //! `unsafe` lives only in the leaves that talk to the kernel or to C: `capture/pipe.rs`,
 //! `capture/v4l2.rs`, [`jpeg`] and [`sys`] (also checked by `tests/structure.rs`).

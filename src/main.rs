@@ -118,6 +118,7 @@ fn run(args: &[String]) -> Result<(), Error> {
     let signals = shutdown::signal_flag().map_err(|e| Error::Fatal(format!("cannot install signal handlers: {e}")))?;
     let stop = Stop::new();
     let service = Service::start(config, stop.clone())?;
+    camjobd::sys::commit_heap(); // after the pools (README "Fixed memory")
     println!("camjobd {} running; dashboard at http://{}/", env!("CARGO_PKG_VERSION"), service.local_addr());
     let _ = std::io::stdout().flush();
     let notifier = match camjobd::notify::Notifier::from_env() {
@@ -177,6 +178,8 @@ fn run(args: &[String]) -> Result<(), Error> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread: one malloc arena, no per-thread caches (may restart the binary once).
+    let _ = camjobd::sys::settle_allocator().map_err(|e| eprintln!("camjobd: {e}"));
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -230,7 +230,7 @@ impl Shared {
         Shared {
             config,
             cameras,
-            events: Arc::new(EventLog::default()),
+            events: EventLog::committed(),
             commands,
             history: JobHistory::default(),
             liveness: Arc::default(),

@@ -1,8 +1,8 @@
 //! Small operating-system calls that std does not offer, each behind a safe function: free
 //! space on a filesystem, physical memory, opening, listing, creating and deleting files under a
 //! directory without following links, the scheduling priority of the calling thread,
-//! whether the clock is synchronised, how far a TCP client has read, and the control group's
-//! limits.
+//! whether the clock is synchronised, how far a TCP client has read, the control group's
+//! limits, and the shape of the C allocator ([`settle_allocator`]).
 //! The only other `unsafe` is in the capture backends and [`crate::jpeg`].
 
 use std::ffi::CString;
@@ -115,6 +115,84 @@ pub fn cgroup_limits_in(root: &Path, own: &str) -> CgroupLimits {
 pub fn hostname() -> Option<String> {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     Some(raw.trim().to_string()).filter(|h| !h.is_empty())
+}
+
+/// The glibc malloc settings camjobd runs with (README "Fixed memory"): one arena for every
+/// thread, no per-thread caches and no fast bins (a freed chunk merges with its free
+/// neighbours at once), a fixed mmap threshold of 32 KiB, and a heap that is never trimmed and
+/// grows by what it needs (no top pad, so a large buffer is not carved from a spare top).
+/// With glibc's defaults each thread that allocates gets a heap of its own (12 with one camera
+/// and MQTT), each thread keeps a cache of up to 7 freed chunks in each of 64 size classes (a
+/// chunk allocated on one thread and freed on another, such as a connection's task, lands in
+/// the freeing thread's cache), and the mmap threshold rises to the largest buffer freed so
+/// far (the 146 KiB page that `/api/events?limit=256` reserves then lives in a heap); under API
+/// polling RSS grew in steps of 4-16 KiB for as long as a soak ran while the live heap stayed
+/// flat (README "Soak"). With these settings one heap holds only small objects, whatever is
+/// freed is reusable by every thread at once, every larger buffer is a mapping of its own,
+/// returned when freed, and the heap keeps its high-water mark ([`HEAP_RESERVE`]).
+pub const MALLOC_TUNABLES: &str = "glibc.malloc.arena_max=1:glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0:\
+glibc.malloc.mmap_threshold=32768:glibc.malloc.trim_threshold=1073741824:glibc.malloc.top_pad=0";
+
+/// Puts glibc's allocator in the shape of [`MALLOC_TUNABLES`]; call first thing in `main`,
+/// before any thread exists. glibc reads its per-thread cache setting only when a program
+/// starts (`GLIBC_TUNABLES`), so when that variable is unset this executes the binary again
+/// (its own path, same arguments, same process id) with it set, once: the second start finds
+/// it set and returns. A `GLIBC_TUNABLES` given by the caller is left as it is (to tune, or
+/// to run under a tool that must not see an exec). If the exec fails, the rest is still
+/// applied (`mallopt`) and the reason is returned; the caches stay.
+pub fn settle_allocator() -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    const VAR: &str = "GLIBC_TUNABLES";
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+        return Ok(());
+    }
+    if std::env::var_os(VAR).is_some() {
+        return Ok(());
+    }
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_default();
+    // The binary's own path (not /proc/self/exe, which would name the process `exe`).
+    let err = match std::env::current_exe() {
+        Ok(exe) => std::process::Command::new(exe).arg0(arg0).args(args).env(VAR, MALLOC_TUNABLES).exec(),
+        Err(e) => e,
+    };
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets parameters of the allocator, which takes its own lock.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MXFAST, 0);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 10);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 0);
+    }
+    Err(format!("could not restart with {VAR}={MALLOC_TUNABLES} ({err}); per-thread malloc caches stay on"))
+}
+
+/// Heap committed once the service has started ([`commit_heap`]): touched once and never given
+/// back, like the frame pool, so RSS does not step up each time a stall, a burst of requests or
+/// of live-view clients sets a new high-water mark of the heap within this size (it rose by up
+/// to 300 KiB after start-up in 25-minute soaks without it); a heap that outgrew it would grow
+/// RSS again, visibly.
+pub const HEAP_RESERVE: usize = 1 << 20;
+
+/// Fills and frees [`HEAP_RESERVE`] bytes in 16 KiB blocks (below the mmap threshold, so they
+/// come from the heap; not zeroed, as calloc would leave fresh pages untouched), each followed
+/// by an 8-byte fence that is kept for good (64 of them, 2 KiB with their list): the freed
+/// blocks cannot merge into one large free block, so they serve small objects only and a buffer
+/// of 32 KiB or more still gets a mapping of its own rather than a slice of the reserve. Their
+/// pages stay resident, as [`MALLOC_TUNABLES`] never trims the heap. Call once the service has
+/// started: a buffer allocated for good at start-up (a frame copy) would otherwise take the
+/// reserve for itself.
+pub fn commit_heap() {
+    const BLOCK: usize = 16 << 10;
+    let mut blocks = Vec::with_capacity(HEAP_RESERVE / BLOCK);
+    let mut fences = Vec::with_capacity(HEAP_RESERVE / BLOCK);
+    for _ in 0..HEAP_RESERVE / BLOCK {
+        blocks.push(vec![0xa5u8; BLOCK]);
+        fences.push(Box::new(0u64));
+    }
+    drop(std::hint::black_box(blocks));
+    std::mem::forget(fences);
 }
 
 /// Bytes available to unprivileged users on the filesystem holding the open directory `at`.

@@ -81,6 +81,11 @@ impl Opener for PipeOpener {
             .env_remove("WATCHDOG_PID")
             // Own process group: one kill(-pgid) reaches the command and everything it starts.
             .process_group(0);
+        // camjobd's own malloc settings (one arena, no caches) would slow a multi-threaded
+        // camera program such as rpicam-vid; settings the user gave are passed on.
+        if std::env::var("GLIBC_TUNABLES").is_ok_and(|v| v == crate::sys::MALLOC_TUNABLES) {
+            cmd.env_remove("GLIBC_TUNABLES");
+        }
         // If camjobd dies without dropping the source (SIGKILL, a second Ctrl-C, the OOM
         // killer), the kernel kills the command, so it cannot keep the camera busy for the
         // next start. The signal follows the spawning thread, which is the capture thread:

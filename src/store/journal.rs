@@ -82,18 +82,13 @@ impl Journal {
             None => 1,
         };
         let (file, size) = open_append(&at, &file_name(number))?;
-        Ok(Journal {
-            at,
-            config,
-            fsync,
-            file,
-            number,
-            size,
-            last_seq: 0,
-            last_flush: Instant::now(),
-            buf: Vec::with_capacity(64 * 1024),
-            page: Vec::with_capacity(MAX_PAGE),
-        })
+        // Both buffers written once now, so that their memory is resident from the start
+        // rather than page by page as batches reach new sizes (README "Soak").
+        let mut buf = vec![b' '; 64 * 1024];
+        buf.clear();
+        let mut page = vec![crate::events::filler(); MAX_PAGE];
+        page.clear();
+        Ok(Journal { at, config, fsync, file, number, size, last_seq: 0, last_flush: Instant::now(), buf, page })
     }
 
     /// Writes pending events when a batch is due: `batch_events` are waiting, or the oldest
