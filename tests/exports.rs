@@ -479,3 +479,65 @@ fn slow_downloads_complete_and_deleted_exports_they_hold_stay_in_the_budget() {
     assert_eq!(d.get(&format!("/api/exports/{second}")).status, 404);
     assert!(export_bytes_on_disk(&d) <= budget);
 }
+
+#[test]
+fn a_download_read_in_bursts_is_not_cut_between_them() {
+    // curl --limit-rate reads all its socket holds at once, then pauses until its average is
+    // down: over loopback that is seconds between acknowledgements of hundreds of KB, far
+    // beyond a 1 s write timeout. The client keeps taking bytes: it must not be cut.
+    let dir = TempDir::new("export-bursts");
+    let cam = synthetic(
+        "cam0",
+        json!({"source": {"kind": "synthetic", "width": 640, "height": 480, "fps": 20, "quality": 90}, "snapshot_interval_ms": 50}),
+    );
+    let cfg = config(&dir, json!([cam]), json!({"write_timeout_ms": 1000}));
+    let d = Daemon::start_in(dir, &cfg);
+    let deadline = Instant::now() + 30 * SEC;
+    while d.camera("cam0")["store"]["bytes"].as_u64().unwrap() < 4_000_000 {
+        assert!(Instant::now() < deadline, "fewer than 4 MB stored: {}", d.camera("cam0")["store"]);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(d.post("/api/cameras/cam0/stop", "").status, 202);
+    let id = submit(&d, json!({"camera": "cam0", "from": 0, "to": "2100-01-01", "kind": "archive"})).json()["id"]
+        .as_u64()
+        .unwrap();
+    let (v, _) = wait_export(&d, id, 30 * SEC, |v| v["state"] == "SUCCEEDED");
+    let whole = d.get(&format!("/api/exports/{id}/file")).body;
+    assert_eq!(whole.len() as u64, v["bytes"].as_u64().unwrap());
+    // A reader of bursts: it takes all its socket holds at once, then sleeps until its average
+    // is back to 150 KB/s (what curl --limit-rate does, but every time).
+    let (mut s, len) = open_download(&d, &format!("/api/exports/{id}/file"), None);
+    let t0 = Instant::now();
+    let (mut got, mut pauses, mut longest) = (Vec::with_capacity(len), 0, Duration::ZERO);
+    let mut buf = vec![0u8; 1 << 20];
+    s.set_read_timeout(Some(30 * SEC)).unwrap();
+    while got.len() < len {
+        let n = std::io::Read::read(&mut s, &mut buf).expect("the download was cut");
+        assert!(n > 0, "the download ended after {} of {len} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+        // Whatever else is already here, at once.
+        s.set_nonblocking(true).unwrap();
+        while let Ok(n) = std::io::Read::read(&mut s, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        s.set_nonblocking(false).unwrap();
+        let due = Duration::from_secs_f64(got.len() as f64 / 150_000.0);
+        if let Some(wait) = due.checked_sub(t0.elapsed()) {
+            pauses += 1;
+            longest = longest.max(wait);
+            std::thread::sleep(wait);
+        }
+    }
+    println!(
+        "figures: {} bytes in bursts at 150 KB/s in {:.1} s, {pauses} pauses, the longest {:.1} s (write timeout 1 s)",
+        got.len(),
+        t0.elapsed().as_secs_f64(),
+        longest.as_secs_f64()
+    );
+    assert!(got == whole, "the download differs from the file");
+    assert!(longest > 2 * SEC, "no pause longer than the write timeout: the test tested nothing");
+    assert_eq!(d.get("/api/status").json()["http"]["timeouts"], 0);
+}

@@ -10,6 +10,7 @@
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -62,6 +63,20 @@ impl Peer {
     pub fn progress(&self) -> Option<crate::sys::TcpProgress> {
         crate::sys::tcp_progress(self.fd)
     }
+}
+
+/// The longest [`grace`].
+const MAX_GRACE: Duration = Duration::from_secs(600);
+/// The slowest reading [`grace`] allows for.
+const FLOOR_BYTES_PER_S: u64 = 1024;
+
+/// How long a client that just took `step` bytes may then take nothing before it is dropped:
+/// `base` (`http.write_timeout_ms`), or as long as those bytes last it at 1 KiB/s, up to 10
+/// minutes. TCP acknowledges in steps (a receive window reopens only once its reader has made
+/// room), and `curl --limit-rate` reads all its socket holds at once, then pauses until its
+/// average is down: a reader taking 20 KB/s can go 30 s between acknowledgements of 600 KB.
+pub fn grace(step: u64, base: Duration) -> Duration {
+    base.max(Duration::from_secs(step / FLOOR_BYTES_PER_S).min(MAX_GRACE))
 }
 
 /// Marks a connection busy until dropped (held by the response body).
@@ -208,5 +223,15 @@ mod tests {
         let a = place(conns.admit());
         let _b = place(conns.admit());
         tokio::time::timeout(std::time::Duration::from_secs(1), a.conn.evicted()).await.expect("told");
+    }
+
+    #[test]
+    fn grace_grows_with_the_last_burst_within_bounds() {
+        let base = Duration::from_secs(5);
+        assert_eq!(grace(0, base), base);
+        assert_eq!(grace(4 << 10, base), base, "a small step keeps the write timeout");
+        assert_eq!(grace(600_000, base), Duration::from_secs(585));
+        assert_eq!(grace(u64::MAX, base), MAX_GRACE);
+        assert_eq!(grace(0, Duration::from_secs(900)), Duration::from_secs(900), "never below the write timeout");
     }
 }

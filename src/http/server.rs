@@ -825,8 +825,12 @@ impl Guarded {
     fn stalled(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         if !self.armed {
             self.armed = true;
-            self.acked = self.acked();
-            self.sleep.as_mut().reset(tokio::time::Instant::now() + self.timeout);
+            // What the client took since the last stall began: the longer its last burst, the
+            // longer it may pause now (see `conns::grace`).
+            let acked = self.acked();
+            let grace = super::conns::grace(acked.saturating_sub(self.acked), self.timeout);
+            self.acked = acked;
+            self.sleep.as_mut().reset(tokio::time::Instant::now() + grace);
         }
         while self.sleep.as_mut().poll(cx).is_ready() {
             let acked = self.acked();
@@ -837,8 +841,9 @@ impl Guarded {
                     "the client took no data for http.write_timeout_ms",
                 ));
             }
+            let grace = super::conns::grace(acked - self.acked, self.timeout);
             self.acked = acked;
-            self.sleep.as_mut().reset(tokio::time::Instant::now() + self.timeout);
+            self.sleep.as_mut().reset(tokio::time::Instant::now() + grace);
         }
         Poll::Pending
     }

@@ -136,6 +136,8 @@ struct Pace {
     /// Bytes it had acknowledged at the last look, and since when.
     acked: u64,
     moved_at: Instant,
+    /// How long it may take nothing now: longer after a long burst (`conns::grace`).
+    grace: Duration,
     /// The next look, backing off from 2 ms to 50 ms while the client is slow.
     every: Duration,
 }
@@ -155,6 +157,7 @@ impl Pace {
         // Not a TCP socket, or one the client closed: hyper's next write finds out.
         let Some(p) = self.peer.progress().filter(|p| p.open) else { return Drained::Yes };
         if p.acked != self.acked {
+            self.grace = super::conns::grace(p.acked.saturating_sub(self.acked), self.timeout);
             self.acked = p.acked;
             self.moved_at = now;
         }
@@ -162,7 +165,7 @@ impl Pace {
             self.every = Duration::from_millis(2);
             return Drained::Yes;
         }
-        if now.duration_since(self.moved_at) >= self.timeout {
+        if now.duration_since(self.moved_at) >= self.grace {
             return Drained::Stuck;
         }
         let at = now + self.every;
@@ -208,6 +211,7 @@ impl MjpegBody {
             timeout,
             acked: 0,
             moved_at: Instant::now(),
+            grace: timeout,
             every: Duration::from_millis(2),
         });
         self
