@@ -49,13 +49,14 @@ cross_gnu_type() {
 cross_packages() {
   local gnu
   gnu=$(cross_gnu_type "$1") || return 0
-  echo "gcc-$gnu libc6-dev-$(debian_arch "$1")-cross"
+  # g++: OpenH264 (the software H.264 encoder) is C++.
+  echo "gcc-$gnu g++-$gnu libc6-dev-$(debian_arch "$1")-cross"
 }
 # Those packages, when that compiler is missing.
 cross_compiler_packages() {
   local gnu
   gnu=$(cross_gnu_type "$1") || return 0
-  command -v "$gnu-gcc" >/dev/null || cross_packages "$1"
+  { command -v "$gnu-gcc" && command -v "$gnu-g++"; } >/dev/null || cross_packages "$1"
 }
 # Adds rustup target TRIPLE when it is not installed; --brief prints only rustup's last line.
 ensure_rust_target() { # [--brief] TRIPLE

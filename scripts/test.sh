@@ -24,7 +24,7 @@ skip() { [ "$(eval echo "\${SKIP_$1:-0}")" = 1 ]; }
 # when run on their own.
 log "packages"
 . scripts/lib.sh
-want=("$(libclang_package)" ffmpeg nasm faketime mosquitto openssl)
+want=("$(libclang_package)" ffmpeg nasm faketime mosquitto openssl gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-libav)
 skip BROWSER || want+=(chromium)
 skip SOAK || want+=(gnuplot-nox)
 skip VM || want+=(qemu-system-x86 busybox-static cpio kmod v4l-utils ustreamer libjpeg-turbo-progs)

@@ -148,6 +148,8 @@ impl Budget {
         let mut programs_bytes = 0;
         let mut threads = 0;
         let mut program_tasks = 0;
+        // H.264: the encoders' working sets, and the largest client buffers (at SETUP).
+        let (mut video_max, mut client_max) = (0, 0);
         for (i, c) in config.cameras.iter().enumerate() {
             let per = c.max_frame_bytes as u64;
             let at = |k: &str| format!("cameras[{i}].{k}");
@@ -175,6 +177,16 @@ impl Budget {
                     n * (image + PER_ENCODER),
                 );
                 threads += n;
+            }
+            if let Some(v) = &c.video {
+                let ring = crate::h264::stage::ring_bytes(v) as u64;
+                add(&mut items, format!("camera {}'s H.264 ring", c.name), at("video.bitrate_kbps"), ring);
+                let (w, h) = c.source.size();
+                let image = crate::jpeg::Yuv422::bytes_for(w as usize, h as usize) as u64;
+                let au = crate::h264::stage::max_au_bytes(ring as usize) as u64;
+                video_max += image + au + u64::from(w) * u64::from(h) * crate::h264::stage::ENCODER_BYTES_PER_PIXEL;
+                client_max = client_max.max(crate::h264::stage::client_bytes(au as usize) as u64);
+                threads += 1;
             }
             if c.store.enabled {
                 let index = c.store.max_files as u64 * std::mem::size_of::<crate::index::StoredSnapshot>() as u64;
@@ -216,6 +228,13 @@ impl Budget {
         let committed_bytes: u64 = items.iter().map(|i| i.bytes).sum();
         add(&mut items, format!("up to {} connections", http.max_connections), "http.max_connections".into(), conns);
         add(&mut items, "export workers".into(), "exports.max_concurrent".into(), exports);
+        add(&mut items, "the H.264 encoders at work".into(), "cameras[].video".into(), video_max);
+        if client_max > 0 && config.rtsp.bind_addr().is_some() {
+            // The `rtsp` thread, and its clients' buffers.
+            threads += 1;
+            let clients = config.rtsp.max_clients as u64;
+            add(&mut items, format!("up to {clients} RTSP clients"), "rtsp.max_clients".into(), clients * client_max);
+        }
         if let Some(m) = &config.mqtt {
             let cams = config.cameras.len() as u64;
             let jpegs = if m.snapshot_jpeg { config.cameras.iter().map(|c| c.max_frame_bytes as u64).sum() } else { 0 };

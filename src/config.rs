@@ -22,6 +22,7 @@ mod led;
 mod log;
 pub mod mqtt;
 mod storage;
+mod video;
 
 pub use self::log::{LogConfig, LogLevel};
 pub use cameras::{
@@ -33,6 +34,7 @@ pub use http::{HttpConfig, MAX_TOKEN_BYTES};
 pub use led::LedConfig;
 pub use mqtt::MqttConfig;
 pub use storage::{FsyncPolicy, JournalConfig, KeepPolicy, StorageConfig, StoreConfig, RESERVED_NAMES};
+pub use video::{Codec, EncoderKind, Profile, RtspConfig, VideoConfig};
 
 /// The whole configuration of one camjobd process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +54,8 @@ pub struct Config {
     pub exports: ExportsConfig,
     /// The MQTT broker connection (Home Assistant, fleets); `null`: off.
     pub mqtt: Option<MqttConfig>,
+    /// The RTSP server for the cameras' `video`.
+    pub rtsp: RtspConfig,
 }
 
 impl Default for Config {
@@ -61,9 +65,11 @@ impl Default for Config {
             storage: StorageConfig::default(),
             led: LedConfig::None,
             log: LogConfig::default(),
-            cameras: vec![CameraConfig::default()],
+            // The built-in camera serves H.264 too, so that `cargo run --release` serves RTSP.
+            cameras: vec![CameraConfig { video: Some(VideoConfig::default()), ..CameraConfig::default() }],
             exports: ExportsConfig::default(),
             mqtt: None,
+            rtsp: RtspConfig::default(),
         }
     }
 }
@@ -136,6 +142,9 @@ impl Config {
         if let Some(m) = &self.mqtt {
             m.validate(&mut v);
         }
+        let http = &self.http;
+        let guarded = (http.token.is_some() || http.token_file.is_some()) && http.protect_reads;
+        self.rtsp.validate(guarded, http.allow_open, &mut v);
         v.finish()
     }
 }

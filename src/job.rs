@@ -126,6 +126,9 @@ impl Service {
             None,
             format_args!("camjobd {} listening on http://{}/", env!("CARGO_PKG_VERSION"), server.local_addr()),
         );
+        if let Some(t) = start_rtsp(&shared, &stop)? {
+            threads.push(t);
+        }
         if let (Some(m), Some(settings), Some(stats)) = (&shared.config.mqtt, mqtt, mqtt_stats) {
             // After the server: discovery links to the address it is bound to. A broker that
             // is down is not an error; the thread connects when it comes up.
@@ -185,6 +188,31 @@ impl Service {
             }
         }
     }
+}
+
+/// The RTSP server, when a camera has `video` and `rtsp.bind` is set.
+fn start_rtsp(shared: &Arc<Shared>, stop: &Stop) -> Result<Option<JoinHandle<()>>, Error> {
+    let cameras: Vec<crate::rtsp::Camera> = shared
+        .cameras
+        .iter()
+        .filter_map(|c| c.video.as_ref().map(|v| crate::rtsp::Camera { name: c.name.clone(), video: Arc::clone(v) }))
+        .collect();
+    let rtsp = &shared.config.rtsp;
+    let Some(addr) = rtsp.bind_addr().filter(|_| !cameras.is_empty()) else { return Ok(None) };
+    let listener = TcpListener::bind(addr).map_err(|e| {
+        let hint = if e.kind() == io::ErrorKind::AddrInUse {
+            "; another program (MediaMTX, go2rtc, another camjobd) uses this port: stop it or change rtsp.bind"
+        } else {
+            ""
+        };
+        Error::Fatal(format!("cannot listen on rtsp.bind {addr}: {e}{hint}"))
+    })?;
+    let stats = Arc::clone(&shared.rtsp);
+    let http = &shared.config.http;
+    let token = http.token.clone().filter(|_| http.protect_reads);
+    crate::rtsp::start(listener, cameras, rtsp.max_clients, token, rtsp.udp, stats, stop.clone())
+        .map(Some)
+        .map_err(|e| Error::Fatal(format!("cannot start thread rtsp: {e}")))
 }
 
 fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {

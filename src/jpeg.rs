@@ -143,6 +143,13 @@ impl Yuv422 {
         self.height = height;
     }
 
+    /// Makes this image a copy of `other` (its size and pixels, padding included).
+    pub fn copy_from(&mut self, other: &Yuv422) {
+        self.set_size(other.width, other.height);
+        let n = Self::bytes_for(other.width, other.height);
+        self.data[..n].copy_from_slice(&other.data[..n]);
+    }
+
     /// Width in pixels.
     pub fn width(&self) -> usize {
         self.width
@@ -168,7 +175,8 @@ impl Yuv422 {
         (y, u, v, ys, cs)
     }
 
-    fn planes(&self) -> (&[u8], &[u8], &[u8], usize, usize) {
+    /// The three planes and their row strides, to read: `(y, u, v, y_stride, c_stride)`.
+    pub fn planes(&self) -> (&[u8], &[u8], &[u8], usize, usize) {
         let (ys, cs, rows) = self.layout();
         let (y, rest) = self.data.split_at(ys * rows);
         let (u, rest) = rest.split_at(cs * rows);

@@ -55,6 +55,8 @@ pub struct CameraShared {
     pub store: StoreStats,
     /// The live view: the newest encoded frame, stream demand, HTTP's copies.
     pub live: Arc<LiveFeed>,
+    /// H.264 for RTSP clients, when the camera has `video`.
+    pub video: Option<Arc<crate::h264::stage::Video>>,
 }
 
 impl CameraShared {
@@ -97,6 +99,7 @@ impl CameraShared {
             },
             latest: self.snapshots.latest_meta(),
             live: LiveView { stream_clients: self.live.clients(), copies_missed: self.live.copies_missed() },
+            video: self.video.as_ref().map(|v| v.view(self.config.source.fps().unwrap_or(30))),
             store: {
                 let (files, bytes) = self.stored.usage();
                 let s = &self.store;
@@ -135,6 +138,8 @@ pub struct CameraView {
     pub live: LiveView,
     /// Snapshots on disk.
     pub store: StoreView,
+    /// H.264 for RTSP clients (`null`: the camera has no `video`).
+    pub video: Option<crate::h264::stage::VideoView>,
 }
 
 /// The API's view of a camera's live view.
@@ -162,6 +167,8 @@ pub struct Shared {
     pub liveness: Arc<Liveness>,
     /// Wall-clock jumps seen (by the store thread, which dates snapshots).
     pub clock: crate::clock::ClockState,
+    /// The RTSP server's counters.
+    pub rtsp: Arc<crate::rtsp::Stats>,
 }
 
 /// A core loop that has not gone round for this long counts as hung: `/healthz` answers 503
@@ -224,6 +231,7 @@ impl Shared {
                         config.http.frame_copies(),
                         c.max_frame_bytes,
                     )),
+                    video: c.video.as_ref().map(|v| Arc::new(crate::h264::stage::Video::new(crate::h264::stage::ring_bytes(v)))),
                 })
             })
             .collect();
@@ -235,6 +243,7 @@ impl Shared {
             history: JobHistory::default(),
             liveness: Arc::default(),
             clock: Default::default(),
+            rtsp: Arc::default(),
         }
     }
 

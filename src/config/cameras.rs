@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Checker, StoreConfig, RESERVED_NAMES};
+use super::{Checker, StoreConfig, VideoConfig, RESERVED_NAMES};
 
 /// The largest `max_frames` a job takes (config, HTTP, MQTT): 2^53 − 1, the largest integer a
 /// JavaScript client (the dashboard, Home Assistant's templates) reads exactly.
@@ -43,6 +43,8 @@ pub struct CameraConfig {
     pub watchdog: WatchdogConfig,
     /// Where and how much of this camera's snapshots are kept on disk.
     pub store: StoreConfig,
+    /// H.264 for RTSP clients (`null`: none).
+    pub video: Option<VideoConfig>,
 }
 
 impl Default for CameraConfig {
@@ -59,6 +61,7 @@ impl Default for CameraConfig {
             max_frame_bytes: 1024 * 1024,
             watchdog: WatchdogConfig::default(),
             store: StoreConfig::default(),
+            video: None,
         }
     }
 }
@@ -123,6 +126,16 @@ impl SourceConfig {
             SourceConfig::Synthetic(c) => Some(c.quality),
             SourceConfig::V4l2(c) if c.format != V4l2Format::Mjpg => Some(c.quality),
             SourceConfig::V4l2(_) | SourceConfig::Pipe(_) | SourceConfig::Libcamera(_) => None,
+        }
+    }
+
+    /// The frame rate asked for (a pipe's is unknown).
+    pub fn fps(&self) -> Option<u32> {
+        match self {
+            SourceConfig::Synthetic(c) => Some(c.fps),
+            SourceConfig::V4l2(c) => Some(c.fps),
+            SourceConfig::Libcamera(c) => Some(c.fps),
+            SourceConfig::Pipe(_) => None,
         }
     }
 
@@ -371,6 +384,18 @@ impl CameraConfig {
         }
         v.range(MAX_FRAME_BYTES, self.max_frame_bytes, 4096, 64 << 20);
         v.within("store", |v| self.store.validate(v));
+        if let Some(video) = &self.video {
+            v.within("video", |v| video.validate(v));
+            if self.source.raw_quality().is_none() {
+                v.fail(
+                    "video",
+                    "needs a camera whose frames camjobd encodes itself (synthetic, v4l2 with format YUYV or auto) in this version; H.264 from JPEG cameras and from rpicam-vid is not built yet",
+                );
+            }
+            if matches!(video.encoder, super::EncoderKind::V4l2m2m | super::EncoderKind::Source) {
+                v.fail("video.encoder", "only \"auto\" and \"software\" are built in this version");
+            }
+        }
         v.within("watchdog", |v| self.watchdog.validate(v));
         v.within("source", |v| self.source.validate(v));
         // Checked after the source, so that a bad size is reported as the source's own error.

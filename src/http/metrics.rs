@@ -46,6 +46,9 @@ pub fn render(
     if let Some(m) = mqtt {
         mqtt_metrics(&mut out, m);
     }
+    if shared.cameras.iter().any(|c| c.video.is_some()) && shared.config.rtsp.bind_addr().is_some() {
+        rtsp_metrics(&mut out, &shared.rtsp);
+    }
     out
 }
 
@@ -111,6 +114,7 @@ fn cameras(out: &mut String, shared: &Shared) {
             sample(out, "seconds_since_last_frame", &v.camera, format_args!("{:.3}", (now - t).max(0.0)));
         }
     }
+    video(out, &views);
     family(out, "job_state", "gauge", "1 for the state the camera's job is in, 0 for the others.");
     for v in &views {
         for s in JobState::ALL {
@@ -118,6 +122,48 @@ fn cameras(out: &mut String, shared: &Shared) {
             let _ = writeln!(out, "camjobd_job_state{{camera=\"{}\",state=\"{}\"}} {on}", v.camera, s.as_str());
         }
     }
+}
+
+/// The H.264 families, for the cameras with `video`.
+fn video(out: &mut String, views: &[crate::status::CameraView]) {
+    type Get = fn(&crate::h264::stage::VideoView) -> f64;
+    let families: [(&str, &str, &str, Get); 7] = [
+        ("h264_watchers", "gauge", "RTSP clients watching the camera's H.264 now.", |v| f64::from(v.watchers)),
+        ("h264_frames_total", "counter", "Frames encoded to H.264 since start.", |v| v.frames as f64),
+        ("h264_keyframes_total", "counter", "H.264 keyframes (IDR) since start.", |v| v.keyframes as f64),
+        ("h264_bytes_total", "counter", "Bytes of H.264 encoded since start.", |v| v.bytes as f64),
+        ("h264_encode_seconds_total", "counter", "Time spent encoding H.264.", |v| {
+            v.encode_ms_mean.unwrap_or(0.0) * v.frames as f64 / 1000.0
+        }),
+        ("h264_frames_skipped_total", "counter", "Frames not encoded: the encoder was busy.", |v| v.skipped as f64),
+        ("h264_frames_failed_total", "counter", "Frames that could not be encoded or kept.", |v| v.failed as f64),
+    ];
+    if views.iter().all(|v| v.video.is_none()) {
+        return;
+    }
+    for (name, kind, help, get) in families {
+        family(out, name, kind, help);
+        for v in views {
+            if let Some(video) = &v.video {
+                sample(out, name, &v.camera, get(video));
+            }
+        }
+    }
+}
+
+/// The RTSP server's families.
+fn rtsp_metrics(out: &mut String, r: &crate::rtsp::Stats) {
+    let g = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed);
+    let rows = [
+        ("rtsp_connections", "gauge", "RTSP connections open now.", g(&r.connections)),
+        ("rtsp_sessions_playing", "gauge", "RTSP sessions playing now.", g(&r.playing)),
+        ("rtsp_refused_total", "counter", "RTSP connections refused at rtsp.max_clients.", g(&r.refused)),
+        ("rtsp_packets_total", "counter", "RTP packets sent, all clients.", g(&r.packets)),
+        ("rtsp_bytes_total", "counter", "RTP bytes sent, all clients.", g(&r.bytes)),
+        ("rtsp_access_units_skipped_total", "counter", "Frames a client skipped after falling behind.", g(&r.skipped)),
+        ("rtsp_packets_dropped_total", "counter", "RTP packets not sent to UDP clients (buffer full).", g(&r.packets_dropped)),
+    ];
+    unlabelled(out, &rows);
 }
 
 /// Process-wide families: clock, process, uptime, log.

@@ -81,6 +81,7 @@ struct Status<'a> {
     log_lines_dropped: u64,
     log_lines_suppressed: u64,
     mqtt: Option<serde_json::Value>,
+    rtsp: Option<serde_json::Value>,
     budget: &'a serde_json::value::RawValue,
 }
 
@@ -142,6 +143,12 @@ impl Api {
         Arc::clone(&self.http_stats)
     }
 
+    /// The RTSP server's counters and where it listens, when a camera has `video`.
+    fn rtsp_status(&self) -> Option<serde_json::Value> {
+        self.shared.config.rtsp.bind_addr()?;
+        self.shared.cameras.iter().any(|c| c.video.is_some()).then(|| self.shared.rtsp.to_json())
+    }
+
     fn status(&self) -> Response {
         let body = Status {
             version: env!("CARGO_PKG_VERSION"),
@@ -153,6 +160,7 @@ impl Api {
             log_lines_dropped: crate::logging::lines_dropped(),
             log_lines_suppressed: crate::logging::SUPPRESSED.load(std::sync::atomic::Ordering::Relaxed),
             mqtt: self.mqtt.as_ref().map(|m| m.to_json()),
+            rtsp: self.rtsp_status(),
             budget: &self.budget,
         };
         Response::json_bytes(200, serde_json::to_vec(&body).expect("plain data"))

@@ -165,6 +165,8 @@ pub struct CaptureLoop {
     outputs: Option<Arc<Outputs>>,
     /// The encoders, for a camera whose source can deliver raw frames; started with the loop.
     stage: Option<Stage>,
+    /// The H.264 encoder, for a camera with `video`; started with the loop.
+    h264: Option<crate::h264::stage::Stage>,
     /// When the next frame is due to be kept.
     next_keep: Instant,
     interval: Duration,
@@ -200,6 +202,7 @@ impl CaptureLoop {
             store: None,
             outputs: None,
             stage: None,
+            h264: None,
             next_keep: Instant::now(),
             interval,
             next_live: Instant::now(),
@@ -250,6 +253,9 @@ impl CaptureLoop {
                     return;
                 }
             }
+            if !self.start_h264() {
+                return;
+            }
         }
         let hb = &self.cam.heartbeat;
         hb.set_phase(Phase::Idle);
@@ -268,9 +274,45 @@ impl CaptureLoop {
         }
         self.close();
         self.stage = None;
+        self.h264 = None;
         self.note_encoder_drops();
         self.flush_events(true);
         self.cam.heartbeat.set_phase(Phase::Idle);
+    }
+
+    /// Starts the H.264 encoder thread of a camera with `video`. False: it could not start
+    /// (the service fails).
+    fn start_h264(&mut self) -> bool {
+        let (Some(video), Some(vc)) = (&self.cam.video, &self.cam.config.video) else { return true };
+        let c = &self.cam.config;
+        let settings = crate::h264::Settings {
+            bitrate_kbps: vc.bitrate_kbps,
+            keyframe_interval_s: vc.keyframe_interval_s,
+            profile: vc.profile,
+            fps: c.source.fps().unwrap_or(30),
+        };
+        let s = settings.clone();
+        let make: Box<dyn FnOnce() -> Result<Box<dyn crate::h264::Encoder>, crate::h264::EncodeError> + Send> =
+            Box::new(move || Ok(Box::new(crate::h264::software::Software::new(&s)?) as Box<dyn crate::h264::Encoder>));
+        *video.encoder.lock().unwrap_or_else(|e| e.into_inner()) = match vc.encoder {
+            crate::config::EncoderKind::Auto => {
+                "software (OpenH264), chosen by auto: the source gives raw frames and this version has no V4L2 M2M backend"
+            }
+            _ => "software (OpenH264), as configured",
+        };
+        let (w, h) = c.source.size();
+        let size = (w as usize, h as usize);
+        match crate::h264::stage::Stage::start(&self.cam.name, Arc::clone(video), make, &settings, size, &self.stop) {
+            Ok(stage) => {
+                self.h264 = Some(stage);
+                true
+            }
+            Err(e) => {
+                log::error!("cannot start the H.264 encoder thread of camera {}: {e}", self.cam.name);
+                self.stop.fail(&format!("h264-{}", self.cam.name), crate::shutdown::Broke::NotStarted);
+                false
+            }
+        }
     }
 
     /// Folds the encoders' failed frames into the drop summary.
@@ -392,16 +434,27 @@ impl CaptureLoop {
                 (result, got)
             }
             Delivers::Yuv => {
+                // H.264 takes every frame while an RTSP client watches; JPEG what is due.
+                let h264 = self.h264.as_ref().filter(|h| h.video().wanted());
                 let mut target = RawTarget {
-                    stage: self.stage.as_ref(),
+                    stage: self.stage.as_ref().filter(|_| wanted),
                     pool: Some(&mut self.pool),
                     got: None,
                     missing: Got::NotOffered,
+                    h264,
+                    got_h264: None,
                 };
-                let dst = if wanted { Dest::Yuv(&mut target) } else { Dest::Discard };
+                let dst = if wanted || h264.is_some() { Dest::Yuv(&mut target) } else { Dest::Discard };
                 let result = source.read(dst, READ_WAIT);
-                let got = match (&result, target.got) {
-                    (Ok(Read::Raw), Some((mut claim, mut slot))) => {
+                let raw = matches!(result, Ok(Read::Raw));
+                let (mono_ms, unix) = (clock::mono_ms(), clock::unix_now());
+                let got = match (raw, target.got) {
+                    (true, Some((mut claim, mut slot))) => {
+                        // Both want it: the source filled the JPEG encoder's image; H.264 gets a copy.
+                        if let Some(mut c) = h264.and_then(crate::h264::stage::Stage::claim) {
+                            c.image().copy_from(claim.image());
+                            h264.expect("claimed from it").submit(c, mono_ms, unix);
+                        }
                         let (w, h) = (claim.image().width() as u32, claim.image().height() as u32);
                         let f = slot.frame();
                         f.set_len(0);
@@ -411,7 +464,12 @@ impl CaptureLoop {
                         stage.submit(claim, slot.lend());
                         Got::Taken
                     }
-                    _ => target.missing,
+                    _ => {
+                        if let (true, Some(c)) = (raw, target.got_h264) {
+                            h264.expect("claimed from it").submit(c, mono_ms, unix);
+                        }
+                        target.missing
+                    }
                 };
                 (result, got)
             }
@@ -554,33 +612,49 @@ enum Got {
 /// Finds an encoder and a frame buffer for a raw frame when the source has one, not before
 /// the read: the encoder of the previous frame is likely still at work when a read starts.
 struct RawTarget<'a> {
+    /// The JPEG encoders, when the frame is wanted as a JPEG.
     stage: Option<&'a Stage>,
     pool: Option<&'a mut FramePool>,
     got: Option<(crate::encode::Claim<'a>, crate::frame::Slot<'a>)>,
     /// What was missing when the source asked.
     missing: Got,
+    /// The H.264 encoder, when an RTSP client watches.
+    h264: Option<&'a crate::h264::stage::Stage>,
+    /// Its image, when the source filled it directly (no JPEG wanted, or none free).
+    got_h264: Option<crate::h264::stage::Claim<'a>>,
 }
 
 impl crate::capture::YuvTarget for RawTarget<'_> {
     fn image(&mut self) -> Option<&mut crate::jpeg::Yuv422> {
-        if self.got.is_none() {
-            let (Some(stage), Some(pool)) = (self.stage, self.pool.take()) else {
-                self.missing = Got::NoEncoder;
-                return None;
-            };
-            let Some(claim) = stage.claim() else {
-                self.missing = Got::NoEncoder;
-                return None;
-            };
-            // After the claim: a worker hands its buffer back before it turns idle.
-            stage.reclaim(pool);
-            let Some(slot) = pool.acquire() else {
-                self.missing = Got::NoBuffer;
-                return None;
-            };
-            self.got = Some((claim, slot));
+        if self.got.is_none() && self.got_h264.is_none() {
+            self.claim_jpeg();
+            if self.got.is_none() {
+                self.got_h264 = self.h264.and_then(crate::h264::stage::Stage::claim);
+            }
         }
-        self.got.as_mut().map(|(claim, _)| claim.image())
+        match (&mut self.got, &mut self.got_h264) {
+            (Some((claim, _)), _) => Some(claim.image()),
+            (None, Some(claim)) => Some(claim.image()),
+            (None, None) => None,
+        }
+    }
+}
+
+impl RawTarget<'_> {
+    fn claim_jpeg(&mut self) {
+        let Some(stage) = self.stage else { return };
+        let Some(pool) = self.pool.take() else { return };
+        let Some(claim) = stage.claim() else {
+            self.missing = Got::NoEncoder;
+            return;
+        };
+        // After the claim: a worker hands its buffer back before it turns idle.
+        stage.reclaim(pool);
+        let Some(slot) = pool.acquire() else {
+            self.missing = Got::NoBuffer;
+            return;
+        };
+        self.got = Some((claim, slot));
     }
 }
 

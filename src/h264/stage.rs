@@ -1,0 +1,346 @@
+//! One camera's H.264 encoder thread (`h264-<camera>`) and what the others see of it.
+//!
+//! [`Video`] is the shared part: who watches ([`Video::watch`]), the ring of access units, the
+//! counters. Capture looks at [`Video::wanted`] once per frame; while somebody watches it
+//! claims the encoder's image (an atomic swap: never waits), fills it like a JPEG encoder's
+//! and hands it over ([`Stage::submit`]). A frame that finds the encoder busy is skipped for
+//! H.264 and counted. The encoder thread encodes, appends to the ring, and is idle again.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{self, Receiver, Sender};
+
+use super::ring::{AuMeta, AuRing};
+use super::{Encoder, Settings};
+use crate::jpeg::Yuv422;
+use crate::shutdown::{Broke, Stop};
+
+/// How often an idle encoder thread looks at the stop token.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// Counters of one camera's H.264, for `/api/status` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct VideoStats {
+    /// Frames encoded.
+    pub frames: AtomicU64,
+    /// Of them, keyframes.
+    pub keyframes: AtomicU64,
+    /// Bytes of H.264 written.
+    pub bytes: AtomicU64,
+    /// Microseconds spent encoding, in all.
+    pub encode_us: AtomicU64,
+    /// Frames captured while somebody watched but not encoded: the encoder was busy.
+    pub skipped: AtomicU64,
+    /// Frames that could not be encoded or stored (an error, or larger than the ring).
+    pub failed: AtomicU64,
+}
+
+/// One camera's H.264 as the other threads see it.
+pub struct Video {
+    /// The encoded access units.
+    pub ring: AuRing,
+    /// Counters.
+    pub stats: VideoStats,
+    /// The encoder in use and why it was chosen, set when capture starts it.
+    pub encoder: Mutex<&'static str>,
+    /// Clients watching now; capture encodes only while this is above 0.
+    watching: AtomicU32,
+    /// A client joined: the next frame is a keyframe.
+    want_keyframe: AtomicBool,
+    /// The largest access unit a reader must be able to hold.
+    pub max_au_bytes: usize,
+}
+
+/// The API's view of a camera's H.264 (`/api/status`, `/metrics`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VideoView {
+    /// The encoder in use, and why it was chosen.
+    pub encoder: &'static str,
+    /// RTSP clients watching now (the encoder runs only while this is above 0).
+    pub watchers: u32,
+    /// Frames encoded since start; of them keyframes.
+    pub frames: u64,
+    /// See `frames`.
+    pub keyframes: u64,
+    /// Bytes of H.264 written since start.
+    pub bytes: u64,
+    /// Mean encode time per frame, milliseconds (null before the first).
+    pub encode_ms_mean: Option<f64>,
+    /// Mean bitrate of what was encoded, kbit/s, at the camera's frame rate (null before).
+    pub bitrate_kbps_mean: Option<f64>,
+    /// Frames not encoded because the encoder was still busy with the one before.
+    pub skipped: u64,
+    /// Frames that could not be encoded or stored.
+    pub failed: u64,
+}
+
+/// A client watching; dropping it ends the watch.
+pub struct Watch(Arc<Video>);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.0.watching.fetch_sub(1, Release);
+    }
+}
+
+/// The H.264 ring of a camera: four seconds at the bitrate, or two keyframe intervals, whichever
+/// is longer (a client that falls behind starts again at a keyframe still in it), 1 to 16 MiB.
+pub fn ring_bytes(v: &crate::config::VideoConfig) -> usize {
+    let secs = u64::from(v.keyframe_interval_s.max(2) * 2);
+    let bytes = u64::from(v.bitrate_kbps) * 1000 / 8 * secs;
+    (bytes as usize).clamp(1 << 20, 16 << 20)
+}
+
+/// The largest access unit kept, for a ring of `ring_bytes`: a quarter of it (a keyframe of a
+/// busy scene).
+pub fn max_au_bytes(ring_bytes: usize) -> usize {
+    (ring_bytes / 4).max(64 << 10)
+}
+
+/// What one RTSP client's buffers take: an access unit and its packets (each packet adds its
+/// RTP header, the interleave header and FU-A's two bytes).
+pub fn client_bytes(max_au: usize) -> usize {
+    max_au + packets_bytes(max_au)
+}
+
+/// The packets of an access unit of `max_au` bytes, interleaved.
+pub fn packets_bytes(max_au: usize) -> usize {
+    max_au + (max_au / (super::rtp::MAX_PAYLOAD - 2) + 8) * (super::rtp::HEADER + 4 + 2) + 256
+}
+
+/// OpenH264's working set per pixel, measured: RSS grew 4.5 MB at 640x480 and 10.2 MB at
+/// 1280x720 when the first client made the encoder work (README "Video over RTSP").
+pub const ENCODER_BYTES_PER_PIXEL: u64 = 15;
+
+impl Video {
+    /// The shared part for a ring of `ring_bytes`.
+    pub fn new(ring_bytes: usize) -> Video {
+        let max_au_bytes = max_au_bytes(ring_bytes);
+        Video {
+            ring: AuRing::new(ring_bytes, 256),
+            stats: VideoStats::default(),
+            encoder: Mutex::new("none yet"),
+            watching: AtomicU32::new(0),
+            want_keyframe: AtomicBool::new(false),
+            max_au_bytes,
+        }
+    }
+
+    /// Starts a watch: capture encodes from the next frame on, beginning with a keyframe.
+    pub fn watch(self: &Arc<Self>) -> Watch {
+        self.want_keyframe.store(true, Release);
+        self.watching.fetch_add(1, Release);
+        Watch(Arc::clone(self))
+    }
+
+    /// The next frame encoded is a keyframe (a client starts, or fell behind).
+    pub fn request_keyframe(&self) {
+        self.want_keyframe.store(true, Release);
+    }
+
+    /// Somebody watches (capture's per-frame question).
+    pub fn wanted(&self) -> bool {
+        self.watching.load(Acquire) > 0
+    }
+
+    /// Clients watching now.
+    pub fn watchers(&self) -> u32 {
+        self.watching.load(Relaxed)
+    }
+
+    /// The counters, for the API; `fps` turns bytes per frame into a bitrate.
+    pub fn view(&self, fps: u32) -> VideoView {
+        let st = &self.stats;
+        let frames = st.frames.load(Relaxed);
+        let bytes = st.bytes.load(Relaxed);
+        let per_frame = |v: f64| (frames > 0).then(|| v / frames as f64);
+        VideoView {
+            encoder: *self.encoder.lock().unwrap_or_else(|e| e.into_inner()),
+            watchers: self.watchers(),
+            frames,
+            keyframes: st.keyframes.load(Relaxed),
+            bytes,
+            encode_ms_mean: per_frame(st.encode_us.load(Relaxed) as f64 / 1000.0),
+            bitrate_kbps_mean: per_frame(bytes as f64 * 8.0 * f64::from(fps) / 1000.0),
+            skipped: st.skipped.load(Relaxed),
+            failed: st.failed.load(Relaxed),
+        }
+    }
+}
+
+/// What the encoder thread is handed.
+struct Job {
+    mono_ms: u64,
+    captured_at: f64,
+}
+
+/// The encoder thread as capture sees it.
+pub struct Stage {
+    video: Arc<Video>,
+    busy: Arc<AtomicBool>,
+    image: Arc<Mutex<Yuv422>>,
+    jobs: Option<Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The encoder's image, claimed for one frame; dropping it without [`Stage::submit`] gives it
+/// back.
+pub struct Claim<'a> {
+    busy: &'a AtomicBool,
+    image: Option<MutexGuard<'a, Yuv422>>,
+}
+
+impl Claim<'_> {
+    /// The image to fill.
+    pub fn image(&mut self) -> &mut Yuv422 {
+        self.image.as_mut().expect("present until submitted")
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if self.image.take().is_some() {
+            self.busy.store(false, Release);
+        }
+    }
+}
+
+impl Stage {
+    /// Starts the `h264-<camera>` thread with `encoder` (created on it) for `width x height`.
+    pub fn start(
+        camera: &str,
+        video: Arc<Video>,
+        make: Box<dyn FnOnce() -> Result<Box<dyn Encoder>, super::EncodeError> + Send>,
+        settings: &Settings,
+        (width, height): (usize, usize),
+        stop: &Stop,
+    ) -> std::io::Result<Stage> {
+        let (jobs, rx) = channel::bounded(1);
+        let busy = Arc::new(AtomicBool::new(false));
+        let image = Arc::new(Mutex::new(Yuv422::new(width, height)));
+        let run = Run {
+            video: Arc::clone(&video),
+            busy: Arc::clone(&busy),
+            image: Arc::clone(&image),
+            jobs: rx,
+            stop: stop.clone(),
+            au: committed(video.max_au_bytes),
+            bitrate_kbps: settings.bitrate_kbps,
+        };
+        let name = format!("h264-{camera}");
+        let thread = std::thread::Builder::new().name(name).spawn(move || run.run(make))?;
+        Ok(Stage { video, busy, image, jobs: Some(jobs), thread: Some(thread) })
+    }
+
+    /// The encoder's image, if it is idle and somebody watches.
+    pub fn claim(&self) -> Option<Claim<'_>> {
+        if !self.video.wanted() {
+            return None;
+        }
+        if self.busy.swap(true, Acquire) {
+            self.video.stats.skipped.fetch_add(1, Relaxed);
+            return None;
+        }
+        let image = self.image.lock().unwrap_or_else(|e| e.into_inner());
+        Some(Claim { busy: &self.busy, image: Some(image) })
+    }
+
+    /// Hands the filled image over, captured at `mono_ms` / `captured_at`.
+    pub fn submit(&self, mut claim: Claim<'_>, mono_ms: u64, captured_at: f64) {
+        drop(claim.image.take());
+        let sent = self.jobs.as_ref().is_some_and(|j| j.try_send(Job { mono_ms, captured_at }).is_ok());
+        if !sent {
+            // The thread is gone (it failed the service on its way out): give the image back.
+            self.busy.store(false, Release);
+        }
+    }
+
+    /// The shared part.
+    pub fn video(&self) -> &Arc<Video> {
+        &self.video
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        // Closing the job channel ends the thread even when the stop token is not set.
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An empty buffer of `capacity` whose pages are resident now (written once), so that RSS
+/// does not creep up as frames first fill it.
+pub fn committed(capacity: usize) -> Vec<u8> {
+    let mut v = vec![0xA5u8; capacity];
+    v.clear();
+    v
+}
+
+/// The encoder thread's state.
+struct Run {
+    video: Arc<Video>,
+    busy: Arc<AtomicBool>,
+    image: Arc<Mutex<Yuv422>>,
+    jobs: Receiver<Job>,
+    stop: Stop,
+    /// One access unit, never grown.
+    au: Vec<u8>,
+    bitrate_kbps: u32,
+}
+
+impl Run {
+    fn run(mut self, make: Box<dyn FnOnce() -> Result<Box<dyn Encoder>, super::EncodeError> + Send>) {
+        let name = std::thread::current().name().unwrap_or("h264").to_string();
+        let mut encoder = match make() {
+            Ok(e) => e,
+            Err(e) => {
+                log::error!("{name}: {e}");
+                self.stop.fail(&name, Broke::NotStarted);
+                return;
+            }
+        };
+        let choice = *self.video.encoder.lock().unwrap_or_else(|e| e.into_inner());
+        log::info!("{name}: H.264 by {choice}, at {} kbit/s while an RTSP client watches", self.bitrate_kbps);
+        loop {
+            match self.jobs.recv_timeout(STOP_POLL) {
+                Ok(job) => self.encode(&mut *encoder, &job),
+                Err(channel::RecvTimeoutError::Timeout) if !self.stop.is_set() => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn encode(&mut self, encoder: &mut dyn Encoder, job: &Job) {
+        let force = self.video.want_keyframe.swap(false, Acquire);
+        let t0 = Instant::now();
+        let result = {
+            let image = self.image.lock().unwrap_or_else(|e| e.into_inner());
+            encoder.encode(&image, job.mono_ms, force, &mut self.au)
+        };
+        let stats = &self.video.stats;
+        stats.encode_us.fetch_add(t0.elapsed().as_micros() as u64, Relaxed);
+        let meta = AuMeta { captured_mono_ms: job.mono_ms, captured_at: job.captured_at, ..AuMeta::default() };
+        match result {
+            Ok(e) if self.video.ring.push(&self.au, AuMeta { keyframe: e.keyframe, ..meta }).is_some() => {
+                stats.frames.fetch_add(1, Relaxed);
+                stats.keyframes.fetch_add(u64::from(e.keyframe), Relaxed);
+                stats.bytes.fetch_add(e.bytes as u64, Relaxed);
+            }
+            failed => {
+                // Lost: the clients would decode garbage until the next keyframe, so ask for one.
+                stats.failed.fetch_add(1, Relaxed);
+                self.video.want_keyframe.store(true, Release);
+                if let Err(e) = failed {
+                    log::debug!("h264: {e}");
+                }
+            }
+        }
+        self.busy.store(false, Release);
+    }
+}
