@@ -216,3 +216,68 @@ fn encoding_makes_zero_allocations_per_frame() {
     // (a page or two of slack for the allocator's bookkeeping).
     assert!(rss1 <= rss0 + (64 << 10), "RSS grew over {} encoded frames: {rss0} → {rss1} B", s1 - s0);
 }
+
+#[test]
+fn h264_for_four_rtsp_clients_makes_zero_allocations_per_frame() {
+    if std::process::Command::new("ffmpeg").arg("-version").output().is_err() {
+        assert!(std::env::var_os("CAMJOBD_REQUIRE_CLIENTS").is_none(), "ffmpeg is required here but not installed");
+        return;
+    }
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cam = CameraConfig {
+        name: "cam0".into(),
+        source: SourceConfig::Synthetic(SyntheticConfig { width: 320, height: 240, fps: 100, ..SyntheticConfig::default() }),
+        snapshot_interval_ms: 100,
+        video: Some(camjobd::config::VideoConfig::default()),
+        ..CameraConfig::default()
+    };
+    let stop = Stop::new();
+    let (shared, t) = start(cam, &stop);
+    // The real server, in this process: its thread (`rtsp`) and the encoder's (`h264-cam0`)
+    // are counted with capture's.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let video = Arc::clone(shared.cameras[0].video.as_ref().unwrap());
+    let cameras = vec![camjobd::rtsp::Camera { name: "cam0".into(), video: Arc::clone(&video) }];
+    let server = camjobd::rtsp::start(listener, cameras, 16, None, true, Arc::clone(&shared.rtsp), stop.clone()).unwrap();
+    // Four clients, two over TCP and two over UDP, taking the stream as it comes.
+    let mut clients: Vec<_> = ["tcp", "tcp", "udp", "udp"]
+        .iter()
+        .map(|transport| {
+            std::process::Command::new("ffmpeg")
+                .args(["-nostdin", "-v", "error", "-rtsp_transport", transport, "-i", &format!("rtsp://{addr}/cam0")])
+                .args(["-c", "copy", "-f", "null", "-"])
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let encoded = || video.stats.frames.load(Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while shared.rtsp.playing.load(Relaxed) < 4 || encoded() < 100 {
+        assert!(Instant::now() < deadline, "{} playing, {} encoded", shared.rtsp.playing.load(Relaxed), encoded());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (a0, f0, e0, p0) = (ALLOCS.load(Relaxed), frames(&shared), encoded(), shared.rtsp.packets.load(Relaxed));
+    wait_frames(&shared, f0 + 1_000, Duration::from_secs(60));
+    let (a1, f1, e1, p1) = (ALLOCS.load(Relaxed), frames(&shared), encoded(), shared.rtsp.packets.load(Relaxed));
+    let playing = shared.rtsp.playing.load(Relaxed);
+    for c in &mut clients {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    stop.trigger();
+    t.join().unwrap();
+    server.join().unwrap();
+    println!(
+        "H.264 320x240 to 4 RTSP clients: {} frames captured, {} encoded, {} packets sent, {} allocations in steady state",
+        f1 - f0,
+        e1 - e0,
+        p1 - p0,
+        a1 - a0
+    );
+    assert_eq!(playing, 4, "every client played to the end");
+    assert!(e1 - e0 >= (f1 - f0) / 2, "encoded {} of {} frames", e1 - e0, f1 - f0);
+    assert!(p1 - p0 >= 4 * (e1 - e0), "every client was sent every frame");
+    assert_eq!(a1 - a0, 0, "capture, the H.264 encoder or the RTSP server allocated in steady state");
+}

@@ -1,6 +1,7 @@
 //! Shared by `tests/alloc.rs` and `examples/bench_capture.rs` (included with `#[path]`):
-//! a counting global allocator that counts only on the watched (capture) thread and on the
-//! encoder threads it starts (`enc<N>-<camera>`), and a helper that runs one real capture loop
+//! a counting global allocator that counts only on the watched (capture) thread, on the
+//! encoder threads it starts (`enc<N>-<camera>`, `h264-<camera>`) and on the RTSP server's
+//! thread (`rtsp`), and a helper that runs one real capture loop
 //! on such a thread.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -28,13 +29,14 @@ pub static BYTES: AtomicU64 = AtomicU64::new(0);
 /// Kernel thread id of the capture thread, for its CPU time.
 pub static CAPTURE_TID: AtomicU64 = AtomicU64::new(0);
 
-/// True on an encoder thread: its kernel name is `enc<digit>...` (read without allocating; a
-/// test thread named `encoding_...` is not one).
+/// True on an encoder thread or the RTSP server's: its kernel name is `enc<digit>...`,
+/// `h264-...` or `rtsp` (read without allocating; a test thread named `encoding_...` is not
+/// one).
 fn on_encoder_thread() -> bool {
     let mut name = [0u8; 16];
     // SAFETY: PR_GET_NAME writes at most 16 bytes into the buffer passed.
     let ok = unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) } == 0;
-    ok && name.starts_with(b"enc") && name[3].is_ascii_digit()
+    ok && (name.starts_with(b"enc") && name[3].is_ascii_digit() || name.starts_with(b"h264-") || name.starts_with(b"rtsp\0"))
 }
 
 fn count(bytes: usize) {
