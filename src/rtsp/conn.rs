@@ -429,7 +429,9 @@ impl Conn {
             _watch: watch,
             au: committed(max_au),
             out: committed(out),
-            reported: Instant::now(),
+            // The first sender report goes out with the first tick after PLAY: recorders map
+            // RTP time to wall-clock time from it.
+            reported: Instant::now().checked_sub(REPORT_EVERY).unwrap_or_else(Instant::now),
             video,
         });
         Reply::ok().header("Transport", &answer)

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# H.264 figures; asserts nothing. Usage: scripts/bench-h264.sh [SECONDS]   (default 10)
+#  1. encode cost on the same raw frames (ffmpeg's testsrc2 with noise, 300 frames) at 640x480
+#     and 1280x720: camjobd's OpenH264 (examples/bench_h264.rs, one thread) beside
+#     `ffmpeg -c:v libx264 -preset ultrafast -tune zerolatency` at the same 2 Mbit/s, with one
+#     thread and with ffmpeg's default threads. Frames per CPU-second, medians of 5. ffmpeg's
+#     CPU is its `-benchmark` figure less the same command copying the frames (reading and
+#     demuxing are not encoding).
+#  2. capture-to-client latency on loopback, a 640x480 30 fps synthetic camera: RTSP (H.264
+#     over TCP; the capture time of each access unit from its RTP time and the sender
+#     report's wall clock) and MJPEG (`/stream`, each part's X-Timestamp), both read for
+#     SECONDS by one client at once. p50 and p99 in ms.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+secs=${1:-10}
+command -v ffmpeg >/dev/null || apt_install ffmpeg
+cargo build --release --quiet --bin camjobd --example bench_h264
+work=$(mktemp -d)
+pid=""
+trap '[ -z "$pid" ] || kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# CPU seconds ffmpeg reports for a run (`bench: utime=1.2s stime=0.1s rtime=...`).
+ffmpeg_cpu() {
+  ffmpeg -hide_banner -nostdin -benchmark "$@" 2>&1 |
+    sed -n 's/.*bench: utime=\([0-9.]*\)s stime=\([0-9.]*\)s.*/\1 \2/p' | awk '{ print $1 + $2 }'
+}
+
+echo "== encode cost, frames per CPU-second (300 frames, 2 Mbit/s, medians of 5)"
+for size in 640x480 1280x720; do
+  w=${size%x*} h=${size#*x}
+  frames="$work/$size.yuv"
+  ffmpeg -hide_banner -nostdin -loglevel error -f lavfi -i "testsrc2=size=$size:rate=30,noise=alls=12:allf=t" \
+    -frames:v 300 -pix_fmt yuv420p -f rawvideo "$frames"
+  ./target/release/examples/bench_h264 "$w" "$h" "$frames" 5
+  input=(-f rawvideo -pix_fmt yuv420p -s "$size" -r 30 -i "$frames")
+  for threads in 1 0; do
+    rates=()
+    for _ in 1 2 3 4 5; do
+      total=$(ffmpeg_cpu "${input[@]}" -c:v libx264 -preset ultrafast -tune zerolatency -b:v 2M -threads "$threads" -f null -)
+      copy=$(ffmpeg_cpu "${input[@]}" -c:v copy -f null -)
+      rates+=("$(awk -v t="$total" -v c="$copy" 'BEGIN { d = t - c; if (d <= 0) d = 0.001; printf "%.0f", 300 / d }')")
+    done
+    label=$([ "$threads" = 1 ] && echo "1 thread" || echo "default threads")
+    echo "libx264 ultrafast zerolatency $size, $label: $(printf '%s\n' "${rates[@]}" | median) frames per CPU-second (runs: ${rates[*]})"
+  done
+done
+
+echo "== capture-to-client latency on loopback, ${secs} s, 640x480 at 30 fps"
+cat > "$work/config.json" <<JSON
+{
+  "http": { "bind": "127.0.0.1:0" },
+  "rtsp": { "bind": "127.0.0.1:0" },
+  "storage": { "dir": "$work/data" },
+  "log": { "level": "warn" },
+  "cameras": [ { "name": "cam0", "source": { "kind": "synthetic", "width": 640, "height": 480, "fps": 30 },
+                 "store": { "enabled": false }, "video": {} } ]
+}
+JSON
+./target/release/camjobd --config "$work/config.json" > "$work/out" 2> "$work/err" &
+pid=$!
+for _ in $(seq 100); do grep -q "http://" "$work/out" 2>/dev/null && break; sleep 0.1; done
+http=$(sed -n 's|.*http://\([^/]*\)/.*|\1|p' "$work/out" | head -n 1)
+[ -n "$http" ] || { cat "$work/err"; exit 1; }
+python3 - "$http" "$secs" <<'PY'
+import json, socket, struct, sys, threading, time, urllib.request
+
+http, secs = sys.argv[1], float(sys.argv[2])
+status = json.load(urllib.request.urlopen(f"http://{http}/api/status"))
+rtsp = status["rtsp"]["bind"]
+host, port = rtsp.rsplit(":", 1)
+
+def pct(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(len(v) * p))] * 1000
+
+def rtsp_latency(out):
+    s = socket.create_connection((host, int(port)))
+    f = s.makefile("rb")
+    url = f"rtsp://{rtsp}/cam0"
+    def request(method, uri, cseq, extra=""):
+        s.sendall(f"{method} {uri} RTSP/1.0\r\nCSeq: {cseq}\r\n{extra}\r\n".encode())
+        head = {}
+        while True:
+            line = f.readline().decode()
+            if line == "\r\n":
+                break
+            if ":" in line:
+                k, v = line.split(":", 1)
+                head[k.strip().lower()] = v.strip()
+        f.read(int(head.get("content-length", 0)))
+        return head
+    request("DESCRIBE", url, 1)
+    session = request("SETUP", url + "/trackID=0", 2, "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n")["session"].split(";")[0]
+    request("PLAY", url, 3, f"Session: {session}\r\n")
+    sr = None
+    pending = []   # (rtp time, arrival) of access units seen before the first sender report
+    end = time.time() + secs
+    while time.time() < end:
+        hdr = f.read(4)
+        ch, n = hdr[1], struct.unpack(">H", hdr[2:])[0]
+        pkt = f.read(n)
+        now = time.time()
+        if ch == 1 and pkt[1] == 200:
+            ntp_s, ntp_f, rtp_t = struct.unpack(">IIi", pkt[8:20])
+            sr = (ntp_s - 2208988800 + ntp_f / 2**32, rtp_t & 0xFFFFFFFF)
+        elif ch == 0 and pkt[1] & 0x80:   # the marker: an access unit's last packet
+            ts = struct.unpack(">I", pkt[4:8])[0]
+            pending.append((ts, now))
+            if sr:
+                for ts, at in pending:
+                    delta = ((ts - sr[1] + 2**31) % 2**32 - 2**31) / 90000
+                    out.append(at - (sr[0] + delta))
+                pending.clear()
+    s.close()
+
+def mjpeg_latency(out):
+    h, p = http.rsplit(":", 1)
+    s = socket.create_connection((h, int(p)))
+    s.sendall(f"GET /stream?camera=cam0 HTTP/1.1\r\nHost: {http}\r\n\r\n".encode())
+    f = s.makefile("rb")
+    end = time.time() + secs
+    while time.time() < end:
+        if not f.readline().lower().startswith(b"content-type: image/jpeg"):
+            continue
+        length = ts = None
+        while True:
+            line = f.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            k, _, v = line.partition(b":")
+            if k.strip().lower() == b"content-length":
+                length = int(v)
+            elif k.strip().lower() == b"x-timestamp":
+                ts = float(v)
+        # A part counts once its JPEG has arrived, as an access unit does at its last packet.
+        if length:
+            f.read(length)
+        if ts:
+            out.append(time.time() - ts)
+    s.close()
+
+r, m = [], []
+ts = [threading.Thread(target=rtsp_latency, args=(r,)), threading.Thread(target=mjpeg_latency, args=(m,))]
+[t.start() for t in ts]
+[t.join() for t in ts]
+for name, v in (("RTSP H.264", r), ("MJPEG /stream", m)):
+    if v:
+        print(f"{name}: {len(v)} frames, capture to client p50 {pct(v, 0.5):.1f} ms, p99 {pct(v, 0.99):.1f} ms")
+    else:
+        print(f"{name}: no frames")
+PY
