@@ -151,3 +151,33 @@ for name, v in (("RTSP H.264", r), ("MJPEG /stream", m)):
     else:
         print(f"{name}: no frames")
 PY
+
+echo "== CPU per added RTSP client (camjobd's CPU over ${secs} s: 1 client, then 16; ffmpeg -c copy over TCP)"
+url=$(python3 -c "import json,sys,urllib.request; print('rtsp://' + json.load(urllib.request.urlopen('http://$http/api/status'))['rtsp']['bind'] + '/cam0')")
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
+run_clients() {
+  local n=$1 pids=()
+  for _ in $(seq "$n"); do
+    ffmpeg -nostdin -v error -rtsp_transport tcp -i "$url" -c copy -f null - </dev/null &
+    pids+=($!)
+  done
+  sleep 3   # all playing
+  local t0 p0
+  t0=$(cpu_ticks)
+  p0=$(curl -s "http://$http/api/status" | python3 -c "import json,sys; print(json.load(sys.stdin)['rtsp']['packets'])")
+  sleep "$secs"
+  local t1 p1
+  t1=$(cpu_ticks)
+  p1=$(curl -s "http://$http/api/status" | python3 -c "import json,sys; print(json.load(sys.stdin)['rtsp']['packets'])")
+  kill "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+  echo "$n $((t1 - t0)) $((p1 - p0))"
+}
+hz=$(getconf CLK_TCK)
+read -r _ one_ticks one_packets < <(run_clients 1)
+sleep 2
+read -r _ many_ticks many_packets < <(run_clients 16)
+awk -v a="$one_ticks" -v b="$many_ticks" -v hz="$hz" -v s="$secs" -v pa="$one_packets" -v pb="$many_packets" 'BEGIN {
+  printf "camjobd CPU: 1 client %.1f %%, 16 clients %.1f %% of one core; per added client %.2f %% of a core (%.1f us per packet sent)\n",
+    100 * a / hz / s, 100 * b / hz / s, 100 * (b - a) / hz / s / 15, (pb > pa) ? 1e6 * (b - a) / hz / (pb - pa) : 0
+}'

@@ -33,6 +33,12 @@
 //!   ([`status::CameraShared`]) and [`status::Shared`]. [`error`] — start-up errors.
 //! - [`budget`] — what a config costs the board (memory committed and at most, threads and
 //!   tasks) against its memory, its control group and the installed unit's limits.
+//! - [`rtsp`] — the RTSP server (the `rtsp` thread: a small tokio runtime, one task per
+//!   client): requests, sessions over TCP or UDP, RTP from each camera's H.264 ring, Digest and
+//!   Basic for the token.
+//! - [`h264`] — H.264 beside the JPEGs: the encoder trait and its software backend (OpenH264),
+//!   the `h264-<camera>` thread that runs it while a client watches, the fixed ring of access
+//!   units every client reads, RTP packetization and sender reports.
 //! - [`config`] — the config file, one file per section under `config/`, each key's path and
 //!   bounds stated once in its section's `validate`.
 //! - [`encode`] — the encoder threads of a raw (YUYV) camera: capture hands them frames and
@@ -52,8 +58,9 @@
 //! # Threads
 //!
 //! `capture-<camera>`, `enc<N>-<camera>` (`encoder_threads` per camera whose source can deliver
-//! raw frames), `supervisor`, `watchdog`, `store`, `export-N`, `led` (when an LED is
-//! configured), `http` (and `http-N` runtime workers when `http.workers` > 1), `mqtt` (when
+//! raw frames), `h264-<camera>` (per camera with `video`), `supervisor`, `watchdog`, `store`,
+//! `export-N`, `led` (when an LED is configured), `http` (and `http-N` runtime workers when
+//! `http.workers` > 1), `rtsp` (when a camera has `video` and `rtsp.bind` is set), `mqtt` (when
 //! `mqtt` is configured), `log`: a fixed
 //! set started once ([`budget`] counts it); connections and streams are tasks on the runtime,
 //! never threads. Each is handed the same [`shutdown::Stop`]; one that panics fails the
