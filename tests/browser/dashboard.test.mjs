@@ -85,13 +85,13 @@ function writeConfig() {
     // Cannot be opened and may not recover: FAILED with a reason right after start.
     { name: "broken", source: { kind: "synthetic", width: 160, height: 120, fps: 10, fault: { fail_open: true } },
       watchdog: { max_recoveries: 0 }, store: { enabled: false } },
-    // Stores its snapshots (the newest 200) for the export test.
+    // Stores its snapshots (the newest 200) for the export test, and serves H.264 over RTSP.
     { name: "yard", source: { kind: "synthetic", width: 160, height: 120, fps: 10 }, snapshot_interval_ms: 200,
-      store: { enabled: true, max_files: 200 } },
+      store: { enabled: true, max_files: 200 }, video: {} },
   ];
   // Exports read 20 files a second, so that one can be watched and cancelled.
   const config = { http: { bind: `127.0.0.1:${port}`, token: TOKEN }, storage: { dir: path.join(tmp, "data") }, log: { level: "warn" },
-    cameras, exports: { max_files_per_s: 20 } };
+    cameras, exports: { max_files_per_s: 20 }, rtsp: { bind: "127.0.0.1:0" } };
   const file = path.join(tmp, "camjobd.json");
   writeFileSync(file, JSON.stringify(config, null, 2));
   const check = spawnSync(BIN, ["--check-config", "--config", file], { encoding: "utf8", timeout: 10000 });
@@ -452,6 +452,16 @@ test("the FAILED camera shows its reason in a banner", { timeout: 30000 }, async
   console.log(`FAILED banner: "${shown}"`);
   assert.equal(shown, `FAILED: ${reason}`);
   assert.equal(await text(page, `${camSel("broken")} .state`), "FAILED");
+});
+
+test("a camera with video shows its RTSP URL to copy; one without shows none", { timeout: 30000 }, async () => {
+  const { page } = browser;
+  const bind = (await api("/api/status")).rtsp.bind;
+  const want = `rtsp://127.0.0.1:${bind.split(":").pop()}/yard`;
+  const input = page.locator(`${camSel("yard")} .rtspurl`);
+  await waitFor("the RTSP URL", 5000, async () => (await input.inputValue()) === want);
+  assert.ok(await input.isVisible(), "shown on the yard card");
+  assert.equal(await page.locator(`${camSel("cam0")} .rtsp`).isVisible(), false, "cam0 has no video");
 });
 
 test("screenshots of a running and a failed camera, phone and desktop", { timeout: 60000 }, async () => {
