@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Fuzzes the HTTP request parser and router, the config parser and the MJPEG splitter with
+# Fuzzes the HTTP request parser and router, the config parser, the MJPEG splitter and the RTSP
+# server (requests through a real connection, in process) with
 # cargo-fuzz (libFuzzer, AddressSanitizer), each for SECONDS, starting from the seed corpus in
 # fuzz/seeds/<target>/. Prints runs, coverage and corpus size per target; a crash fails the run
 # and leaves the input in target/fuzz-artifacts/<target>/ — copy it to fuzz/regressions/<target>/
 # once fixed, and `cargo test` (tests/fuzz_regressions.rs) replays it for good.
 #
-#   scripts/fuzz.sh [SECONDS] [TARGET...]     (default: 60 s each, all three targets)
+#   scripts/fuzz.sh [SECONDS] [TARGET...]     (default: 60 s each, all four targets)
 #   scripts/fuzz.sh --build                   (only install cargo-fuzz and build the targets)
 #
 # cargo-fuzz passes a few -Z flags (sanitizer, coverage instrumentation); the machine has the
@@ -17,7 +18,7 @@ if [ "${1:-}" = --build ]; then build_only=1; shift; fi
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(http_request config mjpeg)
+[ ${#targets[@]} -gt 0 ] || targets=(http_request config mjpeg rtsp_request)
 export RUSTC_BOOTSTRAP=1
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "== installing cargo-fuzz (crates.io)"

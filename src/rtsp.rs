@@ -58,6 +58,8 @@ pub struct Stats {
     /// RTP packets not sent to UDP clients (the socket's buffer was full, or the client's
     /// port closed).
     pub packets_dropped: AtomicU64,
+    /// Connections whose task panicked (a bug: each is logged).
+    pub panics: AtomicU64,
     /// Access units a client skipped because it fell behind the ring.
     pub skipped: AtomicU64,
 }
@@ -75,6 +77,7 @@ impl Stats {
             "bytes": g(&self.bytes),
             "skipped": g(&self.skipped),
             "packets_dropped": g(&self.packets_dropped),
+            "panics": g(&self.panics),
         })
     }
 }
@@ -124,9 +127,22 @@ pub fn start(
 
 async fn accept(listener: tokio::net::TcpListener, ctx: Arc<Ctx>, stop: &Stop) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // The connections' tasks, joined here so that a panic in one is seen (tokio would swallow
+    // it): counted and logged; the client is cut, the others go on.
+    let mut tasks = tokio::task::JoinSet::new();
+    let quiet = crate::logging::Quiet::new();
     while !stop.is_set() {
         let accepted = tokio::select! {
             r = listener.accept() => r,
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = done {
+                    if e.is_panic() {
+                        ctx.stats.panics.fetch_add(1, Relaxed);
+                        quiet.error(format_args!("rtsp: a connection's task panicked (the client was cut): {e}"));
+                    }
+                }
+                continue;
+            }
             _ = tick.tick() => continue,
         };
         let Ok((sock, peer)) = accepted else {
@@ -139,12 +155,12 @@ async fn accept(listener: tokio::net::TcpListener, ctx: Arc<Ctx>, stop: &Stop) {
             stats.connections.fetch_sub(1, Relaxed);
             log::debug!("rtsp: {peer}: refused, {open} connections open (rtsp.max_clients)");
             stats.refused.fetch_add(1, Relaxed);
-            tokio::spawn(conn::refuse(sock));
+            tasks.spawn(conn::refuse(sock));
             continue;
         }
         let open = Open(Arc::clone(stats));
         let stop = stop.clone();
-        tokio::spawn(conn::serve(sock, peer, Arc::clone(&ctx), stop, open));
+        tasks.spawn(conn::serve(sock, peer, Arc::clone(&ctx), stop, open));
     }
 }
 

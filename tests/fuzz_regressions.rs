@@ -33,3 +33,8 @@ fn config_inputs() {
 fn mjpeg_inputs() {
     assert!(replay("mjpeg", checks::mjpeg) >= 3, "the seed corpus is missing");
 }
+
+#[test]
+fn rtsp_request_inputs() {
+    assert!(replay("rtsp_request", checks::rtsp_request) >= 5, "the seed corpus is missing");
+}

@@ -123,3 +123,78 @@ pub fn mjpeg(data: &[u8]) {
         }
     }
 }
+
+/// An RTSP server in this process for [`rtsp_request`]: one camera whose ring a thread fills
+/// with a small keyframe every 5 ms (so DESCRIBE and PLAY find what they wait for at once).
+fn rtsp_server() -> (std::net::SocketAddr, Arc<camjobd::rtsp::Stats>) {
+    static SERVER: OnceLock<(std::net::SocketAddr, Arc<camjobd::rtsp::Stats>)> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            use camjobd::h264::ring::AuMeta;
+            let video = Arc::new(camjobd::h264::stage::Video::new(1 << 20));
+            let feed = Arc::clone(&video);
+            std::thread::spawn(move || {
+                let au = [
+                    &[0, 0, 0, 1, 0x67, 0x42, 0xC0, 0x1E, 0xDA, 0x02, 0x80][..],
+                    &[0, 0, 0, 1, 0x68, 0xCE, 0x3C, 0x80][..],
+                    &[0, 0, 0, 1, 0x65, 0x88, 0x84, 0x00, 0x33][..],
+                ]
+                .concat();
+                loop {
+                    let now = camjobd::clock::mono_ms();
+                    feed.ring.push(&au, AuMeta { keyframe: true, captured_mono_ms: now, ..AuMeta::default() });
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            });
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+            let addr = listener.local_addr().expect("bound");
+            let stats = Arc::new(camjobd::rtsp::Stats::default());
+            let cameras = vec![camjobd::rtsp::Camera { name: "cam0".into(), video }];
+            // A token, so that the Digest and Basic parsers are reached too (the token is in
+            // the seeds).
+            let token = Some("fuzz-token".to_string());
+            let stop = camjobd::shutdown::Stop::new();
+            std::mem::forget(camjobd::rtsp::start(listener, cameras, 64, token, true, Arc::clone(&stats), stop));
+            (addr, stats)
+        })
+        .clone()
+}
+
+/// Raw bytes sent to the RTSP server as one client, which then closes its side: every answer
+/// is an RTSP/1.0 response with a status the server uses and the request's CSeq framing, or
+/// an interleaved packet; the server closes the connection in bounded time; no connection's
+/// task panics.
+pub fn rtsp_request(data: &[u8]) {
+    use std::io::{Read, Write};
+    let (addr, stats) = rtsp_server();
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+    // The server may close first (a bad request): the write may then fail, which is fine.
+    let _ = s.write_all(data);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut out = Vec::new();
+    let read = s.take(64 << 20).read_to_end(&mut out);
+    assert!(!matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock), "the server did not close within 10 s");
+    let mut rest = &out[..];
+    while !rest.is_empty() {
+        if rest[0] == b'$' {
+            assert!(rest.len() >= 4, "a cut interleaved header");
+            let n = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
+            assert!(rest.len() >= 4 + n, "a cut interleaved packet");
+            rest = &rest[4 + n..];
+            continue;
+        }
+        let end = rest.windows(4).position(|w| w == b"\r\n\r\n").expect("a whole response head") + 4;
+        let head = std::str::from_utf8(&rest[..end]).expect("an ASCII head");
+        let status: u16 = head.strip_prefix("RTSP/1.0 ").and_then(|h| h.get(..3)).and_then(|c| c.parse().ok()).expect(head);
+        assert!([200, 400, 401, 404, 454, 455, 459, 461, 501, 503].contains(&status), "{head}");
+        assert!(head.contains("\r\nCSeq: "), "{head}");
+        let len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .map_or(0, |v| v.trim().parse::<usize>().expect("a length"));
+        assert!(rest.len() >= end + len, "a cut body");
+        rest = &rest[end + len..];
+    }
+    assert_eq!(stats.panics.load(std::sync::atomic::Ordering::Relaxed), 0, "a connection's task panicked");
+}
