@@ -187,6 +187,11 @@ impl Budget {
                 video_max += image + au + u64::from(w) * u64::from(h) * crate::h264::stage::ENCODER_BYTES_PER_PIXEL;
                 client_max = client_max.max(crate::h264::stage::client_bytes(au as usize) as u64);
                 threads += 1;
+                if c.source.may_deliver_jpeg() {
+                    // The JPEGs handed to the encoder thread, which decodes them.
+                    let n = crate::h264::stage::JPEG_SLOTS as u64;
+                    add(&mut items, format!("camera {}'s JPEG copies for H.264", c.name), at("max_frame_bytes"), n * per);
+                }
             }
             if c.store.enabled {
                 let index = c.store.max_files as u64 * std::mem::size_of::<crate::index::StoredSnapshot>() as u64;

@@ -619,6 +619,60 @@ impl Decoder {
     }
 }
 
+impl Decoder {
+    /// Decodes `jpeg` at full size into `img` as planar 4:2:2 (made the JPEG's size, its width
+    /// rounded down to even; allocates only when larger than any image before), for the H.264
+    /// encoder of a camera that delivers JPEGs. `row` is scratch for one YCbCr row (grown once).
+    pub fn decode_yuv422(&mut self, jpeg: &[u8], img: &mut Yuv422, row: &mut Vec<u8>) -> Result<(usize, usize), Error> {
+        let d = self.dinfo();
+        let r = guarded(|| -> Result<(usize, usize), Error> {
+            let (w, h) = Self::read_header(d, jpeg)?;
+            if w < 2 || h < 2 {
+                return Err(Error::TooLarge { width: w, height: h });
+            }
+            d.scale_num = 1;
+            d.scale_denom = 1;
+            d.out_color_space = sys::J_COLOR_SPACE::JCS_YCbCr;
+            d.dct_method = sys::J_DCT_METHOD::JDCT_IFAST;
+            // Chroma is averaged back down to 4:2:2 below: smooth upsampling would be wasted.
+            d.do_fancy_upsampling = 0;
+            // SAFETY: header read; computes the output size (full scale).
+            unsafe { sys::jpeg_calc_output_dimensions(d) };
+            let (w, h) = (d.output_width as usize, d.output_height as usize);
+            let even = w & !1;
+            img.set_size(even, h);
+            if row.len() < w * 3 {
+                row.resize(w * 3, 0);
+            }
+            let (y, u, v, ys, cs) = img.planes_mut();
+            // SAFETY: parameters set; decoding starts.
+            unsafe { sys::jpeg_start_decompress(d) };
+            while (d.output_scanline as usize) < h {
+                let line = d.output_scanline as usize;
+                let mut ptr: sys::JSAMPROW_MUT = row.as_mut_ptr();
+                // SAFETY: one row of `w * 3` bytes, inside `row`.
+                unsafe { sys::jpeg_read_scanlines(d, &mut ptr, 1) };
+                let (yr, ur, vr) = (&mut y[line * ys..], &mut u[line * cs..], &mut v[line * cs..]);
+                for (x, px) in row[..even * 3].chunks_exact(6).enumerate() {
+                    yr[2 * x] = px[0];
+                    yr[2 * x + 1] = px[3];
+                    ur[x] = ((u16::from(px[1]) + u16::from(px[4]) + 1) / 2) as u8;
+                    vr[x] = ((u16::from(px[2]) + u16::from(px[5]) + 1) / 2) as u8;
+                }
+            }
+            // SAFETY: every scanline was read.
+            unsafe { sys::jpeg_finish_decompress(d) };
+            Ok((even, h))
+        });
+        let r = r.and_then(|inner| inner);
+        if r.is_err() {
+            // SAFETY: back to "no image" after a failed or refused one.
+            unsafe { sys::jpeg_abort_decompress(self.dinfo()) };
+        }
+        r
+    }
+}
+
 impl Drop for Decoder {
     fn drop(&mut self) {
         // SAFETY: created in `new`, destroyed once; the managers are freed after this.
@@ -645,6 +699,33 @@ mod tests {
         }
         img.pad_edges();
         img
+    }
+
+    #[test]
+    fn a_jpeg_decodes_back_to_the_planes_it_was_made_from() {
+        let card = card(320, 240);
+        let mut jpeg = vec![0u8; 256 << 10];
+        let n = Encoder::new().encode(&card, 95, &mut jpeg).unwrap();
+        let mut back = Yuv422::new(16, 16);
+        let mut row = Vec::new();
+        assert_eq!(Decoder::new().decode_yuv422(&jpeg[..n], &mut back, &mut row).unwrap(), (320, 240));
+        assert_eq!((back.width(), back.height()), (320, 240));
+        let (a, b) = (card.planes(), back.planes());
+        let diff = |p: &[u8], q: &[u8], stride: usize, w: usize| {
+            let mut sum = 0u64;
+            for r in 0..240 {
+                for x in 0..w {
+                    sum += u64::from(p[r * stride + x].abs_diff(q[r * stride + x]));
+                }
+            }
+            sum as f64 / (240 * w) as f64
+        };
+        assert_eq!((a.3, a.4), (b.3, b.4), "same strides");
+        assert!(diff(a.0, b.0, a.3, 320) < 2.0, "luma");
+        assert!(diff(a.1, b.1, a.4, 160) < 3.0, "Cb");
+        assert!(diff(a.2, b.2, a.4, 160) < 3.0, "Cr");
+        // Garbage is an error, not a panic, and the decoder works after it.
+        assert!(Decoder::new().decode_yuv422(b"not a jpeg", &mut back, &mut row).is_err());
     }
 
     #[test]

@@ -523,7 +523,41 @@ fn configs_that_cannot_be_served_are_refused_with_their_key() {
     bad["video"]["bitrate_kbps"] = json!(60_000);
     let (code, err) = check(json!({"cameras": [bad]}));
     assert!(code == Some(2) && err.contains("cameras[0].video.bitrate_kbps"), "{err}");
-    let pipe = json!({"name": "p", "source": {"kind": "pipe", "command": ["cat"]}, "video": {}});
-    let (code, err) = check(json!({"cameras": [pipe]}));
-    assert!(code == Some(2) && err.contains("cameras[0].video"), "{err}");
+    let mut m2m = video_camera();
+    m2m["video"]["encoder"] = json!("v4l2m2m");
+    let (code, err) = check(json!({"cameras": [m2m]}));
+    assert!(code == Some(2) && err.contains("cameras[0].video.encoder"), "{err}");
+}
+
+#[test]
+fn a_camera_that_delivers_jpegs_is_decoded_for_h264() {
+    if !require("ffmpeg") {
+        return;
+    }
+    // An MJPEG pipe camera (what rpicam-vid --codec mjpeg and a USB MJPG camera deliver) at
+    // 320x240, 30 fps: not the 640x480 a pipe is assumed to have.
+    let dir = TempDir::new("rtsp-jpeg");
+    let cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"]
+        .iter()
+        .chain(&["-f", "mjpeg", "-q:v", "5", "-"])
+        .collect::<Vec<_>>();
+    let cam = json!({"name": "pcam", "source": {"kind": "pipe", "command": cmd}, "store": {"enabled": false}, "video": {}});
+    let mut cfg = config(&dir, json!([cam]), json!({}));
+    cfg["rtsp"] = json!({"bind": "127.0.0.1:0"});
+    let d = Daemon::start_in(dir, &cfg);
+    d.wait_state("pcam", "RUNNING", Duration::from_secs(10));
+    let addr = d.get("/api/status").json()["rtsp"]["bind"].as_str().unwrap().to_string();
+    let url = format!("rtsp://{addr}/pcam");
+    let o = Command::new("timeout")
+        .args(["30", "ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-select_streams", "v"])
+        .args(["-show_entries", "stream=codec_name,width,height", "-of", "csv=p=0", &url])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "h264,320,240", "{}", String::from_utf8_lossy(&o.stderr));
+    let (frames, err) = ffmpeg_frames(&url, "tcp", 5);
+    assert!(frames >= 5 * FPS * 95 / 100, "{frames} frames: {err}");
+    assert!(err.trim().is_empty(), "{err}");
+    let v = d.camera("pcam")["video"].clone();
+    assert!(v["encoder"].as_str().unwrap().contains("from the camera's JPEGs"), "{v:#}");
+    assert_eq!(v["failed"], 0, "{v:#}");
 }

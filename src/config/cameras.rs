@@ -129,6 +129,16 @@ impl SourceConfig {
         }
     }
 
+    /// Whether its frames may come as JPEGs (MJPG V4L2, `auto` on a camera that offers MJPG,
+    /// pipe, libcamera): H.264 then decodes them.
+    pub fn may_deliver_jpeg(&self) -> bool {
+        match self {
+            SourceConfig::Synthetic(_) => false,
+            SourceConfig::V4l2(c) => c.format != V4l2Format::Yuyv,
+            SourceConfig::Pipe(_) | SourceConfig::Libcamera(_) => true,
+        }
+    }
+
     /// The frame rate asked for (a pipe's is unknown).
     pub fn fps(&self) -> Option<u32> {
         match self {
@@ -386,12 +396,6 @@ impl CameraConfig {
         v.within("store", |v| self.store.validate(v));
         if let Some(video) = &self.video {
             v.within("video", |v| video.validate(v));
-            if self.source.raw_quality().is_none() {
-                v.fail(
-                    "video",
-                    "needs a camera whose frames camjobd encodes itself (synthetic, v4l2 with format YUYV or auto) in this version; H.264 from JPEG cameras and from rpicam-vid is not built yet",
-                );
-            }
             if matches!(video.encoder, super::EncoderKind::V4l2m2m | super::EncoderKind::Source) {
                 v.fail("video.encoder", "only \"auto\" and \"software\" are built in this version");
             }

@@ -3,7 +3,8 @@
 //! [`Video`] is the shared part: who watches ([`Video::watch`]), the ring of access units, the
 //! counters. Capture looks at [`Video::wanted`] once per frame; while somebody watches it
 //! claims the encoder's image (an atomic swap: never waits), fills it like a JPEG encoder's
-//! and hands it over ([`Stage::submit`]). A frame that finds the encoder busy is skipped for
+//! and hands it over ([`Stage::submit`]); a camera that delivers JPEGs hands over a copy of
+//! the JPEG instead ([`Stage::submit_jpeg`]), which the encoder thread decodes. A frame that finds the encoder busy is skipped for
 //! H.264 and counted. The encoder thread encodes, appends to the ring, and is idle again.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
@@ -175,6 +176,19 @@ impl Video {
 struct Job {
     mono_ms: u64,
     captured_at: f64,
+    /// The frame is a JPEG in this JPEG slot, of this many bytes, to decode first (else the
+    /// image holds the frame).
+    jpeg: Option<(usize, usize)>,
+}
+
+/// JPEG slots of a camera that delivers JPEGs: two, because pipe sources hand frames over in
+/// pairs (one read, two frames) and the second would find a single slot busy.
+pub const JPEG_SLOTS: usize = 2;
+
+/// One JPEG handed to the encoder thread.
+struct JpegSlot {
+    busy: AtomicBool,
+    buffer: Mutex<Vec<u8>>,
 }
 
 /// The encoder thread as capture sees it.
@@ -182,6 +196,8 @@ pub struct Stage {
     video: Arc<Video>,
     busy: Arc<AtomicBool>,
     image: Arc<Mutex<Yuv422>>,
+    /// A JPEG camera's frames, copied for the encoder thread to decode (empty for a raw one).
+    jpegs: Arc<[JpegSlot; JPEG_SLOTS]>,
     jobs: Option<Sender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -200,6 +216,29 @@ impl Claim<'_> {
     }
 }
 
+/// The JPEG buffer, claimed for one frame; dropping it without [`Stage::submit_jpeg`] gives
+/// it back.
+pub struct JpegClaim<'a> {
+    slot: usize,
+    busy: &'a AtomicBool,
+    buffer: Option<MutexGuard<'a, Vec<u8>>>,
+}
+
+impl JpegClaim<'_> {
+    /// The buffer to write the JPEG into (the camera's `max_frame_bytes`).
+    pub fn buffer(&mut self) -> &mut [u8] {
+        self.buffer.as_mut().expect("present until submitted")
+    }
+}
+
+impl Drop for JpegClaim<'_> {
+    fn drop(&mut self) {
+        if self.buffer.take().is_some() {
+            self.busy.store(false, Release);
+        }
+    }
+}
+
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
         if self.image.take().is_some() {
@@ -209,22 +248,32 @@ impl Drop for Claim<'_> {
 }
 
 impl Stage {
-    /// Starts the `h264-<camera>` thread with `encoder` (created on it) for `width x height`.
+    /// Starts the `h264-<camera>` thread with `encoder` (created on it) for `width x height`;
+    /// `jpeg_bytes`: the largest JPEG of a camera that delivers JPEGs (0: raw frames only).
     pub fn start(
         camera: &str,
         video: Arc<Video>,
         make: Box<dyn FnOnce() -> Result<Box<dyn Encoder>, super::EncodeError> + Send>,
         settings: &Settings,
         (width, height): (usize, usize),
+        jpeg_bytes: usize,
         stop: &Stop,
     ) -> std::io::Result<Stage> {
-        let (jobs, rx) = channel::bounded(1);
+        let (jobs, rx) = channel::bounded(JPEG_SLOTS);
         let busy = Arc::new(AtomicBool::new(false));
         let image = Arc::new(Mutex::new(Yuv422::new(width, height)));
+        // Written, so that their pages are resident from the start.
+        let jpegs = Arc::new(std::array::from_fn(|_| JpegSlot {
+            busy: AtomicBool::new(false),
+            buffer: Mutex::new(vec![0xA5u8; jpeg_bytes]),
+        }));
         let run = Run {
             video: Arc::clone(&video),
             busy: Arc::clone(&busy),
             image: Arc::clone(&image),
+            jpegs: Arc::clone(&jpegs),
+            decoder: None,
+            row: Vec::new(),
             jobs: rx,
             stop: stop.clone(),
             au: committed(video.max_au_bytes),
@@ -232,7 +281,7 @@ impl Stage {
         };
         let name = format!("h264-{camera}");
         let thread = std::thread::Builder::new().name(name).spawn(move || run.run(make))?;
-        Ok(Stage { video, busy, image, jobs: Some(jobs), thread: Some(thread) })
+        Ok(Stage { video, busy, image, jpegs, jobs: Some(jobs), thread: Some(thread) })
     }
 
     /// The encoder's image, if it is idle and somebody watches.
@@ -251,10 +300,35 @@ impl Stage {
     /// Hands the filled image over, captured at `mono_ms` / `captured_at`.
     pub fn submit(&self, mut claim: Claim<'_>, mono_ms: u64, captured_at: f64) {
         drop(claim.image.take());
-        let sent = self.jobs.as_ref().is_some_and(|j| j.try_send(Job { mono_ms, captured_at }).is_ok());
+        self.send(Job { mono_ms, captured_at, jpeg: None }, &self.busy);
+    }
+
+    /// A free JPEG slot, if somebody watches and the camera delivers JPEGs.
+    pub fn claim_jpeg(&self) -> Option<JpegClaim<'_>> {
+        if !self.video.wanted() || self.jpegs[0].buffer.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            return None;
+        }
+        let Some(slot) = self.jpegs.iter().position(|j| !j.busy.swap(true, Acquire)) else {
+            self.video.stats.skipped.fetch_add(1, Relaxed);
+            return None;
+        };
+        let j = &self.jpegs[slot];
+        let buffer = j.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        Some(JpegClaim { slot, busy: &j.busy, buffer: Some(buffer) })
+    }
+
+    /// Hands over the JPEG of `len` bytes written into the claimed buffer: the encoder thread
+    /// decodes it, then encodes.
+    pub fn submit_jpeg(&self, mut claim: JpegClaim<'_>, len: usize, mono_ms: u64, captured_at: f64) {
+        drop(claim.buffer.take());
+        self.send(Job { mono_ms, captured_at, jpeg: Some((claim.slot, len)) }, claim.busy);
+    }
+
+    fn send(&self, job: Job, busy: &AtomicBool) {
+        let sent = self.jobs.as_ref().is_some_and(|j| j.try_send(job).is_ok());
         if !sent {
-            // The thread is gone (it failed the service on its way out): give the image back.
-            self.busy.store(false, Release);
+            // The thread is gone (it failed the service on its way out): give the buffer back.
+            busy.store(false, Release);
         }
     }
 
@@ -287,6 +361,10 @@ struct Run {
     video: Arc<Video>,
     busy: Arc<AtomicBool>,
     image: Arc<Mutex<Yuv422>>,
+    jpegs: Arc<[JpegSlot; JPEG_SLOTS]>,
+    /// For a JPEG camera: made on the first JPEG, with its row buffer.
+    decoder: Option<crate::jpeg::Decoder>,
+    row: Vec<u8>,
     jobs: Receiver<Job>,
     stop: Stop,
     /// One access unit, never grown.
@@ -320,8 +398,18 @@ impl Run {
         let force = self.video.want_keyframe.swap(false, Acquire);
         let t0 = Instant::now();
         let result = {
-            let image = self.image.lock().unwrap_or_else(|e| e.into_inner());
-            encoder.encode(&image, job.mono_ms, force, &mut self.au)
+            let mut image = self.image.lock().unwrap_or_else(|e| e.into_inner());
+            match job.jpeg {
+                Some((slot, len)) => {
+                    let jpeg = self.jpegs[slot].buffer.lock().unwrap_or_else(|e| e.into_inner());
+                    let decoder = self.decoder.get_or_insert_with(crate::jpeg::Decoder::new);
+                    match decoder.decode_yuv422(&jpeg[..len.min(jpeg.len())], &mut image, &mut self.row) {
+                        Ok(_) => encoder.encode(&image, job.mono_ms, force, &mut self.au),
+                        Err(e) => Err(super::EncodeError::Frame(format!("cannot decode the camera's JPEG: {e}"))),
+                    }
+                }
+                None => encoder.encode(&image, job.mono_ms, force, &mut self.au),
+            }
         };
         let stats = &self.video.stats;
         stats.encode_us.fetch_add(t0.elapsed().as_micros() as u64, Relaxed);
@@ -341,6 +429,9 @@ impl Run {
                 }
             }
         }
-        self.busy.store(false, Release);
+        match job.jpeg {
+            Some((slot, _)) => self.jpegs[slot].busy.store(false, Release),
+            None => self.busy.store(false, Release),
+        }
     }
 }

@@ -253,9 +253,9 @@ impl CaptureLoop {
                     return;
                 }
             }
-            if !self.start_h264() {
-                return;
-            }
+        }
+        if !self.start_h264() {
+            return;
         }
         let hb = &self.cam.heartbeat;
         hb.set_phase(Phase::Idle);
@@ -295,6 +295,9 @@ impl CaptureLoop {
         let make: Box<dyn FnOnce() -> Result<Box<dyn crate::h264::Encoder>, crate::h264::EncodeError> + Send> =
             Box::new(move || Ok(Box::new(crate::h264::software::Software::new(&s)?) as Box<dyn crate::h264::Encoder>));
         *video.encoder.lock().unwrap_or_else(|e| e.into_inner()) = match vc.encoder {
+            crate::config::EncoderKind::Auto if c.source.may_deliver_jpeg() => {
+                "software (OpenH264) from the camera's JPEGs, decoded; chosen by auto: this version has no V4L2 M2M backend and takes no H.264 from cameras"
+            }
             crate::config::EncoderKind::Auto => {
                 "software (OpenH264), chosen by auto: the source gives raw frames and this version has no V4L2 M2M backend"
             }
@@ -302,7 +305,9 @@ impl CaptureLoop {
         };
         let (w, h) = c.source.size();
         let size = (w as usize, h as usize);
-        match crate::h264::stage::Stage::start(&self.cam.name, Arc::clone(video), make, &settings, size, &self.stop) {
+        let jpeg_bytes = if c.source.may_deliver_jpeg() { c.max_frame_bytes } else { 0 };
+        let stage = crate::h264::stage::Stage::start(&self.cam.name, Arc::clone(video), make, &settings, size, jpeg_bytes, &self.stop);
+        match stage {
             Ok(stage) => {
                 self.h264 = Some(stage);
                 true
@@ -414,18 +419,40 @@ impl CaptureLoop {
         let jpeg = source.delivers() == Delivers::Jpeg;
         let (result, got) = match source.delivers() {
             Delivers::Jpeg => {
+                // H.264 takes every frame while an RTSP client watches: a copy of the JPEG, or
+                // the JPEG itself when nothing else wants it.
+                let h264 = self.h264.as_ref().filter(|h| h.video().wanted());
                 let mut slot = if wanted { self.pool.acquire() } else { None };
-                let dst = slot.as_mut().map_or(Dest::Discard, |s| Dest::Jpeg(s.frame().buffer_mut()));
+                let mut only_h264 = if slot.is_none() { h264.and_then(crate::h264::stage::Stage::claim_jpeg) } else { None };
+                let dst = match (slot.as_mut(), only_h264.as_mut()) {
+                    (Some(s), _) => Dest::Jpeg(s.frame().buffer_mut()),
+                    (None, Some(c)) => Dest::Jpeg(c.buffer()),
+                    (None, None) => Dest::Discard,
+                };
                 let result = source.read(dst, READ_WAIT);
+                let (mono_ms, unix) = (clock::mono_ms(), clock::unix_now());
                 let got = match (&result, slot) {
                     (Ok(Read::Frame { len, width, height }), Some(mut slot)) => {
                         let f = slot.frame();
                         f.set_len(*len);
                         (f.width, f.height) = (*width, *height);
+                        if let Some(mut c) = h264.and_then(crate::h264::stage::Stage::claim_jpeg) {
+                            c.buffer()[..*len].copy_from_slice(&f.bytes()[..*len]);
+                            h264.expect("claimed from it").submit_jpeg(c, *len, mono_ms, unix);
+                        }
                         self.next_id = stamp(f, self.next_id, keep, &mut self.next_seq);
                         let outputs = self.outputs.as_ref().expect("set up by run");
                         outputs.publish(slot.share());
                         Got::Taken
+                    }
+                    (Ok(Read::Frame { len, .. }), None) if only_h264.is_some() => {
+                        let c = only_h264.take().expect("checked");
+                        h264.expect("claimed from it").submit_jpeg(c, *len, mono_ms, unix);
+                        if wanted {
+                            Got::NoBuffer
+                        } else {
+                            Got::Taken
+                        }
                     }
                     (_, None) if wanted => Got::NoBuffer,
                     (Ok(Read::Consumed), Some(_)) => Got::NotOffered,
