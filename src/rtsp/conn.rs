@@ -43,7 +43,7 @@ pub(super) async fn refuse(mut sock: TcpStream) {
         });
         let head = format!(
             "RTSP/1.0 503 Service Unavailable\r\nCSeq: {}\r\nRetry-After: 5\r\n\r\n",
-            cseq.unwrap_or_else(|| "0".into())
+            one_line(cseq.as_deref().unwrap_or("0"))
         );
         sock.write_all(head.as_bytes()).await
     })
@@ -615,6 +615,12 @@ fn not_found(path: &str) -> Reply {
     Reply::status(404, "Not Found").body("text/plain", format!("no camera with video at {path}\n"))
 }
 
+/// A header value as one line: a client's value echoed (CSeq, a URL) may hold a bare line
+/// break that a parser let through, which would start a header of the client's choosing.
+fn one_line(value: &str) -> String {
+    value.trim().replace(['\r', '\n'], " ")
+}
+
 /// An answer, rendered as RTSP/1.0 text.
 struct Reply {
     code: u16,
@@ -631,8 +637,7 @@ impl Reply {
         Reply { code, reason, headers: Vec::new(), body: None }
     }
     fn header(mut self, name: &'static str, value: &str) -> Reply {
-        // A value with a line break would split the answer: never from here, but cut anyway.
-        self.headers.push((name, value.replace(['\r', '\n'], " ")));
+        self.headers.push((name, one_line(value)));
         self
     }
     fn body(mut self, content_type: &'static str, body: String) -> Reply {
@@ -640,7 +645,7 @@ impl Reply {
         self
     }
     fn render(&self, cseq: &str) -> String {
-        let mut s = format!("RTSP/1.0 {} {}\r\nCSeq: {}\r\nServer: camjobd\r\n", self.code, self.reason, cseq.trim());
+        let mut s = format!("RTSP/1.0 {} {}\r\nCSeq: {}\r\nServer: camjobd\r\n", self.code, self.reason, one_line(cseq));
         for (k, v) in &self.headers {
             s.push_str(&format!("{k}: {v}\r\n"));
         }
