@@ -7,7 +7,9 @@
 #   - an API poller that opens a new connection for every request (status, events, the latest
 #     image, one camera, metrics: 25 requests/s), as dashboards and Home Assistant do;
 #   - live-view clients: one streaming throughout, one or two more coming and going at random
-#     (1-10 s each, a fixed seed, so every run sees the same sequence).
+#     (1-10 s each, a fixed seed, so every run sees the same sequence);
+#   - RTSP clients of the camera's H.264 (every frame encoded while one watches): one over TCP
+#     throughout, one coming and going at random the same way.
 # Every second it samples RssAnon, VmRSS, threads and open fds (from /proc/PID) into a CSV,
 # prints them per minute (maxima), and draws a PNG. It FAILS if
 #   - any run:         the thread count moves after warm-up (the first fifth, at least 60 s),
@@ -59,6 +61,7 @@ for _ in $(seq 100); do (: < "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; s
 cat > "$work/config.json" <<JSON
 {
   "http": { "bind": "127.0.0.1:0", "workers": 2 },
+  "rtsp": { "bind": "127.0.0.1:0" },
   "storage": { "dir": "$work/data", "max_bytes": 20000000 },
   "log": { "level": "warn" },
   "mqtt": { "url": "mqtt://127.0.0.1:$port", "client_id": "camjobd-soak", "topic_prefix": "camjobd/soak",
@@ -67,6 +70,7 @@ cat > "$work/config.json" <<JSON
     "source": { "kind": "synthetic", "width": 160, "height": 120, "fps": 1000, "quality": 50,
                 "fault": { "stall_every_s": 120, "stall_for_ms": 1500 } },
     "snapshot_interval_ms": 20,
+    "video": { "bitrate_kbps": 1000 },
     "store": { "max_bytes": 20000000, "max_files": 20000 },
     "watchdog": { "stall_timeout_ms": 500, "backoff_initial_ms": 100, "backoff_max_ms": 400, "max_recoveries": 1000 } } ]
 }
@@ -129,6 +133,46 @@ def viewer(seed, staying):
         if not staying:
             time.sleep(rnd.uniform(0, 5))
 
+def rtsp_viewer(seed, staying):
+    """Plays the camera over RTSP (TCP interleaved) and reads what comes; the staying one for
+    the whole run, the other for 1-10 s at a time."""
+    import json, socket
+    rnd = random.Random(seed)
+    bind = json.loads(get("/api/status"))["rtsp"]["bind"]
+    rhost, rport = bind.rsplit(":", 1)
+    url = f"rtsp://{bind}/cam0"
+    while time.monotonic() < end:
+        try:
+            s = socket.create_connection((rhost, int(rport)), timeout=10)
+            f = s.makefile("rb")
+            def request(method, uri, cseq, extra=""):
+                s.sendall(f"{method} {uri} RTSP/1.0\r\nCSeq: {cseq}\r\n{extra}\r\n".encode())
+                head = {}
+                while True:
+                    line = f.readline().decode()
+                    if line in ("\r\n", ""):
+                        break
+                    if ":" in line:
+                        k, v = line.split(":", 1)
+                        head[k.strip().lower()] = v.strip()
+                f.read(int(head.get("content-length", 0)))
+                return head
+            request("DESCRIBE", url, 1)
+            session = request("SETUP", url + "/trackID=0", 2, "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n")["session"]
+            request("PLAY", url, 3, f"Session: {session.split(';')[0]}\r\n")
+            until = min(end, time.monotonic() + (duration if staying else rnd.uniform(1, 10)))
+            while time.monotonic() < until:
+                hdr = f.read(4)
+                if len(hdr) < 4 or hdr[:1] != b"$":
+                    raise RuntimeError("the RTSP stream ended")
+                f.read(int.from_bytes(hdr[2:], "big"))
+            s.close()
+        except Exception as e:
+            failures.append(f"rtsp: {e}")
+            time.sleep(1)
+        if not staying:
+            time.sleep(rnd.uniform(0, 5))
+
 def proc(name):
     for line in open(f"/proc/{pid}/status"):
         if line.startswith(name + ":"):
@@ -142,7 +186,9 @@ def metric(text, prefix):
 threads = [threading.Thread(target=poller, daemon=True),
            threading.Thread(target=viewer, args=(1, True), daemon=True),
            threading.Thread(target=viewer, args=(2, False), daemon=True),
-           threading.Thread(target=viewer, args=(3, False), daemon=True)]
+           threading.Thread(target=viewer, args=(3, False), daemon=True),
+           threading.Thread(target=rtsp_viewer, args=(4, True), daemon=True),
+           threading.Thread(target=rtsp_viewer, args=(5, False), daemon=True)]
 for t in threads:
     t.start()
 with open(csv_path, "w") as f:
@@ -235,7 +281,7 @@ set y2label "threads, open fds"
 set y2tics
 set ytics nomirror
 set y2range [0:$y2max]
-set title "camjobd soak: $(tail -n 1 "$out/soak.csv" | cut -d, -f2) frames at 1,000 fps, a stall every 2 min, API polling, live views, MQTT"
+set title "camjobd soak: $(tail -n 1 "$out/soak.csv" | cut -d, -f2) frames at 1,000 fps, a stall every 2 min, API polling, live views, RTSP, MQTT"
 plot "$out/soak.csv" using (\$1/60):3 every ::1 with lines lw 2 title "RssAnon", \
      "" using (\$1/60):5 every ::1 axes x1y2 with lines title "threads", \
      "" using (\$1/60):6 every ::1 axes x1y2 with lines title "open fds"

@@ -201,8 +201,11 @@ fn ffmpeg_gstreamer_and_retina_decode_every_frame_over_tcp_and_udp() {
         assert!(Instant::now() < deadline, "{:#}", d.camera("cam0"));
         std::thread::sleep(Duration::from_millis(50));
     }
+    // It goes on for 3 s (a client coming straight back finds it warm), then rests.
+    std::thread::sleep(Duration::from_millis(3500));
     let idle = d.camera("cam0")["video"]["frames"].as_u64().unwrap();
-    d.wait_job("cam0", Duration::from_secs(5), |j| j["frames_captured"].as_u64().unwrap() > after["job"]["frames_captured"].as_u64().unwrap() + 15);
+    let captured = d.camera("cam0")["job"]["frames_captured"].as_u64().unwrap();
+    d.wait_job("cam0", Duration::from_secs(5), |j| j["frames_captured"].as_u64().unwrap() > captured + 15);
     assert_eq!(d.camera("cam0")["video"]["frames"], idle, "the encoder worked with nobody watching");
 }
 
@@ -431,6 +434,12 @@ fn sixteen_clients_a_stalled_one_and_a_thousand_connections_leave_the_service_as
         std::thread::sleep(Duration::from_secs(3));
         let mut extra = Raw::connect(addr);
         assert_eq!(extra.send("OPTIONS", &url, &[]).status, 503, "beyond max_clients");
+        // The budget counted what the process runs and takes with every place taken.
+        let e = d.get("/api/status").json()["budget"]["estimate"].clone();
+        assert_eq!(e["threads"].as_u64().unwrap() as usize, d.threads(), "{e:#}");
+        let rss = rss_kib(d.pid()) * 1024;
+        assert!(rss <= e["max_bytes"].as_u64().unwrap(), "VmRSS {rss} above the estimate: {e:#}");
+        println!("figures: 16 RTSP clients: VmRSS {} KiB, estimate at most {} KiB", rss >> 10, e["max_bytes"].as_u64().unwrap() >> 10);
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for (n, err) in &counts {

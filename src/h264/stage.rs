@@ -49,6 +49,8 @@ pub struct Video {
     pub encoder: Mutex<&'static str>,
     /// Clients watching now; capture encodes only while this is above 0.
     watching: AtomicU32,
+    /// When the last watch ended (monotonic ms; 0: never).
+    left_ms: AtomicU64,
     /// A client joined: the next frame is a keyframe.
     want_keyframe: AtomicBool,
     /// The largest access unit a reader must be able to hold.
@@ -83,9 +85,14 @@ pub struct Watch(Arc<Video>);
 
 impl Drop for Watch {
     fn drop(&mut self) {
+        self.0.left_ms.store(crate::clock::mono_ms(), Relaxed);
         self.0.watching.fetch_sub(1, Release);
     }
 }
+
+/// The encoder goes on this long after the last client left: a client that comes straight
+/// back (ffmpeg's retry over TCP after UDP, go2rtc reconnecting) finds the stream warm.
+pub const LINGER_MS: u64 = 3000;
 
 /// The H.264 ring of a camera: four seconds at the bitrate, or two keyframe intervals, whichever
 /// is longer (a client that falls behind starts again at a keyframe still in it), 1 to 16 MiB.
@@ -125,6 +132,7 @@ impl Video {
             stats: VideoStats::default(),
             encoder: Mutex::new("none yet"),
             watching: AtomicU32::new(0),
+            left_ms: AtomicU64::new(0),
             want_keyframe: AtomicBool::new(false),
             max_au_bytes,
         }
@@ -142,9 +150,13 @@ impl Video {
         self.want_keyframe.store(true, Release);
     }
 
-    /// Somebody watches (capture's per-frame question).
+    /// Somebody watches, or left less than [`LINGER_MS`] ago (capture's per-frame question).
     pub fn wanted(&self) -> bool {
-        self.watching.load(Acquire) > 0
+        if self.watching.load(Acquire) > 0 {
+            return true;
+        }
+        let left = self.left_ms.load(Relaxed);
+        left != 0 && crate::clock::mono_ms().saturating_sub(left) < LINGER_MS
     }
 
     /// Clients watching now.
