@@ -190,7 +190,12 @@ impl Budget {
                 if c.source.may_deliver_jpeg() {
                     // The JPEGs handed to the encoder thread, which decodes them.
                     let n = crate::h264::stage::JPEG_SLOTS as u64;
-                    add(&mut items, format!("camera {}'s JPEG copies for H.264", c.name), at("max_frame_bytes"), n * per);
+                    add(
+                        &mut items,
+                        format!("camera {}'s JPEG copies for H.264", c.name),
+                        at("max_frame_bytes"),
+                        n * per,
+                    );
                 }
             }
             if c.store.enabled {

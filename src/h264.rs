@@ -63,7 +63,13 @@ impl std::fmt::Display for EncodeError {
 pub trait Encoder: Send {
     /// Encodes `img` captured at `mono_ms` into `out` (Annex B, cleared first, never grown);
     /// `force_idr` makes it a keyframe (a new client starts there).
-    fn encode(&mut self, img: &Yuv422, mono_ms: u64, force_idr: bool, out: &mut Vec<u8>) -> Result<Encoded, EncodeError>;
+    fn encode(
+        &mut self,
+        img: &Yuv422,
+        mono_ms: u64,
+        force_idr: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<Encoded, EncodeError>;
     /// What it is, for status and logs.
     fn name(&self) -> &'static str;
 }

@@ -231,7 +231,10 @@ impl Shared {
                         config.http.frame_copies(),
                         c.max_frame_bytes,
                     )),
-                    video: c.video.as_ref().map(|v| Arc::new(crate::h264::stage::Video::new(crate::h264::stage::ring_bytes(v)))),
+                    video: c
+                        .video
+                        .as_ref()
+                        .map(|v| Arc::new(crate::h264::stage::Video::new(crate::h264::stage::ring_bytes(v)))),
                 })
             })
             .collect();

@@ -226,7 +226,12 @@ fn h264_for_four_rtsp_clients_makes_zero_allocations_per_frame() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let cam = CameraConfig {
         name: "cam0".into(),
-        source: SourceConfig::Synthetic(SyntheticConfig { width: 320, height: 240, fps: 100, ..SyntheticConfig::default() }),
+        source: SourceConfig::Synthetic(SyntheticConfig {
+            width: 320,
+            height: 240,
+            fps: 100,
+            ..SyntheticConfig::default()
+        }),
         snapshot_interval_ms: 100,
         video: Some(camjobd::config::VideoConfig::default()),
         ..CameraConfig::default()
@@ -239,7 +244,8 @@ fn h264_for_four_rtsp_clients_makes_zero_allocations_per_frame() {
     let addr = listener.local_addr().unwrap();
     let video = Arc::clone(shared.cameras[0].video.as_ref().unwrap());
     let cameras = vec![camjobd::rtsp::Camera { name: "cam0".into(), video: Arc::clone(&video) }];
-    let server = camjobd::rtsp::start(listener, cameras, 16, None, true, Arc::clone(&shared.rtsp), stop.clone()).unwrap();
+    let server =
+        camjobd::rtsp::start(listener, cameras, 16, None, true, Arc::clone(&shared.rtsp), stop.clone()).unwrap();
     // Four clients, two over TCP and two over UDP, taking the stream as it comes.
     let mut clients: Vec<_> = ["tcp", "tcp", "udp", "udp"]
         .iter()

@@ -82,7 +82,8 @@ fn gstreamer_frames(url: &str, n: u64) -> (u64, f64, String) {
         .filter_map(|l| l.split("pts: ").nth(1)?.split(',').next().map(str::to_string))
         .filter_map(|t| {
             let mut p = t.split(':');
-            let (h, m, s) = (p.next()?.parse::<f64>().ok()?, p.next()?.parse::<f64>().ok()?, p.next()?.parse::<f64>().ok()?);
+            let (h, m, s) =
+                (p.next()?.parse::<f64>().ok()?, p.next()?.parse::<f64>().ok()?, p.next()?.parse::<f64>().ok()?);
             Some(h * 3600.0 + m * 60.0 + s)
         })
         .collect();
@@ -188,7 +189,8 @@ fn ffmpeg_gstreamer_and_retina_decode_every_frame_over_tcp_and_udp() {
         assert_eq!(r.loss, 0, "{name}: {r:?}");
     }
     // Encode once: the encoder made at most one picture per captured frame, five clients or not.
-    let captured = after["job"]["frames_captured"].as_u64().unwrap() - before["job"]["frames_captured"].as_u64().unwrap();
+    let captured =
+        after["job"]["frames_captured"].as_u64().unwrap() - before["job"]["frames_captured"].as_u64().unwrap();
     let encoded = after["video"]["frames"].as_u64().unwrap() - before["video"]["frames"].as_u64().unwrap();
     assert!(encoded <= captured && encoded >= captured * 9 / 10, "encoded {encoded} of {captured} captured");
     assert_eq!(after["job"]["frames_dropped"], 0, "{after:#}");
@@ -278,7 +280,10 @@ impl Raw {
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
             .collect();
-        let len = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("Content-Length")).map_or(0, |(_, v)| v.parse().unwrap());
+        let len = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("Content-Length"))
+            .map_or(0, |(_, v)| v.parse().unwrap());
         let mut body = vec![0; len];
         self.s.read_exact(&mut body).unwrap();
         RtspResp { status, headers, body: String::from_utf8(body).unwrap() }
@@ -305,7 +310,8 @@ impl Raw {
     fn play(&mut self, url: &str) -> RtspResp {
         let d = self.send("DESCRIBE", url, &[("Accept", "application/sdp")]);
         assert_eq!(d.status, 200, "{d:?}");
-        let t = self.send("SETUP", &format!("{url}/trackID=0"), &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")]);
+        let t =
+            self.send("SETUP", &format!("{url}/trackID=0"), &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")]);
         assert_eq!(t.status, 200, "{t:?}");
         let r = self.send("PLAY", url, &[]);
         assert_eq!(r.status, 200, "{r:?}");
@@ -373,7 +379,10 @@ fn the_token_is_asked_for_by_digest_and_basic() {
     let challenges: Vec<&str> =
         r.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("WWW-Authenticate")).map(|(_, v)| v.as_str()).collect();
     assert_eq!(challenges.len(), 2, "{r:?}");
-    assert!(challenges[0].starts_with("Digest realm=\"camjobd\", nonce=\""), "Digest first (go2rtc reads only the first): {r:?}");
+    assert!(
+        challenges[0].starts_with("Digest realm=\"camjobd\", nonce=\""),
+        "Digest first (go2rtc reads only the first): {r:?}"
+    );
     assert!(challenges[1].starts_with("Basic realm=\"camjobd\""), "{r:?}");
     // Basic, any user name, the token as the password.
     use base64::Engine as _;
@@ -425,7 +434,8 @@ fn sixteen_clients_a_stalled_one_and_a_thousand_connections_leave_the_service_as
                         .output()
                         .unwrap();
                     let out = String::from_utf8_lossy(&o.stdout);
-                    let n = out.lines().filter_map(|l| l.strip_prefix("frame=")?.trim().parse().ok()).last().unwrap_or(0);
+                    let n =
+                        out.lines().filter_map(|l| l.strip_prefix("frame=")?.trim().parse().ok()).last().unwrap_or(0);
                     (n, String::from_utf8_lossy(&o.stderr).into_owned())
                 })
             })
@@ -439,7 +449,11 @@ fn sixteen_clients_a_stalled_one_and_a_thousand_connections_leave_the_service_as
         assert_eq!(e["threads"].as_u64().unwrap() as usize, d.threads(), "{e:#}");
         let rss = rss_kib(d.pid()) * 1024;
         assert!(rss <= e["max_bytes"].as_u64().unwrap(), "VmRSS {rss} above the estimate: {e:#}");
-        println!("figures: 16 RTSP clients: VmRSS {} KiB, estimate at most {} KiB", rss >> 10, e["max_bytes"].as_u64().unwrap() >> 10);
+        println!(
+            "figures: 16 RTSP clients: VmRSS {} KiB, estimate at most {} KiB",
+            rss >> 10,
+            e["max_bytes"].as_u64().unwrap() >> 10
+        );
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for (n, err) in &counts {
@@ -447,9 +461,13 @@ fn sixteen_clients_a_stalled_one_and_a_thousand_connections_leave_the_service_as
     }
     let after = d.camera("cam0");
     assert_eq!(after["job"]["frames_dropped"], 0, "capture lost frames: {after:#}");
-    let captured = after["job"]["frames_captured"].as_u64().unwrap() - before["job"]["frames_captured"].as_u64().unwrap();
+    let captured =
+        after["job"]["frames_captured"].as_u64().unwrap() - before["job"]["frames_captured"].as_u64().unwrap();
     let encoded = after["video"]["frames"].as_u64().unwrap() - before["video"]["frames"].as_u64().unwrap();
-    assert!(encoded <= captured && encoded >= captured * 9 / 10, "encoded {encoded} of {captured} captured: once, not per client");
+    assert!(
+        encoded <= captured && encoded >= captured * 9 / 10,
+        "encoded {encoded} of {captured} captured: once, not per client"
+    );
     let status = d.get("/api/status").json();
     assert!(status["rtsp"]["refused"].as_u64().unwrap() >= 1, "{status:#}");
     // The client that never reads is let go once its writes have waited 10 s.
@@ -525,8 +543,9 @@ fn configs_that_cannot_be_served_are_refused_with_their_key() {
     let (code, err) = check(json!({"cameras": [cam], "rtsp": {"bind": "0.0.0.0:8554"}}));
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("rtsp.bind: 0.0.0.0:8554 lets anyone on the network watch the cameras"), "{err}");
-    let (code, err) =
-        check(json!({"cameras": [cam], "rtsp": {"bind": "0.0.0.0:8554"}, "http": {"token": "abc", "protect_reads": true}}));
+    let (code, err) = check(
+        json!({"cameras": [cam], "rtsp": {"bind": "0.0.0.0:8554"}, "http": {"token": "abc", "protect_reads": true}}),
+    );
     assert_eq!(code, Some(0), "{err}");
     let mut bad = video_camera();
     bad["video"]["bitrate_kbps"] = json!(60_000);
@@ -550,7 +569,8 @@ fn a_camera_that_delivers_jpegs_is_decoded_for_h264() {
         .iter()
         .chain(&["-f", "mjpeg", "-q:v", "5", "-"])
         .collect::<Vec<_>>();
-    let cam = json!({"name": "pcam", "source": {"kind": "pipe", "command": cmd}, "store": {"enabled": false}, "video": {}});
+    let cam =
+        json!({"name": "pcam", "source": {"kind": "pipe", "command": cmd}, "store": {"enabled": false}, "video": {}});
     let mut cfg = config(&dir, json!([cam]), json!({}));
     cfg["rtsp"] = json!({"bind": "127.0.0.1:0"});
     let d = Daemon::start_in(dir, &cfg);

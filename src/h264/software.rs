@@ -70,7 +70,13 @@ impl YUVSource for As420<'_> {
 }
 
 impl super::Encoder for Software {
-    fn encode(&mut self, img: &Yuv422, mono_ms: u64, force_idr: bool, out: &mut Vec<u8>) -> Result<Encoded, EncodeError> {
+    fn encode(
+        &mut self,
+        img: &Yuv422,
+        mono_ms: u64,
+        force_idr: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<Encoded, EncodeError> {
         if force_idr {
             self.encoder.force_intra_frame();
         }

@@ -161,7 +161,12 @@ fn rtsp_metrics(out: &mut String, r: &crate::rtsp::Stats) {
         ("rtsp_packets_total", "counter", "RTP packets sent, all clients.", g(&r.packets)),
         ("rtsp_bytes_total", "counter", "RTP bytes sent, all clients.", g(&r.bytes)),
         ("rtsp_access_units_skipped_total", "counter", "Frames a client skipped after falling behind.", g(&r.skipped)),
-        ("rtsp_packets_dropped_total", "counter", "RTP packets not sent to UDP clients (buffer full).", g(&r.packets_dropped)),
+        (
+            "rtsp_packets_dropped_total",
+            "counter",
+            "RTP packets not sent to UDP clients (buffer full).",
+            g(&r.packets_dropped),
+        ),
         ("rtsp_task_panics_total", "counter", "RTSP connections cut by a panic in their task (a bug).", g(&r.panics)),
     ];
     unlabelled(out, &rows);

@@ -306,7 +306,15 @@ impl CaptureLoop {
         let (w, h) = c.source.size();
         let size = (w as usize, h as usize);
         let jpeg_bytes = if c.source.may_deliver_jpeg() { c.max_frame_bytes } else { 0 };
-        let stage = crate::h264::stage::Stage::start(&self.cam.name, Arc::clone(video), make, &settings, size, jpeg_bytes, &self.stop);
+        let stage = crate::h264::stage::Stage::start(
+            &self.cam.name,
+            Arc::clone(video),
+            make,
+            &settings,
+            size,
+            jpeg_bytes,
+            &self.stop,
+        );
         match stage {
             Ok(stage) => {
                 self.h264 = Some(stage);
@@ -423,7 +431,8 @@ impl CaptureLoop {
                 // the JPEG itself when nothing else wants it.
                 let h264 = self.h264.as_ref().filter(|h| h.video().wanted());
                 let mut slot = if wanted { self.pool.acquire() } else { None };
-                let mut only_h264 = if slot.is_none() { h264.and_then(crate::h264::stage::Stage::claim_jpeg) } else { None };
+                let mut only_h264 =
+                    if slot.is_none() { h264.and_then(crate::h264::stage::Stage::claim_jpeg) } else { None };
                 let dst = match (slot.as_mut(), only_h264.as_mut()) {
                     (Some(s), _) => Dest::Jpeg(s.frame().buffer_mut()),
                     (None, Some(c)) => Dest::Jpeg(c.buffer()),

@@ -276,7 +276,9 @@ impl Conn {
         let path = r.request_uri().map(|u| u.path().to_string()).unwrap_or_default();
         if !matches!(r.method(), Method::Options) && !self.authorize(r, &path) {
             let [digest, basic] = super::auth::challenges(&self.nonce);
-            let reply = Reply::status(401, "Unauthorized").header("WWW-Authenticate", &digest).header("WWW-Authenticate", &basic);
+            let reply = Reply::status(401, "Unauthorized")
+                .header("WWW-Authenticate", &digest)
+                .header("WWW-Authenticate", &basic);
             self.write_reply(&reply, &cseq).await?;
             return Ok(true);
         }
@@ -372,10 +374,9 @@ impl Conn {
                         let (a, b) = rtp.params.interleaved.unwrap_or((0, Some(1)));
                         Some(Offer::Tcp(a, b.unwrap_or(a.wrapping_add(1))))
                     }
-                    Some(RtpLowerTransport::Udp) | None if self.ctx.udp => rtp
-                        .params
-                        .client_port
-                        .map(|(a, b)| Offer::Udp(a, b.unwrap_or(a.wrapping_add(1)))),
+                    Some(RtpLowerTransport::Udp) | None if self.ctx.udp => {
+                        rtp.params.client_port.map(|(a, b)| Offer::Udp(a, b.unwrap_or(a.wrapping_add(1))))
+                    }
                     _ => None,
                 }
             }
@@ -389,7 +390,9 @@ impl Conn {
         }
         let ssrc = self.next_random() as u32;
         let (transport, answer) = match offer {
-            Offer::Tcp(a, b) => (Carrier::Tcp(a, b), format!("RTP/AVP/TCP;unicast;interleaved={a}-{b};ssrc={ssrc:08X}")),
+            Offer::Tcp(a, b) => {
+                (Carrier::Tcp(a, b), format!("RTP/AVP/TCP;unicast;interleaved={a}-{b};ssrc={ssrc:08X}"))
+            }
             Offer::Udp(a, b) => {
                 // Only ever to the address the RTSP connection comes from: a `destination=`
                 // would make the server a reflector.
@@ -645,7 +648,8 @@ impl Reply {
         self
     }
     fn render(&self, cseq: &str) -> String {
-        let mut s = format!("RTSP/1.0 {} {}\r\nCSeq: {}\r\nServer: camjobd\r\n", self.code, self.reason, one_line(cseq));
+        let mut s =
+            format!("RTSP/1.0 {} {}\r\nCSeq: {}\r\nServer: camjobd\r\n", self.code, self.reason, one_line(cseq));
         for (k, v) in &self.headers {
             s.push_str(&format!("{k}: {v}\r\n"));
         }

@@ -47,7 +47,12 @@ mod tests {
         let s = describe("cam0", "127.0.0.1".parse().unwrap(), 42, &sps, &pps);
         assert!(s.contains("m=video 0 RTP/AVP 96\r\n"));
         assert!(s.contains("a=rtpmap:96 H264/90000\r\n"));
-        assert!(s.contains("a=fmtp:96 packetization-mode=1;profile-level-id=42c01e;sprop-parameter-sets=Z0LAHto=,aM48gA==\r\n"), "{s}");
+        assert!(
+            s.contains(
+                "a=fmtp:96 packetization-mode=1;profile-level-id=42c01e;sprop-parameter-sets=Z0LAHto=,aM48gA==\r\n"
+            ),
+            "{s}"
+        );
         assert!(s.lines().all(|l| l.len() > 2 && &l[1..2] == "="), "{s}");
         // Before the first keyframe: no parameters, still a description.
         assert!(describe("cam0", "::1".parse().unwrap(), 1, &[], &[]).contains("a=fmtp:96 packetization-mode=1\r\n"));

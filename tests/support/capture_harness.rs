@@ -36,7 +36,9 @@ fn on_encoder_thread() -> bool {
     let mut name = [0u8; 16];
     // SAFETY: PR_GET_NAME writes at most 16 bytes into the buffer passed.
     let ok = unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) } == 0;
-    ok && (name.starts_with(b"enc") && name[3].is_ascii_digit() || name.starts_with(b"h264-") || name.starts_with(b"rtsp\0"))
+    ok && (name.starts_with(b"enc") && name[3].is_ascii_digit()
+        || name.starts_with(b"h264-")
+        || name.starts_with(b"rtsp\0"))
 }
 
 fn count(bytes: usize) {

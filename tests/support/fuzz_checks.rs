@@ -174,7 +174,10 @@ pub fn rtsp_request(data: &[u8]) {
     let _ = s.shutdown(std::net::Shutdown::Write);
     let mut out = Vec::new();
     let read = s.take(64 << 20).read_to_end(&mut out);
-    assert!(!matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock), "the server did not close within 10 s");
+    assert!(
+        !matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the server did not close within 10 s"
+    );
     let mut rest = &out[..];
     while !rest.is_empty() {
         if rest[0] == b'$' {
@@ -186,7 +189,8 @@ pub fn rtsp_request(data: &[u8]) {
         }
         let end = rest.windows(4).position(|w| w == b"\r\n\r\n").expect("a whole response head") + 4;
         let head = std::str::from_utf8(&rest[..end]).expect("an ASCII head");
-        let status: u16 = head.strip_prefix("RTSP/1.0 ").and_then(|h| h.get(..3)).and_then(|c| c.parse().ok()).expect(head);
+        let status: u16 =
+            head.strip_prefix("RTSP/1.0 ").and_then(|h| h.get(..3)).and_then(|c| c.parse().ok()).expect(head);
         assert!([200, 400, 401, 404, 454, 455, 459, 461, 501, 503].contains(&status), "{head}");
         assert!(head.contains("\r\nCSeq: "), "{head}");
         let len = head
