@@ -141,6 +141,34 @@ fn add(items: &mut Vec<Item>, what: String, key: String, bytes: u64) {
     }
 }
 
+/// A camera's H.264: its ring and JPEG copies (committed, into `items`); what its encoder takes
+/// at work, and one RTSP client's buffers.
+fn video(
+    items: &mut Vec<Item>,
+    i: usize,
+    c: &crate::config::CameraConfig,
+    v: &crate::config::VideoConfig,
+) -> (u64, u64) {
+    let at = |k: &str| format!("cameras[{i}].{k}");
+    let ring = crate::h264::stage::ring_bytes(v) as u64;
+    add(items, format!("camera {}'s H.264 ring", c.name), at("video.bitrate_kbps"), ring);
+    if c.source.may_deliver_jpeg() {
+        // The JPEGs handed to the encoder thread, which decodes them.
+        let n = crate::h264::stage::JPEG_SLOTS as u64;
+        add(
+            items,
+            format!("camera {}'s JPEG copies for H.264", c.name),
+            at("max_frame_bytes"),
+            n * c.max_frame_bytes as u64,
+        );
+    }
+    let (w, h) = c.source.size();
+    let image = crate::jpeg::Yuv422::bytes_for(w as usize, h as usize) as u64;
+    let au = crate::h264::stage::max_au_bytes(ring as usize);
+    let encoder = u64::from(w) * u64::from(h) * crate::h264::stage::ENCODER_BYTES_PER_PIXEL;
+    (image + au as u64 + encoder, crate::h264::stage::client_bytes(au) as u64)
+}
+
 impl Budget {
     /// The estimate for `config`.
     pub fn of(config: &Config) -> Budget {
@@ -179,24 +207,10 @@ impl Budget {
                 threads += n;
             }
             if let Some(v) = &c.video {
-                let ring = crate::h264::stage::ring_bytes(v) as u64;
-                add(&mut items, format!("camera {}'s H.264 ring", c.name), at("video.bitrate_kbps"), ring);
-                let (w, h) = c.source.size();
-                let image = crate::jpeg::Yuv422::bytes_for(w as usize, h as usize) as u64;
-                let au = crate::h264::stage::max_au_bytes(ring as usize) as u64;
-                video_max += image + au + u64::from(w) * u64::from(h) * crate::h264::stage::ENCODER_BYTES_PER_PIXEL;
-                client_max = client_max.max(crate::h264::stage::client_bytes(au as usize) as u64);
+                let (most, client) = video(&mut items, i, c, v);
+                video_max += most;
+                client_max = client_max.max(client);
                 threads += 1;
-                if c.source.may_deliver_jpeg() {
-                    // The JPEGs handed to the encoder thread, which decodes them.
-                    let n = crate::h264::stage::JPEG_SLOTS as u64;
-                    add(
-                        &mut items,
-                        format!("camera {}'s JPEG copies for H.264", c.name),
-                        at("max_frame_bytes"),
-                        n * per,
-                    );
-                }
             }
             if c.store.enabled {
                 let index = c.store.max_files as u64 * std::mem::size_of::<crate::index::StoredSnapshot>() as u64;

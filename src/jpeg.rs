@@ -656,8 +656,8 @@ impl Decoder {
                 for (x, px) in row[..even * 3].chunks_exact(6).enumerate() {
                     yr[2 * x] = px[0];
                     yr[2 * x + 1] = px[3];
-                    ur[x] = ((u16::from(px[1]) + u16::from(px[4]) + 1) / 2) as u8;
-                    vr[x] = ((u16::from(px[2]) + u16::from(px[5]) + 1) / 2) as u8;
+                    ur[x] = (u16::from(px[1]) + u16::from(px[4])).div_ceil(2) as u8;
+                    vr[x] = (u16::from(px[2]) + u16::from(px[5])).div_ceil(2) as u8;
                 }
             }
             // SAFETY: every scanline was read.

@@ -407,10 +407,106 @@ impl CaptureLoop {
         self.source = None;
     }
 
+    /// Reads a frame from a source that delivers JPEGs; what became of it.
+    fn read_jpeg(
+        &mut self,
+        source: &mut dyn Source,
+        wanted: bool,
+        keep: bool,
+    ) -> (Result<Read, crate::capture::SourceError>, Got) {
+        // H.264 takes every frame while an RTSP client watches: a copy of the JPEG, or
+        // the JPEG itself when nothing else wants it.
+        let h264 = self.h264.as_ref().filter(|h| h.video().wanted());
+        let mut slot = if wanted { self.pool.acquire() } else { None };
+        let mut only_h264 = if slot.is_none() { h264.and_then(crate::h264::stage::Stage::claim_jpeg) } else { None };
+        let dst = match (slot.as_mut(), only_h264.as_mut()) {
+            (Some(s), _) => Dest::Jpeg(s.frame().buffer_mut()),
+            (None, Some(c)) => Dest::Jpeg(c.buffer()),
+            (None, None) => Dest::Discard,
+        };
+        let result = source.read(dst, READ_WAIT);
+        let (mono_ms, unix) = (clock::mono_ms(), clock::unix_now());
+        let got = match (&result, slot) {
+            (Ok(Read::Frame { len, width, height }), Some(mut slot)) => {
+                let f = slot.frame();
+                f.set_len(*len);
+                (f.width, f.height) = (*width, *height);
+                if let Some(mut c) = h264.and_then(crate::h264::stage::Stage::claim_jpeg) {
+                    c.buffer()[..*len].copy_from_slice(&f.bytes()[..*len]);
+                    h264.expect("claimed from it").submit_jpeg(c, *len, mono_ms, unix);
+                }
+                self.next_id = stamp(f, self.next_id, keep, &mut self.next_seq);
+                let outputs = self.outputs.as_ref().expect("set up by run");
+                outputs.publish(slot.share());
+                Got::Taken
+            }
+            (Ok(Read::Frame { len, .. }), None) if only_h264.is_some() => {
+                let c = only_h264.take().expect("checked");
+                h264.expect("claimed from it").submit_jpeg(c, *len, mono_ms, unix);
+                if wanted {
+                    Got::NoBuffer
+                } else {
+                    Got::Taken
+                }
+            }
+            (_, None) if wanted => Got::NoBuffer,
+            (Ok(Read::Consumed), Some(_)) => Got::NotOffered,
+            _ => Got::Taken,
+        };
+        (result, got)
+    }
+
+    /// Reads a frame from a source that delivers raw frames; what became of it.
+    fn read_raw(
+        &mut self,
+        source: &mut dyn Source,
+        wanted: bool,
+        keep: bool,
+    ) -> (Result<Read, crate::capture::SourceError>, Got) {
+        // H.264 takes every frame while an RTSP client watches; JPEG what is due.
+        let h264 = self.h264.as_ref().filter(|h| h.video().wanted());
+        let mut target = RawTarget {
+            stage: self.stage.as_ref().filter(|_| wanted),
+            pool: Some(&mut self.pool),
+            got: None,
+            missing: Got::NotOffered,
+            h264,
+            got_h264: None,
+        };
+        let dst = if wanted || h264.is_some() { Dest::Yuv(&mut target) } else { Dest::Discard };
+        let result = source.read(dst, READ_WAIT);
+        let raw = matches!(result, Ok(Read::Raw));
+        let (mono_ms, unix) = (clock::mono_ms(), clock::unix_now());
+        let got = match (raw, target.got) {
+            (true, Some((mut claim, mut slot))) => {
+                // Both want it: the source filled the JPEG encoder's image; H.264 gets a copy.
+                if let Some(mut c) = h264.and_then(crate::h264::stage::Stage::claim) {
+                    c.image().copy_from(claim.image());
+                    h264.expect("claimed from it").submit(c, mono_ms, unix);
+                }
+                let (w, h) = (claim.image().width() as u32, claim.image().height() as u32);
+                let f = slot.frame();
+                f.set_len(0);
+                (f.width, f.height) = (w, h);
+                self.next_id = stamp(f, self.next_id, keep, &mut self.next_seq);
+                let stage = self.stage.as_ref().expect("claimed from it");
+                stage.submit(claim, slot.lend());
+                Got::Taken
+            }
+            _ => {
+                if let (true, Some(c)) = (raw, target.got_h264) {
+                    h264.expect("claimed from it").submit(c, mono_ms, unix);
+                }
+                target.missing
+            }
+        };
+        (result, got)
+    }
+
     /// Reads one frame (or times out) and publishes it, or hands it to an encoder, if it is
     /// due to be kept or somebody watches the live view.
     fn read_one(&mut self) {
-        let Some(source) = self.source.as_mut() else { return };
+        let Some(mut source) = self.source.take() else { return };
         let now = Instant::now();
         // A kept frame an encoder refused (too large): the next one is kept instead, so a
         // single large frame is followed by a usable one, and only a camera whose every
@@ -426,90 +522,10 @@ impl CaptureLoop {
         // wanted frame.
         let jpeg = source.delivers() == Delivers::Jpeg;
         let (result, got) = match source.delivers() {
-            Delivers::Jpeg => {
-                // H.264 takes every frame while an RTSP client watches: a copy of the JPEG, or
-                // the JPEG itself when nothing else wants it.
-                let h264 = self.h264.as_ref().filter(|h| h.video().wanted());
-                let mut slot = if wanted { self.pool.acquire() } else { None };
-                let mut only_h264 =
-                    if slot.is_none() { h264.and_then(crate::h264::stage::Stage::claim_jpeg) } else { None };
-                let dst = match (slot.as_mut(), only_h264.as_mut()) {
-                    (Some(s), _) => Dest::Jpeg(s.frame().buffer_mut()),
-                    (None, Some(c)) => Dest::Jpeg(c.buffer()),
-                    (None, None) => Dest::Discard,
-                };
-                let result = source.read(dst, READ_WAIT);
-                let (mono_ms, unix) = (clock::mono_ms(), clock::unix_now());
-                let got = match (&result, slot) {
-                    (Ok(Read::Frame { len, width, height }), Some(mut slot)) => {
-                        let f = slot.frame();
-                        f.set_len(*len);
-                        (f.width, f.height) = (*width, *height);
-                        if let Some(mut c) = h264.and_then(crate::h264::stage::Stage::claim_jpeg) {
-                            c.buffer()[..*len].copy_from_slice(&f.bytes()[..*len]);
-                            h264.expect("claimed from it").submit_jpeg(c, *len, mono_ms, unix);
-                        }
-                        self.next_id = stamp(f, self.next_id, keep, &mut self.next_seq);
-                        let outputs = self.outputs.as_ref().expect("set up by run");
-                        outputs.publish(slot.share());
-                        Got::Taken
-                    }
-                    (Ok(Read::Frame { len, .. }), None) if only_h264.is_some() => {
-                        let c = only_h264.take().expect("checked");
-                        h264.expect("claimed from it").submit_jpeg(c, *len, mono_ms, unix);
-                        if wanted {
-                            Got::NoBuffer
-                        } else {
-                            Got::Taken
-                        }
-                    }
-                    (_, None) if wanted => Got::NoBuffer,
-                    (Ok(Read::Consumed), Some(_)) => Got::NotOffered,
-                    _ => Got::Taken,
-                };
-                (result, got)
-            }
-            Delivers::Yuv => {
-                // H.264 takes every frame while an RTSP client watches; JPEG what is due.
-                let h264 = self.h264.as_ref().filter(|h| h.video().wanted());
-                let mut target = RawTarget {
-                    stage: self.stage.as_ref().filter(|_| wanted),
-                    pool: Some(&mut self.pool),
-                    got: None,
-                    missing: Got::NotOffered,
-                    h264,
-                    got_h264: None,
-                };
-                let dst = if wanted || h264.is_some() { Dest::Yuv(&mut target) } else { Dest::Discard };
-                let result = source.read(dst, READ_WAIT);
-                let raw = matches!(result, Ok(Read::Raw));
-                let (mono_ms, unix) = (clock::mono_ms(), clock::unix_now());
-                let got = match (raw, target.got) {
-                    (true, Some((mut claim, mut slot))) => {
-                        // Both want it: the source filled the JPEG encoder's image; H.264 gets a copy.
-                        if let Some(mut c) = h264.and_then(crate::h264::stage::Stage::claim) {
-                            c.image().copy_from(claim.image());
-                            h264.expect("claimed from it").submit(c, mono_ms, unix);
-                        }
-                        let (w, h) = (claim.image().width() as u32, claim.image().height() as u32);
-                        let f = slot.frame();
-                        f.set_len(0);
-                        (f.width, f.height) = (w, h);
-                        self.next_id = stamp(f, self.next_id, keep, &mut self.next_seq);
-                        let stage = self.stage.as_ref().expect("claimed from it");
-                        stage.submit(claim, slot.lend());
-                        Got::Taken
-                    }
-                    _ => {
-                        if let (true, Some(c)) = (raw, target.got_h264) {
-                            h264.expect("claimed from it").submit(c, mono_ms, unix);
-                        }
-                        target.missing
-                    }
-                };
-                (result, got)
-            }
+            Delivers::Jpeg => self.read_jpeg(&mut *source, wanted, keep),
+            Delivers::Yuv => self.read_raw(&mut *source, wanted, keep),
         };
+        self.source = Some(source);
         let hb = &self.cam.heartbeat;
         match result {
             Ok(Read::Frame { .. } | Read::Raw | Read::Consumed) => {
