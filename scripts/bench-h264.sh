@@ -63,57 +63,36 @@ pid=$!
 for _ in $(seq 100); do grep -q "http://" "$work/out" 2>/dev/null && break; sleep 0.1; done
 http=$(sed -n 's|.*http://\([^/]*\)/.*|\1|p' "$work/out" | head -n 1)
 [ -n "$http" ] || { cat "$work/err"; exit 1; }
-python3 - "$http" "$secs" <<'PY'
+PYTHONPATH=scripts python3 - "$http" "$secs" <<'PY'
 import json, socket, struct, sys, threading, time, urllib.request
 
 http, secs = sys.argv[1], float(sys.argv[2])
 status = json.load(urllib.request.urlopen(f"http://{http}/api/status"))
 rtsp = status["rtsp"]["bind"]
-host, port = rtsp.rsplit(":", 1)
 
 def pct(v, p):
     v = sorted(v)
     return v[min(len(v) - 1, int(len(v) * p))] * 1000
 
 def rtsp_latency(out):
-    s = socket.create_connection((host, int(port)))
-    f = s.makefile("rb")
-    url = f"rtsp://{rtsp}/cam0"
-    def request(method, uri, cseq, extra=""):
-        s.sendall(f"{method} {uri} RTSP/1.0\r\nCSeq: {cseq}\r\n{extra}\r\n".encode())
-        head = {}
-        while True:
-            line = f.readline().decode()
-            if line == "\r\n":
-                break
-            if ":" in line:
-                k, v = line.split(":", 1)
-                head[k.strip().lower()] = v.strip()
-        f.read(int(head.get("content-length", 0)))
-        return head
-    request("DESCRIBE", url, 1)
-    session = request("SETUP", url + "/trackID=0", 2, "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n")["session"].split(";")[0]
-    request("PLAY", url, 3, f"Session: {session}\r\n")
+    c = Client(rtsp, "cam0")
     sr = None
     pending = []   # (rtp time, arrival) of access units seen before the first sender report
     end = time.time() + secs
     while time.time() < end:
-        hdr = f.read(4)
-        ch, n = hdr[1], struct.unpack(">H", hdr[2:])[0]
-        pkt = f.read(n)
+        ch, pkt = c.packet()
         now = time.time()
         if ch == 1 and pkt[1] == 200:
             ntp_s, ntp_f, rtp_t = struct.unpack(">IIi", pkt[8:20])
             sr = (ntp_s - 2208988800 + ntp_f / 2**32, rtp_t & 0xFFFFFFFF)
         elif ch == 0 and pkt[1] & 0x80:   # the marker: an access unit's last packet
-            ts = struct.unpack(">I", pkt[4:8])[0]
-            pending.append((ts, now))
+            pending.append((struct.unpack(">I", pkt[4:8])[0], now))
             if sr:
                 for ts, at in pending:
                     delta = ((ts - sr[1] + 2**31) % 2**32 - 2**31) / 90000
                     out.append(at - (sr[0] + delta))
                 pending.clear()
-    s.close()
+    c.close()
 
 def mjpeg_latency(out):
     h, p = http.rsplit(":", 1)

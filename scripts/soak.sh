@@ -84,7 +84,7 @@ addr=$(sed -n 's#.*http://\([^/]*\)/.*#\1#p' "$work/out")
 
 # The clients and the sampler, in one Python process (threads): one new connection per request.
 status=0
-python3 - "$addr" "$pid" "$duration" "$out/soak.csv" <<'PY' || status=$?
+PYTHONPATH=scripts python3 - "$addr" "$pid" "$duration" "$out/soak.csv" <<'PY' || status=$?
 import http.client, os, random, sys, threading, time
 
 addr, pid, duration, csv_path = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
@@ -136,37 +136,17 @@ def viewer(seed, staying):
 def rtsp_viewer(seed, staying):
     """Plays the camera over RTSP (TCP interleaved) and reads what comes; the staying one for
     the whole run, the other for 1-10 s at a time."""
-    import json, socket
+    import json
+    from rtsp_client import Client
     rnd = random.Random(seed)
     bind = json.loads(get("/api/status"))["rtsp"]["bind"]
-    rhost, rport = bind.rsplit(":", 1)
-    url = f"rtsp://{bind}/cam0"
     while time.monotonic() < end:
         try:
-            s = socket.create_connection((rhost, int(rport)), timeout=10)
-            f = s.makefile("rb")
-            def request(method, uri, cseq, extra=""):
-                s.sendall(f"{method} {uri} RTSP/1.0\r\nCSeq: {cseq}\r\n{extra}\r\n".encode())
-                head = {}
-                while True:
-                    line = f.readline().decode()
-                    if line in ("\r\n", ""):
-                        break
-                    if ":" in line:
-                        k, v = line.split(":", 1)
-                        head[k.strip().lower()] = v.strip()
-                f.read(int(head.get("content-length", 0)))
-                return head
-            request("DESCRIBE", url, 1)
-            session = request("SETUP", url + "/trackID=0", 2, "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n")["session"]
-            request("PLAY", url, 3, f"Session: {session.split(';')[0]}\r\n")
+            c = Client(bind, "cam0")
             until = min(end, time.monotonic() + (duration if staying else rnd.uniform(1, 10)))
             while time.monotonic() < until:
-                hdr = f.read(4)
-                if len(hdr) < 4 or hdr[:1] != b"$":
-                    raise RuntimeError("the RTSP stream ended")
-                f.read(int.from_bytes(hdr[2:], "big"))
-            s.close()
+                c.packet()
+            c.close()
         except Exception as e:
             failures.append(f"rtsp: {e}")
             time.sleep(1)

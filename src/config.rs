@@ -30,7 +30,7 @@ pub use cameras::{
     WatchdogConfig, LIBCAMERA_EXTRA_OPTIONS, MAX_CAMERAS, MAX_DURATION_S, MAX_FRAMES,
 };
 pub use exports::{ExportsConfig, TimelapseConfig};
-pub use http::{HttpConfig, MAX_TOKEN_BYTES};
+pub use http::{basic_has_token, is_token, HttpConfig, MAX_TOKEN_BYTES};
 pub use led::LedConfig;
 pub use mqtt::MqttConfig;
 pub use storage::{FsyncPolicy, JournalConfig, KeepPolicy, StorageConfig, StoreConfig, RESERVED_NAMES};

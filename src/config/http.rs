@@ -90,6 +90,22 @@ impl Default for HttpConfig {
 /// of this size, so it is part of the token rule ([`HttpConfig::token`]).
 pub const MAX_TOKEN_BYTES: usize = 256;
 
+/// Whether `given` is the token: constant time for equal lengths (HTTP and RTSP compare with it).
+pub fn is_token(given: &[u8], token: &str) -> bool {
+    let want = token.as_bytes();
+    given.len() == want.len() && given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// Whether Basic credentials (base64 of `user:password`) carry the token as the password, any
+/// user name: what Home Assistant, OctoPrint and RTSP clients send. Decoded into a fixed buffer.
+pub fn basic_has_token(encoded: &[u8], token: &str) -> bool {
+    use base64::Engine as _;
+    // user:token: the token is at most MAX_TOKEN_BYTES, the rest is room for a user name.
+    let mut buf = [0u8; 1024];
+    let Ok(n) = base64::engine::general_purpose::STANDARD.decode_slice(encoded, &mut buf) else { return false };
+    buf[..n].iter().position(|&b| b == b':').is_some_and(|colon| is_token(&buf[colon + 1..n], token))
+}
+
 /// The token rule, whether the token comes from `http.token` or from the first line of
 /// `http.token_file`: 1 to [`MAX_TOKEN_BYTES`] printable ASCII characters, no spaces (it
 /// travels in a header, a cookie and a Basic password).

@@ -2,8 +2,6 @@
 //! token as the password and the dashboard's cookie (reads only), all compared in constant
 //! time and decoded into fixed buffers.
 
-use base64::Engine as _;
-
 use crate::http::server::Request;
 
 /// The names a request's `Host` may carry besides IP addresses and `localhost`: the machine's
@@ -81,18 +79,13 @@ fn credentials<'a>(req: &Request<'a>, scheme: &str) -> Option<&'a [u8]> {
 
 /// Compares the bearer token in constant time (for equal lengths).
 pub(super) fn authorized(req: &Request<'_>, token: &str) -> bool {
-    credentials(req, "Bearer").is_some_and(|given| same(given, token.as_bytes()))
+    credentials(req, "Bearer").is_some_and(|given| crate::config::is_token(given, token))
 }
 
 /// HTTP Basic with any user name and the token as the password (what Home Assistant's
 /// `mjpeg` camera and OctoPrint's snapshot fetch send). Decoded into a fixed buffer.
 pub(super) fn basic_authorized(req: &Request<'_>, token: &str) -> bool {
-    let Some(encoded) = credentials(req, "Basic") else { return false };
-    // user:token: the token is at most MAX_TOKEN_BYTES (256), the rest is room for a user name.
-    let mut buf = [0u8; 1024];
-    let Ok(n) = base64::engine::general_purpose::STANDARD.decode_slice(encoded, &mut buf) else { return false };
-    let Some(colon) = buf[..n].iter().position(|&b| b == b':') else { return false };
-    same(&buf[colon + 1..n], token.as_bytes())
+    credentials(req, "Basic").is_some_and(|encoded| crate::config::basic_has_token(encoded, token))
 }
 
 /// The `camjobd_token` cookie (percent-encoded by the dashboard), compared in constant time.
@@ -127,12 +120,7 @@ pub(super) fn cookie_authorized(req: &Request<'_>, token: &str) -> bool {
         n += 1;
         i += 1;
     }
-    same(&buf[..n], token.as_bytes())
-}
-
-/// Constant time for equal lengths.
-fn same(given: &[u8], want: &[u8]) -> bool {
-    given.len() == want.len() && given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    crate::config::is_token(&buf[..n], token)
 }
 
 #[cfg(test)]
