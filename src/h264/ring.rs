@@ -110,16 +110,20 @@ impl AuRing {
             g.head = 0;
         }
         let (start, end) = (g.head, g.head + au.len());
-        // Older units whose bytes this one overwrites, and the one whose slot it takes, go.
+        // Every unit whose bytes this one overwrites goes, and with it every older one (the
+        // units kept are always the numbers `oldest..next`). After a wrap the oldest unit may
+        // lie past `end` while newer ones at the start of the buffer are overwritten: look at
+        // them all, not only until the first that survives.
         let units = g.slots.len() as u64;
-        while g.oldest < g.next {
-            let s = &g.slots[(g.oldest % units) as usize];
-            let overlaps = s.offset < end && start < s.offset + s.meta.len;
-            if !overlaps && g.next - g.oldest < units {
-                break;
+        let mut cut = g.oldest;
+        for id in g.oldest..g.next {
+            let s = &g.slots[(id % units) as usize];
+            if s.offset < end && start < s.offset + s.meta.len {
+                cut = id + 1;
             }
-            g.oldest += 1;
         }
+        // And the one whose slot the new unit takes.
+        g.oldest = cut.max((g.next + 1).saturating_sub(units));
         g.data[start..end].copy_from_slice(au);
         let id = g.next;
         meta.id = id;
@@ -234,6 +238,34 @@ mod tests {
         let mut small = Vec::with_capacity(10);
         assert_eq!(ring.read(5, &mut small), Err(Missing::TooLarge));
         assert_eq!(ring.newest(), 5);
+    }
+
+    #[test]
+    fn what_can_be_read_is_what_was_written_whatever_the_sizes() {
+        // Units of random sizes, each filled with its own number: a unit read back must be
+        // whole and its own (a wrap used to leave overwritten units readable).
+        let ring = AuRing::new(1000, 16);
+        let mut out = Vec::with_capacity(1000);
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut lens = vec![0usize];
+        for id in 1..=5000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = 1 + (x % 700) as usize;
+            let au = vec![id as u8; len];
+            assert_eq!(ring.push(&au, AuMeta::default()), Some(id));
+            lens.push(len);
+            let mut readable = 0;
+            for back in id.saturating_sub(20).max(1)..=id {
+                if let Ok(m) = ring.read(back, &mut out) {
+                    assert_eq!((m.id, m.len), (back, lens[back as usize]));
+                    assert!(out.iter().all(|&b| b == back as u8), "unit {back} read back as another's bytes");
+                    readable += 1;
+                }
+            }
+            assert!(readable >= 1, "the newest unit is always readable");
+        }
     }
 
     #[test]
