@@ -9,32 +9,47 @@ class Client:
         self.sock = socket.create_connection((host, int(port)), timeout=timeout)
         self.file = self.sock.makefile("rb")
         self.cseq = 0
-        url = f"rtsp://{bind}/{camera}"
-        self.request("DESCRIBE", url)
-        session = self.request("SETUP", url + "/trackID=0", "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n")["session"]
-        self.request("PLAY", url, f"Session: {session.split(';')[0]}\r\n")
+        self.url = f"rtsp://{bind}/{camera}"
+        self.request("DESCRIBE", self.url)
+        setup = self.request("SETUP", self.url + "/trackID=0", "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n")
+        self.session = setup["session"].split(";")[0]
+        self.request("PLAY", self.url, f"Session: {self.session}\r\n")
 
     def request(self, method, uri, extra=""):
-        """Sends a request; its response's headers (lower-case names); the body is skipped."""
+        """Sends a request; its response's headers (lower-case names). The body and any
+        interleaved packets that come before the response are skipped."""
         self.cseq += 1
         self.sock.sendall(f"{method} {uri} RTSP/1.0\r\nCSeq: {self.cseq}\r\n{extra}\r\n".encode())
-        head = {}
         while True:
-            line = self.file.readline().decode()
-            if line in ("\r\n", ""):
+            first = self.file.read(1)
+            if first != b"$":
                 break
+            self._rest_of_packet()
+        head = {}
+        line = (first + self.file.readline()).decode()
+        while line not in ("\r\n", ""):
             if ":" in line:
                 k, v = line.split(":", 1)
                 head[k.strip().lower()] = v.strip()
+            line = self.file.readline().decode()
         self.file.read(int(head.get("content-length", 0)))
         return head
 
+    def keepalive(self):
+        """GET_PARAMETER in the session, as players send it to stay within its timeout."""
+        self.request("GET_PARAMETER", self.url, f"Session: {self.session}\r\n")
+
+    def _rest_of_packet(self):
+        hdr = self.file.read(3)
+        if len(hdr) < 3:
+            raise RuntimeError("the RTSP stream ended")
+        return hdr[0], self.file.read(int.from_bytes(hdr[1:], "big"))
+
     def packet(self):
         """The next interleaved packet: (channel, bytes); raises when the stream ends."""
-        hdr = self.file.read(4)
-        if len(hdr) < 4 or hdr[:1] != b"$":
+        if self.file.read(1) != b"$":
             raise RuntimeError("the RTSP stream ended")
-        return hdr[1], self.file.read(int.from_bytes(hdr[2:], "big"))
+        return self._rest_of_packet()
 
     def close(self):
         self.sock.close()

@@ -144,8 +144,12 @@ def rtsp_viewer(seed, staying):
         try:
             c = Client(bind, "cam0")
             until = min(end, time.monotonic() + (duration if staying else rnd.uniform(1, 10)))
+            alive = time.monotonic()
             while time.monotonic() < until:
                 c.packet()
+                if time.monotonic() - alive > 20:   # within the 60 s session timeout
+                    c.keepalive()
+                    alive = time.monotonic()
             c.close()
         except Exception as e:
             failures.append(f"rtsp: {e}")

@@ -380,6 +380,53 @@ fn the_server_speaks_rtsp_and_refuses_what_it_cannot_do() {
 }
 
 #[test]
+fn clients_cannot_force_every_frame_to_be_a_keyframe_nor_hold_places_idle() {
+    let (d, addr) = start("rtsp-abuse", json!({}), json!({"max_clients": 3}));
+    let url = format!("rtsp://{addr}/cam0");
+    // One viewer, and a connection that PLAYs again and again: keyframes asked for by
+    // clients come at most once a second, so the stream is not all keyframes.
+    let mut viewer = Raw::connect(addr);
+    viewer.play(&url);
+    let k0 = d.camera("cam0")["video"]["keyframes"].as_u64().unwrap();
+    let t0 = Instant::now();
+    let mut again = Raw::connect(addr);
+    again.play(&url);
+    for _ in 0..40 {
+        assert_eq!(again.send("PLAY", &url, &[]).status, 200);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let forced = d.camera("cam0")["video"]["keyframes"].as_u64().unwrap() - k0;
+    assert!((forced as f64) <= secs + 2.0, "{forced} keyframes in {secs:.1} s of repeated PLAYs");
+    drop((viewer, again));
+    let connections = |n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while d.get("/api/status").json()["rtsp"]["connections"] != n {
+            assert!(Instant::now() < deadline, "not {n} connections: {}", d.get("/api/status").json()["rtsp"]);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    connections(0);
+    // Connections that set up no session give their place back (20 s), however they trickle.
+    let idle: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    connections(3);
+    let mut trickle = idle.iter().collect::<Vec<_>>();
+    let t0 = Instant::now();
+    loop {
+        let mut probe = Raw::connect(addr);
+        if probe.send("OPTIONS", &url, &[]).status == 200 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "idle connections still hold every place");
+        for s in &mut trickle {
+            let _ = s.write_all(b"O");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(t0.elapsed() >= Duration::from_secs(15), "places were free at once: {:?}", t0.elapsed());
+}
+
+#[test]
 fn the_token_is_asked_for_by_digest_and_basic() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !require("ffmpeg") {
@@ -405,6 +452,18 @@ fn the_token_is_asked_for_by_digest_and_basic() {
     let basic = |p: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("go2rtc:{p}")));
     assert_eq!(Raw::connect(addr).send("DESCRIBE", &url, &[("Authorization", &basic("wrong"))]).status, 401);
     assert_eq!(Raw::connect(addr).send("DESCRIBE", &url, &[("Authorization", &basic(token))]).status, 200);
+    // Guessing costs a connection every three tries.
+    let mut guesser = Raw::connect(addr);
+    for _ in 0..2 {
+        assert_eq!(guesser.send("DESCRIBE", &url, &[("Authorization", &basic("guess"))]).status, 401);
+    }
+    assert_eq!(guesser.send("DESCRIBE", &url, &[("Authorization", &basic("guess"))]).status, 401);
+    let mut rest = Vec::new();
+    assert_eq!(
+        guesser.s.read_to_end(&mut rest).unwrap_or(0),
+        0,
+        "the connection is closed after the third wrong token"
+    );
     // ffmpeg answers the Digest challenge; retina too.
     let with = format!("rtsp://frigate:{token}@{addr}/cam0");
     let (frames, err) = ffmpeg_frames(&with, "tcp", 2);

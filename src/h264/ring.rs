@@ -174,6 +174,13 @@ impl AuRing {
         }
     }
 
+    /// The newest keyframe still in the ring and its capture time (monotonic ms).
+    pub fn newest_keyframe(&self) -> Option<(u64, u64)> {
+        let g = self.lock();
+        (g.keyframe != 0 && g.keyframe >= g.oldest)
+            .then(|| (g.keyframe, g.slots[(g.keyframe % g.slots.len() as u64) as usize].meta.captured_mono_ms))
+    }
+
     /// The newest access unit's number (0: none yet).
     pub fn newest(&self) -> u64 {
         self.lock().next - 1

@@ -33,6 +33,9 @@ impl Software {
             .skip_frames(false)
             .intra_frame_period(IntraFramePeriod::from_num_frames(fps * settings.keyframe_interval_s.max(1)))
             .usage_type(UsageType::CameraVideoRealTime)
+            // Keyframes where asked for and every keyframe_interval_s, not at every scene change
+            // the encoder detects (17 frames apart on a moving test card instead of 60).
+            .scene_change_detect(false)
             .profile(match settings.profile {
                 Profile::Baseline => OhProfile::Baseline,
                 Profile::Main => OhProfile::Main,

@@ -53,6 +53,8 @@ pub struct Video {
     left_ms: AtomicU64,
     /// A client joined: the next frame is a keyframe.
     want_keyframe: AtomicBool,
+    /// When a keyframe was last asked for (monotonic ms; 0: never).
+    forced_ms: AtomicU64,
     /// The largest access unit a reader must be able to hold.
     pub max_au_bytes: usize,
 }
@@ -89,6 +91,9 @@ impl Drop for Watch {
         self.0.watching.fetch_sub(1, Release);
     }
 }
+
+/// Keyframes asked for by clients come at most this often (the periodic ones aside).
+pub const FORCED_KEYFRAME_MS: u64 = 1000;
 
 /// The encoder goes on this long after the last client left: a client that comes straight
 /// back (ffmpeg's retry over TCP after UDP, go2rtc reconnecting) finds the stream warm.
@@ -134,20 +139,30 @@ impl Video {
             watching: AtomicU32::new(0),
             left_ms: AtomicU64::new(0),
             want_keyframe: AtomicBool::new(false),
+            forced_ms: AtomicU64::new(0),
             max_au_bytes,
         }
     }
 
-    /// Starts a watch: capture encodes from the next frame on, beginning with a keyframe.
+    /// Starts a watch: capture encodes from the next frame on (an encoder that was idle
+    /// starts with a keyframe).
     pub fn watch(self: &Arc<Self>) -> Watch {
-        self.want_keyframe.store(true, Release);
         self.watching.fetch_add(1, Release);
         Watch(Arc::clone(self))
     }
 
-    /// The next frame encoded is a keyframe (a client starts, or fell behind).
+    /// The next frame encoded is a keyframe (a client starts, or fell behind); at most one
+    /// asked for every [`FORCED_KEYFRAME_MS`], so that clients that PLAY again and again
+    /// cannot make every frame a keyframe (four times the bitrate for everyone).
     pub fn request_keyframe(&self) {
-        self.want_keyframe.store(true, Release);
+        let now = crate::clock::mono_ms().max(1);
+        let last = self.forced_ms.load(Relaxed);
+        if last != 0 && now.saturating_sub(last) < FORCED_KEYFRAME_MS {
+            return;
+        }
+        if self.forced_ms.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+            self.want_keyframe.store(true, Release);
+        }
     }
 
     /// Somebody watches, or left less than [`LINGER_MS`] ago (capture's per-frame question).
@@ -286,6 +301,7 @@ impl Stage {
             jpegs: Arc::clone(&jpegs),
             decoder: None,
             row: Vec::new(),
+            last_encode: None,
             jobs: rx,
             stop: stop.clone(),
             au: committed(video.max_au_bytes),
@@ -374,6 +390,8 @@ struct Run {
     busy: Arc<AtomicBool>,
     image: Arc<Mutex<Yuv422>>,
     jpegs: Arc<[JpegSlot; JPEG_SLOTS]>,
+    /// When the last frame was encoded (`None`: never).
+    last_encode: Option<Instant>,
     /// For a JPEG camera: made on the first JPEG, with its row buffer.
     decoder: Option<crate::jpeg::Decoder>,
     row: Vec<u8>,
@@ -407,7 +425,10 @@ impl Run {
     }
 
     fn encode(&mut self, encoder: &mut dyn Encoder, job: &Job) {
-        let force = self.video.want_keyframe.swap(false, Acquire);
+        // After a rest the encoder's reference pictures are stale: start again on a keyframe.
+        let rested = self.last_encode.is_none_or(|t| t.elapsed() > Duration::from_secs(1));
+        self.last_encode = Some(Instant::now());
+        let force = self.video.want_keyframe.swap(false, Acquire) || rested;
         let t0 = Instant::now();
         let result = {
             let mut image = self.image.lock().unwrap_or_else(|e| e.into_inner());

@@ -49,7 +49,7 @@ pub fn check(authorization: Option<&str>, method: &str, camera: &str, token: &st
     }
     // The `uri` may be absolute and differ from the request line (go2rtc, ffmpeg): it must at
     // least name the same camera, so that a response cannot be replayed for another one.
-    if !camera.is_empty() && camera_of(p.uri) != camera {
+    if camera_of(p.uri) != camera {
         return Err(Refused::OtherUri);
     }
     let ha1 = md5_hex(&[p.username, REALM, token]);

@@ -19,6 +19,16 @@ use crate::shutdown::Stop;
 
 /// Largest request head and body kept while it arrives; a longer one ends the connection.
 const MAX_REQUEST: usize = 16 << 10;
+/// A connection must have set up a session this long after it was accepted.
+const SETUP_WITHIN: Duration = Duration::from_secs(20);
+/// Wrong credentials this many times end the connection (guessing the token costs a
+/// connection every few tries).
+const MAX_REFUSED: u32 = 3;
+/// A UDP session whose client port refused this many access units in a row ends (the client
+/// is gone without a TEARDOWN): five seconds at 30 fps.
+const MAX_REFUSED_UNITS: u32 = 150;
+/// A PLAY starts at a keyframe captured this recently rather than asking for a new one.
+const FRESH_KEYFRAME_MS: u64 = 300;
 /// How long a PLAY waits for the keyframe the client starts at.
 const KEYFRAME_WAIT: Duration = Duration::from_secs(5);
 /// How long a DESCRIBE waits for the stream's parameter sets (the encoder's first keyframe).
@@ -26,7 +36,7 @@ const PARAMETERS_WAIT: Duration = Duration::from_secs(5);
 /// A write the client takes nothing of for this long ends the connection.
 const WRITE_WAIT: Duration = Duration::from_secs(10);
 /// The kernel's send buffer of an RTSP connection.
-const SEND_BUFFER: usize = 256 << 10;
+const SEND_BUFFER: usize = 128 << 10;
 /// Sender reports go out this often.
 const REPORT_EVERY: Duration = Duration::from_secs(5);
 /// What the server can do, for OPTIONS (clients choose their keep-alive from it).
@@ -62,6 +72,8 @@ struct Session {
     rtp_base: u32,
     /// The next access unit to send; `None` while waiting for a keyframe.
     next: Option<u64>,
+    /// The last access unit sent or skipped (0: none).
+    last: u64,
     playing: bool,
     /// Keeps the encoder running while the session exists.
     _watch: Watch,
@@ -81,10 +93,12 @@ enum Carrier {
 
 /// A UDP session's sockets (RTP on an even port, RTCP on the next) and the client's ports.
 struct UdpPair {
+    /// Connected to the client's ports: only the client's packets are received, and a closed
+    /// port is reported (ICMP unreachable comes back as `ECONNREFUSED`).
     rtp: tokio::net::UdpSocket,
     rtcp: tokio::net::UdpSocket,
-    to_rtp: SocketAddr,
-    to_rtcp: SocketAddr,
+    /// Access units in a row that the client's port refused.
+    refused: u32,
 }
 
 impl UdpPair {
@@ -101,13 +115,14 @@ impl UdpPair {
             }
             match std::net::UdpSocket::bind((local, port + 1)) {
                 Ok(rtcp) => {
+                    rtp.connect(SocketAddr::new(peer, client_ports.0))?;
+                    rtcp.connect(SocketAddr::new(peer, client_ports.1))?;
                     rtp.set_nonblocking(true)?;
                     rtcp.set_nonblocking(true)?;
                     return Ok(UdpPair {
                         rtp: tokio::net::UdpSocket::from_std(rtp)?,
                         rtcp: tokio::net::UdpSocket::from_std(rtcp)?,
-                        to_rtp: SocketAddr::new(peer, client_ports.0),
-                        to_rtcp: SocketAddr::new(peer, client_ports.1),
+                        refused: 0,
                     });
                 }
                 Err(e) => last = Some(e),
@@ -144,8 +159,12 @@ struct Conn {
     input: Vec<u8>,
     session: Option<Session>,
     /// A DESCRIBE's watch, kept until the session takes over (the encoder starts early).
-    describing: Option<Watch>,
+    describing: Option<(usize, Watch)>,
     heard: Instant,
+    /// When the connection was accepted.
+    opened: Instant,
+    /// Requests refused for wrong credentials (not for missing ones).
+    refused: u32,
     seed: u64,
     /// This connection's Digest nonce, and whether it has authenticated.
     nonce: String,
@@ -155,8 +174,9 @@ struct Conn {
 /// Serves one connection until it closes, times out or the service stops.
 pub(super) async fn serve(sock: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>, stop: Stop, _open: Open) {
     let _ = sock.set_nodelay(true);
-    // A client that stops reading holds at most this much in the kernel (about a second at
-    // 2 Mbit/s) before its writes wait; then it skips to a keyframe when it reads again.
+    // A client that stops reading holds at most twice this in the kernel (Linux doubles it;
+    // about a second at 2 Mbit/s) before its writes wait; then it skips to a keyframe when it
+    // reads again.
     let _ = socket2::SockRef::from(&sock).set_send_buffer_size(SEND_BUFFER);
     // Seeded by the standard library's per-process random keys: session ids and nonces need
     // to be unguessable from outside, not cryptographic.
@@ -175,6 +195,8 @@ pub(super) async fn serve(sock: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>, stop
         session: None,
         describing: None,
         heard: Instant::now(),
+        opened: Instant::now(),
+        refused: 0,
         seed: seed | 1,
         nonce: String::new(),
         authorized: false,
@@ -211,7 +233,6 @@ impl Conn {
                         return Err(std::io::Error::other("a request over 16 KiB"));
                     }
                     self.input.extend_from_slice(&buf[..n]);
-                    self.heard = Instant::now();
                     if !self.handle_input().await? {
                         return Ok(());
                     }
@@ -238,6 +259,11 @@ impl Conn {
                     if self.heard.elapsed() > SESSION_TIMEOUT {
                         return Err(std::io::Error::other("silent for the session timeout"));
                     }
+                    // A connection that holds a place without setting up a session (probes,
+                    // or someone keeping places from others) goes after a while.
+                    if self.session.is_none() && self.opened.elapsed() > SETUP_WITHIN {
+                        return Err(std::io::Error::other("no session set up in 20 s"));
+                    }
                     self.report().await?;
                 }
             }
@@ -257,6 +283,8 @@ impl Conn {
                 }
             };
             self.input.drain(..used);
+            // Only whole messages count as life: a byte now and then (a slowloris) does not.
+            self.heard = Instant::now();
             match message {
                 // RTCP receiver reports from the client: it is alive.
                 Message::Data(_) => {}
@@ -280,20 +308,35 @@ impl Conn {
                 .header("WWW-Authenticate", &digest)
                 .header("WWW-Authenticate", &basic);
             self.write_reply(&reply, &cseq).await?;
+            return Ok(self.refused < MAX_REFUSED);
+        }
+        if r.version() != rtsp_types::Version::V1_0 {
+            self.write_reply(&Reply::status(505, "RTSP Version Not Supported"), &cseq).await?;
+            return Ok(false);
+        }
+        // A Session header must name this connection's session (PLAY, PAUSE, TEARDOWN, a
+        // SETUP that changes the transport, keep-alives).
+        let given = session_of(r);
+        let ours = given.as_deref().map(|g| self.session.as_ref().is_some_and(|s| s.id == g));
+        if ours == Some(false) && !matches!(r.method(), Method::Options | Method::Describe) {
+            self.write_reply(&Reply::status(454, "Session Not Found"), &cseq).await?;
             return Ok(true);
         }
         let reply = match r.method() {
             Method::Options => Reply::ok().header("Public", PUBLIC),
             Method::Describe => self.describe(&path, r).await,
-            Method::Setup => self.setup(&path, r),
+            Method::Setup => self.setup(&path, r, ours == Some(true)),
             Method::Play => self.play(r).await,
-            Method::Pause => {
-                if let Some(s) = self.session.as_mut().filter(|s| s.playing) {
-                    s.playing = false;
-                    self.ctx.stats.playing.fetch_sub(1, Relaxed);
+            Method::Pause => match self.session.as_mut() {
+                None => Reply::status(455, "Method Not Valid in This State"),
+                Some(s) => {
+                    if s.playing {
+                        s.playing = false;
+                        self.ctx.stats.playing.fetch_sub(1, Relaxed);
+                    }
+                    Reply::ok()
                 }
-                Reply::ok()
-            }
+            },
             Method::GetParameter | Method::SetParameter => Reply::ok(),
             Method::Teardown => {
                 self.write_reply(&Reply::ok(), &cseq).await?;
@@ -324,7 +367,11 @@ impl Conn {
         let method: &str = r.method().into();
         match super::auth::check(given, method, super::auth::camera_of(path), token, &self.nonce) {
             Ok(()) => self.authorized = true,
-            Err(why) => log::debug!("rtsp: {}: {method} refused: {why:?}", self.peer),
+            Err(super::auth::Refused::Missing) => {}
+            Err(why) => {
+                self.refused += 1;
+                log::debug!("rtsp: {}: {method} refused: {why:?}", self.peer);
+            }
         }
         self.authorized
     }
@@ -338,7 +385,7 @@ impl Conn {
         let Some(i) = self.camera(path) else { return not_found(path) };
         let video = Arc::clone(&self.ctx.cameras[i].video);
         // The encoder starts now, so that the parameter sets exist by the time they are needed.
-        self.describing = Some(video.watch());
+        self.describing = Some((i, video.watch()));
         let (mut sps, mut pps) = (Vec::with_capacity(256), Vec::with_capacity(256));
         let deadline = Instant::now() + PARAMETERS_WAIT;
         loop {
@@ -359,7 +406,8 @@ impl Conn {
         Reply::ok().header("Content-Base", &format!("{base}/")).body("application/sdp", sdp)
     }
 
-    fn setup(&mut self, path: &str, r: &Request<Vec<u8>>) -> Reply {
+    /// `in_session`: the request named this connection's session (it changes the transport).
+    fn setup(&mut self, path: &str, r: &Request<Vec<u8>>, in_session: bool) -> Reply {
         let Some(i) = self.camera(path) else { return not_found(path) };
         let transports = match r.typed_header::<Transports>() {
             Ok(Some(t)) => t,
@@ -374,9 +422,11 @@ impl Conn {
                         let (a, b) = rtp.params.interleaved.unwrap_or((0, Some(1)));
                         Some(Offer::Tcp(a, b.unwrap_or(a.wrapping_add(1))))
                     }
-                    Some(RtpLowerTransport::Udp) | None if self.ctx.udp => {
-                        rtp.params.client_port.map(|(a, b)| Offer::Udp(a, b.unwrap_or(a.wrapping_add(1))))
-                    }
+                    // Ports 0 and 65535 (whose pair would be 0) cannot be sent to.
+                    Some(RtpLowerTransport::Udp) | None if self.ctx.udp => rtp.params.client_port.and_then(|(a, b)| {
+                        let b = b.unwrap_or(a.wrapping_add(1));
+                        (a != 0 && b != 0).then_some(Offer::Udp(a, b))
+                    }),
                     _ => None,
                 }
             }
@@ -408,18 +458,26 @@ impl Conn {
                 (Carrier::Udp(Box::new(pair)), answer)
             }
         };
+        // Within the session: the same id and numbering, another transport (RFC 2326 10.4).
+        if let Some(sess) = self.session.as_mut().filter(|s| in_session && s.camera == i) {
+            sess.transport = transport;
+            return Reply::ok().header("Transport", &answer);
+        }
         // A SETUP without the session's id starts a new one (ffmpeg's UDP-to-TCP retry).
         if let Some(old) = self.session.take() {
             if old.playing {
                 self.ctx.stats.playing.fetch_sub(1, Relaxed);
             }
-            self.describing = Some(old._watch);
+            self.describing = Some((old.camera, old._watch));
         }
         let video = Arc::clone(&self.ctx.cameras[i].video);
         let (seq, base) = (self.next_random() as u16, self.next_random() as u32);
         let max_au = video.max_au_bytes;
         let out = crate::h264::stage::packets_bytes(max_au);
-        let watch = self.describing.take().unwrap_or_else(|| video.watch());
+        let watch = match self.describing.take() {
+            Some((camera, watch)) if camera == i => watch,
+            _ => video.watch(),
+        };
         let id = format!("{:016X}", self.next_random());
         self.session = Some(Session {
             id,
@@ -428,6 +486,7 @@ impl Conn {
             stream: rtp::Stream { ssrc, seq, packets: 0, octets: 0 },
             rtp_base: base,
             next: None,
+            last: 0,
             playing: false,
             _watch: watch,
             au: committed(max_au),
@@ -441,24 +500,29 @@ impl Conn {
     }
 
     async fn play(&mut self, r: &Request<Vec<u8>>) -> Reply {
-        let given = r.header(&SESSION).map(|v| v.as_str().split(';').next().unwrap_or("").trim().to_string());
         let Some(s) = self.session.as_mut() else { return Reply::status(455, "Method Not Valid in This State") };
-        if given.as_deref().is_some_and(|g| g != s.id) {
-            return Reply::status(454, "Session Not Found");
-        }
-        // Start at a fresh keyframe: asked for now, made from the next frame.
+        // Start at a keyframe: one made in the last moment, or the next one (asked for; at
+        // most one a second is forced, see `Video::request_keyframe`).
         let after = s.video.ring.newest();
-        s.video.request_keyframe();
+        let fresh = s
+            .video
+            .ring
+            .newest_keyframe()
+            .filter(|&(_, at)| crate::clock::mono_ms().saturating_sub(at) <= FRESH_KEYFRAME_MS);
         let deadline = Instant::now() + KEYFRAME_WAIT;
-        let start = loop {
-            let k = s.video.ring.keyframe();
-            if k > after {
-                break Some(k);
-            }
-            if Instant::now() >= deadline {
-                break None;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        let start = match fresh {
+            Some((k, _)) => Some(k),
+            None => loop {
+                s.video.request_keyframe();
+                let k = s.video.ring.keyframe();
+                if k > after {
+                    break Some(k);
+                }
+                if Instant::now() >= deadline {
+                    break None;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            },
         };
         let Some(start) = start else {
             return Reply::status(503, "Service Unavailable").header("Retry-After", "2");
@@ -482,10 +546,11 @@ impl Conn {
         loop {
             let Some(s) = self.session.as_mut().filter(|s| s.playing) else { return Ok(()) };
             let Some(id) = s.next else {
-                // Fell behind with no keyframe kept: wait for the next one.
+                // Fell behind with no keyframe kept, or skipped one: wait for a keyframe after
+                // what was last sent or skipped (never back in time).
                 match s.video.ring.keyframe() {
-                    0 => return Ok(()),
-                    k => s.next = Some(k),
+                    k if k > s.last => s.next = Some(k),
+                    _ => return Ok(()),
                 }
                 continue;
             };
@@ -502,18 +567,32 @@ impl Conn {
                     continue;
                 }
                 Err(Missing::TooLarge) => {
+                    // The frames after it would not decode without it: on to a keyframe.
                     self.ctx.stats.skipped.fetch_add(1, Relaxed);
-                    s.next = Some(id + 1);
+                    s.video.request_keyframe();
+                    (s.next, s.last) = (None, id);
                     continue;
                 }
             };
             s.next = Some(id + 1);
-            let packets = packetize(s, &meta);
+            let Some(packets) = packetize(s, &meta) else {
+                // Its packets do not fit the client's buffer: skipped, and the frames after it
+                // would not decode without it.
+                self.ctx.stats.skipped.fetch_add(1, Relaxed);
+                s.video.request_keyframe();
+                (s.next, s.last) = (None, id);
+                continue;
+            };
+            s.last = id;
             self.ctx.stats.packets.fetch_add(packets, Relaxed);
             self.ctx.stats.bytes.fetch_add(s.out.len() as u64, Relaxed);
-            if let Carrier::Udp(pair) = &s.transport {
-                let dropped = send_datagrams(pair, &s.out);
-                self.ctx.stats.packets_dropped.fetch_add(dropped, Relaxed);
+            if let Carrier::Udp(pair) = &mut s.transport {
+                let (dropped, refused) = send_datagrams(pair, &s.out);
+                self.ctx.stats.packets_dropped.fetch_add(dropped + refused, Relaxed);
+                pair.refused = if refused > 0 { pair.refused + 1 } else { 0 };
+                if pair.refused > MAX_REFUSED_UNITS {
+                    return Err(std::io::Error::other("the client's UDP port refuses the stream"));
+                }
                 continue;
             }
             let out = std::mem::take(&mut s.out);
@@ -541,7 +620,7 @@ impl Conn {
             }
             Carrier::Udp(pair) => {
                 // Lost or refused (the client closed its port): the next report is 5 s away.
-                let _ = pair.rtcp.try_send_to(&out[4..4 + n], pair.to_rtcp);
+                let _ = pair.rtcp.try_send(&out[4..4 + n]);
                 Ok(())
             }
         }
@@ -569,18 +648,20 @@ impl Conn {
 }
 
 /// Sends the interleaved packets in `out` as datagrams without waiting; how many were dropped
-/// (the socket's buffer full, or the client's port closed).
-fn send_datagrams(pair: &UdpPair, mut out: &[u8]) -> u64 {
-    let mut dropped = 0;
+/// (the socket's buffer full) and refused (the client's port closed).
+fn send_datagrams(pair: &UdpPair, mut out: &[u8]) -> (u64, u64) {
+    let (mut dropped, mut refused) = (0, 0);
     while out.len() >= 4 {
         let len = usize::from(u16::from_be_bytes([out[2], out[3]]));
         let Some(packet) = out.get(4..4 + len) else { break };
-        if pair.rtp.try_send_to(packet, pair.to_rtp).is_err() {
-            dropped += 1;
+        match pair.rtp.try_send(packet) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused += 1,
+            Err(_) => dropped += 1,
         }
         out = &out[4 + len..];
     }
-    dropped
+    (dropped, refused)
 }
 
 /// Waits for an RTCP packet on a UDP session's port.
@@ -592,8 +673,9 @@ async fn recv_rtcp(session: &Option<Session>, buf: &mut [u8]) -> std::io::Result
 }
 
 /// Writes the packets of the access unit in `s.au` into `s.out`, each behind its interleave
-/// header (`$`, channel, length: the TCP framing, and how UDP finds the packets); their count.
-fn packetize(s: &mut Session, meta: &AuMeta) -> u64 {
+/// header (`$`, channel, length: the TCP framing, and how UDP finds the packets); their count,
+/// or `None` (nothing written, no number used) when they do not fit.
+fn packetize(s: &mut Session, meta: &AuMeta) -> Option<u64> {
     let channel = match s.transport {
         Carrier::Tcp(rtp, _) => rtp,
         Carrier::Udp(_) => 0,
@@ -602,16 +684,26 @@ fn packetize(s: &mut Session, meta: &AuMeta) -> u64 {
     let ts = s.rtp_time(meta.captured_mono_ms);
     let mut p = rtp::Packetizer::new(&s.au, ts);
     let mut packet = [0u8; rtp::MAX_PACKET];
+    let before = s.stream;
     let mut n = 0;
     while let Some(len) = p.next_packet(&mut s.stream, &mut packet) {
         if s.out.len() + 4 + len > s.out.capacity() {
-            break;
+            // Many tiny NAL units can outgrow the buffer: never send a cut access unit (no
+            // marker, numbers used): nothing of it, as if skipped.
+            s.stream = before;
+            s.out.clear();
+            return None;
         }
         s.out.extend_from_slice(&[b'$', channel, (len >> 8) as u8, len as u8]);
         s.out.extend_from_slice(&packet[..len]);
         n += 1;
     }
-    n
+    Some(n)
+}
+
+/// The session id a request names, if any (`id;timeout=N` is accepted).
+fn session_of(r: &Request<Vec<u8>>) -> Option<String> {
+    r.header(&SESSION).map(|v| v.as_str().split(';').next().unwrap_or("").trim().to_string())
 }
 
 fn not_found(path: &str) -> Reply {
