@@ -65,6 +65,7 @@ http=$(sed -n 's|.*http://\([^/]*\)/.*|\1|p' "$work/out" | head -n 1)
 [ -n "$http" ] || { cat "$work/err"; exit 1; }
 PYTHONPATH=scripts python3 - "$http" "$secs" <<'PY'
 import json, socket, struct, sys, threading, time, urllib.request
+from rtsp_client import Client
 
 http, secs = sys.argv[1], float(sys.argv[2])
 status = json.load(urllib.request.urlopen(f"http://{http}/api/status"))
