@@ -369,7 +369,19 @@ fn the_server_speaks_rtsp_and_refuses_what_it_cannot_do() {
     assert_eq!(u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]), rtptime, "{info}");
     assert_eq!(pkt[12] & 0x1F, 7, "an SPS first");
     assert_eq!(c.send("GET_PARAMETER", &url, &[]).status, 200, "keep-alive while playing");
+    // A SETUP within the session keeps its id; a session that is not ours is 454; RTSP/2.0 505.
+    let id = c.session.clone().unwrap();
+    let again = c.send("SETUP", &setup, &[("Transport", "RTP/AVP/TCP;unicast;interleaved=4-5")]);
+    assert_eq!((again.status, c.session.as_deref()), (200, Some(id.as_str())), "{again:?}");
+    assert_eq!(c.send("PAUSE", &url, &[("Session", "NOT-OURS")]).status, 454);
+    assert_eq!(Raw::connect(addr).send("PAUSE", &url, &[]).status, 455, "PAUSE without a session");
     assert_eq!(c.send("TEARDOWN", &url, &[]).status, 200);
+    let mut v2 = TcpStream::connect(addr).unwrap();
+    v2.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    v2.write_all(format!("OPTIONS {url} RTSP/2.0\r\nCSeq: 1\r\n\r\n").as_bytes()).unwrap();
+    let mut got = String::new();
+    let _ = v2.read_to_string(&mut got);
+    assert!(got.starts_with("RTSP/1.0 505 "), "{got:?}");
     // A request that is not RTSP: 400, and the connection closes.
     let mut junk = TcpStream::connect(addr).unwrap();
     junk.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -614,6 +626,28 @@ fn a_client_that_pauses_skips_ahead_and_a_thousand_connections_leave_nothing_beh
     let grown = rss_kib(d.pid()).saturating_sub(rss);
     assert!(grown <= 1024, "RSS grew {grown} KiB over 1,000 connections");
     assert_eq!(d.get("/healthz").status, 200);
+}
+
+#[test]
+fn a_udp_client_whose_port_closed_is_let_go() {
+    let (d, addr) = start("rtsp-udp-gone", json!({}), json!({}));
+    let url = format!("rtsp://{addr}/cam0");
+    // A port pair nobody listens on (bound, then closed).
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port() & !1;
+    let mut c = Raw::connect(addr);
+    assert_eq!(c.send("DESCRIBE", &url, &[]).status, 200);
+    let transport = format!("RTP/AVP;unicast;client_port={port}-{}", port + 1);
+    let t = c.send("SETUP", &format!("{url}/trackID=0"), &[("Transport", &transport)]);
+    assert_eq!(t.status, 200, "{t:?}");
+    assert_eq!(c.send("PLAY", &url, &[]).status, 200);
+    // Refused for 150 frames in a row (5 s at 30 fps): the session ends, the connection closes.
+    c.s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let t0 = Instant::now();
+    let mut rest = Vec::new();
+    let _ = c.s.read_to_end(&mut rest);
+    assert!(t0.elapsed() < Duration::from_secs(15), "still open after {:?}", t0.elapsed());
+    let r = d.get("/api/status").json()["rtsp"].clone();
+    assert!(r["packets_dropped"].as_u64().unwrap() > 0, "{r}");
 }
 
 #[test]
