@@ -629,6 +629,30 @@ fn a_client_that_pauses_skips_ahead_and_a_thousand_connections_leave_nothing_beh
 }
 
 #[test]
+fn a_describe_of_one_camera_does_not_keep_its_encoder_for_another() {
+    let dir = TempDir::new("rtsp-two");
+    let mut other = video_camera();
+    other["name"] = json!("cam1");
+    let mut cfg = config(&dir, json!([video_camera(), other]), json!({}));
+    cfg["rtsp"] = json!({"bind": "127.0.0.1:0"});
+    let d = Daemon::start_in(dir, &cfg);
+    d.wait_state("cam1", "RUNNING", Duration::from_secs(10));
+    let addr: SocketAddr = d.get("/api/status").json()["rtsp"]["bind"].as_str().unwrap().parse().unwrap();
+    let mut c = Raw::connect(addr);
+    assert_eq!(c.send("DESCRIBE", &format!("rtsp://{addr}/cam0"), &[]).status, 200);
+    // SETUP and PLAY of cam1 straight after (no DESCRIBE of it).
+    let cam1 = format!("rtsp://{addr}/cam1");
+    let t = c.send("SETUP", &format!("{cam1}/trackID=0"), &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")]);
+    assert_eq!(t.status, 200, "{t:?}");
+    let r = c.send("PLAY", &cam1, &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    c.packet();
+    // cam1 is watched; cam0's encoder rests after its 3 s.
+    assert_eq!(d.camera("cam1")["video"]["watchers"], 1);
+    assert_eq!(d.camera("cam0")["video"]["watchers"], 0, "the DESCRIBE's watch went to cam0's encoder");
+}
+
+#[test]
 fn a_udp_client_whose_port_closed_is_let_go() {
     let (d, addr) = start("rtsp-udp-gone", json!({}), json!({}));
     let url = format!("rtsp://{addr}/cam0");
