@@ -382,6 +382,14 @@ fn the_server_speaks_rtsp_and_refuses_what_it_cannot_do() {
     let mut got = String::new();
     let _ = v2.read_to_string(&mut got);
     assert!(got.starts_with("RTSP/1.0 505 "), "{got:?}");
+    // A request over 16 KiB: 413, and the connection closes.
+    let mut big = TcpStream::connect(addr).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = big
+        .write_all(format!("OPTIONS {url} RTSP/1.0\r\nCSeq: 1\r\nX-Pad: {}\r\n\r\n", "a".repeat(20 << 10)).as_bytes());
+    let mut got = String::new();
+    let _ = big.read_to_string(&mut got);
+    assert!(got.starts_with("RTSP/1.0 413 "), "{got:?}");
     // A request that is not RTSP: 400, and the connection closes.
     let mut junk = TcpStream::connect(addr).unwrap();
     junk.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

@@ -230,6 +230,13 @@ impl Conn {
                         return Ok(());
                     }
                     if self.input.len() + n > MAX_REQUEST {
+                        // Said, then closed (its CSeq may be past what was kept). What is still
+                        // coming is read away for a moment first: closing with bytes unread
+                        // would reset the connection, and the answer with it.
+                        self.write(b"RTSP/1.0 413 Request Entity Too Large\r\nCSeq: 0\r\n\r\n").await?;
+                        let _ = self.sock.shutdown().await;
+                        let drain = async { while self.sock.read(&mut buf).await.is_ok_and(|n| n > 0) {} };
+                        let _ = tokio::time::timeout(Duration::from_millis(200), drain).await;
                         return Err(std::io::Error::other("a request over 16 KiB"));
                     }
                     self.input.extend_from_slice(&buf[..n]);

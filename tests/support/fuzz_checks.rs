@@ -191,7 +191,7 @@ pub fn rtsp_request(data: &[u8]) {
         let head = std::str::from_utf8(&rest[..end]).expect("an ASCII head");
         let status: u16 =
             head.strip_prefix("RTSP/1.0 ").and_then(|h| h.get(..3)).and_then(|c| c.parse().ok()).expect(head);
-        assert!([200, 400, 401, 404, 454, 455, 459, 461, 501, 503, 505].contains(&status), "{head}");
+        assert!([200, 400, 401, 404, 413, 454, 455, 459, 461, 501, 503, 505].contains(&status), "{head}");
         assert!(head.contains("\r\nCSeq: "), "{head}");
         let len = head
             .lines()
