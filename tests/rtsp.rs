@@ -629,8 +629,14 @@ fn a_client_that_pauses_skips_ahead_and_a_thousand_connections_leave_nothing_beh
     let (threads, files, rss) = (d.threads(), fds(d.pid()), rss_kib(d.pid()));
     cycle(1000);
     settle();
-    assert_eq!(d.threads(), threads, "threads");
-    assert_eq!(fds(d.pid()), files, "file descriptors");
+    // The last status request's socket, or a connection's counted end, can be a moment ahead of
+    // the close itself: a leak stays, so wait a bounded while for the counts to come back.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (d.threads() > threads || fds(d.pid()) > files) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(d.threads() <= threads, "threads: {} after, {threads} before", d.threads());
+    assert!(fds(d.pid()) <= files, "file descriptors: {} after, {files} before", fds(d.pid()));
     let grown = rss_kib(d.pid()).saturating_sub(rss);
     assert!(grown <= 1024, "RSS grew {grown} KiB over 1,000 connections");
     assert_eq!(d.get("/healthz").status, 200);
