@@ -16,7 +16,6 @@
 use std::sync::atomic::{AtomicBool, Ordering::Acquire, Ordering::Release};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use crossbeam::channel::{self, Receiver, Sender};
 
@@ -29,8 +28,6 @@ fn thread_name() -> String {
     std::thread::current().name().unwrap_or("?").to_string()
 }
 
-/// How often an idle worker looks at the stop token.
-const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// Where encoded frames go (implemented by the capture loop: the live view, the snapshot ring,
 /// the store). Called by the workers, one at a time, in capture order.
@@ -64,10 +61,18 @@ struct Lane {
     jobs: Sender<Job>,
 }
 
-/// Whose turn it is to publish.
+/// Whose turn it is to publish, and whether the turns stopped (a worker broke).
 struct Turn {
-    next: Mutex<u64>,
+    next: Mutex<(u64, bool)>,
     moved: Condvar,
+}
+
+impl Turn {
+    /// A worker broke mid-frame: its ticket will never pass, so nobody waits for it.
+    fn give_up(&self) {
+        self.next.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.moved.notify_all();
+    }
 }
 
 /// The stage, owned by the capture thread.
@@ -124,7 +129,7 @@ impl Stage {
     /// Starts the workers. Each one's image is allocated and touched now.
     pub fn start(settings: &Settings, sink: Arc<dyn Sink>, stop: &Stop) -> std::io::Result<Stage> {
         let (back_tx, returned) = channel::bounded(settings.pool);
-        let turn = Arc::new(Turn { next: Mutex::new(0), moved: Condvar::new() });
+        let turn = Arc::new(Turn { next: Mutex::new((0, false)), moved: Condvar::new() });
         let mut lanes = Vec::with_capacity(settings.threads);
         let mut threads = Vec::with_capacity(settings.threads);
         for n in 0..settings.threads {
@@ -219,23 +224,18 @@ impl Run {
             self.stop.fail(&thread_name(), Broke::NotStarted);
             return;
         };
-        // Not a `select!` with the stop token: selecting on its zero-capacity channel boxes a
-        // packet on every wait. A bounded wait on the job channel alone allocates nothing.
-        loop {
-            match self.jobs.recv_timeout(STOP_POLL) {
-                Ok(job) => {
-                    // A panic here is a bug; the frames after it would wait forever for its
-                    // turn, so it fails the service (exit 1; systemd restarts it), as any
-                    // core thread's does.
-                    let done =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.encode(&mut encoder, job)));
-                    if done.is_err() {
-                        self.stop.fail(&thread_name(), Broke::Panicked);
-                        return;
-                    }
-                }
-                Err(channel::RecvTimeoutError::Timeout) if !self.stop.is_set() => {}
-                Err(_) => return,
+        // The stage owns the sending side: dropping it (capture ending, at stop or not)
+        // closes the channel and ends this loop, without a timer. A bounded channel's `recv`
+        // allocates nothing.
+        while let Ok(job) = self.jobs.recv() {
+            // A panic here is a bug; the frames after it would wait forever for its turn, so
+            // it fails the service (exit 1; systemd restarts it), as any core thread's does,
+            // and the workers waiting for their turn give up.
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.encode(&mut encoder, job)));
+            if done.is_err() {
+                self.turn.give_up();
+                self.stop.fail(&thread_name(), Broke::Panicked);
+                return;
             }
         }
     }
@@ -265,20 +265,20 @@ impl Run {
         self.worker.busy.store(false, Release);
     }
 
-    /// Waits until `ticket` is next; false when the service is stopping.
+    /// Waits until `ticket` is next; false when a worker broke and the turns will not come.
     fn wait_turn(&self, ticket: u64) -> bool {
         let mut next = self.turn.next.lock().unwrap_or_else(|e| e.into_inner());
-        while *next != ticket {
-            if self.stop.is_set() {
+        while next.0 != ticket {
+            if next.1 {
                 return false;
             }
-            next = self.turn.moved.wait_timeout(next, Duration::from_millis(100)).unwrap_or_else(|e| e.into_inner()).0;
+            next = self.turn.moved.wait(next).unwrap_or_else(|e| e.into_inner());
         }
         true
     }
 
     fn pass_turn(&self) {
-        *self.turn.next.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.turn.next.lock().unwrap_or_else(|e| e.into_inner()).0 += 1;
         self.turn.moved.notify_all();
     }
 }
@@ -286,6 +286,7 @@ impl Run {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use std::sync::atomic::AtomicU64;
     use std::sync::atomic::Ordering::Relaxed;
 

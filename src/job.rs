@@ -13,7 +13,6 @@ pub mod supervisor;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam::channel;
@@ -23,7 +22,7 @@ use crate::error::Error;
 use crate::events::EventKind;
 use crate::http::routes::Api;
 use crate::http::server::Server;
-use crate::shutdown::Stop;
+use crate::shutdown::{Joined, Stop, Worker};
 use crate::status::{Shared, COMMAND_QUEUE};
 use crate::store::StateFile;
 
@@ -32,7 +31,7 @@ pub struct Service {
     /// The published state (for tests and the binary's start-up message).
     pub shared: Arc<Shared>,
     server: Server,
-    threads: Vec<JoinHandle<()>>,
+    threads: Vec<Worker>,
     stop: Stop,
 }
 
@@ -149,7 +148,7 @@ impl Service {
     /// watchdog is pinged only while this is `None`.
     pub fn unhealthy(&self, stale: std::time::Duration) -> Option<String> {
         if let Some(t) = self.threads.iter().find(|t| t.is_finished()) {
-            return Some(format!("thread {} ended", t.thread().name().unwrap_or("?")));
+            return Some(format!("thread {} ended", t.name()));
         }
         let stuck = self.shared.liveness.stuck(crate::clock::mono_ms(), stale.as_millis() as u64)?;
         Some(format!("the {stuck} thread has not gone round for {} s", stale.as_secs()))
@@ -181,9 +180,9 @@ impl Service {
         self.stop.trigger();
         self.server.join(deadline);
         for t in self.threads {
-            let name = t.thread().name().unwrap_or("?").to_string();
+            let name = t.name().to_string();
             // A panic was logged and recorded by the thread's guard.
-            if crate::shutdown::join_by(t, deadline) == crate::shutdown::Joined::Late {
+            if t.join_by(deadline) == Joined::Late {
                 log::error!("thread {name} did not stop in time; exiting without it");
             }
         }
@@ -191,7 +190,7 @@ impl Service {
 }
 
 /// The RTSP server, when a camera has `video` and `rtsp.bind` is set.
-fn start_rtsp(shared: &Arc<Shared>, stop: &Stop) -> Result<Option<JoinHandle<()>>, Error> {
+fn start_rtsp(shared: &Arc<Shared>, stop: &Stop) -> Result<Option<Worker>, Error> {
     let cameras: Vec<crate::rtsp::Camera> = shared
         .cameras
         .iter()
@@ -232,13 +231,11 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
 }
 
 /// Spawns a core thread that fails the service if it panics ([`Stop::guard`]).
-fn spawn(name: &str, stop: &Stop, f: Box<dyn FnOnce() + Send>) -> Result<JoinHandle<()>, Error> {
+fn spawn(name: &str, stop: &Stop, f: Box<dyn FnOnce() + Send>) -> Result<Worker, Error> {
     let guard = stop.guard(name);
-    std::thread::Builder::new()
-        .name(name.to_string())
-        .spawn(move || {
-            let _guard = guard;
-            f()
-        })
-        .map_err(|e| Error::Fatal(format!("cannot start thread {name}: {e}")))
+    Worker::spawn(name, move || {
+        let _guard = guard;
+        f()
+    })
+    .map_err(|e| Error::Fatal(format!("cannot start thread {name}: {e}")))
 }

@@ -2,7 +2,6 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use camjobd::config::{self, Config, ConfigError};
@@ -115,8 +114,9 @@ fn run(args: &[String]) -> Result<(), Error> {
     }
     let logs = camjobd::logging::init(config.log.level.into())
         .map_err(|e| Error::Fatal(format!("cannot start logging: {e}")))?;
-    let signals = shutdown::signal_flag().map_err(|e| Error::Fatal(format!("cannot install signal handlers: {e}")))?;
     let stop = Stop::new();
+    let signals = shutdown::SignalThread::start(&stop)
+        .map_err(|e| Error::Fatal(format!("cannot install signal handlers: {e}")))?;
     let service = Service::start(config, stop.clone())?;
     camjobd::sys::commit_heap(); // after the pools (README "Fixed memory")
     println!("camjobd {} running; dashboard at http://{}/", env!("CARGO_PKG_VERSION"), service.local_addr());
@@ -140,8 +140,19 @@ fn run(args: &[String]) -> Result<(), Error> {
     let watchdog = camjobd::notify::watchdog_interval();
     let (mut pinged, mut status_at) = (Instant::now(), Instant::now());
     let mut sick_logged = false;
-    while !signals.load(Ordering::Relaxed) && !stop.is_set() {
-        std::thread::sleep(Duration::from_millis(50));
+    loop {
+        // Asleep until the stop token (a signal, or a thread that broke) or the next ping or
+        // status line is due.
+        let due = match (&notifier, watchdog) {
+            (None, _) => Duration::from_secs(3600),
+            // Unhealthy: not pinged, looked at again a period later.
+            (Some(_), Some(every)) if sick_logged => every.min(STATUS_EVERY),
+            (Some(_), Some(every)) => every.saturating_sub(pinged.elapsed()).min(STATUS_EVERY),
+            (Some(_), None) => STATUS_EVERY.saturating_sub(status_at.elapsed()),
+        };
+        if stop.wait(due.max(Duration::from_millis(10))) {
+            break;
+        }
         if notifier.is_none() {
             continue;
         }
@@ -168,7 +179,9 @@ fn run(args: &[String]) -> Result<(), Error> {
     }
     notify("STOPPING=1\nSTATUS=shutting down");
     log::info!("shutting down");
-    service.shutdown(Instant::now() + SHUTDOWN_BUDGET);
+    let deadline = Instant::now() + SHUTDOWN_BUDGET;
+    service.shutdown(deadline);
+    signals.close(deadline);
     logs.wait(Instant::now() + Duration::from_millis(100));
     // Read after the shutdown: a thread may also break while winding down.
     match stop.failure() {

@@ -23,11 +23,10 @@ mod sdp;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::h264::stage::Video;
-use crate::shutdown::Stop;
+use crate::shutdown::{Stop, Worker};
 
 /// A client silent for this long (no request, no RTCP) is dropped; announced in `Session:`.
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -103,14 +102,14 @@ pub fn start(
     udp: bool,
     stats: Arc<Stats>,
     stop: Stop,
-) -> std::io::Result<JoinHandle<()>> {
+) -> std::io::Result<Worker> {
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(1).build()?;
     let _ = stats.bound.set(local);
     let ctx = Arc::new(Ctx { cameras, stats, max_clients: max_clients as u64, local, token, udp });
     let guard = stop.guard("rtsp");
-    std::thread::Builder::new().name("rtsp".into()).spawn(move || {
+    Worker::spawn("rtsp", move || {
         let _guard = guard;
         let served = rt.block_on(async {
             let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -126,13 +125,13 @@ pub fn start(
 }
 
 async fn accept(listener: tokio::net::TcpListener, ctx: Arc<Ctx>, stop: &Stop) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
     // The connections' tasks, joined here so that a panic in one is seen (tokio would swallow
     // it): counted and logged; the client is cut, the others go on.
     let mut tasks = tokio::task::JoinSet::new();
     let quiet = crate::logging::Quiet::new();
-    while !stop.is_set() {
+    loop {
         let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
             r = listener.accept() => r,
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Err(e) = done {
@@ -143,7 +142,6 @@ async fn accept(listener: tokio::net::TcpListener, ctx: Arc<Ctx>, stop: &Stop) {
                 }
                 continue;
             }
-            _ = tick.tick() => continue,
         };
         let Ok((sock, peer)) = accepted else {
             tokio::time::sleep(Duration::from_millis(75)).await;

@@ -1,8 +1,9 @@
 //! The stop token: shutdown as an input handed to every thread.
 //!
-//! One [`Stop`] is cloned into each thread. Triggering it sets a flag (for loops that poll)
-//! and disconnects a channel (for threads that block in `select!`/`recv_timeout`, which wake
-//! at once). SIGTERM and SIGINT only set an atomic flag (async-signal-safe); the main thread
+//! One [`Stop`] is cloned into each thread and task. Triggering it sets a flag (for a loop
+//! that checks between pieces of work), disconnects a channel (for threads that block in
+//! `select!`/`recv_timeout`, which wake at once) and wakes every [`Stop::cancelled`] future
+//! (for async loops, which `select!` on it). Nothing sleeps to look at it. SIGTERM and SIGINT only set an atomic flag (async-signal-safe); the main thread
 //! notices it and triggers the token.
 //!
 //! The panic policy, in one place: a core thread or task that panics, cannot start, or ends
@@ -34,6 +35,8 @@ struct Inner {
     rx: Receiver<()>,
     /// Dropped by `trigger`.
     tx: Mutex<Option<Sender<()>>>,
+    /// Woken by `trigger`, for `cancelled`.
+    notify: tokio::sync::Notify,
     /// The first failure, if the service is stopping because something broke.
     failure: Mutex<Option<Failure>>,
 }
@@ -73,7 +76,13 @@ impl Stop {
     /// A token that has not been triggered.
     pub fn new() -> Stop {
         let (tx, rx) = channel::bounded(0);
-        let inner = Inner { flag: AtomicBool::new(false), rx, tx: Mutex::new(Some(tx)), failure: Mutex::new(None) };
+        let inner = Inner {
+            flag: AtomicBool::new(false),
+            rx,
+            tx: Mutex::new(Some(tx)),
+            notify: tokio::sync::Notify::new(),
+            failure: Mutex::new(None),
+        };
         Stop { inner: Arc::new(inner) }
     }
 
@@ -81,6 +90,20 @@ impl Stop {
     pub fn trigger(&self) {
         self.inner.flag.store(true, Ordering::SeqCst);
         self.inner.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.inner.notify.notify_waiters();
+    }
+
+    /// Completes once the token is triggered (at once if it already is): for async loops to
+    /// `select!` on.
+    pub async fn cancelled(&self) {
+        let notified = self.inner.notify.notified();
+        tokio::pin!(notified);
+        // Registered before the flag is read: a trigger between the two still wakes it.
+        notified.as_mut().enable();
+        if self.is_set() {
+            return;
+        }
+        notified.await;
     }
 
     /// Stops the service because `thread` broke: the first failure is kept (later ones are
@@ -156,7 +179,7 @@ impl Drop for PanicGuard {
     }
 }
 
-/// How a thread ended, as [`join_by`] saw it.
+/// How a thread ended, as [`Worker::join_by`] saw it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Joined {
     /// It returned.
@@ -167,34 +190,86 @@ pub enum Joined {
     Late,
 }
 
-/// Joins `thread` if it finishes by `deadline`; otherwise leaves it running (a thread stuck in
-/// a driver must not keep the process alive). Polls every 5 ms: joining blocks without one.
-pub fn join_by<T>(thread: JoinHandle<T>, deadline: Instant) -> Joined {
-    while !thread.is_finished() {
-        if Instant::now() >= deadline {
+/// A named thread whose end can be waited for with a deadline. `JoinHandle::join` has none, so
+/// the thread holds a channel's sender: its end (return or unwind) disconnects the channel.
+pub struct Worker {
+    handle: JoinHandle<()>,
+    done: Receiver<()>,
+}
+
+impl Worker {
+    /// Spawns `f` on a thread called `name`.
+    pub fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<Worker> {
+        let (tx, done) = channel::bounded::<()>(0);
+        let handle = std::thread::Builder::new().name(name.to_string()).spawn(move || {
+            let _ends = tx;
+            f()
+        })?;
+        Ok(Worker { handle, done })
+    }
+
+    /// The thread's name.
+    pub fn name(&self) -> &str {
+        self.handle.thread().name().unwrap_or("?")
+    }
+
+    /// True once the thread has ended.
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    /// Joins the thread if it ends by `deadline`; otherwise leaves it running (a thread stuck
+    /// in a driver must not keep the process alive).
+    pub fn join_by(self, deadline: Instant) -> Joined {
+        if self.done.recv_deadline(deadline) == Err(channel::RecvTimeoutError::Timeout) {
             return Joined::Late;
         }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    match thread.join() {
-        Ok(_) => Joined::Returned,
-        Err(_) => Joined::Panicked,
+        match self.handle.join() {
+            Ok(()) => Joined::Returned,
+            Err(_) => Joined::Panicked,
+        }
     }
 }
 
-/// Registers SIGTERM and SIGINT to set the returned flag. The caller polls it and triggers a
-/// [`Stop`]; a second signal while shutting down exits at once with status 1, the way people
-/// expect Ctrl-C twice to work.
-pub fn signal_flag() -> std::io::Result<Arc<AtomicBool>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let flag = Arc::new(AtomicBool::new(false));
-    for sig in [SIGTERM, SIGINT] {
-        // Order matters: the conditional shutdown is registered first, so it sees the flag
-        // as it was before this signal set it.
-        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&flag))?;
-        signal_hook::flag::register(sig, Arc::clone(&flag))?;
+/// SIGTERM and SIGINT, turned into a trigger of the stop token on the `signals` thread (a
+/// signal handler can only set a flag; this thread blocks until a signal comes, so nothing
+/// polls for it). A second signal while shutting down exits at once with status 1, the way
+/// people expect Ctrl-C twice to work.
+pub struct SignalThread {
+    handle: signal_hook::iterator::Handle,
+    thread: Worker,
+}
+
+impl SignalThread {
+    /// Installs the handlers and starts the `signals` thread, which triggers `stop`.
+    pub fn start(stop: &Stop) -> std::io::Result<SignalThread> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let seen = Arc::new(AtomicBool::new(false));
+        for sig in [SIGTERM, SIGINT] {
+            // Order matters: the conditional shutdown is registered first, so it sees the flag
+            // as it was before this signal set it.
+            signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&seen))?;
+            signal_hook::flag::register(sig, Arc::clone(&seen))?;
+        }
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+        let handle = signals.handle();
+        let stop = stop.clone();
+        let thread = Worker::spawn("signals", move || {
+            if let Some(sig) = signals.forever().next() {
+                log::info!("signal {sig}: stopping");
+                stop.trigger();
+            }
+        })?;
+        Ok(SignalThread { handle, thread })
     }
-    Ok(flag)
+
+    /// Ends the thread (the handlers stay: a second signal still exits at once).
+    pub fn close(self, deadline: Instant) {
+        self.handle.close();
+        if self.thread.join_by(deadline) == Joined::Late {
+            log::warn!("thread signals did not stop in time");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -204,16 +279,45 @@ mod tests {
     #[test]
     fn join_by_reports_returned_panicked_and_late() {
         let now = Instant::now;
-        assert_eq!(join_by(std::thread::spawn(|| 1), now() + Duration::from_secs(5)), Joined::Returned);
-        let panics = std::thread::Builder::new().spawn(|| panic!("on purpose")).unwrap();
-        assert_eq!(join_by(panics, now() + Duration::from_secs(5)), Joined::Panicked);
+        let returns = Worker::spawn("returns", || ()).unwrap();
+        assert_eq!(returns.name(), "returns");
+        assert_eq!(returns.join_by(now() + Duration::from_secs(5)), Joined::Returned);
+        let panics = Worker::spawn("panics", || panic!("on purpose")).unwrap();
+        assert_eq!(panics.join_by(now() + Duration::from_secs(5)), Joined::Panicked);
         let stop = Stop::new();
         let s = stop.clone();
-        let waits = std::thread::spawn(move || s.wait(Duration::from_secs(60)));
+        let waits = Worker::spawn("waits", move || {
+            s.wait(Duration::from_secs(60));
+        })
+        .unwrap();
         let t0 = now();
-        assert_eq!(join_by(waits, t0 + Duration::from_millis(50)), Joined::Late);
+        assert_eq!(waits.join_by(t0 + Duration::from_millis(50)), Joined::Late);
         assert!(t0.elapsed() < Duration::from_secs(5));
         stop.trigger();
+    }
+
+    #[test]
+    fn cancelled_completes_on_trigger_and_after_it() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let stop = Stop::new();
+        let s = stop.clone();
+        let waiter = std::thread::spawn(move || {
+            rt.block_on(async {
+                let t0 = Instant::now();
+                // Not yet triggered: the future waits.
+                let early = tokio::time::timeout(Duration::from_millis(30), s.cancelled()).await;
+                assert!(early.is_err());
+                s.cancelled().await;
+                t0.elapsed()
+            })
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        stop.trigger();
+        let waited = waiter.join().unwrap();
+        assert!(waited >= Duration::from_millis(100) && waited < Duration::from_secs(5), "{waited:?}");
+        // Already triggered: completes at once.
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(stop.cancelled());
     }
     use std::time::Instant;
 

@@ -274,7 +274,7 @@ fn h264_for_four_rtsp_clients_makes_zero_allocations_per_frame() {
     }
     stop.trigger();
     t.join().unwrap();
-    server.join().unwrap();
+    assert_eq!(server.join_by(Instant::now() + Duration::from_secs(5)), camjobd::shutdown::Joined::Returned);
     println!(
         "H.264 320x240 to 4 RTSP clients: {} frames captured, {} encoded, {} packets sent, {} allocations in steady state",
         f1 - f0,

@@ -491,7 +491,7 @@ fn configs_beyond_the_control_groups_limits_exit_2_naming_the_keys() {
     };
     for (cg, file, key, limit) in [
         (&memory, &index, "cameras[0].store.max_files: this config needs up to", "MemoryMax="),
-        (&pids, &threads, "cameras[].encoder_threads: this config runs 81 threads", "TasksMax="),
+        (&pids, &threads, "cameras[].encoder_threads: this config runs 82 threads", "TasksMax="),
     ] {
         for check in [true, false] {
             let args: Vec<&str> = if check { vec!["--config", file, "--check-config"] } else { vec!["--config", file] };

@@ -19,8 +19,6 @@ use super::{Encoder, Settings};
 use crate::jpeg::Yuv422;
 use crate::shutdown::{Broke, Stop};
 
-/// How often an idle encoder thread looks at the stop token.
-const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// Counters of one camera's H.264, for `/api/status` and `/metrics`.
 #[derive(Debug, Default)]
@@ -415,12 +413,10 @@ impl Run {
         };
         let choice = *self.video.encoder.lock().unwrap_or_else(|e| e.into_inner());
         log::info!("{name}: H.264 by {choice}, at {} kbit/s while an RTSP client watches", self.bitrate_kbps);
-        loop {
-            match self.jobs.recv_timeout(STOP_POLL) {
-                Ok(job) => self.encode(&mut *encoder, &job),
-                Err(channel::RecvTimeoutError::Timeout) if !self.stop.is_set() => {}
-                Err(_) => return,
-            }
+        // Capture owns the sending side: the stage dropped (capture ending, at stop or not)
+        // closes the channel and ends this loop, without a timer.
+        while let Ok(job) = self.jobs.recv() {
+            self.encode(&mut *encoder, &job);
         }
     }
 

@@ -34,10 +34,9 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -55,10 +54,8 @@ pub use super::conns::Peer;
 use super::conns::{Admission, Busy, Conn, Conns, Place};
 use crate::config::HttpConfig;
 use crate::logging::Quiet;
-use crate::shutdown::Stop;
+use crate::shutdown::{Joined, Stop, Worker};
 
-/// How often the accept loop looks at the stop token.
-const STOP_POLL: Duration = Duration::from_millis(100);
 /// Pause after a failed accept (EMFILE): lets connections finish instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(75);
 /// Accept errors and handler panics are logged once a minute, with a count.
@@ -327,8 +324,9 @@ struct Ctx {
 pub struct Server {
     local_addr: SocketAddr,
     stats: Arc<Stats>,
-    closing: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
+    /// Triggered by [`Server::join`]: closes the server alone (tests, or the service's end).
+    closing: Stop,
+    thread: Worker,
 }
 
 impl Server {
@@ -345,18 +343,21 @@ impl Server {
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
         let limits = Limits::from(config);
-        let closing = Arc::new(AtomicBool::new(false));
+        let closing = Stop::new();
         let runtime = runtime(limits.workers)?;
         let conns = Conns::new(limits.max_connections as usize);
         let ctx = Arc::new(Ctx { handler, limits: limits.clone(), stats: Arc::clone(&stats), conns });
-        let flag = Arc::clone(&closing);
+        let closed = closing.clone();
         // The API is how a user sees the service: losing it fails the service (exit 1).
         let guard = stop.guard("http");
-        let thread = thread::Builder::new().name("http".into()).spawn(move || {
-            let closed = Arc::clone(&flag);
-            let served = runtime.block_on(async move {
+        let thread = Worker::spawn("http", move || {
+            let served = runtime.block_on(async {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                accept_loop(listener, ctx, || stop.is_set() || flag.load(Ordering::Relaxed)).await;
+                tokio::select! {
+                    () = accept_loop(listener, ctx) => {}
+                    () = stop.cancelled() => {}
+                    () = closed.cancelled() => {}
+                }
                 Ok::<(), io::Error>(())
             });
             if let Err(e) = served {
@@ -365,7 +366,7 @@ impl Server {
             // Streams and keep-alive connections end here; their tasks are dropped.
             runtime.shutdown_timeout(Duration::from_millis(500));
             // Closed by `Server::join` (the stop token's own case is the guard's): by design.
-            if closed.load(Ordering::Relaxed) {
+            if closed.is_set() {
                 guard.disarm();
             }
         })?;
@@ -389,18 +390,12 @@ impl Server {
     /// Call after `stop.trigger()` (it also works alone). Joins the server's threads; if they
     /// have not finished by `deadline`, they are left behind and logged.
     pub fn join(self, deadline: Instant) {
-        self.closing.store(true, Ordering::SeqCst);
-        while !self.thread.is_finished() {
-            if Instant::now() >= deadline {
-                warn!("http: the server did not stop in time; leaving it behind");
-                return;
-            }
-            thread::sleep(Duration::from_millis(5));
+        self.closing.trigger();
+        match self.thread.join_by(deadline) {
+            Joined::Late => warn!("http: the server did not stop in time; leaving it behind"),
+            Joined::Panicked => error!("http: thread http ended by a panic"),
+            Joined::Returned => debug!("http: all threads joined"),
         }
-        if self.thread.join().is_err() {
-            error!("http: thread http ended by a panic");
-        }
-        debug!("http: all threads joined");
     }
 }
 
@@ -422,16 +417,11 @@ fn runtime(workers: usize) -> io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-async fn accept_loop(listener: tokio::net::TcpListener, ctx: Arc<Ctx>, stopping: impl Fn() -> bool) {
-    let mut tick = tokio::time::interval(STOP_POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Accepts until the caller's `select!` drops it (the stop token, or [`Server::join`]).
+async fn accept_loop(listener: tokio::net::TcpListener, ctx: Arc<Ctx>) {
     let stats = &ctx.stats;
-    while !stopping() {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = tick.tick() => continue,
-        };
-        match accepted {
+    loop {
+        match listener.accept().await {
             Ok((sock, _peer)) => {
                 bump(&stats.connections_accepted);
                 let place = match ctx.conns.admit() {

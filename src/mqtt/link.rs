@@ -38,7 +38,8 @@ static OVERSIZE_LOG: Quiet = Quiet::new();
 static REFUSED_LOG: Quiet = Quiet::new();
 static UNKNOWN_LOG: Quiet = Quiet::new();
 static CLEANUP_LOG: Quiet = Quiet::new();
-/// How often the publisher looks at the published state.
+/// How often the publisher looks at the published state (state changes are read, not
+/// pushed: the threads that write them never wait on MQTT).
 const TICK: Duration = Duration::from_millis(100);
 /// Requests between the publisher and rumqttc's network loop (small: what sits there when
 /// the connection drops is lost, the outbox is where messages wait).
@@ -138,8 +139,9 @@ pub(super) async fn run(inputs: Arc<Inputs>, settings: Settings, stats: Arc<Stat
     );
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    while !stop.is_set() {
+    loop {
         tokio::select! {
+            () = stop.cancelled() => break,
             _ = tick.tick() => p.round(),
             ended = &mut net => {
                 // The network task returns on its own only once the stop token is set; a panic
@@ -258,17 +260,9 @@ async fn network(mut ev: EventLoop, stats: Arc<Stats>, pipes: NetPipes, stop: St
                     log::warn!("mqtt: cannot connect to {}: {why}", stats.broker);
                 }
                 stats.set_error(Some(why));
-                if stop.is_set() {
-                    return;
-                }
-                let wait = tokio::time::sleep(backoff.next_delay());
-                tokio::pin!(wait);
-                // Wake for the stop token too (checked each tick).
-                loop {
-                    tokio::select! {
-                        _ = &mut wait => break,
-                        _ = tokio::time::sleep(TICK) => if stop.is_set() { return },
-                    }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
+                    () = stop.cancelled() => return,
                 }
             }
         }

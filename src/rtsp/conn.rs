@@ -259,10 +259,8 @@ impl Conn {
                         self.heard = Instant::now();
                     }
                 }
+                _ = stop.cancelled() => return Ok(()),
                 _ = tick.tick() => {
-                    if stop.is_set() {
-                        return Ok(());
-                    }
                     if self.heard.elapsed() > SESSION_TIMEOUT {
                         return Err(std::io::Error::other("silent for the session timeout"));
                     }
