@@ -380,7 +380,7 @@ mod tests {
         let usb = Config::from_json(include_str!("../board/examples/usb-camera.json"));
         if cfg!(feature = "v4l2") {
             let c = usb.unwrap();
-            assert_eq!(c.led, LedConfig::Gpio { pin: 17, active_low: false });
+            assert_eq!(c.led, LedConfig::Gpio { pin: 17, active_low: false, chip: None });
         } else {
             assert!(usb.unwrap_err().to_string().contains("without V4L2 support"));
         }

@@ -3,7 +3,7 @@
 //!
 //! The pattern is a pure function of the state and the time, so it is tested without
 //! hardware. Backends implement [`Led`]: [`SysfsLed`] (a kernel LED's `brightness` file) and
-//! [`GpioLed`] (a pin through rppal). A backend that cannot be opened or written is disabled
+//! [`GpioLed`] (a line through the kernel's GPIO character device, with gpiocdev). A backend that cannot be opened or written is disabled
 //! with one warning and an event; it never stops a job.
 
 use std::fmt;
@@ -61,18 +61,25 @@ pub enum LedError {
     },
     /// A write to the LED failed.
     Write(io::Error),
-    /// rppal does not know this board as a Raspberry Pi.
-    NotAPi,
-    /// No access to the GPIO device (`/dev/gpiomem`).
-    NoGpioAccess(String),
-    /// The GPIO controller could not be opened for another reason.
-    Gpio(rppal::gpio::Error),
-    /// The pin is in use or does not exist.
-    Pin {
-        /// BCM number.
-        pin: u8,
-        /// What rppal said.
-        source: rppal::gpio::Error,
+    /// The kernel offers no GPIO character device (`/dev/gpiochip*`).
+    NoGpioChips,
+    /// No access to a GPIO chip's device.
+    NoGpioAccess(PathBuf),
+    /// No line has the name the Raspberry Pi gives header pins (`GPIO17`).
+    NoNamedLine(String),
+    /// The line is already requested by another program (or by a kernel driver).
+    Busy {
+        /// The line, as the config names it.
+        line: String,
+        /// Who holds it, as the kernel says.
+        consumer: String,
+    },
+    /// The chip or the line could not be used for another reason.
+    Gpio {
+        /// The line, as the config names it.
+        line: String,
+        /// What the kernel said.
+        source: gpiocdev::Error,
     },
     /// `kind: "sysfs"` without `name` or `path`.
     NoSysfsPath,
@@ -92,10 +99,11 @@ impl fmt::Display for LedError {
                 write!(f, "cannot open the LED {}: {source}{hint}", path.display())
             }
             LedError::Write(e) => write!(f, "cannot set the LED: {e}"),
-            LedError::NotAPi => f.write_str("rppal does not recognise this board as a Raspberry Pi, so GPIO LEDs cannot be used here: use led.kind \"sysfs\" or \"none\""),
-            LedError::NoGpioAccess(p) => write!(f, "no access to {p}: add the service user to the gpio group (the unit does: SupplementaryGroups=gpio)"),
-            LedError::Gpio(e) => write!(f, "cannot open the GPIO controller: {e}"),
-            LedError::Pin { pin, source } => write!(f, "cannot claim GPIO {pin} for the LED: {source}"),
+            LedError::NoGpioChips => f.write_str("this board has no GPIO character device (/dev/gpiochip*): GPIO LEDs need it; use led.kind \"sysfs\" or \"none\""),
+            LedError::NoGpioAccess(p) => write!(f, "no access to {}: add the service user to the gpio group (the unit does: SupplementaryGroups=gpio)", p.display()),
+            LedError::NoNamedLine(name) => write!(f, "no GPIO line is named {name} (a Raspberry Pi names its header pins so; gpioinfo lists this board's lines): set led.chip and give the line's offset as led.pin, or use led.kind \"sysfs\" or \"none\""),
+            LedError::Busy { line, consumer } => write!(f, "GPIO line {line} is in use by \"{consumer}\" (another program, or a driver from a dtoverlay): free it or choose another pin"),
+            LedError::Gpio { line, source } => write!(f, "cannot use GPIO line {line}: {source}"),
             LedError::NoSysfsPath => f.write_str("a sysfs LED needs name or path"),
         }
     }
@@ -148,39 +156,77 @@ impl Drop for SysfsLed {
     }
 }
 
-/// An LED on a GPIO pin, through rppal (memory-mapped `/dev/gpiomem`).
+/// An LED on a GPIO line, requested as an output through the GPIO character device. The
+/// kernel applies `active_low`; the line is released (off first) when this is dropped.
 pub struct GpioLed {
-    pin: rppal::gpio::OutputPin,
-    active_low: bool,
+    line: gpiocdev::Request,
 }
 
 impl GpioLed {
-    /// Claims BCM `pin` as an output, LED off.
-    pub fn open(pin: u8, active_low: bool) -> Result<GpioLed, LedError> {
-        use rppal::gpio::Error as E;
-        let gpio = rppal::gpio::Gpio::new().map_err(|e| match e {
-            E::UnknownModel => LedError::NotAPi,
-            E::PermissionDenied(p) => LedError::NoGpioAccess(p),
-            e => LedError::Gpio(e),
-        })?;
-        let pin = gpio.get(pin).map_err(|source| LedError::Pin { pin, source })?;
-        let mut out = pin.into_output();
-        // Leave the pin as it was (an input) when camjobd exits.
-        out.set_reset_on_drop(true);
-        let mut led = GpioLed { pin: out, active_low };
-        led.set(false)?;
-        Ok(led)
+    /// Requests the line as an output, LED off: `GPIO<pin>` by name, or offset `pin` on `chip`.
+    pub fn open(pin: u8, active_low: bool, chip: Option<&str>) -> Result<GpioLed, LedError> {
+        let chips = gpio_chips();
+        if chips.is_empty() {
+            return Err(LedError::NoGpioChips);
+        }
+        // A chip the user may not open hides its lines from the search: say so, rather than
+        // "no such line".
+        if let Some(p) = chips.iter().find(|p| {
+            fs::OpenOptions::new().read(true).write(true).open(p).is_err_and(|e| e.kind() == io::ErrorKind::PermissionDenied)
+        }) {
+            return Err(LedError::NoGpioAccess(p.clone()));
+        }
+        let (path, offset, line) = match chip {
+            Some(c) => {
+                let path = PathBuf::from("/dev").join(c.strip_prefix("/dev/").unwrap_or(c));
+                let line = format!("{} of {}", pin, path.display());
+                (path, u32::from(pin), line)
+            }
+            None => {
+                let name = format!("GPIO{pin}");
+                let found = gpiocdev::find_named_line(&name).ok_or_else(|| LedError::NoNamedLine(name.clone()))?;
+                (found.chip, found.info.offset, name)
+            }
+        };
+        let gpio = |source| LedError::Gpio { line: line.clone(), source };
+        let info = gpiocdev::Chip::from_path(&path).and_then(|c| c.line_info(offset)).map_err(gpio)?;
+        if info.used {
+            return Err(LedError::Busy { line, consumer: info.consumer });
+        }
+        let mut b = gpiocdev::Request::builder();
+        b.on_chip(&path).with_consumer("camjobd").with_line(offset).as_output(gpiocdev::line::Value::Inactive);
+        if active_low {
+            b.as_active_low();
+        }
+        let line = b.request().map_err(gpio)?;
+        Ok(GpioLed { line })
     }
+}
+
+/// The GPIO character devices this kernel offers.
+fn gpio_chips() -> Vec<PathBuf> {
+    let mut chips: Vec<PathBuf> = fs::read_dir("/dev")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("gpiochip")))
+        .map(|e| e.path())
+        .collect();
+    chips.sort();
+    chips
 }
 
 impl Led for GpioLed {
     fn set(&mut self, on: bool) -> Result<(), LedError> {
-        if on != self.active_low {
-            self.pin.set_high();
-        } else {
-            self.pin.set_low();
-        }
-        Ok(())
+        let value = if on { gpiocdev::line::Value::Active } else { gpiocdev::line::Value::Inactive };
+        self.line.set_lone_value(value).map_err(|source| LedError::Write(io::Error::other(source)))
+    }
+}
+
+impl Drop for GpioLed {
+    fn drop(&mut self) {
+        // A released line keeps its last value on most drivers: off before letting go.
+        let _ = self.set(false);
     }
 }
 
@@ -188,7 +234,7 @@ impl Led for GpioLed {
 pub fn open(config: &LedConfig) -> Result<Option<Box<dyn Led>>, LedError> {
     Ok(match config {
         LedConfig::None => None,
-        LedConfig::Gpio { pin, active_low } => Some(Box::new(GpioLed::open(*pin, *active_low)?)),
+        LedConfig::Gpio { pin, active_low, chip } => Some(Box::new(GpioLed::open(*pin, *active_low, chip.as_deref())?)),
         LedConfig::Sysfs { .. } => {
             let path = config.sysfs_path().ok_or(LedError::NoSysfsPath)?;
             Some(Box::new(SysfsLed::open(&path)?))
@@ -268,21 +314,22 @@ mod tests {
     }
 
     #[test]
-    fn gpio_off_a_pi_says_so() {
-        // CI and the qemu-user cross tests run on x86 hosts: rppal must say "not a Pi", and the
-        // message must say what to configure instead. On a Pi the pin is claimed (or refused
-        // for a reason a Pi has).
+    fn gpio_without_the_line_says_what_to_do() {
+        // CI and the qemu-user cross tests run on x86 hosts without a GPIO17 (the VM test
+        // drives a real line on gpio-sim): the message must say what to configure instead.
+        // On a Pi the line is requested (or refused for a reason a Pi can have).
         let on_a_pi = fs::read_to_string("/proc/device-tree/model").is_ok_and(|m| m.contains("Raspberry Pi"));
-        match (on_a_pi, GpioLed::open(17, false)) {
-            (false, Err(LedError::NotAPi)) => {}
-            (false, Ok(_)) => panic!("GPIO claimed on a board that is not a Pi"),
-            (false, Err(e)) => panic!("off a Pi, GPIO must say it is not one: {e}"),
-            (true, Err(LedError::NotAPi)) => panic!("rppal does not recognise this Pi"),
-            // Claimed, or refused for a reason a Pi can have (permissions, a container).
+        match (on_a_pi, GpioLed::open(17, false, None)) {
+            (false, Err(LedError::NoGpioChips | LedError::NoNamedLine(_) | LedError::NoGpioAccess(_))) => {}
+            (false, Ok(_)) => panic!("a line GPIO17 was requested on a board that is not a Pi"),
+            (false, Err(e)) => panic!("off a Pi, GPIO must say the line is not there: {e}"),
             (true, _) => {}
         }
-        let advice = LedError::NotAPi.to_string();
-        assert!(advice.contains(r#"use led.kind "sysfs" or "none""#), "{advice}");
+        for advice in [LedError::NoGpioChips.to_string(), LedError::NoNamedLine("GPIO17".into()).to_string()] {
+            assert!(advice.contains(r#"use led.kind "sysfs" or "none""#), "{advice}");
+        }
+        assert!(LedError::NoNamedLine("GPIO17".into()).to_string().contains("led.chip"));
+        assert!(LedError::NoGpioAccess("/dev/gpiochip0".into()).to_string().contains("gpio group"));
     }
 
     /// Records what the thread asks of the LED; fails from the `fail_at`th call on.
