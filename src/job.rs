@@ -15,7 +15,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam::channel;
+use crossbeam_channel as channel;
 
 use crate::config::Config;
 use crate::error::Error;

@@ -350,7 +350,7 @@ mod tests {
     }
 
     fn shared_in(state: JobState) -> Arc<crate::status::Shared> {
-        let (tx, _rx) = crossbeam::channel::bounded(1);
+        let (tx, _rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(crate::status::Shared::new(crate::config::Config::default(), tx));
         shared.cameras[0].job.lock().unwrap().state = state;
         shared

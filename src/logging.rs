@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{self, Receiver, Sender, TrySendError};
+use crossbeam_channel::{self as channel, Receiver, Sender, TrySendError};
 
 /// Lines waiting for stderr; beyond this they are dropped.
 pub const QUEUE_LINES: usize = 1024;

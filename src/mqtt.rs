@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use crossbeam::channel::Sender;
+use crossbeam_channel::Sender;
 use std::time::Duration;
 
 use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
@@ -163,7 +163,8 @@ fn tls_config(m: &MqttConfig) -> Result<rustls::ClientConfig, Error> {
                     format!("cannot read {}: {e}; the service user needs read access to it", path.display()),
                 )
             })?;
-            let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..])
+            use rustls::pki_types::{pem::PemObject, CertificateDer};
+            let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
                 .collect::<Result<_, _>>()
                 .map_err(|e| fail("mqtt.ca_file", format!("{}: not PEM: {e}", path.display())))?;
             let (added, _) = roots.add_parsable_certificates(certs);

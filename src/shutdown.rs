@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{self as channel, Receiver, RecvTimeoutError, Sender};
 
 /// A cloneable stop token. Cheap to check; never reset once triggered.
 #[derive(Clone)]
@@ -141,7 +141,7 @@ impl Stop {
         }
     }
 
-    /// A receiver that becomes disconnected on stop, for use in `crossbeam::select!`.
+    /// A receiver that becomes disconnected on stop, for use in `crossbeam_channel::select!`.
     pub fn receiver(&self) -> &Receiver<()> {
         &self.inner.rx
     }

@@ -21,7 +21,7 @@ pub mod store;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use crossbeam::channel::Sender;
+use crossbeam_channel::Sender;
 use serde::Serialize;
 
 pub use heartbeat::{Heartbeat, Phase, Unusable};

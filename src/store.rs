@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::Receiver;
+use crossbeam_channel::Receiver;
 
 use crate::config::{Config, FsyncPolicy, KeepPolicy};
 use crate::error::Error;
@@ -235,7 +235,7 @@ impl Store {
     /// yet, so nothing is half-listed). The journal gets the final job states before exit.
     pub fn run(mut self, stop: Stop) {
         loop {
-            crossbeam::select! {
+            crossbeam_channel::select! {
                 recv(self.rx) -> item => match item {
                     Ok(item) => {
                         self.watch_clock();
@@ -245,7 +245,7 @@ impl Store {
                     }
                     // No camera stores snapshots (or the capture threads are gone): the journal
                     // and retention still need this thread until the stop token.
-                    Err(_) => self.rx = crossbeam::channel::never(),
+                    Err(_) => self.rx = crossbeam_channel::never(),
                 },
                 recv(stop.receiver()) -> _ => break,
                 default(JOURNAL_TICK) => {},

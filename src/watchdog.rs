@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::clock;
 use crate::config::WatchdogConfig;
 use crate::shutdown::Stop;
-use crossbeam::channel::Sender;
+use crossbeam_channel::Sender;
 
 use crate::status::{CameraShared, Command, Heartbeat, Liveness, Phase, Shared, Unusable};
 

@@ -16,7 +16,7 @@ mod snapshots;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::TrySendError;
+use crossbeam_channel::TrySendError;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::oneshot;

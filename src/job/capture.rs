@@ -21,7 +21,7 @@ use std::sync::atomic::{
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{self, Receiver, Sender};
+use crossbeam_channel::{self as channel, Receiver, Sender};
 
 use crate::capture::{Delivers, Dest, DropCause, Opener, Read, Source};
 use crate::clock;
@@ -112,7 +112,7 @@ impl Orders {
 
     /// Sleeps up to `d` unless an order arrives or `stop` is triggered.
     fn wait(&self, stop: &Stop, d: Duration) {
-        crossbeam::select! {
+        crossbeam_channel::select! {
             recv(self.bell_rx) -> _ => {},
             recv(stop.receiver()) -> _ => {},
             default(d) => {},

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering::Acquire;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::Receiver;
+use crossbeam_channel::Receiver;
 
 use super::capture::{Action, Order, Orders};
 use crate::clock;
@@ -115,7 +115,7 @@ impl Supervisor {
             }
         }
         loop {
-            crossbeam::select! {
+            crossbeam_channel::select! {
                 recv(commands) -> cmd => match cmd {
                     Ok(cmd) => self.handle(cmd),
                     Err(_) => break,

@@ -69,7 +69,7 @@ unsafe impl GlobalAlloc for Counting {
 /// Runs the real capture loop for `camera` on a watched thread and orders job 1 to run.
 pub fn start_capture(camera: CameraConfig, stop: &Stop) -> (Arc<Shared>, JoinHandle<()>) {
     let config = Config { cameras: vec![camera], ..Config::default() };
-    let (tx, _rx) = crossbeam::channel::bounded(4);
+    let (tx, _rx) = crossbeam_channel::bounded(4);
     let shared = Arc::new(Shared::new(config, tx));
     let cam = Arc::clone(&shared.cameras[0]);
     let orders = Arc::new(Orders::default());

@@ -25,7 +25,7 @@ fn api(protected: bool) -> Arc<Api> {
                 config.http.protect_reads = true;
             }
             // Nobody serves the command channel: start and stop answer 503 at once.
-            let (tx, _) = crossbeam::channel::bounded(1);
+            let (tx, _) = crossbeam_channel::bounded(1);
             let shared = Arc::new(Shared::new(config, tx));
             let exports = Arc::new(Exports::open(Arc::clone(&shared)).expect("exports directory"));
             Arc::new(Api::new(shared, exports, camjobd::shutdown::Stop::new()))

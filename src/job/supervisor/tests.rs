@@ -25,7 +25,7 @@ fn rig_n(n: usize, watchdog: serde_json::Value) -> Rig {
     let cameras: Vec<_> =
         (0..n).map(|i| json!({"name": format!("cam{i}"), "autostart": false, "watchdog": watchdog})).collect();
     let config = Config::from_json(&json!({"storage": {"dir": dir.path()}, "cameras": cameras}).to_string()).unwrap();
-    let (tx, _rx) = crossbeam::channel::bounded(COMMAND_QUEUE_FOR_TESTS);
+    let (tx, _rx) = crossbeam_channel::bounded(COMMAND_QUEUE_FOR_TESTS);
     let shared = Arc::new(Shared::new(config, tx));
     let orders: Vec<_> = (0..n).map(|_| Arc::new(Orders::default())).collect();
     let (state_file, next) = StateFile::open(dir.path()).unwrap();
