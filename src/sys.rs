@@ -3,20 +3,23 @@
 //! directory without following links, the scheduling priority of the calling thread,
 //! whether the clock is synchronised, how far a TCP client has read, the control group's
 //! limits, and the shape of the C allocator ([`settle_allocator`]).
-//! The only other `unsafe` is in the capture backends and [`crate::jpeg`].
+//! Calls rustix wraps safely go through it; `unsafe` is left for what it does not have
+//! (`TCP_INFO`, `adjtimex`, `ioprio_set`, `mallopt`). The only other `unsafe` is in the
+//! capture backends and [`crate::jpeg`].
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
+
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 
 /// This machine's physical memory in bytes (`None` if the kernel does not say).
 pub fn physical_memory() -> Option<u64> {
-    // SAFETY: sysconf only reads system constants.
-    let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
-    (pages > 0 && size > 0).then(|| pages as u64 * size as u64)
+    let info = rustix::system::sysinfo();
+    // c_ulong: 32 bits on armv7, where the conversion is not useless.
+    #[allow(clippy::useless_conversion)]
+    let bytes = u64::from(info.totalram).saturating_mul(u64::from(info.mem_unit.max(1)));
+    (bytes > 0).then_some(bytes)
 }
 
 /// How far a TCP connection's client has got with what was written to it.
@@ -214,13 +217,8 @@ pub fn clock_synchronized() -> Option<bool> {
 
 /// Bytes available to unprivileged users on the filesystem holding `dir`.
 pub fn free_bytes(dir: &Path) -> Option<u64> {
-    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: all-zero bytes are a valid statvfs value.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a NUL-terminated path that outlives the call; `st` is a valid, writable
-    // statvfs the call fills in.
-    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    (r == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Puts the calling thread (only it: on Linux a thread has its own nice value and I/O
@@ -228,36 +226,36 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
 /// only when capture, HTTP and the store have nothing to do. Returns what could not be done;
 /// lowering one's own priority needs no privilege, so that is normally nothing.
 pub fn lower_thread_priority() -> Result<(), PriorityError> {
-    // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
-    // SAFETY: plain integer arguments; PRIO_PROCESS with a thread id changes only that thread.
-    let nice = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) };
+    let tid = rustix::thread::gettid();
+    // A thread id with PRIO_PROCESS changes only that thread.
+    let nice = rustix::process::setpriority_process(Some(tid), 19);
     // ioprio_set(IOPRIO_WHO_PROCESS = 1, tid, IOPRIO_CLASS_IDLE (3) << IOPRIO_CLASS_SHIFT (13)).
     // SAFETY: plain integer arguments; an unknown syscall only returns ENOSYS.
-    let io = unsafe { libc::syscall(libc::SYS_ioprio_set, 1, tid, 3 << 13) };
-    match (nice, io) {
-        (0, 0) => Ok(()),
-        _ => Err(PriorityError { nice, ioprio: io, os: io::Error::last_os_error() }),
+    let io = unsafe { libc::syscall(libc::SYS_ioprio_set, 1, tid.as_raw_nonzero().get(), 3 << 13) };
+    let io_err = (io != 0).then(io::Error::last_os_error);
+    match (nice, io_err) {
+        (Ok(()), None) => Ok(()),
+        (nice, io_err) => Err(PriorityError { nice: nice.err().map(io::Error::from), ioprio: io_err }),
     }
 }
 
-/// [`lower_thread_priority`] failed: the two calls' results and the last OS error.
+/// [`lower_thread_priority`] failed: what each of the two calls said (`None`: done).
 #[derive(Debug)]
 pub struct PriorityError {
-    /// setpriority's result (0 = done).
-    pub nice: libc::c_int,
-    /// ioprio_set's result (0 = done).
-    pub ioprio: libc::c_long,
-    /// errno after the calls.
-    pub os: io::Error,
+    /// setpriority (nice 19).
+    pub nice: Option<io::Error>,
+    /// ioprio_set (the idle I/O class).
+    pub ioprio: Option<io::Error>,
 }
 
 impl std::fmt::Display for PriorityError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let said = |e: &Option<io::Error>| e.as_ref().map_or("done".to_string(), ToString::to_string);
         write!(
             f,
-            "could not lower the export thread's priority (nice: {}, ioprio: {}): {}",
-            self.nice, self.ioprio, self.os
+            "could not lower the export thread's priority (nice 19: {}; idle I/O class: {})",
+            said(&self.nice),
+            said(&self.ioprio)
         )
     }
 }
@@ -269,7 +267,7 @@ impl std::fmt::Display for PriorityError {
 /// `storage.dir` is refused (`ELOOP`), and so is a FIFO or device (opened non-blocking, so it
 /// cannot hang the caller). `dir` itself may be a link: that is the administrator's choice.
 pub fn open_regular_beneath(dir: &Path, rel: &Path) -> io::Result<File> {
-    let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
     regular_only(open_beneath(File::open(dir)?, rel, flags)?)
 }
 
@@ -287,7 +285,7 @@ pub fn remove_beneath(dir: &Path, rel: &Path) -> io::Result<()> {
     let name = rel.file_name().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
     let base = File::open(dir)?;
     let parent = match rel.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(p) => open_beneath(base, p, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)?,
+        Some(p) => open_beneath(base, p, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC)?,
         None => base,
     };
     remove_in(&parent, name.to_str().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?)
@@ -296,19 +294,19 @@ pub fn remove_beneath(dir: &Path, rel: &Path) -> io::Result<()> {
 /// Opens the directory `rel` under `dir` without following a link on the way (see
 /// [`open_regular_beneath`]); for creating, renaming and syncing files inside it.
 pub fn open_dir_beneath(dir: &Path, rel: &Path) -> io::Result<File> {
-    open_beneath(File::open(dir)?, rel, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)
+    open_beneath(File::open(dir)?, rel, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC)
 }
 
 /// Opens the regular file `rel` under the open directory `at` for reading (see
 /// [`open_regular_beneath`]).
 pub fn open_regular_in(at: &File, rel: &str) -> io::Result<File> {
-    let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
     regular_only(open_beneath(at.try_clone()?, Path::new(rel), flags)?)
 }
 
 /// Opens the directory `name` in the open directory `at` without following a link.
 pub fn open_dir_in(at: &File, name: &str) -> io::Result<File> {
-    open_beneath(at.try_clone()?, Path::new(name), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)
+    open_beneath(at.try_clone()?, Path::new(name), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC)
 }
 
 /// Opens (creating if needed) the regular file `name` in `at` for appending and reading; a
@@ -316,21 +314,14 @@ pub fn open_dir_in(at: &File, name: &str) -> io::Result<File> {
 /// a file with more than one name (a hard link planted to a file elsewhere).
 pub fn open_append_in(at: &File, name: &str) -> io::Result<File> {
     use std::os::unix::fs::MetadataExt;
-    let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let flags = libc::O_RDWR
-        | libc::O_APPEND
-        | libc::O_CREAT
-        | libc::O_NOFOLLOW
-        | libc::O_NONBLOCK
-        | libc::O_NOCTTY
-        | libc::O_CLOEXEC;
-    // SAFETY: `at` is an open directory and `c` a NUL-terminated single component.
-    let fd = unsafe { libc::openat(at.as_raw_fd(), c.as_ptr(), flags, 0o644 as libc::c_uint) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor the kernel just gave us, owned by nobody else.
-    let file = regular_only(unsafe { File::from_raw_fd(fd) })?;
+    let flags = OFlags::RDWR
+        | OFlags::APPEND
+        | OFlags::CREATE
+        | OFlags::NOFOLLOW
+        | OFlags::NONBLOCK
+        | OFlags::NOCTTY
+        | OFlags::CLOEXEC;
+    let file = regular_only(File::from(rustix::fs::openat(at, name, flags, FILE_MODE)?))?;
     if file.metadata()?.nlink() > 1 {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "has more than one name (a hard link)"));
     }
@@ -393,7 +384,7 @@ pub struct FileMeta {
 
 /// `fstatat(at, name, AT_SYMLINK_NOFOLLOW)`: a link is described, not followed.
 pub fn stat_in(at: &File, name: &str) -> io::Result<FileMeta> {
-    use rustix::fs::{AtFlags, FileType, StatExt};
+    use rustix::fs::FileType;
     let st = rustix::fs::statat(at, name, AtFlags::SYMLINK_NOFOLLOW)?;
     let kind = match FileType::from_raw_mode(st.st_mode) {
         FileType::RegularFile => EntryKind::File,
@@ -402,7 +393,7 @@ pub fn stat_in(at: &File, name: &str) -> io::Result<FileMeta> {
         _ => EntryKind::Other,
     };
     // `mtime()`: signed on every target (the raw field is unsigned on 32-bit ARM).
-    let mtime = st.mtime() as f64 + st.st_mtime_nsec as f64 / 1e9;
+    let mtime = st.st_mtime as f64 + st.st_mtime_nsec as f64 / 1e9;
     Ok(FileMeta { kind, len: st.st_size as u64, mtime })
 }
 
@@ -450,119 +441,74 @@ pub fn write_atomic_in(at: &File, name: &str, bytes: &[u8], durable: bool) -> io
     Ok(())
 }
 
+/// Files camjobd creates: rw-r--r-- (before the umask).
+const FILE_MODE: Mode = Mode::from_raw_mode(0o644);
+
 /// Creates the regular file `name` in the open directory `at` for writing (and reading back),
 /// as a new file: a link or file already there (a stale temp file, or something planted: a hard link would be
 /// truncated by an ordinary create) is unlinked first, never opened.
 pub fn create_in(at: &File, name: &str) -> io::Result<File> {
-    let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     for _ in 0..2 {
-        // SAFETY: `at` is an open directory and `c` a NUL-terminated single component.
-        let fd = unsafe { libc::openat(at.as_raw_fd(), c.as_ptr(), flags, 0o644 as libc::c_uint) };
-        if fd >= 0 {
-            // SAFETY: a new descriptor the kernel just gave us, owned by nobody else.
-            return Ok(unsafe { File::from_raw_fd(fd) });
+        match rustix::fs::openat(at, name, flags, FILE_MODE) {
+            Ok(fd) => return Ok(File::from(fd)),
+            Err(rustix::io::Errno::EXIST) => remove_in(at, name)?,
+            Err(e) => return Err(e.into()),
         }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EEXIST) {
-            return Err(e);
-        }
-        remove_in(at, name)?;
     }
     Err(io::Error::from_raw_os_error(libc::EEXIST))
 }
 
 /// Renames `from` to `to`, both in the open directory `at` (atomic, as `rename`).
 pub fn rename_in(at: &File, from: &str, to: &str) -> io::Result<()> {
-    let (f, t) = (CString::new(from), CString::new(to));
-    let (Ok(f), Ok(t)) = (f, t) else { return Err(io::Error::from(io::ErrorKind::InvalidInput)) };
-    // SAFETY: `at` is an open directory; both names are NUL-terminated single components.
-    if unsafe { libc::renameat(at.as_raw_fd(), f.as_ptr(), at.as_raw_fd(), t.as_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::fs::renameat(at, from, at, to)?)
 }
 
 /// Makes the directory `name` in the open directory `at`; one that exists already is fine
 /// (whether it is a real directory is checked when it is opened beneath).
 pub fn mkdir_in(at: &File, name: &str) -> io::Result<()> {
-    let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `at` is an open directory and `c` a NUL-terminated single component.
-    if unsafe { libc::mkdirat(at.as_raw_fd(), c.as_ptr(), 0o755) } != 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EEXIST) {
-            return Err(e);
-        }
+    match rustix::fs::mkdirat(at, name, Mode::from_raw_mode(0o755)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }
 
 /// Deletes `name` in the open directory `at` (a link is removed itself).
 pub fn remove_in(at: &File, name: &str) -> io::Result<()> {
-    let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `at` is an open directory and `c` a NUL-terminated single component.
-    if unsafe { libc::unlinkat(at.as_raw_fd(), c.as_ptr(), 0) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::fs::unlinkat(at, name, AtFlags::empty())?)
 }
 
 /// Opens `rel` (plain names only) relative to the directory `base` with `flags`, following no
 /// link and never leaving `base`.
-fn open_beneath(base: File, rel: &Path, flags: i32) -> io::Result<File> {
-    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: {what}", rel.display()));
+fn open_beneath(base: File, rel: &Path, flags: OFlags) -> io::Result<File> {
     if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(invalid("not a plain relative path"));
+        let what = format!("{}: not a plain relative path", rel.display());
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, what));
     }
-    let path = CString::new(rel.as_os_str().as_bytes()).map_err(|_| invalid("contains NUL"))?;
-    // SAFETY: a plain C struct of three integers; zero is valid, the fields are set below.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = flags as u64;
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: `base` is an open directory, `path` a NUL-terminated string and `how` a valid
-    // `open_how` of the size passed; the kernel only reads them.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            base.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd >= 0 {
-        // SAFETY: a new descriptor the kernel just gave us, owned by nobody else.
-        return Ok(unsafe { File::from_raw_fd(fd as i32) });
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    match rustix::fs::openat2(&base, rel, flags, Mode::empty(), resolve) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(rustix::io::Errno::NOSYS) => open_walk(base, rel, flags),
+        Err(e) => Err(e.into()),
     }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() != Some(libc::ENOSYS) {
-        return Err(e);
-    }
-    open_walk(base, rel, flags)
 }
 
 /// `open_regular_beneath` for kernels without `openat2`: each directory opened with
 /// `O_NOFOLLOW | O_DIRECTORY` relative to the last, then the file with `O_NOFOLLOW`.
-fn open_walk(mut at: File, rel: &Path, flags: i32) -> io::Result<File> {
+fn open_walk(mut at: File, rel: &Path, flags: OFlags) -> io::Result<File> {
     let mut parts = rel.components().peekable();
     while let Some(c) = parts.next() {
-        let name = CString::new(c.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         let last = parts.peek().is_none();
-        let f = if last { flags } else { libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC } | libc::O_NOFOLLOW;
-        // SAFETY: `at` is an open directory and `name` a NUL-terminated single component.
-        let fd = unsafe { libc::openat(at.as_raw_fd(), name.as_ptr(), f) };
-        if fd < 0 {
-            let e = io::Error::last_os_error();
+        let f = if last { flags } else { OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC } | OFlags::NOFOLLOW;
+        at = match rustix::fs::openat(&at, c.as_os_str(), f, Mode::empty()) {
+            Ok(fd) => File::from(fd),
             // A link (or a file) where a directory should be: O_DIRECTORY | O_NOFOLLOW says
             // ENOTDIR; report it as openat2 does, a link not followed.
-            let want_dir = !last || flags & libc::O_DIRECTORY != 0;
-            if want_dir && e.raw_os_error() == Some(libc::ENOTDIR) {
-                return Err(io::Error::from_raw_os_error(libc::ELOOP));
+            Err(rustix::io::Errno::NOTDIR) if !last || flags.contains(OFlags::DIRECTORY) => {
+                return Err(io::Error::from_raw_os_error(libc::ELOOP))
             }
-            return Err(e);
-        }
-        // SAFETY: a new descriptor the kernel just gave us, owned by nobody else.
-        at = unsafe { File::from_raw_fd(fd) };
+            Err(e) => return Err(e.into()),
+        };
     }
     Ok(at)
 }
@@ -608,9 +554,7 @@ mod tests {
         std::fs::write(dir.join("outside"), b"secret").unwrap();
         std::os::unix::fs::symlink(dir.join("outside"), dir.join("cam/day/2.jpg")).unwrap();
         std::os::unix::fs::symlink(dir.join("cam/day"), dir.join("cam/linked")).unwrap();
-        let c = CString::new(dir.join("cam/day/3.jpg").as_os_str().as_bytes()).unwrap();
-        // SAFETY: a valid path; makes a FIFO.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        rustix::fs::mkfifoat(rustix::fs::CWD, dir.join("cam/day/3.jpg"), Mode::from_raw_mode(0o600)).unwrap();
         let read = |rel: &str| {
             open_regular_beneath(dir, Path::new(rel)).map(|mut f| {
                 let mut s = String::new();
@@ -625,7 +569,7 @@ mod tests {
         assert_eq!(read("../outside").unwrap_err().kind(), io::ErrorKind::InvalidInput);
         assert_eq!(read("cam/day/9.jpg").unwrap_err().kind(), io::ErrorKind::NotFound);
         // The walk used on old kernels refuses the same links.
-        let walk = |rel: &str| open_walk(File::open(dir).unwrap(), Path::new(rel), libc::O_RDONLY | libc::O_NOFOLLOW);
+        let walk = |rel: &str| open_walk(File::open(dir).unwrap(), Path::new(rel), OFlags::RDONLY | OFlags::NOFOLLOW);
         assert!(walk("cam/day/1.jpg").is_ok());
         assert_eq!(walk("cam/day/2.jpg").unwrap_err().raw_os_error(), Some(libc::ELOOP));
         assert_eq!(walk("cam/linked/1.jpg").unwrap_err().raw_os_error(), Some(libc::ELOOP));
@@ -676,18 +620,17 @@ mod tests {
 
     #[test]
     fn priority_is_lowered_for_this_thread_only() {
-        // SAFETY: getpriority with PRIO_PROCESS and 0 reads the calling thread's nice value.
-        let before = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-        std::thread::spawn(|| {
+        // PRIO_PROCESS with 0 reads the calling thread's nice value.
+        let nice = || rustix::process::getpriority_process(None).unwrap();
+        let before = nice();
+        std::thread::spawn(move || {
             lower_thread_priority().unwrap();
-            // SAFETY: getpriority with PRIO_PROCESS and 0 reads the calling thread's nice value.
-            let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-            assert_eq!(nice, 19);
+            assert_eq!(nice(), 19);
         })
         .join()
         .unwrap();
-        // SAFETY: as above. (The test may itself run niced, as the cross tests do.)
-        let ours = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        // (The test may itself run niced, as the cross tests do.)
+        let ours = nice();
         assert_eq!(ours, before, "the calling thread keeps its own priority");
     }
 }

@@ -12,7 +12,6 @@
 //! children die together and no zombie is left behind.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -90,23 +89,22 @@ impl Opener for PipeOpener {
         // killer), the kernel kills the command, so it cannot keep the camera busy for the
         // next start. The signal follows the spawning thread, which is the capture thread:
         // it lives as long as the camera does.
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: the closure runs in the forked child before exec and calls only prctl and
-        // getppid, which are async-signal-safe; it allocates nothing and touches no locks.
+        let parent = rustix::process::getpid();
+        // SAFETY: the closure runs in the forked child before exec and makes only the prctl
+        // and getppid system calls, which are async-signal-safe; it allocates nothing (the
+        // error is a constant) and touches no locks.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
+                rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
                 // The parent may have died before prctl took effect.
-                if libc::getppid() != parent {
-                    return Err(io::Error::other("camjobd exited while starting the pipe command"));
+                if rustix::process::getppid() != Some(parent) {
+                    return Err(io::Error::from(io::ErrorKind::BrokenPipe));
                 }
                 Ok(())
             });
         }
         let mut child = cmd.spawn().map_err(|e| spawn_error(program, &e))?;
-        let pid = child.id() as libc::pid_t;
+        let pid = rustix::process::Pid::from_child(&child);
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             unreachable!("stdout and stderr were configured as pipes");
         };
@@ -124,10 +122,11 @@ impl Opener for PipeOpener {
             explain: self.explain,
             label: self.label.clone().unwrap_or_else(|| format!("pipe command \"{program}\"")),
         };
-        set_nonblocking(source.stdout.as_raw_fd()).map_err(|e| source.io_error("stdout", &e))?;
-        grow_pipe(source.stdout.as_raw_fd());
+        // Non-blocking, so that a read after `poll` can never block.
+        rustix::io::ioctl_fionbio(&source.stdout, true).map_err(|e| source.io_error("stdout", &e.into()))?;
+        grow_pipe(&source.stdout);
         if let Some(err) = &source.stderr {
-            set_nonblocking(err.as_raw_fd()).map_err(|e| source.io_error("stderr", &e))?;
+            rustix::io::ioctl_fionbio(err, true).map_err(|e| source.io_error("stderr", &e.into()))?;
         }
         log::info!("job {job_id}: started pipe command {argv:?} (pid {pid})");
         Ok(Box::new(source))
@@ -136,16 +135,13 @@ impl Opener for PipeOpener {
 
 /// Pipe capacity we ask for: several frames, so one wake-up and one read usually carry a
 /// whole frame or more (the default 64 KiB holds less than one 100 KB frame).
-const PIPE_BYTES: libc::c_int = 1 << 20;
+const PIPE_BYTES: usize = 1 << 20;
 
 /// Enlarges the pipe, best effort: the kernel caps it at `/proc/sys/fs/pipe-max-size` for
 /// unprivileged users, and a smaller pipe only costs more wake-ups.
-fn grow_pipe(fd: libc::c_int) {
-    // SAFETY: `fd` is the open read end of our child's stdout pipe; F_SETPIPE_SZ changes only
-    // the pipe's capacity and touches no memory of ours.
-    let r = unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_BYTES) };
-    if r < 0 {
-        log::debug!("pipe capacity stays at the default: {}", io::Error::last_os_error());
+fn grow_pipe(fd: impl std::os::fd::AsFd) {
+    if let Err(e) = rustix::pipe::fcntl_setpipe_size(fd, PIPE_BYTES) {
+        log::debug!("pipe capacity stays at the default: {e}");
     }
 }
 
@@ -161,18 +157,7 @@ fn spawn_error(program: &str, e: &io::Error) -> SourceError {
     SourceError::fatal(format!("cannot start pipe command \"{program}\": {why}"))
 }
 
-/// Sets `O_NONBLOCK`, so that a read after `poll` can never block.
-fn set_nonblocking(fd: libc::c_int) -> io::Result<()> {
-    // SAFETY: `fd` is an open descriptor owned by the caller for the duration of the call;
-    // F_GETFL/F_SETFL only read and write its flags and touch no memory.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
+
 
 /// How the child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,7 +212,7 @@ struct PipeSource {
     /// `None` only once drop has handed it on.
     child: Option<Child>,
     /// The child's pid, which is also its process group id (`process_group(0)`).
-    pid: libc::pid_t,
+    pid: rustix::process::Pid,
     stdout: ChildStdout,
     /// `None` after stderr reached EOF.
     stderr: Option<ChildStderr>,
@@ -318,26 +303,25 @@ impl Source for PipeSource {
 impl PipeSource {
     /// Waits up to `timeout` for stdout or stderr to be readable (or closed).
     fn poll(&mut self, timeout: Duration) -> Result<(bool, bool), SourceError> {
-        let err_fd = self.stderr.as_ref().map_or(-1, AsRawFd::as_raw_fd);
-        let mut fds = [
-            libc::pollfd { fd: self.stdout.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            // A negative fd is ignored by poll: stderr is closed.
-            libc::pollfd { fd: err_fd, events: libc::POLLIN, revents: 0 },
-        ];
-        // Round up, so a sub-millisecond remainder waits instead of spinning.
-        let ms = timeout.as_micros().div_ceil(1000).min(libc::c_int::MAX as u128) as libc::c_int;
-        // SAFETY: `fds` is a live array of two initialised pollfd structs and the length passed
-        // is its length; poll writes only their `revents` fields.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                return Ok((false, false));
+        use rustix::event::{PollFd, PollFlags, Timespec};
+        let mut fds = [PollFd::new(&self.stdout, PollFlags::IN)];
+        let mut both;
+        // stderr is polled too while it is open.
+        let fds: &mut [PollFd<'_>] = match &self.stderr {
+            Some(err) => {
+                both = [PollFd::new(&self.stdout, PollFlags::IN), PollFd::new(err, PollFlags::IN)];
+                &mut both
             }
-            return Err(self.io_error("poll", &e));
+            None => &mut fds,
+        };
+        let wait = Timespec { tv_sec: timeout.as_secs() as _, tv_nsec: timeout.subsec_nanos().into() };
+        match rustix::event::poll(fds, Some(&wait)) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => return Ok((false, false)),
+            Err(e) => return Err(self.io_error("poll", &e.into())),
         }
-        let ready = |r: libc::c_short| r & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0;
-        Ok((ready(fds[0].revents), ready(fds[1].revents)))
+        let ready = |f: &PollFd<'_>| f.revents().intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR);
+        Ok((ready(&fds[0]), fds.get(1).is_some_and(ready)))
     }
 
     /// One non-blocking read of stderr into the tail; notes EOF.
@@ -376,20 +360,15 @@ impl PipeSource {
     /// The child's exit, if it has exited, without reaping it: the zombie keeps its pid (and
     /// so the process group id) from being reused until drop has signalled the group.
     fn exit_status(&self) -> Option<Exit> {
-        // SAFETY: siginfo_t is plain old data for which all-zero bytes are a valid value.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `info` is a valid, writable siginfo_t; waitid with WNOWAIT only reports on our
-        // own child `pid` and leaves it waitable.
-        let r = unsafe {
-            libc::waitid(libc::P_PID, self.pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)
-        };
-        // SAFETY: after a successful waitid for WEXITED, si_pid and si_status are the fields
-        // the kernel filled in (si_pid stays 0 when no child has exited yet).
-        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-        if r != 0 || pid == 0 {
-            return None;
+        use rustix::process::{WaitId, WaitIdOptions};
+        // WNOWAIT: only reports on our own child and leaves it waitable.
+        let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+        let status = rustix::process::waitid(WaitId::Pid(self.pid), options).ok()??;
+        match (status.exit_status(), status.terminating_signal()) {
+            (Some(n), _) => Some(Exit::Status(n)),
+            (None, Some(s)) => Some(Exit::Signal(s)),
+            (None, None) => None,
         }
-        Some(if info.si_code == libc::CLD_EXITED { Exit::Status(status) } else { Exit::Signal(status) })
     }
 
     /// Records and returns the fatal error for the child having gone (`exit`) or having closed
@@ -429,14 +408,12 @@ impl PipeSource {
 
     /// Sends `sig` to the child's whole process group, and to the child itself in case it
     /// left the group.
-    fn signal_group(&self, sig: libc::c_int) {
-        // SAFETY: kill touches no memory. The child is not reaped before drop's final wait,
-        // so `pid` (and the group id equal to it) still belongs to our child or its zombie
-        // and cannot have been reused by an unrelated process.
-        unsafe {
-            libc::kill(-self.pid, sig);
-            libc::kill(self.pid, sig);
-        }
+    fn signal_group(&self, sig: rustix::process::Signal) {
+        // The child is not reaped before drop's final wait, so `pid` (and the group id equal
+        // to it) still belongs to our child or its zombie and cannot have been reused by an
+        // unrelated process.
+        let _ = rustix::process::kill_process_group(self.pid, sig);
+        let _ = rustix::process::kill_process(self.pid, sig);
     }
 
     /// Polls for the child's exit for up to `limit`.
@@ -463,10 +440,10 @@ impl Drop for PipeSource {
         // TERM first lets a camera tool release the device cleanly; KILL then takes whatever
         // is left of the group (including children that ignore TERM).
         if self.exit_status().is_none() {
-            self.signal_group(libc::SIGTERM);
+            self.signal_group(rustix::process::Signal::TERM);
             self.wait_exit(TERM_GRACE);
         }
-        self.signal_group(libc::SIGKILL);
+        self.signal_group(rustix::process::Signal::KILL);
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -517,8 +494,8 @@ mod tests {
     }
 
     fn alive(pid: libc::pid_t) -> bool {
-        // SAFETY: signal 0 only checks for existence and permission; no memory is involved.
-        unsafe { libc::kill(pid, 0) == 0 }
+        // Signal 0 only checks for existence and permission.
+        rustix::process::Pid::from_raw(pid).is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
     }
 
     /// Gone, or a zombie waiting for a reaper that is not us (an orphaned grandchild).
@@ -678,14 +655,14 @@ mod tests {
         assert_eq!(src.read(Dest::Discard, Duration::from_secs(5)).unwrap(), Read::Consumed);
         let grandchild: libc::pid_t = wait_for_file(&gc).parse().unwrap();
         // The child's pid is its process group id: the grandchild's group.
-        // SAFETY: getpgid only reads process table state; no memory is involved.
-        let (pgid, own) = unsafe { (libc::getpgid(grandchild), libc::getpgid(0)) };
+        let pgid = rustix::process::getpgid(rustix::process::Pid::from_raw(grandchild)).unwrap().as_raw_nonzero().get();
+        let own = rustix::process::getpgid(None).unwrap().as_raw_nonzero().get();
         assert!(pgid > 0 && alive(pgid) && alive(grandchild));
         assert_ne!(pgid, own);
         drop(src);
         // Reaped: not even a zombie is left.
-        assert!(!alive(pgid));
-        assert_eq!(io::Error::last_os_error().raw_os_error(), Some(libc::ESRCH));
+        let gone = rustix::process::test_kill_process(rustix::process::Pid::from_raw(pgid).unwrap());
+        assert_eq!(gone, Err(rustix::io::Errno::SRCH));
         let until = Instant::now() + Duration::from_secs(2);
         while !dead(grandchild) {
             assert!(Instant::now() < until, "grandchild {grandchild} survived");
