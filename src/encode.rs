@@ -28,7 +28,6 @@ fn thread_name() -> String {
     std::thread::current().name().unwrap_or("?").to_string()
 }
 
-
 /// Where encoded frames go (implemented by the capture loop: the live view, the snapshot ring,
 /// the store). Called by the workers, one at a time, in capture order.
 pub trait Sink: Send + Sync {
@@ -286,9 +285,9 @@ impl Run {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use std::sync::atomic::AtomicU64;
     use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Duration;
 
     #[derive(Default)]
     struct Collect {

@@ -156,6 +156,11 @@ impl EventLog {
         self.record(kind, camera, job_id, state, None, message)
     }
 
+    /// Records an error event of `camera` ("" for the service).
+    pub fn error(&self, camera: &str, message: fmt::Arguments<'_>) -> u64 {
+        self.push(EventKind::Error, camera, None, None, message)
+    }
+
     /// Records a job state change with its reason as a field of its own (the journal rebuilds
     /// the job history from these).
     pub fn push_state(

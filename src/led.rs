@@ -172,7 +172,11 @@ impl GpioLed {
         // A chip the user may not open hides its lines from the search: say so, rather than
         // "no such line".
         if let Some(p) = chips.iter().find(|p| {
-            fs::OpenOptions::new().read(true).write(true).open(p).is_err_and(|e| e.kind() == io::ErrorKind::PermissionDenied)
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(p)
+                .is_err_and(|e| e.kind() == io::ErrorKind::PermissionDenied)
         }) {
             return Err(LedError::NoGpioAccess(p.clone()));
         }

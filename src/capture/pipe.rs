@@ -157,8 +157,6 @@ fn spawn_error(program: &str, e: &io::Error) -> SourceError {
     SourceError::fatal(format!("cannot start pipe command \"{program}\": {why}"))
 }
 
-
-
 /// How the child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Exit {

@@ -58,7 +58,11 @@ impl LedConfig {
             LedConfig::Gpio { chip: Some(c), .. } => {
                 let name = c.strip_prefix("/dev/").unwrap_or(c);
                 let ok = name.starts_with("gpiochip") && !name.contains('/');
-                v.check("led.chip", ok, "must be a GPIO chip like \"gpiochip0\" or \"/dev/gpiochip0\" (gpiodetect lists them)");
+                v.check(
+                    "led.chip",
+                    ok,
+                    "must be a GPIO chip like \"gpiochip0\" or \"/dev/gpiochip0\" (gpiodetect lists them)",
+                );
             }
             LedConfig::Sysfs { name, path } => {
                 v.check(

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use super::record::ExportView;
-use crate::events::EventKind;
 use crate::index::StoredSnapshot;
 use crate::shutdown::Stop;
 use crate::status::CameraShared;
@@ -111,12 +110,7 @@ impl Run<'_> {
                 Err(e)
             }
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) || e.kind() == io::ErrorKind::InvalidData => {
-                self.events.push(
-                    EventKind::Error,
-                    &self.cam.name,
-                    None,
-                    None,
-                    format_args!("{} in storage.dir is not a regular file (a link or something planted there); left out of export {}", rel.display(), self.view.id),
+                self.events.error(&self.cam.name, format_args!("{} in storage.dir is not a regular file (a link or something planted there); left out of export {}", rel.display(), self.view.id),
                 );
                 // Skipped like a file retention took: listed as missing, never read.
                 Err(io::Error::new(io::ErrorKind::NotFound, e))

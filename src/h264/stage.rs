@@ -19,7 +19,6 @@ use super::{Encoder, Settings};
 use crate::jpeg::Yuv422;
 use crate::shutdown::{Broke, Stop};
 
-
 /// Counters of one camera's H.264, for `/api/status` and `/metrics`.
 #[derive(Debug, Default)]
 pub struct VideoStats {

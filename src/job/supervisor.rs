@@ -165,7 +165,7 @@ impl Supervisor {
             let msg = format!(
                 "job ids are used up (the next would be {id}, the largest is {MAX_JOB_ID}); state.json in storage.dir was tampered with or is ancient: stop camjobd and move it away to count from 1 again"
             );
-            self.shared.events.push(EventKind::Error, &ctl.cam.name, None, None, format_args!("{msg}"));
+            self.shared.events.error(&ctl.cam.name, format_args!("{msg}"));
             return Err(Refusal::IdsExhausted(msg));
         }
         self.next_job_id += 1;
