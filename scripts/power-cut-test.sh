@@ -8,7 +8,7 @@
 # snapshot and write time.
 #
 #   scripts/power-cut-test.sh [CUTS]        (default 3, storage.fsync "always", the default;
-#                                            the README reports a run of 50)
+#                                            docs/testing.md reports a run of 50)
 #   FSYNC=never scripts/power-cut-test.sh 20
 #   FSYNC=never,always scripts/power-cut-test.sh 10     (both, one after the other, fresh disks)
 #

@@ -81,7 +81,7 @@ impl EventLog {
     /// The service's log, its memory committed where it lies (every slot written once, then
     /// emptied), as the frame pool is: left untouched, the ring's 146 KiB became resident a
     /// page at a time as events came, a slow step-wise growth of RSS until it first wrapped
-    /// (README "Soak").
+    /// (docs/testing.md, "Soak").
     pub fn committed() -> std::sync::Arc<EventLog> {
         let log = std::sync::Arc::new(EventLog::default());
         log.commit();

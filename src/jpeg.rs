@@ -1,6 +1,6 @@
 //! JPEG with libjpeg-turbo's SIMD code (NEON on ARM, SSE2/AVX2 on x86 when NASM was found at
 //! build time), through `mozjpeg-sys`, which builds it with the C compiler alone: a fresh
-//! machine needs no cmake (README, "Why mozjpeg-sys"). mozjpeg's own extensions (trellis
+//! machine needs no cmake (docs/design.md, "Why mozjpeg-sys"). mozjpeg's own extensions (trellis
 //! quantisation, progressive scans) are switched off: the encoder runs libjpeg-turbo's baseline
 //! path, which is what ustreamer and mjpg-streamer use.
 //!
@@ -8,7 +8,7 @@
 //!   straight into the DCT ("raw data" input: no colour conversion, no chroma resampling),
 //!   written into the caller's buffer. Steady state allocates nothing on the Rust side; libjpeg's
 //!   own per-image pools come from `malloc` and go back to it at the end of each image (measured:
-//!   README, "Encoding").
+//!   docs/encoding.md).
 //! - [`Decoder`]: decodes scaled by 1/2, 1/4 or 1/8 inside the inverse DCT (change-score
 //!   thumbnails, time-lapse frames), grayscale or RGB.
 //!
@@ -31,7 +31,7 @@ unsafe extern "C" {
 
 /// Whether the encoder runs libjpeg-turbo's SIMD code here (NEON on ARM; on x86 only when NASM
 /// was installed when camjobd was built). Logged at start; without it encoding takes ~4.5x the
-/// CPU (measured: README, "Encoding").
+/// CPU (measured: docs/encoding.md).
 pub fn simd() -> bool {
     // SAFETY: a pure query with no preconditions (it reads the CPU's features once).
     unsafe { jsimd_can_fdct_islow() != 0 }

@@ -100,7 +100,7 @@ impl fmt::Display for LedError {
             }
             LedError::Write(e) => write!(f, "cannot set the LED: {e}"),
             LedError::NoGpioChips => f.write_str("this board has no GPIO character device (/dev/gpiochip*): GPIO LEDs need it; use led.kind \"sysfs\" or \"none\""),
-            LedError::NoGpioAccess(p) => write!(f, "no access to {}: add the service user to the gpio group (the unit does: SupplementaryGroups=gpio)", p.display()),
+            LedError::NoGpioAccess(p) => write!(f, "no access to {}: add the service user to the gpio group (the package does, where the group exists: sudo adduser camjobd gpio)", p.display()),
             LedError::NoNamedLine(name) => write!(f, "no GPIO line is named {name} (a Raspberry Pi names its header pins so; gpioinfo lists this board's lines): set led.chip and give the line's offset as led.pin, or use led.kind \"sysfs\" or \"none\""),
             LedError::Busy { line, consumer } => write!(f, "GPIO line {line} is in use by \"{consumer}\" (another program, or a driver from a dtoverlay): free it or choose another pin"),
             LedError::Gpio { line, source } => write!(f, "cannot use GPIO line {line}: {source}"),

@@ -1,12 +1,12 @@
 //! camjobd: a camera job service for Raspberry Pi class boards. The backend owns the capture
 //! job, memory is fixed at start-up, a watchdog turns a dead camera into an explicit state,
-//! and a bounded HTTP API serves status, the latest JPEG and a live MJPEG stream. The README
-//! states the contract (command line, config, HTTP API, lifecycle) and how to run, test and
-//! deploy.
+//! and a bounded HTTP API serves status, the latest JPEG and a live MJPEG stream (H.264 over RTSP
+//! beside it). The README is the front door; `docs/` states the contract (command line, config,
+//! HTTP API, RTSP, MQTT, lifecycle, store) and how to run, test and deploy.
 //!
 //! # Layout
 //!
-//! Each module imports only modules listed below it (`tests/structure.rs` checks that there is
+//! Each module imports only modules listed below it (the structure test checks that there is
 //! no import cycle between them):
 //!
 //! - `main.rs` — command line → [`config`] → [`job::Service`] → wait for a signal; systemd's
@@ -52,16 +52,17 @@
 //!   progress, cgroup limits, malloc settings), [`testhook`] (faults the tests inject, debug
 //!   builds only).
 //!
-//! `unsafe` lives only in the leaves that talk to the kernel or to C: `capture/pipe.rs`,
-//! `capture/v4l2.rs`, [`jpeg`] and [`sys`] (also checked by `tests/structure.rs`).
+//! `unsafe` lives only in the leaves that talk to the kernel or to C: `capture/pipe.rs` (the
+//! child's set-up before exec), [`jpeg`] (libjpeg-turbo) and [`sys`] (what rustix does not
+//! wrap); also checked by the structure test.
 //!
 //! # Threads
 //!
 //! `capture-<camera>`, `enc<N>-<camera>` (`encoder_threads` per camera whose source can deliver
 //! raw frames), `h264-<camera>` (per camera with `video`), `supervisor`, `watchdog`, `store`,
-//! `export-N`, `led` (when an LED is configured), `http` (and `http-N` runtime workers when
-//! `http.workers` > 1), `rtsp` (when a camera has `video` and `rtsp.bind` is set), `mqtt` (when
-//! `mqtt` is configured), `log`: a fixed
+//! `signals` (SIGTERM/SIGINT → the stop token), `export-N`, `led` (when an LED is configured),
+//! `http` (and `http-N` runtime workers when `http.workers` > 1), `rtsp` (when a camera has
+//! `video` and `rtsp.bind` is set), `mqtt` (when `mqtt` is configured), `log`: a fixed
 //! set started once ([`budget`] counts it); connections and streams are tasks on the runtime,
 //! never threads. Each is handed the same [`shutdown::Stop`]; one that panics fails the
 //! service through it (exit 1).

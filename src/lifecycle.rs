@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use JobState::*;
 
-/// The job lifecycle states (the README's "Job lifecycle").
+/// The job lifecycle states (docs/lifecycle.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum JobState {

@@ -118,7 +118,7 @@ fn run(args: &[String]) -> Result<(), Error> {
     let signals = shutdown::SignalThread::start(&stop)
         .map_err(|e| Error::Fatal(format!("cannot install signal handlers: {e}")))?;
     let service = Service::start(config, stop.clone())?;
-    camjobd::sys::commit_heap(); // after the pools (README "Fixed memory")
+    camjobd::sys::commit_heap(); // after the pools (docs/operations.md, "Fixed memory")
     println!("camjobd {} running; dashboard at http://{}/", env!("CARGO_PKG_VERSION"), service.local_addr());
     let _ = std::io::stdout().flush();
     let notifier = match camjobd::notify::Notifier::from_env() {

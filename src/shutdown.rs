@@ -3,8 +3,8 @@
 //! One [`Stop`] is cloned into each thread and task. Triggering it sets a flag (for a loop
 //! that checks between pieces of work), disconnects a channel (for threads that block in
 //! `select!`/`recv_timeout`, which wake at once) and wakes every [`Stop::cancelled`] future
-//! (for async loops, which `select!` on it). Nothing sleeps to look at it. SIGTERM and SIGINT only set an atomic flag (async-signal-safe); the main thread
-//! notices it and triggers the token.
+//! (for async loops, which `select!` on it). Nothing sleeps to look at it. SIGTERM and SIGINT
+//! trigger it from the `signals` thread ([`SignalThread`]).
 //!
 //! The panic policy, in one place: a core thread or task that panics, cannot start, or ends
 //! while the service runs calls [`Stop::fail`] (directly, or through the [`Stop::guard`] it

@@ -120,7 +120,7 @@ pub fn hostname() -> Option<String> {
     Some(raw.trim().to_string()).filter(|h| !h.is_empty())
 }
 
-/// The glibc malloc settings camjobd runs with (README "Fixed memory"): one arena for every
+/// The glibc malloc settings camjobd runs with (docs/operations.md, "Fixed memory"): one arena for every
 /// thread, no per-thread caches and no fast bins (a freed chunk merges with its free
 /// neighbours at once), a fixed mmap threshold of 32 KiB, and a heap that is never trimmed and
 /// grows by what it needs (no top pad, so a large buffer is not carved from a spare top).
@@ -130,7 +130,7 @@ pub fn hostname() -> Option<String> {
 /// the freeing thread's cache), and the mmap threshold rises to the largest buffer freed so
 /// far (the 146 KiB page that `/api/events?limit=256` reserves then lives in a heap); under API
 /// polling RSS grew in steps of 4-16 KiB for as long as a soak ran while the live heap stayed
-/// flat (README "Soak"). With these settings one heap holds only small objects, whatever is
+/// flat (docs/testing.md, "Soak"). With these settings one heap holds only small objects, whatever is
 /// freed is reusable by every thread at once, every larger buffer is a mapping of its own,
 /// returned when freed, and the heap keeps its high-water mark ([`HEAP_RESERVE`]).
 pub const MALLOC_TUNABLES: &str = "glibc.malloc.arena_max=1:glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0:\

@@ -17,7 +17,7 @@ pub struct StorageConfig {
     /// and directory fsynced before a snapshot is listed, so a listed snapshot survives a
     /// power cut) or `never` (the kernel writes back within ~30 s; a power cut loses every
     /// snapshot of those seconds, listed or not; fewer bytes written to the card). Measured
-    /// by `scripts/power-cut-test.sh`: see the README.
+    /// by `scripts/power-cut-test.sh`: see docs/testing.md, "Power cuts".
     pub fsync: FsyncPolicy,
     /// Budget for all cameras' snapshots together, in bytes.
     pub max_bytes: u64,

@@ -73,7 +73,7 @@ impl AuRing {
         AuRing {
             inner: Mutex::new(Inner {
                 // Written, not zeroed: zero pages would become resident one by one as access
-                // units first reach them, a slow creep of RSS (README "Soak").
+                // units first reach them, a slow creep of RSS (docs/testing.md, "Soak").
                 data: vec![0xA5u8; bytes.max(1)].into_boxed_slice(),
                 slots,
                 next: 1,

@@ -122,7 +122,7 @@ pub fn packets_bytes(max_au: usize) -> usize {
 }
 
 /// OpenH264's working set per pixel, measured: RSS grew 4.5 MB at 640x480 and 10.2 MB at
-/// 1280x720 when the first client made the encoder work (README "Video over RTSP").
+/// 1280x720 when the first client made the encoder work (docs/rtsp.md).
 pub const ENCODER_BYTES_PER_PIXEL: u64 = 15;
 
 impl Video {

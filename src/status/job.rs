@@ -54,7 +54,7 @@ impl JobRecord {
     }
 }
 
-/// The API's view of a job (the README names the minimum fields).
+/// The API's view of a job (docs/http-api.md names the minimum fields).
 #[derive(Debug, Clone, Serialize)]
 pub struct JobView {
     /// Job id; null before the first job.

@@ -18,7 +18,7 @@ const MAX_PIXELS: usize = 1 << 20;
 /// Decodes JPEGs into thumbnails, reusing one pixel buffer (it grows to the largest image once).
 /// Only luma is decoded, scaled down in the inverse DCT (1/8 where the image stays at least
 /// twice the thumbnail's width): 640x480 becomes 80x60 without computing the other 98 % of
-/// the pixels (README, "Encoding", for the figures).
+/// the pixels (docs/encoding.md, for the figures).
 #[derive(Default)]
 pub struct Thumbnailer {
     decoder: Decoder,

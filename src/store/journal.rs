@@ -83,7 +83,7 @@ impl Journal {
         };
         let (file, size) = open_append(&at, &file_name(number))?;
         // Both buffers written once now, so that their memory is resident from the start
-        // rather than page by page as batches reach new sizes (README "Soak").
+        // rather than page by page as batches reach new sizes (docs/testing.md, "Soak").
         let mut buf = vec![b' '; 64 * 1024];
         buf.clear();
         let mut page = vec![crate::events::filler(); MAX_PAGE];
