@@ -1,8 +1,9 @@
 //! Test harness: runs the real `camjobd` binary on a free loopback port with a config written
 //! to a temp dir, and talks to it over raw HTTP/1.1 (so the tests see exactly the bytes a
 //! client would). Every wait is a bounded poll with a deadline.
-// Compiled into every test crate, each of which calls only some helpers: the lint would flag
-// the rest in each crate. tests/structure.rs checks instead that some test calls every one.
+// Compiled into both test crates (tests/it and tests/alloc.rs), each of which calls only some
+// helpers: the lint would flag the rest in each. tests/it/structure.rs checks instead that some
+// test calls every one.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,11 +1,9 @@
 //! The board side through the real binary: the status LED (a sysfs LED against a temp file,
 //! a GPIO LED on a machine that is not a Pi) and systemd's notify protocol.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 const SEC: Duration = Duration::from_secs(1);

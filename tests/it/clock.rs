@@ -3,12 +3,10 @@
 //! camjobd runs. The monotonic clock is left alone (`FAKETIME_DONT_FAKE_MONOTONIC=1`), as on
 //! the board, where only the wall clock jumps when NTP syncs.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const SEC: Duration = Duration::from_secs(1);

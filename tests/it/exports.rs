@@ -3,12 +3,10 @@
 //! queued and running exports, kill -9 in the middle and the restart that reaps it, a panic
 //! inside an export, bad requests, and the frames a 30 fps job loses while an export runs.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const SEC: Duration = Duration::from_secs(1);

@@ -2,7 +2,7 @@
 //! on (`fuzz/regressions/<target>/`) through the same checks the fuzz targets run, so a fixed
 //! crash stays fixed without libFuzzer. `scripts/fuzz.sh` runs the fuzzers themselves.
 
-#[path = "support/fuzz_checks.rs"]
+#[path = "../support/fuzz_checks.rs"]
 mod checks;
 
 fn replay(target: &str, check: fn(&[u8])) -> usize {

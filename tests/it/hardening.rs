@@ -1,13 +1,11 @@
 //! Hostile conditions through the real binary: token files, open binds, Prometheus metrics,
 //! and floods of connections, slowloris and lying Content-Lengths all at once.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 const SEC: Duration = Duration::from_secs(1);

@@ -1,12 +1,10 @@
 //! The HTTP API and its bounds, through the real binary.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 const SEC: Duration = Duration::from_secs(1);

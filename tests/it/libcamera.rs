@@ -2,12 +2,10 @@
 //! (`tests/support/rpicam-vid`: checks the arguments camjobd passes, plays MJPEG made by
 //! ffmpeg, and imitates rpicam's failure messages and exit codes).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{config, Daemon, TempDir};
+use crate::common::{self, config, Daemon, TempDir};
 use serde_json::{json, Value};
 
 const SEC: Duration = Duration::from_secs(1);

@@ -1,10 +1,8 @@
 //! The job lifecycle through the real binary: start/stop, faults, limits, restarts, signals.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 const SEC: Duration = Duration::from_secs(1);

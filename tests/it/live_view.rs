@@ -3,13 +3,11 @@
 //! and slow clients that must slow neither capture nor the other clients, placeholders while a
 //! camera is down, Basic auth for reads, and idle sockets that must not lock anyone out.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const SEC: Duration = Duration::from_secs(1);

@@ -1,14 +1,13 @@
 //! MQTT against a real broker: Debian's mosquitto, started by each test on a free loopback
 //! port. camjobd runs as the real binary; a subscriber records what reaches the broker.
 
-#[path = "support/broker.rs"]
+#[path = "../support/broker.rs"]
 mod broker;
-mod common;
 
 use std::time::{Duration, Instant};
 
 use broker::{Broker, Sub};
-use common::{config, synthetic, Daemon, TempDir};
+use crate::common::{self, config, synthetic, Daemon, TempDir};
 use serde_json::{json, Value};
 
 /// A config with `cameras` and an `mqtt` section for `url`, under topic prefix `prefix`.

@@ -1,11 +1,9 @@
 //! The `pipe` source against real child processes: pass-through bytes, bad frames dropped and
 //! counted, a child that exits, and no zombie or orphan after stop or shutdown.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 const SEC: Duration = Duration::from_secs(1);

@@ -3,14 +3,12 @@
 //! client, a stack of its own lineage). Plus the server's bounds (max_clients, a client that
 //! never reads, 1,000 connections), the token (Digest and Basic), and protocol errors.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const FPS: u64 = 30;

@@ -1,12 +1,10 @@
 //! Snapshots on disk, through the real binary: files and their API, seq continuity across
 //! restarts, retention under a long accelerated run, and kill -9 at random moments.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const SEC: Duration = Duration::from_secs(1);

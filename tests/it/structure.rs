@@ -224,9 +224,10 @@ fn nothing_in_the_repository_points_outside_it() {
     assert!(hits.is_empty(), "the contract must live in the repository: {hits:?}");
 }
 
-/// The shared test helpers are compiled into each test crate, and most crates use only some of
-/// them, so they carry `allow(dead_code)`; this does what that lint cannot: every helper
-/// function must be called by some test (or fuzz target), or go.
+/// The shared test helpers are compiled into several crates (`tests/it`, `tests/alloc.rs`, the
+/// fuzz targets, the examples), each of which uses only some of them, so they carry
+/// `allow(dead_code)`; this does what that lint cannot: every helper function must be called by
+/// some test (or fuzz target), or go.
 #[test]
 fn every_shared_test_helper_is_used_somewhere() {
     let helpers = ["tests/common/mod.rs", "tests/support/fuzz_checks.rs", "tests/support/capture_harness.rs"];
