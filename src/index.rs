@@ -204,43 +204,25 @@ pub fn day_of(unix_s: f64) -> u32 {
     (unix_s.max(0.0) / 86_400.0) as u32
 }
 
+/// The Julian day number of 1970-01-01.
+const UNIX_EPOCH_JULIAN_DAY: i32 = 2_440_588;
+
 /// `yyyy-mm-dd` for days since 1970-01-01 (proleptic Gregorian calendar).
 pub fn day_name(day: u32) -> heapless::String<10> {
-    // Civil-from-days: shift the epoch to 0000-03-01 so leap days fall at the end of a year.
-    let z = day as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let date = i32::try_from(day)
+        .ok()
+        .and_then(|d| time::Date::from_julian_day(UNIX_EPOCH_JULIAN_DAY.checked_add(d)?).ok())
+        .unwrap_or(time::Date::MAX);
     let mut s = heapless::String::new();
-    let _ = write!(s, "{y:04}-{m:02}-{d:02}");
+    let _ = write!(s, "{:04}-{:02}-{:02}", date.year(), u8::from(date.month()), date.day());
     s
 }
 
-/// Days since 1970-01-01 for a `yyyy-mm-dd` name, if it is one.
+/// Days since 1970-01-01 for a `yyyy-mm-dd` name, if it is one (exactly: a name in another
+/// spelling is not one of ours).
 pub fn parse_day(name: &str) -> Option<u32> {
-    let b = name.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| name.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    // Days-from-civil, the inverse of `day_name`.
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let days = u32::try_from(days).ok()?;
+    let date = time::Date::parse(name, time::macros::format_description!("[year]-[month]-[day]")).ok()?;
+    let days = u32::try_from(date.to_julian_day() - UNIX_EPOCH_JULIAN_DAY).ok()?;
     (day_name(days).as_str() == name).then_some(days)
 }
 

@@ -119,54 +119,14 @@ pub fn parse_time(v: &serde_json::Value) -> Result<f64, String> {
 }
 
 fn parse_rfc3339(s: &str) -> Option<f64> {
-    let day = crate::index::parse_day(s.get(..10)?)? as f64 * 86_400.0;
-    let rest = &s[10..];
-    if rest.is_empty() {
-        return Some(day);
+    if s.len() == 10 {
+        return Some(f64::from(crate::index::parse_day(s)?) * 86_400.0);
     }
-    let rest = rest.strip_prefix(['T', 't', ' '])?;
-    let b = rest.as_bytes();
-    if b.len() < 9 || b[2] != b':' || b[5] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        let t = rest.get(r)?;
-        t.bytes().all(|c| c.is_ascii_digit()).then(|| t.parse().ok())?
-    };
-    let (h, m, sec) = (num(0..2)?, num(3..5)?, num(6..8)?);
-    if h > 23 || m > 59 || sec > 60 {
-        return None;
-    }
-    let mut tail = &rest[8..];
-    let mut frac = 0.0;
-    if let Some(t) = tail.strip_prefix('.') {
-        let n = t.bytes().take_while(u8::is_ascii_digit).count();
-        if n == 0 {
-            return None;
-        }
-        frac = format!("0.{}", &t[..n]).parse::<f64>().ok()?;
-        tail = &t[n..];
-    }
-    let offset = match tail {
-        "Z" | "z" => 0.0,
-        _ => {
-            let sign = match tail.as_bytes().first()? {
-                b'+' => 1.0,
-                b'-' => -1.0,
-                _ => return None,
-            };
-            let o = tail.get(1..)?;
-            if o.len() != 5 || o.as_bytes()[2] != b':' {
-                return None;
-            }
-            let (oh, om) = (o[..2].parse::<u32>().ok()?, o[3..].parse::<u32>().ok()?);
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            sign * f64::from(oh * 3600 + om * 60)
-        }
-    };
-    Some(day + f64::from(h * 3600 + m * 60 + sec) + frac - offset)
+    // RFC 3339 allows a space for the `T` (section 5.6, NOTE).
+    let spaced = s.as_bytes().get(10) == Some(&b' ');
+    let text = if spaced { std::borrow::Cow::Owned(format!("{}T{}", &s[..10], &s[11..])) } else { s.into() };
+    let t = time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(t.unix_timestamp() as f64 + f64::from(t.nanosecond()) / 1e9)
 }
 
 #[cfg(test)]
@@ -183,11 +143,15 @@ mod tests {
         assert_eq!(parse_time(&json!("1970-01-01T01:00:00.25Z")), Ok(3600.25));
         assert_eq!(parse_time(&json!("1970-01-01T02:00:00+01:00")), Ok(3600.0));
         assert_eq!(parse_time(&json!("1970-01-01T00:00:00-01:30")), Ok(5400.0));
+        assert_eq!(parse_time(&json!("1970-01-01 01:00:00z")), Ok(3600.0), "a space, a small z");
         for bad in [
             json!(-1),
             json!("yesterday"),
             json!("2026-11-23T25:00:00Z"),
             json!("2026-11-23T10:00:00"),
+            json!("2026-02-30"),
+            json!("2026-02-30T10:00:00Z"),
+            json!("2026-1-23"),
             json!(true),
             // Before the epoch once the offset is applied.
             json!("1970-01-01T00:00:00+01:00"),
