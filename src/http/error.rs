@@ -1,16 +1,21 @@
 //! Every error the API answers, typed: a [`Code`] fixes the HTTP status and the `code` string
 //! clients match on, so one cannot drift from the other; the message says what to do. The wire
-//! shape is the README's `{"error": {"code": ..., "message": ...}}`.
+//! shape is the README's `{"error": {"code": ..., "message": ...}}`. The server's own refusals
+//! (body limits, timeouts, a full table, a panic) are codes here too.
 
 use std::fmt;
 
-use super::server::Response;
+use http::header::{HeaderValue, RETRY_AFTER};
+use http::StatusCode;
+use serde::Serialize;
+
+use super::reply::{json, Response, WithHeader};
 use crate::export::Refusal as ExportRefusal;
 use crate::status::Refusal as JobRefusal;
 
 /// Declares [`Code`] from one table, so a variant, its status and its string are written once.
 macro_rules! codes {
-    ($($(#[doc = $doc:literal])* $name:ident => $status:literal, $text:literal;)*) => {
+    ($($(#[doc = $doc:literal])* $name:ident => $status:ident, $text:literal;)*) => {
         /// What went wrong, as the API's `error.code`.
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum Code {
@@ -19,9 +24,9 @@ macro_rules! codes {
 
         impl Code {
             /// The HTTP status this error is answered with.
-            pub fn status(self) -> u16 {
+            pub fn status(self) -> StatusCode {
                 match self {
-                    $(Code::$name => $status,)*
+                    $(Code::$name => StatusCode::$status,)*
                 }
             }
 
@@ -40,47 +45,56 @@ macro_rules! codes {
 
 codes! {
     /// The body is not the JSON the endpoint takes.
-    BadJson => 400, "bad_json";
+    BadJson => BAD_REQUEST, "bad_json";
     /// A value in the body is out of range or of the wrong kind.
-    BadValue => 400, "bad_value";
+    BadValue => BAD_REQUEST, "bad_value";
     /// An export's time range is malformed.
-    BadRange => 400, "bad_range";
+    BadRange => BAD_REQUEST, "bad_range";
     /// An export's time range holds no snapshot.
-    EmptyRange => 400, "empty_range";
+    EmptyRange => BAD_REQUEST, "empty_range";
     /// An export would exceed its size limit.
-    TooLarge => 400, "too_large";
+    TooLarge => BAD_REQUEST, "too_large";
     /// A query parameter is unknown or malformed.
-    BadQuery => 400, "bad_query";
+    BadQuery => BAD_REQUEST, "bad_query";
     /// No or a wrong token.
-    Unauthorized => 401, "unauthorized";
+    Unauthorized => UNAUTHORIZED, "unauthorized";
     /// A write from a page of another origin.
-    CrossOrigin => 403, "cross_origin";
+    CrossOrigin => FORBIDDEN, "cross_origin";
     /// No such camera, export or endpoint.
-    NotFound => 404, "not_found";
+    NotFound => NOT_FOUND, "not_found";
     /// The camera has no (such) snapshot.
-    NoSnapshot => 404, "no_snapshot";
+    NoSnapshot => NOT_FOUND, "no_snapshot";
     /// The method is not one the endpoint takes.
-    MethodNotAllowed => 405, "method_not_allowed";
+    MethodNotAllowed => METHOD_NOT_ALLOWED, "method_not_allowed";
     /// The job or export is not in a state that allows it.
-    Conflict => 409, "conflict";
+    Conflict => CONFLICT, "conflict";
     /// Every job id has been used.
-    IdsExhausted => 500, "ids_exhausted";
+    IdsExhausted => INTERNAL_SERVER_ERROR, "ids_exhausted";
     /// A stored file could not be read.
-    Store => 500, "store";
+    Store => INTERNAL_SERVER_ERROR, "store";
     /// Something that cannot happen did.
-    Internal => 500, "internal";
+    Internal => INTERNAL_SERVER_ERROR, "internal";
     /// A bounded resource is full or did not answer in time; try again.
-    Busy => 503, "busy";
+    Busy => SERVICE_UNAVAILABLE, "busy";
     /// The camera delivered no frame in time.
-    NoFrame => 503, "no_frame";
+    NoFrame => SERVICE_UNAVAILABLE, "no_frame";
     /// The export queue is full (answered with Retry-After).
-    QueueFull => 503, "queue_full";
+    QueueFull => SERVICE_UNAVAILABLE, "queue_full";
     /// The service is stopping.
-    ShuttingDown => 503, "shutting_down";
+    ShuttingDown => SERVICE_UNAVAILABLE, "shutting_down";
     /// A core thread broke or hangs (`/healthz`); the service exits or is restarted.
-    Unhealthy => 503, "unhealthy";
+    Unhealthy => SERVICE_UNAVAILABLE, "unhealthy";
     /// The request's `Host` is not one of this service's names (DNS rebinding).
-    Host => 403, "host";
+    Host => FORBIDDEN, "host";
+    /// A request the server cannot read (a `Content-Length` that is not a number, a body cut
+    /// short).
+    BadRequest => BAD_REQUEST, "bad_request";
+    /// The body did not arrive within `http.read_timeout_ms`.
+    Timeout => REQUEST_TIMEOUT, "timeout";
+    /// A body sent with `Transfer-Encoding` (only `Content-Length` bodies are taken).
+    LengthRequired => LENGTH_REQUIRED, "length_required";
+    /// A body over `http.max_body_bytes`.
+    BodyTooLarge => PAYLOAD_TOO_LARGE, "body_too_large";
 }
 
 /// An API error: its code and a sentence for the person reading it.
@@ -106,13 +120,25 @@ impl fmt::Display for ApiError {
 }
 
 /// How long a client waits before retrying a full export queue.
-const QUEUE_RETRY_AFTER_S: &str = "10";
+const QUEUE_RETRY_AFTER_S: HeaderValue = HeaderValue::from_static("10");
+
+/// The wire shape.
+#[derive(Serialize)]
+struct Wire<'a> {
+    error: WireError<'a>,
+}
+
+#[derive(Serialize)]
+struct WireError<'a> {
+    code: &'static str,
+    message: &'a str,
+}
 
 impl From<ApiError> for Response {
     fn from(e: ApiError) -> Response {
-        let r = Response::error(e.code.status(), e.code.as_str(), &e.message);
+        let r = json(e.code.status(), &Wire { error: WireError { code: e.code.as_str(), message: &e.message } });
         match e.code {
-            Code::QueueFull => r.with_header("Retry-After", QUEUE_RETRY_AFTER_S.into()),
+            Code::QueueFull => r.with(RETRY_AFTER, QUEUE_RETRY_AFTER_S),
             _ => r,
         }
     }
@@ -153,14 +179,24 @@ mod tests {
         for &c in Code::ALL {
             assert!(seen.insert(c.as_str()), "{c:?} spelled twice");
             assert!(c.as_str().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{c:?}");
-            assert!((400..600).contains(&c.status()), "{c:?}");
+            assert!(c.status().is_client_error() || c.status().is_server_error(), "{c:?}");
         }
     }
 
     #[test]
     fn a_full_queue_tells_when_to_retry() {
         let r: Response = ApiError::from(ExportRefusal::QueueFull("4 exports queued".into())).into();
-        assert_eq!(r.status, 503);
-        assert!(r.headers.iter().any(|(n, v)| *n == "Retry-After" && v == QUEUE_RETRY_AFTER_S));
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers().get(RETRY_AFTER), Some(&QUEUE_RETRY_AFTER_S));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_wire_shape() {
+        use http_body_util::BodyExt;
+        let r: Response = ApiError::new(Code::NotFound, "no \"x\"").into();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(r.headers()[http::header::CONTENT_TYPE], "application/json");
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], br#"{"error":{"code":"not_found","message":"no \"x\""}}"#);
     }
 }

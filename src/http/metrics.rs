@@ -1,11 +1,13 @@
 //! `GET /metrics` in the Prometheus text format (version 0.0.4), so a fleet of boards can be
 //! watched by an existing Prometheus server. Everything here is read from published state and
-//! `/proc/self`; nothing is computed per frame for it.
+//! `/proc/self`; nothing is computed per frame for it. The HTTP server's families come from its
+//! counter registry ([`super::stats`]); the routes' tests check that every counter
+//! `/api/status` reports has its family here.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::server::Stats;
+use super::stats::Counts;
 use crate::export::Exports;
 use crate::lifecycle::JobState;
 use crate::status::Shared;
@@ -31,7 +33,7 @@ fn sample(out: &mut String, name: &str, camera: &str, value: impl std::fmt::Disp
 /// The whole exposition.
 pub fn render(
     shared: &Shared,
-    http: Option<&Stats>,
+    http: Option<&Counts>,
     exports: &Exports,
     mqtt: Option<&crate::mqtt::Stats>,
     uptime_s: f64,
@@ -57,7 +59,7 @@ fn cameras(out: &mut String, shared: &Shared) {
     let views: Vec<_> = shared.cameras.iter().map(|c| c.view()).collect();
     let now = crate::clock::unix_now();
     type Get = fn(&crate::status::CameraView) -> f64;
-    let per_camera: [(&str, &str, &str, Get); 18] = [
+    let per_camera: [(&str, &str, &str, Get); 19] = [
         ("frames_captured_total", "counter", "Frames read from the camera in the current job.", |v| {
             v.job.frames_captured as f64
         }),
@@ -89,6 +91,9 @@ fn cameras(out: &mut String, shared: &Shared) {
         ("store_files", "gauge", "Snapshot files on disk.", |v| v.store.files as f64),
         ("store_bytes", "gauge", "Bytes of snapshot files on disk.", |v| v.store.bytes as f64),
         ("store_written_total", "counter", "Snapshot files written since start.", |v| v.store.written as f64),
+        ("store_queued", "gauge", "Snapshots waiting for (or being written by) the store thread.", |v| {
+            v.store.queued as f64
+        }),
         ("store_dropped_total", "counter", "Snapshots not written because the store queue was full.", |v| {
             v.store.dropped as f64
         }),
@@ -213,48 +218,12 @@ fn export_metrics(out: &mut String, exports: &Exports) {
     unlabelled(out, &export_metrics);
 }
 
-/// The HTTP server's families.
-fn http_metrics(out: &mut String, h: &Stats) {
-    let http_metrics = [
-        ("http_connections_active", "gauge", "Connections being served.", h.connections_active.load(Relaxed)),
-        ("http_connections_accepted_total", "counter", "Connections accepted.", h.connections_accepted.load(Relaxed)),
-        (
-            "http_connections_rejected_total",
-            "counter",
-            "Connections answered 503 because http.max_connections were open.",
-            { h.connections_rejected.load(Relaxed) },
-        ),
-        ("http_requests_total", "counter", "Requests handled.", h.requests.load(Relaxed)),
-        (
-            "http_bad_requests_total",
-            "counter",
-            "Requests refused as malformed or too large.",
-            h.bad_requests.load(Relaxed),
-        ),
-        ("http_timeouts_total", "counter", "Connections closed for being too slow.", h.timeouts.load(Relaxed)),
-        (
-            "http_accept_errors_total",
-            "counter",
-            "Failed accept() calls (EMFILE and the like).",
-            h.accept_errors.load(Relaxed),
-        ),
-        ("http_handler_panics_total", "counter", "Requests answered 500 by a panic.", h.handler_panics.load(Relaxed)),
-        ("http_streams_active", "gauge", "MJPEG stream clients now.", h.streams_active.load(Relaxed)),
-        (
-            "http_streams_rejected_total",
-            "counter",
-            "Stream requests answered 503 (http.max_stream_clients).",
-            h.streams_rejected.load(Relaxed),
-        ),
-        ("http_stream_frames_total", "counter", "Frames sent to stream clients.", h.stream_frames.load(Relaxed)),
-        (
-            "http_stream_placeholders_total",
-            "counter",
-            "Placeholder frames sent while a camera delivered nothing.",
-            h.stream_placeholders.load(Relaxed),
-        ),
-    ];
-    unlabelled(out, &http_metrics);
+/// The HTTP server's families, from its registry.
+fn http_metrics(out: &mut String, h: &Counts) {
+    for (f, value) in h.families() {
+        family(out, f.name, f.kind, f.help);
+        let _ = writeln!(out, "camjobd_{} {value}", f.name);
+    }
 }
 
 /// The MQTT link's families.
@@ -277,6 +246,12 @@ fn mqtt_metrics(out: &mut String, m: &crate::mqtt::Stats) {
             m.commands.load(Relaxed),
         ),
         ("mqtt_commands_refused_total", "counter", "Commands from MQTT refused.", m.commands_refused.load(Relaxed)),
+        (
+            "mqtt_incoming_dropped_total",
+            "counter",
+            "Messages from the broker dropped because the earlier ones were not taken yet.",
+            m.incoming_dropped.load(Relaxed),
+        ),
         (
             "mqtt_incoming_refused_total",
             "counter",

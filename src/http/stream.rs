@@ -31,7 +31,8 @@ use tokio::time::{Instant, Sleep};
 use tokio_stream::wrappers::WatchStream;
 use tokio_stream::Stream;
 
-use super::server::{bump, Peer, Stats};
+use super::conns::Peer;
+use super::stats::{bump, Stats};
 use crate::frame::Frame;
 use crate::lifecycle::JobState;
 use crate::live::Watcher;

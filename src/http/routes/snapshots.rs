@@ -1,30 +1,32 @@
 //! Snapshots over HTTP: `latest.jpg` from the live view's copy, the stored-snapshot list and
 //! files (read beneath `storage.dir` without following a link), and `ETag` matching.
 
-use crate::http::error::{ApiError, Code};
-use crate::http::server::{Body, Request, Response};
-use crate::status::{CameraShared, Shared};
-
+use http::header::{HeaderValue, CACHE_CONTROL, ETAG, IF_NONE_MATCH};
+use http::StatusCode;
 use serde_json::json;
+
+use crate::http::error::{ApiError, Code};
+use crate::http::reply::{json, no_body, with_body, Body, Request, Response, WithHeader};
+use crate::http::stream::FrameBytes;
+use crate::status::{CameraShared, Shared};
 
 use super::not_found;
 use super::query::{limit_param, params, seq_param};
 
 /// `latest.jpg`: the pool buffer itself is the body (no copy); `ETag` is the snapshot seq.
-pub(super) fn latest_jpg(req: &Request<'_>, cam: &CameraShared) -> Response {
+pub(super) fn latest_jpg(req: &Request, cam: &CameraShared) -> Response {
     let Some(frame) = cam.snapshots.latest() else {
         return Response::from(ApiError::new(Code::NoSnapshot, format!("camera {} has no snapshot yet", cam.name)));
     };
-    let etag = format!("\"{}\"", frame.seq);
-    let cached = req.header("If-None-Match").is_some_and(|v| etag_matches(v, frame.seq));
-    let headers = vec![("ETag", etag), ("Cache-Control", "no-cache".into())];
-    if cached {
-        return Response { status: 304, content_type: "image/jpeg", headers, body: Body::Empty };
-    }
-    match cam.live.copy_exact(&frame) {
-        Some(copy) => Response { status: 200, content_type: "image/jpeg", headers, body: Body::Shared(copy) },
-        None => copies_busy(),
-    }
+    let r = if if_none_match(req, frame.seq) {
+        no_body(StatusCode::NOT_MODIFIED)
+    } else {
+        match cam.live.copy_exact(&frame) {
+            Some(copy) => with_body(StatusCode::OK, "image/jpeg", Body::shared(FrameBytes(copy))),
+            None => return copies_busy(),
+        }
+    };
+    r.with_text(ETAG, format!("\"{}\"", frame.seq)).with(CACHE_CONTROL, HeaderValue::from_static("no-cache"))
 }
 
 /// Every frame copy is held by slow readers: the named frame cannot be served now without
@@ -34,7 +36,7 @@ fn copies_busy() -> Response {
         Code::Busy,
         "every frame copy is held by slow readers (http.frame_copies); try again in a moment",
     ))
-    .with_header("Retry-After", "1".into())
+    .with(http::header::RETRY_AFTER, HeaderValue::from_static("1"))
 }
 
 /// Default and largest page of `GET .../snapshots`.
@@ -44,7 +46,7 @@ const SNAPSHOTS_MAX_LIMIT: usize = 500;
 
 /// `GET /api/cameras/{name}/snapshots?before=SEQ&limit=N`: the memory ring and the disk
 /// together, newest first; `stored` says whether the file exists.
-pub(super) fn snapshots(query: &str, cam: &CameraShared) -> Result<Response, Response> {
+pub(super) fn snapshots(query: &str, cam: &CameraShared) -> Result<Response, ApiError> {
     let mut before = None;
     let mut limit = SNAPSHOTS_DEFAULT_LIMIT;
     for (k, v) in params(query, &["before", "limit"])? {
@@ -90,27 +92,25 @@ pub(super) fn snapshots(query: &str, cam: &CameraShared) -> Result<Response, Res
         out.push(item);
     }
     let next = if out.len() == limit { out.last().and_then(|v| v["seq"].as_u64()) } else { None };
-    Ok(Response::json(200, &json!({ "snapshots": out, "before_next": next })))
+    Ok(json(StatusCode::OK, &json!({ "snapshots": out, "before_next": next })))
 }
 
 /// `GET /api/cameras/{name}/snapshots/{seq}.jpg`: from memory if it is the latest, else from
 /// disk. The path is built from the parsed number only, so nothing can escape the store.
-pub(super) fn snapshot_jpg(req: &Request<'_>, cam: &CameraShared, shared: &Shared, file: &str) -> Response {
-    let seq = match file.strip_suffix(".jpg").filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())) {
-        Some(d) => match d.parse::<u64>() {
-            Ok(n) => n,
-            Err(_) => return not_found(req.path),
-        },
-        None => return not_found(req.path),
+pub(super) fn snapshot_jpg(req: &Request, cam: &CameraShared, shared: &Shared, seq: &str) -> Response {
+    let Some(seq) = seq.parse::<u64>().ok().filter(|_| seq.bytes().all(|b| b.is_ascii_digit())) else {
+        return not_found(req.uri().path());
     };
-    let etag = format!("\"{seq}\"");
-    let headers = vec![("ETag", etag), ("Cache-Control", "max-age=86400, immutable".into())];
-    if req.header("If-None-Match").is_some_and(|v| etag_matches(v, seq)) {
-        return Response { status: 304, content_type: "image/jpeg", headers, body: Body::Empty };
+    let found = |r: Response| {
+        r.with_text(ETAG, format!("\"{seq}\""))
+            .with(CACHE_CONTROL, HeaderValue::from_static("max-age=86400, immutable"))
+    };
+    if if_none_match(req, seq) {
+        return found(no_body(StatusCode::NOT_MODIFIED));
     }
     // The newest snapshot from memory, when a copy of it can be had; else from disk.
     if let Some(copy) = cam.snapshots.latest().filter(|f| f.seq == seq).and_then(|f| cam.live.copy_exact(&f)) {
-        return Response { status: 200, content_type: "image/jpeg", headers, body: Body::Shared(copy) };
+        return found(with_body(StatusCode::OK, "image/jpeg", Body::shared(FrameBytes(copy))));
     }
     let Some(s) = cam.stored.find(seq) else {
         return Response::from(ApiError::new(
@@ -125,7 +125,7 @@ pub(super) fn snapshot_jpg(req: &Request<'_>, cam: &CameraShared, shared: &Share
         std::io::Read::read_to_end(&mut f, &mut bytes).map(|_| bytes)
     });
     match read {
-        Ok(bytes) => Response { status: 200, content_type: "image/jpeg", headers, body: Body::Bytes(bytes) },
+        Ok(bytes) => found(with_body(StatusCode::OK, "image/jpeg", Body::full(bytes))),
         // A link or a FIFO where the snapshot should be: planted, never followed or served.
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) || e.kind() == std::io::ErrorKind::InvalidData => {
             shared.events.push(
@@ -154,6 +154,11 @@ pub(super) fn snapshot_jpg(req: &Request<'_>, cam: &CameraShared, shared: &Share
         }
         Err(e) => Response::from(ApiError::new(Code::Store, format!("cannot read snapshot {seq}: {e}"))),
     }
+}
+
+/// Whether the request's `If-None-Match` names snapshot `seq`.
+fn if_none_match(req: &Request, seq: u64) -> bool {
+    req.headers().get(IF_NONE_MATCH).is_some_and(|v| etag_matches(v.as_bytes(), seq))
 }
 
 /// `If-None-Match` against a seq: a list of (weak or strong) tags, or `*`.

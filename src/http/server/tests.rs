@@ -3,26 +3,28 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
+use http::StatusCode;
+
 use super::*;
+use crate::http::reply::{with_body, Body};
 
 /// Answers `/ok`, panics on `/panic`, takes 3 s on `/slow`, sends 8 MiB on `/big`, echoes the
 /// body length on POST.
 struct Test;
 
 impl Handler for Test {
-    fn handle<'a>(&'a self, req: Request<'a>) -> Answer<'a> {
+    fn handle(&self, req: Request) -> Answer<'_> {
         Box::pin(async move {
-            match req.path {
+            let text = |body: Body| with_body(StatusCode::OK, "text/plain", body);
+            match req.uri().path() {
                 "/panic" => panic!("a handler bug"),
                 "/slow" => {
                     tokio::time::sleep(Duration::from_secs(3)).await;
-                    Response::new(200, "text/plain", Body::Static(b"slow"))
+                    text(Body::from_static(b"slow"))
                 }
-                "/big" => Response::new(200, "application/octet-stream", Body::Bytes(vec![7u8; 8 << 20])),
-                _ if req.method == "POST" => {
-                    Response::new(200, "text/plain", Body::Bytes(req.body.len().to_string().into()))
-                }
-                _ => Response::new(200, "text/plain", Body::Static(b"ok")),
+                "/big" => with_body(StatusCode::OK, "application/octet-stream", Body::full(vec![7u8; 8 << 20])),
+                _ if req.method() == http::Method::POST => text(Body::full(req.body().len().to_string())),
+                _ => text(Body::from_static(b"ok")),
             }
         })
     }
