@@ -91,7 +91,9 @@ fn untar(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
         let mut blank = h.to_vec();
         blank[148..156].fill(b' ');
         let sum: u32 = blank.iter().map(|&b| u32::from(b)).sum();
-        assert_eq!(u32::from_str_radix(std::str::from_utf8(&h[148..154]).unwrap(), 8).unwrap(), sum, "checksum");
+        // Octal digits, ended by NUL and/or space (POSIX leaves the padding to the writer).
+        let stated = std::str::from_utf8(&h[148..156]).unwrap().trim_matches(['\0', ' ']);
+        assert_eq!(u32::from_str_radix(stated, 8).unwrap(), sum, "checksum");
         at += 512;
         out.push((name, bytes[at..at + size].to_vec()));
         at += size.div_ceil(512) * 512;
