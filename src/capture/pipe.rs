@@ -166,33 +166,21 @@ enum Exit {
 
 /// The last [`STDERR_TAIL`] bytes the child wrote to stderr, in a fixed ring.
 struct StderrTail {
-    buf: [u8; STDERR_TAIL],
-    /// Next write position.
-    head: usize,
-    /// Bytes held (up to the capacity).
-    len: usize,
+    ring: heapless::HistoryBuf<u8, STDERR_TAIL>,
 }
 
 impl StderrTail {
     fn new() -> Self {
-        StderrTail { buf: [0; STDERR_TAIL], head: 0, len: 0 }
+        StderrTail { ring: heapless::HistoryBuf::new() }
     }
 
-    fn push(&mut self, mut data: &[u8]) {
-        if data.len() > STDERR_TAIL {
-            data = &data[data.len() - STDERR_TAIL..];
-        }
-        for &b in data {
-            self.buf[self.head] = b;
-            self.head = (self.head + 1) % STDERR_TAIL;
-        }
-        self.len = (self.len + data.len()).min(STDERR_TAIL);
+    fn push(&mut self, data: &[u8]) {
+        self.ring.extend_from_slice(data);
     }
 
     /// Everything held, oldest first (allocates; error path only).
     fn text(&self) -> String {
-        let start = (self.head + STDERR_TAIL - self.len) % STDERR_TAIL;
-        let bytes: Vec<u8> = (0..self.len).map(|i| self.buf[(start + i) % STDERR_TAIL]).collect();
+        let bytes: Vec<u8> = self.ring.oldest_ordered().copied().collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
@@ -322,22 +310,25 @@ impl PipeSource {
         Ok((ready(&fds[0]), fds.get(1).is_some_and(ready)))
     }
 
-    /// One non-blocking read of stderr into the tail; notes EOF.
-    fn read_stderr(&mut self) {
+    /// One non-blocking read of stderr into the tail; notes EOF. Returns the bytes read.
+    fn read_stderr(&mut self) -> usize {
         use std::io::Read as _;
         let Some(err) = self.stderr.as_mut() else {
-            return;
+            return 0;
         };
         let mut chunk = [0u8; 512];
         loop {
             match err.read(&mut chunk) {
                 Ok(0) => self.stderr = None,
-                Ok(n) => self.tail.push(&chunk[..n]),
+                Ok(n) => {
+                    self.tail.push(&chunk[..n]);
+                    return n;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // WouldBlock: nothing more now. Other errors: stderr only explains failures.
                 Err(_) => {}
             }
-            return;
+            return 0;
         }
     }
 
@@ -347,9 +338,7 @@ impl PipeSource {
             if self.stderr.is_none() {
                 return;
             }
-            let before = (self.tail.head, self.tail.len);
-            self.read_stderr();
-            if self.stderr.is_some() && (self.tail.head, self.tail.len) == before {
+            if self.read_stderr() == 0 && self.stderr.is_some() {
                 return; // nothing was read
             }
         }
@@ -700,6 +689,6 @@ mod tests {
         t.push(&long);
         t.push(b"\nfinal \x1b[0mline\n");
         assert_eq!(t.last_line(), "final [0mline");
-        assert_eq!(t.len, STDERR_TAIL);
+        assert_eq!(t.ring.len(), STDERR_TAIL);
     }
 }
