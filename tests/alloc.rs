@@ -48,14 +48,14 @@ fn pipe_camera(dir: &TempDir, snapshot_interval_ms: u64) -> CameraConfig {
     for i in 0..50 {
         stream.extend(jpeg(96, 64, i * 5));
     }
-    std::fs::write(dir.path("stream.mjpg"), &stream).unwrap();
+    std::fs::write(dir.path().join("stream.mjpg"), &stream).unwrap();
     CameraConfig {
         name: "cam0".into(),
         source: SourceConfig::Pipe(PipeConfig {
             command: vec![
                 "sh".into(),
                 "-c".into(),
-                format!("while :; do cat {}; done", dir.path("stream.mjpg").display()),
+                format!("while :; do cat {}; done", dir.path().join("stream.mjpg").display()),
             ],
         }),
         snapshot_interval_ms,
@@ -66,7 +66,7 @@ fn pipe_camera(dir: &TempDir, snapshot_interval_ms: u64) -> CameraConfig {
 #[test]
 fn pass_through_makes_zero_allocations_per_frame() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = TempDir::new("alloc");
+    let dir = temp_dir("alloc");
     let cam = pipe_camera(&dir, 0); // keep and publish every frame: the busiest path
     let stop = Stop::new();
     let (shared, t) = start(cam, &stop);
@@ -107,7 +107,7 @@ fn pass_through_makes_zero_allocations_per_frame() {
 #[test]
 fn live_view_publishing_and_copies_make_zero_allocations_per_frame() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = TempDir::new("alloc-live");
+    let dir = temp_dir("alloc-live");
     // Snapshots rarely: nearly every frame is published for the live view alone.
     let cam = pipe_camera(&dir, 5_000);
     let stop = Stop::new();

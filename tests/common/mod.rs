@@ -14,27 +14,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// A temp directory removed on drop.
-pub struct TempDir(pub PathBuf);
+pub use tempfile::TempDir;
 
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("camjobd-test-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh temp directory `camjobd-test-<tag>-…` (tempfile's: removed on drop). Mode 0755 rather
+/// than tempfile's 0700: mosquitto started as root drops to its own user before it reads the
+/// password file and certificates the MQTT tests write here.
+pub fn temp_dir(tag: &str) -> TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(&format!("camjobd-test-{tag}-"))
+        .permissions(std::fs::Permissions::from_mode(0o755))
+        .tempdir()
+        .expect("a temp dir")
 }
 
 /// The binary under test: this build's, or `CAMJOBD_TEST_BIN` (to run a test against another
@@ -50,7 +41,7 @@ pub struct Daemon {
     pub addr: SocketAddr,
     pub dir: TempDir,
     stderr_log: PathBuf,
-    /// Held open and never read, for `start_with(.., true)`.
+    /// Held open and never read, for [`DaemonBuilder::unread_stderr`].
     _unread_stderr: Option<std::process::ChildStderr>,
 }
 
@@ -64,94 +55,33 @@ pub fn config(dir: &TempDir, cameras: Value, http: Value) -> Value {
     }
     serde_json::json!({
         "http": h,
-        "storage": { "dir": dir.path("data") },
+        "storage": { "dir": dir.path().join("data") },
         "log": { "level": "debug" },
         "cameras": cameras,
     })
 }
 
+/// How a daemon starts: [`Daemon::builder`], any options, then [`DaemonBuilder::start`].
+pub struct DaemonBuilder<'a> {
+    dir: TempDir,
+    config: &'a Value,
+    env: Vec<(String, String)>,
+    unread_stderr: bool,
+    nofile: Option<u64>,
+}
+
 impl Daemon {
-    /// Starts the binary with `config` (a full config document) in `dir`.
-    pub fn start_in(dir: TempDir, config: &Value) -> Daemon {
-        Daemon::start_with(dir, config, false)
+    /// The binary with `config` (a full config document) written into `dir`, which the daemon
+    /// then owns (removed when it drops).
+    pub fn builder(dir: TempDir, config: &Value) -> DaemonBuilder<'_> {
+        DaemonBuilder { dir, config, env: Vec::new(), unread_stderr: false, nofile: None }
     }
 
-    /// With `unread_stderr`, stderr is a pipe that nobody reads (a stuck log reader).
-    pub fn start_with(dir: TempDir, config: &Value, unread_stderr: bool) -> Daemon {
-        Daemon::start_env(dir, config, unread_stderr, &[])
-    }
-
-    /// With extra environment variables (`NOTIFY_SOCKET`, ...).
-    pub fn start_env(dir: TempDir, config: &Value, unread_stderr: bool, env: &[(&str, &str)]) -> Daemon {
-        Daemon::spawn(dir, config, unread_stderr, env, None)
-    }
-
-    /// With at most `nofile` open file descriptors (RLIMIT_NOFILE), to drive EMFILE.
-    pub fn start_nofile(dir: TempDir, config: &Value, nofile: u64) -> Daemon {
-        Daemon::spawn(dir, config, false, &[], Some(nofile))
-    }
-
-    fn spawn(dir: TempDir, config: &Value, unread_stderr: bool, env: &[(&str, &str)], nofile: Option<u64>) -> Daemon {
-        let cfg = dir.path("config.json");
-        std::fs::write(&cfg, serde_json::to_vec_pretty(config).unwrap()).unwrap();
-        let stderr_log = dir.path("stderr.log");
-        let stderr =
-            if unread_stderr { Stdio::piped() } else { Stdio::from(std::fs::File::create(&stderr_log).unwrap()) };
-        let mut cmd = Command::new(bin());
-        cmd.arg("--config").arg(&cfg).envs(env.iter().copied()).stdout(Stdio::piped()).stderr(stderr);
-        if let Some(n) = nofile {
-            use std::os::unix::process::CommandExt;
-            let limit = libc::rlimit { rlim_cur: n, rlim_max: n };
-            // SAFETY: runs in the forked child before exec; setrlimit is async-signal-safe and
-            // reads only `limit`, a copy owned by this closure.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
-        }
-        let mut child = cmd.spawn().expect("spawn camjobd");
-        let unread = child.stderr.take().inspect(|e| {
-            use std::os::fd::AsRawFd;
-            // The smallest pipe (one page) fills after a few dozen log lines.
-            // SAFETY: fcntl on a pipe fd we own; F_SETPIPE_SZ touches no memory of ours.
-            unsafe {
-                libc::fcntl(e.as_raw_fd(), libc::F_SETPIPE_SZ, 4096);
-            }
-        });
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let mut r = BufReader::new(stdout);
-            let _ = r.read_line(&mut line);
-            let _ = tx.send(line);
-            // Keep draining so the daemon never blocks on stdout.
-            let mut sink = Vec::new();
-            let _ = r.read_to_end(&mut sink);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
-        let addr =
-            line.split("http://").nth(1).and_then(|s| s.trim().trim_end_matches('/').parse().ok()).unwrap_or_else(
-                || {
-                    let _ = child.kill();
-                    panic!(
-                        "camjobd did not print its address; stdout {line:?}; stderr:\n{}",
-                        std::fs::read_to_string(&stderr_log).unwrap_or_default()
-                    )
-                },
-            );
-        Daemon { child, addr, dir, stderr_log, _unread_stderr: unread }
-    }
-
+    /// The common case: `cameras` and `http` merged into [`config`] in a fresh temp dir.
     pub fn start(tag: &str, cameras: Value, http: Value) -> Daemon {
-        let dir = TempDir::new(tag);
+        let dir = temp_dir(tag);
         let cfg = config(&dir, cameras, http);
-        Daemon::start_in(dir, &cfg)
+        Daemon::builder(dir, &cfg).start()
     }
 
     pub fn get(&self, path: &str) -> Resp {
@@ -242,6 +172,90 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+impl DaemonBuilder<'_> {
+    /// An extra environment variable (`NOTIFY_SOCKET`, a test hook, ...).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Extra environment variables.
+    pub fn envs(self, vars: &[(&str, &str)]) -> Self {
+        vars.iter().fold(self, |b, (k, v)| b.env(k, v))
+    }
+
+    /// stderr a pipe that nobody reads (a stuck log reader) instead of `stderr.log`.
+    pub fn unread_stderr(mut self) -> Self {
+        self.unread_stderr = true;
+        self
+    }
+
+    /// At most `n` open file descriptors (RLIMIT_NOFILE), to drive EMFILE.
+    pub fn nofile(mut self, n: u64) -> Self {
+        self.nofile = Some(n);
+        self
+    }
+
+    /// Starts it and waits (at most 20 s) for the address it prints.
+    pub fn start(self) -> Daemon {
+        let DaemonBuilder { dir, config, env, unread_stderr, nofile } = self;
+        let cfg = dir.path().join("config.json");
+        std::fs::write(&cfg, serde_json::to_vec_pretty(config).unwrap()).unwrap();
+        let stderr_log = dir.path().join("stderr.log");
+        let stderr =
+            if unread_stderr { Stdio::piped() } else { Stdio::from(std::fs::File::create(&stderr_log).unwrap()) };
+        let mut cmd = Command::new(bin());
+        cmd.arg("--config").arg(&cfg).envs(env).stdout(Stdio::piped()).stderr(stderr);
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit { rlim_cur: n, rlim_max: n };
+            // SAFETY: runs in the forked child before exec; setrlimit is async-signal-safe and
+            // reads only `limit`, a copy owned by this closure.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn camjobd");
+        let unread = child.stderr.take().inspect(|e| {
+            use std::os::fd::AsRawFd;
+            // The smallest pipe (one page) fills after a few dozen log lines.
+            // SAFETY: fcntl on a pipe fd we own; F_SETPIPE_SZ touches no memory of ours.
+            unsafe {
+                libc::fcntl(e.as_raw_fd(), libc::F_SETPIPE_SZ, 4096);
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let mut r = BufReader::new(stdout);
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining so the daemon never blocks on stdout.
+            let mut sink = Vec::new();
+            let _ = r.read_to_end(&mut sink);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+        let addr =
+            line.split("http://").nth(1).and_then(|s| s.trim().trim_end_matches('/').parse().ok()).unwrap_or_else(
+                || {
+                    let _ = child.kill();
+                    panic!(
+                        "camjobd did not print its address; stdout {line:?}; stderr:\n{}",
+                        std::fs::read_to_string(&stderr_log).unwrap_or_default()
+                    )
+                },
+            );
+        Daemon { child, addr, dir, stderr_log, _unread_stderr: unread }
     }
 }
 

@@ -28,8 +28,8 @@ fn watch(path: &std::path::Path, window: Duration) -> (usize, usize, usize) {
 
 #[test]
 fn a_sysfs_led_shows_running_steady_failed_fast_and_off_at_exit() {
-    let dir = TempDir::new("led-sysfs");
-    let led = dir.path("leds/ACT");
+    let dir = temp_dir("led-sysfs");
+    let led = dir.path().join("leds/ACT");
     std::fs::create_dir_all(&led).unwrap();
     std::fs::write(led.join("brightness"), "0").unwrap();
     std::fs::write(led.join("trigger"), "none [mmc0] timer\n").unwrap();
@@ -39,7 +39,7 @@ fn a_sysfs_led_shows_running_steady_failed_fast_and_off_at_exit() {
     );
     let mut cfg = config(&dir, json!([cam]), json!({}));
     cfg["led"] = json!({"kind": "sysfs", "path": led.join("brightness")});
-    let mut d = Daemon::start_in(dir, &cfg);
+    let mut d = Daemon::builder(dir, &cfg).start();
     d.wait_state("cam0", "RUNNING", 10 * SEC);
     let brightness = led.join("brightness");
     assert_eq!(
@@ -73,10 +73,10 @@ fn an_led_that_cannot_be_opened_is_disabled_and_the_job_goes_on() {
         ("led-gpio", json!({"kind": "gpio", "pin": 17})),
         ("led-missing", json!({"kind": "sysfs", "name": "no-such-led-here"})),
     ] {
-        let dir = TempDir::new(tag);
+        let dir = temp_dir(tag);
         let mut cfg = config(&dir, json!([synthetic("cam0", json!({}))]), json!({}));
         cfg["led"] = led;
-        let d = Daemon::start_in(dir, &cfg);
+        let d = Daemon::builder(dir, &cfg).start();
         d.wait_state("cam0", "RUNNING", 10 * SEC);
         let ev = d.wait_event(5 * SEC, |e| e["message"].as_str().is_some_and(|m| m.starts_with("status LED disabled")));
         let msg = ev["message"].as_str().unwrap();
@@ -94,14 +94,14 @@ fn an_led_that_cannot_be_opened_is_disabled_and_the_job_goes_on() {
 #[test]
 fn systemd_hears_ready_status_watchdog_and_stopping() {
     use std::os::unix::net::UnixDatagram;
-    let dir = TempDir::new("notify");
-    let sock_path = dir.path("notify.sock");
+    let dir = temp_dir("notify");
+    let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let cfg = config(&dir, json!([synthetic("cam0", json!({}))]), json!({}));
     let sock_env = sock_path.to_str().unwrap().to_string();
     // A 400 ms watchdog: camjobd must ping every 200 ms.
-    let mut d = Daemon::start_env(dir, &cfg, false, &[("NOTIFY_SOCKET", &sock_env), ("WATCHDOG_USEC", "400000")]);
+    let mut d = Daemon::builder(dir, &cfg).env("NOTIFY_SOCKET", &sock_env).env("WATCHDOG_USEC", "400000").start();
     let mut got: Vec<(Instant, String)> = Vec::new();
     let mut buf = [0u8; 4096];
     let t0 = Instant::now();

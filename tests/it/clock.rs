@@ -38,24 +38,24 @@ fn real_now() -> f64 {
 /// Starts camjobd with its wall clock offset by what `clock_file` says (`-21d`, `+0`, `+123`).
 fn start_faked(tag: &str, cam: Value, offset: &str) -> Option<(Daemon, PathBuf)> {
     let lib = libfaketime()?;
-    let dir = TempDir::new(tag);
-    let clock_file = dir.path("faketime");
+    let dir = temp_dir(tag);
+    let clock_file = dir.path().join("faketime");
     std::fs::write(&clock_file, offset).unwrap();
     let cfg = config(&dir, json!([cam]), json!({}));
-    let data = dir.path("data");
+    let data = dir.path().join("data");
     let env = [
         ("LD_PRELOAD", lib),
         ("FAKETIME_TIMESTAMP_FILE", clock_file.to_str().unwrap()),
         ("FAKETIME_NO_CACHE", "1"),
         ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
     ];
-    let d = Daemon::start_env(dir, &cfg, false, &env);
+    let d = Daemon::builder(dir, &cfg).envs(&env).start();
     let _ = clock_file;
     Some((d, data))
 }
 
 fn clock_file(d: &Daemon) -> PathBuf {
-    d.dir.path("faketime")
+    d.dir.path().join("faketime")
 }
 
 fn stored(d: &Daemon) -> Vec<Value> {

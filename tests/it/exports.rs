@@ -23,11 +23,11 @@ fn with_snapshots(tag: &str, files: u64, exports: Value) -> Daemon {
 
 /// [`with_snapshots`] with extra environment variables for camjobd (test hooks).
 fn with_snapshots_env(tag: &str, files: u64, exports: Value, env: &[(&str, &str)]) -> Daemon {
-    let dir = TempDir::new(tag);
+    let dir = temp_dir(tag);
     let cam = synthetic("cam0", json!({"snapshot_interval_ms": 20}));
     let mut cfg = config(&dir, json!([cam]), json!({}));
     cfg["exports"] = exports;
-    let d = Daemon::start_env(dir, &cfg, false, env);
+    let d = Daemon::builder(dir, &cfg).envs(env).start();
     let deadline = Instant::now() + 30 * SEC;
     while d.camera("cam0")["store"]["written"].as_u64().unwrap() < files {
         assert!(Instant::now() < deadline, "fewer than {files} snapshots stored: {}", d.camera("cam0")["store"]);
@@ -64,7 +64,7 @@ fn wait_export(d: &Daemon, id: u64, within: Duration, pred: impl Fn(&Value) -> b
 }
 
 fn exports_dir(d: &Daemon) -> PathBuf {
-    d.dir.path("data").join("exports")
+    d.dir.path().join("data").join("exports")
 }
 
 fn files_with(dir: &Path, suffix: &str) -> Vec<String> {
@@ -131,7 +131,7 @@ fn archive_is_byte_identical_to_the_store_and_progress_only_goes_up() {
     assert_eq!(manifest["count"].as_u64(), Some(snapshots));
     assert_eq!(manifest["missing"], 0);
     assert_eq!(files.len() as u64, snapshots);
-    let data = d.dir.path("data");
+    let data = d.dir.path().join("data");
     for ((name, bytes), listed) in files.iter().zip(manifest["files"].as_array().unwrap()) {
         assert_eq!(listed["name"], name.as_str());
         assert_eq!(listed["bytes"].as_u64(), Some(bytes.len() as u64));
@@ -206,9 +206,9 @@ fn kill_9_mid_export_leaves_no_partial_file_and_finished_exports_stay_listed() {
     assert_eq!(files_with(&exports_dir(&d), ".part").len(), 1, "the running export writes a .part file");
     d.child.kill().unwrap();
     d.child.wait().unwrap();
-    let dir = std::mem::replace(&mut d.dir, TempDir::new("unused"));
-    let cfg: Value = serde_json::from_slice(&std::fs::read(dir.path("config.json")).unwrap()).unwrap();
-    let d = Daemon::start_in(dir, &cfg);
+    let dir = std::mem::replace(&mut d.dir, temp_dir("unused"));
+    let cfg: Value = serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+    let d = Daemon::builder(dir, &cfg).start();
     assert!(files_with(&exports_dir(&d), ".part").is_empty(), "the partial file survived the restart");
     let list = d.get("/api/exports").json();
     assert_eq!(list["active"], json!([]), "{list}");
@@ -236,10 +236,10 @@ fn export_ids_never_come_back_after_a_damaged_counter_or_record() {
     let exports = exports_dir(&d);
     std::fs::write(exports.join(format!("{first}.json")), "{torn").unwrap();
     std::fs::write(exports.join("next_id"), "\u{0}garbage").unwrap();
-    let dir = std::mem::replace(&mut d.dir, TempDir::new("unused"));
-    let cfg: Value = serde_json::from_slice(&std::fs::read(dir.path("config.json")).unwrap()).unwrap();
+    let dir = std::mem::replace(&mut d.dir, temp_dir("unused"));
+    let cfg: Value = serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
     drop(d);
-    let d = Daemon::start_in(dir, &cfg);
+    let d = Daemon::builder(dir, &cfg).start();
     assert_eq!(d.get(&format!("/api/exports/{first}")).status, 404, "the damaged record is forgotten");
     let r = submit(&d, body);
     let next = r.json()["id"].as_u64().unwrap();
@@ -290,7 +290,7 @@ fn bad_export_requests_get_clear_errors() {
     for (body, code) in cases {
         let r = submit(&d, body.clone());
         assert_eq!(r.error_code(400), code, "{body}: {}", r.text());
-        assert!(!r.text().contains(d.dir.0.to_str().unwrap()), "a path leaked: {}", r.text());
+        assert!(!r.text().contains(d.dir.path().to_str().unwrap()), "a path leaked: {}", r.text());
     }
     assert_eq!(d.post("/api/exports", "{not json").error_code(400), "bad_json");
     assert_eq!(d.get("/api/exports/999").error_code(404), "not_found");
@@ -306,11 +306,11 @@ fn bad_export_requests_get_clear_errors() {
 #[test]
 fn a_30_fps_job_loses_no_frame_while_an_export_runs() {
     // Snapshots at full size, so the timelapse decodes and quantises real work.
-    let dir = TempDir::new("export-fps");
+    let dir = temp_dir("export-fps");
     let cam =
         synthetic("cam0", json!({"source": {"width": 640, "height": 480, "fps": 30}, "snapshot_interval_ms": 100}));
     let cfg = config(&dir, json!([cam]), json!({}));
-    let d = Daemon::start_in(dir, &cfg);
+    let d = Daemon::builder(dir, &cfg).start();
     let deadline = Instant::now() + 30 * SEC;
     while d.camera("cam0")["store"]["written"].as_u64().unwrap() < 80 {
         assert!(Instant::now() < deadline, "no snapshots stored");
@@ -485,13 +485,13 @@ fn a_download_read_in_bursts_is_not_cut_between_them() {
     // curl --limit-rate reads all its socket holds at once, then pauses until its average is
     // down: over loopback that is seconds between acknowledgements of hundreds of KB, far
     // beyond a 1 s write timeout. The client keeps taking bytes: it must not be cut.
-    let dir = TempDir::new("export-bursts");
+    let dir = temp_dir("export-bursts");
     let cam = synthetic(
         "cam0",
         json!({"source": {"kind": "synthetic", "width": 640, "height": 480, "fps": 20, "quality": 90}, "snapshot_interval_ms": 50}),
     );
     let cfg = config(&dir, json!([cam]), json!({"write_timeout_ms": 1000}));
-    let d = Daemon::start_in(dir, &cfg);
+    let d = Daemon::builder(dir, &cfg).start();
     let deadline = Instant::now() + 30 * SEC;
     while d.camera("cam0")["store"]["bytes"].as_u64().unwrap() < 4_000_000 {
         assert!(Instant::now() < deadline, "fewer than 4 MB stored: {}", d.camera("cam0")["store"]);

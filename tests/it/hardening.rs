@@ -21,14 +21,14 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 fn frame_memory_beyond_the_machine_is_refused_before_anything_starts() {
     // 8 cameras × (64 buffers + 1026 copies) × 64 MiB: far beyond half of any test machine.
-    let dir = TempDir::new("memory");
+    let dir = temp_dir("memory");
     let cams: Vec<_> =
         (0..8).map(|i| json!({"name": format!("c{i}"), "frame_buffers": 64, "max_frame_bytes": 64 << 20})).collect();
-    let doc = json!({"http": {"bind": "127.0.0.1:0", "frame_copies": 1026}, "storage": {"dir": dir.path("data")}, "cameras": cams});
-    std::fs::write(dir.path("c.json"), doc.to_string()).unwrap();
+    let doc = json!({"http": {"bind": "127.0.0.1:0", "frame_copies": 1026}, "storage": {"dir": dir.path().join("data")}, "cameras": cams});
+    std::fs::write(dir.path().join("c.json"), doc.to_string()).unwrap();
     for check in [true, false] {
         let mut cmd = std::process::Command::new(bin());
-        cmd.arg("--config").arg(dir.path("c.json"));
+        cmd.arg("--config").arg(dir.path().join("c.json"));
         if check {
             cmd.arg("--check-config");
         }
@@ -39,18 +39,18 @@ fn frame_memory_beyond_the_machine_is_refused_before_anything_starts() {
         assert!(err.contains("config error: http.frame_copies: this config needs up to"), "{err}");
         assert!(err.contains("more than half of this machine's"), "{err}");
     }
-    assert!(!dir.path("data").exists(), "nothing was started or written");
+    assert!(!dir.path().join("data").exists(), "nothing was started or written");
 }
 
 #[test]
 fn token_file_and_open_binds() {
-    let dir = TempDir::new("tokenfile");
-    std::fs::write(dir.path("token"), "s3cret-from-file\n").unwrap();
+    let dir = temp_dir("tokenfile");
+    std::fs::write(dir.path().join("token"), "s3cret-from-file\n").unwrap();
     let mut cfg = config(&dir, json!([synthetic("cam0", json!({}))]), json!({}));
-    cfg["http"]["token_file"] = json!(dir.path("token"));
+    cfg["http"]["token_file"] = json!(dir.path().join("token"));
     // --check-config never prints the secret.
-    std::fs::write(dir.path("c.json"), cfg.to_string()).unwrap();
-    let o = check_config(&dir.path("c.json"));
+    std::fs::write(dir.path().join("c.json"), cfg.to_string()).unwrap();
+    let o = check_config(&dir.path().join("c.json"));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(!text.contains("s3cret"), "{text}");
@@ -58,13 +58,13 @@ fn token_file_and_open_binds() {
     // config that reads back the same.
     let shown: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(shown["http"]["token"], serde_json::Value::Null, "{text}");
-    assert_eq!(shown["http"]["token_file"], json!(dir.path("token")), "{text}");
-    std::fs::write(dir.path("shown.json"), &text).unwrap();
-    let again = check_config(&dir.path("shown.json"));
+    assert_eq!(shown["http"]["token_file"], json!(dir.path().join("token")), "{text}");
+    std::fs::write(dir.path().join("shown.json"), &text).unwrap();
+    let again = check_config(&dir.path().join("shown.json"));
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     assert_eq!(String::from_utf8_lossy(&again.stdout), text);
 
-    let d = Daemon::start_in(dir, &cfg);
+    let d = Daemon::builder(dir, &cfg).start();
     d.wait_state("cam0", "RUNNING", 10 * SEC);
     d.post("/api/cameras/cam0/stop", "").error_code(401);
     let r = request(d.addr, "POST", "/api/cameras/cam0/stop", &[("Authorization", "Bearer s3cret-from-file")], b"");
@@ -72,9 +72,9 @@ fn token_file_and_open_binds() {
     assert!(!d.stderr().contains("s3cret"), "the token reached the log");
 
     let run = |doc: serde_json::Value| {
-        let dir = TempDir::new("openbind");
-        std::fs::write(dir.path("c.json"), doc.to_string()).unwrap();
-        check_config(&dir.path("c.json"))
+        let dir = temp_dir("openbind");
+        std::fs::write(dir.path().join("c.json"), doc.to_string()).unwrap();
+        check_config(&dir.path().join("c.json"))
     };
     let o = run(json!({"http": {"bind": "0.0.0.0:8080"}}));
     assert_eq!(o.status.code(), Some(2));
@@ -140,9 +140,9 @@ fn protect_reads_puts_every_read_but_the_page_and_healthz_behind_the_token() {
         assert_eq!(request(d.addr, "GET", "/api/status", &[("Cookie", bad)], b"").status, 401, "{bad}");
     }
     // protect_reads without a token is a config error naming the key.
-    let dir = TempDir::new("protect-reads-cfg");
-    std::fs::write(dir.path("c.json"), r#"{"http": {"protect_reads": true}}"#).unwrap();
-    let o = check_config(&dir.path("c.json"));
+    let dir = temp_dir("protect-reads-cfg");
+    std::fs::write(dir.path().join("c.json"), r#"{"http": {"protect_reads": true}}"#).unwrap();
+    let o = check_config(&dir.path().join("c.json"));
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("http.protect_reads: needs http.token"));
 }
@@ -290,9 +290,9 @@ fn floods_of_connections_slowloris_and_lying_lengths_together() {
 fn running_out_of_file_descriptors_is_survived_and_counted() {
     // 64 descriptors: the binary, its logs, the store and the runtime take some; a few dozen
     // connections then make accept() fail with EMFILE.
-    let dir = TempDir::new("emfile");
+    let dir = temp_dir("emfile");
     let cfg = config(&dir, json!([synthetic("cam0", json!({}))]), json!({"read_timeout_ms": 3000}));
-    let d = Daemon::start_nofile(dir, &cfg, 64);
+    let d = Daemon::builder(dir, &cfg).nofile(64).start();
     d.wait_state("cam0", "RUNNING", 5 * SEC);
     let held: Vec<TcpStream> = (0..100).filter_map(|_| TcpStream::connect_timeout(&d.addr, SEC).ok()).collect();
     assert!(held.len() >= 60, "{} connections", held.len());
@@ -351,9 +351,9 @@ fn health(d: &Daemon) -> Option<u16> {
 /// Starts camjobd with a fault armed, waits until it exits by itself, and returns its exit
 /// code and stderr, with `/healthz` seen 200 before the fault and never after it.
 fn run_until_it_fails(tag: &str, cfg_of: impl Fn(&TempDir) -> serde_json::Value, fault: &str) -> (Option<i32>, String) {
-    let dir = TempDir::new(tag);
+    let dir = temp_dir(tag);
     let cfg = cfg_of(&dir);
-    let mut d = Daemon::start_env(dir, &cfg, false, &[("CAMJOBD_TEST_FAULT", fault)]);
+    let mut d = Daemon::builder(dir, &cfg).env("CAMJOBD_TEST_FAULT", fault).start();
     let mut healthy_before = false;
     let deadline = Instant::now() + 20 * SEC;
     let status = loop {
@@ -383,8 +383,8 @@ fn a_panicking_encoder_exits_1_and_the_restart_resumes_the_job() {
         config(dir, json!([cam]), json!({}))
     };
     // At its 30th frame (1.5 s in): /healthz was green, then never again.
-    let dir = TempDir::new("encoder-panic");
-    let data = dir.path("data");
+    let dir = temp_dir("encoder-panic");
+    let data = dir.path().join("data");
     let (code, stderr) = run_until_it_fails("encoder-panic-run", |_| cfg_of(&dir), "encoder-panic@30");
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("thread enc0-cam0 panicked; stopping the service"), "{stderr}");
@@ -398,7 +398,7 @@ fn a_panicking_encoder_exits_1_and_the_restart_resumes_the_job() {
     assert!(!journal.contains("\"STOPPED\""), "{journal}");
     assert!(journal.contains("left RUNNING: thread enc0-cam0 panicked"), "{journal}");
     let cfg = cfg_of(&dir);
-    let d = Daemon::start_in(dir, &cfg);
+    let d = Daemon::builder(dir, &cfg).start();
     let job = d.wait_state("cam0", "RUNNING", 10 * SEC);
     // A new job (ids are reserved 16 at a time, so the restart skips the rest of the block).
     assert!(job["id"].as_u64() > Some(1), "{job}");
@@ -461,11 +461,12 @@ impl Drop for Cgroup {
 
 #[test]
 fn configs_beyond_the_control_groups_limits_exit_2_naming_the_keys() {
-    let dir = TempDir::new("cgroup");
+    let dir = temp_dir("cgroup");
     let write = |name: &str, cams: Vec<serde_json::Value>| {
-        let doc = json!({"http": {"bind": "127.0.0.1:0"}, "storage": {"dir": dir.path("data")}, "cameras": cams});
-        std::fs::write(dir.path(name), doc.to_string()).unwrap();
-        dir.path(name).to_string_lossy().into_owned()
+        let doc =
+            json!({"http": {"bind": "127.0.0.1:0"}, "storage": {"dir": dir.path().join("data")}, "cameras": cams});
+        std::fs::write(dir.path().join(name), doc.to_string()).unwrap();
+        dir.path().join(name).to_string_lossy().into_owned()
     };
     // The issue's configs: 8 cameras with a million-file index each (about 550 MB committed),
     // and 8 cameras with 8 encoder threads each (81 threads).
@@ -499,7 +500,7 @@ fn configs_beyond_the_control_groups_limits_exit_2_naming_the_keys() {
             assert!(err.contains(key) && err.contains(limit), "{err}");
         }
     }
-    assert!(!dir.path("data").exists(), "nothing was started or written");
+    assert!(!dir.path().join("data").exists(), "nothing was started or written");
     // What fits starts, and says what it costs.
     let small = write("small.json", vec![json!({"name": "c0"})]);
     let o = memory.run(&["--config", &small, "--check-config"]);
@@ -571,9 +572,9 @@ fn heap_resident_kib(pid: u32) -> u64 {
 
 /// A daemon with a camera, after some requests (so the HTTP threads have allocated).
 fn busy(tag: &str, env: &[(&str, &str)]) -> Daemon {
-    let dir = TempDir::new(tag);
+    let dir = temp_dir(tag);
     let cfg = config(&dir, json!([synthetic("cam0", json!({}))]), json!({ "workers": 2 }));
-    let d = Daemon::start_env(dir, &cfg, false, env);
+    let d = Daemon::builder(dir, &cfg).envs(env).start();
     d.wait_state("cam0", "RUNNING", Duration::from_secs(10));
     for _ in 0..50 {
         assert_eq!(d.get("/api/status").status, 200);

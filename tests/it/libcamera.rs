@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::common::{self, config, Daemon, TempDir};
+use crate::common::{self, config, temp_dir, Daemon, TempDir};
 use serde_json::{json, Value};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -22,7 +22,7 @@ fn have_ffmpeg() -> bool {
 
 /// A directory holding the stand-in under `name` (rpicam-vid or libcamera-vid).
 fn bin_dir(dir: &TempDir, name: &str) -> PathBuf {
-    let bin = dir.path("bin");
+    let bin = dir.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let stand_in = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/rpicam-vid");
     std::fs::copy(stand_in, bin.join(name)).unwrap();
@@ -45,16 +45,16 @@ fn libcamera_cam(extra: Value) -> Value {
 }
 
 fn start(tag: &str, program: &str, cam: Value, env: &[(&str, &str)]) -> Daemon {
-    let dir = TempDir::new(tag);
+    let dir = temp_dir(tag);
     let bin = bin_dir(&dir, program);
-    let args = dir.path("args");
+    let args = dir.path().join("args");
     let path = path_with(&bin);
     let mut env: Vec<(&str, &str)> = env.to_vec();
     let args_s = args.display().to_string();
     env.push(("PATH", &path));
     env.push(("FAKE_RPICAM_ARGS", &args_s));
     let cfg = config(&dir, json!([cam]), json!({}));
-    Daemon::start_env(dir, &cfg, false, &env)
+    Daemon::builder(dir, &cfg).envs(&env).start()
 }
 
 /// Width and height from a JPEG's SOF0 marker.
@@ -74,7 +74,7 @@ fn a_csi_camera_streams_through_rpicam_vid_with_the_configured_arguments() {
     let d = start("lc-run", "rpicam-vid", cam, &[]);
     let job = d.wait_state("csi", "RUNNING", 10 * SEC);
     assert_eq!(job["reason"], Value::Null);
-    let args = std::fs::read_to_string(d.dir.path("args")).unwrap();
+    let args = std::fs::read_to_string(d.dir.path().join("args")).unwrap();
     let args: Vec<&str> = args.lines().collect();
     assert!(args[0].ends_with("/bin/rpicam-vid"), "{args:?}");
     assert_eq!(
@@ -97,7 +97,7 @@ fn libcamera_vid_is_used_where_rpicam_vid_is_missing() {
     }
     let d = start("lc-old", "libcamera-vid", libcamera_cam(json!({})), &[]);
     d.wait_state("csi", "RUNNING", 10 * SEC);
-    let args = std::fs::read_to_string(d.dir.path("args")).unwrap();
+    let args = std::fs::read_to_string(d.dir.path().join("args")).unwrap();
     assert!(args.lines().next().unwrap().ends_with("/bin/libcamera-vid"), "{args}");
 }
 
@@ -132,12 +132,12 @@ fn a_camera_index_not_connected_fails_saying_so() {
 
 #[test]
 fn without_the_camera_apps_the_job_fails_saying_what_to_install() {
-    let dir = TempDir::new("lc-missing");
-    let empty = dir.path("empty");
+    let dir = temp_dir("lc-missing");
+    let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let cfg = config(&dir, json!([libcamera_cam(json!({}))]), json!({}));
     let empty_s = empty.display().to_string();
-    let d = Daemon::start_env(dir, &cfg, false, &[("PATH", &empty_s)]);
+    let d = Daemon::builder(dir, &cfg).env("PATH", &empty_s).start();
     let job = d.wait_state("csi", "FAILED", 10 * SEC);
     assert!(job["reason"].as_str().unwrap().contains("sudo apt install rpicam-apps"), "{job}");
 }
@@ -160,12 +160,12 @@ fn a_camera_that_drops_off_is_recovered_and_the_reason_says_why() {
 
 #[test]
 fn extra_args_may_not_take_over_the_stream() {
-    let dir = TempDir::new("lc-cfg");
+    let dir = temp_dir("lc-cfg");
     for (args, key) in
         [(json!(["-o", "x.mjpeg"]), "extra_args[0]"), (json!(["--hflip", "--codec=h264"]), "extra_args[1]")]
     {
         let cfg = config(&dir, json!([libcamera_cam(json!({"source": {"extra_args": args}}))]), json!({}));
-        let file = dir.path("c.json");
+        let file = dir.path().join("c.json");
         std::fs::write(&file, cfg.to_string()).unwrap();
         let out = common::check_config(&file);
         let err = String::from_utf8_lossy(&out.stderr);

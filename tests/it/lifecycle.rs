@@ -42,10 +42,11 @@ fn start_stop_conflicts_and_ids_that_survive_restarts() {
     assert!(d.terminate(2 * SEC).expect("exits within 2 s").success());
 
     // A new process continues the id sequence from storage.dir.
-    let dir = std::mem::replace(&mut d.dir, TempDir::new("unused"));
-    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path("config.json")).unwrap()).unwrap();
+    let dir = std::mem::replace(&mut d.dir, temp_dir("unused"));
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
     drop(d);
-    let d = Daemon::start_in(dir, &cfg);
+    let d = Daemon::builder(dir, &cfg).start();
     let r = d.post("/api/cameras/cam0/start", "");
     assert!(r.json()["id"].as_u64().unwrap() > second, "{}", r.text());
 }
@@ -54,11 +55,11 @@ fn start_stop_conflicts_and_ids_that_survive_restarts() {
 fn job_ids_saturate_with_a_clear_error_and_never_wrap() {
     // A tampered state.json two ids below the largest (2^53 - 1, what JavaScript reads exactly).
     let max: u64 = (1 << 53) - 1;
-    let dir = TempDir::new("ids");
-    std::fs::create_dir_all(dir.path("data")).unwrap();
-    std::fs::write(dir.path("data/state.json"), format!(r#"{{"next_job_id":{}}}"#, max - 1)).unwrap();
+    let dir = temp_dir("ids");
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/state.json"), format!(r#"{{"next_job_id":{}}}"#, max - 1)).unwrap();
     let cfg = config(&dir, json!([synthetic("cam0", json!({"autostart": false}))]), json!({}));
-    let d = Daemon::start_in(dir, &cfg);
+    let d = Daemon::builder(dir, &cfg).start();
     for want in [max - 1, max] {
         let r = d.post("/api/cameras/cam0/start", "");
         assert_eq!(r.json()["id"].as_u64(), Some(want), "{}", r.text());
@@ -73,11 +74,11 @@ fn job_ids_saturate_with_a_clear_error_and_never_wrap() {
     assert_eq!((j["id"].as_u64(), j["state"].as_str()), (Some(max), Some("STOPPED")), "the last job stays as it was");
 
     // Past the largest (2^64 - 2 on disk): autostart is refused the same way, with an event.
-    let dir = TempDir::new("ids-wrap");
-    std::fs::create_dir_all(dir.path("data")).unwrap();
-    std::fs::write(dir.path("data/state.json"), r#"{"next_job_id":18446744073709551614}"#).unwrap();
+    let dir = temp_dir("ids-wrap");
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/state.json"), r#"{"next_job_id":18446744073709551614}"#).unwrap();
     let cfg = config(&dir, json!([synthetic("cam0", json!({}))]), json!({}));
-    let d = Daemon::start_in(dir, &cfg);
+    let d = Daemon::builder(dir, &cfg).start();
     let events = d.get("/api/events").json();
     assert!(events.to_string().contains("job ids are used up"), "{events:#}");
     assert_eq!(d.camera("cam0")["job"]["state"], "IDLE");
@@ -247,7 +248,7 @@ fn command_line_and_config_errors() {
     let o = run(&["--board", "nope"]);
     assert_eq!(o.status.code(), Some(2));
 
-    let dir = TempDir::new("badcfg");
+    let dir = temp_dir("badcfg");
     for (doc, want) in [
         (
             r#"{"cameras":[{"watchdog":{"stall_timeout_ms":5}}]}"#,
@@ -257,7 +258,7 @@ fn command_line_and_config_errors() {
         (r#"{"cameras":[{"name":"a"},{"name":"a"}]}"#, "cameras[1].name:"),
         (r#"{"cameras": [}"#, "expected value"),
     ] {
-        let p = dir.path("bad.json");
+        let p = dir.path().join("bad.json");
         std::fs::write(&p, doc).unwrap();
         let o = run(&["--config", p.to_str().unwrap()]);
         assert_eq!(o.status.code(), Some(2), "{doc}");
@@ -271,12 +272,12 @@ fn command_line_and_config_errors() {
 
 #[test]
 fn an_unwritable_storage_dir_is_a_fatal_error_that_says_what_to_do() {
-    let dir = TempDir::new("storage");
-    std::fs::write(dir.path("file"), b"x").unwrap();
+    let dir = temp_dir("storage");
+    std::fs::write(dir.path().join("file"), b"x").unwrap();
     let mut cfg = config(&dir, json!([synthetic("cam0", json!({}))]), json!({}));
-    cfg["storage"]["dir"] = json!(dir.path("file").join("sub"));
-    std::fs::write(dir.path("c.json"), cfg.to_string()).unwrap();
-    let o = std::process::Command::new(bin()).arg("--config").arg(dir.path("c.json")).output().unwrap();
+    cfg["storage"]["dir"] = json!(dir.path().join("file").join("sub"));
+    std::fs::write(dir.path().join("c.json"), cfg.to_string()).unwrap();
+    let o = std::process::Command::new(bin()).arg("--config").arg(dir.path().join("c.json")).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("cannot create the data directory"),
@@ -305,9 +306,9 @@ fn a_camera_that_never_delivers_fails_when_its_time_is_up_instead_of_completing(
 fn a_log_reader_that_never_reads_cannot_wedge_the_service() {
     // stderr is a pipe nobody reads, at debug level: once the pipe is full every log write
     // would block. Jobs, the API and shutdown must not care.
-    let dir = TempDir::new("stuckstderr");
+    let dir = temp_dir("stuckstderr");
     let cfg = config(&dir, json!([synthetic("cam0", json!({"source": {"fault": {"error_every": 2}}}))]), json!({}));
-    let mut d = Daemon::start_with(dir, &cfg, true);
+    let mut d = Daemon::builder(dir, &cfg).unread_stderr().start();
     d.wait_state("cam0", "RUNNING", 10 * SEC);
     // Every start and stop logs a few lines: 40 cycles are far more than a 4 KiB pipe holds.
     for _ in 0..40 {
@@ -360,15 +361,15 @@ fn a_job_whose_frames_are_all_too_large_fails_naming_the_size_and_streams_a_plac
             "watchdog": {"stall_timeout_ms": 1500, "max_recoveries": 1, "backoff_initial_ms": 100},
         }),
     );
-    let dir = TempDir::new("oversize");
+    let dir = temp_dir("oversize");
     let cfg = config(&dir, json!([cam]), json!({}));
     // --check-config foresees it.
-    std::fs::write(dir.path("c.json"), cfg.to_string()).unwrap();
-    let o = check_config(&dir.path("c.json"));
+    std::fs::write(dir.path().join("c.json"), cfg.to_string()).unwrap();
+    let o = check_config(&dir.path().join("c.json"));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("warning: cameras[0].max_frame_bytes: 1920x1080 at quality 100"), "{err}");
-    let d = Daemon::start_in(dir, &cfg);
+    let d = Daemon::builder(dir, &cfg).start();
     // A stream client is never left on an empty body: it gets the placeholder.
     let mut s = std::net::TcpStream::connect(d.addr).unwrap();
     s.set_read_timeout(Some(5 * SEC)).unwrap();
@@ -398,7 +399,7 @@ fn a_job_whose_frames_are_all_too_large_fails_naming_the_size_and_streams_a_plac
 fn an_occasional_frame_too_large_is_dropped_and_the_job_stays_running() {
     // A pipe camera sending a small JPEG every 50 ms and a 60 KB one every 20 frames, against
     // max_frame_bytes 16 KiB: the large ones are dropped and counted; the job is fine.
-    let dir = TempDir::new("some-oversize");
+    let dir = temp_dir("some-oversize");
     let mut x: u32 = 7;
     let noise = image::RgbImage::from_fn(256, 256, |_, _| {
         x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
@@ -407,12 +408,12 @@ fn an_occasional_frame_too_large_is_dropped_and_the_job_stays_running() {
     let mut big = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut big, 90).encode_image(&noise).unwrap();
     assert!(big.len() > 20_000, "{} bytes", big.len());
-    std::fs::write(dir.path("big.jpg"), &big).unwrap();
-    std::fs::write(dir.path("small.jpg"), jpeg(32, 32, 100)).unwrap();
+    std::fs::write(dir.path().join("big.jpg"), &big).unwrap();
+    std::fs::write(dir.path().join("small.jpg"), jpeg(32, 32, 100)).unwrap();
     let script = format!(
         "while :; do for i in $(seq 19); do cat {s}; sleep 0.05; done; cat {b}; sleep 0.05; done",
-        s = dir.path("small.jpg").display(),
-        b = dir.path("big.jpg").display()
+        s = dir.path().join("small.jpg").display(),
+        b = dir.path().join("big.jpg").display()
     );
     let cam = json!({
         "name": "cam0",
@@ -422,7 +423,7 @@ fn an_occasional_frame_too_large_is_dropped_and_the_job_stays_running() {
         "watchdog": {"stall_timeout_ms": 1000},
     });
     let cfg = config(&dir, json!([cam]), json!({}));
-    let d = Daemon::start_in(dir, &cfg);
+    let d = Daemon::builder(dir, &cfg).start();
     d.wait_state("cam0", "RUNNING", 10 * SEC);
     std::thread::sleep(4 * SEC);
     let j = d.camera("cam0")["job"].clone();

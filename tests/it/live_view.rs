@@ -556,11 +556,11 @@ fn slow_readers_and_stalled_streams_never_starve_capture() {
     // The hostile readers at default pool and HTTP settings: 4 MB frames at about
     // 8 fps, every frame kept (so every frame needs a pool buffer), 4 clients reading
     // latest.jpg a byte at a time and 4 stream clients that read nothing.
-    let dir = TempDir::new("starve");
+    let dir = temp_dir("starve");
     let frame = big_jpeg();
     assert!(frame.len() > 3_500_000, "{} bytes", frame.len());
-    std::fs::write(dir.path("big.jpg"), &frame).unwrap();
-    let script = format!("while :; do cat {}; sleep 0.12; done", dir.path("big.jpg").display());
+    std::fs::write(dir.path().join("big.jpg"), &frame).unwrap();
+    let script = format!("while :; do cat {}; sleep 0.12; done", dir.path().join("big.jpg").display());
     let cam = json!({
         "name": "cam0",
         "source": { "kind": "pipe", "command": ["sh", "-c", script] },
@@ -569,7 +569,7 @@ fn slow_readers_and_stalled_streams_never_starve_capture() {
         "store": { "enabled": false },
     });
     let cfg = config(&dir, json!([cam]), json!({}));
-    let d = Daemon::start_in(dir, &cfg);
+    let d = Daemon::builder(dir, &cfg).start();
     d.wait_state("cam0", "RUNNING", 10 * SEC);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut readers = Vec::new();

@@ -6,8 +6,8 @@ mod broker;
 
 use std::time::{Duration, Instant};
 
+use crate::common::{self, config, synthetic, temp_dir, Daemon, TempDir};
 use broker::{Broker, Sub};
-use crate::common::{self, config, synthetic, Daemon, TempDir};
 use serde_json::{json, Value};
 
 /// A config with `cameras` and an `mqtt` section for `url`, under topic prefix `prefix`.
@@ -78,13 +78,13 @@ fn check_discovery(sub: &Sub) {
 
 #[test]
 fn home_assistant_discovers_the_camera_sees_its_state_and_drives_it() {
-    let dir = TempDir::new("mqtt-ha");
-    let broker = Broker::start(&dir.0, "allow_anonymous true");
+    let dir = temp_dir("mqtt-ha");
+    let broker = Broker::start(dir.path(), "allow_anonymous true");
     let sub = Sub::new(broker.port, "watcher", &["ha1/#", "homeassistant/#"]);
     // A command someone left retained must not run at every (re)connection.
     sub.publish("ha1/pi/cam0/command", "stop", true);
     let cfg = mqtt_config(&dir, json!([cam("cam0")]), &broker.url(), "ha1/pi", json!({}));
-    let mut d = Daemon::start_in(TempDir::new("mqtt-ha-d"), &cfg);
+    let mut d = Daemon::builder(temp_dir("mqtt-ha-d"), &cfg).start();
     let res = sub.wait("ha1/pi/cam0/command/result", Duration::from_secs(10), |_| true).json();
     assert_eq!(res["error"], "retained", "{res}");
     sub.publish("ha1/pi/cam0/command", "", true); // cleared
@@ -182,17 +182,17 @@ fn home_assistant_discovers_the_camera_sees_its_state_and_drives_it() {
 
 #[test]
 fn a_broker_down_at_start_is_connected_later_and_a_restarted_broker_gets_everything_again() {
-    let dir = TempDir::new("mqtt-down");
+    let dir = temp_dir("mqtt-down");
     let port = broker::free_port();
     let cfg = mqtt_config(&dir, json!([cam("cam0")]), &format!("mqtt://127.0.0.1:{port}"), "down/pi", json!({}));
-    let d = Daemon::start_in(TempDir::new("mqtt-down-d"), &cfg);
+    let d = Daemon::builder(temp_dir("mqtt-down-d"), &cfg).start();
     // Not an error: the camera runs and the API says why MQTT is not connected.
     d.wait_state("cam0", "RUNNING", Duration::from_secs(10));
     let m = wait_mqtt(&d, Duration::from_secs(5), "a connection error", |m| m["last_error"].is_string());
     assert_eq!(m["connected"], false);
     assert!(m["last_error"].as_str().unwrap().contains("is the broker running"), "{m}");
 
-    let b = Broker::start_on(&dir.0, port, "allow_anonymous true");
+    let b = Broker::start_on(dir.path(), port, "allow_anonymous true");
     let t0 = Instant::now();
     // Backoff 1, 2, 4, 8 s (±20 %) at most before the broker appeared.
     wait_mqtt(&d, Duration::from_secs(30), "a connection", |m| m["connected"] == true);
@@ -204,7 +204,7 @@ fn a_broker_down_at_start_is_connected_later_and_a_restarted_broker_gets_everyth
     // The broker restarts (and forgets every retained message: persistence off).
     b.stop();
     wait_mqtt(&d, Duration::from_secs(20), "the loss noticed", |m| m["connected"] == false);
-    let b = Broker::start_on(&dir.0, port, "allow_anonymous true");
+    let b = Broker::start_on(dir.path(), port, "allow_anonymous true");
     let t1 = Instant::now();
     wait_mqtt(&d, Duration::from_secs(30), "a reconnection", |m| m["connected"] == true && m["connections"] == 2);
     println!("reconnected {:.1} s after the broker came back", t1.elapsed().as_secs_f64());
@@ -221,11 +221,11 @@ fn a_broker_down_at_start_is_connected_later_and_a_restarted_broker_gets_everyth
 
 #[test]
 fn kill_9_is_announced_by_the_last_will() {
-    let dir = TempDir::new("mqtt-will");
-    let broker = Broker::start(&dir.0, "allow_anonymous true");
+    let dir = temp_dir("mqtt-will");
+    let broker = Broker::start(dir.path(), "allow_anonymous true");
     let sub = Sub::new(broker.port, "w", &["will/pi/availability"]);
     let cfg = mqtt_config(&dir, json!([cam("cam0")]), &broker.url(), "will/pi", json!({"keepalive_s": 5}));
-    let mut d = Daemon::start_in(TempDir::new("mqtt-will-d"), &cfg);
+    let mut d = Daemon::builder(temp_dir("mqtt-will-d"), &cfg).start();
     sub.wait("will/pi/availability", Duration::from_secs(10), |m| m.text() == "online");
     let t0 = Instant::now();
     d.child.kill().unwrap();
@@ -237,8 +237,8 @@ fn kill_9_is_announced_by_the_last_will() {
 
 #[test]
 fn username_and_password_against_a_broker_that_requires_them() {
-    let dir = TempDir::new("mqtt-auth");
-    let pw = dir.path("passwd");
+    let dir = temp_dir("mqtt-auth");
+    let pw = dir.path().join("passwd");
     std::fs::write(&pw, "").unwrap();
     let out = std::process::Command::new("mosquitto_passwd")
         .arg("-b")
@@ -248,10 +248,10 @@ fn username_and_password_against_a_broker_that_requires_them() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let broker = Broker::start(&dir.0, &format!("allow_anonymous false\npassword_file {}", pw.display()));
-    let good = dir.path("good");
+    let broker = Broker::start(dir.path(), &format!("allow_anonymous false\npassword_file {}", pw.display()));
+    let good = dir.path().join("good");
     std::fs::write(&good, "s3cret pass\n").unwrap();
-    let bad = dir.path("bad");
+    let bad = dir.path().join("bad");
     std::fs::write(&bad, "guess\n").unwrap();
 
     let cfg = mqtt_config(
@@ -261,7 +261,7 @@ fn username_and_password_against_a_broker_that_requires_them() {
         "auth/bad",
         json!({"username": "cam", "password_file": bad}),
     );
-    let refused = Daemon::start_in(TempDir::new("mqtt-auth-bad"), &cfg);
+    let refused = Daemon::builder(temp_dir("mqtt-auth-bad"), &cfg).start();
     let m = wait_mqtt(&refused, Duration::from_secs(10), "a refusal", |m| m["last_error"].is_string());
     assert!(m["last_error"].as_str().unwrap().contains("mqtt.username and mqtt.password_file"), "{m}");
     assert_eq!(m["connected"], false);
@@ -274,20 +274,20 @@ fn username_and_password_against_a_broker_that_requires_them() {
         "auth/good",
         json!({"username": "cam", "password_file": good}),
     );
-    let d = Daemon::start_in(TempDir::new("mqtt-auth-good"), &cfg);
+    let d = Daemon::builder(temp_dir("mqtt-auth-good"), &cfg).start();
     wait_mqtt(&d, Duration::from_secs(10), "a connection", |m| m["connected"] == true);
     let sub = Sub::with_login(broker.port, "w", &["auth/good/#"], Some(("cam", "s3cret pass")));
     sub.wait("auth/good/cam0/state", Duration::from_secs(5), |m| m.text() == "RUNNING");
     // The password is never printed.
-    let shown = common::check_config(&d.dir.path("config.json"));
+    let shown = common::check_config(&d.dir.path().join("config.json"));
     let text = String::from_utf8_lossy(&shown.stdout);
     assert!(shown.status.success() && text.contains("password_file") && !text.contains("s3cret"), "{text}");
 }
 
 #[test]
 fn a_stalled_broker_costs_messages_counted_never_frames() {
-    let dir = TempDir::new("mqtt-stall");
-    let broker = Broker::start(&dir.0, "allow_anonymous true");
+    let dir = temp_dir("mqtt-stall");
+    let broker = Broker::start(dir.path(), "allow_anonymous true");
     // A subscriber that never reads: the broker's business, camjobd must not notice.
     let mut stuck = std::net::TcpStream::connect(("127.0.0.1", broker.port)).unwrap();
     {
@@ -300,7 +300,7 @@ fn a_stalled_broker_costs_messages_counted_never_frames() {
     }
     let cams = json!([cam("a"), cam("b"), cam("c")]);
     let cfg = mqtt_config(&dir, cams, &broker.url(), "stall/pi", json!({"outbox": 32}));
-    let d = Daemon::start_in(TempDir::new("mqtt-stall-d"), &cfg);
+    let d = Daemon::builder(temp_dir("mqtt-stall-d"), &cfg).start();
     let sub = Sub::new(broker.port, "w", &["stall/pi/+/job", "stall/pi/+/state"]);
     wait_mqtt(&d, Duration::from_secs(10), "a connection", |m| m["connected"] == true);
     sub.wait("stall/pi/c/job", Duration::from_secs(5), |m| m.json()["frames_captured"].as_u64() > Some(10));
@@ -374,21 +374,21 @@ fn a_stalled_broker_costs_messages_counted_never_frames() {
 
 #[test]
 fn a_camera_removed_from_the_config_has_its_retained_topics_cleared() {
-    let dir = TempDir::new("mqtt-gone");
-    let broker = Broker::start(&dir.0, "allow_anonymous true");
+    let dir = temp_dir("mqtt-gone");
+    let broker = Broker::start(dir.path(), "allow_anonymous true");
     let eight: Vec<Value> = (0..8).map(|i| cam(&format!("cam{i}"))).collect();
-    let data = TempDir::new("mqtt-gone-d");
+    let data = temp_dir("mqtt-gone-d");
     let cfg = mqtt_config(&data, json!(eight), &broker.url(), "gone/pi", json!({}));
     let sub = Sub::new(broker.port, "w", &["gone/pi/#", "homeassistant/#"]);
-    let mut d = Daemon::start_in(data, &cfg);
+    let mut d = Daemon::builder(data, &cfg).start();
     sub.wait("gone/pi/cam7/state", Duration::from_secs(10), |m| m.text() == "RUNNING");
     sub.wait("homeassistant/sensor/gone-pi/cam7_last_frame_age/config", Duration::from_secs(5), |_| true);
     assert!(d.terminate(Duration::from_secs(10)).unwrap().success());
     // Two cameras removed.
-    let data = TempDir::new("mqtt-gone-d2");
+    let data = temp_dir("mqtt-gone-d2");
     let cfg = mqtt_config(&data, json!(eight[..6]), &broker.url(), "gone/pi", json!({}));
     let t0 = Instant::now();
-    let d = Daemon::start_in(data, &cfg);
+    let d = Daemon::builder(data, &cfg).start();
     sub.wait_since("gone/pi/cam5/state", t0, Duration::from_secs(10), |m| m.text() == "RUNNING");
     for gone in ["cam6", "cam7"] {
         for entity in [
@@ -432,12 +432,12 @@ fn a_camera_removed_from_the_config_has_its_retained_topics_cleared() {
 
 #[test]
 fn a_clean_stop_of_8_cameras_leaves_every_state_stopped_then_offline() {
-    let dir = TempDir::new("mqtt-bye");
-    let broker = Broker::start(&dir.0, "allow_anonymous true");
+    let dir = temp_dir("mqtt-bye");
+    let broker = Broker::start(dir.path(), "allow_anonymous true");
     let eight: Vec<Value> = (0..8).map(|i| cam(&format!("c{i}"))).collect();
     let cfg = mqtt_config(&dir, json!(eight), &broker.url(), "bye/pi", json!({}));
     let sub = Sub::new(broker.port, "w", &["bye/pi/+/state"]);
-    let mut d = Daemon::start_in(TempDir::new("mqtt-bye-d"), &cfg);
+    let mut d = Daemon::builder(temp_dir("mqtt-bye-d"), &cfg).start();
     for i in 0..8 {
         sub.wait(&format!("bye/pi/c{i}/state"), Duration::from_secs(10), |m| m.text() == "RUNNING");
     }
@@ -458,15 +458,15 @@ fn a_clean_stop_of_8_cameras_leaves_every_state_stopped_then_offline() {
 
 #[test]
 fn a_retained_message_too_large_for_camjobd_slows_its_reconnects_and_is_named() {
-    let dir = TempDir::new("mqtt-big");
-    let broker = Broker::start(&dir.0, "allow_anonymous true");
+    let dir = temp_dir("mqtt-big");
+    let broker = Broker::start(dir.path(), "allow_anonymous true");
     let sub = Sub::new(broker.port, "w", &["big/pi/ghost/state"]);
     // 2 MiB retained where camjobd looks for leftovers: beyond the 1 MiB it can read at all
     // (rumqttc reads a packet whole; smaller ones are refused with the link kept, below).
     sub.client.publish("big/pi/ghost/state", rumqttc::QoS::AtLeastOnce, true, vec![b'x'; 2 << 20]).unwrap();
     sub.wait("big/pi/ghost/state", Duration::from_secs(5), |m| m.payload.len() == 2 << 20);
     let cfg = mqtt_config(&dir, json!([cam("cam0")]), &broker.url(), "big/pi", json!({}));
-    let d = Daemon::start_in(TempDir::new("mqtt-big-d"), &cfg);
+    let d = Daemon::builder(temp_dir("mqtt-big-d"), &cfg).start();
     let m = wait_mqtt(&d, Duration::from_secs(20), "the reason", |m| {
         m["last_error"].as_str().is_some_and(|e| e.contains("keeps closing"))
     });
@@ -492,9 +492,9 @@ fn a_retained_message_too_large_for_camjobd_slows_its_reconnects_and_is_named() 
 
 #[test]
 fn mqtts_with_a_ca_file() {
-    let dir = TempDir::new("mqtt-tls");
+    let dir = temp_dir("mqtt-tls");
     let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl").args(args).current_dir(&dir.0).output().expect("openssl");
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir.path()).output().expect("openssl");
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
     openssl(&[
@@ -524,7 +524,7 @@ fn mqtts_with_a_ca_file() {
         "-subj",
         "/CN=127.0.0.1",
     ]);
-    std::fs::write(dir.path("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    std::fs::write(dir.path().join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
     openssl(&[
         "x509",
         "-req",
@@ -545,21 +545,21 @@ fn mqtts_with_a_ca_file() {
     // mosquitto drops root for its own user, which must read the key.
     for f in ["server.key", "server.pem"] {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(dir.path().join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
     }
     let tls = format!(
         "allow_anonymous true\ncertfile {}\nkeyfile {}",
-        dir.path("server.pem").display(),
-        dir.path("server.key").display()
+        dir.path().join("server.pem").display(),
+        dir.path().join("server.key").display()
     );
-    let broker = Broker::start(&dir.0, &tls);
+    let broker = Broker::start(dir.path(), &tls);
     let url = format!("mqtts://127.0.0.1:{}", broker.port);
-    let cfg = mqtt_config(&dir, json!([cam("cam0")]), &url, "tls/pi", json!({"ca_file": dir.path("ca.pem")}));
-    let d = Daemon::start_in(TempDir::new("mqtt-tls-d"), &cfg);
+    let cfg = mqtt_config(&dir, json!([cam("cam0")]), &url, "tls/pi", json!({"ca_file": dir.path().join("ca.pem")}));
+    let d = Daemon::builder(temp_dir("mqtt-tls-d"), &cfg).start();
     wait_mqtt(&d, Duration::from_secs(10), "a TLS connection", |m| m["connected"] == true);
     // The system roots do not know this CA: refused, with a reason.
     let cfg = mqtt_config(&dir, json!([cam("cam0")]), &url, "tls/sys", json!({}));
-    let d2 = Daemon::start_in(TempDir::new("mqtt-tls-d2"), &cfg);
+    let d2 = Daemon::builder(temp_dir("mqtt-tls-d2"), &cfg).start();
     let m = wait_mqtt(&d2, Duration::from_secs(10), "a TLS refusal", |m| m["last_error"].is_string());
     assert!(m["last_error"].as_str().unwrap().starts_with("TLS"), "{m}");
     assert_eq!(m["connected"], false);
@@ -567,8 +567,8 @@ fn mqtts_with_a_ca_file() {
 
 #[test]
 fn bad_mqtt_settings_stop_the_start_naming_the_key() {
-    let dir = TempDir::new("mqtt-cfg");
-    let not_pem = dir.path("ca.pem");
+    let dir = temp_dir("mqtt-cfg");
+    let not_pem = dir.path().join("ca.pem");
     std::fs::write(&not_pem, "hello\n").unwrap();
     for (m, key, says) in [
         (json!({"url": "tcp://x:1883"}), "mqtt.url", "must start with mqtt:// or mqtts://"),
@@ -578,7 +578,7 @@ fn bad_mqtt_settings_stop_the_start_naming_the_key() {
         (json!({"outbox": 100000}), "mqtt.outbox", "<= 4096"),
         (json!({"outbox": 16}), "mqtt.outbox", ">= 32"),
         (json!({"password_file": "/x"}), "mqtt.password_file", "needs mqtt.username"),
-        (json!({"username": "u", "password_file": dir.path("missing")}), "mqtt.password_file", "cannot read"),
+        (json!({"username": "u", "password_file": dir.path().join("missing")}), "mqtt.password_file", "cannot read"),
         (json!({"url": "mqtts://127.0.0.1", "ca_file": not_pem}), "mqtt.ca_file", "no usable CERTIFICATE"),
         (json!({"ca_file": "/etc/hostname"}), "mqtt.ca_file", "mqtts://"),
         (json!({"client_id": "a b"}), "mqtt.client_id", "A-Z a-z 0-9"),
@@ -587,7 +587,7 @@ fn bad_mqtt_settings_stop_the_start_naming_the_key() {
     ] {
         let mut cfg = config(&dir, json!([cam("cam0")]), json!({}));
         cfg["mqtt"] = m.clone();
-        let file = dir.path("c.json");
+        let file = dir.path().join("c.json");
         std::fs::write(&file, cfg.to_string()).unwrap();
         // Refused by --check-config and by the start alike.
         for check in [true, false] {
@@ -609,16 +609,16 @@ fn bad_mqtt_settings_stop_the_start_naming_the_key() {
 #[test]
 fn a_fleet_of_20_on_one_broker() {
     const N: usize = 20;
-    let dir = TempDir::new("mqtt-fleet");
-    let broker = Broker::start(&dir.0, "allow_anonymous true\nmax_connections -1");
+    let dir = temp_dir("mqtt-fleet");
+    let broker = Broker::start(dir.path(), "allow_anonymous true\nmax_connections -1");
     let sub = Sub::new(broker.port, "fleet-watch", &["fleet/+/availability", "fleet/+/cam0/state", "fleet/+/events"]);
     let t0 = Instant::now();
     let fleet: Vec<Daemon> = (0..N)
         .map(|i| {
-            let d = TempDir::new(&format!("fleet{i}"));
+            let d = temp_dir(&format!("fleet{i}"));
             let one = synthetic("cam0", json!({"source": {"kind": "synthetic", "width": 160, "height": 120, "fps": 5}, "snapshot_interval_ms": 1000, "frame_buffers": 4, "max_frame_bytes": 65536}));
             let cfg = mqtt_config(&d, json!([one]), &broker.url(), &format!("fleet/n{i:02}"), json!({"discovery_prefix": null}));
-            Daemon::start_in(d, &cfg)
+            Daemon::builder(d, &cfg).start()
         })
         .collect();
     let online = |s: &Sub| {
@@ -690,8 +690,8 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn snapshots_as_jpeg_on_the_broker_when_asked_rate_capped() {
-    let dir = TempDir::new("mqtt-jpeg");
-    let broker = Broker::start(&dir.0, "allow_anonymous true");
+    let dir = temp_dir("mqtt-jpeg");
+    let broker = Broker::start(dir.path(), "allow_anonymous true");
     let sub = Sub::new(broker.port, "w", &["jpeg/pi/cam0/snapshot", "homeassistant/image/#"]);
     // Snapshots kept 5 times a second, announced at most once a second.
     let one = synthetic(
@@ -705,7 +705,7 @@ fn snapshots_as_jpeg_on_the_broker_when_asked_rate_capped() {
         "jpeg/pi",
         json!({"snapshot_jpeg": true, "snapshot_interval_s": 1}),
     );
-    let _d = Daemon::start_in(TempDir::new("mqtt-jpeg-d"), &cfg);
+    let _d = Daemon::builder(temp_dir("mqtt-jpeg-d"), &cfg).start();
     let first = sub.wait("jpeg/pi/cam0/snapshot", Duration::from_secs(10), |m| !m.payload.is_empty());
     assert!(first.payload.starts_with(&[0xFF, 0xD8]) && first.payload.ends_with(&[0xFF, 0xD9]), "not a JPEG");
     let image = sub.wait("homeassistant/image/jpeg-pi/cam0_snapshot/config", Duration::from_secs(5), |_| true).json();
@@ -723,11 +723,11 @@ fn snapshots_as_jpeg_on_the_broker_when_asked_rate_capped() {
 
 #[test]
 fn an_oversize_command_is_refused_with_the_link_kept_and_floods_are_not_logged_line_by_line() {
-    let dir = TempDir::new("mqtt-oversize");
-    let broker = Broker::start(&dir.0, "allow_anonymous true");
+    let dir = temp_dir("mqtt-oversize");
+    let broker = Broker::start(dir.path(), "allow_anonymous true");
     let sub = Sub::new(broker.port, "w", &["ov/pi/#"]);
     let cfg = mqtt_config(&dir, json!([cam("cam0")]), &broker.url(), "ov/pi", json!({}));
-    let d = Daemon::start_in(TempDir::new("mqtt-oversize-d"), &cfg);
+    let d = Daemon::builder(temp_dir("mqtt-oversize-d"), &cfg).start();
     sub.wait("ov/pi/cam0/state", Duration::from_secs(10), |m| m.text() == "RUNNING");
     wait_mqtt(&d, Duration::from_secs(10), "connected", |m| m["connected"] == true);
     // 70 KB, not retained, on the command topic: refused and counted, the connection stays.
@@ -775,10 +775,10 @@ fn an_oversize_command_is_refused_with_the_link_kept_and_floods_are_not_logged_l
 
 #[test]
 fn a_panic_in_the_network_task_exits_1() {
-    let dir = TempDir::new("mqtt-panic");
-    let broker = Broker::start(&dir.0, "allow_anonymous true");
+    let dir = temp_dir("mqtt-panic");
+    let broker = Broker::start(dir.path(), "allow_anonymous true");
     let cfg = mqtt_config(&dir, json!([cam("cam0")]), &broker.url(), "pn/pi", json!({}));
-    let mut d = Daemon::start_env(TempDir::new("mqtt-panic-d"), &cfg, false, &[("CAMJOBD_TEST_FAULT", "mqtt-panic")]);
+    let mut d = Daemon::builder(temp_dir("mqtt-panic-d"), &cfg).env("CAMJOBD_TEST_FAULT", "mqtt-panic").start();
     let status = d.wait_exit(Duration::from_secs(15)).unwrap_or_else(|| panic!("still running:\n{}", d.stderr()));
     let log = d.stderr();
     assert_eq!(status.code(), Some(1), "{log}");

@@ -53,13 +53,13 @@ fn wait_until(within: Duration, what: &str, f: impl Fn() -> bool) {
 
 #[test]
 fn frames_pass_through_byte_for_byte_and_the_child_is_reaped_on_stop() {
-    let dir = TempDir::new("pipe");
+    let dir = temp_dir("pipe");
     let frame = jpeg(320, 240, 7);
-    std::fs::write(dir.path("f.jpg"), &frame).unwrap();
+    std::fs::write(dir.path().join("f.jpg"), &frame).unwrap();
     // The marker makes this test's children findable in /proc.
-    let script = format!("while :; do cat {}; sleep 0.0271828; done", dir.path("f.jpg").display());
+    let script = format!("while :; do cat {}; sleep 0.0271828; done", dir.path().join("f.jpg").display());
     let cfg = config(&dir, json!([pipe_cam("cam0", &script, json!({}))]), json!({}));
-    let mut d = Daemon::start_in(dir, &cfg);
+    let mut d = Daemon::builder(dir, &cfg).start();
     d.wait_state("cam0", "RUNNING", 10 * SEC);
     d.wait_job("cam0", 10 * SEC, |j| j["frames_captured"].as_u64().unwrap() >= 5);
     let r = d.get("/api/cameras/cam0/latest.jpg");
@@ -85,13 +85,13 @@ fn frames_pass_through_byte_for_byte_and_the_child_is_reaped_on_stop() {
 
 #[test]
 fn oversize_and_garbage_frames_are_dropped_and_counted() {
-    let dir = TempDir::new("pipebad");
-    std::fs::write(dir.path("small.jpg"), jpeg(64, 48, 1)).unwrap();
+    let dir = temp_dir("pipebad");
+    std::fs::write(dir.path().join("small.jpg"), jpeg(64, 48, 1)).unwrap();
     let big = jpeg(1024, 768, 2);
     assert!(big.len() > 8192);
-    std::fs::write(dir.path("big.jpg"), &big).unwrap();
-    std::fs::write(dir.path("junk"), b"this is not a jpeg \xff\x00\xff").unwrap();
-    let p = |n: &str| dir.path(n).display().to_string();
+    std::fs::write(dir.path().join("big.jpg"), &big).unwrap();
+    std::fs::write(dir.path().join("junk"), b"this is not a jpeg \xff\x00\xff").unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
     let script = format!(
         "while :; do cat {} {} {} {}; sleep 0.01; done",
         p("small.jpg"),
@@ -100,7 +100,7 @@ fn oversize_and_garbage_frames_are_dropped_and_counted() {
         p("small.jpg")
     );
     let cfg = config(&dir, json!([pipe_cam("cam0", &script, json!({"max_frame_bytes": 8192}))]), json!({}));
-    let d = Daemon::start_in(dir, &cfg);
+    let d = Daemon::builder(dir, &cfg).start();
     d.wait_state("cam0", "RUNNING", 10 * SEC);
     let j = d.wait_job("cam0", 10 * SEC, |j| {
         j["frames_dropped"].as_u64().unwrap() >= 4 && j["frames_captured"].as_u64().unwrap() >= 4
@@ -117,15 +117,15 @@ fn oversize_and_garbage_frames_are_dropped_and_counted() {
 
 #[test]
 fn a_child_that_exits_is_a_source_error_with_its_status() {
-    let dir = TempDir::new("pipeexit");
-    std::fs::write(dir.path("f.jpg"), jpeg(64, 48, 3)).unwrap();
-    let script = format!("cat {0} {0}; echo 'camera: no device' >&2; exit 3", dir.path("f.jpg").display());
+    let dir = temp_dir("pipeexit");
+    std::fs::write(dir.path().join("f.jpg"), jpeg(64, 48, 3)).unwrap();
+    let script = format!("cat {0} {0}; echo 'camera: no device' >&2; exit 3", dir.path().join("f.jpg").display());
     let cfg = config(
         &dir,
         json!([pipe_cam("cam0", &script, json!({"watchdog": {"max_recoveries": 2, "backoff_initial_ms": 50}}))]),
         json!({}),
     );
-    let d = Daemon::start_in(dir, &cfg);
+    let d = Daemon::builder(dir, &cfg).start();
     let j = d.wait_state("cam0", "FAILED", 10 * SEC);
     let reason = j["reason"].as_str().unwrap();
     assert!(reason.contains("exited with status 3") && reason.contains("camera: no device"), "{reason}");
@@ -150,11 +150,11 @@ fn a_missing_program_fails_with_a_helpful_reason() {
 
 #[test]
 fn children_die_with_a_killed_daemon() {
-    let dir = TempDir::new("pipekill");
-    std::fs::write(dir.path("f.jpg"), jpeg(64, 48, 9)).unwrap();
-    let script = format!("while :; do cat {}; sleep 0.0314159; done", dir.path("f.jpg").display());
+    let dir = temp_dir("pipekill");
+    std::fs::write(dir.path().join("f.jpg"), jpeg(64, 48, 9)).unwrap();
+    let script = format!("while :; do cat {}; sleep 0.0314159; done", dir.path().join("f.jpg").display());
     let cfg = config(&dir, json!([pipe_cam("cam0", &script, json!({}))]), json!({}));
-    let mut d = Daemon::start_in(dir, &cfg);
+    let mut d = Daemon::builder(dir, &cfg).start();
     d.wait_state("cam0", "RUNNING", 10 * SEC);
     assert!(!processes_with("0.0314159").is_empty());
     // SIGKILL: no destructor runs; the kernel's parent-death signal must take the child.

@@ -28,11 +28,11 @@ fn video_camera() -> Value {
 
 /// Starts camjobd with the video camera, RTSP on a free port; waits for the job to run.
 fn start(tag: &str, http: Value, rtsp: Value) -> (Daemon, SocketAddr) {
-    let dir = TempDir::new(tag);
+    let dir = temp_dir(tag);
     let mut cfg = config(&dir, json!([video_camera()]), http);
     cfg["rtsp"] = json!({"bind": "127.0.0.1:0"});
     merge(&mut cfg["rtsp"], rtsp);
-    let d = Daemon::start_in(dir, &cfg);
+    let d = Daemon::builder(dir, &cfg).start();
     let bearer = cfg["http"]["token"].as_str().map(|t| format!("Bearer {t}"));
     let auth: Vec<(&str, &str)> = bearer.iter().map(|b| ("Authorization", b.as_str())).collect();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -642,12 +642,12 @@ fn a_client_that_pauses_skips_ahead_and_a_thousand_connections_leave_nothing_beh
 
 #[test]
 fn a_describe_of_one_camera_does_not_keep_its_encoder_for_another() {
-    let dir = TempDir::new("rtsp-two");
+    let dir = temp_dir("rtsp-two");
     let mut other = video_camera();
     other["name"] = json!("cam1");
     let mut cfg = config(&dir, json!([video_camera(), other]), json!({}));
     cfg["rtsp"] = json!({"bind": "127.0.0.1:0"});
-    let d = Daemon::start_in(dir, &cfg);
+    let d = Daemon::builder(dir, &cfg).start();
     d.wait_state("cam1", "RUNNING", Duration::from_secs(10));
     let addr: SocketAddr = d.get("/api/status").json()["rtsp"]["bind"].as_str().unwrap().parse().unwrap();
     let mut c = Raw::connect(addr);
@@ -688,10 +688,10 @@ fn a_udp_client_whose_port_closed_is_let_go() {
 
 #[test]
 fn configs_that_cannot_be_served_are_refused_with_their_key() {
-    let dir = TempDir::new("rtsp-config");
+    let dir = temp_dir("rtsp-config");
     let check = |doc: Value| {
-        std::fs::write(dir.path("c.json"), doc.to_string()).unwrap();
-        let o = check_config(&dir.path("c.json"));
+        std::fs::write(dir.path().join("c.json"), doc.to_string()).unwrap();
+        let o = check_config(&dir.path().join("c.json"));
         (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
     };
     let cam = video_camera();
@@ -720,7 +720,7 @@ fn a_camera_that_delivers_jpegs_is_decoded_for_h264() {
     }
     // An MJPEG pipe camera (what rpicam-vid --codec mjpeg and a USB MJPG camera deliver) at
     // 320x240, 30 fps: not the 640x480 a pipe is assumed to have.
-    let dir = TempDir::new("rtsp-jpeg");
+    let dir = temp_dir("rtsp-jpeg");
     let cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"]
         .iter()
         .chain(&["-f", "mjpeg", "-q:v", "5", "-"])
@@ -729,7 +729,7 @@ fn a_camera_that_delivers_jpegs_is_decoded_for_h264() {
         json!({"name": "pcam", "source": {"kind": "pipe", "command": cmd}, "store": {"enabled": false}, "video": {}});
     let mut cfg = config(&dir, json!([cam]), json!({}));
     cfg["rtsp"] = json!({"bind": "127.0.0.1:0"});
-    let d = Daemon::start_in(dir, &cfg);
+    let d = Daemon::builder(dir, &cfg).start();
     d.wait_state("pcam", "RUNNING", Duration::from_secs(10));
     let addr = d.get("/api/status").json()["rtsp"]["bind"].as_str().unwrap().to_string();
     let url = format!("rtsp://{addr}/pcam");

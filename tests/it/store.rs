@@ -46,11 +46,11 @@ fn env_usize(name: &str, default: usize) -> usize {
 
 #[test]
 fn snapshots_are_files_listed_served_and_numbered_across_restarts() {
-    let dir = TempDir::new("store");
+    let dir = temp_dir("store");
     let cam = synthetic("cam0", json!({"snapshot_interval_ms": 50}));
     let cfg = config(&dir, json!([cam]), json!({}));
-    let data = dir.path("data");
-    let d = Daemon::start_in(dir, &cfg);
+    let data = dir.path().join("data");
+    let d = Daemon::builder(dir, &cfg).start();
     d.wait_job("cam0", 10 * SEC, |_| true);
     wait_written(&d, 10);
     let list = d.get("/api/cameras/cam0/snapshots?limit=5").json();
@@ -80,9 +80,9 @@ fn snapshots_are_files_listed_served_and_numbered_across_restarts() {
     let last_before = d.camera("cam0")["latest"]["seq"].as_u64().unwrap();
     let mut d = d;
     assert!(d.terminate(2 * SEC).unwrap().success());
-    let dir = std::mem::replace(&mut d.dir, TempDir::new("unused"));
+    let dir = std::mem::replace(&mut d.dir, temp_dir("unused"));
     drop(d);
-    let d = Daemon::start_in(dir, &cfg);
+    let d = Daemon::builder(dir, &cfg).start();
     let j = d.wait_job("cam0", 10 * SEC, |_| true);
     let _ = j;
     let deadline = Instant::now() + 10 * SEC;
@@ -100,11 +100,11 @@ fn snapshots_are_files_listed_served_and_numbered_across_restarts() {
 
 #[test]
 fn files_deleted_outside_camjobd_leave_the_list_at_the_first_read() {
-    let dir = TempDir::new("store-gone");
+    let dir = temp_dir("store-gone");
     let cam = synthetic("cam0", json!({"snapshot_interval_ms": 50}));
     let cfg = config(&dir, json!([cam]), json!({}));
-    let data = dir.path("data");
-    let d = Daemon::start_in(dir, &cfg);
+    let data = dir.path().join("data");
+    let d = Daemon::builder(dir, &cfg).start();
     wait_written(&d, 10);
     assert_eq!(d.post("/api/cameras/cam0/stop", "").status, 202);
     d.wait_state("cam0", "STOPPED", 5 * SEC);
@@ -133,11 +133,11 @@ fn files_deleted_outside_camjobd_leave_the_list_at_the_first_read() {
 
 #[test]
 fn planted_links_and_fifos_are_never_followed_served_archived_or_deleted() {
-    let dir = TempDir::new("store-links");
+    let dir = temp_dir("store-links");
     let cam = synthetic("cam0", json!({"snapshot_interval_ms": 50}));
     let cfg = config(&dir, json!([cam]), json!({}));
-    let data = dir.path("data");
-    let mut d = Daemon::start_in(dir, &cfg);
+    let data = dir.path().join("data");
+    let mut d = Daemon::builder(dir, &cfg).start();
     wait_written(&d, 5);
     let r = d
         .post("/api/exports", &json!({"camera": "cam0", "from": 0, "to": "2100-01-01", "kind": "archive"}).to_string());
@@ -148,13 +148,13 @@ fn planted_links_and_fifos_are_never_followed_served_archived_or_deleted() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(d.terminate(2 * SEC).unwrap().success());
-    let dir = std::mem::replace(&mut d.dir, TempDir::new("unused"));
+    let dir = std::mem::replace(&mut d.dir, temp_dir("unused"));
     drop(d);
 
     // What someone with write access to storage.dir plants, and a canary outside it.
-    let canary = dir.path("canary");
+    let canary = dir.path().join("canary");
     std::fs::write(&canary, b"CANARY-outside").unwrap();
-    let outside = dir.path("outside");
+    let outside = dir.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(outside.join("5.jpg"), b"keep me").unwrap();
     std::fs::write(outside.join("6.jpg"), b"").unwrap();
@@ -177,7 +177,7 @@ fn planted_links_and_fifos_are_never_followed_served_archived_or_deleted() {
     std::os::unix::fs::symlink(&canary, exports.join("next_id")).unwrap();
     std::os::unix::fs::symlink(&canary, data.join("journal/events-999999.jsonl")).unwrap();
 
-    let d = Daemon::start_in(dir, &cfg);
+    let d = Daemon::builder(dir, &cfg).start();
     d.wait_state("cam0", "RUNNING", 10 * SEC);
     let events = d.get("/api/events?limit=500").json().to_string();
     assert!(events.contains("are links or not regular files and were left alone"), "{events}");
@@ -226,15 +226,15 @@ fn planted_links_and_fifos_are_never_followed_served_archived_or_deleted() {
 #[test]
 fn a_linked_exports_or_journal_directory_stops_the_start_with_the_path_named() {
     for linked in ["exports", "journal"] {
-        let dir = TempDir::new(&format!("store-linked-{linked}"));
+        let dir = temp_dir(&format!("store-linked-{linked}"));
         let cfg = config(&dir, json!([synthetic("cam0", json!({}))]), json!({}));
-        let outside = dir.path("outside");
+        let outside = dir.path().join("outside");
         std::fs::create_dir_all(&outside).unwrap();
         std::fs::write(outside.join("1.json"), b"{}").unwrap();
-        std::fs::create_dir_all(dir.path("data")).unwrap();
-        std::os::unix::fs::symlink(&outside, dir.path("data").join(linked)).unwrap();
-        std::fs::write(dir.path("c.json"), cfg.to_string()).unwrap();
-        let o = std::process::Command::new(bin()).arg("--config").arg(dir.path("c.json")).output().unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.path().join("data").join(linked)).unwrap();
+        std::fs::write(dir.path().join("c.json"), cfg.to_string()).unwrap();
+        let o = std::process::Command::new(bin()).arg("--config").arg(dir.path().join("c.json")).output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{linked}: {err}");
         assert!(err.contains(&format!("data/{linked}")), "{linked}: {err}");
@@ -244,13 +244,13 @@ fn a_linked_exports_or_journal_directory_stops_the_start_with_the_path_named() {
 
 #[test]
 fn a_day_directory_swapped_for_a_link_is_not_written_through() {
-    let dir = TempDir::new("store-swap");
+    let dir = temp_dir("store-swap");
     let cam = synthetic("cam0", json!({"snapshot_interval_ms": 50}));
     let cfg = config(&dir, json!([cam]), json!({}));
-    let data = dir.path("data");
-    let outside = dir.path("outside");
+    let data = dir.path().join("data");
+    let outside = dir.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
-    let d = Daemon::start_in(dir, &cfg);
+    let d = Daemon::builder(dir, &cfg).start();
     let store = |d: &Daemon| d.camera("cam0")["store"].clone();
     wait_written(&d, 3);
     // Today's directory is moved away and a link to elsewhere put in its place.
@@ -289,7 +289,7 @@ fn a_day_directory_swapped_for_a_link_is_not_written_through() {
 fn retention_holds_the_budget_through_a_long_accelerated_run() {
     let target = env_usize("CAMJOBD_RETENTION_SNAPSHOTS", 100_000) as u64;
     let budget: u64 = 20_000_000;
-    let dir = TempDir::new("retention");
+    let dir = temp_dir("retention");
     let cam = synthetic(
         "cam0",
         json!({"snapshot_interval_ms": 0, "source": {"width": 64, "height": 48, "fps": 5000, "quality": 50},
@@ -299,8 +299,8 @@ fn retention_holds_the_budget_through_a_long_accelerated_run() {
     cfg["log"]["level"] = json!("warn");
     // Budgets, not durability, are tested here: 100,000 fsyncs would only make it slower.
     cfg["storage"]["fsync"] = json!("never");
-    let data = dir.path("data");
-    let d = Daemon::start_in(dir, &cfg);
+    let data = dir.path().join("data");
+    let d = Daemon::builder(dir, &cfg).start();
     let t0 = Instant::now();
     let (mut samples, mut peak, mut biggest) = (0u64, 0u64, 0u64);
     let written = |d: &Daemon| d.camera("cam0")["store"]["written"].as_u64().unwrap();
@@ -348,7 +348,7 @@ fn retention_holds_the_budget_through_a_long_accelerated_run() {
 fn kill_9_at_random_moments_leaves_a_consistent_store() {
     let cycles = env_usize("CAMJOBD_CRASH_CYCLES", 100);
     let budget: u64 = 256 * 1024;
-    let dir = TempDir::new("crash");
+    let dir = temp_dir("crash");
     let cam = synthetic(
         "cam0",
         json!({"autostart": false, "snapshot_interval_ms": 0, "source": {"width": 96, "height": 64, "fps": 2000},
@@ -356,14 +356,14 @@ fn kill_9_at_random_moments_leaves_a_consistent_store() {
     );
     let mut cfg = config(&dir, json!([cam]), json!({}));
     cfg["log"]["level"] = json!("warn");
-    let data = dir.path("data");
+    let data = dir.path().join("data");
     let mut dir = dir;
     let mut last_id = 0;
     let mut killed_id = 0;
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut checked_files = 0;
     for cycle in 0..cycles {
-        let mut d = Daemon::start_in(dir, &cfg);
+        let mut d = Daemon::builder(dir, &cfg).start();
         if cycle > 0 {
             // The killed job is on record as interrupted, and a new one resumed capture.
             let jobs = d.get("/api/jobs").json();
@@ -428,7 +428,7 @@ fn kill_9_at_random_moments_leaves_a_consistent_store() {
         std::thread::sleep(Duration::from_millis(30 + seed % 270));
         d.child.kill().unwrap();
         d.child.wait().unwrap();
-        dir = std::mem::replace(&mut d.dir, TempDir::new("unused"));
+        dir = std::mem::replace(&mut d.dir, temp_dir("unused"));
     }
     println!("crash test: {cycles} kill -9 cycles, {checked_files} snapshot files decoded after restarts");
     drop(dir);
@@ -458,11 +458,11 @@ fn journal_lines(data: &Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_killed_job_is_recorded_as_interrupted_and_resumed_a_clean_stop_is_not() {
-    let dir = TempDir::new("interrupt");
+    let dir = temp_dir("interrupt");
     let cam = synthetic("cam0", json!({"autostart": false}));
     let cfg = config(&dir, json!([cam]), json!({}));
-    let data = dir.path("data");
-    let mut d = Daemon::start_in(dir, &cfg);
+    let data = dir.path().join("data");
+    let mut d = Daemon::builder(dir, &cfg).start();
     let id = d.post("/api/cameras/cam0/start", "").json()["id"].as_u64().unwrap();
     d.wait_state("cam0", "RUNNING", 10 * SEC);
     // State changes reach the journal within a second.
@@ -473,10 +473,10 @@ fn a_killed_job_is_recorded_as_interrupted_and_resumed_a_clean_stop_is_not() {
     }
     d.child.kill().unwrap();
     d.child.wait().unwrap();
-    let dir = std::mem::replace(&mut d.dir, TempDir::new("unused"));
+    let dir = std::mem::replace(&mut d.dir, temp_dir("unused"));
     drop(d);
 
-    let mut d = Daemon::start_in(dir, &cfg);
+    let mut d = Daemon::builder(dir, &cfg).start();
     let jobs = d.get("/api/jobs").json();
     let old =
         jobs["ended"].as_array().unwrap().iter().find(|j| j["id"] == id).unwrap_or_else(|| panic!("{jobs:#}")).clone();
@@ -494,9 +494,9 @@ fn a_killed_job_is_recorded_as_interrupted_and_resumed_a_clean_stop_is_not() {
 
     // A clean stop is not an interruption.
     assert!(d.terminate(2 * SEC).unwrap().success());
-    let dir = std::mem::replace(&mut d.dir, TempDir::new("unused"));
+    let dir = std::mem::replace(&mut d.dir, temp_dir("unused"));
     drop(d);
-    let d = Daemon::start_in(dir, &cfg);
+    let d = Daemon::builder(dir, &cfg).start();
     let jobs = d.get("/api/jobs").json();
     let ended = jobs["ended"].as_array().unwrap();
     let r = ended.iter().find(|j| j["id"] == resumed).unwrap_or_else(|| panic!("{jobs:#}"));
@@ -507,11 +507,11 @@ fn a_killed_job_is_recorded_as_interrupted_and_resumed_a_clean_stop_is_not() {
 
 #[test]
 fn keep_changed_writes_a_static_scene_rarely_and_a_changing_one_always() {
-    let dir = TempDir::new("changed");
+    let dir = temp_dir("changed");
     let (a, b) = (jpeg(160, 120, 10), jpeg(160, 120, 240));
-    std::fs::write(dir.path("a.jpg"), &a).unwrap();
-    std::fs::write(dir.path("b.jpg"), &b).unwrap();
-    let p = |n: &str| dir.path(n).display().to_string();
+    std::fs::write(dir.path().join("a.jpg"), &a).unwrap();
+    std::fs::write(dir.path().join("b.jpg"), &b).unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
     // Every frame kept, so the moving camera's kept frames alternate a, b, a, ...
     let cam = |name: &str, script: String| {
         json!({"name": name, "source": {"kind": "pipe", "command": ["sh", "-c", script]}, "snapshot_interval_ms": 0,
@@ -525,7 +525,7 @@ fn keep_changed_writes_a_static_scene_rarely_and_a_changing_one_always() {
         ]),
         json!({}),
     );
-    let d = Daemon::start_in(dir, &cfg);
+    let d = Daemon::builder(dir, &cfg).start();
     d.wait_state("still", "RUNNING", 10 * SEC);
     std::thread::sleep(3 * SEC); // ~50 snapshots each
     let still = d.camera("still")["store"].clone();
@@ -573,8 +573,8 @@ impl Drop for Tmpfs {
 /// as it can, with only the disk (not a budget) to stop it. `fill` bytes of another file are
 /// written first. `None` (and a SKIPPED line) where mounting is not allowed.
 fn on_small_disk(tag: &str, size: &str, min_free: u64, fill: usize) -> Option<(Tmpfs, Daemon, PathBuf)> {
-    let dir = TempDir::new(tag);
-    let Some(fs) = Tmpfs::mount(dir.path("small"), size) else {
+    let dir = temp_dir(tag);
+    let Some(fs) = Tmpfs::mount(dir.path().join("small"), size) else {
         eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); the small-disk paths are untested in this run");
         return None;
     };
@@ -588,7 +588,7 @@ fn on_small_disk(tag: &str, size: &str, min_free: u64, fill: usize) -> Option<(T
     cfg["storage"] = json!({"dir": data, "max_bytes": 100_000_000, "min_free_bytes": min_free});
     let filler = fs.0.join("filler");
     std::fs::write(&filler, vec![1u8; fill]).unwrap();
-    let d = Daemon::start_in(dir, &cfg);
+    let d = Daemon::builder(dir, &cfg).start();
     d.wait_state("cam0", "RUNNING", 10 * SEC);
     Some((fs, d, filler))
 }
