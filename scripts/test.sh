@@ -17,140 +17,173 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 
 log() { printf '\n== %s  (%d s)\n' "$*" "$(( $(date +%s) - start ))"; }
-skip() { [ "$(eval echo "\${SKIP_$1:-0}")" = 1 ]; }
+# SKIP_<NAME>=1 (an indirect expansion: the variable named SKIP_<NAME>).
+skip() { local var="SKIP_$1"; [ "${!var:-0}" = 1 ]; }
 
-# One place installs the Debian packages, so that later steps never run two apt-gets at once
-# (the cross tests run beside the browser test). The scripts still install what is missing
-# when run on their own.
-log "packages"
 . scripts/lib.sh
-want=("$(libclang_package)" ffmpeg nasm faketime mosquitto openssl gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-libav)
-skip BROWSER || want+=(chromium)
-skip SOAK || want+=(gnuplot-nox)
-skip VM || want+=(qemu-system-x86 busybox-static cpio kmod v4l-utils ustreamer libjpeg-turbo-progs)
-skip POWERCUT || want+=(qemu-system-x86 busybox-static cpio kmod e2fsprogs libjpeg-turbo-progs python3)
-skip PACKAGE || want+=(lintian mmdebstrap systemd-container)
-# shellcheck disable=SC2207 # package names are single words
-skip CROSS || want+=(qemu-user $(cross_packages aarch64) $(cross_packages armv7))
-missing=()
-for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-apt_install "${missing[@]}"
+# What the steps write that the final line counts (cargo's and node's results, one line per
+# script), the background job's log, and the background job itself.
+out=$(mktemp)
+cross_log=$(mktemp)
+fuzz_build_log=$(mktemp)
+cross_pid=""
+trap 'rm -f "$out" "$cross_log" "$fuzz_build_log"; [ -z "$cross_pid" ] || kill "$cross_pid" 2>/dev/null || true' EXIT
+status=0
 # The release binary of the browser test, the soak and the VM test is one build, with V4L2.
 export CAMJOBD_FEATURES=v4l2
 # The tests that drive real clients (ffmpeg) or move the wall clock (libfaketime) must not
 # skip here.
 export CAMJOBD_REQUIRE_CLIENTS=1 CAMJOBD_REQUIRE_FAKETIME=1
-# NASM (installed above, before the first build) gives libjpeg-turbo its x86 SIMD code; a unit
-# test checks that the build has it.
+# NASM (installed by the first step, before the first build) gives libjpeg-turbo its x86 SIMD
+# code; a unit test checks that the build has it.
 export CAMJOBD_REQUIRE_SIMD=1
 
-log "format"
-if cargo fmt --version >/dev/null 2>&1; then
-  cargo fmt --check
-else
-  echo "rustfmt not installed; skipping"
-fi
+# --- The steps' commands, in the order of the table below.
 
-log "build"
+# One place installs the Debian packages, so that later steps never run two apt-gets at once
+# (the cross tests run beside the browser test). The scripts still install what is missing
+# when run on their own.
+packages() {
+  local want missing p
+  want=("$(libclang_package)" ffmpeg nasm faketime mosquitto openssl gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-libav)
+  skip BROWSER || want+=(chromium)
+  skip SOAK || want+=(gnuplot-nox)
+  skip VM || want+=(qemu-system-x86 busybox-static cpio kmod v4l-utils ustreamer libjpeg-turbo-progs)
+  skip POWERCUT || want+=(qemu-system-x86 busybox-static cpio kmod e2fsprogs libjpeg-turbo-progs python3)
+  skip PACKAGE || want+=(lintian mmdebstrap systemd-container)
+  # shellcheck disable=SC2207 # package names are single words
+  skip CROSS || want+=(qemu-user $(cross_packages aarch64) $(cross_packages armv7))
+  missing=()
+  for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  apt_install "${missing[@]}"
+}
+
+format() {
+  if cargo fmt --version >/dev/null 2>&1; then
+    cargo fmt --check
+  else
+    echo "rustfmt not installed; skipping"
+  fi
+}
+
 # The tests run with the v4l2 feature (the V4L2 source); the default build, which needs no
 # libclang (`cargo run --release` on a fresh machine), is checked by clippy below (or by a
 # plain `cargo check` where clippy is missing).
-cargo build --locked --all-targets --features v4l2
-if cargo clippy --version >/dev/null 2>&1; then
-  log "clippy"
-  cargo clippy --locked --all-targets --quiet -- -D warnings
-  cargo clippy --locked --all-targets --features v4l2 --quiet -- -D warnings
-else
-  # The whole output: a compile error must be readable in CI's log.
-  cargo check --locked --all-targets
-fi
+build() {
+  cargo build --locked --all-targets --features v4l2
+  if cargo clippy --version >/dev/null 2>&1; then
+    log "clippy"
+    cargo clippy --locked --all-targets --quiet -- -D warnings
+    cargo clippy --locked --all-targets --features v4l2 --quiet -- -D warnings
+  else
+    # The whole output: a compile error must be readable in CI's log.
+    cargo check --locked --all-targets
+  fi
+}
 
-log "tests"
-out=$(mktemp)
-cross_log=$(mktemp)
-cross_pid=""
-trap 'rm -f "$out" "$cross_log" "${fuzz_build_log:-}"; [ -z "$cross_pid" ] || kill "$cross_pid" 2>/dev/null || true' EXIT
-# Integration tests start real daemons with timing checks: a few at a time on 2 cores.
-status=0
-cargo test --locked --no-fail-fast --features v4l2 --lib --bins --tests -- --test-threads=4 2>&1 | tee "$out" || status=$?
+# Unit tests, and the integration tests: tests/it (one crate, one module per area) and
+# tests/alloc.rs (alone in its process: it counts the process's allocations). They start real
+# daemons with timing checks: a few at a time on 2 cores.
+tests() {
+  cargo test --locked --no-fail-fast --features v4l2 --lib --bins --tests -- --test-threads=4
+}
+
+# While the browser test mostly waits on its 50 ms polls, the cross tests and the fuzz targets'
+# build run beside it at the lowest priority (their own target directories: no cargo lock).
+background() {
+  if ! skip CROSS || ! skip FUZZ; then
+    log "started in the background, niced: cross tests (aarch64, armv7 under qemu-user), fuzz build"
+    (
+      cross_status=0
+      if ! skip CROSS; then nice -n 19 bash scripts/cross-test.sh > "$cross_log" 2>&1 || cross_status=$?; fi
+      if ! skip FUZZ; then nice -n 19 bash scripts/fuzz.sh --build > "$fuzz_build_log" 2>&1 || true; fi
+      exit "$cross_status"
+    ) &
+    cross_pid=$!
+  fi
+}
+
+# The dashboard in real headless Chromium (installs chromium and playwright-core itself).
+browser() { bash scripts/browser-test.sh; }
+
+# The soak in its short form: 5 minutes, about 290,000 frames (more than 2.5 hours at 30 fps);
+# the third-vs-third memory check needs `SOAK_SECONDS=1500` (docs/testing.md "Soak").
+soak() { bash scripts/soak.sh "${SOAK_SECONDS:-300}"; }
+
+cross_wait() {
+  if [ -n "$cross_pid" ]; then
+    log "cross tests (and the fuzz build)"
+    local cross_status=0
+    wait "$cross_pid" || cross_status=$?
+    cross_pid=""
+    if ! skip CROSS; then
+      cat "$cross_log"
+      record cross "$cross_status"
+    fi
+  fi
+}
+
+# The real V4L2 path: vivid in a VM (boots Debian's kernel in qemu; TCG without KVM).
+vm() { BENCH_S=${BENCH_S:-10} bash scripts/vm-test.sh; }
+
+# Power cuts on a real filesystem (ext4 on a virtio disk in a VM); 50 with POWER_CUTS=50.
+power_cuts() { BENCH_S=0 bash scripts/power-cut-test.sh "${POWER_CUTS:-4}"; }
+
+# The amd64 Debian package: lintian, then installed, upgraded and purged in a throwaway
+# Debian root (mmdebstrap). scripts/package.sh builds the arm64 and armhf ones too.
+package() { bash scripts/package-test.sh; }
+
+# Fuzzing for a short bounded time (cargo-fuzz, libFuzzer); longer with scripts/fuzz.sh SECONDS.
+fuzz() { bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"; }
 
 # Records a script's outcome as one pass or fail in the summary.
 record() { # NAME STATUS
   if [ "$2" -eq 0 ]; then echo "$1: 1 passed, 0 failed" >> "$out"; else echo "$1: 0 passed, 1 failed" >> "$out"; status=$2; fi
 }
 
-# While the browser test mostly waits on its 50 ms polls, the cross tests and the fuzz targets'
-# build run beside it at the lowest priority (their own target directories: no cargo lock).
-fuzz_build_log=$(mktemp)
-if ! skip CROSS || ! skip FUZZ; then
-  log "started in the background, niced: cross tests (aarch64, armv7 under qemu-user), fuzz build"
-  (
-    cross_status=0
-    if ! skip CROSS; then nice -n 19 bash scripts/cross-test.sh > "$cross_log" 2>&1 || cross_status=$?; fi
-    if ! skip FUZZ; then nice -n 19 bash scripts/fuzz.sh --build > "$fuzz_build_log" 2>&1 || true; fi
-    exit "$cross_status"
-  ) &
-  cross_pid=$!
-fi
+# --- The steps, in order, one a line: SKIP | COUNT | COMMAND | TITLE
+#   SKIP     the step's SKIP_<SKIP>=1 switch; - : the step always runs
+#   COUNT    - : the command runs as it is and may log more itself; a failure ends the run
+#            own : its output goes to the summary, which counts the tests in it; a failure
+#                  fails the run
+#            NAME : its output goes to the summary, which counts the step as one test NAME;
+#                   a failure fails the run
+#   COMMAND  one of the functions above
+#   TITLE    its `== TITLE` line; - : none (the command logs when it has something to do)
+steps=(
+  "-        | -         | packages   | packages"
+  "-        | -         | format     | format"
+  "-        | -         | build      | build"
+  "-        | own       | tests      | tests"
+  "-        | -         | background | -"
+  "BROWSER  | own       | browser    | browser"
+  "SOAK     | soak      | soak       | soak"
+  "-        | -         | cross_wait | -"
+  "VM       | vm        | vm         | vm"
+  "POWERCUT | power-cut | power_cuts | power cuts"
+  "PACKAGE  | package   | package    | package"
+  "FUZZ     | fuzz      | fuzz       | fuzz"
+)
 
-# The dashboard in real headless Chromium (installs chromium and playwright-core itself).
-if ! skip BROWSER; then
-  log "browser"
-  bash scripts/browser-test.sh 2>&1 | tee -a "$out" || status=$?
-fi
-
-# The soak in its short form: 5 minutes, about 290,000 frames (more than 2.5 hours at 30 fps);
-# the third-vs-third memory check needs `SOAK_SECONDS=1500` (README "Soak").
-if ! skip SOAK; then
-  log "soak"
-  soak_status=0
-  bash scripts/soak.sh "${SOAK_SECONDS:-300}" 2>&1 | tee -a "$out" || soak_status=$?
-  record soak "$soak_status"
-fi
-
-if [ -n "$cross_pid" ]; then
-  log "cross tests (and the fuzz build)"
-  cross_status=0
-  wait "$cross_pid" || cross_status=$?
-  cross_pid=""
-  if ! skip CROSS; then
-    cat "$cross_log"
-    record cross "$cross_status"
-  fi
-fi
-
-# The real V4L2 path: vivid in a VM (boots Debian's kernel in qemu; TCG without KVM).
-if ! skip VM; then
-  log "vm"
-  vm_status=0
-  BENCH_S=${BENCH_S:-10} bash scripts/vm-test.sh 2>&1 | tee -a "$out" || vm_status=$?
-  record vm "$vm_status"
-fi
-
-# Power cuts on a real filesystem (ext4 on a virtio disk in a VM); 50 with POWER_CUTS=50.
-if ! skip POWERCUT; then
-  log "power cuts"
-  pc_status=0
-  BENCH_S=0 bash scripts/power-cut-test.sh "${POWER_CUTS:-4}" 2>&1 | tee -a "$out" || pc_status=$?
-  record power-cut "$pc_status"
-fi
-
-# The amd64 Debian package: lintian, then installed, upgraded and purged in a throwaway
-# Debian root (mmdebstrap). scripts/package.sh builds the arm64 and armhf ones too.
-if ! skip PACKAGE; then
-  log "package"
-  pkg_status=0
-  bash scripts/package-test.sh 2>&1 | tee -a "$out" || pkg_status=$?
-  record package "$pkg_status"
-fi
-
-# Fuzzing for a short bounded time (cargo-fuzz, libFuzzer); longer with scripts/fuzz.sh SECONDS.
-if ! skip FUZZ; then
-  log "fuzz"
-  fuzz_status=0
-  bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}" 2>&1 | tee -a "$out" || fuzz_status=$?
-  record fuzz "$fuzz_status"
-fi
+for row in "${steps[@]}"; do
+  IFS='|' read -r switch count command title <<< "$row"
+  # Each field without the blanks around it.
+  read -r switch <<< "$switch"
+  read -r count <<< "$count"
+  read -r command <<< "$command"
+  read -r title <<< "$title"
+  if [ "$switch" != - ] && skip "$switch"; then continue; fi
+  [ "$title" = - ] || log "$title"
+  case $count in
+    -) "$command" ;;
+    own) "$command" 2>&1 | tee -a "$out" || status=$? ;;
+    *)
+      step_status=0
+      "$command" 2>&1 | tee -a "$out" || step_status=$?
+      record "$count" "$step_status"
+      ;;
+  esac
+done
 
 log "done"
 awk '/^(soak|fuzz|vm|cross|power-cut|package): [01] passed/ { p += $2; f += $4 }
