@@ -152,7 +152,7 @@ impl Api {
         }
         let Some(found) = found else { return not_found(path) };
         if !found.methods.allows(req.method()) {
-            return method_not_allowed(&found.methods.allow());
+            return method_not_allowed(found.methods.allow());
         }
         self.dispatch(req, &found, action).await
     }
@@ -370,9 +370,8 @@ fn no_camera(name: &str) -> ApiError {
 }
 
 /// 405, with the methods the route takes.
-fn method_not_allowed(allow: &str) -> Response {
-    Response::from(ApiError::new(Code::MethodNotAllowed, format!("this endpoint takes {allow}")))
-        .with_text(ALLOW, allow.to_owned())
+fn method_not_allowed(allow: String) -> Response {
+    Response::from(ApiError::new(Code::MethodNotAllowed, format!("this endpoint takes {allow}"))).with_text(ALLOW, allow)
 }
 
 #[derive(Deserialize)]
