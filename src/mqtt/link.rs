@@ -1,13 +1,14 @@
 //! The `mqtt` thread's two tasks on its own small runtime:
 //!
 //! - the network task drives rumqttc's event loop: connects, reconnects after a jittered
-//!   backoff, counts what was written, and hands incoming messages over (bounded);
-//! - the publisher wakes every 100 ms, turns what changed in the published state into
-//!   messages in the [`Outbox`], moves them to the client while connected, and acts on
-//!   commands and on retained configs left by cameras that are gone.
+//!   backoff, counts what was written, and tells the publisher what happened on the link
+//!   ([`Link`], one bounded channel, in order);
+//! - the publisher acts on those at once (commands, a new connection to announce, publishes
+//!   to send again), and every 100 ms turns what changed in the published state into messages
+//!   in the [`Outbox`] and moves them to the client while connected.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,10 +94,10 @@ pub(super) async fn run(inputs: Arc<Inputs>, settings: Settings, stats: Arc<Stat
     let Settings { options, names, outbox, snapshot_every } = settings;
     let (client, mut events) = AsyncClient::new(options, CLIENT_QUEUE);
     events.network_options.set_connection_timeout(5);
-    let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE + INCOMING_PER_CAMERA * inputs.cameras.len());
-    let (lost_tx, lost_rx) = mpsc::channel(LOST_QUEUE);
-    let pipes = NetPipes { incoming: in_tx, lost: lost_tx };
-    let mut net = tokio::spawn(network(events, Arc::clone(&stats), pipes, stop.clone()));
+    // Room for the incoming burst, the returned publishes and the link's own news.
+    let (link_tx, link_rx) =
+        mpsc::channel(INCOMING_QUEUE + INCOMING_PER_CAMERA * inputs.cameras.len() + LOST_QUEUE + 4);
+    let mut net = tokio::spawn(network(events, Arc::clone(&stats), link_tx, stop.clone()));
     let mut p = Publisher {
         inputs,
         names,
@@ -107,12 +108,12 @@ pub(super) async fn run(inputs: Arc<Inputs>, settings: Settings, stats: Arc<Stat
         cams: Vec::new(),
         after: 0,
         gaps: 0,
-        seen_connections: 0,
-        subscribed: 0,
+        announce_due: false,
+        subscribe_due: false,
+        returned: Vec::new(),
         pending: Vec::new(),
         snapshot_every,
-        incoming: in_rx,
-        lost: lost_rx,
+        links: link_rx,
         cleanup_until: None,
         announcement: VecDeque::new(),
         announcing: None,
@@ -143,6 +144,7 @@ pub(super) async fn run(inputs: Arc<Inputs>, settings: Settings, stats: Arc<Stat
         tokio::select! {
             () = stop.cancelled() => break,
             _ = tick.tick() => p.round(),
+            Some(link) = p.links.recv() => p.on_link(link),
             ended = &mut net => {
                 // The network task returns on its own only once the stop token is set; a panic
                 // or an early end would leave the link dead while the rest looks fine.
@@ -173,15 +175,21 @@ pub(super) async fn run(inputs: Arc<Inputs>, settings: Settings, stats: Arc<Stat
     p.goodbye(net).await;
 }
 
-/// The network task's ends: where incoming messages go, and where publishes rumqttc would
-/// forget at a reconnection go back to.
-struct NetPipes {
-    incoming: mpsc::Sender<Publish>,
-    lost: mpsc::Sender<Publish>,
+/// What happened on the link, as the network task tells the publisher (in order).
+#[derive(Debug)]
+enum Link {
+    /// Connected (the broker's CONNACK): announce and subscribe.
+    Up,
+    /// The connection dropped; publishes it took with it follow as [`Link::Returned`].
+    Down,
+    /// A message from the broker: a command, or a retained leftover of an earlier run.
+    Incoming(Publish),
+    /// A publish rumqttc would forget at the reconnection (clean session): back to the outbox.
+    Returned(Publish),
 }
 
 /// Drives rumqttc's event loop until the stop token is set (or the disconnect went out).
-async fn network(mut ev: EventLoop, stats: Arc<Stats>, pipes: NetPipes, stop: Stop) {
+async fn network(mut ev: EventLoop, stats: Arc<Stats>, link: mpsc::Sender<Link>, stop: Stop) {
     let mut backoff = Backoff::new(u64::from(std::process::id()) ^ crate::clock::unix_now().to_bits());
     let mut up_since: Option<Instant> = None;
     // Connections in a row that the broker closed within STABLE of opening.
@@ -197,10 +205,12 @@ async fn network(mut ev: EventLoop, stats: Arc<Stats>, pipes: NetPipes, stop: St
                 stats.connected.store(true, Relaxed);
                 stats.connections.fetch_add(1, Relaxed);
                 log::info!("mqtt: connected to {}", stats.broker);
+                // Waits for room (the publisher drains every round): a connection must be
+                // announced. Err: the publisher is gone, shutting down.
+                let _ = link.send(Link::Up).await;
             }
             Ok(Event::Incoming(Packet::Publish(m))) if m.payload.len() > MAX_MESSAGE => {
                 // Read whole (rumqttc cannot skip a packet), refused here: the link stays up.
-                stats.incoming_refused.fetch_add(1, Relaxed);
                 let why = format!(
                     "refused a message of {} bytes on {} (camjobd reads at most {} KiB); the connection stays up",
                     m.payload.len(),
@@ -208,10 +218,12 @@ async fn network(mut ev: EventLoop, stats: Arc<Stats>, pipes: NetPipes, stop: St
                     MAX_MESSAGE >> 10
                 );
                 OVERSIZE_LOG.warn(format_args!("mqtt: {why}"));
+                // The reason before the count: whoever sees the count finds the reason.
                 stats.set_error(Some(why));
+                stats.incoming_refused.fetch_add(1, Release);
             }
             Ok(Event::Incoming(Packet::Publish(m))) => {
-                if pipes.incoming.try_send(m).is_err() {
+                if link.try_send(Link::Incoming(m)).is_err() {
                     stats.incoming_dropped.fetch_add(1, Relaxed);
                 }
             }
@@ -229,12 +241,15 @@ async fn network(mut ev: EventLoop, stats: Arc<Stats>, pipes: NetPipes, stop: St
             Ok(_) => {}
             Err(e) => {
                 let was = stats.connected.swap(false, Relaxed);
+                if was {
+                    let _ = link.send(Link::Down).await;
+                }
                 // Publishes written but not acknowledged, and requests not yet written: rumqttc
                 // keeps them for a session the broker does not keep (clean session), so they
                 // go back to the outbox, or are counted as dropped.
                 for r in ev.pending.drain(..) {
                     if let rumqttc::Request::Publish(p) = r {
-                        if pipes.lost.try_send(p).is_err() {
+                        if link.try_send(Link::Returned(p)).is_err() {
                             stats.lost.fetch_add(1, Relaxed);
                         }
                     }
@@ -309,15 +324,16 @@ struct Publisher {
     after: u64,
     /// Events overwritten in the ring before they could be queued.
     gaps: u64,
-    /// `stats.connections` when the current connection was announced.
-    seen_connections: u64,
-    /// `stats.connections` when the subscriptions were made.
-    subscribed: u64,
+    /// A connection came up that is not announced yet.
+    announce_due: bool,
+    /// A connection came up whose subscriptions are not made yet.
+    subscribe_due: bool,
+    /// Publishes a lost connection took with it, in order, to go back to the outbox's front.
+    returned: Vec<Message>,
     pending: Vec<Pending>,
     snapshot_every: Option<Duration>,
-    incoming: mpsc::Receiver<Publish>,
-    /// Publishes the network task handed back at a reconnection.
-    lost: mpsc::Receiver<Publish>,
+    /// What the network task says, in order.
+    links: mpsc::Receiver<Link>,
     /// While set: the leftover-finding subscriptions are open until then.
     cleanup_until: Option<Instant>,
     /// The rest of the last (re)connection's announcement, fed to the outbox as it has room.
@@ -351,16 +367,34 @@ impl Publisher {
         }
     }
 
+    /// What the network task said.
+    fn on_link(&mut self, link: Link) {
+        match link {
+            Link::Up => (self.announce_due, self.subscribe_due) = (true, true),
+            // Announced and subscribed again at the next Up.
+            Link::Down => {}
+            Link::Incoming(m) => self.incoming(m),
+            Link::Returned(p) => self.returned.push(Message {
+                kind: self.classify(&p.topic),
+                topic: p.topic,
+                payload: p.payload.to_vec(),
+            }),
+        }
+    }
+
     /// One round: announce a new connection, queue what changed, act on what came in, send.
     fn round(&mut self) {
+        // What came since the last look (the select takes most of it at once; this is for the
+        // shutdown rounds, which do not select).
+        while let Ok(link) = self.links.try_recv() {
+            self.on_link(link);
+        }
         let connected = self.stats.connected.load(Relaxed);
-        let connections = self.stats.connections.load(Relaxed);
-        if connected && connections != self.seen_connections {
-            self.seen_connections = connections;
+        if connected && std::mem::take(&mut self.announce_due) {
             self.announce();
         }
-        if connected && self.subscribed != connections && self.subscribe() {
-            self.subscribed = connections;
+        if connected && self.subscribe_due && self.subscribe() {
+            self.subscribe_due = false;
             self.cleanup_until = Some(Instant::now() + CLEANUP_WINDOW);
         }
         if connected && self.cleanup_until.is_some_and(|t| Instant::now() >= t) && self.unsubscribe_cleanup() {
@@ -373,9 +407,6 @@ impl Publisher {
         for i in 0..self.cams.len() {
             self.queue_job(i, now, false);
             self.queue_snapshot(i, now, false);
-        }
-        while let Ok(m) = self.incoming.try_recv() {
-            self.incoming(m);
         }
         self.answer_commands(now);
         if self.stats.connected.load(Relaxed) {
@@ -439,11 +470,7 @@ impl Publisher {
 
     /// Puts back, at the front and in order, what a lost connection took with it.
     fn take_back_lost(&mut self) {
-        let mut back = Vec::new();
-        while let Ok(p) = self.lost.try_recv() {
-            back.push(Message { kind: self.classify(&p.topic), topic: p.topic, payload: p.payload.to_vec() });
-        }
-        for m in back.into_iter().rev() {
+        for m in self.returned.drain(..).rev() {
             self.outbox.push_front(m);
         }
     }
