@@ -45,6 +45,7 @@ const NAMED_OTHERWISE: &[(&str, &str, Option<&str>)] = &[
     ("store", "enabled", None),          // the config's
     ("store", "change_threshold", None), // the config's
     ("store", "last_change", None),      // a score, not a counter
+    ("store", "at_start", None),         // what the start-up scan found (an object once set)
     ("store", "write_ms_mean", Some("store_write_seconds_total")),
     ("store", "write_ms_max", Some("store_write_seconds_max")),
     ("live", "copies_missed", Some("live_copies_missed_total")),
