@@ -66,6 +66,7 @@ impl Service {
         if torn > 0 {
             log::info!("journal: skipped {torn} damaged line(s) (a torn write after a power cut)");
         }
+        shared.startup.journal_lines_skipped.store(torn as u64, std::sync::atomic::Ordering::Relaxed);
         let sup = supervisor::Supervisor::new(Arc::clone(&shared), orders, state_file, next_job_id, &past);
         drop(past);
         let s = stop.clone();

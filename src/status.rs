@@ -28,7 +28,7 @@ pub use heartbeat::{Heartbeat, Phase, Unusable};
 pub use job::{
     Command, JobHistory, JobLimits, JobRecord, JobSummary, JobView, Refusal, Reply, COMMAND_QUEUE, JOB_HISTORY,
 };
-pub use store::{StoreStats, StoreView};
+pub use store::{AtStart, StoreStats, StoreView};
 
 use crate::config::{CameraConfig, Config};
 use crate::events::EventLog;
@@ -119,6 +119,7 @@ impl CameraShared {
                         .filter(|&n| n > 0)
                         .map(|n| s.write_us_total.load(Relaxed) as f64 / n as f64 / 1000.0),
                     write_ms_max: s.write_us_max.load(Relaxed) as f64 / 1000.0,
+                    at_start: s.at_start.get().copied(),
                 }
             },
         }
@@ -169,6 +170,18 @@ pub struct Shared {
     pub clock: crate::clock::ClockState,
     /// The RTSP server's counters.
     pub rtsp: Arc<crate::rtsp::Stats>,
+    /// What the start-up found and repaired beside the snapshot files (`/api/status.startup`).
+    pub startup: Startup,
+}
+
+/// What the start-up repaired outside the snapshot files (each camera's own is in its store
+/// view, `at_start`). The power-cut test reads these, not log lines.
+#[derive(Debug, Default, Serialize)]
+pub struct Startup {
+    /// Damaged lines of the event journal skipped (a torn write after a power cut).
+    pub journal_lines_skipped: AtomicU64,
+    /// Partial export files (an export cut short) deleted.
+    pub export_partials_deleted: AtomicU64,
 }
 
 /// A core loop that has not gone round for this long counts as hung: `/healthz` answers 503
@@ -247,6 +260,7 @@ impl Shared {
             liveness: Arc::default(),
             clock: Default::default(),
             rtsp: Arc::default(),
+            startup: Startup::default(),
         }
     }
 

@@ -201,14 +201,13 @@ def check_boot(a, vm, api, t, before):
     api.wait(lambda c: c["job"]["state"] == "STOPPED", 60, "STOPPED")
     # ... and the store has written what was queued before the stop (retention then holds still).
     api.wait(lambda c: c["store"]["queued"] == 0, 60, "the store queue drained")
-    log = [l for l in vm.lines() if l.startswith("CUT log ")]
-    for l in log:
-        if "panick" in l:
+    for l in vm.lines():
+        if l.startswith("CUT log ") and "panick" in l:
             raise CheckFailed(f"camjobd panicked: {l}")
-        if "journal: skipped" in l:
-            t.torn += int(l.split("journal: skipped ")[1].split()[0])
-        if "partial file(s) deleted" in l:
-            t.reaped += int(l.split(" partial file(s) deleted")[0].rsplit(" ", 1)[1])
+    # What this start repaired, as the API states it (not log wording).
+    startup = api.json("/api/status")[1]["startup"]
+    t.torn += startup["journal_lines_skipped"]
+    t.reaped += startup["export_partials_deleted"]
     # Every listed snapshot is a whole JPEG.
     stored = api.stored()
     broken = []
@@ -226,19 +225,13 @@ def check_boot(a, vm, api, t, before):
         raise CheckFailed(f"over budget: {st['files']} files, {st['bytes']} bytes")
     notes.append(f"{len(stored)} listed, all decode; {st['files']} files {st['bytes']} bytes")
     # The newest snapshots listed before the cut that are gone now. What the restart found on the
-    # disk is what the store's start-up line names (the new job numbers on after its newest seq;
-    # dates cannot tell them apart: the guest clock drifts under TCG).
+    # disk is what the store's start-up scan reports (the new job numbers on after its newest
+    # seq; dates cannot tell them apart: the guest clock drifts under TCG).
     if before is not None:
-        # camjobd's log reaches the console through `tail -f` (it polls each second): wait.
-        deadline = time.time() + 15
-        while True:
-            found = [l for l in vm.lines() if l.startswith("CUT log ") and "snapshots on disk (newest seq " in l]
-            if found:
-                break
-            if time.time() > deadline:
-                raise CheckFailed("no start-up scan line from the store on the console within 15 s")
-            time.sleep(0.2)
-        newest_found = int(found[-1].split("(newest seq ")[1].split(")")[0])
+        at_start = st.get("at_start")
+        if at_start is None:
+            raise CheckFailed(f"the camera's store has no at_start report: {st}")
+        newest_found = at_start["newest_seq"]
         old = {s["seq"] for s in stored if s["seq"] <= newest_found}
         floor = min(old) if old else 0
         lost = sorted(s for s in before["listed"] if s >= floor and s not in old)

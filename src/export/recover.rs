@@ -38,6 +38,7 @@ impl Exports {
         for id in fixed {
             self.save(id);
         }
+        self.shared.startup.export_partials_deleted.store(reaped as u64, std::sync::atomic::Ordering::Relaxed);
         let removed = self.prune();
         let g = self.lock();
         let queued = g.records.iter().filter(|r| r.view.state == ExportState::Queued).count();

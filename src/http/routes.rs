@@ -82,6 +82,7 @@ struct Status<'a> {
     mqtt: Option<serde_json::Value>,
     rtsp: Option<serde_json::Value>,
     budget: &'a serde_json::value::RawValue,
+    startup: &'a crate::status::Startup,
 }
 
 /// What `/` is asked for: the dashboard, or what ustreamer's and mjpg-streamer's
@@ -253,6 +254,7 @@ impl Api {
                 mqtt: self.mqtt.as_ref().map(|m| m.to_json()),
                 rtsp: self.rtsp_status(),
                 budget: &self.budget,
+                startup: &self.shared.startup,
             },
         )
     }

@@ -27,6 +27,24 @@ pub struct StoreStats {
     pub write_us_total: AtomicU64,
     /// See `write_us_total`.
     pub write_us_max: AtomicU64,
+    /// What the start-up scan found and repaired (set once, before capture starts).
+    pub at_start: std::sync::OnceLock<AtStart>,
+}
+
+/// What the start-up scan of a camera's snapshot files found and repaired: the files of earlier
+/// runs, read back into the index (the power-cut test reads these, not the log line).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct AtStart {
+    /// Snapshot files listed again.
+    pub found: u64,
+    /// The newest of them (0: none); the new job's snapshots number on after it.
+    pub newest_seq: u64,
+    /// Temp files of a write cut short, deleted.
+    pub temp_files_removed: u64,
+    /// Empty files (a power cut before writeback), deleted.
+    pub empty_files_removed: u64,
+    /// Files beyond `max_files`, deleted.
+    pub over_max_files_removed: u64,
 }
 
 /// The API's view of a camera's store.
@@ -58,4 +76,7 @@ pub struct StoreView {
     pub write_ms_mean: Option<f64>,
     /// The slowest write since the process started (ms).
     pub write_ms_max: f64,
+    /// What the start-up scan found and repaired (null while it has not run, or with `enabled`
+    /// false).
+    pub at_start: Option<AtStart>,
 }

@@ -73,7 +73,7 @@ fn recover_camera(dir: &Path, cam: &CameraShared, events: &crate::events::EventL
     use crate::sys::{list_in, open_dir_in, remove_dir_in, remove_in, stat_in, EntryKind};
     let now = crate::clock::unix_now();
     let mut found: Vec<StoredSnapshot> = Vec::new();
-    let (mut temps, mut empties) = (0, 0);
+    let (mut temps, mut empties) = (0u64, 0u64);
     // Links and other odd entries (planted, or left by another program): never entered,
     // listed or deleted; named in one event. Everything is listed, examined and deleted
     // relative to directory descriptors opened without following a link.
@@ -143,7 +143,14 @@ fn recover_camera(dir: &Path, cam: &CameraShared, events: &crate::events::EventL
     for s in &found[extra..] {
         let _ = cam.stored.push(*s);
     }
-    if temps + empties + found.len() > 0 {
+    let _ = cam.store.at_start.set(crate::status::AtStart {
+        found: (found.len() - extra) as u64,
+        newest_seq: found.last().map_or(0, |s| s.seq),
+        temp_files_removed: temps,
+        empty_files_removed: empties,
+        over_max_files_removed: extra as u64,
+    });
+    if temps + empties + found.len() as u64 > 0 {
         log::info!(
             "{}: found {} snapshots on disk (newest seq {}); removed {temps} temp files, {empties} empty files, {extra} beyond max_files",
             cam.name,

@@ -635,3 +635,48 @@ fn low_free_space_gives_back_the_oldest_snapshots() {
     drop(d);
     drop(fs);
 }
+
+#[test]
+fn what_the_start_up_repaired_is_in_the_api() {
+    // A first run leaves snapshots, a journal and an exports directory; then what a crash
+    // leaves is planted: a temp file and an empty file among the snapshots, a torn journal
+    // line, a partial export. The restart states each repair in the API.
+    let dir = temp_dir("at-start");
+    let cam = synthetic("cam0", json!({"snapshot_interval_ms": 50}));
+    let cfg = config(&dir, json!([cam]), json!({}));
+    let data = dir.path().join("data");
+    let mut d = Daemon::builder(dir, &cfg).start();
+    d.wait_job("cam0", 10 * SEC, |_| true);
+    wait_written(&d, 5);
+    let first = d.camera("cam0")["store"]["at_start"].clone();
+    assert_eq!(first["found"], 0, "{first}");
+    assert!(d.terminate(2 * SEC).unwrap().success());
+    let dir = std::mem::replace(&mut d.dir, temp_dir("unused"));
+    drop(d);
+    let jpgs = snapshot_files(&data.join("cam0"));
+    let newest = jpgs
+        .iter()
+        .filter_map(|(p, _)| p.file_stem()?.to_str()?.parse::<u64>().ok())
+        .max()
+        .expect("snapshots of the first run");
+    let day = jpgs[0].0.parent().unwrap().to_path_buf();
+    std::fs::write(day.join(format!("{}.jpg.3.tmp", newest + 1)), b"half a jpeg").unwrap();
+    std::fs::write(day.join(format!("{}.jpg", newest + 2)), b"").unwrap();
+    let journal = std::fs::read_dir(data.join("journal")).unwrap().flatten().map(|e| e.path()).max().unwrap();
+    let mut j = std::fs::OpenOptions::new().append(true).open(&journal).unwrap();
+    std::io::Write::write_all(&mut j, b"{\"seq\":99999,\"ki").unwrap();
+    std::fs::create_dir_all(data.join("exports")).unwrap();
+    std::fs::write(data.join("exports/7.tar.part"), b"cut short").unwrap();
+
+    let d = Daemon::builder(dir, &cfg).start();
+    d.wait_job("cam0", 10 * SEC, |_| true);
+    let at_start = d.camera("cam0")["store"]["at_start"].clone();
+    assert_eq!(
+        at_start,
+        json!({"found": jpgs.len(), "newest_seq": newest, "temp_files_removed": 1, "empty_files_removed": 1,
+               "over_max_files_removed": 0}),
+        "{at_start}"
+    );
+    let startup = d.get("/api/status").json()["startup"].clone();
+    assert_eq!(startup, json!({"journal_lines_skipped": 1, "export_partials_deleted": 1}), "{startup}");
+}
