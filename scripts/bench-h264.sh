@@ -58,11 +58,8 @@ cat > "$work/config.json" <<JSON
                  "store": { "enabled": false }, "video": {} } ]
 }
 JSON
-./target/release/camjobd --config "$work/config.json" > "$work/out" 2> "$work/err" &
-pid=$!
-for _ in $(seq 100); do grep -q "http://" "$work/out" 2>/dev/null && break; sleep 0.1; done
-http=$(sed -n 's|.*http://\([^/]*\)/.*|\1|p' "$work/out" | head -n 1)
-[ -n "$http" ] || { cat "$work/err"; exit 1; }
+camjobd_start ./target/release/camjobd "$work/config.json" "$work/out" "$work/err"
+http=$addr
 PYTHONPATH=scripts python3 - "$http" "$secs" <<'PY'
 import json, socket, struct, sys, threading, time, urllib.request
 from rtsp_client import Client

@@ -41,11 +41,7 @@ cat > "$work/config.json" <<JSON
                  "snapshot_interval_ms": 1000 } ]
 }
 JSON
-./target/release/camjobd --config "$work/config.json" > "$work/out" 2> "$work/err" &
-pid=$!
-for _ in $(seq 100); do grep -q 'http://' "$work/out" 2>/dev/null && break; sleep 0.1; done
-addr=$(sed -n 's#.*http://\([^/]*\)/.*#\1#p' "$work/out")
-[ -n "$addr" ] || { echo "camjobd did not start"; cat "$work/err"; exit 1; }
+camjobd_start ./target/release/camjobd "$work/config.json" "$work/out" "$work/err"
 frames() { curl -s "http://$addr/api/cameras/cam0" | python3 -c 'import json,sys; j=json.load(sys.stdin)["job"]; print(j["frames_captured"], j["frames_dropped"])'; }
 until [ "$(curl -s "http://$addr/api/cameras/cam0" | python3 -c 'import json,sys; print(json.load(sys.stdin)["job"]["state"])')" = RUNNING ]; do sleep 0.1; done
 sleep 1.5  # let the first snapshot exist
@@ -72,15 +68,11 @@ print(f"  30 fps job during the load: {got} frames in {float(t1)-float(t0):.1f} 
 PY
 done
 curl -s -o "$work/frame.jpg" "http://$addr/snapshot"
-kill "$pid"; wait "$pid" 2>/dev/null || true
+camjobd_stop "$pid"
 
 # Starts camjobd with $work/$1.json; sets pid and addr.
 launch() {
-  "${2:-./target/release/camjobd}" --config "$work/$1.json" > "$work/$1.out" 2> "$work/$1.err" &
-  pid=$!
-  for _ in $(seq 100); do grep -q 'http://' "$work/$1.out" 2>/dev/null && break; sleep 0.1; done
-  addr=$(sed -n 's#.*http://\([^/]*\)/.*#\1#p' "$work/$1.out")
-  [ -n "$addr" ] || { echo "camjobd did not start"; cat "$work/$1.err"; exit 1; }
+  camjobd_start "${2:-./target/release/camjobd}" "$work/$1.json" "$work/$1.out" "$work/$1.err"
 }
 cpu_s() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat"; }
 http_stat() { curl -s "http://$addr/api/status" | python3 -c "import json,sys; print(json.load(sys.stdin)['http']['$1'])"; }
@@ -128,7 +120,7 @@ print(line)
 print(f"   then /api/status under wrk -c4 beside them: {rps} requests/s, p99 {p99}; capture {int(f2)-int(f1)} frames, dropped {int(d2)-int(d1)}")
 PY
 done
-kill "$pid"; wait "$pid" 2>/dev/null || true
+camjobd_stop "$pid"
 
 if [ -n "${OLD_BIN:-}" ]; then
   echo "== before/after: $OLD_BIN and ./target/release/camjobd side by side (default HTTP settings)"
@@ -145,7 +137,7 @@ JSON
       rss[$which]+="$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status") "
       wrk -t2 -c64 -d5s "http://$addr/api/status" > "$work/wrk" 2>&1 || true
       rps[$which]+="$(awk '/Requests\/sec/ {print $2}' "$work/wrk") "
-      kill "$pid"; wait "$pid" 2>/dev/null || true
+      camjobd_stop "$pid"
     done
   done
   for which in old new; do
@@ -171,7 +163,7 @@ PY
       sleep "$secs"
       c1=$(cpu_s "$pid"); s1=$(http_stat stream_frames); t1=$(date +%s.%N)
       wait "${cids[@]}" 2>/dev/null || true
-      kill "$pid"; wait "$pid" 2>/dev/null || true
+      camjobd_stop "$pid"
       read -r ms f < <(python3 -c "d=$s1-$s0; t=$t1-$t0; print(f'{1000*($c1-$c0)/max(d,1):.4f} {d/32/t:.2f}')")
       per[$which]+="$ms "; fps[$which]+="$f "
     done

@@ -171,3 +171,21 @@ vm_pack() { # IR OUT
 vm_accel() {
   if [ -w /dev/kvm ] && grep -qE 'vmx|svm' /proc/cpuinfo; then echo kvm; else echo tcg; fi
 }
+
+# Starts camjobd in the background: `camjobd_start BIN CONFIG OUT ERR` runs BIN --config
+# CONFIG with stdout to OUT and stderr to ERR, waits (up to 10 s) for the line that says where
+# its API listens, and sets `pid` and `addr` (host:port). Exits 1 with its stderr when it does
+# not come up. Stop it with `camjobd_stop "$pid"`.
+camjobd_start() { # BIN CONFIG OUT ERR
+  "$1" --config "$2" > "$3" 2> "$4" &
+  pid=$!
+  for _ in $(seq 100); do grep -q 'http://' "$3" 2>/dev/null && break; sleep 0.1; done
+  addr=$(sed -n 's#.*http://\([^/]*\)/.*#\1#p' "$3" | head -n 1)
+  [ -n "$addr" ] || { echo "camjobd did not start:"; cat "$4"; exit 1; }
+}
+
+# SIGTERM to a camjobd started by camjobd_start, and wait for its exit.
+camjobd_stop() { # PID
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}

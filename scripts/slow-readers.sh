@@ -8,6 +8,7 @@
 #   scripts/slow-readers.sh [MB] [RATE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 mb=${1:-40}
 rate=${2:-20k}
 cargo build --release --quiet ${CAMJOBD_FEATURES:+--features "$CAMJOBD_FEATURES"} --bin camjobd
@@ -27,12 +28,8 @@ cat > "$work/config.json" <<JSON
   "exports": { "max_bytes": $(( (mb + 64) << 20 )) }
 }
 JSON
-./target/release/camjobd --config "$work/config.json" > "$work/out" 2> "$work/err" &
-pid=$!
+camjobd_start ./target/release/camjobd "$work/config.json" "$work/out" "$work/err"
 pids+=("$pid")
-for _ in $(seq 100); do grep -q 'http://' "$work/out" 2>/dev/null && break; sleep 0.1; done
-addr=$(sed -n 's#.*http://\([^/]*\)/.*#\1#p' "$work/out")
-[ -n "$addr" ] || { echo "camjobd did not start"; cat "$work/err"; exit 1; }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 echo "== storing about $mb MB of snapshots"
 until [ "$(curl -s "http://$addr/api/cameras/fill" | json 'd["store"]["bytes"]')" -ge $((mb * 1000000)) ]; do sleep 1; done

@@ -25,6 +25,7 @@
 #   SOAK_OUT=dir scripts/soak.sh ...                   writes there (two soaks side by side)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 duration=${1:-300}
 out=${SOAK_OUT:-target/soak}
 mkdir -p "$out"
@@ -75,12 +76,8 @@ cat > "$work/config.json" <<JSON
     "watchdog": { "stall_timeout_ms": 500, "backoff_initial_ms": 100, "backoff_max_ms": 400, "max_recoveries": 1000 } } ]
 }
 JSON
-"$bin" --config "$work/config.json" > "$work/out" 2> "$work/err" &
-pid=$!
+camjobd_start "$bin" "$work/config.json" "$work/out" "$work/err"
 pids+=("$pid")
-for _ in $(seq 100); do grep -q 'http://' "$work/out" 2>/dev/null && break; sleep 0.1; done
-addr=$(sed -n 's#.*http://\([^/]*\)/.*#\1#p' "$work/out")
-[ -n "$addr" ] || { echo "camjobd did not start"; cat "$work/err"; exit 1; }
 
 # The clients and the sampler, in one Python process (threads): one new connection per request.
 status=0
