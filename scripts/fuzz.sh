@@ -4,7 +4,7 @@
 # cargo-fuzz (libFuzzer, AddressSanitizer), each for SECONDS, starting from the seed corpus in
 # fuzz/seeds/<target>/. Prints runs, coverage and corpus size per target; a crash fails the run
 # and leaves the input in target/fuzz-artifacts/<target>/ — copy it to fuzz/regressions/<target>/
-# once fixed, and `cargo test` (tests/fuzz_regressions.rs) replays it for good.
+# once fixed, and `cargo test` (tests/it/fuzz_regressions.rs) replays it for good.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]     (default: 60 s each, all four targets)
 #   scripts/fuzz.sh --build                   (only install cargo-fuzz and build the targets)

@@ -3,8 +3,8 @@
 # `curl --limit-rate RATE` (default 20k: about 35 minutes for 40 MB) and, beside it, the live
 # stream of a 30 fps camera read by curl at the same rate. Prints whether
 # each download completed byte for byte, how long it took, what the stream reader got, and the
-# frames capture dropped meanwhile. The CI form of the same checks is shorter (tests/exports.rs,
-# tests/live_view.rs).
+# frames capture dropped meanwhile. The CI form of the same checks is shorter (tests/it/exports.rs,
+# tests/it/live_view.rs).
 #   scripts/slow-readers.sh [MB] [RATE]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -421,6 +421,14 @@ fn kill_9_at_random_moments_leaves_a_consistent_store() {
         let id = r.json()["id"].as_u64().unwrap();
         assert!(id > last_id, "cycle {cycle}: job id {id} after {last_id}");
         last_id = id;
+        // The promise is about a job whose start reached the journal (the store thread writes
+        // state changes at its next wake, a few ms; longer on a loaded machine): wait for
+        // that, bounded, so that a kill before it does not count as a lost job.
+        let deadline = Instant::now() + 5 * SEC;
+        while !journal_lines(&data).iter().any(|e| e["job_id"] == id) {
+            assert!(Instant::now() < deadline, "cycle {cycle}: job {id}'s start not in the journal within 5 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         // Run for a pseudo-random 30..300 ms, then SIGKILL mid-write.
         seed ^= seed << 13;
         seed ^= seed >> 7;
