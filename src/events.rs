@@ -1,6 +1,7 @@
 //! The event log: state changes with their reasons, drops and errors, in a fixed-capacity
-//! ring of [`EVENT_CAPACITY`] entries. Pushing never allocates (messages are truncated into
-//! fixed strings), so capture may record a drop without touching the heap.
+//! ring of [`EVENT_CAPACITY`] entries. The ring never allocates (messages are truncated into
+//! fixed strings); each event is also logged, and that line is allocated by the log sink, which
+//! is why capture summarises its drops at most once a second rather than pushing each.
 
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};

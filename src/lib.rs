@@ -13,9 +13,11 @@
 //!   notify protocol through [`notify`].
 //! - [`job`] — wires the threads: [`job::supervisor`] (single writer of job state),
 //!   [`job::capture`] (one loop per camera).
-//! - [`http`] — hyper on a small tokio runtime ([`http::server`]), the API and the URLs other
-//!   tools paste ([`http::routes`]) with one typed error ([`http::error`]), the MJPEG stream
-//!   ([`http::stream`]) and Prometheus metrics ([`http::metrics`]); the dashboard is embedded.
+//! - [`http`] — on the `http` crate's types: hyper on a small tokio runtime ([`http::server`]
+//!   and its layers), the route table, the API and the URLs other tools paste
+//!   ([`http::routes`]) with one typed error ([`http::error`]), the MJPEG stream
+//!   ([`http::stream`]), one counter table ([`http::stats`]) and Prometheus metrics
+//!   ([`http::metrics`]); the dashboard is embedded.
 //! - [`export`] — queued export jobs (archive, timelapse): records and their pure state
 //!   machine, request checks, start-up recovery, the `export-N` workers and their pacing.
 //! - [`store`] — everything in `storage.dir`: the job id file, snapshot files and their

@@ -18,7 +18,7 @@ pub mod heartbeat;
 pub mod job;
 pub mod store;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Sender;
@@ -200,9 +200,10 @@ pub struct Liveness {
     pub watchdog: AtomicU64,
     /// The store's loop (ticks at least every 200 ms, but a write may take seconds on an SD card).
     pub store: AtomicU64,
-    /// Set when the supervisor has recorded the jobs' final states at shutdown (or left them
-    /// for the restart, when the service fails): the store then writes the journal's last lines.
-    pub supervisor_finished: AtomicBool,
+    /// Triggered when the supervisor has recorded the jobs' final states at shutdown (or left
+    /// them for the restart, when the service fails): the store, waiting on it, then writes the
+    /// journal's last lines. A latch (the stop token's type), not a flag to poll.
+    pub supervisor_finished: crate::shutdown::Stop,
 }
 
 impl Liveness {

@@ -31,7 +31,8 @@ pub struct HttpConfig {
     pub workers: usize,
     /// Accepted for configs written for the first server (its connection queue); unused.
     pub queue: usize,
-    /// Open connections at most; one more is answered 503 and closed.
+    /// Open connections at most. At the limit the longest-idle connection is closed to make
+    /// room; only when every one is busy is the new one answered 503 and closed.
     pub max_connections: usize,
     /// MJPEG stream clients at most (all cameras together); one more gets 503 `busy`.
     pub max_stream_clients: usize,

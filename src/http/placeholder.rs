@@ -4,7 +4,7 @@
 //! into the image (like ustreamer's "NO LIVE VIDEO" frame).
 //!
 //! Self-contained on purpose: a built-in bitmap font (so no font file can be missing on a board)
-//! and the `image` crate's JPEG encoder, which the crate already uses.
+//! and libjpeg-turbo's encoder ([`crate::jpeg`]), which the cameras use too.
 
 use crate::jpeg::{Encoder, Yuv422};
 

@@ -373,7 +373,8 @@ fn no_camera(name: &str) -> ApiError {
 
 /// 405, with the methods the route takes.
 fn method_not_allowed(allow: String) -> Response {
-    Response::from(ApiError::new(Code::MethodNotAllowed, format!("this endpoint takes {allow}"))).with_text(ALLOW, allow)
+    Response::from(ApiError::new(Code::MethodNotAllowed, format!("this endpoint takes {allow}")))
+        .with_text(ALLOW, allow)
 }
 
 #[derive(Deserialize)]

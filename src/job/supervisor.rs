@@ -133,7 +133,7 @@ impl Supervisor {
             None => self.shutdown(),
         }
         // The store writes the journal's last lines once this is set.
-        self.shared.liveness.supervisor_finished.store(true, std::sync::atomic::Ordering::Release);
+        self.shared.liveness.supervisor_finished.trigger();
     }
 
     fn handle(&mut self, cmd: Command) {

@@ -687,7 +687,8 @@ impl Publisher {
         }
     }
 
-    /// At shutdown: `offline` (retained) and a clean disconnect, waited for at most 1 s each.
+    /// At shutdown: `offline` (retained) and a clean disconnect, each waited for at most
+    /// [`ACK_WAIT`] and [`CLOSE_WAIT`] (400 ms) plus 100 ms.
     /// Should either not go out, the broker sends the last will (`offline`) when the socket
     /// closes.
     async fn goodbye(self, net: tokio::task::JoinHandle<()>) {

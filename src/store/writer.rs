@@ -145,11 +145,7 @@ impl Store {
         // The supervisor records STOPPED for every job while shutting down (or, when the
         // service fails, an event that leaves them to the restart); wait (bounded) for that, so
         // a clean stop is not mistaken for a crash at the next start.
-        let deadline = Instant::now() + Duration::from_millis(1500);
-        let finished = &self.shared.liveness.supervisor_finished;
-        while Instant::now() < deadline && !finished.load(std::sync::atomic::Ordering::Acquire) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.shared.liveness.supervisor_finished.wait(Duration::from_millis(1500));
         self.flush_journal(true);
     }
 
