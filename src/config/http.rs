@@ -91,10 +91,11 @@ impl Default for HttpConfig {
 /// of this size, so it is part of the token rule ([`HttpConfig::token`]).
 pub const MAX_TOKEN_BYTES: usize = 256;
 
-/// Whether `given` is the token: constant time for equal lengths (HTTP and RTSP compare with it).
+/// Whether `given` is the token, in constant time for equal lengths (`subtle`; HTTP and RTSP
+/// compare with it).
 pub fn is_token(given: &[u8], token: &str) -> bool {
-    let want = token.as_bytes();
-    given.len() == want.len() && given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    use subtle::ConstantTimeEq as _;
+    given.ct_eq(token.as_bytes()).into()
 }
 
 /// Whether Basic credentials (base64 of `user:password`) carry the token as the password, any

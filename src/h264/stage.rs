@@ -299,6 +299,7 @@ impl Stage {
             decoder: None,
             row: Vec::new(),
             last_encode: None,
+            last_au_ms: 0,
             jobs: rx,
             stop: stop.clone(),
             au: committed(video.max_au_bytes),
@@ -389,6 +390,8 @@ struct Run {
     jpegs: Arc<[JpegSlot; JPEG_SLOTS]>,
     /// When the last frame was encoded (`None`: never).
     last_encode: Option<Instant>,
+    /// The capture time given to the last access unit (ms), which the RTP timestamps follow.
+    last_au_ms: u64,
     /// For a JPEG camera: made on the first JPEG, with its row buffer.
     decoder: Option<crate::jpeg::Decoder>,
     row: Vec<u8>,
@@ -441,7 +444,8 @@ impl Run {
         };
         let stats = &self.video.stats;
         stats.encode_us.fetch_add(t0.elapsed().as_micros() as u64, Relaxed);
-        let meta = AuMeta { captured_mono_ms: job.mono_ms, captured_at: job.captured_at, ..AuMeta::default() };
+        let at = strictly_after(&mut self.last_au_ms, job.mono_ms);
+        let meta = AuMeta { captured_mono_ms: at, captured_at: job.captured_at, ..AuMeta::default() };
         match result {
             Ok(e) if self.video.ring.push(&self.au, AuMeta { keyframe: e.keyframe, ..meta }).is_some() => {
                 stats.frames.fetch_add(1, Relaxed);
@@ -461,5 +465,27 @@ impl Run {
             Some((slot, _)) => self.jpegs[slot].busy.store(false, Release),
             None => self.busy.store(false, Release),
         }
+    }
+}
+
+/// `mono_ms`, or 1 ms after the last access unit's when it is not later: two frames a pipe
+/// delivers together are stamped within the same millisecond, and equal RTP timestamps on
+/// successive frames are equal decode times to a client (ffmpeg: "non monotonically increasing
+/// dts").
+fn strictly_after(last: &mut u64, mono_ms: u64) -> u64 {
+    let at = mono_ms.max(*last + 1);
+    *last = at;
+    at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strictly_after;
+
+    #[test]
+    fn access_unit_times_strictly_increase() {
+        let mut last = 0;
+        let times: Vec<u64> = [100, 100, 100, 133, 120, 166].iter().map(|&t| strictly_after(&mut last, t)).collect();
+        assert_eq!(times, [100, 101, 102, 133, 134, 166]);
     }
 }
