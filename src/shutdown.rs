@@ -254,7 +254,11 @@ impl SignalThread {
         let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
         let handle = signals.handle();
         let stop = stop.clone();
+        // Without this thread SIGTERM would do nothing: if it panics (or its iterator ends while
+        // the service runs), the service fails like any core thread's loss.
+        let guard = stop.guard("signals");
         let thread = Worker::spawn("signals", move || {
+            let _guard = guard;
             if let Some(sig) = signals.forever().next() {
                 log::info!("signal {sig}: stopping");
                 stop.trigger();
