@@ -23,6 +23,7 @@ mod log;
 pub mod mqtt;
 mod storage;
 mod video;
+mod webrtc;
 
 pub use self::log::{LogConfig, LogLevel};
 pub use cameras::{
@@ -35,6 +36,7 @@ pub use led::LedConfig;
 pub use mqtt::MqttConfig;
 pub use storage::{FsyncPolicy, JournalConfig, KeepPolicy, StorageConfig, StoreConfig, RESERVED_NAMES};
 pub use video::{Codec, EncoderKind, Profile, RtspConfig, VideoConfig};
+pub use webrtc::WebrtcConfig;
 
 /// The whole configuration of one camjobd process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +58,8 @@ pub struct Config {
     pub mqtt: Option<MqttConfig>,
     /// The RTSP server for the cameras' `video`.
     pub rtsp: RtspConfig,
+    /// WHEP (WebRTC) playback of the cameras' `video`, on the HTTP API's port.
+    pub webrtc: WebrtcConfig,
 }
 
 impl Default for Config {
@@ -70,6 +74,7 @@ impl Default for Config {
             exports: ExportsConfig::default(),
             mqtt: None,
             rtsp: RtspConfig::default(),
+            webrtc: WebrtcConfig::default(),
         }
     }
 }
@@ -145,6 +150,7 @@ impl Config {
         let http = &self.http;
         let guarded = (http.token.is_some() || http.token_file.is_some()) && http.protect_reads;
         self.rtsp.validate(guarded, http.allow_open, &mut v);
+        self.webrtc.validate(&mut v);
         v.finish()
     }
 }

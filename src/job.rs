@@ -110,6 +110,10 @@ impl Service {
         if let Some(stats) = &mqtt_stats {
             api = api.with_mqtt(Arc::clone(stats));
         }
+        if let Some((t, handle)) = start_webrtc(&shared, &stop)? {
+            threads.push(t);
+            api = api.with_webrtc(handle);
+        }
         let api = Arc::new(api);
         let server = Server::start(
             listener,
@@ -213,6 +217,43 @@ fn start_rtsp(shared: &Arc<Shared>, stop: &Stop) -> Result<Option<Worker>, Error
     crate::rtsp::start(listener, cameras, rtsp.max_clients, token, rtsp.udp, stats, stop.clone())
         .map(Some)
         .map_err(|e| Error::Fatal(format!("cannot start thread rtsp: {e}")))
+}
+
+/// The WebRTC thread, when `webrtc.enabled` and a camera has `video`: its UDP socket on the
+/// HTTP API's address (WHEP offers come to HTTP).
+fn start_webrtc(shared: &Arc<Shared>, stop: &Stop) -> Result<Option<(Worker, crate::webrtc::Handle)>, Error> {
+    let cameras: Vec<(usize, crate::webrtc::Camera)> = shared
+        .cameras
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            let (video, cfg) = (c.video.as_ref()?, c.config.video.as_ref()?);
+            let profile_idc = match cfg.profile {
+                crate::config::Profile::Baseline => 0x42,
+                crate::config::Profile::Main => 0x4d,
+                crate::config::Profile::High => 0x64,
+            };
+            Some((i, crate::webrtc::Camera { name: c.name.clone(), video: Arc::clone(video), profile_idc }))
+        })
+        .collect();
+    let cfg = &shared.config.webrtc;
+    if !cfg.enabled || cameras.is_empty() {
+        return Ok(None);
+    }
+    let addr = SocketAddr::new(shared.config.bind_addr().ip(), cfg.udp_port);
+    let socket = std::net::UdpSocket::bind(addr).map_err(|e| {
+        let hint = if e.kind() == io::ErrorKind::AddrInUse {
+            "; another program (go2rtc, MediaMTX, another camjobd) uses this port: stop it or change webrtc.udp_port"
+        } else {
+            ""
+        };
+        Error::Fatal(format!("cannot bind webrtc.udp_port on {addr}: {e}{hint}"))
+    })?;
+    let settings =
+        crate::webrtc::Settings { cameras, camera_count: shared.cameras.len(), socket, max_sessions: cfg.max_sessions };
+    crate::webrtc::start(settings, Arc::clone(&shared.webrtc), stop.clone())
+        .map(Some)
+        .map_err(|e| Error::Fatal(format!("cannot start thread webrtc: {e}")))
 }
 
 fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {

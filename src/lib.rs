@@ -99,3 +99,4 @@ pub mod store;
 pub mod sys;
 pub mod testhook;
 pub mod watchdog;
+pub mod webrtc;

@@ -170,6 +170,8 @@ pub struct Shared {
     pub clock: crate::clock::ClockState,
     /// The RTSP server's counters.
     pub rtsp: Arc<crate::rtsp::Stats>,
+    /// The WebRTC server's counters (`/api/status`, `/metrics`).
+    pub webrtc: Arc<crate::webrtc::Stats>,
     /// What the start-up found and repaired beside the snapshot files (`/api/status.startup`).
     pub startup: Startup,
 }
@@ -261,6 +263,7 @@ impl Shared {
             liveness: Arc::default(),
             clock: Default::default(),
             rtsp: Arc::default(),
+            webrtc: Arc::default(),
             startup: Startup::default(),
         }
     }

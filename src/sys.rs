@@ -57,6 +57,15 @@ pub fn tcp_progress(fd: std::os::fd::RawFd) -> Option<TcpProgress> {
     })
 }
 
+/// The local address of socket `fd`: for an accepted connection, the address the client
+/// reached this machine on.
+pub fn local_addr(fd: std::os::fd::RawFd) -> Option<std::net::SocketAddr> {
+    // SAFETY: the caller's connection keeps `fd` open for this call; it is only borrowed here,
+    // never closed.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    socket2::SockRef::from(&fd).local_addr().ok()?.as_socket()
+}
+
 /// The limits of the control group this process runs in (systemd's `MemoryMax=` and
 /// `TasksMax=` for a service), the smallest along the hierarchy; `None` where there is none.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -3,6 +3,10 @@
 //! (deinterleave, the encoders). The pattern is made once at open; a frame is a shifted copy
 //! of it with a bar and the number drawn in, and is only made when somebody wants it.
 //!
+//! Along the bottom, a strip carries the capture time for machines ([`draw_time_strip`]): a
+//! client that decodes the picture (the browser test, the WHEP and RTSP benchmarks) computes
+//! capture → display latency from pixels, whatever the path (MJPEG, RTSP, WebRTC).
+//!
 //! Fault injection (`fault` in the config) drives the failure paths from outside: a camera
 //! that stops delivering, one whose reads fail, one that cannot be opened. Fault counters are
 //! per job and live in the opener, so reopening does not reset them.
@@ -107,6 +111,8 @@ impl Synthetic {
         let bar_x = (n as usize * 8) % w;
         fill(&mut self.yuyv, w, (bar_x, 0), (bar_x + 8, h), 235);
         draw_number(&mut self.yuyv, w, h, n);
+        let unix_ms = (crate::clock::unix_now() * 1000.0) as u64;
+        draw_time_strip(&mut self.yuyv, w, h, unix_ms);
     }
 }
 
@@ -180,6 +186,32 @@ impl Source for Synthetic {
         self.render(n);
         super::yuyv::deinterleave(&self.yuyv, self.width, self.height, img);
         Ok(Read::Raw)
+    }
+}
+
+/// Cells across the time strip: white, black, 40 bits (most significant first), black, white.
+pub const STRIP_CELLS: usize = 44;
+/// Bits of Unix milliseconds the strip carries (the time modulo 2^40 ms, about 35 years).
+pub const STRIP_BITS: u32 = 40;
+
+/// The time strip: the bottom `min(16, h/8)` rows, [`STRIP_CELLS`] cells of `w/44` pixels
+/// (rounded down to even) from the left edge, each white (luma 235: a 1) or black (16: a 0).
+/// Cells 0 and 43 are white, 1 and 42 black (a reader checks them: an image that is not a
+/// strip is rejected); cells 2..42 hold `unix_ms mod 2^40`, most significant bit first. To
+/// read it, sample each cell's centre on the strip's middle row against luma 128.
+fn draw_time_strip(yuyv: &mut [u8], w: usize, h: usize, unix_ms: u64) {
+    let cell = (w / STRIP_CELLS) & !1;
+    let rows = (h / 8).min(16);
+    if cell == 0 || rows == 0 {
+        return;
+    }
+    for i in 0..STRIP_CELLS {
+        let one = match i {
+            0 | 43 => true,
+            1 | 42 => false,
+            _ => unix_ms >> (STRIP_BITS as usize - 1 - (i - 2)) & 1 == 1,
+        };
+        fill(yuyv, w, (i * cell, h - rows), ((i + 1) * cell, h), if one { 235 } else { 16 });
     }
 }
 
@@ -273,6 +305,31 @@ mod tests {
                 return r;
             }
         }
+    }
+
+    /// Reads the strip as a client would: the luma at each cell's centre.
+    fn read_strip(luma: impl Fn(usize, usize) -> u8, w: usize, h: usize) -> Option<u64> {
+        let (cell, rows) = ((w / STRIP_CELLS) & !1, (h / 8).min(16));
+        let y = h - rows / 2 - 1;
+        let bit = |i: usize| luma(i * cell + cell / 2, y) > 128;
+        let framed = bit(0) && !bit(1) && !bit(42) && bit(43);
+        framed.then(|| (2..42).fold(0u64, |v, i| v << 1 | u64::from(bit(i))))
+    }
+
+    #[test]
+    fn the_time_strip_reads_back_after_jpeg() {
+        let (w, h) = (320, 240);
+        let mut yuyv = vec![0u8; w * h * 2];
+        let t = 1_796_000_123_456u64 & ((1 << STRIP_BITS) - 1);
+        draw_time_strip(&mut yuyv, w, h, t);
+        let mut img = crate::jpeg::Yuv422::new(w, h);
+        super::super::yuyv::deinterleave(&yuyv, w, h, &mut img);
+        let mut out = vec![0u8; 256 * 1024];
+        let n = crate::jpeg::Encoder::new().encode(&img, 50, &mut out).unwrap();
+        let decoded = image::load_from_memory_with_format(&out[..n], image::ImageFormat::Jpeg).unwrap().to_luma8();
+        assert_eq!(read_strip(|x, y| decoded.get_pixel(x as u32, y as u32).0[0], w, h), Some(t));
+        // A picture without the strip is not read as one.
+        assert_eq!(read_strip(|_, _| 200, w, h), None);
     }
 
     #[test]

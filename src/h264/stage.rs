@@ -7,7 +7,9 @@
 //! the JPEG instead ([`Stage::submit_jpeg`]), which the encoder thread decodes. A frame that finds the encoder busy is skipped for
 //! H.264 and counted. The encoder thread encodes, appends to the ring, and is idle again.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -52,6 +54,8 @@ pub struct Video {
     want_keyframe: AtomicBool,
     /// When a keyframe was last asked for (monotonic ms; 0: never).
     forced_ms: AtomicU64,
+    /// A keyframe was asked for inside the window after the last: made when it ends.
+    deferred_keyframe: AtomicBool,
     /// The largest access unit a reader must be able to hold.
     pub max_au_bytes: usize,
 }
@@ -137,6 +141,7 @@ impl Video {
             left_ms: AtomicU64::new(0),
             want_keyframe: AtomicBool::new(false),
             forced_ms: AtomicU64::new(0),
+            deferred_keyframe: AtomicBool::new(false),
             max_au_bytes,
         }
     }
@@ -149,17 +154,37 @@ impl Video {
     }
 
     /// The next frame encoded is a keyframe (a client starts, or fell behind); at most one
-    /// asked for every [`FORCED_KEYFRAME_MS`], so that clients that PLAY again and again
-    /// cannot make every frame a keyframe (four times the bitrate for everyone).
+    /// forced every [`FORCED_KEYFRAME_MS`], so that clients that PLAY again and again cannot
+    /// make every frame a keyframe (four times the bitrate for everyone). A request inside
+    /// that window is not lost: it is served when the window ends (a second viewer that
+    /// connects just after the first waits at most that long, not a whole keyframe interval).
     pub fn request_keyframe(&self) {
         let now = crate::clock::mono_ms().max(1);
         let last = self.forced_ms.load(Relaxed);
         if last != 0 && now.saturating_sub(last) < FORCED_KEYFRAME_MS {
+            self.deferred_keyframe.store(true, Release);
             return;
         }
         if self.forced_ms.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
             self.want_keyframe.store(true, Release);
         }
+    }
+
+    /// Whether the encoder makes a keyframe now: asked for, or asked for inside the last
+    /// window, which has ended.
+    fn take_keyframe_request(&self) -> bool {
+        if self.want_keyframe.swap(false, Acquire) {
+            return true;
+        }
+        if !self.deferred_keyframe.load(Acquire) {
+            return false;
+        }
+        let now = crate::clock::mono_ms().max(1);
+        if now.saturating_sub(self.forced_ms.load(Relaxed)) < FORCED_KEYFRAME_MS {
+            return false;
+        }
+        self.forced_ms.store(now, Relaxed);
+        self.deferred_keyframe.swap(false, AcqRel)
     }
 
     /// Somebody watches, or left less than [`LINGER_MS`] ago (capture's per-frame question).
@@ -426,7 +451,7 @@ impl Run {
         // After a rest the encoder's reference pictures are stale: start again on a keyframe.
         let rested = self.last_encode.is_none_or(|t| t.elapsed() > Duration::from_secs(1));
         self.last_encode = Some(Instant::now());
-        let force = self.video.want_keyframe.swap(false, Acquire) || rested;
+        let force = self.video.take_keyframe_request() || rested;
         let t0 = Instant::now();
         let result = {
             let mut image = self.image.lock().unwrap_or_else(|e| e.into_inner());

@@ -63,6 +63,11 @@ impl Peer {
     pub fn progress(&self) -> Option<crate::sys::TcpProgress> {
         crate::sys::tcp_progress(self.fd)
     }
+
+    /// The address the client reached this server on.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        crate::sys::local_addr(self.fd)
+    }
 }
 
 /// The longest [`grace`].

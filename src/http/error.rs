@@ -95,6 +95,15 @@ codes! {
     LengthRequired => LENGTH_REQUIRED, "length_required";
     /// A body over `http.max_body_bytes`.
     BodyTooLarge => PAYLOAD_TOO_LARGE, "body_too_large";
+    /// A WHEP offer or trickle body that cannot be read or answered (the message says why).
+    BadSdp => BAD_REQUEST, "bad_sdp";
+    /// A body of a type the endpoint does not take (WHEP: `application/sdp`,
+    /// `application/trickle-ice-sdpfrag`).
+    UnsupportedType => UNSUPPORTED_MEDIA_TYPE, "unsupported_type";
+    /// `If-Match` names another version of the resource (a WHEP session's `ETag`).
+    PreconditionFailed => PRECONDITION_FAILED, "precondition_failed";
+    /// A WHEP trickle body with new ICE credentials (an ICE restart, not supported).
+    IceRestart => UNPROCESSABLE_ENTITY, "ice_restart";
 }
 
 /// An API error: its code and a sentence for the person reading it.

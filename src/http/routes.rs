@@ -14,6 +14,7 @@ mod paste;
 mod query;
 mod snapshots;
 mod table;
+mod whep;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,6 +58,8 @@ pub struct Api {
     placeholders: Vec<Arc<Placeholder>>,
     /// The MQTT link's counters, when `mqtt` is configured.
     mqtt: Option<Arc<crate::mqtt::Stats>>,
+    /// The WebRTC thread, when it runs.
+    webrtc: Option<crate::webrtc::Handle>,
     /// The stop token: `/healthz` reports a failure recorded in it.
     stop: Stop,
     /// Every path and its methods.
@@ -81,6 +84,7 @@ struct Status<'a> {
     log_lines_suppressed: u64,
     mqtt: Option<serde_json::Value>,
     rtsp: Option<serde_json::Value>,
+    webrtc: Option<serde_json::Value>,
     budget: &'a serde_json::value::RawValue,
     startup: &'a crate::status::Startup,
 }
@@ -111,6 +115,7 @@ impl Api {
             http_stats: Arc::default(),
             placeholders,
             mqtt: None,
+            webrtc: None,
             stop,
             table: Table::new(),
             guard,
@@ -121,6 +126,12 @@ impl Api {
     /// Reports the MQTT link's counters in `/api/status` and `/metrics`.
     pub fn with_mqtt(mut self, stats: Arc<crate::mqtt::Stats>) -> Api {
         self.mqtt = Some(stats);
+        self
+    }
+
+    /// Serves WHEP through the `webrtc` thread, and reports its counters.
+    pub fn with_webrtc(mut self, handle: crate::webrtc::Handle) -> Api {
+        self.webrtc = Some(handle);
         self
     }
 
@@ -146,7 +157,9 @@ impl Api {
             Some(Route::PasteSnapshot) => Action::Snapshot,
             _ => Action::Page,
         };
-        let read = matches!(*req.method(), Method::GET | Method::HEAD);
+        // WHEP's POST, PATCH and DELETE only start or end viewing: reads, for the token rules.
+        let whep = matches!(route, Some(Route::Whep | Route::WhepSession));
+        let read = matches!(*req.method(), Method::GET | Method::HEAD) || whep;
         let target = Target { read, path, route, pasted: action != Action::Page };
         if let Err(refused) = self.guard.admit(req, &target) {
             return *refused;
@@ -184,7 +197,9 @@ impl Api {
             | Route::Snapshots
             | Route::Snapshot
             | Route::Start
-            | Route::Stop => self.camera(req, found).await,
+            | Route::Stop
+            | Route::Whep
+            | Route::WhepSession => self.camera(req, found).await,
         }
     }
 
@@ -206,6 +221,8 @@ impl Api {
                 Err(e) => e.into(),
             },
             Route::Stop => self.command(|reply| Command::Stop { camera: index, reply }).await,
+            Route::Whep => self.whep(req, index, name).await,
+            Route::WhepSession => self.whep_session(req, index, name, found.param("session")).await,
             // `Route::Camera`.
             _ => json(StatusCode::OK, &cam.view()),
         }
@@ -253,6 +270,7 @@ impl Api {
                 log_lines_suppressed: crate::logging::SUPPRESSED.load(std::sync::atomic::Ordering::Relaxed),
                 mqtt: self.mqtt.as_ref().map(|m| m.to_json()),
                 rtsp: self.rtsp_status(),
+                webrtc: self.webrtc.as_ref().map(|w| w.stats.to_json()),
                 budget: &self.budget,
                 startup: &self.shared.startup,
             },

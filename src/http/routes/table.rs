@@ -45,6 +45,10 @@ pub(super) enum Route {
     Start,
     /// `/api/cameras/{name}/stop`.
     Stop,
+    /// `/api/cameras/{name}/whep`: a WebRTC offer (WHEP).
+    Whep,
+    /// `/api/cameras/{name}/whep/{session}`: trickle ICE, or the session's end.
+    WhepSession,
 }
 
 /// The methods a route takes. GET includes HEAD (the server answers HEAD like GET).
@@ -53,12 +57,18 @@ pub(super) struct Methods {
     get: bool,
     post: bool,
     delete: bool,
+    /// PATCH and OPTIONS: WHEP's.
+    patch: bool,
+    options: bool,
 }
 
-const GET: Methods = Methods { get: true, post: false, delete: false };
-const POST: Methods = Methods { get: false, post: true, delete: false };
-const GET_POST: Methods = Methods { get: true, post: true, delete: false };
-const GET_DELETE: Methods = Methods { get: true, post: false, delete: true };
+const NONE: Methods = Methods { get: false, post: false, delete: false, patch: false, options: false };
+const GET: Methods = Methods { get: true, ..NONE };
+const POST: Methods = Methods { post: true, ..NONE };
+const GET_POST: Methods = Methods { get: true, post: true, ..NONE };
+const GET_DELETE: Methods = Methods { get: true, delete: true, ..NONE };
+const POST_OPTIONS: Methods = Methods { post: true, options: true, ..NONE };
+const PATCH_DELETE_OPTIONS: Methods = Methods { patch: true, delete: true, options: true, ..NONE };
 
 impl Methods {
     /// Whether `m` is one of them.
@@ -67,19 +77,27 @@ impl Methods {
             Method::GET | Method::HEAD => self.get,
             Method::POST => self.post,
             Method::DELETE => self.delete,
+            Method::PATCH => self.patch,
+            Method::OPTIONS => self.options,
             _ => false,
         }
     }
 
     /// The `Allow` header's value.
     pub(super) fn allow(self) -> String {
-        let names = [(self.get, "GET, HEAD"), (self.post, "POST"), (self.delete, "DELETE")];
+        let names = [
+            (self.get, "GET, HEAD"),
+            (self.post, "POST"),
+            (self.patch, "PATCH"),
+            (self.delete, "DELETE"),
+            (self.options, "OPTIONS"),
+        ];
         names.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect::<Vec<_>>().join(", ")
     }
 }
 
 /// Every path, once.
-const TABLE: [(&str, Route, Methods); 19] = [
+const TABLE: [(&str, Route, Methods); 21] = [
     ("/", Route::Root, GET),
     ("/index.html", Route::Index, GET),
     ("/healthz", Route::Health, GET),
@@ -99,6 +117,8 @@ const TABLE: [(&str, Route, Methods); 19] = [
     ("/api/cameras/{name}/snapshots/{seq}.jpg", Route::Snapshot, GET),
     ("/api/cameras/{name}/start", Route::Start, POST),
     ("/api/cameras/{name}/stop", Route::Stop, POST),
+    ("/api/cameras/{name}/whep", Route::Whep, POST_OPTIONS),
+    ("/api/cameras/{name}/whep/{session}", Route::WhepSession, PATCH_DELETE_OPTIONS),
 ];
 
 /// The table as a router.
@@ -147,6 +167,9 @@ mod tests {
         let f = t.find("/api/cameras/cam0/snapshots/42.jpg").unwrap();
         assert_eq!((f.route, f.param("name"), f.param("seq")), (Route::Snapshot, "cam0", "42"));
         assert_eq!(t.find("/api/exports/7/file").unwrap().param("id"), "7");
+        let f = t.find("/api/cameras/cam0/whep/00ff").unwrap();
+        assert_eq!((f.route, f.param("name"), f.param("session")), (Route::WhepSession, "cam0", "00ff"));
+        assert_eq!(t.find("/api/cameras/cam0/whep").unwrap().route, Route::Whep);
         assert_eq!(t.find("/api/cameras/cam0/snapshots").unwrap().route, Route::Snapshots);
         assert_eq!(t.find("/api/cameras/cam0").unwrap().route, Route::Camera);
         for missing in
@@ -165,5 +188,7 @@ mod tests {
         assert_eq!(GET_DELETE.allow(), "GET, HEAD, DELETE");
         assert!(GET.allows(&Method::HEAD) && !GET.allows(&Method::POST) && !GET.allows(&Method::OPTIONS));
         assert!(GET_DELETE.allows(&Method::DELETE) && !POST.allows(&Method::GET));
+        assert_eq!(PATCH_DELETE_OPTIONS.allow(), "PATCH, DELETE, OPTIONS");
+        assert!(POST_OPTIONS.allows(&Method::OPTIONS) && !GET_POST.allows(&Method::PATCH));
     }
 }

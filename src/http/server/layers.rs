@@ -4,7 +4,8 @@
 //!    `max_body_bytes` 413 before a byte is read, a body not arrived within `read_timeout_ms`
 //!    408; the body is read whole into the request.
 //! 2. **CORS** ([`preflight`], and `Access-Control-Allow-Origin` on reads in [`finish`]) when
-//!    `http.cors_origin` is set: reads only.
+//!    `http.cors_origin` is set: reads only, WHEP's offers, trickles and ends among them (they
+//!    only start or stop viewing; Mainsail and Fluidd send them from their own origin).
 //! 3. **panic → 500** ([`CatchPanic`]): a handler that panics is answered 500 and counted; the
 //!    server goes on.
 //! 4. **HEAD and framing** ([`finish`]): a HEAD answer states GET's length and sends nothing;
@@ -19,7 +20,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::header::{
     HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
-    ACCESS_CONTROL_MAX_AGE, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING,
+    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING,
 };
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
@@ -47,7 +48,8 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let head = req.method() == Method::HEAD;
-    let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let whep = is_whep(req.uri().path());
+    let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) || whep;
     let cors = if read { limits.cors_origin.as_ref() } else { None };
     let mut req = match read_body(req, limits, stats).await {
         Ok(req) => req,
@@ -58,7 +60,7 @@ where
     // promise bodies they never send cannot fill the table.
     let busy = conn.map(Busy::new);
     bump(&stats.requests);
-    let response = match preflight(&req, cors) {
+    let response = match preflight(&req, cors, whep) {
         Some(r) => r,
         None => {
             if let Some(peer) = conn.and_then(|c| c.peer()) {
@@ -75,6 +77,11 @@ where
         }
     };
     let mut response = finish(response, head, cors, false);
+    if whep && cors.is_some() {
+        // WHEP clients read the session's URL and version.
+        let expose = HeaderValue::from_static("ETag, Location, Accept-Patch, Accept-Post, Link");
+        response.headers_mut().insert(ACCESS_CONTROL_EXPOSE_HEADERS, expose);
+    }
     response.body_mut().hold(busy);
     response
 }
@@ -120,14 +127,27 @@ where
 }
 
 /// A CORS preflight (`OPTIONS` with `http.cors_origin` set), answered here: reads only
-/// (writes are for the dashboard and scripts).
-fn preflight(req: &Request, cors: Option<&HeaderValue>) -> Option<Response> {
+/// (writes are for the dashboard and scripts), and WHEP.
+fn preflight(req: &Request, cors: Option<&HeaderValue>, whep: bool) -> Option<Response> {
+    let (methods, headers) = if whep {
+        ("POST, PATCH, DELETE, OPTIONS", "Authorization, Content-Type, If-Match")
+    } else {
+        ("GET, HEAD", "Authorization")
+    };
     (req.method() == Method::OPTIONS && cors.is_some()).then(|| {
         no_body(StatusCode::NO_CONTENT)
-            .with(ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD"))
-            .with(ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Authorization"))
+            .with(ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(methods))
+            .with(ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(headers))
             .with(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"))
     })
+}
+
+/// A WHEP path: `/api/cameras/<camera>/whep` or `/api/cameras/<camera>/whep/<session>`.
+fn is_whep(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/api/cameras/") else { return false };
+    let mut parts = rest.split('/');
+    let (name, whep, session, more) = (parts.next(), parts.next(), parts.next(), parts.next());
+    name.is_some_and(|n| !n.is_empty()) && whep == Some("whep") && session != Some("") && more.is_none()
 }
 
 /// A handler's answer as it goes on the wire: framing headers are hyper's (a handler's are

@@ -1,0 +1,316 @@
+//! WebRTC playback (WHEP, RFC 9725): each camera with `video` at
+//! `/api/cameras/<camera>/whep` on the HTTP API's port, for browsers (the dashboard), Mainsail
+//! and Fluidd (`webrtc-mediamtx` mode), go2rtc and MediaMTX (`whep://` sources).
+//!
+//! HTTP takes the offer and hands it to the `webrtc` thread ([`Handle`]); the thread owns every
+//! session and one UDP socket (`webrtc.udp_port`), on which ICE tells the sessions apart. A
+//! session is a [`str0m`] `Rtc`: sans-IO, no threads or timers of its own, so all sessions are
+//! driven by this one thread's small tokio runtime, never a thread per session. Media comes
+//! from the camera's ring of H.264 access units, the same the RTSP server reads (encode once):
+//! each new access unit is read once and written to every session of its camera; str0m
+//! packetizes and encrypts it per session (DTLS-SRTP). A new session starts at the next
+//! keyframe (asked for at once); one that cannot keep up (its packets do not fit the socket's
+//! buffer) drops to the next keyframe. Sessions end on DELETE, when ICE fails or is not
+//! completed in time, or when the viewer goes silent (a closed tab).
+//!
+//! - `frag`: trickle ICE bodies (`application/trickle-ice-sdpfrag`, RFC 8840).
+//! - `session`: one viewer.
+//! - `serve`: the thread's loop.
+
+mod frag;
+mod serve;
+mod session;
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::h264::stage::Video;
+use crate::shutdown::{Stop, Worker};
+pub use frag::{parse_frag, Frag, FragError};
+
+/// An offer's ICE must complete within this, or the session is dropped.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// A connected viewer that sends nothing for this long (no RTCP, no ICE consent) is gone: a
+/// closed tab, a machine that went to sleep. Browsers send RTCP about every second.
+pub const SILENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long HTTP waits for the thread's answer.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Offers, trickles and deletes waiting for the thread at once; one more is answered 503.
+const QUEUE: usize = 16;
+
+/// A camera the server serves.
+pub struct Camera {
+    /// Its name (the URL's).
+    pub name: String,
+    /// Its H.264.
+    pub video: Arc<Video>,
+    /// The profile its stream announces, as H.264's profile_idc (0x42 baseline, 0x4d main,
+    /// 0x64 high): the payload type offered with it is preferred.
+    pub profile_idc: u8,
+}
+
+/// A session's name in its URL: 128 random bits, hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(pub u128);
+
+impl SessionId {
+    /// Parses the URL's form (32 hex digits).
+    pub fn parse(s: &str) -> Option<SessionId> {
+        (s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| u128::from_str_radix(s, 16).ok().map(SessionId))
+            .flatten()
+    }
+}
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// Why the thread did not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// `webrtc.max_sessions` sessions are open.
+    Full(usize),
+    /// The offer cannot be answered (why): not SDP, no video, no H.264 the stream can send.
+    Offer(String),
+    /// No such session (ended, or never was).
+    NoSession,
+    /// The session belongs to another camera.
+    OtherCamera,
+    /// A trickle body with other ICE credentials: an ICE restart, which needs a new session.
+    Restart,
+    /// The thread is busy (its queue is full) or did not answer in time.
+    Busy,
+    /// The service is stopping.
+    Closing,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Full(n) => write!(f, "{n} WebRTC sessions are open (webrtc.max_sessions); close one or try later"),
+            Refused::Offer(why) => write!(f, "cannot answer the offer: {why}"),
+            Refused::NoSession => f.write_str("no such WebRTC session (it ended; make a new offer)"),
+            Refused::OtherCamera => f.write_str("this session belongs to another camera"),
+            Refused::Restart => f.write_str("ICE restarts are not supported: end the session and make a new offer"),
+            Refused::Busy => f.write_str("the WebRTC thread is busy; try again"),
+            Refused::Closing => f.write_str("the service is shutting down"),
+        }
+    }
+}
+
+/// A session made from an offer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The session (its URL's last part).
+    pub id: SessionId,
+    /// The SDP answer.
+    pub sdp: String,
+}
+
+/// What HTTP asks of the thread.
+enum Ask {
+    Offer {
+        camera: usize,
+        offer: Box<str0m::change::SdpOffer>,
+        local: IpAddr,
+        reply: oneshot::Sender<Result<Answer, Refused>>,
+    },
+    Trickle {
+        camera: usize,
+        id: SessionId,
+        frag: Frag,
+        reply: oneshot::Sender<Result<(), Refused>>,
+    },
+    End {
+        camera: usize,
+        id: SessionId,
+        reply: oneshot::Sender<Result<(), Refused>>,
+    },
+}
+
+/// Counters, for `/api/status` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// The UDP address media goes from (the port the kernel chose for 0), once bound.
+    pub bound: OnceLock<SocketAddr>,
+    /// Sessions open now; of them, ICE checking (not connected yet) and connected.
+    pub sessions: AtomicU64,
+    /// See `sessions`.
+    pub checking: AtomicU64,
+    /// See `sessions`.
+    pub connected: AtomicU64,
+    /// Offers answered (sessions made).
+    pub offers: AtomicU64,
+    /// Offers refused: `webrtc.max_sessions` reached.
+    pub refused_full: AtomicU64,
+    /// Offers refused: malformed, or nothing the stream can send.
+    pub refused_offer: AtomicU64,
+    /// Sessions ended by DELETE.
+    pub ended_deleted: AtomicU64,
+    /// Sessions ended because ICE failed, or did not complete within [`CONNECT_TIMEOUT`].
+    pub ended_ice: AtomicU64,
+    /// Sessions ended because the viewer went silent ([`SILENT_TIMEOUT`]).
+    pub ended_silent: AtomicU64,
+    /// Sessions the viewer closed (its peer connection said goodbye).
+    pub ended_closed: AtomicU64,
+    /// Sessions ended because str0m failed or panicked on them (a bug: each is logged).
+    pub ended_error: AtomicU64,
+    /// Frames (access units) written to sessions, all together.
+    pub frames_sent: AtomicU64,
+    /// Frames a session did not get: it was waiting for a keyframe (it started, fell behind,
+    /// or its packets did not fit the socket).
+    pub frames_skipped: AtomicU64,
+    /// UDP datagrams and bytes sent (media, RTCP, ICE, DTLS).
+    pub packets: AtomicU64,
+    /// See `packets`.
+    pub bytes: AtomicU64,
+    /// Datagrams not sent: the socket's buffer was full.
+    pub packets_dropped: AtomicU64,
+    /// Datagrams received that no session took (a stale viewer, a stray sender).
+    pub packets_unmatched: AtomicU64,
+    /// Keyframe requests (PLI, FIR) from viewers.
+    pub keyframe_requests: AtomicU64,
+}
+
+impl Stats {
+    /// The `webrtc` object of `/api/status`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let g = |c: &AtomicU64| c.load(Relaxed);
+        serde_json::json!({
+            "udp": self.bound.get().map(|a| a.to_string()),
+            "sessions": g(&self.sessions),
+            "ice": { "checking": g(&self.checking), "connected": g(&self.connected) },
+            "offers": g(&self.offers),
+            "refused": { "full": g(&self.refused_full), "offer": g(&self.refused_offer) },
+            "ended": {
+                "deleted": g(&self.ended_deleted),
+                "ice": g(&self.ended_ice),
+                "silent": g(&self.ended_silent),
+                "closed": g(&self.ended_closed),
+                "error": g(&self.ended_error),
+            },
+            "frames_sent": g(&self.frames_sent),
+            "frames_skipped": g(&self.frames_skipped),
+            "packets": g(&self.packets),
+            "bytes": g(&self.bytes),
+            "packets_dropped": g(&self.packets_dropped),
+            "packets_unmatched": g(&self.packets_unmatched),
+            "keyframe_requests": g(&self.keyframe_requests),
+        })
+    }
+}
+
+/// How HTTP reaches the `webrtc` thread.
+#[derive(Clone)]
+pub struct Handle {
+    asks: mpsc::Sender<Ask>,
+    /// The counters.
+    pub stats: Arc<Stats>,
+    /// Per camera in config order: whether it is served (it has `video`).
+    served: Arc<[bool]>,
+}
+
+impl Handle {
+    /// Whether camera `index` (config order) is served.
+    pub fn serves(&self, index: usize) -> bool {
+        self.served.get(index).copied().unwrap_or(false)
+    }
+
+    /// A new session for camera `index` from `offer`; `local` is the address the viewer
+    /// reached HTTP on (the candidate offered when the UDP socket is bound to all addresses).
+    pub async fn offer(&self, index: usize, offer: &str, local: IpAddr) -> Result<Answer, Refused> {
+        let offer = str0m::change::SdpOffer::from_sdp_string(offer).map_err(|e| {
+            self.stats.refused_offer.fetch_add(1, Relaxed);
+            Refused::Offer(format!("not an SDP offer: {e}"))
+        })?;
+        self.ask(|reply| Ask::Offer { camera: index, offer: Box::new(offer), local, reply }).await
+    }
+
+    /// Adds the viewer's trickled candidates to a session.
+    pub async fn trickle(&self, index: usize, id: SessionId, frag: Frag) -> Result<(), Refused> {
+        self.ask(|reply| Ask::Trickle { camera: index, id, frag, reply }).await
+    }
+
+    /// Ends a session.
+    pub async fn end(&self, index: usize, id: SessionId) -> Result<(), Refused> {
+        self.ask(|reply| Ask::End { camera: index, id, reply }).await
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, Refused>>) -> Ask) -> Result<T, Refused> {
+        let (tx, rx) = oneshot::channel();
+        self.asks.try_send(make(tx)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Refused::Busy,
+            mpsc::error::TrySendError::Closed(_) => Refused::Closing,
+        })?;
+        match tokio::time::timeout(ASK_TIMEOUT, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(Refused::Closing),
+            Err(_) => Err(Refused::Busy),
+        }
+    }
+}
+
+/// What the thread is started with.
+pub struct Settings {
+    /// The cameras with `video`, each with its index in the config.
+    pub cameras: Vec<(usize, Camera)>,
+    /// How many cameras the config has.
+    pub camera_count: usize,
+    /// The UDP socket, bound.
+    pub socket: UdpSocket,
+    /// `webrtc.max_sessions`.
+    pub max_sessions: usize,
+}
+
+/// Starts the `webrtc` thread. It serves until `stop`.
+pub fn start(settings: Settings, stats: Arc<Stats>, stop: Stop) -> std::io::Result<(Worker, Handle)> {
+    settings.socket.set_nonblocking(true)?;
+    let local = settings.socket.local_addr()?;
+    let _ = stats.bound.set(local);
+    let mut served = vec![false; settings.camera_count];
+    for (i, _) in &settings.cameras {
+        served[*i] = true;
+    }
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(1).build()?;
+    let handle = Handle { asks: tx, stats: Arc::clone(&stats), served: served.into() };
+    let guard = stop.guard("webrtc");
+    let worker = Worker::spawn("webrtc", move || {
+        let _guard = guard;
+        let served = rt.block_on(async {
+            let socket = tokio::net::UdpSocket::from_std(settings.socket)?;
+            log::info!("webrtc: media on udp {local}; WHEP at /api/cameras/<camera>/whep");
+            serve::Server::new(local, settings.cameras, settings.max_sessions, stats).run(socket, rx, &stop).await;
+            Ok::<(), std::io::Error>(())
+        });
+        if let Err(e) = served {
+            log::error!("webrtc: cannot serve: {e}");
+        }
+    })?;
+    Ok((worker, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_are_32_hex_digits_both_ways() {
+        let id = SessionId(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        let s = id.to_string();
+        assert_eq!(s, "0123456789abcdef0011223344556677");
+        assert_eq!(SessionId::parse(&s), Some(id));
+        for bad in
+            ["", "0123", "0123456789abcdef001122334455667g", "+123456789abcdef0011223344556677", &format!("{s}0")]
+        {
+            assert_eq!(SessionId::parse(bad), None, "{bad}");
+        }
+    }
+}

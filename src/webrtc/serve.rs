@@ -1,0 +1,372 @@
+//! The `webrtc` thread's loop: it waits on the stop token, HTTP's asks, the UDP socket, the
+//! cameras' rings and the sessions' next timeout, and does one thing at a time.
+
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Input, RtcConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::WatchStream;
+use tokio_stream::{StreamExt, StreamMap};
+
+use super::session::{Ctx, End, Session};
+use super::{Answer, Ask, Camera, Frag, Refused, SessionId, Stats, CONNECT_TIMEOUT, SILENT_TIMEOUT};
+use crate::h264::ring::Missing;
+use crate::shutdown::Stop;
+
+/// The largest datagram read (ICE, DTLS and RTCP from viewers are far smaller).
+const DATAGRAM: usize = 2048;
+
+/// One camera as the loop sees it.
+struct Cam {
+    /// Its index in the config.
+    index: usize,
+    camera: Camera,
+    /// The newest access unit handed to its sessions.
+    sent: u64,
+    /// The access unit being handed out, read once from the ring (capacity: the largest).
+    au: Vec<u8>,
+}
+
+/// Everything but the socket and the receive buffer, which the loop holds apart so that a
+/// read can be pending while the rest changes.
+pub(super) struct Server {
+    local: SocketAddr,
+    cams: Vec<Cam>,
+    sessions: Vec<Session>,
+    max_sessions: usize,
+    stats: Arc<Stats>,
+    /// str0m's buffer of sent video packets (for NACKs): the largest access unit's packets.
+    send_buffer: usize,
+    ids: std::hash::RandomState,
+    made: u64,
+}
+
+impl Server {
+    pub fn new(local: SocketAddr, cameras: Vec<(usize, Camera)>, max_sessions: usize, stats: Arc<Stats>) -> Server {
+        let max_au = cameras.iter().map(|(_, c)| c.video.max_au_bytes).max().unwrap_or(0);
+        let cams = cameras
+            .into_iter()
+            .map(|(index, camera)| {
+                let au = Vec::with_capacity(camera.video.max_au_bytes);
+                Cam { index, camera, sent: 0, au }
+            })
+            .collect();
+        Server {
+            local,
+            cams,
+            sessions: Vec::with_capacity(max_sessions),
+            max_sessions,
+            stats,
+            send_buffer: (max_au / 1100 + 16).max(512),
+            ids: std::hash::RandomState::new(),
+            made: 0,
+        }
+    }
+
+    /// Serves until `stop`, or until HTTP is gone.
+    pub async fn run(mut self, socket: UdpSocket, mut asks: mpsc::Receiver<Ask>, stop: &Stop) {
+        let mut buf = vec![0u8; DATAGRAM];
+        let mut changes = StreamMap::new();
+        for (i, c) in self.cams.iter().enumerate() {
+            changes.insert(i, WatchStream::from_changes(c.camera.video.ring.subscribe()));
+        }
+        loop {
+            let deadline = self.deadline();
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                ask = asks.recv() => match ask {
+                    Some(ask) => self.ask(ask, &socket),
+                    None => break,
+                },
+                r = socket.recv_from(&mut buf) => {
+                    if let Ok((n, source)) = r {
+                        self.receive(&buf[..n], source, &socket);
+                    }
+                }
+                Some((cam, _)) = changes.next() => self.media(cam, &socket),
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+            }
+            self.tick(&socket);
+        }
+        for s in &mut self.sessions {
+            let ctx = Ctx { socket: &socket, stats: &self.stats, video: &self.cams[s.cam].camera.video };
+            s.close(End::Deleted, &ctx);
+        }
+        self.sessions.clear();
+        self.gauges();
+    }
+
+    /// The next moment something is due: a session's timeout, or its reaping.
+    fn deadline(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        self.sessions.iter().map(|s| s.timeout.min(reap_at(s))).min().unwrap_or(far)
+    }
+
+    fn ask(&mut self, ask: Ask, socket: &UdpSocket) {
+        match ask {
+            Ask::Offer { camera, offer, local, reply } => {
+                let _ = reply.send(self.offer(camera, *offer, local, socket));
+            }
+            Ask::Trickle { camera, id, frag, reply } => {
+                let _ = reply.send(self.trickle(camera, id, frag, socket));
+            }
+            Ask::End { camera, id, reply } => {
+                let r = self.find(camera, id).map(|i| {
+                    let s = &mut self.sessions[i];
+                    let ctx = Ctx { socket, stats: &self.stats, video: &self.cams[s.cam].camera.video };
+                    s.close(End::Deleted, &ctx);
+                });
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    fn offer(
+        &mut self,
+        camera: usize,
+        offer: str0m::change::SdpOffer,
+        local: std::net::IpAddr,
+        socket: &UdpSocket,
+    ) -> Result<Answer, Refused> {
+        let refuse = |stats: &Stats, why: String| {
+            stats.refused_offer.fetch_add(1, Relaxed);
+            Refused::Offer(why)
+        };
+        if self.sessions.len() >= self.max_sessions {
+            self.stats.refused_full.fetch_add(1, Relaxed);
+            return Err(Refused::Full(self.max_sessions));
+        }
+        let Some(cam) = self.cams.iter().position(|c| c.index == camera) else {
+            return Err(refuse(&self.stats, "this camera has no video".into()));
+        };
+        let text = offer.to_sdp_string();
+        let ufrag = offer_ufrag(&text).unwrap_or_default();
+        // str0m names the media only once DTLS is up; the answer must be checked now.
+        let Some(mid) = video_mid(&text) else { return Err(refuse(&self.stats, "the offer has no video".into())) };
+        // Bound to every address: offer the one the viewer reached HTTP on.
+        let ip = if self.local.ip().is_unspecified() { local } else { self.local.ip() };
+        let candidate_addr = SocketAddr::new(ip, self.local.port());
+        let now = Instant::now();
+        // Opus too, though camjobd sends no sound: clients that offer audio (Mainsail, go2rtc,
+        // MediaMTX) get it accepted and silent, not rejected (aiortc refuses a rejected m-line).
+        let config = RtcConfig::new().clear_codecs().enable_h264(true).enable_opus(true, false);
+        let mut rtc = config.set_send_buffer_video(self.send_buffer).build(now);
+        let candidate = Candidate::host(candidate_addr, "udp").map_err(|e| refuse(&self.stats, e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| refuse(&self.stats, e.to_string()))?;
+        self.made += 1;
+        let id = SessionId(u128::from(self.ids.hash_one(self.made)) << 64 | u128::from(self.ids.hash_one(!self.made)));
+        let c = &self.cams[cam];
+        let mut s = Session::new(id, cam, rtc, candidate_addr, ufrag, c.camera.video.watch());
+        let ctx = Ctx { socket, stats: &self.stats, video: &c.camera.video };
+        let chosen = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            s.drain(&ctx);
+            s.choose_payload(str0m::media::Mid::from(mid.as_str()), c.camera.profile_idc)
+        }));
+        match chosen {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return Err(refuse(&self.stats, why)),
+            Err(_) => return Err(refuse(&self.stats, "str0m failed on this offer (a bug; see the log)".into())),
+        }
+        // No keyframe asked for yet: media flows once DTLS is up, and the session asks then
+        // (an encoder that was idle starts on one anyway).
+        self.stats.offers.fetch_add(1, Relaxed);
+        log::info!("webrtc: session {id} for {} (candidate {candidate_addr})", c.camera.name);
+        self.sessions.push(s);
+        self.gauges();
+        Ok(Answer { id, sdp: list_rejected_formats(&answer.to_sdp_string(), &text) })
+    }
+
+    fn trickle(&mut self, camera: usize, id: SessionId, frag: Frag, socket: &UdpSocket) -> Result<(), Refused> {
+        let i = self.find(camera, id)?;
+        let s = &mut self.sessions[i];
+        if frag.ufrag.as_deref().is_some_and(|u| u != s.ufrag) {
+            return Err(Refused::Restart);
+        }
+        let ctx = Ctx { socket, stats: &self.stats, video: &self.cams[s.cam].camera.video };
+        for c in frag.candidates {
+            guarded(s, |s| {
+                s.rtc.add_remote_candidate(c);
+                s.drain(&ctx);
+            });
+        }
+        Ok(())
+    }
+
+    /// The session `id` of camera `camera`, if it is still open.
+    fn find(&self, camera: usize, id: SessionId) -> Result<usize, Refused> {
+        let i = self.sessions.iter().position(|s| s.id == id && s.ended.is_none()).ok_or(Refused::NoSession)?;
+        if self.cams[self.sessions[i].cam].index != camera {
+            return Err(Refused::OtherCamera);
+        }
+        Ok(i)
+    }
+
+    /// A datagram: to the session whose ICE or address it belongs to.
+    fn receive(&mut self, datagram: &[u8], source: SocketAddr, socket: &UdpSocket) {
+        let now = Instant::now();
+        for s in &mut self.sessions {
+            let Ok(r) = Receive::new(Protocol::Udp, source, s.local, datagram) else { break };
+            let input = Input::Receive(now, r);
+            if s.ended.is_none() && s.rtc.accepts(&input) {
+                s.last_rx = now;
+                let ctx = Ctx { socket, stats: &self.stats, video: &self.cams[s.cam].camera.video };
+                guarded(s, |s| s.input(input, &ctx));
+                return;
+            }
+        }
+        self.stats.packets_unmatched.fetch_add(1, Relaxed);
+    }
+
+    /// New access units of camera `cam`: each read once and written to its sessions.
+    fn media(&mut self, cam: usize, socket: &UdpSocket) {
+        let c = &mut self.cams[cam];
+        let newest = c.camera.video.ring.newest();
+        let watching = self.sessions.iter().any(|s| s.cam == cam && s.ended.is_none());
+        let mut id = if c.sent == 0 || !watching { newest } else { c.sent + 1 };
+        c.sent = newest;
+        if !watching {
+            return;
+        }
+        let ctx = Ctx { socket, stats: &self.stats, video: &c.camera.video };
+        while id <= newest {
+            match c.camera.video.ring.read(id, &mut c.au) {
+                Ok(meta) => {
+                    let au: Arc<[u8]> = Arc::from(&c.au[..]);
+                    for s in self.sessions.iter_mut().filter(|s| s.cam == cam) {
+                        guarded(s, |s| s.send(&au, &meta, &ctx));
+                    }
+                }
+                Err(Missing::NotYet) => break,
+                Err(Missing::Gone { .. } | Missing::TooLarge) => {
+                    for s in self.sessions.iter_mut().filter(|s| s.cam == cam) {
+                        s.resync();
+                    }
+                    c.camera.video.request_keyframe();
+                }
+            }
+            id += 1;
+        }
+    }
+
+    /// Feeds due timeouts, then ends the sessions that are over.
+    fn tick(&mut self, socket: &UdpSocket) {
+        let now = Instant::now();
+        for s in &mut self.sessions {
+            let ctx = Ctx { socket, stats: &self.stats, video: &self.cams[s.cam].camera.video };
+            if s.ended.is_none() && s.timeout <= now {
+                guarded(s, |s| s.input(Input::Timeout(now), &ctx));
+            }
+            if s.ended.is_none() && reap_at(s) <= now {
+                s.close(if s.connected { End::Silent } else { End::Ice }, &ctx);
+            } else if s.ended.is_none() && !s.rtc.is_alive() {
+                s.ended = Some(End::Ice);
+            }
+        }
+        let before = self.sessions.len();
+        let stats = &self.stats;
+        self.sessions.retain(|s| {
+            let Some(end) = s.ended else { return true };
+            let counter = match end {
+                End::Deleted => &stats.ended_deleted,
+                End::Ice => &stats.ended_ice,
+                End::Silent => &stats.ended_silent,
+                End::Closed => &stats.ended_closed,
+                End::Error => &stats.ended_error,
+            };
+            counter.fetch_add(1, Relaxed);
+            log::info!("webrtc: session {} ended ({end:?})", s.id);
+            false
+        });
+        if self.sessions.len() != before || !self.sessions.is_empty() {
+            self.gauges();
+        }
+    }
+
+    fn gauges(&self) {
+        let connected = self.sessions.iter().filter(|s| s.connected).count() as u64;
+        self.stats.sessions.store(self.sessions.len() as u64, Relaxed);
+        self.stats.connected.store(connected, Relaxed);
+        self.stats.checking.store(self.sessions.len() as u64 - connected, Relaxed);
+    }
+}
+
+/// When a session is over unless it hears from its viewer: ICE not done in time, or silence.
+fn reap_at(s: &Session) -> Instant {
+    if s.connected {
+        s.last_rx + SILENT_TIMEOUT
+    } else {
+        s.created + CONNECT_TIMEOUT
+    }
+}
+
+/// Runs `f` on a session; a panic inside str0m ends that session (counted, logged), not the
+/// thread and every other viewer with it.
+fn guarded(s: &mut Session, f: impl FnOnce(&mut Session)) {
+    if std::panic::catch_unwind(AssertUnwindSafe(|| f(s))).is_err() {
+        log::error!("webrtc: session {} panicked inside str0m; it is ended, the others go on", s.id);
+        s.ended = Some(End::Error);
+    }
+}
+
+/// str0m answers a media it rejects (audio: camjobd sends none) as `m=audio 0 <proto>` with no
+/// format, which SDP does not allow (RFC 4566 5.14: one at least) and aiortc cannot parse;
+/// RFC 3264 6 has the answerer list one anyway. The offer's first format for that media is
+/// listed.
+fn list_rejected_formats(answer: &str, offer: &str) -> String {
+    let offered: Vec<&str> = offer.lines().filter(|l| l.starts_with("m=")).collect();
+    let mut index = 0;
+    let mut out = String::with_capacity(answer.len() + 16);
+    for line in answer.split_inclusive('\n') {
+        let text = line.trim_end();
+        if text.starts_with("m=") {
+            let fields: Vec<&str> = text.split_ascii_whitespace().collect();
+            let first = offered.get(index).and_then(|m| m.split_ascii_whitespace().nth(3));
+            index += 1;
+            if let (3, Some("0"), Some(fmt)) = (fields.len(), fields.get(1).copied(), first) {
+                out.push_str(&format!("{} {} {} {fmt}\r\n", fields[0], fields[1], fields[2]));
+                continue;
+            }
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+/// The `a=mid` of the offer's first video media.
+fn video_mid(sdp: &str) -> Option<String> {
+    let section = sdp.split("\nm=").skip(1).find(|m| m.starts_with("video "))?;
+    section.lines().find_map(|l| l.trim_end().strip_prefix("a=mid:")).map(str::to_string)
+}
+
+/// The offer's `a=ice-ufrag` (session level, or the first media's).
+fn offer_ufrag(sdp: &str) -> Option<String> {
+    sdp.lines().find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:")).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rejected_media_lists_the_offers_first_format() {
+        let offer =
+            "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 97\r\na=mid:v\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=mid:a\r\n";
+        let answer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:v\r\nm=audio 0 UDP/TLS/RTP/SAVPF \r\na=mid:a\r\n";
+        let fixed = list_rejected_formats(answer, offer);
+        assert_eq!(
+            fixed,
+            "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:v\r\nm=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:a\r\n"
+        );
+        assert_eq!(video_mid(offer).as_deref(), Some("v"));
+        assert_eq!(video_mid("v=0\r\nm=audio 9 RTP/AVP 0\r\na=mid:a\r\n"), None);
+        assert_eq!(offer_ufrag("v=0\r\na=ice-ufrag:abc\r\n").as_deref(), Some("abc"));
+    }
+}
