@@ -52,6 +52,7 @@ cat > "$work/config.json" <<JSON
 {
   "http": { "bind": "127.0.0.1:0" },
   "rtsp": { "bind": "127.0.0.1:0" },
+  "webrtc": { "udp_port": 0 },
   "storage": { "dir": "$work/data" },
   "log": { "level": "warn" },
   "cameras": [ { "name": "cam0", "source": { "kind": "synthetic", "width": 640, "height": 480, "fps": 30 },

@@ -6,7 +6,7 @@
 # and leaves the input in target/fuzz-artifacts/<target>/ — copy it to fuzz/regressions/<target>/
 # once fixed, and `cargo test` (tests/it/fuzz_regressions.rs) replays it for good.
 #
-#   scripts/fuzz.sh [SECONDS] [TARGET...]     (default: 60 s each, all four targets)
+#   scripts/fuzz.sh [SECONDS] [TARGET...]     (default: 60 s each, all five targets)
 #   scripts/fuzz.sh --build                   (only install cargo-fuzz and build the targets)
 #
 # cargo-fuzz passes a few -Z flags (sanitizer, coverage instrumentation); the machine has the
@@ -18,7 +18,7 @@ if [ "${1:-}" = --build ]; then build_only=1; shift; fi
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(http_request config mjpeg rtsp_request)
+[ ${#targets[@]} -gt 0 ] || targets=(http_request config mjpeg rtsp_request whep)
 export RUSTC_BOOTSTRAP=1
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "== installing cargo-fuzz (crates.io)"

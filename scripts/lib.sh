@@ -176,6 +176,17 @@ vm_accel() {
 # CONFIG with stdout to OUT and stderr to ERR, waits (up to 10 s) for the line that says where
 # its API listens, and sets `pid` and `addr` (host:port). Exits 1 with its stderr when it does
 # not come up. Stop it with `camjobd_stop "$pid"`.
+# The Python that runs scripts/whep_client.py: a venv in target/ with aiortc from PyPI (an
+# independent WebRTC stack), made once. Debian's python3-venv is needed. Prints its path.
+whep_python() {
+  local venv=target/whep-venv
+  if ! "$venv/bin/python" -c 'import aiortc' 2>/dev/null; then
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'aiortc==1.16.0' >&2
+  fi
+  echo "$PWD/$venv/bin/python"
+}
+
 camjobd_start() { # BIN CONFIG OUT ERR
   "$1" --config "$2" > "$3" 2> "$4" &
   pid=$!

@@ -67,6 +67,7 @@ cat > "$work/config.json" <<JSON
   "log": { "level": "warn" },
   "mqtt": { "url": "mqtt://127.0.0.1:$port", "client_id": "camjobd-soak", "topic_prefix": "camjobd/soak",
             "discovery_prefix": "homeassistant", "snapshot_interval_s": 1 },
+  "webrtc": { "udp_port": 0 },
   "cameras": [ { "name": "cam0",
     "source": { "kind": "synthetic", "width": 160, "height": 120, "fps": 1000, "quality": 50,
                 "fault": { "stall_every_s": 120, "stall_for_ms": 1500 } },

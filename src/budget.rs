@@ -169,6 +169,25 @@ fn video(
     (image + au as u64 + encoder, crate::h264::stage::client_bytes(au) as u64)
 }
 
+/// The WebRTC thread's part for `config`, when it runs: its sessions, and one access unit per
+/// camera with video (read once from the ring, shared by that camera's sessions).
+fn webrtc(items: &mut Vec<Item>, config: &Config) -> u64 {
+    let aus: Vec<usize> = config
+        .cameras
+        .iter()
+        .filter_map(|c| c.video.as_ref())
+        .map(|v| crate::h264::stage::max_au_bytes(crate::h264::stage::ring_bytes(v)))
+        .collect();
+    let Some(&largest) = aus.iter().max() else { return 0 };
+    if !config.webrtc.enabled {
+        return 0;
+    }
+    let n = config.webrtc.max_sessions as u64;
+    let bytes = n * crate::webrtc::session_bytes(largest) + aus.iter().map(|&a| a as u64).sum::<u64>();
+    add(items, format!("up to {n} WebRTC sessions"), "webrtc.max_sessions".into(), bytes);
+    1
+}
+
 impl Budget {
     /// The estimate for `config`.
     pub fn of(config: &Config) -> Budget {
@@ -259,6 +278,8 @@ impl Budget {
             let clients = config.rtsp.max_clients as u64;
             add(&mut items, format!("up to {clients} RTSP clients"), "rtsp.max_clients".into(), clients * client_max);
         }
+        // The `webrtc` thread.
+        threads += webrtc(&mut items, config);
         if let Some(m) = &config.mqtt {
             let cams = config.cameras.len() as u64;
             let jpegs = if m.snapshot_jpeg { config.cameras.iter().map(|c| c.max_frame_bytes as u64).sum() } else { 0 };

@@ -51,6 +51,9 @@ pub fn render(
     if shared.cameras.iter().any(|c| c.video.is_some()) && shared.config.rtsp.bind_addr().is_some() {
         rtsp_metrics(&mut out, &shared.rtsp);
     }
+    if shared.cameras.iter().any(|c| c.video.is_some()) && shared.config.webrtc.enabled {
+        webrtc_metrics(&mut out, &shared.webrtc);
+    }
     out
 }
 
@@ -173,6 +176,52 @@ fn rtsp_metrics(out: &mut String, r: &crate::rtsp::Stats) {
             g(&r.packets_dropped),
         ),
         ("rtsp_task_panics_total", "counter", "RTSP connections cut by a panic in their task (a bug).", g(&r.panics)),
+    ];
+    unlabelled(out, &rows);
+}
+
+/// The WebRTC server's families.
+fn webrtc_metrics(out: &mut String, w: &crate::webrtc::Stats) {
+    let g = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed);
+    let rows = [
+        ("webrtc_sessions", "gauge", "WebRTC (WHEP) sessions open now.", g(&w.sessions)),
+        ("webrtc_ice_checking", "gauge", "WebRTC sessions whose ICE is not connected yet.", g(&w.checking)),
+        ("webrtc_ice_connected", "gauge", "WebRTC sessions whose ICE is connected.", g(&w.connected)),
+        ("webrtc_offers_total", "counter", "WHEP offers answered (sessions made).", g(&w.offers)),
+        ("webrtc_refused_full_total", "counter", "WHEP offers refused at webrtc.max_sessions.", g(&w.refused_full)),
+        (
+            "webrtc_refused_offer_total",
+            "counter",
+            "WHEP offers refused as malformed or unplayable.",
+            g(&w.refused_offer),
+        ),
+        ("webrtc_ended_deleted_total", "counter", "WebRTC sessions ended by DELETE.", g(&w.ended_deleted)),
+        ("webrtc_ended_ice_total", "counter", "WebRTC sessions whose ICE failed or timed out.", g(&w.ended_ice)),
+        ("webrtc_ended_silent_total", "counter", "WebRTC sessions whose viewer went silent.", g(&w.ended_silent)),
+        ("webrtc_ended_closed_total", "counter", "WebRTC sessions the viewer closed.", g(&w.ended_closed)),
+        ("webrtc_ended_error_total", "counter", "WebRTC sessions ended by an error (a bug).", g(&w.ended_error)),
+        ("webrtc_frames_sent_total", "counter", "Frames written to WebRTC sessions, all together.", g(&w.frames_sent)),
+        (
+            "webrtc_frames_skipped_total",
+            "counter",
+            "Frames a WebRTC session skipped to a keyframe.",
+            g(&w.frames_skipped),
+        ),
+        ("webrtc_packets_total", "counter", "UDP datagrams sent by the WebRTC server.", g(&w.packets)),
+        ("webrtc_bytes_total", "counter", "UDP bytes sent by the WebRTC server.", g(&w.bytes)),
+        (
+            "webrtc_packets_dropped_total",
+            "counter",
+            "UDP datagrams not sent: the socket was full.",
+            g(&w.packets_dropped),
+        ),
+        ("webrtc_packets_unmatched_total", "counter", "UDP datagrams no session took.", g(&w.packets_unmatched)),
+        (
+            "webrtc_keyframe_requests_total",
+            "counter",
+            "Keyframe requests (PLI, FIR) from viewers.",
+            g(&w.keyframe_requests),
+        ),
     ];
     unlabelled(out, &rows);
 }

@@ -64,7 +64,7 @@ impl Server {
             sessions: Vec::with_capacity(max_sessions),
             max_sessions,
             stats,
-            send_buffer: (max_au / 1100 + 16).max(512),
+            send_buffer: super::send_buffer_packets(max_au),
             ids: std::hash::RandomState::new(),
             made: 0,
         }

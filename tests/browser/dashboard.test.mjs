@@ -91,7 +91,7 @@ function writeConfig() {
   ];
   // Exports read 20 files a second, so that one can be watched and cancelled.
   const config = { http: { bind: `127.0.0.1:${port}`, token: TOKEN }, storage: { dir: path.join(tmp, "data") }, log: { level: "warn" },
-    cameras, exports: { max_files_per_s: 20 }, rtsp: { bind: "127.0.0.1:0" } };
+    cameras, exports: { max_files_per_s: 20 }, rtsp: { bind: "127.0.0.1:0" }, webrtc: { udp_port: 0 } };
   const file = path.join(tmp, "camjobd.json");
   writeFileSync(file, JSON.stringify(config, null, 2));
   const check = spawnSync(BIN, ["--check-config", "--config", file], { encoding: "utf8", timeout: 10000 });

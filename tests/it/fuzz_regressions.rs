@@ -38,3 +38,8 @@ fn mjpeg_inputs() {
 fn rtsp_request_inputs() {
     assert!(replay("rtsp_request", checks::rtsp_request) >= 5, "the seed corpus is missing");
 }
+
+#[test]
+fn whep_inputs() {
+    assert!(replay("whep", checks::whep) >= 5, "the seed corpus is missing");
+}

@@ -202,3 +202,76 @@ pub fn rtsp_request(data: &[u8]) {
     }
     assert_eq!(stats.panics.load(std::sync::atomic::Ordering::Relaxed), 0, "a connection's task panicked");
 }
+
+/// An API with the real WebRTC thread (one camera with video, on a free UDP port) for
+/// [`whep`]; at most 4 sessions, so that offers that are accepted stay bounded.
+fn whep_api() -> Arc<Api> {
+    static API: OnceLock<Arc<Api>> = OnceLock::new();
+    Arc::clone(API.get_or_init(|| {
+        let mut config = Config::default();
+        config.storage.dir = std::env::temp_dir().join(format!("camjobd-fuzz-whep-{}", std::process::id()));
+        let (tx, _) = crossbeam_channel::bounded(1);
+        let shared = Arc::new(Shared::new(config, tx));
+        let exports = Arc::new(Exports::open(Arc::clone(&shared)).expect("exports directory"));
+        let cameras = shared
+            .cameras
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let video = Arc::clone(c.video.as_ref()?);
+                Some((i, camjobd::webrtc::Camera { name: c.name.clone(), video, profile_idc: 0x42 }))
+            })
+            .collect();
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP port");
+        let settings =
+            camjobd::webrtc::Settings { cameras, camera_count: shared.cameras.len(), socket, max_sessions: 4 };
+        let stop = camjobd::shutdown::Stop::new();
+        let (worker, handle) = camjobd::webrtc::start(settings, Arc::clone(&shared.webrtc), stop).expect("webrtc");
+        std::mem::forget(worker);
+        Arc::new(Api::new(shared, exports, camjobd::shutdown::Stop::new()).with_webrtc(handle))
+    }))
+}
+
+/// Raw bytes as a WHEP body: an SDP offer POSTed to `/api/cameras/cam0/whep` (first byte
+/// even) or a trickle body PATCHed to a session (odd), through the server's layers and the
+/// real WebRTC thread. An offer is answered 201 (`application/sdp`, `Location`, `ETag`; then
+/// deleted: 200) or refused 400 with a JSON reason (503 while the sessions are full); a
+/// trickle body is 400 with a reason, or reaches the session lookup (404: none such).
+/// `parse_frag` never panics and bounds what it returns.
+pub fn whep(data: &[u8]) {
+    let Some((&first, body)) = data.split_first() else { return };
+    let api = whep_api();
+    let config = Config::default().http;
+    let ask = |method: &str, path: &str, ctype: &str, body: &[u8]| {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let req = [head.as_bytes(), body].concat();
+        answer(&req, Arc::clone(&api) as Arc<dyn Handler>, &config).expect("a well-formed request")
+    };
+    if first & 1 == 0 {
+        let (status, headers) = ask("POST", "/api/cameras/cam0/whep", "application/sdp", body);
+        let ctype = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+        match status {
+            201 => {
+                assert_eq!(ctype, "application/sdp", "{headers:?}");
+                assert!(headers.contains_key("etag"), "{headers:?}");
+                let location = headers.get("location").and_then(|v| v.to_str().ok()).expect("a Location");
+                assert!(location.starts_with("/api/cameras/cam0/whep/"), "{location}");
+                assert_eq!(ask("DELETE", location, "text/plain", b"").0, 200, "{location}");
+            }
+            400 | 503 => assert!(ctype.starts_with("application/json"), "{status} {headers:?}"),
+            _ => panic!("an offer answered {status}: {headers:?}"),
+        }
+    } else {
+        if let Ok(text) = std::str::from_utf8(body) {
+            if let Ok(frag) = camjobd::webrtc::parse_frag(text) {
+                assert!(frag.candidates.len() + frag.skipped <= camjobd::webrtc::frag::MAX_CANDIDATES);
+            }
+        }
+        let path = "/api/cameras/cam0/whep/0123456789abcdef0123456789abcdef";
+        let (status, _) = ask("PATCH", path, "application/trickle-ice-sdpfrag", body);
+        assert!([400, 404].contains(&status), "a trickle body answered {status}");
+    }
+}

@@ -14,7 +14,22 @@ fn api(dir: &tempfile::TempDir) -> Api {
     let (tx, _) = crossbeam_channel::bounded(1);
     let shared = Arc::new(Shared::new(config, tx));
     let exports = Arc::new(Exports::open(Arc::clone(&shared)).expect("an exports directory"));
-    Api::new(shared, exports, Stop::new()).with_mqtt(Arc::new(crate::mqtt::Stats::new("mqtt://broker:1883")))
+    // The real WebRTC thread, on a free port (it runs until the test process ends).
+    let cameras = shared
+        .cameras
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            let video = Arc::clone(c.video.as_ref()?);
+            Some((i, crate::webrtc::Camera { name: c.name.clone(), video, profile_idc: 0x42 }))
+        })
+        .collect();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let settings = crate::webrtc::Settings { cameras, camera_count: shared.cameras.len(), socket, max_sessions: 2 };
+    let (_, webrtc) = crate::webrtc::start(settings, Arc::clone(&shared.webrtc), Stop::new()).unwrap();
+    Api::new(shared, exports, Stop::new())
+        .with_mqtt(Arc::new(crate::mqtt::Stats::new("mqtt://broker:1883")))
+        .with_webrtc(webrtc)
 }
 
 fn get(target: &str) -> Request {
@@ -38,6 +53,7 @@ const NAMED_OTHERWISE: &[(&str, &str, Option<&str>)] = &[
     ("rtsp", "playing", Some("rtsp_sessions_playing")),
     ("rtsp", "skipped", Some("rtsp_access_units_skipped_total")),
     ("rtsp", "panics", Some("rtsp_task_panics_total")),
+    ("webrtc", "udp", None),
     ("mqtt", "published", Some("mqtt_messages_published_total")),
     ("mqtt", "dropped", Some("mqtt_messages_dropped_total")),
     ("mqtt", "queued", Some("mqtt_outbox_messages")),
@@ -80,6 +96,10 @@ async fn every_counter_in_the_json_has_its_metric() {
         ("", &status, ""),
         ("http", &status["http"], "http_"),
         ("rtsp", &status["rtsp"], "rtsp_"),
+        ("webrtc", &status["webrtc"], "webrtc_"),
+        ("webrtc.ice", &status["webrtc"]["ice"], "webrtc_ice_"),
+        ("webrtc.refused", &status["webrtc"]["refused"], "webrtc_refused_"),
+        ("webrtc.ended", &status["webrtc"]["ended"], "webrtc_ended_"),
         ("mqtt", &status["mqtt"], "mqtt_"),
         ("store", &cam["store"], "store_"),
         ("live", &cam["live"], ""),
@@ -138,6 +158,8 @@ async fn the_table_answers_404_and_405() {
         (Method::POST, "/api/exports/1", "GET, HEAD, DELETE"),
         (Method::POST, "/?action=stream", "GET, HEAD"),
         (Method::DELETE, "/snapshot", "GET, HEAD"),
+        (Method::GET, "/api/cameras/cam0/whep", "POST, OPTIONS"),
+        (Method::POST, "/api/cameras/cam0/whep/0123456789abcdef0123456789abcdef", "PATCH, DELETE, OPTIONS"),
     ] {
         let r = api.route(&ask(method.clone(), target)).await;
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {target}");
