@@ -1,5 +1,6 @@
-//! H.264 beside the JPEGs: one encoder per camera with `video`, run only while an RTSP client
-//! watches, writing access units into a fixed ring ([`ring`]) that every client reads.
+//! H.264 beside the JPEGs: one encoder per camera with `video`, run only while an RTSP or
+//! WebRTC client watches, writing access units into a fixed ring ([`ring`]) that every client
+//! reads.
 //!
 //! - [`nal`] — Annex B byte streams (splitting, types, the SPS's profile).
 //! - [`rtp`] — RTP packets (RFC 6184) and RTCP sender reports, into the caller's buffers.

@@ -1,8 +1,9 @@
 //! camjobd: a camera job service for Raspberry Pi class boards. The backend owns the capture
 //! job, memory is fixed at start-up, a watchdog turns a dead camera into an explicit state,
-//! and a bounded HTTP API serves status, the latest JPEG and a live MJPEG stream (H.264 over RTSP
-//! beside it). The README is the front door; `docs/` states the contract (command line, config,
-//! HTTP API, RTSP, MQTT, lifecycle, store) and how to run, test and deploy.
+//! and a bounded HTTP API serves status, the latest JPEG and a live MJPEG stream (H.264 over
+//! RTSP and WebRTC beside it). The README is the front door; `docs/` states the contract
+//! (command line, config, HTTP API, RTSP, WebRTC, MQTT, lifecycle, store) and how to run, test
+//! and deploy.
 //!
 //! # Layout
 //!
@@ -38,9 +39,11 @@
 //! - [`rtsp`] — the RTSP server (the `rtsp` thread: a small tokio runtime, one task per
 //!   client): requests, sessions over TCP or UDP, RTP from each camera's H.264 ring, Digest and
 //!   Basic for the token.
+//! - [`webrtc`] — WHEP playback (the `webrtc` thread: str0m sessions on one UDP socket, no
+//!   thread per viewer) from the same H.264 ring; HTTP hands it offers, trickles and ends.
 //! - [`h264`] — H.264 beside the JPEGs: the encoder trait and its software backend (OpenH264),
-//!   the `h264-<camera>` thread that runs it while a client watches, the fixed ring of access
-//!   units every client reads, RTP packetization and sender reports.
+//!   the `h264-<camera>` thread that runs it while a client (RTSP or WebRTC) watches, the
+//!   fixed ring of access units every client reads, RTP packetization and sender reports.
 //! - [`config`] — the config file, one file per section under `config/`, each key's path and
 //!   bounds stated once in its section's `validate`.
 //! - [`encode`] — the encoder threads of a raw (YUYV) camera: capture hands them frames and
@@ -64,7 +67,8 @@
 //! raw frames), `h264-<camera>` (per camera with `video`), `supervisor`, `watchdog`, `store`,
 //! `signals` (SIGTERM/SIGINT → the stop token), `export-N`, `led` (when an LED is configured),
 //! `http` (and `http-N` runtime workers when `http.workers` > 1), `rtsp` (when a camera has
-//! `video` and `rtsp.bind` is set), `mqtt` (when `mqtt` is configured), `log`: a fixed
+//! `video` and `rtsp.bind` is set), `webrtc` (when a camera has `video` and `webrtc.enabled`),
+//! `mqtt` (when `mqtt` is configured), `log`: a fixed
 //! set started once ([`budget`] counts it); connections and streams are tasks on the runtime,
 //! never threads. Each is handed the same [`shutdown::Stop`]; one that panics fails the
 //! service through it (exit 1).

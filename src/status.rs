@@ -55,7 +55,7 @@ pub struct CameraShared {
     pub store: StoreStats,
     /// The live view: the newest encoded frame, stream demand, HTTP's copies.
     pub live: Arc<LiveFeed>,
-    /// H.264 for RTSP clients, when the camera has `video`.
+    /// H.264 for RTSP and WebRTC clients, when the camera has `video`.
     pub video: Option<Arc<crate::h264::stage::Video>>,
 }
 
@@ -139,7 +139,7 @@ pub struct CameraView {
     pub live: LiveView,
     /// Snapshots on disk.
     pub store: StoreView,
-    /// H.264 for RTSP clients (`null`: the camera has no `video`).
+    /// H.264 for RTSP and WebRTC clients (`null`: the camera has no `video`).
     pub video: Option<crate::h264::stage::VideoView>,
 }
 

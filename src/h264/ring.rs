@@ -1,7 +1,7 @@
 //! The encoded stream of one camera in fixed memory: a byte ring of access units (Annex B, as
-//! the encoder wrote them) that the encoder thread appends to and every RTSP client reads by
-//! number. Encode once, read by many: a client copies the access unit it is at into its own
-//! buffer (under a short lock) and packetizes it there. A client that falls behind the ring
+//! the encoder wrote them) that the encoder thread appends to and every RTSP and WebRTC client
+//! reads by number. Encode once, read by many: a client copies the access unit it is at into its
+//! own buffer (under a short lock) and packetizes it there. A client that falls behind the ring
 //! finds its access unit gone and starts again at the newest keyframe.
 
 use std::sync::Mutex;

@@ -65,7 +65,7 @@ pub struct Video {
 pub struct VideoView {
     /// The encoder in use, and why it was chosen.
     pub encoder: &'static str,
-    /// RTSP clients watching now (the encoder runs only while this is above 0).
+    /// RTSP and WebRTC clients watching now (the encoder runs only while this is above 0).
     pub watchers: u32,
     /// Frames encoded since start; of them keyframes.
     pub frames: u64,
@@ -439,7 +439,7 @@ impl Run {
             }
         };
         let choice = *self.video.encoder.lock().unwrap_or_else(|e| e.into_inner());
-        log::info!("{name}: H.264 by {choice}, at {} kbit/s while an RTSP client watches", self.bitrate_kbps);
+        log::info!("{name}: H.264 by {choice}, at {} kbit/s while an RTSP or WebRTC client watches", self.bitrate_kbps);
         // Capture owns the sending side: the stage dropped (capture ending, at stop or not)
         // closes the channel and ends this loop, without a timer.
         while let Ok(job) = self.jobs.recv() {
