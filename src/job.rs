@@ -249,8 +249,14 @@ fn start_webrtc(shared: &Arc<Shared>, stop: &Stop) -> Result<Option<(Worker, cra
         };
         Error::Fatal(format!("cannot bind webrtc.udp_port on {addr}: {e}{hint}"))
     })?;
-    let settings =
-        crate::webrtc::Settings { cameras, camera_count: shared.cameras.len(), socket, max_sessions: cfg.max_sessions };
+    let liveness = Arc::clone(&shared.liveness);
+    let settings = crate::webrtc::Settings {
+        cameras,
+        camera_count: shared.cameras.len(),
+        socket,
+        max_sessions: cfg.max_sessions,
+        beat: Box::new(move || crate::status::Liveness::beat(&liveness.webrtc)),
+    };
     crate::webrtc::start(settings, Arc::clone(&shared.webrtc), stop.clone())
         .map(Some)
         .map_err(|e| Error::Fatal(format!("cannot start thread webrtc: {e}")))

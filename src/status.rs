@@ -202,6 +202,8 @@ pub struct Liveness {
     pub watchdog: AtomicU64,
     /// The store's loop (ticks at least every 200 ms, but a write may take seconds on an SD card).
     pub store: AtomicU64,
+    /// The WebRTC thread's loop (goes round at least every second), when it runs.
+    pub webrtc: AtomicU64,
     /// Triggered when the supervisor has recorded the jobs' final states at shutdown (or left
     /// them for the restart, when the service fails): the store, waiting on it, then writes the
     /// journal's last lines. A latch (the stop token's type), not a flag to poll.
@@ -212,13 +214,18 @@ impl Liveness {
     /// The name of a loop that has not gone round for `stale_ms`, if any (0: not started yet,
     /// which counts as alive).
     pub fn stuck(&self, now_ms: u64, stale_ms: u64) -> Option<&'static str> {
-        [("supervisor", &self.supervisor), ("watchdog", &self.watchdog), ("store", &self.store)]
-            .into_iter()
-            .find(|(_, t)| {
-                let t = t.load(Relaxed);
-                t != 0 && now_ms.saturating_sub(t) > stale_ms
-            })
-            .map(|(n, _)| n)
+        [
+            ("supervisor", &self.supervisor),
+            ("watchdog", &self.watchdog),
+            ("store", &self.store),
+            ("webrtc", &self.webrtc),
+        ]
+        .into_iter()
+        .find(|(_, t)| {
+            let t = t.load(Relaxed);
+            t != 0 && now_ms.saturating_sub(t) > stale_ms
+        })
+        .map(|(n, _)| n)
     }
 
     /// Records a round of a loop.

@@ -17,10 +17,12 @@ pub enum Fault {
     EncoderCreate,
     /// The MQTT network task panics when the broker accepts the connection (`mqtt-panic`).
     MqttPanic,
+    /// The WebRTC thread panics while writing a frame to a session (`webrtc-panic`).
+    WebrtcPanic,
 }
 
 impl Fault {
-    const ALL: [Fault; 3] = [Fault::EncoderPanic, Fault::EncoderCreate, Fault::MqttPanic];
+    const ALL: [Fault; 4] = [Fault::EncoderPanic, Fault::EncoderCreate, Fault::MqttPanic, Fault::WebrtcPanic];
 
     /// The name used in [`ENV`].
     pub fn name(self) -> &'static str {
@@ -28,6 +30,7 @@ impl Fault {
             Fault::EncoderPanic => "encoder-panic",
             Fault::EncoderCreate => "encoder-create",
             Fault::MqttPanic => "mqtt-panic",
+            Fault::WebrtcPanic => "webrtc-panic",
         }
     }
 }
@@ -71,8 +74,9 @@ mod tests {
 
     #[test]
     fn names_and_occurrences_are_parsed() {
-        assert_eq!(parse("encoder-panic@30, mqtt-panic"), [Some(30), None, Some(1)]);
-        assert_eq!(parse("nope,encoder-create@0,encoder-create@x"), [None, None, None]);
-        assert_eq!(parse(""), [None; 3]);
+        assert_eq!(parse("encoder-panic@30, mqtt-panic"), [Some(30), None, Some(1), None]);
+        assert_eq!(parse("nope,encoder-create@0,encoder-create@x"), [None; 4]);
+        assert_eq!(parse("webrtc-panic@40"), [None, None, None, Some(40)]);
+        assert_eq!(parse(""), [None; 4]);
     }
 }

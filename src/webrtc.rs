@@ -280,6 +280,9 @@ pub struct Settings {
     pub socket: UdpSocket,
     /// `webrtc.max_sessions`.
     pub max_sessions: usize,
+    /// Called each time the loop goes round (at least every second): the service's liveness,
+    /// so that a stuck thread makes `/healthz` unhealthy.
+    pub beat: Box<dyn Fn() + Send>,
 }
 
 /// Starts the `webrtc` thread. It serves until `stop`.
@@ -300,7 +303,8 @@ pub fn start(settings: Settings, stats: Arc<Stats>, stop: Stop) -> std::io::Resu
         let served = rt.block_on(async {
             let socket = tokio::net::UdpSocket::from_std(settings.socket)?;
             log::info!("webrtc: media on udp {local}; WHEP at /api/cameras/<camera>/whep");
-            serve::Server::new(local, settings.cameras, settings.max_sessions, stats).run(socket, rx, &stop).await;
+            let server = serve::Server::new(local, settings.cameras, settings.max_sessions, stats);
+            server.run(socket, rx, settings.beat, &stop).await;
             Ok::<(), std::io::Error>(())
         });
         if let Err(e) = served {

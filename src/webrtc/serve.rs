@@ -71,13 +71,20 @@ impl Server {
     }
 
     /// Serves until `stop`, or until HTTP is gone.
-    pub async fn run(mut self, socket: UdpSocket, mut asks: mpsc::Receiver<Ask>, stop: &Stop) {
+    pub async fn run(
+        mut self,
+        socket: UdpSocket,
+        mut asks: mpsc::Receiver<Ask>,
+        beat: Box<dyn Fn() + Send>,
+        stop: &Stop,
+    ) {
         let mut buf = vec![0u8; DATAGRAM];
         let mut changes = StreamMap::new();
         for (i, c) in self.cams.iter().enumerate() {
             changes.insert(i, WatchStream::from_changes(c.camera.video.ring.subscribe()));
         }
         loop {
+            beat();
             let deadline = self.deadline();
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -103,10 +110,11 @@ impl Server {
         self.gauges();
     }
 
-    /// The next moment something is due: a session's timeout, or its reaping.
+    /// The next moment something is due: a session's timeout, its reaping, or the next
+    /// second (the loop's liveness beat).
     fn deadline(&self) -> Instant {
-        let far = Instant::now() + Duration::from_secs(3600);
-        self.sessions.iter().map(|s| s.timeout.min(reap_at(s))).min().unwrap_or(far)
+        let second = Instant::now() + Duration::from_secs(1);
+        self.sessions.iter().map(|s| s.timeout.min(reap_at(s))).fold(second, Instant::min)
     }
 
     fn ask(&mut self, ask: Ask, socket: &UdpSocket) {

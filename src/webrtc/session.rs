@@ -180,6 +180,8 @@ impl Session {
         let age = Duration::from_millis(crate::clock::mono_ms().saturating_sub(meta.captured_mono_ms));
         let wallclock = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
         let rtp_time = MediaTime::from_90khz(meta.captured_mono_ms * 90);
+        let hook = crate::testhook::Fault::WebrtcPanic;
+        assert!(!crate::testhook::hit(hook), "test hook: {}", hook.name());
         let Some(writer) = self.rtc.writer(mid) else { return };
         match writer.write(pt, wallclock, rtp_time, Arc::clone(au)) {
             Ok(()) => {

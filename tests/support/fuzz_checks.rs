@@ -223,8 +223,13 @@ fn whep_api() -> Arc<Api> {
             })
             .collect();
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP port");
-        let settings =
-            camjobd::webrtc::Settings { cameras, camera_count: shared.cameras.len(), socket, max_sessions: 4 };
+        let settings = camjobd::webrtc::Settings {
+            cameras,
+            camera_count: shared.cameras.len(),
+            socket,
+            max_sessions: 4,
+            beat: Box::new(|| {}),
+        };
         let stop = camjobd::shutdown::Stop::new();
         let (worker, handle) = camjobd::webrtc::start(settings, Arc::clone(&shared.webrtc), stop).expect("webrtc");
         std::mem::forget(worker);

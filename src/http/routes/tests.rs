@@ -25,7 +25,13 @@ fn api(dir: &tempfile::TempDir) -> Api {
         })
         .collect();
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let settings = crate::webrtc::Settings { cameras, camera_count: shared.cameras.len(), socket, max_sessions: 2 };
+    let settings = crate::webrtc::Settings {
+        cameras,
+        camera_count: shared.cameras.len(),
+        socket,
+        max_sessions: 2,
+        beat: Box::new(|| {}),
+    };
     let (_, webrtc) = crate::webrtc::start(settings, Arc::clone(&shared.webrtc), Stop::new()).unwrap();
     Api::new(shared, exports, Stop::new())
         .with_mqtt(Arc::new(crate::mqtt::Stats::new("mqtt://broker:1883")))
