@@ -1,4 +1,4 @@
-//! WebRTC playback (WHEP, RFC 9725): each camera with `video` at
+//! WebRTC playback (WHEP, draft-ietf-wish-whep): each camera with `video` at
 //! `/api/cameras/<camera>/whep` on the HTTP API's port, for browsers (the dashboard), Mainsail
 //! and Fluidd (`webrtc-mediamtx` mode), go2rtc and MediaMTX (`whep://` sources).
 //!
@@ -241,7 +241,7 @@ impl Handle {
     pub async fn offer(&self, index: usize, offer: &str, local: IpAddr) -> Result<Answer, Refused> {
         let offer = str0m::change::SdpOffer::from_sdp_string(offer).map_err(|e| {
             self.stats.refused_offer.fetch_add(1, Relaxed);
-            Refused::Offer(format!("not an SDP offer: {e}"))
+            Refused::Offer(format!("not an SDP offer: {}", parse_error(offer, &e.to_string())))
         })?;
         self.ask(|reply| Ask::Offer { camera: index, offer: Box::new(offer), local, reply }).await
     }
@@ -268,6 +268,25 @@ impl Handle {
             Err(_) => Err(Refused::Busy),
         }
     }
+}
+
+/// A parse error of str0m's, said briefly: the line it stopped at, and what it expected there
+/// (its message spans lines and names memory addresses, which are nobody's business).
+fn parse_error(sdp: &str, error: &str) -> String {
+    if !sdp.starts_with("v=0") {
+        return "the first line must be v=0 (SDP, RFC 8866)".into();
+    }
+    let expected: Vec<&str> =
+        error.lines().filter_map(|l| l.trim().strip_prefix("Expected ")).map(|e| e.trim_matches('`')).take(4).collect();
+    let at = error.lines().find_map(|l| l.trim().strip_prefix("Unexpected ")).map(|u| u.trim_matches('`'));
+    let mut out = String::from("malformed SDP");
+    if let Some(at) = at {
+        out.push_str(&format!(" at {:?}", at.chars().take(40).collect::<String>()));
+    }
+    if !expected.is_empty() {
+        out.push_str(&format!(" (expected {})", expected.join(" or ")));
+    }
+    out
 }
 
 /// What the thread is started with.
@@ -317,6 +336,18 @@ pub fn start(settings: Settings, stats: Arc<Stats>, stop: Stop) -> std::io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sdp_parse_errors_are_said_in_one_line_without_addresses() {
+        let garbage = str0m::change::SdpOffer::from_sdp_string("hello").unwrap_err().to_string();
+        assert!(garbage.contains("PointerOffset") || garbage.contains('\n'), "str0m's own: {garbage}");
+        assert_eq!(parse_error("hello", &garbage), "the first line must be v=0 (SDP, RFC 8866)");
+        let text = "v=0\r\no=?\r\n";
+        let bad = str0m::change::SdpOffer::from_sdp_string(text).unwrap_err().to_string();
+        let said = parse_error(text, &bad);
+        assert!(said.starts_with("malformed SDP"), "{said}");
+        assert!(!said.contains('\n') && !said.contains("0x"), "{said} (from {bad:?})");
+    }
 
     #[test]
     fn session_ids_are_32_hex_digits_both_ways() {

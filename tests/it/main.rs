@@ -31,3 +31,4 @@ mod pipe_source;
 mod rtsp;
 mod store;
 mod structure;
+mod webrtc;

@@ -1,5 +1,5 @@
-//! WHEP (RFC 9725): `POST /api/cameras/<camera>/whep` with an SDP offer makes a WebRTC session
-//! and answers 201 with the SDP answer, its `Location` and `ETag`; `PATCH` on the `Location`
+//! WHEP (draft-ietf-wish-whep): `POST /api/cameras/<camera>/whep` with an SDP offer makes a
+//! WebRTC session and answers 201 with the SDP answer, its `Location` and `ETag`; `PATCH` on the `Location`
 //! adds trickled ICE candidates (204); `DELETE` ends it (200); `OPTIONS` answers 204. The
 //! `webrtc` thread does the work ([`crate::webrtc::Handle`]). Mainsail and Fluidd append
 //! `/whep` to the stream URL pasted into them, so `http://HOST:PORT/api/cameras/<camera>` is
@@ -105,7 +105,7 @@ fn if_match(req: &Request, id: SessionId) -> Result<(), ApiError> {
     if v == "*" || v.split(',').any(|t| t.trim() == ours || t.trim() == ours.trim_matches('"')) {
         return Ok(());
     }
-    Err(ApiError::new(Code::PreconditionFailed, format!("If-Match {v:?} is not this session's ETag {ours}")))
+    Err(ApiError::new(Code::PreconditionFailed, format!("If-Match: {v} is not this session's ETag, {ours} (or *)")))
 }
 
 fn no_webrtc(name: &str) -> Response {

@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{
-    HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
+    HeaderName, HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
     ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING,
 };
 use http::{Method, StatusCode};
@@ -135,10 +135,17 @@ fn preflight(req: &Request, cors: Option<&HeaderValue>, whep: bool) -> Option<Re
         ("GET, HEAD", "Authorization")
     };
     (req.method() == Method::OPTIONS && cors.is_some()).then(|| {
-        no_body(StatusCode::NO_CONTENT)
+        let r = no_body(StatusCode::NO_CONTENT)
             .with(ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(methods))
             .with(ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(headers))
-            .with(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"))
+            .with(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        if !whep {
+            return r;
+        }
+        // WHEP's OPTIONS says what the resource takes, preflight or not (Mainsail sends one
+        // of its own before every offer and wants exactly 204).
+        r.with(HeaderName::from_static("accept-post"), HeaderValue::from_static("application/sdp"))
+            .with(HeaderName::from_static("accept-patch"), HeaderValue::from_static("application/trickle-ice-sdpfrag"))
     })
 }
 
