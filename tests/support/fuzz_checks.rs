@@ -240,7 +240,8 @@ fn whep_api() -> Arc<Api> {
 /// Raw bytes as a WHEP body: an SDP offer POSTed to `/api/cameras/cam0/whep` (first byte
 /// even) or a trickle body PATCHed to a session (odd), through the server's layers and the
 /// real WebRTC thread. An offer is answered 201 (`application/sdp`, `Location`, `ETag`; then
-/// deleted: 200) or refused 400 with a JSON reason (503 while the sessions are full); a
+/// deleted: 200) or refused 400 with a JSON reason (503 `busy` while the sessions are full; the
+/// thread never dies: str0m's panics on an offer are caught); a
 /// trickle body is 400 with a reason, or reaches the session lookup (404: none such).
 /// `parse_frag` never panics and bounds what it returns.
 pub fn whep(data: &[u8]) {
@@ -266,7 +267,10 @@ pub fn whep(data: &[u8]) {
                 assert!(location.starts_with("/api/cameras/cam0/whep/"), "{location}");
                 assert_eq!(ask("DELETE", location, "text/plain", b"").0, 200, "{location}");
             }
-            400 | 503 => assert!(ctype.starts_with("application/json"), "{status} {headers:?}"),
+            400 => assert!(ctype.starts_with("application/json"), "{status} {headers:?}"),
+            // Only `busy` (sessions full): a dead WebRTC thread would answer `shutting_down`,
+            // which has no Retry-After.
+            503 => assert!(headers.contains_key("retry-after"), "the WebRTC thread is gone: {headers:?}"),
             _ => panic!("an offer answered {status}: {headers:?}"),
         }
     } else {
