@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The dashboard in a real headless Chromium against the real binary (tests/browser/).
+# The dashboard in a real headless Chromium against the real binary (tests/browser/): the
+# dashboard test, then the WebRTC live view's (webrtc.test.mjs, about 1.5 min).
 # Installs what it needs on a fresh Debian machine: Debian's chromium (apt) and playwright-core
 # (npm, which only drives /usr/bin/chromium: no browser is ever downloaded). Node and npm are
 # expected on the machine.
@@ -51,8 +52,12 @@ export ARTIFACTS_DIR="${ARTIFACTS_DIR:-$root/target/browser-artifacts}"
 export CAMJOBD_BIN="${CAMJOBD_BIN:-$root/target/release/camjobd}"
 mkdir -p "$ARTIFACTS_DIR"
 status=0
-# The spec reporter prints each test's console lines (the figures) and a pass/fail summary.
+# The spec reporter prints each test's console lines (the figures) and a pass/fail summary
+# (scripts/test.sh adds up the "ℹ pass N" / "ℹ fail N" lines of both files). One file after the
+# other, never at once: the WebRTC test measures latency and frame rates.
 (cd tests/browser && node --test --test-reporter=spec dashboard.test.mjs) || status=$?
+log "browser test: WebRTC live view (WEBRTC_SECONDS=${WEBRTC_SECONDS:-30})"
+(cd tests/browser && node --test --test-reporter=spec webrtc.test.mjs) || status=$?
 
 shots=$(ls "$ARTIFACTS_DIR"/*.png 2>/dev/null || true)
 if [ -n "$shots" ]; then

@@ -198,11 +198,16 @@ impl Session {
         self.waiting_keyframe = true;
     }
 
-    /// Ends the session with a goodbye (DTLS close), then drains what that sends.
+    /// Ends the session with a goodbye (RTCP BYE and DTLS close_notify, sent by the drain),
+    /// so that the viewer knows at once; then nothing more is sent or taken.
     pub fn close(&mut self, why: End, ctx: &Ctx<'_>) {
         self.ended = self.ended.or(Some(why));
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if self.rtc.close().is_ok() {
+                self.drain(ctx);
+            }
+        }));
         self.rtc.disconnect();
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.drain(ctx)));
     }
 
     fn fail(&mut self, _ctx: &Ctx<'_>, why: std::fmt::Arguments<'_>) {
