@@ -117,6 +117,7 @@ pub(super) async fn run(inputs: Arc<Inputs>, settings: Settings, stats: Arc<Stat
         cleanup_until: None,
         announcement: VecDeque::new(),
         announcing: None,
+        cleared: HashSet::new(),
     };
     p.after = p.inputs.events.newest();
     p.cams = p
@@ -340,7 +341,14 @@ struct Publisher {
     announcement: VecDeque<Message>,
     /// Set while `announce` collects.
     announcing: Option<VecDeque<Message>>,
+    /// Leftover topics cleared since the last (re)connection: each is cleared once, however
+    /// many ways it is found (a removed camera's state names its configs, which also arrive).
+    cleared: HashSet<String>,
 }
+
+/// Leftover topics remembered as cleared, at most (a broker holding more under our prefix
+/// gets the rest cleared again if they come twice, which is harmless).
+const CLEARED_MAX: usize = 4096;
 
 impl Publisher {
     fn push(&mut self, topic: String, payload: impl Into<Vec<u8>>, kind: Kind) {
@@ -429,6 +437,7 @@ impl Publisher {
         // Discovery configs wait in `announcement` (they are many, and they never change).
         // States go through the outbox like every later state, which keeps them in order.
         self.announcement.clear();
+        self.cleared.clear();
         self.announcing = Some(std::mem::take(&mut self.announcement));
         let inputs = Arc::clone(&self.inputs);
         for c in &inputs.cameras {
@@ -441,8 +450,9 @@ impl Publisher {
         for (i, c) in inputs.cameras.iter().enumerate() {
             let state = c.state();
             self.cams[i].state = Some(state);
-            self.push(self.names.camera(&c.name, "state"), state.as_str(), Kind::State);
+            // The job (with its reason) before the state, as on every change.
             self.queue_job(i, now, true);
+            self.push(self.names.camera(&c.name, "state"), state.as_str(), Kind::State);
             self.queue_snapshot(i, now, true);
         }
     }
@@ -502,6 +512,7 @@ impl Publisher {
         }
         self.after = next;
         let mut changed = vec![false; self.cams.len()];
+        let now = Instant::now();
         for e in &page {
             let topic = format!("{}/events", self.names.topic_prefix);
             self.push(topic, serde_json::to_vec(e).expect("plain data"), Kind::Event);
@@ -510,6 +521,9 @@ impl Publisher {
             changed[i] = true;
             if self.cams[i].state != Some(state) {
                 self.cams[i].state = Some(state);
+                // The job JSON first, with the reason: an automation triggered by the state
+                // reads it as the state's attributes.
+                self.queue_job(i, now, true);
                 self.push(self.names.camera(&e.camera, "state"), state.as_str(), Kind::State);
             }
         }
@@ -517,10 +531,11 @@ impl Publisher {
         // ring holds 256 and this runs 10 times a second) still reaches the broker.
         let inputs = Arc::clone(&self.inputs);
         for (i, c) in inputs.cameras.iter().enumerate() {
-            let now = c.state();
-            if !changed[i] && self.cams[i].state.is_some() && self.cams[i].state != Some(now) {
-                self.cams[i].state = Some(now);
-                self.push(self.names.camera(&c.name, "state"), now.as_str(), Kind::State);
+            let state = c.state();
+            if !changed[i] && self.cams[i].state.is_some() && self.cams[i].state != Some(state) {
+                self.cams[i].state = Some(state);
+                self.queue_job(i, now, true);
+                self.push(self.names.camera(&c.name, "state"), state.as_str(), Kind::State);
             }
         }
     }
@@ -576,12 +591,17 @@ impl Publisher {
             Some((camera, "state"))
                 if m.retain && !m.payload.is_empty() && self.inputs.camera_index(camera).is_none() =>
             {
-                // A camera removed from the config: clear what it left retained.
+                // A camera removed from the config: clear what it left retained, its discovery
+                // configs first, so that Home Assistant drops the entities before their
+                // topics empty (else it warns about every empty value it still parses).
                 CLEANUP_LOG.info(format_args!(
                     "mqtt: clearing the retained topics of camera {camera:?} (no longer configured)"
                 ));
+                for d in discovery::configs(&self.names, camera, "") {
+                    self.clear(d.topic);
+                }
                 for leaf in ["state", "job", "snapshot_url", "snapshot"] {
-                    self.push(self.names.camera(camera, leaf), Vec::new(), Kind::Discovery);
+                    self.clear(self.names.camera(camera, leaf));
                 }
             }
             _ => {}
@@ -593,8 +613,22 @@ impl Publisher {
     fn stale_discovery(&mut self, m: &Publish) {
         if m.retain && !m.payload.is_empty() && m.topic.ends_with("/config") && !self.ours.contains(&m.topic) {
             CLEANUP_LOG.info(format_args!("mqtt: clearing stale discovery config {}", m.topic));
-            self.push(m.topic.clone(), Vec::new(), Kind::Discovery);
+            self.clear(m.topic.clone());
         }
+    }
+
+    /// Clears a leftover retained topic (an empty retained payload), once per connection, in
+    /// the order asked, paced like the announcement: a removed camera's 14 topics must neither
+    /// push out what waits in the outbox nor be cut by its limit.
+    fn clear(&mut self, topic: String) {
+        if self.cleared.contains(&topic) {
+            return;
+        }
+        if self.cleared.len() < CLEARED_MAX {
+            self.cleared.insert(topic.clone());
+        }
+        self.announcement.push_back(Message { topic, payload: Vec::new(), kind: Kind::Discovery });
+        self.feed_announcement();
     }
 
     fn command(&mut self, camera: &str, m: &Publish) {

@@ -7,7 +7,7 @@ mod broker;
 use std::time::{Duration, Instant};
 
 use crate::common::{self, config, synthetic, temp_dir, Daemon, TempDir};
-use broker::{Broker, Sub};
+use broker::{Broker, Seen, Sub};
 use serde_json::{json, Value};
 
 /// A config with `cameras` and an `mqtt` section for `url`, under topic prefix `prefix`.
@@ -413,6 +413,16 @@ fn a_camera_removed_from_the_config_has_its_retained_topics_cleared() {
             sub.wait_since(&topic, t0, Duration::from_secs(5), |m| m.payload.is_empty());
         }
         sub.wait_since(&format!("gone/pi/{gone}/state"), t0, Duration::from_secs(5), |m| m.payload.is_empty());
+        // Home Assistant drops the entities before their topics empty: every cleared config
+        // arrived before the first cleared state, job or snapshot topic of that camera.
+        let seen: Vec<_> = sub.seen().into_iter().filter(|m| m.at >= t0 && m.payload.is_empty()).collect();
+        let is_config = |m: &&Seen| m.topic.contains(&format!("/{gone}_")) && m.topic.ends_with("/config");
+        let last_config = seen.iter().rposition(|m| is_config(&m));
+        let first_topic = seen.iter().position(|m| m.topic.starts_with(&format!("gone/pi/{gone}/")));
+        let topics: Vec<_> = seen.iter().map(|m| &m.topic).collect();
+        assert!(last_config < first_topic, "{gone}: a retained topic was cleared before a config: {topics:?}");
+        // Each once, though a config is found twice (named by the state, and retained itself).
+        assert_eq!(seen.iter().filter(is_config).count(), 10, "{topics:?}");
     }
     // Nothing the broker sent back was lost on the way in.
     let m = status_mqtt(&d);
@@ -428,6 +438,35 @@ fn a_camera_removed_from_the_config_has_its_retained_topics_cleared() {
         .map(|m| m.topic)
         .collect();
     assert!(stale.is_empty(), "still retained: {stale:?}");
+}
+
+/// Home Assistant reads `<camera>/job` as the state's attributes: an automation triggered by
+/// "Problem turned on" must find the reason there, so the job JSON of a new state arrives no
+/// later than the state itself.
+#[test]
+fn the_job_with_its_reason_arrives_before_the_state_it_explains() {
+    let dir = temp_dir("mqtt-reason");
+    let broker = Broker::start(dir.path(), "allow_anonymous true");
+    let stalls = synthetic(
+        "cam0",
+        json!({"source": {"fault": {"stall_after_frames": 20}}, "watchdog": {"stall_timeout_ms": 300, "max_recoveries": 1, "backoff_initial_ms": 100}}),
+    );
+    let data = temp_dir("mqtt-reason-d");
+    let cfg = mqtt_config(&data, json!([stalls]), &broker.url(), "why/pi", json!({}));
+    let sub = Sub::new(broker.port, "w", &["why/pi/cam0/#"]);
+    let _d = Daemon::builder(data, &cfg).start();
+    sub.wait("why/pi/cam0/state", Duration::from_secs(15), |m| m.text() == "FAILED");
+    // The job that says FAILED must be retained too; let the last messages land.
+    sub.wait("why/pi/cam0/job", Duration::from_secs(5), |m| m.json()["state"] == "FAILED");
+    let seen = sub.seen();
+    for state in ["RECOVERING", "FAILED"] {
+        let at = seen.iter().position(|m| m.topic == "why/pi/cam0/state" && m.text() == state).expect(state);
+        let job = seen[..at].iter().rev().find(|m| m.topic == "why/pi/cam0/job").map(|m| m.json());
+        let job = job.unwrap_or_else(|| panic!("no job JSON before the {state} state"));
+        assert_eq!(job["state"], state, "the job JSON just before {state}: {job}");
+        let reason = job["reason"].as_str().unwrap_or("");
+        assert!(!reason.is_empty(), "{state} without its reason in the job JSON before it: {job}");
+    }
 }
 
 #[test]
