@@ -222,20 +222,7 @@ fn start_rtsp(shared: &Arc<Shared>, stop: &Stop) -> Result<Option<Worker>, Error
 /// The WebRTC thread, when `webrtc.enabled` and a camera has `video`: its UDP socket on the
 /// HTTP API's address (WHEP offers come to HTTP).
 fn start_webrtc(shared: &Arc<Shared>, stop: &Stop) -> Result<Option<(Worker, crate::webrtc::Handle)>, Error> {
-    let cameras: Vec<(usize, crate::webrtc::Camera)> = shared
-        .cameras
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| {
-            let (video, cfg) = (c.video.as_ref()?, c.config.video.as_ref()?);
-            let profile_idc = match cfg.profile {
-                crate::config::Profile::Baseline => 0x42,
-                crate::config::Profile::Main => 0x4d,
-                crate::config::Profile::High => 0x64,
-            };
-            Some((i, crate::webrtc::Camera { name: c.name.clone(), video: Arc::clone(video), profile_idc }))
-        })
-        .collect();
+    let cameras = shared.webrtc_cameras();
     let cfg = &shared.config.webrtc;
     if !cfg.enabled || cameras.is_empty() {
         return Ok(None);

@@ -235,6 +235,22 @@ impl Liveness {
 }
 
 impl Shared {
+    /// The cameras the WebRTC server serves (those with `video`), with their config index.
+    pub fn webrtc_cameras(&self) -> Vec<(usize, crate::webrtc::Camera)> {
+        let cameras = self.cameras.iter().enumerate();
+        cameras
+            .filter_map(|(i, c)| {
+                let (video, cfg) = (c.video.as_ref()?, c.config.video.as_ref()?);
+                let profile_idc = match cfg.profile {
+                    crate::config::Profile::Baseline => 0x42,
+                    crate::config::Profile::Main => 0x4d,
+                    crate::config::Profile::High => 0x64,
+                };
+                Some((i, crate::webrtc::Camera { name: c.name.clone(), video: Arc::clone(video), profile_idc }))
+            })
+            .collect()
+    }
+
     /// Builds the published state for a config. `commands` is the supervisor's inbox.
     pub fn new(config: Config, commands: Sender<Command>) -> Shared {
         let cameras = config

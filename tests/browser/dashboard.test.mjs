@@ -12,25 +12,18 @@
 
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, mkdirSync, writeFileSync, rmSync, statSync } from "node:fs";
-import { rm } from "node:fs/promises";
-import net from "node:net";
+import { spawn } from "node:child_process";
+import { mkdtempSync, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { ROOT, BIN, sleep, now, waitFor, freePort, writeCheckedConfig, spawnBackend, stopProcess, apiRequest,
+  launchChromium, closeChromium } from "./lib.mjs";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const BIN = process.env.CAMJOBD_BIN || path.join(ROOT, "target/release/camjobd");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const POLLS = Number(process.env.DASHBOARD_POLLS || 12000);
 const ARTIFACTS = process.env.ARTIFACTS_DIR || path.join(ROOT, "target/browser-artifacts");
 const WARMUP_POLLS = Math.min(200, Math.floor(POLLS / 2));
 const LONG_POLL_MS = 50;   // the accelerated long run
 const KILL_POLL_MS = 500;  // the disconnect/reconnect check
-const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 const PHONE = { width: 390, height: 844 }, DESKTOP = { width: 1024, height: 768 };
 const MAX_PNG_BYTES = 512 * 1024;  // the phone page holds three cameras
 const TOKEN = "browser-test-token";  // start/stop need it; GETs (all the polling) do not
@@ -51,30 +44,6 @@ after(async () => {
 
 // ---------------------------------------------------------------- helpers
 
-const sleep = ms => new Promise(r => setTimeout(r, ms));
-const now = () => performance.now();
-
-/** Waits until fn() returns a truthy value (returned), checking every `every` ms; throws after timeoutMs. */
-async function waitFor(what, timeoutMs, fn, every = 25) {
-  const deadline = now() + timeoutMs;
-  let last;
-  for (;;) {
-    try { last = await fn(); } catch (e) { last = e; }
-    if (last && !(last instanceof Error)) return last;
-    if (now() >= deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}` + (last instanceof Error ? `: ${last.message}` : ""));
-    await sleep(every);
-  }
-}
-
-/** A free TCP port on 127.0.0.1: bind port 0, read it, close (the backend reuses it, also after a restart). */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); });
-  });
-}
-
 function writeConfig() {
   const cameras = [
     // Every frame a new snapshot, so the image changes on every poll of the long run.
@@ -92,60 +61,29 @@ function writeConfig() {
   // Exports read 20 files a second, so that one can be watched and cancelled.
   const config = { http: { bind: `127.0.0.1:${port}`, token: TOKEN }, storage: { dir: path.join(tmp, "data") }, log: { level: "warn" },
     cameras, exports: { max_files_per_s: 20 }, rtsp: { bind: "127.0.0.1:0" }, webrtc: { udp_port: 0 } };
-  const file = path.join(tmp, "camjobd.json");
-  writeFileSync(file, JSON.stringify(config, null, 2));
-  const check = spawnSync(BIN, ["--check-config", "--config", file], { encoding: "utf8", timeout: 10000 });
-  assert.equal(check.status, 0, `camjobd --check-config failed: ${check.stderr}`);
-  return file;
+  return writeCheckedConfig(path.join(tmp, "camjobd.json"), config);
 }
 
-/** Starts camjobd and waits (bounded) for "... dashboard at http://ADDR/" on stdout. */
+/** Starts camjobd and waits (bounded) for its dashboard URL. */
 async function startBackend() {
   assert.equal(backend, null, "backend already running");
-  const config = path.join(tmp, "camjobd.json");
-  const proc = spawn(BIN, ["--config", config], { stdio: ["ignore", "pipe", "pipe"] });
-  const b = { proc, out: "", err: "", url: null, exit: null };
-  b.exited = new Promise(resolve => proc.once("exit", (code, signal) => { b.exit = { code, signal }; resolve(b.exit); }));
-  proc.stdout.setEncoding("utf8").on("data", d => { b.out = (b.out + d).slice(-8192); });
-  proc.stderr.setEncoding("utf8").on("data", d => { b.err = (b.err + d).slice(-8192); });
-  backend = b;
-  await waitFor("camjobd to print its dashboard URL", 15000, () => {
-    if (b.exit) throw new Error(`camjobd exited ${JSON.stringify(b.exit)}: ${b.err}`);
-    const m = /dashboard at (http:\/\/\S+\/)/.exec(b.out);
-    return m && (b.url = m[1]);
-  });
-  return b;
+  return spawnBackend(path.join(tmp, "camjobd.json"), b => { backend = b; });
 }
 
 /** SIGTERM, wait (bounded) for the exit; SIGKILL if it does not come. */
 async function stopBackend() {
   const b = backend;
-  if (!b) return null;
   backend = null;
-  if (!b.exit) b.proc.kill("SIGTERM");
-  const exit = await Promise.race([b.exited, sleep(5000).then(() => null)]);
-  if (exit) return exit;
-  b.proc.kill("SIGKILL");
-  await Promise.race([b.exited, sleep(5000)]);
-  throw new Error("camjobd did not exit within 5 s of SIGTERM");
+  return stopProcess(b);
 }
 
-async function api(p) {
-  const get = () => fetch(`http://127.0.0.1:${port}${p}`, { signal: AbortSignal.timeout(3000) });
-  // One retry on a dropped connection: camjobd closes a keep-alive connection idle for
-  // http.idle_timeout_ms (5 s), and node's fetch can send on it just as it closes ("other
-  // side closed"; seen after a long synchronous pause of the test). A timeout is not retried.
-  const r = await get().catch(e => { if (e.cause && e.cause.code === "UND_ERR_SOCKET") return get(); throw e; });
-  assert.equal(r.status, 200, `GET ${p}`);
-  return r.json();
-}
+const api = p => apiRequest(port, p);
 const cam = (status, name) => status.cameras.find(c => c.camera === name);
 
 /** One Chromium at a time, with a fresh profile directory. */
 async function launchBrowser(viewport = DESKTOP) {
   assert.equal(browser, null, "a browser is already running");
-  const dir = mkdtempSync(path.join(tmp, "chromium-profile-"));
-  const ctx = await chromium.launchPersistentContext(dir, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport, timeout: 30000 });
+  const { ctx, dir } = await launchChromium(tmp, viewport);
   const page = ctx.pages()[0] || await ctx.newPage();
   const errors = [];
   page.on("pageerror", e => { if (errors.length < 20) errors.push(String(e)); });
@@ -155,12 +93,8 @@ async function launchBrowser(viewport = DESKTOP) {
 
 async function closeBrowser() {
   const b = browser;
-  if (!b) return;
   browser = null;
-  await Promise.race([b.ctx.close(), sleep(10000)]);
-  // Not rmSync: after the long run the profile holds thousands of cached snapshots, and seconds
-  // of a blocked event loop let camjobd's idle close of a pooled connection go unseen (below).
-  await rm(b.dir, { recursive: true, force: true });
+  await closeChromium(b);
 }
 
 /** Forces a full GC (several passes) and reads Chromium's own counters for the page. */

@@ -21,21 +21,15 @@
 
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, writeFileSync, rmSync, readFileSync } from "node:fs";
-import { rm } from "node:fs/promises";
-import net from "node:net";
+import { mkdtempSync, rmSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { sleep, now, waitFor, freePort, writeCheckedConfig, spawnBackend, stopProcess, apiRequest,
+  launchChromium, closeChromium } from "./lib.mjs";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const BIN = process.env.CAMJOBD_BIN || path.join(ROOT, "target/release/camjobd");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const SECONDS = Number(process.env.WEBRTC_SECONDS || 30);
-const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--allow-loopback-in-peer-connection"];
+// Every packet stays on loopback: camjobd bound to 127.0.0.1 offers only that candidate.
+const LOOPBACK_RTC = ["--allow-loopback-in-peer-connection"];
 const VIEWPORT = { width: 1024, height: 768 };
 const FPS = 30;                 // cam0's frame rate
 const MIN_PRESENTED = 0.95;     // of the camera's frames, over WebRTC
@@ -57,30 +51,6 @@ after(async () => {
 
 // ---------------------------------------------------------------- helpers
 
-const sleep = ms => new Promise(r => setTimeout(r, ms));
-const now = () => performance.now();
-
-/** Waits until fn() returns a truthy value (returned), checking every `every` ms; throws after timeoutMs. */
-async function waitFor(what, timeoutMs, fn, every = 25) {
-  const deadline = now() + timeoutMs;
-  let last;
-  for (;;) {
-    try { last = await fn(); } catch (e) { last = e; }
-    if (last && !(last instanceof Error)) return last;
-    if (now() >= deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}` + (last instanceof Error ? `: ${last.message}` : ""));
-    await sleep(every);
-  }
-}
-
-/** A free TCP port on 127.0.0.1: bind port 0, read it, close. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => resolve(p)); });
-  });
-}
-
 function writeConfig() {
   const cameras = [
     { name: "cam0", source: { kind: "synthetic", width: 640, height: 480, fps: FPS }, store: { enabled: false }, video: {} },
@@ -89,51 +59,23 @@ function writeConfig() {
   ];
   const config = { http: { bind: `127.0.0.1:${port}` }, storage: { dir: path.join(tmp, "data") }, log: { level: "warn" },
     cameras, rtsp: { bind: "127.0.0.1:0" }, webrtc: { udp_port: 0 } };
-  const file = path.join(tmp, "camjobd.json");
-  writeFileSync(file, JSON.stringify(config, null, 2));
-  const check = spawnSync(BIN, ["--check-config", "--config", file], { encoding: "utf8", timeout: 10000 });
-  assert.equal(check.status, 0, `camjobd --check-config failed: ${check.stderr}`);
-  return file;
+  return writeCheckedConfig(path.join(tmp, "camjobd.json"), config);
 }
 
-/** Starts camjobd and waits (bounded) for "... dashboard at http://ADDR/" on stdout. */
+/** Starts camjobd and waits (bounded) for its dashboard URL. */
 async function startBackend() {
   assert.equal(backend, null, "backend already running");
-  const proc = spawn(BIN, ["--config", path.join(tmp, "camjobd.json")], { stdio: ["ignore", "pipe", "pipe"] });
-  const b = { proc, out: "", err: "", url: null, exit: null };
-  b.exited = new Promise(resolve => proc.once("exit", (code, signal) => { b.exit = { code, signal }; resolve(b.exit); }));
-  proc.stdout.setEncoding("utf8").on("data", d => { b.out = (b.out + d).slice(-8192); });
-  proc.stderr.setEncoding("utf8").on("data", d => { b.err = (b.err + d).slice(-8192); });
-  backend = b;
-  await waitFor("camjobd to print its dashboard URL", 15000, () => {
-    if (b.exit) throw new Error(`camjobd exited ${JSON.stringify(b.exit)}: ${b.err}`);
-    const m = /dashboard at (http:\/\/\S+\/)/.exec(b.out);
-    return m && (b.url = m[1]);
-  });
-  return b;
+  return spawnBackend(path.join(tmp, "camjobd.json"), b => { backend = b; });
 }
 
 /** SIGTERM, wait (bounded) for the exit; SIGKILL if it does not come. */
 async function stopBackend() {
   const b = backend;
-  if (!b) return null;
   backend = null;
-  if (!b.exit) b.proc.kill("SIGTERM");
-  const exit = await Promise.race([b.exited, sleep(5000).then(() => null)]);
-  if (exit) return exit;
-  b.proc.kill("SIGKILL");
-  await Promise.race([b.exited, sleep(5000)]);
-  throw new Error("camjobd did not exit within 5 s of SIGTERM");
+  return stopProcess(b);
 }
 
-async function api(p, method = "GET") {
-  const go = () => fetch(`http://127.0.0.1:${port}${p}`, { method, signal: AbortSignal.timeout(3000) });
-  // One retry on a keep-alive connection camjobd closed just as it was reused (see dashboard.test.mjs).
-  const r = await go().catch(e => { if (e.cause && e.cause.code === "UND_ERR_SOCKET") return go(); throw e; });
-  if (method !== "GET") return r;
-  assert.equal(r.status, 200, `GET ${p}`);
-  return r.json();
-}
+const api = (p, method = "GET") => apiRequest(port, p, method);
 const status = () => api("/api/status");
 const cam = (s, name) => s.cameras.find(c => c.camera === name);
 
@@ -165,8 +107,7 @@ const PROBE = () => {
 /** One Chromium at a time, with a fresh profile directory. */
 async function launchBrowser() {
   assert.equal(browser, null, "a browser is already running");
-  const dir = mkdtempSync(path.join(tmp, "chromium-profile-"));
-  const ctx = await chromium.launchPersistentContext(dir, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport: VIEWPORT, timeout: 30000 });
+  const { ctx, dir } = await launchChromium(tmp, VIEWPORT, LOOPBACK_RTC);
   await ctx.addInitScript(PROBE);
   if (process.env.DASHBOARD_HTML) {
     await ctx.route(u => u.pathname === "/", r => r.fulfill({ status: 200, contentType: "text/html; charset=utf-8", body: readFileSync(process.env.DASHBOARD_HTML, "utf8") }));
@@ -186,10 +127,8 @@ async function newPage() {
 
 async function closeBrowser() {
   const b = browser;
-  if (!b) return;
   browser = null;
-  await Promise.race([b.ctx.close(), sleep(10000)]);
-  await rm(b.dir, { recursive: true, force: true });
+  await closeChromium(b);
 }
 
 const camSel = name => `.cam[data-camera="${name}"]`;

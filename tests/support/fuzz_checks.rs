@@ -213,15 +213,7 @@ fn whep_api() -> Arc<Api> {
         let (tx, _) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared::new(config, tx));
         let exports = Arc::new(Exports::open(Arc::clone(&shared)).expect("exports directory"));
-        let cameras = shared
-            .cameras
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| {
-                let video = Arc::clone(c.video.as_ref()?);
-                Some((i, camjobd::webrtc::Camera { name: c.name.clone(), video, profile_idc: 0x42 }))
-            })
-            .collect();
+        let cameras = shared.webrtc_cameras();
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP port");
         let settings = camjobd::webrtc::Settings {
             cameras,

@@ -15,15 +15,7 @@ fn api(dir: &tempfile::TempDir) -> Api {
     let shared = Arc::new(Shared::new(config, tx));
     let exports = Arc::new(Exports::open(Arc::clone(&shared)).expect("an exports directory"));
     // The real WebRTC thread, on a free port (it runs until the test process ends).
-    let cameras = shared
-        .cameras
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| {
-            let video = Arc::clone(c.video.as_ref()?);
-            Some((i, crate::webrtc::Camera { name: c.name.clone(), video, profile_idc: 0x42 }))
-        })
-        .collect();
+    let cameras = shared.webrtc_cameras();
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let settings = crate::webrtc::Settings {
         cameras,
