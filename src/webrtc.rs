@@ -41,6 +41,9 @@ pub const SILENT_TIMEOUT: Duration = Duration::from_secs(5);
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Offers, trickles and deletes waiting for the thread at once; one more is answered 503.
 const QUEUE: usize = 16;
+/// The largest WHEP body taken (whatever `http.max_body_bytes`): a browser's offer is 4 to
+/// 8 KB; one of 1 MB with 18,000 candidates kept the thread busy for seconds.
+pub const MAX_BODY: usize = 32 << 10;
 
 /// str0m's buffer of sent video packets per session (for retransmissions): the largest access
 /// unit's packets, 512 at least (about a second of a 2 Mbit/s stream).
@@ -71,6 +74,21 @@ pub struct Camera {
 pub struct SessionId(pub u128);
 
 impl SessionId {
+    /// 128 bits from the operating system's random source.
+    pub fn random() -> SessionId {
+        let mut b = [0u8; 16];
+        // getrandom(2) on 16 bytes does not fail short once the pool is ready; a failure
+        // (no entropy at all) would leave zeros, which the counter below still makes unique.
+        let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
+        static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        SessionId(u128::from_le_bytes(b) ^ u128::from(MADE.fetch_add(1, Relaxed)))
+    }
+
+    /// Its first 8 hex digits, for logs (the whole id lets its holder end the session).
+    pub fn short(&self) -> String {
+        self.to_string()[..8].to_string()
+    }
+
     /// Parses the URL's form (32 hex digits).
     pub fn parse(s: &str) -> Option<SessionId> {
         (s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -98,6 +116,8 @@ pub enum Refused {
     OtherCamera,
     /// A trickle body with other ICE credentials: an ICE restart, which needs a new session.
     Restart,
+    /// More remote candidates than a session takes (this many at most).
+    TooManyCandidates(usize),
     /// The thread is busy (its queue is full) or did not answer in time.
     Busy,
     /// The service is stopping.
@@ -112,6 +132,7 @@ impl std::fmt::Display for Refused {
             Refused::NoSession => f.write_str("no such WebRTC session (it ended; make a new offer)"),
             Refused::OtherCamera => f.write_str("this session belongs to another camera"),
             Refused::Restart => f.write_str("ICE restarts are not supported: end the session and make a new offer"),
+            Refused::TooManyCandidates(n) => write!(f, "a session takes at most {n} remote candidates"),
             Refused::Busy => f.write_str("the WebRTC thread is busy; try again"),
             Refused::Closing => f.write_str("the service is shutting down"),
         }
@@ -165,6 +186,9 @@ pub struct Stats {
     pub refused_full: AtomicU64,
     /// Offers refused: malformed, or nothing the stream can send.
     pub refused_offer: AtomicU64,
+    /// Sessions that never got media going, ended to make room for a new offer at
+    /// `webrtc.max_sessions` (also counted in `ended.ice`).
+    pub evicted: AtomicU64,
     /// Sessions ended by DELETE.
     pub ended_deleted: AtomicU64,
     /// Sessions ended because ICE failed, or did not complete within [`CONNECT_TIMEOUT`].
@@ -202,6 +226,7 @@ impl Stats {
             "ice": { "checking": g(&self.checking), "connected": g(&self.connected) },
             "offers": g(&self.offers),
             "refused": { "full": g(&self.refused_full), "offer": g(&self.refused_offer) },
+            "evicted": g(&self.evicted),
             "ended": {
                 "deleted": g(&self.ended_deleted),
                 "ice": g(&self.ended_ice),
@@ -307,6 +332,8 @@ pub struct Settings {
 /// Starts the `webrtc` thread. It serves until `stop`.
 pub fn start(settings: Settings, stats: Arc<Stats>, stop: Stop) -> std::io::Result<(Worker, Handle)> {
     settings.socket.set_nonblocking(true)?;
+    // Room for a burst of viewers' packets while the loop does one long thing (an offer).
+    let _ = socket2::SockRef::from(&settings.socket).set_recv_buffer_size(1 << 20);
     let local = settings.socket.local_addr()?;
     let _ = stats.bound.set(local);
     let mut served = vec![false; settings.camera_count];

@@ -195,6 +195,7 @@ fn webrtc_metrics(out: &mut String, w: &crate::webrtc::Stats) {
             "WHEP offers refused as malformed or unplayable.",
             g(&w.refused_offer),
         ),
+        ("webrtc_evicted_total", "counter", "WebRTC sessions that never started, ended to make room.", g(&w.evicted)),
         ("webrtc_ended_deleted_total", "counter", "WebRTC sessions ended by DELETE.", g(&w.ended_deleted)),
         ("webrtc_ended_ice_total", "counter", "WebRTC sessions whose ICE failed or timed out.", g(&w.ended_ice)),
         ("webrtc_ended_silent_total", "counter", "WebRTC sessions whose viewer went silent.", g(&w.ended_silent)),

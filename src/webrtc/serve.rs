@@ -1,7 +1,6 @@
 //! The `webrtc` thread's loop: it waits on the stop token, HTTP's asks, the UDP socket, the
 //! cameras' rings and the sessions' next timeout, and does one thing at a time.
 
-use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering::Relaxed;
@@ -22,6 +21,14 @@ use crate::shutdown::Stop;
 
 /// The largest datagram read (ICE, DTLS and RTCP from viewers are far smaller).
 const DATAGRAM: usize = 2048;
+/// Datagrams read at most per turn of the loop besides the one that woke it.
+const READ_BATCH: usize = 256;
+/// Remote candidates a session takes at most, offer and trickles together (a browser has a
+/// handful): every one is kept and checked by str0m's ICE agent.
+const MAX_REMOTE_CANDIDATES: usize = 64;
+/// Media sections an offer may have: each costs a session str0m's state for it (127 of them
+/// took 2.1 MB), and a viewer needs video, perhaps audio and a data channel.
+const MAX_MEDIA: usize = 4;
 
 /// One camera as the loop sees it.
 struct Cam {
@@ -44,8 +51,6 @@ pub(super) struct Server {
     stats: Arc<Stats>,
     /// str0m's buffer of sent video packets (for NACKs): the largest access unit's packets.
     send_buffer: usize,
-    ids: std::hash::RandomState,
-    made: u64,
 }
 
 impl Server {
@@ -65,8 +70,6 @@ impl Server {
             max_sessions,
             stats,
             send_buffer: super::send_buffer_packets(max_au),
-            ids: std::hash::RandomState::new(),
-            made: 0,
         }
     }
 
@@ -100,6 +103,9 @@ impl Server {
                 Some((cam, _)) = changes.next() => self.media(cam, &socket),
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
+            // What the viewers sent meanwhile, before anything is judged silent: a long turn
+            // (a large offer) must not count against them.
+            self.read_waiting(&socket, &mut buf);
             self.tick(&socket);
         }
         for s in &mut self.sessions {
@@ -108,6 +114,16 @@ impl Server {
         }
         self.sessions.clear();
         self.gauges();
+    }
+
+    /// Takes every datagram that waits on the socket (bounded per turn).
+    fn read_waiting(&mut self, socket: &UdpSocket, buf: &mut [u8]) {
+        for _ in 0..READ_BATCH {
+            match socket.try_recv_from(buf) {
+                Ok((n, source)) => self.receive(&buf[..n], source, socket),
+                Err(_) => return,
+            }
+        }
     }
 
     /// The next moment something is due: a session's timeout, its reaping, or the next
@@ -120,7 +136,19 @@ impl Server {
     fn ask(&mut self, ask: Ask, socket: &UdpSocket) {
         match ask {
             Ask::Offer { camera, offer, local, reply } => {
-                let _ = reply.send(self.offer(camera, *offer, local, socket));
+                // HTTP gave up waiting (503 sent): a session made now would hold a place that
+                // nobody can DELETE.
+                if reply.is_closed() {
+                    return;
+                }
+                let made = self.offer(camera, *offer, local, socket);
+                if let Err(Ok(answer)) = reply.send(made) {
+                    if let Ok(i) = self.find(camera, answer.id) {
+                        let s = &mut self.sessions[i];
+                        let ctx = Ctx { socket, stats: &self.stats, video: &self.cams[s.cam].camera.video };
+                        s.close(End::Deleted, &ctx);
+                    }
+                }
             }
             Ask::Trickle { camera, id, frag, reply } => {
                 let _ = reply.send(self.trickle(camera, id, frag, socket));
@@ -147,7 +175,7 @@ impl Server {
             stats.refused_offer.fetch_add(1, Relaxed);
             Refused::Offer(why)
         };
-        if self.sessions.len() >= self.max_sessions {
+        if self.sessions.iter().filter(|s| s.ended.is_none()).count() >= self.max_sessions && !self.evict_idle(socket) {
             self.stats.refused_full.fetch_add(1, Relaxed);
             return Err(Refused::Full(self.max_sessions));
         }
@@ -155,6 +183,14 @@ impl Server {
             return Err(refuse(&self.stats, "this camera has no video".into()));
         };
         let text = offer.to_sdp_string();
+        let (media, candidates) = (text.matches("\nm=").count(), text.matches("a=candidate:").count());
+        if media > MAX_MEDIA || candidates > MAX_REMOTE_CANDIDATES / 2 {
+            let why = format!(
+                "{media} media and {candidates} candidates: at most {MAX_MEDIA} media (video, audio, data) and {} candidates",
+                MAX_REMOTE_CANDIDATES / 2
+            );
+            return Err(refuse(&self.stats, why));
+        }
         let ufrag = offer_ufrag(&text).unwrap_or_default();
         // str0m names the media only once DTLS is up; the answer must be checked now.
         let Some(mid) = video_mid(&text) else { return Err(refuse(&self.stats, "the offer has no video".into())) };
@@ -164,7 +200,10 @@ impl Server {
         let now = Instant::now();
         // Opus too, though camjobd sends no sound: clients that offer audio (Mainsail, go2rtc,
         // MediaMTX) get it accepted and silent, not rejected (aiortc refuses a rejected m-line).
-        let config = RtcConfig::new().clear_codecs().enable_h264(true).enable_opus(true, false);
+        // ICE lite: camjobd's host candidate is reachable by the viewer, so it only answers
+        // the viewer's checks and never sends checks of its own to addresses a client names
+        // (which would let any page make it send datagrams to hosts and ports of its choice).
+        let config = RtcConfig::new().set_ice_lite(true).clear_codecs().enable_h264(true).enable_opus(true, false);
         let mut rtc = config.set_send_buffer_video(self.send_buffer).build(now);
         let candidate = Candidate::host(candidate_addr, "udp").map_err(|e| refuse(&self.stats, e.to_string()))?;
         rtc.add_local_candidate(candidate);
@@ -179,10 +218,10 @@ impl Server {
                 return Err(refuse(&self.stats, "str0m cannot take this offer (it failed inside str0m)".into()));
             }
         };
-        self.made += 1;
-        let id = SessionId(u128::from(self.ids.hash_one(self.made)) << 64 | u128::from(self.ids.hash_one(!self.made)));
+        let id = SessionId::random();
         let c = &self.cams[cam];
         let mut s = Session::new(id, cam, rtc, candidate_addr, ufrag, c.camera.video.watch());
+        s.remote_candidates = candidates;
         let ctx = Ctx { socket, stats: &self.stats, video: &c.camera.video };
         let chosen = std::panic::catch_unwind(AssertUnwindSafe(|| {
             s.drain(&ctx);
@@ -196,10 +235,23 @@ impl Server {
         // No keyframe asked for yet: media flows once DTLS is up, and the session asks then
         // (an encoder that was idle starts on one anyway).
         self.stats.offers.fetch_add(1, Relaxed);
-        log::info!("webrtc: session {id} for {} (candidate {candidate_addr})", c.camera.name);
+        log::info!("webrtc: session {} for {} (candidate {candidate_addr})", id.short(), c.camera.name);
         self.sessions.push(s);
         self.gauges();
         Ok(Answer { id, sdp: list_rejected_formats(&answer.to_sdp_string(), &text) })
+    }
+
+    /// Full: the oldest session whose media never started (an offer never connected, or a
+    /// client that stopped at ICE) makes room for a new one, so that offers alone cannot keep
+    /// real viewers out. `false` when every session plays.
+    fn evict_idle(&mut self, socket: &UdpSocket) -> bool {
+        let idle = self.sessions.iter().enumerate().filter(|(_, s)| s.ended.is_none() && !s.media_ready());
+        let Some(i) = idle.min_by_key(|(_, s)| s.created).map(|(i, _)| i) else { return false };
+        let s = &mut self.sessions[i];
+        let ctx = Ctx { socket, stats: &self.stats, video: &self.cams[s.cam].camera.video };
+        s.close(End::Ice, &ctx);
+        self.stats.evicted.fetch_add(1, Relaxed);
+        true
     }
 
     fn trickle(&mut self, camera: usize, id: SessionId, frag: Frag, socket: &UdpSocket) -> Result<(), Refused> {
@@ -208,6 +260,10 @@ impl Server {
         if frag.ufrag.as_deref().is_some_and(|u| u != s.ufrag) {
             return Err(Refused::Restart);
         }
+        if s.remote_candidates + frag.candidates.len() > MAX_REMOTE_CANDIDATES {
+            return Err(Refused::TooManyCandidates(MAX_REMOTE_CANDIDATES));
+        }
+        s.remote_candidates += frag.candidates.len();
         let ctx = Ctx { socket, stats: &self.stats, video: &self.cams[s.cam].camera.video };
         for c in frag.candidates {
             guarded(s, |s| {
@@ -283,7 +339,7 @@ impl Server {
                 guarded(s, |s| s.input(Input::Timeout(now), &ctx));
             }
             if s.ended.is_none() && reap_at(s) <= now {
-                s.close(if s.connected { End::Silent } else { End::Ice }, &ctx);
+                s.close(if s.media_ready() { End::Silent } else { End::Ice }, &ctx);
             } else if s.ended.is_none() && !s.rtc.is_alive() {
                 s.ended = Some(End::Ice);
             }
@@ -300,7 +356,7 @@ impl Server {
                 End::Error => &stats.ended_error,
             };
             counter.fetch_add(1, Relaxed);
-            log::info!("webrtc: session {} ended ({end:?})", s.id);
+            log::info!("webrtc: session {} ended ({end:?})", s.id.short());
             false
         });
         if self.sessions.len() != before || !self.sessions.is_empty() {
@@ -318,7 +374,7 @@ impl Server {
 
 /// When a session is over unless it hears from its viewer: ICE not done in time, or silence.
 fn reap_at(s: &Session) -> Instant {
-    if s.connected {
+    if s.media_ready() {
         s.last_rx + SILENT_TIMEOUT
     } else {
         s.created + CONNECT_TIMEOUT
@@ -329,7 +385,7 @@ fn reap_at(s: &Session) -> Instant {
 /// thread and every other viewer with it.
 fn guarded(s: &mut Session, f: impl FnOnce(&mut Session)) {
     if std::panic::catch_unwind(AssertUnwindSafe(|| f(s))).is_err() {
-        log::error!("webrtc: session {} panicked inside str0m; it is ended, the others go on", s.id);
+        log::error!("webrtc: session {} panicked inside str0m; it is ended, the others go on", s.id.short());
         s.ended = Some(End::Error);
     }
 }

@@ -40,6 +40,8 @@ pub(super) struct Session {
     pub local: SocketAddr,
     /// The viewer's ICE user fragment, from its offer (another one in a PATCH is a restart).
     pub ufrag: String,
+    /// Remote candidates taken so far (offer and trickles), against a cap.
+    pub remote_candidates: usize,
     /// The video media and the payload type the stream goes out as.
     media: Option<(Mid, Pt)>,
     _watch: Watch,
@@ -66,6 +68,7 @@ impl Session {
             rtc,
             local,
             ufrag,
+            remote_candidates: 0,
             media: None,
             _watch: watch,
             created: now,
@@ -192,6 +195,12 @@ impl Session {
         }
     }
 
+    /// DTLS is up and media can flow: the viewer really is one (until then a session is an
+    /// offer that may never connect, ended after [`super::CONNECT_TIMEOUT`] or evicted).
+    pub fn media_ready(&self) -> bool {
+        self.media_ready
+    }
+
     /// The stream has a gap for this camera (the ring overwrote what was not sent yet, or an
     /// access unit was too large): on from the next keyframe.
     pub fn resync(&mut self) {
@@ -210,11 +219,19 @@ impl Session {
         self.rtc.disconnect();
     }
 
+    /// str0m gave up on the session. Before media flowed that is the viewer's doing (a DTLS
+    /// handshake never finished: counted with ICE failures); after, a real error.
     fn fail(&mut self, _ctx: &Ctx<'_>, why: std::fmt::Arguments<'_>) {
+        let end = if self.media_ready { End::Error } else { End::Ice };
         if self.ended.is_none() {
-            log::warn!("webrtc: session {} ended: {why}", self.id);
+            let id = self.id.short();
+            if end == End::Error {
+                log::warn!("webrtc: session {id} ended: {why}");
+            } else {
+                log::debug!("webrtc: session {id} never started: {why}");
+            }
         }
-        self.ended = Some(self.ended.unwrap_or(End::Error));
+        self.ended = Some(self.ended.unwrap_or(end));
     }
 }
 

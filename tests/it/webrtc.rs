@@ -469,25 +469,51 @@ fn bad_offers_patches_and_urls_are_refused_with_what_is_wrong() {
 }
 
 #[test]
-fn max_sessions_refuses_one_more_with_retry_after_until_one_ends() {
+fn max_sessions_refuses_one_more_only_while_every_session_plays() {
     let Some(offers) = offers() else { return };
     let d = start("webrtc-full", json!([small_video_camera("cam0")]), json!({"max_sessions": 2}));
+    // Two viewers play: a third offer is refused, 503 busy with Retry-After.
+    std::thread::scope(|scope| {
+        let viewers: Vec<_> = (0..2).map(|_| scope.spawn(|| view(&d, 4.0, &[]))).collect();
+        wait_webrtc(&d, Duration::from_secs(15), "two viewers play", |w| w["ice"]["connected"] == 2);
+        let r = offer(&d, "cam0", &offers.video);
+        refused(&r, 503, "busy", "max_sessions");
+        assert_eq!(r.header("Retry-After"), Some("1"), "{:?}", r.headers);
+        for v in viewers {
+            let v = v.join().unwrap();
+            assert!(v.ok, "{} {}", v.out, v.stderr);
+        }
+    });
+    let w = wait_webrtc(&d, Duration::from_secs(10), "the viewers end", |w| w["sessions"] == 0);
+    assert_eq!((w["refused"]["full"].as_u64(), w["evicted"].as_u64()), (Some(1), Some(0)), "{w:#}");
+    // Offers that never connect do not keep a viewer out: the oldest makes room.
     let a = open(&d, &offers.video);
     let b = open(&d, &offers.video);
-    assert_ne!(a, b);
-    let r = offer(&d, "cam0", &offers.video);
-    refused(&r, 503, "busy", "max_sessions");
-    assert_eq!(r.header("Retry-After"), Some("1"), "{:?}", r.headers);
-    let w = webrtc(&d);
-    assert_eq!((w["sessions"].as_u64(), w["ice"]["checking"].as_u64()), (Some(2), Some(2)), "{w:#}");
-    assert_eq!(w["refused"]["full"], 1, "{w:#}");
-    assert_eq!(delete(&d, &a).status, 200);
     let c = open(&d, &offers.video);
+    assert_ne!(a, b);
+    let w = webrtc(&d);
+    assert_eq!((w["sessions"].as_u64(), w["evicted"].as_u64()), (Some(2), Some(1)), "{w:#}");
+    assert_eq!(delete(&d, &a).status, 404, "the oldest was evicted");
+    // A session takes 64 remote candidates at most, offer and trickles together.
+    let ufrag = offers.video.lines().find_map(|l| l.strip_prefix("a=ice-ufrag:")).unwrap().trim().to_string();
+    let body = |from: u32| {
+        let lines: String = (from..from + 32)
+            .map(|p| format!("a=candidate:{p} 1 udp 2122260223 127.0.0.1 {} typ host\r\n", 20000 + p))
+            .collect();
+        format!("a=ice-ufrag:{ufrag}\r\na=ice-pwd:x\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n{lines}")
+    };
+    assert_eq!(patch(&d, &b, None, &body(0)).status, 204);
+    assert_eq!(patch(&d, &b, None, &body(32)).status, 204);
+    refused(&patch(&d, &b, None, &body(64)), 400, "bad_sdp", "64 remote candidates");
     for l in [&b, &c] {
         assert_eq!(delete(&d, l).status, 200);
     }
     let w = wait_webrtc(&d, Duration::from_secs(5), "all end", |w| w["sessions"] == 0);
-    assert_eq!((w["offers"].as_u64(), w["ended"]["deleted"].as_u64()), (Some(3), Some(3)), "{w:#}");
+    assert_eq!((w["offers"].as_u64(), w["ended"]["deleted"].as_u64()), (Some(5), Some(4)), "{w:#}");
+    // An offer of many media sections is refused before str0m builds them (each costs memory).
+    let at = offers.video.find("\r\nm=").expect("a media section") + 2;
+    let many = format!("{}{}", offers.video, offers.video[at..].repeat(4));
+    refused(&offer(&d, "cam0", &many), 400, "bad_sdp", "at most 4 media");
 }
 
 /// A camera's figures now: frames captured, frames lost by capture, frames encoded.

@@ -28,7 +28,7 @@ impl Api {
         if req.method() == Method::OPTIONS {
             return no_body(StatusCode::NO_CONTENT).with(ACCEPT_POST, HeaderValue::from_static(SDP));
         }
-        if let Err(e) = content_type(req, SDP) {
+        if let Err(e) = content_type(req, SDP).and_then(|()| body_size(req)) {
             return e.into();
         }
         let Ok(offer) = std::str::from_utf8(req.body()) else {
@@ -64,7 +64,9 @@ impl Api {
             },
             // PATCH (the table admits nothing else).
             _ => {
-                if let Err(e) = content_type(req, SDPFRAG).and_then(|()| if_match(req, id)) {
+                if let Err(e) =
+                    content_type(req, SDPFRAG).and_then(|()| body_size(req)).and_then(|()| if_match(req, id))
+                {
                     return e.into();
                 }
                 let frag = std::str::from_utf8(req.body())
@@ -97,6 +99,15 @@ fn content_type(req: &Request, want: &str) -> Result<(), ApiError> {
     Err(ApiError::new(Code::UnsupportedType, format!("send the body as Content-Type: {want} (got {got:?})")))
 }
 
+/// A WHEP body is at most [`crate::webrtc::MAX_BODY`] bytes.
+fn body_size(req: &Request) -> Result<(), ApiError> {
+    let max = crate::webrtc::MAX_BODY;
+    if req.body().len() <= max {
+        return Ok(());
+    }
+    Err(ApiError::new(Code::BodyTooLarge, format!("a WHEP body may be at most {max} bytes")))
+}
+
 /// `If-Match`, when given, is `*` or the session's `ETag` (Mainsail sends the ETag, Fluidd `*`).
 fn if_match(req: &Request, id: SessionId) -> Result<(), ApiError> {
     let Some(v) = req.headers().get(IF_MATCH) else { return Ok(()) };
@@ -116,7 +127,7 @@ fn no_webrtc(name: &str) -> Response {
 fn refused(r: Refused) -> Response {
     let code = match r {
         Refused::Full(_) | Refused::Busy => Code::Busy,
-        Refused::Offer(_) => Code::BadSdp,
+        Refused::Offer(_) | Refused::TooManyCandidates(_) => Code::BadSdp,
         Refused::NoSession | Refused::OtherCamera => Code::NotFound,
         Refused::Restart => Code::IceRestart,
         Refused::Closing => Code::ShuttingDown,
