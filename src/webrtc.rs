@@ -180,6 +180,8 @@ pub struct Stats {
     pub checking: AtomicU64,
     /// See `sessions`.
     pub connected: AtomicU64,
+    /// Sessions whose media flows (ICE and DTLS done): viewers.
+    pub playing: AtomicU64,
     /// Offers answered (sessions made).
     pub offers: AtomicU64,
     /// Offers refused: `webrtc.max_sessions` reached.
@@ -223,6 +225,7 @@ impl Stats {
         serde_json::json!({
             "udp": self.bound.get().map(|a| a.to_string()),
             "sessions": g(&self.sessions),
+            "playing": g(&self.playing),
             "ice": { "checking": g(&self.checking), "connected": g(&self.connected) },
             "offers": g(&self.offers),
             "refused": { "full": g(&self.refused_full), "offer": g(&self.refused_offer) },

@@ -185,6 +185,7 @@ fn webrtc_metrics(out: &mut String, w: &crate::webrtc::Stats) {
     let g = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed);
     let rows = [
         ("webrtc_sessions", "gauge", "WebRTC (WHEP) sessions open now.", g(&w.sessions)),
+        ("webrtc_playing", "gauge", "WebRTC sessions whose media flows (viewers).", g(&w.playing)),
         ("webrtc_ice_checking", "gauge", "WebRTC sessions whose ICE is not connected yet.", g(&w.checking)),
         ("webrtc_ice_connected", "gauge", "WebRTC sessions whose ICE is connected.", g(&w.connected)),
         ("webrtc_offers_total", "counter", "WHEP offers answered (sessions made).", g(&w.offers)),

@@ -26,6 +26,9 @@ const READ_BATCH: usize = 256;
 /// Remote candidates a session takes at most, offer and trickles together (a browser has a
 /// handful): every one is kept and checked by str0m's ICE agent.
 const MAX_REMOTE_CANDIDATES: usize = 64;
+/// A session whose media has not started this long after its offer may be ended to make room
+/// for a new one (a browser on a LAN plays within 0.3 s: ICE and DTLS).
+const EVICTABLE_AFTER: Duration = Duration::from_secs(2);
 /// Media sections an offer may have: each costs a session str0m's state for it (127 of them
 /// took 2.1 MB), and a viewer needs video, perhaps audio and a data channel.
 const MAX_MEDIA: usize = 4;
@@ -241,11 +244,16 @@ impl Server {
         Ok(Answer { id, sdp: list_rejected_formats(&answer.to_sdp_string(), &text) })
     }
 
-    /// Full: the oldest session whose media never started (an offer never connected, or a
-    /// client that stopped at ICE) makes room for a new one, so that offers alone cannot keep
-    /// real viewers out. `false` when every session plays.
+    /// Full: the oldest session whose media has not started [`EVICTABLE_AFTER`] after its
+    /// offer (one that never connected, or a client that stopped at ICE) makes room for a new
+    /// one, so that offers left behind cannot keep real viewers out. A viewer still in its
+    /// handshake is spared (on a LAN it plays within a second). `false` when none is idle.
     fn evict_idle(&mut self, socket: &UdpSocket) -> bool {
-        let idle = self.sessions.iter().enumerate().filter(|(_, s)| s.ended.is_none() && !s.media_ready());
+        let now = Instant::now();
+        let idle =
+            self.sessions.iter().enumerate().filter(|(_, s)| {
+                s.ended.is_none() && !s.media_ready() && now.duration_since(s.created) >= EVICTABLE_AFTER
+            });
         let Some(i) = idle.min_by_key(|(_, s)| s.created).map(|(i, _)| i) else { return false };
         let s = &mut self.sessions[i];
         let ctx = Ctx { socket, stats: &self.stats, video: &self.cams[s.cam].camera.video };
@@ -368,6 +376,8 @@ impl Server {
         let connected = self.sessions.iter().filter(|s| s.connected).count() as u64;
         self.stats.sessions.store(self.sessions.len() as u64, Relaxed);
         self.stats.connected.store(connected, Relaxed);
+        let playing = self.sessions.iter().filter(|s| s.media_ready() && s.ended.is_none()).count() as u64;
+        self.stats.playing.store(playing, Relaxed);
         self.stats.checking.store(self.sessions.len() as u64 - connected, Relaxed);
     }
 }
