@@ -32,7 +32,11 @@ const SECONDS = Number(process.env.WEBRTC_SECONDS || 30);
 const LOOPBACK_RTC = ["--allow-loopback-in-peer-connection"];
 const VIEWPORT = { width: 1024, height: 768 };
 const FPS = 30;                 // cam0's frame rate
-const MIN_PRESENTED = 0.95;     // of the camera's frames, over WebRTC
+const MIN_DECODED = 0.95;       // of the camera's frames, received and decoded by Chromium over WebRTC
+// Of them shown by the <video>: headless Chromium's compositor drops some when the machine is
+// busy (CI runs the cross tests beside this), with every frame received and decoded: 87.7 %
+// and 88.5 % in two of seven 30 s runs, 98.8–100 % in the others; camjobd's part is the decoded count.
+const MIN_PRESENTED = 0.80;
 const MAX_P50_MS = 150;         // WebRTC capture→presented, median
 const FIRST_FRAME_MS = 5000;    // the page's own limit before it falls back to MJPEG
 const CLOSE_MS = 10000;         // a closed tab's session is gone within this
@@ -292,6 +296,8 @@ test(`the dashboard's live view plays cam0 over WebRTC: ${SECONDS} s of frames, 
     `decode ${st1 && st1.decodeMs} ms/frame${st1 && st1.decoder ? ` (${st1.decoder})` : ""}; the strip probe ${(m.cost / Math.max(1, m.calls)).toFixed(2)} ms/frame; machine CPU ${busyPct(cpu0, cpu1)} % busy (${os.cpus().length} cores)`);
   console.log(`  camjobd: frames_sent ${w.frames_sent}, frames_skipped ${w.frames_skipped}, packets ${w.packets} (${(w.bytes / 1e6).toFixed(1)} MB), ` +
     `packets_dropped ${w.packets_dropped}, packets_unmatched ${w.packets_unmatched}, keyframe_requests ${w.keyframe_requests}; cam0 stream_clients ${cam(s2, "cam0").live.stream_clients}`);
+  const decoded = d("decoded");
+  assert.ok(typeof decoded === "number" && decoded >= MIN_DECODED * captured, `${decoded} of ${captured} frames decoded by Chromium (at least ${MIN_DECODED * 100} %)`);
   assert.ok(m.frames >= MIN_PRESENTED * captured, `${m.frames} of ${captured} frames presented (at least ${MIN_PRESENTED * 100} %)`);
   assert.ok(m.frames >= MIN_PRESENTED * FPS * SECONDS * 0.98, `${m.frames} frames in ${SECONDS} s at ${FPS} fps`);
   assert.ok(r.p50 <= MAX_P50_MS, `WebRTC p50 latency ${r.p50} ms (limit ${MAX_P50_MS})`);
