@@ -20,7 +20,7 @@ pub struct WebrtcConfig {
 
 impl Default for WebrtcConfig {
     fn default() -> Self {
-        WebrtcConfig { enabled: true, udp_port: 8556, max_sessions: 8 }
+        WebrtcConfig { enabled: true, udp_port: 8555, max_sessions: 8 }
     }
 }
 

@@ -58,7 +58,7 @@ pub fn config(dir: &TempDir, cameras: Value, http: Value) -> Value {
         "storage": { "dir": dir.path().join("data") },
         "log": { "level": "debug" },
         "cameras": cameras,
-        // A free UDP port for WebRTC media (the default, 8556, would be shared by parallel tests).
+        // A free UDP port for WebRTC media (the default, 8555, would be shared by parallel tests).
         "webrtc": { "udp_port": 0 },
     })
 }
