@@ -93,6 +93,7 @@ pub mod led;
 pub mod lifecycle;
 pub mod live;
 pub mod logging;
+pub mod moonraker;
 pub mod mqtt;
 pub mod notify;
 pub mod ring;

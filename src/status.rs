@@ -15,7 +15,9 @@
 //! and `watchdog` work without importing the capture or supervisor code.
 
 pub mod heartbeat;
+pub mod history;
 pub mod job;
+pub mod moonraker;
 pub mod store;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -57,6 +59,8 @@ pub struct CameraShared {
     pub live: Arc<LiveFeed>,
     /// H.264 for RTSP and WebRTC clients, when the camera has `video`.
     pub video: Option<Arc<crate::h264::stage::Video>>,
+    /// The last day of frame rate, drops and state, one point a minute.
+    pub history: history::History,
 }
 
 impl CameraShared {
@@ -172,6 +176,8 @@ pub struct Shared {
     pub rtsp: Arc<crate::rtsp::Stats>,
     /// The WebRTC server's counters (`/api/status`, `/metrics`).
     pub webrtc: Arc<crate::webrtc::Stats>,
+    /// What the Moonraker registration did (`/api/status.moonraker`).
+    pub moonraker: Arc<moonraker::Registration>,
     /// What the start-up found and repaired beside the snapshot files (`/api/status.startup`).
     pub startup: Startup,
 }
@@ -274,6 +280,7 @@ impl Shared {
                         .video
                         .as_ref()
                         .map(|v| Arc::new(crate::h264::stage::Video::new(crate::h264::stage::ring_bytes(v)))),
+                    history: history::History::new(),
                 })
             })
             .collect();
@@ -287,6 +294,7 @@ impl Shared {
             clock: Default::default(),
             rtsp: Arc::default(),
             webrtc: Arc::default(),
+            moonraker: Arc::default(),
             startup: Startup::default(),
         }
     }

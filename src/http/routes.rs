@@ -9,7 +9,9 @@
 //! `ETag`s) and `query` (query strings, strict and lenient).
 
 mod auth;
+mod controls;
 mod exports;
+mod history;
 mod paste;
 mod query;
 mod snapshots;
@@ -85,6 +87,7 @@ struct Status<'a> {
     mqtt: Option<serde_json::Value>,
     rtsp: Option<serde_json::Value>,
     webrtc: Option<serde_json::Value>,
+    moonraker: Option<serde_json::Value>,
     budget: &'a serde_json::value::RawValue,
     startup: &'a crate::status::Startup,
 }
@@ -199,7 +202,9 @@ impl Api {
             | Route::Start
             | Route::Stop
             | Route::Whep
-            | Route::WhepSession => self.camera(req, found).await,
+            | Route::WhepSession
+            | Route::Controls
+            | Route::History => self.camera(req, found).await,
         }
     }
 
@@ -223,6 +228,8 @@ impl Api {
             Route::Stop => self.command(|reply| Command::Stop { camera: index, reply }).await,
             Route::Whep => self.whep(req, index, name).await,
             Route::WhepSession => self.whep_session(req, index, name, found.param("session")).await,
+            Route::Controls => self.controls(req, index).await,
+            Route::History => history::history(req.uri().query().unwrap_or(""), cam).unwrap_or_else(Response::from),
             // `Route::Camera`.
             _ => json(StatusCode::OK, &cam.view()),
         }
@@ -271,6 +278,7 @@ impl Api {
                 mqtt: self.mqtt.as_ref().map(|m| m.to_json()),
                 rtsp: self.rtsp_status(),
                 webrtc: self.webrtc.as_ref().map(|w| w.stats.to_json()),
+                moonraker: self.shared.moonraker.to_json(),
                 budget: &self.budget,
                 startup: &self.shared.startup,
             },

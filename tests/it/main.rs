@@ -19,13 +19,16 @@ mod common;
 
 mod board;
 mod clock;
+mod controls;
 mod exports;
 mod fuzz_regressions;
 mod hardening;
+mod history;
 mod http_api;
 mod libcamera;
 mod lifecycle;
 mod live_view;
+mod moonraker;
 mod mqtt;
 mod pipe_source;
 mod rtsp;

@@ -49,6 +49,10 @@ pub(super) enum Route {
     Whep,
     /// `/api/cameras/{name}/whep/{session}`: trickle ICE, or the session's end.
     WhepSession,
+    /// `/api/cameras/{name}/controls`: the camera's controls, or new values for some.
+    Controls,
+    /// `/api/cameras/{name}/history`: the last day, one point a minute.
+    History,
 }
 
 /// The methods a route takes. GET includes HEAD (the server answers HEAD like GET).
@@ -56,17 +60,19 @@ pub(super) enum Route {
 pub(super) struct Methods {
     get: bool,
     post: bool,
+    put: bool,
     delete: bool,
     /// PATCH and OPTIONS: WHEP's.
     patch: bool,
     options: bool,
 }
 
-const NONE: Methods = Methods { get: false, post: false, delete: false, patch: false, options: false };
+const NONE: Methods = Methods { get: false, post: false, put: false, delete: false, patch: false, options: false };
 const GET: Methods = Methods { get: true, ..NONE };
 const POST: Methods = Methods { post: true, ..NONE };
 const GET_POST: Methods = Methods { get: true, post: true, ..NONE };
 const GET_DELETE: Methods = Methods { get: true, delete: true, ..NONE };
+const GET_PUT: Methods = Methods { get: true, put: true, ..NONE };
 const POST_OPTIONS: Methods = Methods { post: true, options: true, ..NONE };
 const PATCH_DELETE_OPTIONS: Methods = Methods { patch: true, delete: true, options: true, ..NONE };
 
@@ -76,6 +82,7 @@ impl Methods {
         match *m {
             Method::GET | Method::HEAD => self.get,
             Method::POST => self.post,
+            Method::PUT => self.put,
             Method::DELETE => self.delete,
             Method::PATCH => self.patch,
             Method::OPTIONS => self.options,
@@ -88,6 +95,7 @@ impl Methods {
         let names = [
             (self.get, "GET, HEAD"),
             (self.post, "POST"),
+            (self.put, "PUT"),
             (self.patch, "PATCH"),
             (self.delete, "DELETE"),
             (self.options, "OPTIONS"),
@@ -97,7 +105,7 @@ impl Methods {
 }
 
 /// Every path, once.
-const TABLE: [(&str, Route, Methods); 21] = [
+const TABLE: [(&str, Route, Methods); 23] = [
     ("/", Route::Root, GET),
     ("/index.html", Route::Index, GET),
     ("/healthz", Route::Health, GET),
@@ -119,6 +127,8 @@ const TABLE: [(&str, Route, Methods); 21] = [
     ("/api/cameras/{name}/stop", Route::Stop, POST),
     ("/api/cameras/{name}/whep", Route::Whep, POST_OPTIONS),
     ("/api/cameras/{name}/whep/{session}", Route::WhepSession, PATCH_DELETE_OPTIONS),
+    ("/api/cameras/{name}/controls", Route::Controls, GET_PUT),
+    ("/api/cameras/{name}/history", Route::History, GET),
 ];
 
 /// The table as a router.
@@ -186,6 +196,7 @@ mod tests {
         assert_eq!(POST.allow(), "POST");
         assert_eq!(GET_POST.allow(), "GET, HEAD, POST");
         assert_eq!(GET_DELETE.allow(), "GET, HEAD, DELETE");
+        assert_eq!(GET_PUT.allow(), "GET, HEAD, PUT");
         assert!(GET.allows(&Method::HEAD) && !GET.allows(&Method::POST) && !GET.allows(&Method::OPTIONS));
         assert!(GET_DELETE.allows(&Method::DELETE) && !POST.allows(&Method::GET));
         assert_eq!(PATCH_DELETE_OPTIONS.allow(), "PATCH, DELETE, OPTIONS");

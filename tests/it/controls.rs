@@ -1,0 +1,1 @@
+//! Camera controls: `GET`/`PUT /api/cameras/<camera>/controls`, persisted and reapplied.

@@ -1,0 +1,1 @@
+//! `GET /api/cameras/<camera>/history`: the last day, one point a minute.

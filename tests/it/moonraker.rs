@@ -1,0 +1,1 @@
+//! Registration with a real Moonraker (`POST /server/webcams/item`).
