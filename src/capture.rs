@@ -31,6 +31,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::config::SourceConfig;
+use crate::controls::{Control, Saved};
 use crate::jpeg::Yuv422;
 
 /// What a source's frames are.
@@ -142,14 +143,35 @@ pub trait Source: Send {
     /// buffer is [`Read::Dropped`] as oversize). [`Dest::Discard`] reads and discards, which
     /// lets a source skip work for frames nobody wants.
     fn read(&mut self, dst: Dest<'_>, wait: Duration) -> Result<Read, SourceError>;
+    /// The camera's controls with their current values (none by default).
+    fn controls(&mut self) -> Vec<Control> {
+        Vec::new()
+    }
+    /// Sets controls, `(id, value)`, checked against [`Source::controls`]. The error is the
+    /// driver's, in words.
+    fn set_controls(&mut self, _changes: &[(u32, i64)]) -> Result<Applied, String> {
+        Err("this camera has no controls".into())
+    }
+}
+
+/// How a source applied new control values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Taken while streaming.
+    Live,
+    /// The camera was restarted to take them (rpicam-vid takes options only at start): a gap
+    /// in the frames that is not a failure.
+    Restarted,
 }
 
 /// Opens sources for one camera. Kept by the capture thread for the whole process, so it can
 /// carry state across reopens (the synthetic source's fault counters live here).
 pub trait Opener: Send {
     /// Opens the camera. Called at job start and on every recovery attempt; `job_id` lets an
-    /// opener reset per-job state.
-    fn open(&mut self, job_id: u64) -> Result<Box<dyn Source>, SourceError>;
+    /// opener reset per-job state. `saved` are the control values the user chose: a source
+    /// that takes them only at start (libcamera) starts with them; the capture thread sets
+    /// them on the others once open.
+    fn open(&mut self, job_id: u64, saved: &Saved) -> Result<Box<dyn Source>, SourceError>;
 }
 
 /// Builds the opener for a configured source.
@@ -171,7 +193,7 @@ pub fn opener(config: &SourceConfig, max_frame_bytes: usize) -> Box<dyn Opener> 
 struct Unavailable(&'static str);
 
 impl Opener for Unavailable {
-    fn open(&mut self, _job_id: u64) -> Result<Box<dyn Source>, SourceError> {
+    fn open(&mut self, _job_id: u64, _saved: &Saved) -> Result<Box<dyn Source>, SourceError> {
         Err(SourceError::fatal(self.0))
     }
 }

@@ -79,6 +79,7 @@ pub mod budget;
 pub mod capture;
 pub mod clock;
 pub mod config;
+pub mod controls;
 pub mod encode;
 pub mod error;
 pub mod events;

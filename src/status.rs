@@ -14,6 +14,7 @@
 //! supervisor's bounded channel. Keeping these types here (below `job`) is what lets `http`
 //! and `watchdog` work without importing the capture or supervisor code.
 
+pub mod controls;
 pub mod heartbeat;
 pub mod history;
 pub mod job;
@@ -61,6 +62,8 @@ pub struct CameraShared {
     pub video: Option<Arc<crate::h264::stage::Video>>,
     /// The last day of frame rate, drops and state, one point a minute.
     pub history: history::History,
+    /// The camera's controls, the values the user chose, the queue of changes to capture.
+    pub controls: controls::Hub,
 }
 
 impl CameraShared {
@@ -104,6 +107,7 @@ impl CameraShared {
             latest: self.snapshots.latest_meta(),
             live: LiveView { stream_clients: self.live.clients(), copies_missed: self.live.copies_missed() },
             video: self.video.as_ref().map(|v| v.view(self.config.source.fps().unwrap_or(30))),
+            controls: self.controls.to_json(),
             store: {
                 let (files, bytes) = self.stored.usage();
                 let s = &self.store;
@@ -145,6 +149,8 @@ pub struct CameraView {
     pub store: StoreView,
     /// H.264 for RTSP and WebRTC clients (`null`: the camera has no `video`).
     pub video: Option<crate::h264::stage::VideoView>,
+    /// The camera's controls: how many, whether open, changes and refusals.
+    pub controls: serde_json::Value,
 }
 
 /// The API's view of a camera's live view.
@@ -281,9 +287,15 @@ impl Shared {
                         .as_ref()
                         .map(|v| Arc::new(crate::h264::stage::Video::new(crate::h264::stage::ring_bytes(v)))),
                     history: history::History::new(),
+                    controls: controls::Hub::default(),
                 })
             })
-            .collect();
+            .collect::<Vec<Arc<CameraShared>>>();
+        for c in &cameras {
+            if let Err(e) = c.controls.load(&config.storage.dir, &c.name) {
+                log::warn!("camera {}: {e}", c.name);
+            }
+        }
         Shared {
             config,
             cameras,

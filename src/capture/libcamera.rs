@@ -7,9 +7,12 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use super::pipe::PipeOpener;
-use super::{Opener, Source, SourceError};
+use super::{Applied, Dest, Opener, Read, Source, SourceError};
 use crate::config::{LibcameraConfig, PipeConfig};
+use crate::controls::{Control, Kind, MenuItem, Saved};
 
 /// The programs tried, in order: the Bookworm name, then the Bullseye one.
 pub const PROGRAMS: [&str; 2] = ["rpicam-vid", "libcamera-vid"];
@@ -28,16 +31,82 @@ impl LibcameraOpener {
 }
 
 impl Opener for LibcameraOpener {
-    fn open(&mut self, job_id: u64) -> Result<Box<dyn Source>, SourceError> {
+    fn open(&mut self, job_id: u64, saved: &Saved) -> Result<Box<dyn Source>, SourceError> {
         // Looked up at every open: installing rpicam-apps fixes a failed job on its next start.
         let Some(program) = find_program(std::env::var_os("PATH").as_deref()) else {
             return Err(SourceError::fatal(
                 "neither rpicam-vid nor libcamera-vid is on PATH: install the camera apps (`sudo apt install rpicam-apps` on Raspberry Pi OS Bookworm)",
             ));
         };
-        let command = argv(&program.to_string_lossy(), &self.config);
-        let name = program.file_name().map_or_else(|| "rpicam-vid".into(), |n| n.to_string_lossy().into_owned());
-        PipeOpener::new(PipeConfig { command }, self.max_frame_bytes).with_explainer(explain, name).open(job_id)
+        let mut values: Vec<i64> = CONTROLS.iter().map(|c| c.default).collect();
+        let (fit, _) = saved.resolve(&list(&values));
+        for (id, v) in fit {
+            values[id as usize - FIRST_ID as usize] = v;
+        }
+        let mut camera = Libcamera {
+            program: program.to_string_lossy().into_owned(),
+            config: self.config.clone(),
+            max_frame_bytes: self.max_frame_bytes,
+            job_id,
+            values,
+            inner: None,
+        };
+        camera.inner = Some(camera.spawn()?);
+        Ok(Box::new(camera))
+    }
+}
+
+/// rpicam-vid running with the current control values; a change restarts it with new ones.
+struct Libcamera {
+    program: String,
+    config: LibcameraConfig,
+    max_frame_bytes: usize,
+    job_id: u64,
+    /// One value per [`CONTROLS`] entry.
+    values: Vec<i64>,
+    /// `None` only while restarting.
+    inner: Option<Box<dyn Source>>,
+}
+
+impl Libcamera {
+    fn spawn(&self) -> Result<Box<dyn Source>, SourceError> {
+        let mut command = argv(&self.program, &self.config);
+        command.extend(control_args(&self.values));
+        let name = Path::new(&self.program)
+            .file_name()
+            .map_or_else(|| "rpicam-vid".into(), |n| n.to_string_lossy().into_owned());
+        PipeOpener::new(PipeConfig { command }, self.max_frame_bytes)
+            .with_explainer(explain, name)
+            .open(self.job_id, &Saved::default())
+    }
+}
+
+impl Source for Libcamera {
+    fn read(&mut self, dst: Dest<'_>, wait: Duration) -> Result<Read, SourceError> {
+        match self.inner.as_mut() {
+            Some(inner) => inner.read(dst, wait),
+            None => Err(SourceError::fatal("rpicam-vid could not be restarted with the new control values")),
+        }
+    }
+
+    fn controls(&mut self) -> Vec<Control> {
+        list(&self.values)
+    }
+
+    fn set_controls(&mut self, changes: &[(u32, i64)]) -> Result<Applied, String> {
+        let mut values = self.values.clone();
+        for &(id, v) in changes {
+            let i = id.checked_sub(FIRST_ID).map(|i| i as usize).filter(|&i| i < CONTROLS.len());
+            values[i.ok_or_else(|| format!("rpicam-vid has no control {id}"))?] = v;
+        }
+        if values == self.values {
+            return Ok(Applied::Live);
+        }
+        self.values = values;
+        // The old rpicam-vid holds the camera: it is stopped (and reaped) before the new starts.
+        self.inner = None;
+        self.inner = Some(self.spawn().map_err(|e| e.message)?);
+        Ok(Applied::Restarted)
     }
 }
 
@@ -71,6 +140,137 @@ pub fn argv(program: &str, c: &LibcameraConfig) -> Vec<String> {
     a
 }
 
+/// How a control becomes rpicam-vid options.
+#[derive(Clone, Copy)]
+enum Arg {
+    /// `--flag <item>` unless the value is the default (the menu's items are rpicam's words).
+    Word(&'static str, &'static [&'static str]),
+    /// `--flag <value / scale>` unless the value is the default.
+    Scaled(&'static str, f64),
+    /// `--flag` when on.
+    Switch(&'static str),
+    /// `--lens-position <value / 100>`, only with manual focus.
+    LensPosition,
+}
+
+/// One rpicam-vid option camjobd offers as a control.
+struct Spec {
+    label: &'static str,
+    arg: Arg,
+    min: i64,
+    max: i64,
+    step: i64,
+    default: i64,
+    unit: Option<&'static str>,
+}
+
+/// The first control id (ids follow [`CONTROLS`]' order).
+const FIRST_ID: u32 = 1;
+/// Index of `autofocus_mode` in [`CONTROLS`], and its `manual` item.
+const AF_MODE: usize = 0;
+const AF_MANUAL: i64 = 1;
+
+const fn menu(label: &'static str, flag: &'static str, items: &'static [&'static str]) -> Spec {
+    Spec { label, arg: Arg::Word(flag, items), min: 0, max: items.len() as i64 - 1, step: 1, default: 0, unit: None }
+}
+
+const fn scaled(
+    label: &'static str,
+    flag: &'static str,
+    range: (i64, i64, i64),
+    scale: f64,
+    unit: &'static str,
+) -> Spec {
+    Spec {
+        label,
+        arg: Arg::Scaled(flag, scale),
+        min: range.0,
+        max: range.1,
+        step: 1,
+        default: range.2,
+        unit: Some(unit),
+    }
+}
+
+/// What rpicam-vid can change (its `--help`), as integers: fractions are scaled (a brightness
+/// of 25 is `--brightness 0.25`) so every control fits the API's int/bool/menu/button. A
+/// value at its default adds no option, leaving rpicam-vid's (and the tuning file's) own.
+const CONTROLS: [Spec; 15] = [
+    menu("Autofocus Mode", "--autofocus-mode", &["default", "manual", "auto", "continuous"]),
+    menu("Autofocus Range", "--autofocus-range", &["normal", "macro", "full"]),
+    menu("Autofocus Speed", "--autofocus-speed", &["normal", "fast"]),
+    Spec {
+        label: "Lens Position",
+        arg: Arg::LensPosition,
+        min: 0,
+        max: 1500,
+        step: 1,
+        default: 100,
+        unit: Some("1/100 dioptre"),
+    },
+    scaled("Shutter", "--shutter", (0, 10_000_000, 0), 1.0, "us, 0 automatic"),
+    scaled("Gain", "--gain", (0, 6400, 0), 100.0, "1/100, 0 automatic"),
+    scaled("EV", "--ev", (-100, 100, 0), 10.0, "1/10 stop"),
+    menu("AWB", "--awb", &["auto", "incandescent", "tungsten", "fluorescent", "indoor", "daylight", "cloudy"]),
+    scaled("Brightness", "--brightness", (-100, 100, 0), 100.0, "%"),
+    scaled("Contrast", "--contrast", (0, 400, 100), 100.0, "%"),
+    scaled("Saturation", "--saturation", (0, 400, 100), 100.0, "%"),
+    scaled("Sharpness", "--sharpness", (0, 400, 100), 100.0, "%"),
+    menu("Denoise", "--denoise", &["auto", "off", "cdn_off", "cdn_fast", "cdn_hq"]),
+    Spec { label: "Horizontal Flip", arg: Arg::Switch("--hflip"), min: 0, max: 1, step: 1, default: 0, unit: None },
+    Spec { label: "Vertical Flip", arg: Arg::Switch("--vflip"), min: 0, max: 1, step: 1, default: 0, unit: None },
+];
+
+/// The controls with `values` (one per [`CONTROLS`] entry).
+fn list(values: &[i64]) -> Vec<Control> {
+    CONTROLS
+        .iter()
+        .zip(values)
+        .enumerate()
+        .map(|(i, (s, &v))| Control {
+            id: FIRST_ID + i as u32,
+            name: crate::controls::snake(s.label),
+            label: s.label.into(),
+            kind: match s.arg {
+                Arg::Word(..) => Kind::Menu,
+                Arg::Switch(_) => Kind::Bool,
+                _ => Kind::Int,
+            },
+            min: s.min,
+            max: s.max,
+            step: s.step,
+            default: s.default,
+            value: Some(v),
+            menu: match s.arg {
+                Arg::Word(_, items) => {
+                    items.iter().enumerate().map(|(i, n)| MenuItem { value: i as i64, name: (*n).into() }).collect()
+                }
+                _ => vec![],
+            },
+            inactive: matches!(s.arg, Arg::LensPosition) && values[AF_MODE] != AF_MANUAL,
+            unit: s.unit,
+        })
+        .collect()
+}
+
+/// The rpicam-vid options for `values` (one per [`CONTROLS`] entry), defaults left out.
+pub fn control_args(values: &[i64]) -> Vec<String> {
+    let mut a = Vec::new();
+    for (s, &v) in CONTROLS.iter().zip(values) {
+        match s.arg {
+            _ if v == s.default && !matches!(s.arg, Arg::LensPosition) => {}
+            Arg::Word(flag, items) => a.extend([flag.to_string(), items[v.clamp(0, s.max) as usize].to_string()]),
+            Arg::Scaled(flag, scale) => a.extend([flag.to_string(), format!("{}", v as f64 / scale)]),
+            Arg::Switch(flag) => a.push(flag.to_string()),
+            Arg::LensPosition if values[AF_MODE] == AF_MANUAL => {
+                a.extend(["--lens-position".to_string(), format!("{}", v as f64 / 100.0)])
+            }
+            Arg::LensPosition => {}
+        }
+    }
+    a
+}
+
 /// rpicam-vid's (and libcamera's) failure messages, as reasons that say what to do.
 pub fn explain(stderr: &str) -> Option<&'static str> {
     let s = stderr.to_ascii_lowercase();
@@ -100,6 +300,27 @@ mod tests {
         );
         let c = LibcameraConfig::default();
         assert!(!argv("libcamera-vid", &c).contains(&"--camera".to_string()));
+    }
+
+    #[test]
+    fn control_values_become_options_and_defaults_add_none() {
+        let mut values: Vec<i64> = CONTROLS.iter().map(|c| c.default).collect();
+        assert!(control_args(&values).is_empty());
+        let names: Vec<String> = list(&values).into_iter().map(|c| c.name).collect();
+        assert_eq!(names[..4], ["autofocus_mode", "autofocus_range", "autofocus_speed", "lens_position"]);
+        values[3] = 250; // lens position alone: not manual focus, so no option
+        assert!(control_args(&values).is_empty());
+        values[AF_MODE] = AF_MANUAL;
+        values[6] = -15;
+        values[8] = 25;
+        values[13] = 1;
+        assert_eq!(
+            control_args(&values).join(" "),
+            "--autofocus-mode manual --lens-position 2.5 --ev -1.5 --brightness 0.25 --hflip"
+        );
+        values[4] = 20000;
+        values[5] = 150;
+        assert!(control_args(&values).join(" ").contains("--shutter 20000 --gain 1.5"));
     }
 
     #[test]

@@ -64,7 +64,7 @@ impl PipeOpener {
 }
 
 impl Opener for PipeOpener {
-    fn open(&mut self, job_id: u64) -> Result<Box<dyn Source>, SourceError> {
+    fn open(&mut self, job_id: u64, _saved: &crate::controls::Saved) -> Result<Box<dyn Source>, SourceError> {
         let argv = &self.config.command;
         let Some(program) = argv.first().filter(|p| !p.is_empty()) else {
             return Err(SourceError::fatal("pipe command is empty; set cameras[N].source.command to an argv array"));
@@ -477,7 +477,7 @@ mod tests {
 
     fn sh(script: &str, max: usize) -> Result<Box<dyn Source>, SourceError> {
         let cmd = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
-        PipeOpener::new(PipeConfig { command: cmd }, max).open(1)
+        PipeOpener::new(PipeConfig { command: cmd }, max).open(1, &Default::default())
     }
 
     fn alive(pid: libc::pid_t) -> bool {
@@ -592,16 +592,17 @@ mod tests {
     #[test]
     fn missing_command_is_fatal_and_named() {
         let cmd = vec!["camjobd-no-such-command".to_string(), "-o".to_string()];
-        let e = PipeOpener::new(PipeConfig { command: cmd }, 4096).open(1).err().unwrap();
+        let e = PipeOpener::new(PipeConfig { command: cmd }, 4096).open(1, &Default::default()).err().unwrap();
         assert!(e.fatal);
         assert_eq!(
             e.message,
             "cannot start pipe command \"camjobd-no-such-command\": not found; install it or \
              give the full path in cameras[N].source.command"
         );
-        let e = PipeOpener::new(PipeConfig { command: vec![] }, 4096).open(1).err().unwrap();
+        let e = PipeOpener::new(PipeConfig { command: vec![] }, 4096).open(1, &Default::default()).err().unwrap();
         assert!(e.fatal && e.message.contains("empty"));
-        let e = PipeOpener::new(PipeConfig { command: vec!["/".into()] }, 4096).open(1).err().unwrap();
+        let e =
+            PipeOpener::new(PipeConfig { command: vec!["/".into()] }, 4096).open(1, &Default::default()).err().unwrap();
         assert!(e.fatal && e.message.starts_with("cannot start pipe command \"/\""), "{}", e.message);
     }
 
@@ -638,7 +639,7 @@ mod tests {
             file(&dir, "a.jpg")
         );
         let mut opener = PipeOpener::new(PipeConfig { command: vec!["sh".into(), "-c".into(), script] }, 4096);
-        let mut src = opener.open(1).unwrap();
+        let mut src = opener.open(1, &Default::default()).unwrap();
         assert_eq!(src.read(Dest::Discard, Duration::from_secs(5)).unwrap(), Read::Consumed);
         let grandchild: libc::pid_t = wait_for_file(&gc).parse().unwrap();
         // The child's pid is its process group id: the grandchild's group.

@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::capture::{Delivers, Dest, Opener, Read, Source, SourceError};
+use crate::capture::{Applied, Delivers, Dest, Opener, Read, Source, SourceError};
 use crate::config::{FaultConfig, SyntheticConfig};
+use crate::controls::{Control, Kind, MenuItem};
 use crate::jpeg::yuv_of;
 
 /// Per-job fault bookkeeping, shared by the opener and the source it opened.
@@ -43,7 +44,7 @@ impl SyntheticOpener {
 }
 
 impl Opener for SyntheticOpener {
-    fn open(&mut self, job_id: u64) -> Result<Box<dyn Source>, SourceError> {
+    fn open(&mut self, job_id: u64, _saved: &crate::controls::Saved) -> Result<Box<dyn Source>, SourceError> {
         let f = &self.faults;
         if f.job_id.swap(job_id, Relaxed) != job_id {
             f.frames.store(0, Relaxed);
@@ -66,6 +67,7 @@ impl Opener for SyntheticOpener {
             reads: 0,
             fault,
             faults: Arc::clone(&self.faults),
+            look: Look::default(),
         }))
     }
 }
@@ -84,7 +86,33 @@ struct Synthetic {
     reads: u64,
     fault: FaultConfig,
     faults: Arc<JobFaults>,
+    look: Look,
 }
+
+/// What the synthetic camera's controls change: a real driver's int, bool, menu and button,
+/// each with an effect in the picture.
+struct Look {
+    /// Added to every pixel's luma.
+    brightness: i64,
+    /// Whether the white bar sweeps across.
+    bar: bool,
+    /// 0: the colour ramps; 1: flat grey.
+    pattern: i64,
+    /// Subtracted from the frame number drawn in (the `restart_count` button).
+    count_base: u64,
+}
+
+impl Default for Look {
+    fn default() -> Self {
+        Look { brightness: 0, bar: true, pattern: 0, count_base: 0 }
+    }
+}
+
+/// The synthetic camera's control ids.
+const BRIGHTNESS: u32 = 1;
+const MOVING_BAR: u32 = 2;
+const PATTERN: u32 = 3;
+const RESTART_COUNT: u32 = 4;
 
 impl Synthetic {
     fn stalled(&self) -> bool {
@@ -108,9 +136,17 @@ impl Synthetic {
             dst.copy_from_slice(&src[shift * 2..(shift + w) * 2]);
         }
         // A white bar sweeping across, so motion is obvious on the dashboard.
-        let bar_x = (n as usize * 8) % w;
-        fill(&mut self.yuyv, w, (bar_x, 0), (bar_x + 8, h), 235);
-        draw_number(&mut self.yuyv, w, h, n);
+        if self.look.bar {
+            let bar_x = (n as usize * 8) % w;
+            fill(&mut self.yuyv, w, (bar_x, 0), (bar_x + 8, h), 235);
+        }
+        draw_number(&mut self.yuyv, w, h, n.saturating_sub(self.look.count_base));
+        if self.look.brightness != 0 {
+            let add = self.look.brightness;
+            for y in self.yuyv.iter_mut().step_by(2) {
+                *y = (i64::from(*y) + add).clamp(16, 235) as u8;
+            }
+        }
         let unix_ms = (crate::clock::unix_now() * 1000.0) as u64;
         draw_time_strip(&mut self.yuyv, w, h, unix_ms);
     }
@@ -134,6 +170,11 @@ fn pattern(w: usize, h: usize) -> Box<[u8]> {
     out.into_boxed_slice()
 }
 
+/// A flat grey pattern, the size [`pattern`] makes.
+fn grey(w: usize, h: usize) -> Box<[u8]> {
+    [128u8, 128].repeat(w * 2 * h).into_boxed_slice()
+}
+
 /// Paints pixels `x0..x1` of rows `y0..y1` (clipped) a neutral grey of luma `luma`.
 fn fill(yuyv: &mut [u8], w: usize, (x0, y0): (usize, usize), (x1, y1): (usize, usize), luma: u8) {
     let h = yuyv.len() / (w * 2);
@@ -150,6 +191,51 @@ fn fill(yuyv: &mut [u8], w: usize, (x0, y0): (usize, usize), (x1, y1): (usize, u
 impl Source for Synthetic {
     fn delivers(&self) -> Delivers {
         Delivers::Yuv
+    }
+
+    fn controls(&mut self) -> Vec<Control> {
+        let l = &self.look;
+        let c = |id, label: &str, kind, (min, max, default): (i64, i64, i64), value| Control {
+            id,
+            name: crate::controls::snake(label),
+            label: label.into(),
+            kind,
+            min,
+            max,
+            step: 1,
+            default,
+            value,
+            menu: vec![],
+            inactive: false,
+            unit: None,
+        };
+        let items = ["Ramps", "Grey"].iter().enumerate();
+        vec![
+            c(BRIGHTNESS, "Brightness", Kind::Int, (-64, 64, 0), Some(l.brightness)),
+            c(MOVING_BAR, "Moving Bar", Kind::Bool, (0, 1, 1), Some(i64::from(l.bar))),
+            Control {
+                menu: items.map(|(i, n)| MenuItem { value: i as i64, name: (*n).into() }).collect(),
+                ..c(PATTERN, "Pattern", Kind::Menu, (0, 1, 0), Some(l.pattern))
+            },
+            c(RESTART_COUNT, "Restart Count", Kind::Button, (0, 0, 0), None),
+        ]
+    }
+
+    fn set_controls(&mut self, changes: &[(u32, i64)]) -> Result<Applied, String> {
+        for &(id, v) in changes {
+            match id {
+                BRIGHTNESS => self.look.brightness = v.clamp(-64, 64),
+                MOVING_BAR => self.look.bar = v != 0,
+                PATTERN if v != self.look.pattern => {
+                    self.look.pattern = v;
+                    self.base = if v == 1 { grey(self.width, self.height) } else { pattern(self.width, self.height) };
+                }
+                PATTERN => {}
+                RESTART_COUNT => self.look.count_base = self.faults.frames.load(Relaxed),
+                _ => return Err(format!("the synthetic camera has no control {id}")),
+            }
+        }
+        Ok(Applied::Live)
     }
 
     fn read(&mut self, dst: Dest<'_>, wait: Duration) -> Result<Read, SourceError> {
@@ -266,7 +352,7 @@ mod tests {
 
     #[test]
     fn frames_are_yuv_pictures_of_the_configured_size() {
-        let mut src = opener(None).open(1).unwrap();
+        let mut src = opener(None).open(1, &Default::default()).unwrap();
         assert_eq!(src.delivers(), Delivers::Yuv);
         struct Target(crate::jpeg::Yuv422);
         impl crate::capture::YuvTarget for Target {
@@ -345,10 +431,10 @@ mod tests {
     #[test]
     fn faults() {
         let mut o = opener(Some(FaultConfig { fail_open: true, ..Default::default() }));
-        assert!(o.open(1).err().unwrap().fatal);
+        assert!(o.open(1, &Default::default()).err().unwrap().fatal);
 
         let mut o = opener(Some(FaultConfig { error_every: Some(3), ..Default::default() }));
-        let mut src = o.open(1).unwrap();
+        let mut src = o.open(1, &Default::default()).unwrap();
         let got: Vec<bool> = (0..6).map(|_| next(&mut src).is_ok()).collect();
         assert_eq!(got, [true, true, false, true, true, false]);
 
@@ -357,15 +443,15 @@ mod tests {
             recover_after_reopens: Some(2),
             ..Default::default()
         }));
-        let mut src = o.open(7).unwrap();
+        let mut src = o.open(7, &Default::default()).unwrap();
         assert_eq!(next(&mut src).unwrap(), Read::Consumed);
         assert_eq!(next(&mut src).unwrap(), Read::Consumed);
         assert_eq!(src.read(Dest::Discard, Duration::from_millis(5)).unwrap(), Read::Timeout);
-        let mut src = o.open(7).unwrap(); // reopen 1: still dead
+        let mut src = o.open(7, &Default::default()).unwrap(); // reopen 1: still dead
         assert_eq!(src.read(Dest::Discard, Duration::from_millis(5)).unwrap(), Read::Timeout);
-        let mut src = o.open(7).unwrap(); // reopen 2: healed
+        let mut src = o.open(7, &Default::default()).unwrap(); // reopen 2: healed
         assert_eq!(next(&mut src).unwrap(), Read::Consumed);
-        let mut src = o.open(8).unwrap(); // a new job starts afresh
+        let mut src = o.open(8, &Default::default()).unwrap(); // a new job starts afresh
         assert_eq!(next(&mut src).unwrap(), Read::Consumed);
     }
 }

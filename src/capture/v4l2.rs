@@ -23,8 +23,9 @@ use v4l::io::traits::CaptureStream;
 use v4l::video::Capture;
 use v4l::{Device, FourCC};
 
-use crate::capture::{Delivers, Dest, DropCause, Opener, Read, Source, SourceError};
+use crate::capture::{Applied, Delivers, Dest, DropCause, Opener, Read, Source, SourceError};
 use crate::config::{V4l2Config, V4l2Format};
+use crate::controls::{Control, Kind, MenuItem};
 
 const MJPG: FourCC = FourCC { repr: *b"MJPG" };
 const YUYV: FourCC = FourCC { repr: *b"YUYV" };
@@ -56,7 +57,7 @@ struct Granted {
 }
 
 impl Opener for V4l2Opener {
-    fn open(&mut self, _job_id: u64) -> Result<Box<dyn Source>, SourceError> {
+    fn open(&mut self, _job_id: u64, _saved: &crate::controls::Saved) -> Result<Box<dyn Source>, SourceError> {
         let c = &self.config;
         let dev = Device::with_path(&c.device).map_err(|e| open_error(&c.device, &e))?;
         let caps = dev.query_caps().map_err(|e| open_error(&c.device, &e))?;
@@ -146,7 +147,7 @@ impl Opener for V4l2Opener {
             max_frame_bytes: self.max_frame_bytes,
             handle: stream.handle(),
             stream: Some(stream),
-            _dev: dev,
+            dev,
             granted,
             timeout_ms: 100,
             queue: Queue::NotStarted,
@@ -187,7 +188,7 @@ struct V4l2 {
     stream: Option<Stream<'static>>,
     /// The device's file handle, for polling before a dequeue.
     handle: std::sync::Arc<v4l::device::Handle>,
-    _dev: Device,
+    dev: Device,
     granted: Granted,
     /// The dequeue timeout currently set on the stream.
     timeout_ms: u64,
@@ -274,6 +275,97 @@ impl Source for V4l2 {
         };
         super::yuyv::deinterleave(data, width as usize, height as usize, img);
         Ok(Read::Raw)
+    }
+
+    fn controls(&mut self) -> Vec<Control> {
+        self.query()
+    }
+
+    fn set_controls(&mut self, changes: &[(u32, i64)]) -> Result<Applied, String> {
+        use v4l::control::{Control as Set, Value};
+        // VIDIOC_S_EXT_CTRLS takes one control class at a time.
+        let mut classes: Vec<u32> = changes.iter().map(|(id, _)| id & 0xFFFF_0000).collect();
+        classes.sort_unstable();
+        classes.dedup();
+        for class in classes {
+            let batch: Vec<Set> = changes
+                .iter()
+                .filter(|(id, _)| id & 0xFFFF_0000 == class)
+                .map(|&(id, v)| Set { id, value: Value::Integer(v) })
+                .collect();
+            self.dev.set_controls(batch).map_err(|e| control_error(&e))?;
+        }
+        Ok(Applied::Live)
+    }
+}
+
+/// What a driver control becomes: int, bool, menu and button controls the user may set;
+/// classes, strings, arrays, integer menus, read-only and disabled controls are left out.
+fn describe(dev: &Device, d: v4l::control::Description) -> Option<Control> {
+    use v4l::control::{Flags, Type, Value};
+    if d.flags.intersects(Flags::DISABLED | Flags::READ_ONLY) {
+        return None;
+    }
+    let kind = match d.typ {
+        Type::Integer | Type::Integer64 => Kind::Int,
+        Type::Boolean => Kind::Bool,
+        Type::Menu => Kind::Menu,
+        Type::Button => Kind::Button,
+        _ => return None,
+    };
+    let value = match kind {
+        Kind::Button => None,
+        _ => match dev.control(d.id).map(|c| c.value) {
+            Ok(Value::Integer(v)) => Some(v),
+            Ok(Value::Boolean(b)) => Some(i64::from(b)),
+            _ => None,
+        },
+    };
+    let menu = d.items.unwrap_or_default().into_iter();
+    Some(Control {
+        id: d.id,
+        name: crate::controls::snake(&d.name),
+        label: d.name.trim().to_string(),
+        kind,
+        min: d.minimum,
+        max: d.maximum,
+        step: i64::try_from(d.step).unwrap_or(1).max(1),
+        default: d.default,
+        value,
+        menu: menu.map(|(i, item)| MenuItem { value: i64::from(i), name: item.to_string() }).collect(),
+        inactive: d.flags.contains(Flags::INACTIVE),
+        unit: None,
+    })
+}
+
+/// A driver's refusal of a control value, in words that say what to try.
+fn control_error(e: &io::Error) -> String {
+    let hint = match e.raw_os_error() {
+        Some(libc::EBUSY) => ": the driver holds it now (an automatic mode may own it: turn that off first)",
+        Some(libc::EACCES) => ": it is read-only or inactive now",
+        Some(libc::ERANGE) => ": out of the range the driver gave",
+        _ => "",
+    };
+    format!("the camera refused the value ({e}){hint}")
+}
+
+impl V4l2 {
+    /// The device's controls, or none when the driver cannot list them. v4l panics on a
+    /// control type it does not know (a newer kernel's): that costs the list, not the thread.
+    fn query(&self) -> Vec<Control> {
+        let dev = &self.dev;
+        let listed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dev.query_controls()));
+        match listed {
+            Ok(Ok(all)) => all.into_iter().filter_map(|d| describe(dev, d)).collect(),
+            Ok(Err(e)) => {
+                log::warn!("cannot list the camera's controls: {e}");
+                Vec::new()
+            }
+            Err(_) => {
+                log::warn!("cannot list the camera's controls: the driver reported a control type v4l does not know");
+                Vec::new()
+            }
+        }
     }
 }
 

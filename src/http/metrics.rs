@@ -123,11 +123,34 @@ fn cameras(out: &mut String, shared: &Shared) {
         }
     }
     video(out, &views);
+    controls(out, shared);
     family(out, "job_state", "gauge", "1 for the state the camera's job is in, 0 for the others.");
     for v in &views {
         for s in JobState::ALL {
             let on = u8::from(v.job.state == s);
             let _ = writeln!(out, "camjobd_job_state{{camera=\"{}\",state=\"{}\"}} {on}", v.camera, s.as_str());
+        }
+    }
+}
+
+/// The control-change families (`/api/status` `cameras[].controls`).
+fn controls(out: &mut String, shared: &Shared) {
+    use std::sync::atomic::Ordering::Relaxed;
+    type Get = fn(&crate::status::controls::Counters) -> u64;
+    let families: [(&str, &str, Get); 4] = [
+        ("controls_sets_total", "Control changes handed to the camera.", |c| c.sets.load(Relaxed)),
+        ("controls_refused_busy_total", "Control changes refused: too many a second, or changes waiting.", |c| {
+            c.refused_busy.load(Relaxed)
+        }),
+        ("controls_failed_total", "Control values the camera refused.", |c| c.failed.load(Relaxed)),
+        ("controls_restarts_total", "Camera restarts to apply control changes (libcamera).", |c| {
+            c.restarts.load(Relaxed)
+        }),
+    ];
+    for (name, help, get) in families {
+        family(out, name, "counter", help);
+        for c in &shared.cameras {
+            sample(out, name, &c.name, get(&c.controls.counters));
         }
     }
 }

@@ -175,6 +175,8 @@ pub struct CaptureLoop {
     /// The id of the next published frame (see [`crate::frame::Frame::id`]).
     next_id: u64,
     pending: Pending,
+    /// Whether the controls were last published as open.
+    controls_open: bool,
 }
 
 impl CaptureLoop {
@@ -208,6 +210,7 @@ impl CaptureLoop {
             next_live: Instant::now(),
             next_id: 1,
             pending: Pending::default(),
+            controls_open: false,
             cam,
         }
     }
@@ -263,6 +266,7 @@ impl CaptureLoop {
             if let Some(order) = self.orders.take_new(&mut self.seen_order) {
                 self.apply(order);
             }
+            self.serve_controls();
             self.note_encoder_drops();
             self.flush_events(false);
             match self.cam.heartbeat.phase() {
@@ -380,10 +384,11 @@ impl CaptureLoop {
     fn open(&mut self) {
         let hb = &self.cam.heartbeat;
         hb.progress_ms.store(clock::mono_ms(), Release);
-        match self.opener.open(self.order.job_id) {
+        match self.opener.open(self.order.job_id, &self.cam.controls.saved()) {
             Ok(source) => {
                 self.source = Some(source);
                 self.next_keep = Instant::now();
+                self.reapply_controls();
             }
             Err(e) => {
                 self.record_error(&e.message);
@@ -405,6 +410,63 @@ impl CaptureLoop {
     fn close(&mut self) {
         // Dropping a source closes the device or kills and reaps the child.
         self.source = None;
+        self.serve_controls();
+    }
+
+    /// After an open: sets the values the user chose (a camera forgets them when it is
+    /// unplugged or the job restarts) and publishes the camera's controls.
+    fn reapply_controls(&mut self) {
+        let Some(source) = self.source.as_mut() else { return };
+        let hub = &self.cam.controls;
+        let saved = hub.saved();
+        if !saved.values.is_empty() {
+            let (fit, skipped) = saved.resolve(&source.controls());
+            if !skipped.is_empty() {
+                log::warn!(
+                    "camera {}: saved control values that this camera does not take are left alone: {}",
+                    self.cam.name,
+                    skipped.join(", ")
+                );
+            }
+            if !fit.is_empty() {
+                if let Err(e) = source.set_controls(&fit) {
+                    hub.counters.failed.fetch_add(1, Relaxed);
+                    log::warn!("camera {}: the saved control values were refused: {e}", self.cam.name);
+                }
+            }
+        }
+        hub.publish(Some(source.controls()), true);
+        self.controls_open = true;
+    }
+
+    /// Applies a waiting control change between frames, and publishes the camera's closing.
+    fn serve_controls(&mut self) {
+        let hub = &self.cam.controls;
+        if self.controls_open && self.source.is_none() {
+            hub.publish(None, false);
+            self.controls_open = false;
+        }
+        let Some(req) = hub.take() else { return };
+        let Some(source) = self.source.as_mut() else {
+            let _ = req.reply.send(crate::status::controls::Outcome::Deferred);
+            return;
+        };
+        let outcome = match source.set_controls(&req.changes) {
+            Ok(applied) => {
+                if applied == crate::capture::Applied::Restarted {
+                    hub.counters.restarts.fetch_add(1, Relaxed);
+                    // The restart's gap is not a stall: the stall clock starts again now.
+                    self.cam.heartbeat.progress_ms.store(clock::mono_ms(), Release);
+                }
+                crate::status::controls::Outcome::Applied
+            }
+            Err(e) => {
+                hub.counters.failed.fetch_add(1, Relaxed);
+                crate::status::controls::Outcome::Failed(e)
+            }
+        };
+        hub.publish(Some(source.controls()), true);
+        let _ = req.reply.send(outcome);
     }
 
     /// Reads a frame from a source that delivers JPEGs; what became of it.

@@ -1,12 +1,134 @@
-//! `GET` and `PUT /api/cameras/{name}/controls`: the camera's controls and new values for them.
+//! `GET` and `PUT /api/cameras/{name}/controls`: the camera's controls, and new values for some.
+//!
+//! A change is checked against the list the camera gave at its last open (400 naming the
+//! control and its range), limited to [`crate::status::controls::RATE`] a second (503), saved
+//! in the camera's directory, then handed to the capture thread, which applies it between
+//! frames; the answer is the list as the camera reports it afterwards. A camera that is not
+//! open keeps the values for its next open.
+
+use std::time::{Duration, Instant};
+
+use http::header::{HeaderValue, RETRY_AFTER};
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
 
 use super::super::error::{ApiError, Code};
-use super::super::reply::{Request, Response};
+use super::super::reply::{json, Request, Response, WithHeader};
 use super::Api;
+use crate::controls::{Control, Kind};
+use crate::status::controls::{Outcome, Refused};
+use crate::status::CameraShared;
+
+/// Longest a change waits for the capture thread: a libcamera change restarts rpicam-vid.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Api {
     /// `/api/cameras/{name}/controls`.
-    pub(super) async fn controls(&self, _req: &Request, _index: usize) -> Response {
-        ApiError::new(Code::NotFound, "not built yet").into()
+    pub(super) async fn controls(&self, req: &Request, index: usize) -> Response {
+        let cam = &self.shared.cameras[index];
+        if req.method() != Method::PUT {
+            return json(StatusCode::OK, &view(cam, None));
+        }
+        match self.change(req.body(), index).await {
+            Ok(outcome) => json(StatusCode::OK, &view(cam, Some(outcome))),
+            Err(e) => e,
+        }
     }
+
+    /// Checks, limits, saves and applies a `PUT`'s body.
+    async fn change(&self, body: &[u8], index: usize) -> Result<Outcome, Response> {
+        let cam = &self.shared.cameras[index];
+        let body: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::new(Code::BadJson, format!("controls body: {e}; expected {{\"<control name>\": value, ...}}"))
+        })?;
+        let (list, _) = cam.controls.list();
+        if list.is_empty() {
+            return Err(no_controls(cam).into());
+        }
+        let changes = crate::controls::check(&list, &body).map_err(|r| ApiError::new(Code::BadValue, r.to_string()))?;
+        cam.controls.admit(Instant::now()).map_err(|r| busy(cam, r))?;
+        let keep = changes.iter().filter(|(i, _)| list[*i].kind != Kind::Button);
+        cam.controls.choose(keep.map(|&(i, v)| (list[i].name.clone(), v)));
+        self.save(index).await?;
+        let rx =
+            cam.controls.request(changes.iter().map(|&(i, v)| (list[i].id, v)).collect()).map_err(|r| busy(cam, r))?;
+        match tokio::time::timeout(APPLY_TIMEOUT, rx).await {
+            Ok(Ok(Outcome::Failed(why))) => Err(ApiError::new(Code::BadValue, why).into()),
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(_)) => Err(ApiError::new(Code::ShuttingDown, "the service is shutting down").into()),
+            Err(_) => Err(ApiError::new(
+                Code::Busy,
+                format!("camera {} did not take the change within 5 s; it is saved and may still apply", cam.name),
+            )
+            .into()),
+        }
+    }
+
+    /// Writes the camera's chosen values to its directory, off the event loop.
+    async fn save(&self, index: usize) -> Result<(), Response> {
+        let shared = std::sync::Arc::clone(&self.shared);
+        let saved = tokio::task::spawn_blocking(move || {
+            let cam = &shared.cameras[index];
+            cam.controls.save(&shared.config.storage.dir, &cam.name)
+        })
+        .await;
+        match saved {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ApiError::new(
+                Code::Store,
+                format!("cannot save the control values in storage.dir ({e}); nothing was changed on the camera"),
+            )
+            .into()),
+            Err(_) => Err(ApiError::new(Code::Internal, "saving the control values failed").into()),
+        }
+    }
+}
+
+/// `{"camera", "open", "applied", "controls": [...]}`. While the camera is closed, a control
+/// shows the value it will get at the next open.
+fn view(cam: &CameraShared, outcome: Option<Outcome>) -> Value {
+    let (list, open) = cam.controls.list();
+    let saved = cam.controls.saved();
+    let shown = |c: &Control| {
+        let mut c = c.clone();
+        if !open && c.kind != Kind::Button {
+            c.value = saved.values.get(&c.name).copied().or(c.value);
+        }
+        c.to_json()
+    };
+    let mut v = json!({
+        "camera": cam.name,
+        "open": open,
+        "controls": list.iter().map(shown).collect::<Vec<_>>(),
+    });
+    if let Some(o) = outcome {
+        v["applied"] = json!(o == Outcome::Applied);
+    }
+    v
+}
+
+fn no_controls(cam: &CameraShared) -> ApiError {
+    if cam.controls.generation() == 0 {
+        ApiError::new(
+            Code::Conflict,
+            format!(
+                "camera {} has not been opened yet, so its controls are not known: start a job (POST /api/cameras/{}/start), then set them",
+                cam.name, cam.name
+            ),
+        )
+    } else {
+        ApiError::new(Code::Conflict, format!("camera {} offers no controls (its source has none)", cam.name))
+    }
+}
+
+fn busy(cam: &CameraShared, r: Refused) -> Response {
+    let why = match r {
+        Refused::Rate => format!(
+            "camera {} takes at most {} control changes a second; try again",
+            cam.name,
+            crate::status::controls::RATE
+        ),
+        Refused::Full => format!("camera {} has control changes waiting; try again", cam.name),
+    };
+    Response::from(ApiError::new(Code::Busy, why)).with(RETRY_AFTER, HeaderValue::from_static("1"))
 }

@@ -52,6 +52,10 @@ const NAMED_OTHERWISE: &[(&str, &str, Option<&str>)] = &[
     ("rtsp", "skipped", Some("rtsp_access_units_skipped_total")),
     ("rtsp", "panics", Some("rtsp_task_panics_total")),
     ("webrtc", "udp", None),
+    ("", "moonraker", None), // null: Moonraker is not configured here
+    ("controls", "count", None),
+    ("controls", "open", None),
+    ("controls", "saved", None),
     ("mqtt", "published", Some("mqtt_messages_published_total")),
     ("mqtt", "dropped", Some("mqtt_messages_dropped_total")),
     ("mqtt", "queued", Some("mqtt_outbox_messages")),
@@ -103,6 +107,7 @@ async fn every_counter_in_the_json_has_its_metric() {
         ("live", &cam["live"], ""),
         ("job", &cam["job"], ""),
         ("video", &cam["video"], "h264_"),
+        ("controls", &cam["controls"], "controls_"),
         ("exports", &exports, "exports_"),
     ];
     let mut missing = Vec::new();
