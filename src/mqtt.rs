@@ -14,6 +14,7 @@
 //! - `link`: the thread: connect, reconnect with jittered backoff, publish, subscribe.
 
 pub mod command;
+pub mod controls;
 pub mod discovery;
 mod link;
 pub mod outbox;
@@ -290,6 +291,8 @@ pub struct Inputs {
     pub events: Arc<EventLog>,
     /// The supervisor's command channel.
     pub commands: Sender<Command>,
+    /// `storage.dir`, where control values are saved.
+    pub storage_dir: std::path::PathBuf,
 }
 
 impl Inputs {
@@ -299,6 +302,7 @@ impl Inputs {
             cameras: shared.cameras.clone(),
             events: Arc::clone(&shared.events),
             commands: shared.commands.clone(),
+            storage_dir: shared.config.storage.dir.clone(),
         }
     }
 

@@ -19,11 +19,12 @@ use tokio::sync::{mpsc, oneshot};
 use super::command::{self, Action};
 use super::outbox::{Kind, Message, Outbox};
 use super::Inputs;
-use super::{discovery, Backoff, Names, Settings, Stats};
+use super::{controls, discovery, Backoff, Names, Settings, Stats};
 use crate::events::{Event as LogEvent, EventKind};
 use crate::lifecycle::JobState;
 use crate::logging::Quiet;
 use crate::shutdown::{Broke, Stop};
+use crate::status::controls::Rejected;
 use crate::status::{CameraShared, Command, Refusal, Reply};
 use crate::testhook::{self, Fault};
 
@@ -80,6 +81,12 @@ struct CameraTrack {
     job_at: Option<Instant>,
     snapshot_seq: u64,
     snapshot_at: Option<Instant>,
+    /// The controls' generation last published (0: none yet).
+    controls_gen: u64,
+    /// The control names whose entities this connection announced.
+    controls_announced: Vec<String>,
+    /// The `controls` state last queued (a camera's open or close alone changes nothing).
+    controls_state: Vec<u8>,
 }
 
 /// A command waiting for the supervisor.
@@ -124,7 +131,16 @@ pub(super) async fn run(inputs: Arc<Inputs>, settings: Settings, stats: Arc<Stat
         .inputs
         .cameras
         .iter()
-        .map(|_| CameraTrack { state: None, job: Vec::new(), job_at: None, snapshot_seq: 0, snapshot_at: None })
+        .map(|_| CameraTrack {
+            state: None,
+            job: Vec::new(),
+            job_at: None,
+            snapshot_seq: 0,
+            snapshot_at: None,
+            controls_gen: 0,
+            controls_announced: Vec::new(),
+            controls_state: Vec::new(),
+        })
         .collect();
     p.ours = p
         .inputs
@@ -415,6 +431,9 @@ impl Publisher {
         for i in 0..self.cams.len() {
             self.queue_job(i, now, false);
             self.queue_snapshot(i, now, false);
+            if connected {
+                self.queue_controls(i);
+            }
         }
         self.answer_commands(now);
         if self.stats.connected.load(Relaxed) {
@@ -454,13 +473,83 @@ impl Publisher {
             self.queue_job(i, now, true);
             self.push(self.names.camera(&c.name, "state"), state.as_str(), Kind::State);
             self.queue_snapshot(i, now, true);
+            // Controls are announced again by the next round, once their list is known.
+            let t = &mut self.cams[i];
+            (t.controls_gen, t.controls_announced, t.controls_state) = (0, Vec::new(), Vec::new());
+        }
+    }
+
+    /// A camera's control entities when its list is new to this connection, and its
+    /// `controls` state whenever the camera published new values.
+    fn queue_controls(&mut self, i: usize) {
+        let cam = Arc::clone(&self.inputs.cameras[i]);
+        let generation = cam.controls.generation();
+        if generation == self.cams[i].controls_gen {
+            return;
+        }
+        self.cams[i].controls_gen = generation;
+        let (list, _) = cam.controls.list();
+        if list.is_empty() {
+            return;
+        }
+        let names: Vec<String> = list.iter().map(|c| c.name.clone()).collect();
+        if names != self.cams[i].controls_announced {
+            for d in controls::configs(&self.names, &cam.name, cam.config.source.kind_name(), &list) {
+                self.ours.insert(d.topic.clone());
+                self.announcement.push_back(Message {
+                    topic: d.topic,
+                    payload: d.payload.to_string().into(),
+                    kind: Kind::Discovery,
+                });
+            }
+            self.cams[i].controls_announced = names;
+            self.feed_announcement();
+        }
+        let state = controls::state(&list);
+        if state != self.cams[i].controls_state {
+            self.cams[i].controls_state.clone_from(&state);
+            self.push(self.names.camera(&cam.name, "controls"), state, Kind::State);
+        }
+    }
+
+    /// `<camera>/controls/set`: what `PUT /api/cameras/<camera>/controls` takes; refusals are
+    /// answered on `<camera>/controls/set/result`, the camera's new values on `controls`.
+    fn control_set(&mut self, camera: &str, m: &Publish) {
+        let Some(index) = self.inputs.camera_index(camera) else { return };
+        let cam = Arc::clone(&self.inputs.cameras[index]);
+        let body = serde_json::from_slice::<Value>(&m.payload).map_err(|e| format!("not JSON: {e}"));
+        let prepared = body.and_then(|b| {
+            if m.retain {
+                return Err("retained changes are ignored: publish without the retain flag".into());
+            }
+            cam.controls.prepare(&b, Instant::now()).map_err(|r| match r {
+                Rejected::NoList { .. } => "the camera's controls are not known yet (start its job)".to_string(),
+                Rejected::Invalid(why) => why.to_string(),
+                Rejected::Busy(_) => "too many control changes a second; try again".into(),
+            })
+        });
+        let result = prepared.and_then(|p| {
+            cam.controls.choose(p.keep);
+            // A small file; the outbox keeps what arrives meanwhile.
+            cam.controls
+                .save(&self.inputs.storage_dir, &cam.name)
+                .map_err(|e| format!("cannot save the values: {e}"))?;
+            cam.controls.request(p.changes).map(drop).map_err(|_| "changes are waiting; try again".to_string())
+        });
+        if let Err(message) = result {
+            self.stats.commands_refused.fetch_add(1, Relaxed);
+            REFUSED_LOG.warn(format_args!("mqtt: control change on {} refused: {message}", m.topic));
+            let body = serde_json::json!({"ok": false, "error": "bad_control", "message": message});
+            self.push(format!("{}/result", m.topic), body.to_string(), Kind::CommandResult);
         }
     }
 
     /// Commands of every camera, and (for a few seconds) the retained messages that show what
     /// earlier runs left.
     fn subscribe(&mut self) -> bool {
-        let topics = std::iter::once(self.names.camera("+", "command")).chain(self.cleanup_filters());
+        let topics = [self.names.camera("+", "command"), self.names.camera("+", "controls/set")]
+            .into_iter()
+            .chain(self.cleanup_filters());
         let filters = topics.map(|t| rumqttc::SubscribeFilter::new(t, QoS::AtLeastOnce));
         self.client.try_subscribe_many(filters).is_ok()
     }
@@ -498,7 +587,8 @@ impl Publisher {
             Some("state") => Kind::State,
             Some("job") => Kind::Job,
             Some("snapshot" | "snapshot_url") => Kind::Snapshot,
-            Some("command/result") => Kind::CommandResult,
+            Some("command/result" | "controls/set/result") => Kind::CommandResult,
+            Some("controls") => Kind::State,
             _ => Kind::Discovery,
         }
     }
@@ -588,6 +678,7 @@ impl Publisher {
         };
         match rest.split_once('/') {
             Some((camera, "command")) => self.command(camera, &m),
+            Some((camera, "controls/set")) => self.control_set(camera, &m),
             Some((camera, "state"))
                 if m.retain && !m.payload.is_empty() && self.inputs.camera_index(camera).is_none() =>
             {
@@ -611,7 +702,16 @@ impl Publisher {
     /// A retained discovery config under our node id that this run does not announce (a
     /// removed camera, an entity no longer offered): cleared with an empty retained payload.
     fn stale_discovery(&mut self, m: &Publish) {
-        if m.retain && !m.payload.is_empty() && m.topic.ends_with("/config") && !self.ours.contains(&m.topic) {
+        // A configured camera's control entities are announced once its list is known (after
+        // it opens): until then, those left retained are its own, not stale.
+        let controls_of_ours =
+            self.inputs.cameras.iter().any(|c| controls::is_control_topic(&self.names, &c.name, &m.topic));
+        if m.retain
+            && !m.payload.is_empty()
+            && m.topic.ends_with("/config")
+            && !self.ours.contains(&m.topic)
+            && !controls_of_ours
+        {
             CLEANUP_LOG.info(format_args!("mqtt: clearing stale discovery config {}", m.topic));
             self.clear(m.topic.clone());
         }

@@ -50,6 +50,29 @@ pub enum Refused {
     Full,
 }
 
+/// Why a change was refused before it reached the camera.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejected {
+    /// No list to check against: the camera was never opened (`false`), or has no controls.
+    NoList {
+        /// Whether the camera has been opened since start.
+        opened: bool,
+    },
+    /// The body or a value does not fit the list.
+    Invalid(crate::controls::Refusal),
+    /// Over the rate, or changes are waiting.
+    Busy(Refused),
+}
+
+/// A change checked and admitted: the values to keep (by name; buttons are not kept) and the
+/// values to set (by id).
+pub struct Prepared {
+    /// Name → value, to save.
+    pub keep: Vec<(String, i64)>,
+    /// Id → value, for the camera.
+    pub changes: Vec<(u32, i64)>,
+}
+
 /// Counters (`/api/status` per camera, `/metrics`).
 #[derive(Debug, Default, Serialize)]
 pub struct Counters {
@@ -143,6 +166,21 @@ impl Hub {
         let mut g = self.lock();
         g.saved.values.extend(values);
         g.saved.clone()
+    }
+
+    /// Checks a change (`{"<name or id>": value}`) against the list and the rate.
+    pub fn prepare(&self, body: &serde_json::Value, now: Instant) -> Result<Prepared, Rejected> {
+        let (list, _) = self.list();
+        if list.is_empty() {
+            return Err(Rejected::NoList { opened: self.generation() > 0 });
+        }
+        let checked = crate::controls::check(&list, body).map_err(Rejected::Invalid)?;
+        self.admit(now).map_err(Rejected::Busy)?;
+        let keep = checked.iter().filter(|(i, _)| list[*i].kind != crate::controls::Kind::Button);
+        Ok(Prepared {
+            keep: keep.map(|&(i, v)| (list[i].name.clone(), v)).collect(),
+            changes: checked.iter().map(|&(i, v)| (list[i].id, v)).collect(),
+        })
     }
 
     /// Takes a change if the rate allows: one token of [`RATE`] a second.

@@ -823,3 +823,57 @@ fn a_panic_in_the_network_task_exits_1() {
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("thread mqtt (network task) panicked; stopping the service"), "{log}");
 }
+
+#[test]
+fn camera_controls_round_trip_from_home_assistant_to_the_camera_and_back() {
+    let dir = temp_dir("mqtt-ctl");
+    let broker = Broker::start(dir.path(), "allow_anonymous true");
+    let sub = Sub::new(broker.port, "watcher", &["hc/#", "homeassistant/#"]);
+    let cfg = mqtt_config(&dir, json!([cam("cam0")]), &broker.url(), "hc/pi", json!({}));
+    let d = Daemon::builder(temp_dir("mqtt-ctl-d"), &cfg).start();
+    let secs = Duration::from_secs;
+    // One entity per control, on the camera's device, once the camera has opened.
+    let config = |component: &str, name: &str| {
+        let topic = format!("homeassistant/{component}/hc-pi/cam0_ctl_{name}/config");
+        let p = sub.wait(&topic, secs(10), |_| true).json();
+        assert_eq!(p["device"]["identifiers"][0], "hc-pi_cam0", "{p}");
+        assert_eq!(p["command_topic"], "hc/pi/cam0/controls/set", "{p}");
+        assert_eq!(p["availability_topic"], "hc/pi/availability", "{p}");
+        p
+    };
+    let number = config("number", "brightness");
+    assert_eq!(
+        (number["min"].clone(), number["max"].clone(), number["step"].clone()),
+        (json!(-64), json!(64), json!(1))
+    );
+    assert_eq!(number["state_topic"], "hc/pi/cam0/controls");
+    let switch = config("switch", "moving_bar");
+    let select = config("select", "pattern");
+    assert_eq!(select["options"], json!(["Ramps", "Grey"]));
+    let button = config("button", "restart_count");
+    sub.wait("hc/pi/cam0/controls", secs(5), |m| {
+        m.json() == json!({"brightness": 0, "moving_bar": true, "pattern": "Ramps"})
+    });
+
+    // What Home Assistant sends for each (its templates rendered): the camera's read-back
+    // returns as the state, and the API agrees.
+    let t = Instant::now();
+    sub.publish("hc/pi/cam0/controls/set", r#"{"brightness": 12}"#, false);
+    sub.publish("hc/pi/cam0/controls/set", switch["payload_off"].as_str().unwrap(), false);
+    sub.publish("hc/pi/cam0/controls/set", r#"{"pattern": "Grey"}"#, false);
+    sub.publish("hc/pi/cam0/controls/set", button["payload_press"].as_str().unwrap(), false);
+    let want = json!({"brightness": 12, "moving_bar": false, "pattern": "Grey"});
+    let state = sub.wait_since("hc/pi/cam0/controls", t, secs(5), |m| m.json() == want);
+    println!("HA change -> camera -> state on the broker: {:.0} ms", (state.at - t).as_secs_f64() * 1000.0);
+    let api = d.get("/api/cameras/cam0/controls").json();
+    let b = api["controls"].as_array().unwrap().iter().find(|c| c["name"] == "brightness").unwrap().clone();
+    assert_eq!(b["value"], 12, "{api}");
+
+    // A value out of range is answered with what would have been taken.
+    let t = Instant::now();
+    sub.publish("hc/pi/cam0/controls/set", r#"{"brightness": 99}"#, false);
+    let res = sub.wait_since("hc/pi/cam0/controls/set/result", t, secs(5), |_| true).json();
+    assert_eq!(res["ok"], false, "{res}");
+    let msg = res["message"].as_str().unwrap();
+    assert!(msg.contains("brightness") && msg.contains("from -64 to 64"), "{msg}");
+}

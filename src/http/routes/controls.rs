@@ -16,7 +16,7 @@ use super::super::error::{ApiError, Code};
 use super::super::reply::{json, Request, Response, WithHeader};
 use super::Api;
 use crate::controls::{Control, Kind};
-use crate::status::controls::{Outcome, Refused};
+use crate::status::controls::{Outcome, Refused, Rejected};
 use crate::status::CameraShared;
 
 /// Longest a change waits for the capture thread: a libcamera change restarts rpicam-vid.
@@ -41,17 +41,10 @@ impl Api {
         let body: Value = serde_json::from_slice(body).map_err(|e| {
             ApiError::new(Code::BadJson, format!("controls body: {e}; expected {{\"<control name>\": value, ...}}"))
         })?;
-        let (list, _) = cam.controls.list();
-        if list.is_empty() {
-            return Err(no_controls(cam).into());
-        }
-        let changes = crate::controls::check(&list, &body).map_err(|r| ApiError::new(Code::BadValue, r.to_string()))?;
-        cam.controls.admit(Instant::now()).map_err(|r| busy(cam, r))?;
-        let keep = changes.iter().filter(|(i, _)| list[*i].kind != Kind::Button);
-        cam.controls.choose(keep.map(|&(i, v)| (list[i].name.clone(), v)));
+        let prepared = cam.controls.prepare(&body, Instant::now()).map_err(|r| rejected(cam, r))?;
+        cam.controls.choose(prepared.keep);
         self.save(index).await?;
-        let rx =
-            cam.controls.request(changes.iter().map(|&(i, v)| (list[i].id, v)).collect()).map_err(|r| busy(cam, r))?;
+        let rx = cam.controls.request(prepared.changes).map_err(|r| rejected(cam, Rejected::Busy(r)))?;
         match tokio::time::timeout(APPLY_TIMEOUT, rx).await {
             Ok(Ok(Outcome::Failed(why))) => Err(ApiError::new(Code::BadValue, why).into()),
             Ok(Ok(outcome)) => Ok(outcome),
@@ -107,28 +100,28 @@ fn view(cam: &CameraShared, outcome: Option<Outcome>) -> Value {
     v
 }
 
-fn no_controls(cam: &CameraShared) -> ApiError {
-    if cam.controls.generation() == 0 {
-        ApiError::new(
+/// A refused change as the API's error.
+fn rejected(cam: &CameraShared, r: Rejected) -> Response {
+    let name = &cam.name;
+    match r {
+        Rejected::NoList { opened: false } => ApiError::new(
             Code::Conflict,
-            format!(
-                "camera {} has not been opened yet, so its controls are not known: start a job (POST /api/cameras/{}/start), then set them",
-                cam.name, cam.name
-            ),
+            format!("camera {name} has not been opened yet, so its controls are not known: start a job (POST /api/cameras/{name}/start), then set them"),
         )
-    } else {
-        ApiError::new(Code::Conflict, format!("camera {} offers no controls (its source has none)", cam.name))
+        .into(),
+        Rejected::NoList { opened: true } => {
+            ApiError::new(Code::Conflict, format!("camera {name} offers no controls (its source has none)")).into()
+        }
+        Rejected::Invalid(why) => ApiError::new(Code::BadValue, why.to_string()).into(),
+        Rejected::Busy(b) => {
+            let why = match b {
+                Refused::Rate => format!(
+                    "camera {name} takes at most {} control changes a second; try again",
+                    crate::status::controls::RATE
+                ),
+                Refused::Full => format!("camera {name} has control changes waiting; try again"),
+            };
+            Response::from(ApiError::new(Code::Busy, why)).with(RETRY_AFTER, HeaderValue::from_static("1"))
+        }
     }
-}
-
-fn busy(cam: &CameraShared, r: Refused) -> Response {
-    let why = match r {
-        Refused::Rate => format!(
-            "camera {} takes at most {} control changes a second; try again",
-            cam.name,
-            crate::status::controls::RATE
-        ),
-        Refused::Full => format!("camera {} has control changes waiting; try again", cam.name),
-    };
-    Response::from(ApiError::new(Code::Busy, why)).with(RETRY_AFTER, HeaderValue::from_static("1"))
 }
