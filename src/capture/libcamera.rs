@@ -71,7 +71,7 @@ struct Libcamera {
 impl Libcamera {
     fn spawn(&self) -> Result<Box<dyn Source>, SourceError> {
         let mut command = argv(&self.program, &self.config);
-        command.extend(control_args(&self.values));
+        command.extend(control_args(&self.values, &self.config.extra_args));
         let name = Path::new(&self.program)
             .file_name()
             .map_or_else(|| "rpicam-vid".into(), |n| n.to_string_lossy().into_owned());
@@ -253,10 +253,18 @@ fn list(values: &[i64]) -> Vec<Control> {
         .collect()
 }
 
-/// The rpicam-vid options for `values` (one per [`CONTROLS`] entry), defaults left out.
-pub fn control_args(values: &[i64]) -> Vec<String> {
+/// The rpicam-vid options for `values` (one per [`CONTROLS`] entry), defaults left out, and
+/// options already in `extra_args` left to it (rpicam-vid refuses an option given twice).
+pub fn control_args(values: &[i64], extra_args: &[String]) -> Vec<String> {
     let mut a = Vec::new();
     for (s, &v) in CONTROLS.iter().zip(values) {
+        let flag = match s.arg {
+            Arg::Word(f, _) | Arg::Scaled(f, _) | Arg::Switch(f) => f,
+            Arg::LensPosition => "--lens-position",
+        };
+        if extra_args.iter().any(|e| e == flag || e.starts_with(&format!("{flag}="))) {
+            continue;
+        }
         match s.arg {
             _ if v == s.default && !matches!(s.arg, Arg::LensPosition) => {}
             Arg::Word(flag, items) => a.extend([flag.to_string(), items[v.clamp(0, s.max) as usize].to_string()]),
@@ -305,22 +313,28 @@ mod tests {
     #[test]
     fn control_values_become_options_and_defaults_add_none() {
         let mut values: Vec<i64> = CONTROLS.iter().map(|c| c.default).collect();
-        assert!(control_args(&values).is_empty());
+        assert!(control_args(&values, &[]).is_empty());
         let names: Vec<String> = list(&values).into_iter().map(|c| c.name).collect();
         assert_eq!(names[..4], ["autofocus_mode", "autofocus_range", "autofocus_speed", "lens_position"]);
         values[3] = 250; // lens position alone: not manual focus, so no option
-        assert!(control_args(&values).is_empty());
+        assert!(control_args(&values, &[]).is_empty());
         values[AF_MODE] = AF_MANUAL;
         values[6] = -15;
         values[8] = 25;
         values[13] = 1;
         assert_eq!(
-            control_args(&values).join(" "),
+            control_args(&values, &[]).join(" "),
             "--autofocus-mode manual --lens-position 2.5 --ev -1.5 --brightness 0.25 --hflip"
+        );
+        // What extra_args already says is left to it.
+        let extra = ["--hflip".to_string(), "--ev=-1".to_string()];
+        assert_eq!(
+            control_args(&values, &extra).join(" "),
+            "--autofocus-mode manual --lens-position 2.5 --brightness 0.25"
         );
         values[4] = 20000;
         values[5] = 150;
-        assert!(control_args(&values).join(" ").contains("--shutter 20000 --gain 1.5"));
+        assert!(control_args(&values, &[]).join(" ").contains("--shutter 20000 --gain 1.5"));
     }
 
     #[test]
