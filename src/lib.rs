@@ -32,8 +32,9 @@
 //! - [`capture`] — the [`capture::Source`] trait and its backends (synthetic, pipe + MJPEG
 //!   splitter, libcamera through rpicam-vid, V4L2). Only backends touch devices or processes.
 //! - [`status`] — published state the threads share: job types ([`status::job`]), heartbeats
-//!   ([`status::heartbeat`]), store counters ([`status::store`]), one camera's parts
-//!   ([`status::CameraShared`]) and [`status::Shared`]. [`error`] — start-up errors.
+//!   ([`status::heartbeat`]), store counters ([`status::store`]), a camera's controls as
+//!   published, the values kept and the queue of changes to capture ([`status::controls`]),
+//!   one camera's parts ([`status::CameraShared`]) and [`status::Shared`]. [`error`] — start-up errors.
 //! - [`budget`] — what a config costs the board (memory committed and at most, threads and
 //!   tasks) against its memory, its control group and the installed unit's limits.
 //! - [`rtsp`] — the RTSP server (the `rtsp` thread: a small tokio runtime, one task per
@@ -50,7 +51,8 @@
 //!   never waits; they publish in capture order. [`events`] (event ring), [`index`] (on-disk
 //!   snapshot index), [`live`] (each camera's live view: newest frame, stream demand, the
 //!   copies HTTP readers hold), [`ring`] (snapshot ring).
-//! - Leaves: [`lifecycle`] (job states and the pure state machine), [`frame`] (frame pool),
+//! - Leaves: [`lifecycle`] (job states and the pure state machine), [`controls`] (camera
+//!   controls: what a camera offers, the checks a change passes, the saved file), [`frame`] (frame pool),
 //!   [`jpeg`] (libjpeg-turbo: planar YUV 4:2:2 encoder, DCT-scaled decoder), [`clock`],
 //!   [`shutdown`] (the stop token and the panic policy), [`logging`] (non-blocking log sink),
 //!   [`notify`], [`sys`] (directory-relative file operations, statvfs, thread priority, TCP

@@ -255,7 +255,7 @@ fn list(values: &[i64]) -> Vec<Control> {
 
 /// The rpicam-vid options for `values` (one per [`CONTROLS`] entry), defaults left out, and
 /// options already in `extra_args` left to it (rpicam-vid refuses an option given twice).
-pub fn control_args(values: &[i64], extra_args: &[String]) -> Vec<String> {
+fn control_args(values: &[i64], extra_args: &[String]) -> Vec<String> {
     let mut a = Vec::new();
     for (s, &v) in CONTROLS.iter().zip(values) {
         let flag = match s.arg {
