@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The dashboard in a real headless Chromium against the real binary (tests/browser/): the
-# dashboard test, then the WebRTC live view's (webrtc.test.mjs, about 1.5 min).
+# dashboard test, the history chart's (history.test.mjs, about 1 min, on a debug build: its test
+# knob shortens the history's minute), then the WebRTC live view's (webrtc.test.mjs, about 1.5 min).
 # Installs what it needs on a fresh Debian machine: Debian's chromium (apt) and playwright-core
 # (npm, which only drives /usr/bin/chromium: no browser is ever downloaded). Node and npm are
 # expected on the machine.
@@ -46,6 +47,7 @@ grep -v 'Unknown user config' "$npm_log" || true
 
 log "build"
 cargo build --release ${CAMJOBD_FEATURES:+--features "$CAMJOBD_FEATURES"} --bin camjobd 2>&1 | tail -n 2
+cargo build ${CAMJOBD_FEATURES:+--features "$CAMJOBD_FEATURES"} --bin camjobd 2>&1 | tail -n 2
 
 log "browser test (DASHBOARD_POLLS=${DASHBOARD_POLLS:-12000})"
 export ARTIFACTS_DIR="${ARTIFACTS_DIR:-$root/target/browser-artifacts}"
@@ -53,9 +55,11 @@ export CAMJOBD_BIN="${CAMJOBD_BIN:-$root/target/release/camjobd}"
 mkdir -p "$ARTIFACTS_DIR"
 status=0
 # The spec reporter prints each test's console lines (the figures) and a pass/fail summary
-# (scripts/test.sh adds up the "ℹ pass N" / "ℹ fail N" lines of both files). One file after the
+# (scripts/test.sh adds up the "ℹ pass N" / "ℹ fail N" lines of every file). One file after the
 # other, never at once: the WebRTC test measures latency and frame rates.
 (cd tests/browser && node --test --test-reporter=spec dashboard.test.mjs) || status=$?
+log "browser test: the history chart"
+(cd tests/browser && node --test --test-reporter=spec history.test.mjs) || status=$?
 log "browser test: WebRTC live view (WEBRTC_SECONDS=${WEBRTC_SECONDS:-30})"
 (cd tests/browser && node --test --test-reporter=spec webrtc.test.mjs) || status=$?
 

@@ -212,6 +212,8 @@ impl Budget {
                 "http.frame_copies".into(),
                 config.http.frame_copies() as u64 * per,
             );
+            let history = crate::status::history::RING_BYTES as u64;
+            add(&mut items, format!("camera {}'s history (a day of minutes)", c.name), String::new(), history);
             threads += 1;
             if c.source.raw_quality().is_some() {
                 let (w, h) = c.source.size();

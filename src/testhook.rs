@@ -4,6 +4,10 @@
 //! returns `false` before it reads anything.
 //!
 //! (The export test hook, `CAMJOBD_TEST_EXPORT_PANIC_AT_FILE`, is the export's own.)
+//!
+//! Knobs, read once at start, debug builds only: [`HISTORY_INTERVAL_ENV`] and
+//! [`HISTORY_CAPACITY_ENV`] shorten the history ring's minute and shrink the ring, so that a
+//! test sees points come and the ring wrap in seconds ([`history_knobs`]).
 
 /// The environment variable that arms the hooks.
 pub const ENV: &str = "CAMJOBD_TEST_FAULT";
@@ -66,6 +70,38 @@ fn parse(text: &str) -> [Option<u64>; Fault::ALL.len()] {
         }
     }
     armed
+}
+
+/// Seconds a history point covers instead of 60 (1 to 60).
+pub const HISTORY_INTERVAL_ENV: &str = "CAMJOBD_TEST_HISTORY_INTERVAL_S";
+/// Points the history ring holds instead of 1440 (1 to 1440).
+pub const HISTORY_CAPACITY_ENV: &str = "CAMJOBD_TEST_HISTORY_CAPACITY";
+
+/// The history ring's interval (seconds, up to 60) and capacity (up to `max_capacity`) as the
+/// knobs set them, each `None` when unset, out of range or in a release build (which always
+/// keeps a day of minutes). Read once per process.
+pub fn history_knobs(max_capacity: usize) -> (Option<u32>, Option<usize>) {
+    use std::sync::OnceLock;
+    if !cfg!(debug_assertions) {
+        return (None, None);
+    }
+    static KNOBS: OnceLock<(Option<u64>, Option<u64>)> = OnceLock::new();
+    let read = |key: &str, max: u64| {
+        let v = std::env::var(key).ok()?;
+        match v.trim().parse::<u64>() {
+            Ok(n @ 1..) if n <= max => {
+                log::warn!("{key}={n} (a test hook)");
+                Some(n)
+            }
+            _ => {
+                log::warn!("{key}={v:?} is not a whole number from 1 to {max}; ignored");
+                None
+            }
+        }
+    };
+    let (interval, capacity) =
+        *KNOBS.get_or_init(|| (read(HISTORY_INTERVAL_ENV, 60), read(HISTORY_CAPACITY_ENV, max_capacity as u64)));
+    (interval.map(|n| n as u32), capacity.map(|n| n as usize))
 }
 
 #[cfg(test)]

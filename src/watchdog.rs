@@ -1,7 +1,8 @@
 //! The watchdog thread: decides when a camera has stalled or failed, from the heartbeats
 //! alone, and tells the supervisor. It never touches a source, so a read that hangs in a
 //! driver cannot hang the watchdog; it never changes job state itself, so the supervisor
-//! stays the single writer.
+//! stays the single writer. Going round anyway, it also closes each camera's history minute
+//! (`status::history::Sampler`).
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use crate::config::WatchdogConfig;
 use crate::shutdown::Stop;
 use crossbeam_channel::Sender;
 
+use crate::status::history::{Counters, Sampler};
 use crate::status::{CameraShared, Command, Heartbeat, Liveness, Phase, Shared, Unusable};
 
 /// What the watchdog concluded about one open attempt.
@@ -139,10 +141,15 @@ pub fn run(inputs: Inputs, stop: Stop) {
     // has lagged behind the record.
     let mut reported: Vec<(u64, u32)> = vec![(0, 0); cameras.len()];
     let mut lag_since: Vec<Option<(u64, u32, u64)>> = vec![None; cameras.len()];
+    // The history rings' minutes are closed here: this loop goes round every 100 ms at most
+    // whatever the cameras do, and reads the heartbeats anyway.
+    let mut samplers: Vec<Sampler> = cameras.iter().map(|_| Sampler::default()).collect();
     while !stop.wait(tick) {
         Liveness::beat(&liveness.watchdog);
         let now = clock::mono_ms();
+        let unix = clock::unix_now();
         for (i, cam) in cameras.iter().enumerate() {
+            samplers[i].tick(&cam.history, unix, now, Counters::of(&cam.heartbeat));
             let (id, state, attempt) = {
                 let g = cam.job.lock().unwrap_or_else(|e| e.into_inner());
                 (g.id, g.state, g.attempt)

@@ -198,6 +198,7 @@ impl Supervisor {
             max_frames,
             max_duration_s,
         };
+        ctl.cam.history.note(JobState::Starting);
         self.shared.events.push_state(
             &ctl.cam.name,
             id,
@@ -355,6 +356,7 @@ impl Supervisor {
         };
         let now = clock::unix_now();
         g.state = to;
+        cam.history.note(to);
         // RUNNING carries no reason: the last recovery's reason is in the events.
         g.reason = if to == JobState::Running { None } else { reason.clone() };
         g.state_since = now;
