@@ -1,6 +1,6 @@
 //! The job service: builds the published state, starts the fixed set of threads and stops
 //! them. This is the top of the dependency graph below `main`:
-//! `job → {http, export, store, mqtt, led, watchdog, capture, encode} → {status, config, events,
+//! `job → {http, export, store, mqtt, moonraker, led, watchdog, capture, encode} → {status, config, events,
 //! ...} → leaves such as lifecycle and frame` (the crate root lists the order).
 //!
 //! - the state machine itself is [`crate::lifecycle`] (pure, a leaf).
@@ -139,6 +139,13 @@ impl Service {
             let settings = settings.bound_to(m, server.local_addr());
             let (inputs, s) = (crate::mqtt::Inputs::from(&shared), stop.clone());
             threads.push(spawn("mqtt", Box::new(move || crate::mqtt::run(inputs, settings, stats, s)))?);
+        }
+        // After the server too: the URLs it registers are on the address HTTP is bound to.
+        // A Moonraker that is down is not an error; the thread registers when it comes up.
+        if let Some(settings) = crate::moonraker::Settings::resolve(&shared.config, server.local_addr())? {
+            settings.publish(&shared.moonraker);
+            let (reg, s) = (Arc::clone(&shared.moonraker), stop.clone());
+            threads.push(spawn("moonraker", Box::new(move || crate::moonraker::run(settings, reg, s)))?);
         }
         Ok(Service { shared, server, threads, stop })
     }
