@@ -39,9 +39,9 @@ pub const RECHECK: Duration = Duration::from_secs(30);
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 /// The longest wait between retries.
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// A connection Moonraker closes sooner than this after a round is taken for one it does not
-/// keep alive (a proxy in between), not for a restart: the round then waits for [`RECHECK`].
-const KEPT_ALIVE: Duration = Duration::from_secs(1);
+/// Rounds begin at least this far apart when Moonraker's connection ends unannounced (it
+/// restarted; or a proxy in between drops idle connections quickly: then not a round a moment).
+const MIN_GAP: Duration = Duration::from_secs(2);
 
 /// Everything the `moonraker` thread needs, resolved at start-up.
 #[derive(Debug, Clone)]
@@ -187,6 +187,7 @@ async fn sync_loop(s: &Settings, reg: &Registration) {
     let mut conn: Option<Conn> = None;
     let mut failing = false;
     loop {
+        let began = Instant::now();
         reg.update(|v| v.attempts += 1);
         match round(s, reg, &mut conn).await {
             Ok(()) => {
@@ -195,21 +196,7 @@ async fn sync_loop(s: &Settings, reg: &Registration) {
                 }
                 failing = false;
                 backoff.reset();
-                let done = Instant::now();
-                let closed = match conn.as_mut() {
-                    Some(c) => tokio::time::timeout(RECHECK, c.ended()).await.is_ok(),
-                    None => {
-                        tokio::time::sleep(RECHECK).await;
-                        false
-                    }
-                };
-                if closed {
-                    conn = None;
-                    reg.update(|v| v.state = SyncState::Connecting);
-                    if done.elapsed() < KEPT_ALIVE {
-                        tokio::time::sleep(RECHECK.saturating_sub(done.elapsed())).await;
-                    }
-                }
+                wait_for_change(&mut conn, began, reg).await;
             }
             Err(e) => {
                 conn = None;
@@ -222,6 +209,23 @@ async fn sync_loop(s: &Settings, reg: &Registration) {
                 tokio::time::sleep(delay).await;
             }
         }
+    }
+}
+
+/// After a round that went through: until [`RECHECK`] is up, or Moonraker's connection ends
+/// unannounced (it restarted, perhaps with its database lost), then at least [`MIN_GAP`] after
+/// the round `began`.
+async fn wait_for_change(conn: &mut Option<Conn>, began: Instant, reg: &Registration) {
+    let until = began + RECHECK;
+    let Some(c) = conn.as_mut().filter(|c| !c.closes_after_answer()) else {
+        *conn = None;
+        tokio::time::sleep_until(until.into()).await;
+        return;
+    };
+    if tokio::time::timeout_at(until.into(), c.ended()).await.is_ok() {
+        *conn = None;
+        reg.update(|v| v.state = SyncState::Connecting);
+        tokio::time::sleep_until((began + MIN_GAP).into()).await;
     }
 }
 

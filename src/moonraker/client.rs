@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE, HOST, USER_AGENT};
-use http::{Method, Request, StatusCode};
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, HOST, USER_AGENT};
+use http::{Method, Request, StatusCode, Version};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -30,6 +30,9 @@ pub struct Conn {
     ended: oneshot::Receiver<()>,
     host: HeaderValue,
     api_key: Option<HeaderValue>,
+    /// Moonraker (or a proxy before it) said it closes the connection after its answer: the
+    /// end is then no news.
+    closes: bool,
 }
 
 impl Conn {
@@ -55,7 +58,7 @@ impl Conn {
         let host = HeaderValue::from_str(&authority).map_err(|e| format!("moonraker.url: {e}"))?;
         let api_key =
             api_key.map(HeaderValue::from_str).transpose().map_err(|e| format!("moonraker.api_key_file: {e}"))?;
-        Ok(Conn { sender, ended, host, api_key })
+        Ok(Conn { sender, ended, host, api_key, closes: false })
     }
 
     /// Completes when the connection has ended (at once if it has).
@@ -66,6 +69,12 @@ impl Conn {
     /// Whether the connection can take another request.
     pub fn is_open(&self) -> bool {
         !self.sender.is_closed()
+    }
+
+    /// Whether the last answer said the connection ends after it (`Connection: close`, or
+    /// HTTP/1.0).
+    pub fn closes_after_answer(&self) -> bool {
+        self.closes
     }
 
     /// One request; Moonraker's `result` on success, else an error that says what to do.
@@ -90,6 +99,8 @@ impl Conn {
             self.sender.ready().await.map_err(|e| format!("{what}: the connection closed ({e})"))?;
             let resp = self.sender.send_request(req).await.map_err(|e| format!("{what}: {e}"))?;
             let status = resp.status();
+            let close = resp.headers().get(CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+            self.closes = close || resp.version() == Version::HTTP_10;
             let body = Limited::new(resp.into_body(), MAX_ANSWER)
                 .collect()
                 .await
