@@ -141,11 +141,8 @@ impl Service {
             threads.push(spawn("mqtt", Box::new(move || crate::mqtt::run(inputs, settings, stats, s)))?);
         }
         // After the server too: the URLs it registers are on the address HTTP is bound to.
-        // A Moonraker that is down is not an error; the thread registers when it comes up.
-        if let Some(settings) = crate::moonraker::Settings::resolve(&shared.config, server.local_addr())? {
-            settings.publish(&shared.moonraker);
-            let (reg, s) = (Arc::clone(&shared.moonraker), stop.clone());
-            threads.push(spawn("moonraker", Box::new(move || crate::moonraker::run(settings, reg, s)))?);
+        if let Some(t) = start_moonraker(&shared, server.local_addr(), &stop)? {
+            threads.push(t);
         }
         Ok(Service { shared, server, threads, stop })
     }
@@ -224,6 +221,15 @@ fn start_rtsp(shared: &Arc<Shared>, stop: &Stop) -> Result<Option<Worker>, Error
     crate::rtsp::start(listener, cameras, rtsp.max_clients, token, rtsp.udp, stats, stop.clone())
         .map(Some)
         .map_err(|e| Error::Fatal(format!("cannot start thread rtsp: {e}")))
+}
+
+/// The `moonraker` thread, when `moonraker` is configured. A Moonraker that is down is not an
+/// error; the thread registers when it comes up.
+fn start_moonraker(shared: &Arc<Shared>, bound: SocketAddr, stop: &Stop) -> Result<Option<Worker>, Error> {
+    let Some(settings) = crate::moonraker::Settings::resolve(&shared.config, bound)? else { return Ok(None) };
+    settings.publish(&shared.moonraker);
+    let (reg, s) = (Arc::clone(&shared.moonraker), stop.clone());
+    spawn("moonraker", stop, Box::new(move || crate::moonraker::run(settings, reg, s))).map(Some)
 }
 
 /// The WebRTC thread, when `webrtc.enabled` and a camera has `video`: its UDP socket on the

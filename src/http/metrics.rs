@@ -54,14 +54,16 @@ pub fn render(
     if shared.cameras.iter().any(|c| c.video.is_some()) && shared.config.webrtc.enabled {
         webrtc_metrics(&mut out, &shared.webrtc);
     }
-    if let Some(v) = shared.moonraker.view() {
-        moonraker_metrics(&mut out, &v);
-    }
+    moonraker_metrics(&mut out, shared.moonraker.view().as_ref());
     out
 }
 
-/// The Moonraker registration's families, when `moonraker` is configured.
-fn moonraker_metrics(out: &mut String, v: &crate::status::moonraker::View) {
+/// The Moonraker registration's families: whether it is on (always: `/api/status.moonraker` is
+/// `null` when off), and its counters and states when it is.
+fn moonraker_metrics(out: &mut String, v: Option<&crate::status::moonraker::View>) {
+    family(out, "moonraker", "gauge", "1 when camjobd registers its cameras with Moonraker (moonraker configured).");
+    let _ = writeln!(out, "camjobd_moonraker {}", u8::from(v.is_some()));
+    let Some(v) = v else { return };
     let rows = [
         ("moonraker_attempts_total", "counter", "Sync rounds with Moonraker begun.", v.attempts as f64),
         ("moonraker_failures_total", "counter", "Sync rounds with Moonraker that failed.", v.failures as f64),

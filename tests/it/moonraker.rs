@@ -223,6 +223,7 @@ fn check_metrics(d: &Daemon) {
         );
         assert!(metrics.contains(&line), "{line} not in\n{metrics}");
     }
+    assert!(metrics.contains("\ncamjobd_moonraker 1\n"), "on:\n{metrics}");
     let state = format!("camjobd_moonraker_state{{state=\"{}\"}} 1", m["state"].as_str().unwrap());
     assert!(metrics.contains(&state), "{state} not in\n{metrics}");
 }
