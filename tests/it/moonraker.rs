@@ -446,3 +446,23 @@ fn bad_moonraker_settings_stop_the_start_naming_the_key() {
         }
     }
 }
+
+#[test]
+fn a_moonraker_that_never_answers_costs_a_timeout_and_never_holds_the_stop() {
+    // The kernel accepts connections into the backlog; nobody ever reads or answers them.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let (mut d, _) = start("moonraker-silent", json!([cam("cam0", json!({}))]), json!({"url": url}));
+    d.wait_state("cam0", "RUNNING", 10 * SEC);
+    let m = wait_status(&d, 10 * SEC, "a timeout", |m| m["last_error"].is_string());
+    let why = m["last_error"].as_str().unwrap();
+    assert!(why.contains("GET /server/webcams/list: Moonraker did not answer within 3 s"), "{why}");
+    assert_eq!(m["state"], "retrying");
+    // While the next exchange waits on the silent Moonraker, SIGTERM stops camjobd at once.
+    wait_status(&d, 5 * SEC, "the second round", |m| m["attempts"].as_u64() >= Some(2));
+    let t = Instant::now();
+    let code = d.terminate(5 * SEC).and_then(|s| s.code());
+    assert_eq!(code, Some(0), "{}", d.stderr());
+    assert!(t.elapsed() < 2 * SEC, "the stop took {:?}", t.elapsed());
+    println!("figures: stopped in {:.3} s with an exchange under way", t.elapsed().as_secs_f64());
+}
