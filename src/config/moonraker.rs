@@ -292,7 +292,7 @@ impl MoonrakerConfig {
         let ok = !key.is_empty() && key.len() <= 256 && key.bytes().all(|b| b.is_ascii_graphic());
         if !ok {
             return Err(fail(format!(
-                "{}: the first line must be Moonraker's API key (1 to 256 printable characters; Mainsail shows it under Settings → General, Moonraker's `GET /access/api_key` returns it)",
+                "{}: the first line must be Moonraker's API key (1 to 256 printable characters; Moonraker's `GET /access/api_key` from a trusted address returns it)",
                 path.display()
             )));
         }
