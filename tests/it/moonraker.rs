@@ -296,6 +296,7 @@ fn webcams_are_registered_kept_through_a_wiped_restart_and_removed_with_their_ca
     let estimate = d.get("/api/status").json()["budget"]["estimate"]["threads"].as_u64().unwrap();
     assert_eq!(estimate as usize, d.threads(), "the budget counts the moonraker thread");
     assert!(d.threads_named("moonraker"));
+    let threads = d.threads();
 
     // Moonraker restarts without its database (every webcam gone): camjobd sees the connection
     // end and registers again; its "door" now, as the hand-made one went with the database.
@@ -325,7 +326,7 @@ fn webcams_are_registered_kept_through_a_wiped_restart_and_removed_with_their_ca
     let m = wait_status(&d, 5 * SEC, "synced", |m| m["state"] == "synced");
     assert_eq!(m["removed"], 2, "{m}");
     println!(
-        "figures: registered {:.2} s after camjobd's start, {:.2} s after Moonraker's wiped restart (the restart itself included); {rounds} rounds meanwhile",
+        "figures: registered {:.2} s after camjobd's start, {:.2} s after Moonraker's wiped restart (the restart itself included); {rounds} rounds meanwhile; {threads} threads with 4 cameras",
         registered_in.as_secs_f64(),
         back_in.as_secs_f64()
     );
