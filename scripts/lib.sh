@@ -172,10 +172,6 @@ vm_accel() {
   if [ -w /dev/kvm ] && grep -qE 'vmx|svm' /proc/cpuinfo; then echo kvm; else echo tcg; fi
 }
 
-# Starts camjobd in the background: `camjobd_start BIN CONFIG OUT ERR` runs BIN --config
-# CONFIG with stdout to OUT and stderr to ERR, waits (up to 10 s) for the line that says where
-# its API listens, and sets `pid` and `addr` (host:port). Exits 1 with its stderr when it does
-# not come up. Stop it with `camjobd_stop "$pid"`.
 # The Python that runs scripts/whep_client.py: a venv in target/ with aiortc from PyPI (an
 # independent WebRTC stack), made once. Debian's python3-venv is needed. Prints its path.
 whep_python() {
@@ -187,6 +183,23 @@ whep_python() {
   echo "$PWD/$venv/bin/python"
 }
 
+# The Python that runs Moonraker for tests/it/moonraker.rs (started there without Klipper): a
+# venv in target/ with Moonraker 0.11.0 from PyPI, made once. Debian's python3-venv is needed,
+# and libsodium23 at run time (its authorization component signs with libnacl). Prints its path.
+moonraker_python() {
+  local venv=target/moonraker-venv
+  local want='import importlib.metadata as m, moonraker; assert m.version("moonraker") == "0.11.0"'
+  if ! "$venv/bin/python" -c "$want" 2>/dev/null; then
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'moonraker==0.11.0' >&2
+  fi
+  echo "$PWD/$venv/bin/python"
+}
+
+# Starts camjobd in the background: `camjobd_start BIN CONFIG OUT ERR` runs BIN --config
+# CONFIG with stdout to OUT and stderr to ERR, waits (up to 10 s) for the line that says where
+# its API listens, and sets `pid` and `addr` (host:port). Exits 1 with its stderr when it does
+# not come up. Stop it with `camjobd_stop "$pid"`.
 camjobd_start() { # BIN CONFIG OUT ERR
   "$1" --config "$2" > "$3" 2> "$4" &
   pid=$!

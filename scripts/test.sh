@@ -45,7 +45,7 @@ export CAMJOBD_REQUIRE_SIMD=1
 # when run on their own.
 packages() {
   local want missing p
-  want=("$(libclang_package)" ffmpeg nasm faketime mosquitto openssl gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-libav python3-venv)
+  want=("$(libclang_package)" ffmpeg nasm faketime mosquitto openssl gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-libav python3-venv libsodium23)
   skip BROWSER || want+=(chromium)
   skip SOAK || want+=(gnuplot-nox)
   skip VM || want+=(qemu-system-x86 busybox-static cpio kmod v4l-utils ustreamer libjpeg-turbo-progs)
@@ -59,6 +59,9 @@ packages() {
   # The WHEP tests' second WebRTC stack: aiortc (PyPI) in a venv under target/.
   CAMJOBD_WHEP_PYTHON=$(whep_python)
   export CAMJOBD_WHEP_PYTHON
+  # Moonraker (PyPI) in a venv under target/, which the registration tests start and stop.
+  CAMJOBD_MOONRAKER_PYTHON=$(moonraker_python)
+  export CAMJOBD_MOONRAKER_PYTHON
 }
 
 format() {

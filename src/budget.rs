@@ -39,6 +39,8 @@ const PIPE_PROGRAM: u64 = 8 << 20;
 const MQTT_READ: u64 = 1 << 20;
 const MQTT_MESSAGE_IN: u64 = 64 << 10;
 const MQTT_MESSAGE_OUT: u64 = 2 << 10;
+/// The Moonraker link at most: one answer of Moonraker's (at most 256 KiB), parsed.
+const MOONRAKER: u64 = 1 << 20;
 /// Tasks of one camera program (rpicam-vid: libcamera's camera manager, pipeline and IPA
 /// threads, the encoder, the output); a plain pipe command: a shell and its program.
 const CAMERA_PROGRAM_TASKS: u64 = 16;
@@ -188,6 +190,16 @@ fn webrtc(items: &mut Vec<Item>, config: &Config) -> u64 {
     1
 }
 
+/// The `moonraker` thread when `moonraker` is configured, and a blocking thread of its runtime
+/// for a host name in `moonraker.url` (an address needs no lookup); its memory: Moonraker's
+/// answer (read up to 256 KiB) and its parsed form.
+fn moonraker(items: &mut Vec<Item>, config: &Config) -> u64 {
+    let Some(m) = &config.moonraker else { return 0 };
+    add(items, "the Moonraker link's answers".into(), "moonraker".into(), MOONRAKER);
+    let url = crate::config::moonraker::MoonrakerUrl::parse(&m.url);
+    1 + u64::from(url.is_ok_and(|u| u.host.parse::<std::net::IpAddr>().is_err()))
+}
+
 impl Budget {
     /// The estimate for `config`.
     pub fn of(config: &Config) -> Budget {
@@ -281,8 +293,8 @@ impl Budget {
             let clients = config.rtsp.max_clients as u64;
             add(&mut items, format!("up to {clients} RTSP clients"), "rtsp.max_clients".into(), clients * client_max);
         }
-        // The `webrtc` thread.
-        threads += webrtc(&mut items, config);
+        // The `webrtc` and `moonraker` threads.
+        threads += webrtc(&mut items, config) + moonraker(&mut items, config);
         if let Some(m) = &config.mqtt {
             let cams = config.cameras.len() as u64;
             let jpegs = if m.snapshot_jpeg { config.cameras.iter().map(|c| c.max_frame_bytes as u64).sum() } else { 0 };
@@ -510,6 +522,16 @@ mod tests {
         assert_eq!(b.threads, 8 * 9 + 8 + 2 + 1, "{b}");
         let e = b.check(&on_board(8192)).unwrap_err();
         assert!(e.message.contains("TasksMax=") && e.message.contains(&format!("runs {} threads", b.threads)), "{e}");
+    }
+
+    #[test]
+    fn moonraker_costs_its_thread_a_lookup_thread_and_an_answer() {
+        let off = Budget::of(&Config::default());
+        let on = Budget::of(&cfg(r#"{"moonraker":{}}"#));
+        assert_eq!(on.threads, off.threads + 1, "an address needs no lookup");
+        assert_eq!(on.max_bytes, off.max_bytes + MOONRAKER);
+        let named = Budget::of(&cfg(r#"{"moonraker":{"url":"http://localhost:7125"}}"#));
+        assert_eq!(named.threads, off.threads + 2);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!
 //! Each section lives in its own file with its types, defaults and checks (`http`, `storage`
 //! with each camera's retention, `led`, `exports`, `log`, `cameras` with their sources,
-//! `mqtt`). This root parses the document, runs the sections' checks through one `Checker`
+//! `mqtt`, `moonraker`). This root parses the document, runs the sections' checks through one `Checker`
 //! (what a config costs the board is [`crate::budget`]'s).
 
 use std::fmt;
@@ -20,6 +20,7 @@ mod exports;
 mod http;
 mod led;
 mod log;
+pub mod moonraker;
 pub mod mqtt;
 mod storage;
 mod video;
@@ -33,6 +34,7 @@ pub use cameras::{
 pub use exports::{ExportsConfig, TimelapseConfig};
 pub use http::{basic_has_token, is_token, HttpConfig, MAX_TOKEN_BYTES};
 pub use led::LedConfig;
+pub use moonraker::{CameraMoonraker, MoonrakerConfig};
 pub use mqtt::MqttConfig;
 pub use storage::{FsyncPolicy, JournalConfig, KeepPolicy, StorageConfig, StoreConfig, RESERVED_NAMES};
 pub use video::{Codec, EncoderKind, Profile, RtspConfig, VideoConfig};
@@ -60,6 +62,8 @@ pub struct Config {
     pub rtsp: RtspConfig,
     /// WHEP (WebRTC) playback of the cameras' `video`, on the HTTP API's port.
     pub webrtc: WebrtcConfig,
+    /// Registration of the cameras with Moonraker (Mainsail, Fluidd, Obico); `null`: off.
+    pub moonraker: Option<MoonrakerConfig>,
 }
 
 impl Default for Config {
@@ -75,6 +79,7 @@ impl Default for Config {
             mqtt: None,
             rtsp: RtspConfig::default(),
             webrtc: WebrtcConfig::default(),
+            moonraker: None,
         }
     }
 }
@@ -101,12 +106,15 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// Reads the secrets kept in files (`http.token_file`, `mqtt.password_file`), after
-    /// validation.
+    /// Reads the secrets kept in files (`http.token_file`, `mqtt.password_file`,
+    /// `moonraker.api_key_file`), after validation.
     pub fn load_secret_files(&mut self) -> Result<(), ConfigError> {
         self.load_token_file()?;
-        match &mut self.mqtt {
-            Some(m) => m.load_password_file(),
+        if let Some(m) = &mut self.mqtt {
+            m.load_password_file()?;
+        }
+        match &mut self.moonraker {
+            Some(m) => m.load_api_key_file(),
             None => Ok(()),
         }
     }
@@ -151,6 +159,7 @@ impl Config {
         let guarded = (http.token.is_some() || http.token_file.is_some()) && http.protect_reads;
         self.rtsp.validate(guarded, http.allow_open, &mut v);
         self.webrtc.validate(&mut v);
+        MoonrakerConfig::validate(self.moonraker.as_ref(), &self.cameras, &self.webrtc, &mut v);
         v.finish()
     }
 }

@@ -1,6 +1,6 @@
 //! The job service: builds the published state, starts the fixed set of threads and stops
 //! them. This is the top of the dependency graph below `main`:
-//! `job → {http, export, store, mqtt, led, watchdog, capture, encode} → {status, config, events,
+//! `job → {http, export, store, mqtt, moonraker, led, watchdog, capture, encode} → {status, config, events,
 //! ...} → leaves such as lifecycle and frame` (the crate root lists the order).
 //!
 //! - the state machine itself is [`crate::lifecycle`] (pure, a leaf).
@@ -140,6 +140,10 @@ impl Service {
             let (inputs, s) = (crate::mqtt::Inputs::from(&shared), stop.clone());
             threads.push(spawn("mqtt", Box::new(move || crate::mqtt::run(inputs, settings, stats, s)))?);
         }
+        // After the server too: the URLs it registers are on the address HTTP is bound to.
+        if let Some(t) = start_moonraker(&shared, server.local_addr(), &stop)? {
+            threads.push(t);
+        }
         Ok(Service { shared, server, threads, stop })
     }
 
@@ -217,6 +221,15 @@ fn start_rtsp(shared: &Arc<Shared>, stop: &Stop) -> Result<Option<Worker>, Error
     crate::rtsp::start(listener, cameras, rtsp.max_clients, token, rtsp.udp, stats, stop.clone())
         .map(Some)
         .map_err(|e| Error::Fatal(format!("cannot start thread rtsp: {e}")))
+}
+
+/// The `moonraker` thread, when `moonraker` is configured. A Moonraker that is down is not an
+/// error; the thread registers when it comes up.
+fn start_moonraker(shared: &Arc<Shared>, bound: SocketAddr, stop: &Stop) -> Result<Option<Worker>, Error> {
+    let Some(settings) = crate::moonraker::Settings::resolve(&shared.config, bound)? else { return Ok(None) };
+    settings.publish(&shared.moonraker);
+    let (reg, s) = (Arc::clone(&shared.moonraker), stop.clone());
+    spawn("moonraker", stop, Box::new(move || crate::moonraker::run(settings, reg, s))).map(Some)
 }
 
 /// The WebRTC thread, when `webrtc.enabled` and a camera has `video`: its UDP socket on the

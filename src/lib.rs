@@ -27,6 +27,10 @@
 //! - [`mqtt`] — state, events and commands on an MQTT broker, Home Assistant discovery, a
 //!   bounded outbox (the `mqtt` thread, when configured). Like HTTP it reads published state
 //!   and sends commands; nothing waits on it.
+//! - [`moonraker`] — each camera's webcam registered with Moonraker (Mainsail, Fluidd, Obico)
+//!   and kept in sync: a pure plan per round ([`moonraker::plan`]) and an HTTP client on
+//!   hyper (the `moonraker` thread, when configured). It only publishes what it did
+//!   ([`status::moonraker`]); nothing waits on it.
 //! - [`led`] — the status LED: pattern, sysfs and GPIO backends, the `led` thread.
 //! - [`watchdog`] — stall and error-threshold decisions from heartbeats.
 //! - [`capture`] — the [`capture::Source`] trait and its backends (synthetic, pipe + MJPEG
@@ -70,7 +74,8 @@
 //! `signals` (SIGTERM/SIGINT → the stop token), `export-N`, `led` (when an LED is configured),
 //! `http` (and `http-N` runtime workers when `http.workers` > 1), `rtsp` (when a camera has
 //! `video` and `rtsp.bind` is set), `webrtc` (when a camera has `video` and `webrtc.enabled`),
-//! `mqtt` (when `mqtt` is configured), `log`: a fixed
+//! `mqtt` (when `mqtt` is configured), `moonraker` (when `moonraker` is configured; and
+//! `moonraker-dns` while it looks up a host name in `moonraker.url`), `log`: a fixed
 //! set started once ([`budget`] counts it); connections and streams are tasks on the runtime,
 //! never threads. Each is handed the same [`shutdown::Stop`]; one that panics fails the
 //! service through it (exit 1).

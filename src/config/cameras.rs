@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Checker, StoreConfig, VideoConfig, RESERVED_NAMES};
+use super::{CameraMoonraker, Checker, StoreConfig, VideoConfig, RESERVED_NAMES};
 
 /// The largest `max_frames` a job takes (config, HTTP, MQTT): 2^53 − 1, the largest integer a
 /// JavaScript client (the dashboard, Home Assistant's templates) reads exactly.
@@ -45,6 +45,10 @@ pub struct CameraConfig {
     pub store: StoreConfig,
     /// H.264 for RTSP clients (`null`: none).
     pub video: Option<VideoConfig>,
+    /// Its webcam in Moonraker, with a top-level `moonraker`: `false` (none), or the `name`
+    /// and `service` to register it under (default: the camera's name, `moonraker.service`).
+    #[serde(skip_serializing_if = "CameraMoonraker::is_default")]
+    pub moonraker: CameraMoonraker,
 }
 
 impl Default for CameraConfig {
@@ -62,6 +66,7 @@ impl Default for CameraConfig {
             watchdog: WatchdogConfig::default(),
             store: StoreConfig::default(),
             video: None,
+            moonraker: CameraMoonraker::default(),
         }
     }
 }

@@ -54,7 +54,55 @@ pub fn render(
     if shared.cameras.iter().any(|c| c.video.is_some()) && shared.config.webrtc.enabled {
         webrtc_metrics(&mut out, &shared.webrtc);
     }
+    moonraker_metrics(&mut out, shared.moonraker.view().as_ref());
     out
+}
+
+/// The Moonraker registration's families: whether it is on (always: `/api/status.moonraker` is
+/// `null` when off), and its counters and states when it is.
+fn moonraker_metrics(out: &mut String, v: Option<&crate::status::moonraker::View>) {
+    family(out, "moonraker", "gauge", "1 when camjobd registers its cameras with Moonraker (moonraker configured).");
+    let _ = writeln!(out, "camjobd_moonraker {}", u8::from(v.is_some()));
+    let Some(v) = v else { return };
+    let rows = [
+        ("moonraker_attempts_total", "counter", "Sync rounds with Moonraker begun.", v.attempts as f64),
+        ("moonraker_failures_total", "counter", "Sync rounds with Moonraker that failed.", v.failures as f64),
+        (
+            "moonraker_removed_total",
+            "counter",
+            "Webcams camjobd made earlier and removed from Moonraker (no camera registers them now).",
+            v.removed as f64,
+        ),
+        (
+            "moonraker_retry_in_seconds",
+            "gauge",
+            "Seconds until the next sync round after a failure; 0 when none is waited for.",
+            v.retry_in_s().unwrap_or(0.0),
+        ),
+    ];
+    unlabelled(out, &rows);
+    family(out, "moonraker_state", "gauge", "1 for the state the Moonraker registration is in, 0 for the others.");
+    for s in crate::status::moonraker::SyncState::ALL {
+        let _ = writeln!(out, "camjobd_moonraker_state{{state=\"{}\"}} {}", s.as_str(), u8::from(v.state == s));
+    }
+    family(
+        out,
+        "moonraker_webcam_registered",
+        "gauge",
+        "1 while Moonraker lists the camera's webcam as camjobd sent it.",
+    );
+    for w in &v.webcams {
+        sample(out, "moonraker_webcam_registered", &w.camera, u8::from(w.registered));
+    }
+    family(
+        out,
+        "moonraker_webcam_conflict",
+        "gauge",
+        "1 while a webcam camjobd did not make holds the camera's webcam name in Moonraker.",
+    );
+    for w in &v.webcams {
+        sample(out, "moonraker_webcam_conflict", &w.camera, u8::from(w.conflict));
+    }
 }
 
 /// The per-camera families, labelled by camera.
