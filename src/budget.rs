@@ -273,10 +273,9 @@ impl Budget {
         let conns = http.max_connections as u64 * PER_CONNECTION.max(http.max_header_bytes as u64 + (8 << 10));
         let exports = config.exports.max_concurrent as u64 * PER_EXPORT_WORKER;
         add(&mut items, "the process itself".into(), String::new(), BASE);
-        // Fixed threads: main, signals, log, supervisor, watchdog, store; the `http` thread, its
-        // workers and at most one blocking thread (saving camera control values); the export
-        // workers; the LED and MQTT when configured.
-        threads += 6 + 2 + if http.workers > 1 { http.workers as u64 } else { 0 };
+        // Fixed threads: main, signals, log, supervisor, watchdog, store; the `http` thread and
+        // its workers; the export workers; the LED and MQTT when configured.
+        threads += 6 + 1 + if http.workers > 1 { http.workers as u64 } else { 0 };
         threads += config.exports.max_concurrent as u64;
         threads += u64::from(config.led != crate::config::LedConfig::None);
         if config.mqtt.is_some() {
@@ -519,7 +518,7 @@ mod tests {
             .collect();
         let many = cfg(&format!(r#"{{"cameras":[{}]}}"#, cams.join(",")));
         let b = Budget::of(&many);
-        assert_eq!(b.threads, 8 * 9 + 8 + 2 + 1, "{b}");
+        assert_eq!(b.threads, 8 * 9 + 7 + 2 + 1, "{b}");
         let e = b.check(&on_board(8192)).unwrap_err();
         assert!(e.message.contains("TasksMax=") && e.message.contains(&format!("runs {} threads", b.threads)), "{e}");
     }

@@ -8,9 +8,8 @@
 //! never a thread, and every resource a client can touch is bounded ("bounded everything at the edge"):
 //!
 //! - **Threads are fixed:** `http` (accepts) and, with `http.workers` > 1, that many runtime
-//!   workers `http-0`..; with 1, a current-thread runtime on `http` alone. The blocking pool
-//!   has at most one thread, started only to save camera control values (an fsync on an SD
-//!   card must not hold the event loop), and gone again when idle.
+//!   workers `http-0`..; with 1, a current-thread runtime on `http` alone. No blocking pool is
+//!   used, so none is ever spawned.
 //! - **Connections are capped** at `http.max_connections`; at the cap an idle connection (one
 //!   waiting for a request head) is evicted to make room ([`super::conns`]), and only when all
 //!   are busy is one more answered 503 and closed (counted). Accept errors (EMFILE) are
@@ -213,7 +212,7 @@ impl Server {
 }
 
 /// The runtime: current-thread for one worker (everything on `http`), else `workers` named
-/// worker threads. Timers and sockets; the one blocking thread saves control values.
+/// worker threads. Timers and sockets only; the blocking pool stays empty.
 fn runtime(workers: usize) -> io::Result<tokio::runtime::Runtime> {
     let mut b = if workers <= 1 {
         tokio::runtime::Builder::new_current_thread()

@@ -220,6 +220,14 @@ impl Hub {
     /// Reads `<dir>/<camera>/controls.json` at start-up. A missing file is no values; a file
     /// that is not ours (damaged, planted, a link) is left alone and reported.
     pub fn load(&self, dir: &Path, camera: &str) -> Result<(), String> {
+        // Temporary files a crash left mid-write are garbage: the rename never happened.
+        if let Ok(at) = crate::sys::open_dir_beneath(dir, Path::new(camera)) {
+            for (name, _) in crate::sys::list_in(&at).unwrap_or_default() {
+                if name.starts_with(FILE) && name.ends_with(".tmp") {
+                    let _ = crate::sys::remove_in(&at, &name);
+                }
+            }
+        }
         let rel = Path::new(camera).join(FILE);
         let bytes = match crate::sys::open_regular_beneath(dir, &rel) {
             Ok(f) => {
@@ -241,7 +249,9 @@ impl Hub {
         Ok(())
     }
 
-    /// Writes the chosen values to `<dir>/<camera>/controls.json` (atomically, durably).
+    /// Writes the chosen values to `<dir>/<camera>/controls.json`: a temporary file renamed over
+    /// it, never a torn file; not fsynced, so that no request or MQTT round waits on the SD
+    /// card (a power cut within seconds of a change may keep the values from before it).
     pub fn save(&self, dir: &Path, camera: &str) -> std::io::Result<()> {
         let _one = self.file.lock().unwrap_or_else(|e| e.into_inner());
         let bytes = self.saved().to_bytes();
@@ -251,7 +261,7 @@ impl Hub {
             _ => {}
         }
         let at = crate::sys::open_dir_beneath(dir, Path::new(camera))?;
-        crate::sys::write_atomic_in(&at, FILE, &bytes, true)
+        crate::sys::write_atomic_in(&at, FILE, &bytes, false)
     }
 
     /// The `controls` object of the camera's status view.
@@ -304,8 +314,10 @@ mod tests {
         let hub = Hub::default();
         hub.choose([("brightness".to_string(), 7)]);
         hub.save(dir.path(), "cam0").unwrap();
+        std::fs::write(dir.path().join("cam0").join("controls.json.7.tmp"), b"{").unwrap();
         let again = Hub::default();
         again.load(dir.path(), "cam0").unwrap();
+        assert!(!dir.path().join("cam0").join("controls.json.7.tmp").exists(), "a crash's temp file is removed");
         assert_eq!(again.saved().values.get("brightness"), Some(&7));
         std::fs::write(dir.path().join("elsewhere.json"), br#"{"version":1,"values":{"x":1}}"#).unwrap();
         std::fs::create_dir(dir.path().join("cam1")).unwrap();

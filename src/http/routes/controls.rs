@@ -43,7 +43,7 @@ impl Api {
         })?;
         let prepared = cam.controls.prepare(&body, Instant::now()).map_err(|r| rejected(cam, r))?;
         cam.controls.choose(prepared.keep);
-        self.save(index).await?;
+        self.save(index).map_err(Response::from)?;
         let rx = cam.controls.request(prepared.changes).map_err(|r| rejected(cam, Rejected::Busy(r)))?;
         match tokio::time::timeout(APPLY_TIMEOUT, rx).await {
             Ok(Ok(Outcome::Failed(why))) => Err(ApiError::new(Code::BadValue, why).into()),
@@ -57,23 +57,16 @@ impl Api {
         }
     }
 
-    /// Writes the camera's chosen values to its directory, off the event loop.
-    async fn save(&self, index: usize) -> Result<(), Response> {
-        let shared = std::sync::Arc::clone(&self.shared);
-        let saved = tokio::task::spawn_blocking(move || {
-            let cam = &shared.cameras[index];
-            cam.controls.save(&shared.config.storage.dir, &cam.name)
-        })
-        .await;
-        match saved {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ApiError::new(
+    /// Writes the camera's chosen values to its directory (a small write to the page cache and
+    /// a rename, no fsync: nothing here waits on the SD card).
+    fn save(&self, index: usize) -> Result<(), ApiError> {
+        let cam = &self.shared.cameras[index];
+        cam.controls.save(&self.shared.config.storage.dir, &cam.name).map_err(|e| {
+            ApiError::new(
                 Code::Store,
                 format!("cannot save the control values in storage.dir ({e}); nothing was changed on the camera"),
             )
-            .into()),
-            Err(_) => Err(ApiError::new(Code::Internal, "saving the control values failed").into()),
-        }
+        })
     }
 }
 
