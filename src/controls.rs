@@ -166,6 +166,22 @@ pub fn snake(label: &str) -> String {
     out
 }
 
+/// Makes every name in `list` unique: a driver may give two controls labels that differ only in
+/// punctuation (`Exposure, Auto` and `Exposure Auto`); the later ones get their id appended
+/// (`exposure_auto_0x009a0901`), so a name never picks the wrong control.
+pub fn unique_names(list: &mut [Control]) {
+    let mut seen = std::collections::HashSet::new();
+    for c in list.iter_mut() {
+        if c.name.is_empty() {
+            c.name = format!("control_{:#010x}", c.id);
+        }
+        if !seen.insert(c.name.clone()) {
+            c.name = format!("{}_{:#010x}", c.name, c.id);
+            seen.insert(c.name.clone());
+        }
+    }
+}
+
 /// New values, checked against the list: `(index into the list, value)`, in request order.
 pub type Changes = Vec<(usize, i64)>;
 
@@ -328,6 +344,15 @@ mod tests {
         assert_eq!(snake("White Balance Temperature"), "white_balance_temperature");
         assert_eq!(snake("  Integer 32 Bits  "), "integer_32_bits");
         assert_eq!(snake("Gain (dB)"), "gain_db");
+    }
+
+    #[test]
+    fn names_are_made_unique() {
+        let with_id = |name: &str, id| Control { id, ..int(name, 0, 1, 1) };
+        let mut list = vec![with_id("exposure_auto", 7), with_id("exposure_auto", 0x009a_0901), with_id("", 9)];
+        unique_names(&mut list);
+        let names: Vec<&str> = list.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["exposure_auto", "exposure_auto_0x009a0901", "control_0x00000009"]);
     }
 
     #[test]

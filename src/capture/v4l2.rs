@@ -356,7 +356,11 @@ impl V4l2 {
         let dev = &self.dev;
         let listed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dev.query_controls()));
         match listed {
-            Ok(Ok(all)) => all.into_iter().filter_map(|d| describe(dev, d)).collect(),
+            Ok(Ok(all)) => {
+                let mut list: Vec<Control> = all.into_iter().filter_map(|d| describe(dev, d)).collect();
+                crate::controls::unique_names(&mut list);
+                list
+            }
             Ok(Err(e)) => {
                 log::warn!("cannot list the camera's controls: {e}");
                 Vec::new()
