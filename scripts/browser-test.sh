@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The dashboard in a real headless Chromium against the real binary (tests/browser/): the
 # dashboard test, the history chart's (history.test.mjs, about 1 min, on a debug build: its test
-# knob shortens the history's minute), then the WebRTC live view's (webrtc.test.mjs, about 1.5 min).
+# knob shortens the history's minute), the Controls section's (controls.test.mjs, about 30 s, on
+# the debug build too), then the WebRTC live view's (webrtc.test.mjs, about 1.5 min).
 # Installs what it needs on a fresh Debian machine: Debian's chromium (apt) and playwright-core
 # (npm, which only drives /usr/bin/chromium: no browser is ever downloaded). Node and npm are
 # expected on the machine.
@@ -60,6 +61,8 @@ status=0
 (cd tests/browser && node --test --test-reporter=spec dashboard.test.mjs) || status=$?
 log "browser test: the history chart"
 (cd tests/browser && node --test --test-reporter=spec history.test.mjs) || status=$?
+log "browser test: the controls section"
+(cd tests/browser && node --test --test-reporter=spec controls.test.mjs) || status=$?
 log "browser test: WebRTC live view (WEBRTC_SECONDS=${WEBRTC_SECONDS:-30})"
 (cd tests/browser && node --test --test-reporter=spec webrtc.test.mjs) || status=$?
 

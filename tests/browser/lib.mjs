@@ -40,19 +40,19 @@ export function freePort() {
   });
 }
 
-/** Writes `config` to `file` and has camjobd check it (`--check-config`). */
-export function writeCheckedConfig(file, config) {
+/** Writes `config` to `file` and has camjobd (`bin`) check it (`--check-config`). */
+export function writeCheckedConfig(file, config, bin = BIN) {
   writeFileSync(file, JSON.stringify(config, null, 2));
-  const check = spawnSync(BIN, ["--check-config", "--config", file], { encoding: "utf8", timeout: 10000 });
+  const check = spawnSync(bin, ["--check-config", "--config", file], { encoding: "utf8", timeout: 10000 });
   assert.equal(check.status, 0, `camjobd --check-config failed: ${check.stderr}`);
   return file;
 }
 
-/** Starts camjobd with `configFile`; `onSpawn(b)` gets the process record at once (so that the
- *  caller can end it if the wait fails), then this waits (bounded) for "... dashboard at
- *  http://ADDR/" on stdout. */
-export async function spawnBackend(configFile, onSpawn) {
-  const proc = spawn(BIN, ["--config", configFile], { stdio: ["ignore", "pipe", "pipe"] });
+/** Starts camjobd (`bin`) with `configFile`; `onSpawn(b)` gets the process record at once (so
+ *  that the caller can end it if the wait fails), then this waits (bounded) for "... dashboard
+ *  at http://ADDR/" on stdout. */
+export async function spawnBackend(configFile, onSpawn, bin = BIN) {
+  const proc = spawn(bin, ["--config", configFile], { stdio: ["ignore", "pipe", "pipe"] });
   const b = { proc, out: "", err: "", url: null, exit: null };
   b.exited = new Promise(resolve => proc.once("exit", (code, signal) => { b.exit = { code, signal }; resolve(b.exit); }));
   proc.stdout.setEncoding("utf8").on("data", d => { b.out = (b.out + d).slice(-8192); });
