@@ -152,6 +152,11 @@ pub trait Source: Send {
     fn set_controls(&mut self, _changes: &[(u32, i64)]) -> Result<Applied, String> {
         Err("this camera has no controls".into())
     }
+    /// After [`Applied::Restarted`]: why the restarted camera failed with the new values, once,
+    /// if it did and the source went back to the previous ones.
+    fn take_reverted(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// How a source applied new control values.

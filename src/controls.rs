@@ -125,7 +125,8 @@ impl Control {
         match self.kind {
             Kind::Int => {
                 let n = v.as_i64().ok_or_else(got)?;
-                let on_grid = (n - self.min) % self.step.max(1) == 0;
+                // In i128: a 64-bit control's range minus an i64 from a request cannot overflow.
+                let on_grid = (i128::from(n) - i128::from(self.min)) % i128::from(self.step.max(1)) == 0;
                 (n >= self.min && n <= self.max && on_grid).then_some(n).ok_or_else(got)
             }
             Kind::Bool => match v {
@@ -182,7 +183,9 @@ pub fn unique_names(list: &mut [Control]) {
     }
 }
 
-/// New values, checked against the list: `(index into the list, value)`, in request order.
+/// New values, checked against the list: `(index into the list, value)`, switches and menus
+/// before numbers: a camera takes a manual value only once its automatic mode is off
+/// (`focus_automatic_continuous` before `focus_absolute`), whatever the order in the request.
 pub type Changes = Vec<(usize, i64)>;
 
 /// Why a request to change controls was refused.
@@ -229,17 +232,23 @@ pub fn check(list: &[Control], body: &Value) -> Result<Changes, Refusal> {
             let known: Vec<&str> = list.iter().map(|c| c.name.as_str()).collect();
             return Err(Refusal::Unknown { key: key.clone(), known: known.join(", ") });
         };
+        if out.iter().any(|&(j, _)| j == i) {
+            return Err(Refusal::Invalid(format!("control {:?} is named twice (by name and by id)", list[i].name)));
+        }
         out.push((i, list[i].accept(v).map_err(Refusal::Invalid)?));
     }
+    out.sort_by_key(|&(i, _)| list[i].kind == Kind::Int);
     Ok(out)
 }
 
 /// A control id written in decimal or as `0x...` hex (how `v4l2-ctl` prints them).
 fn parse_id(key: &str) -> Option<u32> {
-    match key.strip_prefix("0x") {
-        Some(hex) => u32::from_str_radix(hex, 16).ok(),
-        None => key.parse().ok(),
+    let (digits, radix) = key.strip_prefix("0x").map_or((key, 10), |hex| (hex, 16));
+    // Digits only: `from_str_radix` would take a sign (`+1`).
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
     }
+    u32::from_str_radix(digits, radix).ok()
 }
 
 /// The values a user chose, by control name: saved in the camera's directory and applied at
@@ -289,11 +298,15 @@ impl Saved {
         let (mut fit, mut skipped) = (Vec::new(), Vec::new());
         for (name, &v) in &self.values {
             match list.iter().find(|c| c.name == *name) {
-                Some(c) if c.kind != Kind::Button && c.accept(&stored_json(c, v)).is_ok() => fit.push((c.id, v)),
+                Some(c) if c.kind != Kind::Button && c.accept(&stored_json(c, v)).is_ok() => {
+                    fit.push((c.kind == Kind::Int, c.id, v))
+                }
                 _ => skipped.push(name.clone()),
             }
         }
-        (fit, skipped)
+        // Modes before the values they govern, as in [`check`].
+        fit.sort_by_key(|&(int, _, _)| int);
+        (fit.into_iter().map(|(_, id, v)| (id, v)).collect(), skipped)
     }
 }
 
@@ -359,6 +372,11 @@ mod tests {
     fn values_are_checked_against_the_range_and_named_in_the_error() {
         let list = [int("brightness", 0, 255, 1), int("zoom", 100, 500, 10), menu()];
         assert_eq!(check(&list, &json!({"brightness": 140, "zoom": 250})), Ok(vec![(0, 140), (1, 250)]));
+        assert_eq!(
+            check(&list, &json!({"brightness": 140, "power_line_frequency": 2})),
+            Ok(vec![(2, 2), (0, 140)]),
+            "modes first"
+        );
         let e = check(&list, &json!({"brightness": 300})).unwrap_err().to_string();
         assert!(e.contains("\"brightness\"") && e.contains("from 0 to 255") && e.contains("300"), "{e}");
         let e = check(&list, &json!({"zoom": 255})).unwrap_err().to_string();
@@ -372,6 +390,13 @@ mod tests {
         assert_eq!(check(&list, &json!({"0x00980900": 1})), Ok(vec![(0, 1)]), "by id in hex");
         assert_eq!(check(&list, &json!({"7": 2})), Ok(vec![(2, 2)]), "by id in decimal");
         assert_eq!(check(&list, &json!({})), Err(Refusal::Empty));
+        let e = check(&list, &json!({"brightness": 1, "0x00980900": 2})).unwrap_err().to_string();
+        assert!(e.contains("named twice"), "{e}");
+        assert!(matches!(check(&list, &json!({"+7": 2})), Err(Refusal::Unknown { .. })), "no sign on an id");
+        let e = check(&list, &json!({"brightness": i64::MAX})).unwrap_err().to_string();
+        assert!(e.contains("9223372036854775807"), "no overflow at the edge: {e}");
+        let wide = Control { min: i64::MIN, max: i64::MAX, step: 7, ..int("wide", 0, 0, 1) };
+        assert!(wide.accept(&json!(i64::MAX)).is_err() && wide.accept(&json!(i64::MIN)).is_ok());
         assert_eq!(check(&list, &json!([1])), Err(Refusal::NotAnObject));
     }
 

@@ -291,8 +291,6 @@ pub struct Inputs {
     pub events: Arc<EventLog>,
     /// The supervisor's command channel.
     pub commands: Sender<Command>,
-    /// `storage.dir`, where control values are saved.
-    pub storage_dir: std::path::PathBuf,
 }
 
 impl Inputs {
@@ -302,7 +300,6 @@ impl Inputs {
             cameras: shared.cameras.clone(),
             events: Arc::clone(&shared.events),
             commands: shared.commands.clone(),
-            storage_dir: shared.config.storage.dir.clone(),
         }
     }
 

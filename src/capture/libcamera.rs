@@ -50,6 +50,8 @@ impl Opener for LibcameraOpener {
             job_id,
             values,
             inner: None,
+            before: None,
+            reverted: None,
         };
         camera.inner = Some(camera.spawn()?);
         Ok(Box::new(camera))
@@ -66,6 +68,11 @@ struct Libcamera {
     values: Vec<i64>,
     /// `None` only while restarting.
     inner: Option<Box<dyn Source>>,
+    /// The values before the last change, until rpicam-vid delivers a frame with the new ones:
+    /// if it exits first, they come back.
+    before: Option<Vec<i64>>,
+    /// Why rpicam-vid failed with the changed values (for [`Source::take_reverted`]).
+    reverted: Option<String>,
 }
 
 impl Libcamera {
@@ -83,10 +90,29 @@ impl Libcamera {
 
 impl Source for Libcamera {
     fn read(&mut self, dst: Dest<'_>, wait: Duration) -> Result<Read, SourceError> {
-        match self.inner.as_mut() {
-            Some(inner) => inner.read(dst, wait),
-            None => Err(SourceError::fatal("rpicam-vid could not be restarted with the new control values")),
+        let Some(inner) = self.inner.as_mut() else {
+            return Err(SourceError::fatal("rpicam-vid could not be restarted with the new control values"));
+        };
+        match inner.read(dst, wait) {
+            Err(e) if e.fatal && self.before.is_some() => {
+                // rpicam-vid refused what the last change asked (an option this camera lacks):
+                // the values from before, which worked, and a frame gap; not a recovery.
+                self.values = self.before.take().expect("checked");
+                self.inner = None;
+                self.inner = Some(self.spawn().map_err(|_| e.clone())?);
+                self.reverted = Some(e.message);
+                Ok(Read::Timeout)
+            }
+            Ok(r @ (Read::Frame { .. } | Read::Raw | Read::Consumed)) => {
+                self.before = None;
+                Ok(r)
+            }
+            other => other,
         }
+    }
+
+    fn take_reverted(&mut self) -> Option<String> {
+        self.reverted.take()
     }
 
     fn controls(&mut self) -> Vec<Control> {
@@ -102,6 +128,8 @@ impl Source for Libcamera {
         if values == self.values {
             return Ok(Applied::Live);
         }
+        // The first of several changes before a frame is the one to go back to.
+        self.before.get_or_insert_with(|| self.values.clone());
         self.values = values;
         // The old rpicam-vid holds the camera: it is stopped (and reaped) before the new starts.
         self.inner = None;

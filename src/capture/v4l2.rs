@@ -283,17 +283,12 @@ impl Source for V4l2 {
 
     fn set_controls(&mut self, changes: &[(u32, i64)]) -> Result<Applied, String> {
         use v4l::control::{Control as Set, Value};
-        // VIDIOC_S_EXT_CTRLS takes one control class at a time.
-        let mut classes: Vec<u32> = changes.iter().map(|(id, _)| id & 0xFFFF_0000).collect();
-        classes.sort_unstable();
-        classes.dedup();
-        for class in classes {
-            let batch: Vec<Set> = changes
-                .iter()
-                .filter(|(id, _)| id & 0xFFFF_0000 == class)
-                .map(|&(id, v)| Set { id, value: Value::Integer(v) })
-                .collect();
-            self.dev.set_controls(batch).map_err(|e| control_error(&e))?;
+        // One at a time, in the order given (modes before the values they govern): a UVC
+        // camera refuses a manual focus or exposure while its automatic mode is still on.
+        for &(id, v) in changes {
+            self.dev
+                .set_control(Set { id, value: Value::Integer(v) })
+                .map_err(|e| format!("control {id:#010x}: {}", control_error(&e)))?;
         }
         Ok(Applied::Live)
     }

@@ -185,7 +185,7 @@ fn cameras(out: &mut String, shared: &Shared) {
 fn controls(out: &mut String, shared: &Shared) {
     use std::sync::atomic::Ordering::Relaxed;
     type Get = fn(&crate::status::controls::Counters) -> u64;
-    let families: [(&str, &str, Get); 4] = [
+    let families: [(&str, &str, Get); 5] = [
         ("controls_sets_total", "Control changes handed to the camera.", |c| c.sets.load(Relaxed)),
         ("controls_refused_busy_total", "Control changes refused: too many a second, or changes waiting.", |c| {
             c.refused_busy.load(Relaxed)
@@ -193,6 +193,9 @@ fn controls(out: &mut String, shared: &Shared) {
         ("controls_failed_total", "Control values the camera refused.", |c| c.failed.load(Relaxed)),
         ("controls_restarts_total", "Camera restarts to apply control changes (libcamera).", |c| {
             c.restarts.load(Relaxed)
+        }),
+        ("controls_save_errors_total", "Failed writes of a camera's kept control values (retried).", |c| {
+            c.save_errors.load(Relaxed)
         }),
     ];
     for (name, help, get) in families {

@@ -32,6 +32,8 @@ use crate::shutdown::Stop;
 use crate::status::{CameraShared, Phase, Unusable};
 use crate::store::StoreItem;
 
+mod controls;
+
 /// Longest a source read may wait; bounds how late an order or a stop is noticed.
 pub const READ_WAIT: Duration = Duration::from_millis(100);
 /// Drop and error events are summarised at most this often, so a flood of bad frames cannot
@@ -177,6 +179,8 @@ pub struct CaptureLoop {
     pending: Pending,
     /// Whether the controls were last published as open.
     controls_open: bool,
+    /// A control change that restarted the camera, until it shows it works.
+    settling: Option<controls::Settling>,
 }
 
 impl CaptureLoop {
@@ -211,6 +215,7 @@ impl CaptureLoop {
             next_id: 1,
             pending: Pending::default(),
             controls_open: false,
+            settling: None,
             cam,
         }
     }
@@ -270,7 +275,8 @@ impl CaptureLoop {
             self.note_encoder_drops();
             self.flush_events(false);
             match self.cam.heartbeat.phase() {
-                Phase::Idle | Phase::Done | Phase::Broken => self.orders.wait(&self.stop, Duration::from_millis(500)),
+                // READ_WAIT, not longer: a control change for a closed camera is answered soon.
+                Phase::Idle | Phase::Done | Phase::Broken => self.orders.wait(&self.stop, READ_WAIT),
                 Phase::Backoff => self.backoff(),
                 Phase::Opening if self.source.is_none() => self.open(),
                 Phase::Opening | Phase::Streaming => self.read_one(),
@@ -377,7 +383,8 @@ impl CaptureLoop {
             self.cam.heartbeat.progress_ms.store(clock::mono_ms(), Release);
             self.cam.heartbeat.set_phase(Phase::Opening);
         } else {
-            self.orders.wait(&self.stop, until - now);
+            // In steps of READ_WAIT: control changes are answered during a long backoff too.
+            self.orders.wait(&self.stop, (until - now).min(READ_WAIT));
         }
     }
 
@@ -411,62 +418,6 @@ impl CaptureLoop {
         // Dropping a source closes the device or kills and reaps the child.
         self.source = None;
         self.serve_controls();
-    }
-
-    /// After an open: sets the values the user chose (a camera forgets them when it is
-    /// unplugged or the job restarts) and publishes the camera's controls.
-    fn reapply_controls(&mut self) {
-        let Some(source) = self.source.as_mut() else { return };
-        let hub = &self.cam.controls;
-        let saved = hub.saved();
-        if !saved.values.is_empty() {
-            let (fit, skipped) = saved.resolve(&source.controls());
-            if !skipped.is_empty() {
-                log::warn!(
-                    "camera {}: saved control values that this camera does not take are left alone: {}",
-                    self.cam.name,
-                    skipped.join(", ")
-                );
-            }
-            if !fit.is_empty() {
-                if let Err(e) = source.set_controls(&fit) {
-                    hub.counters.failed.fetch_add(1, Relaxed);
-                    log::warn!("camera {}: the saved control values were refused: {e}", self.cam.name);
-                }
-            }
-        }
-        hub.publish(Some(source.controls()), true);
-        self.controls_open = true;
-    }
-
-    /// Applies a waiting control change between frames, and publishes the camera's closing.
-    fn serve_controls(&mut self) {
-        let hub = &self.cam.controls;
-        if self.controls_open && self.source.is_none() {
-            hub.publish(None, false);
-            self.controls_open = false;
-        }
-        let Some(req) = hub.take() else { return };
-        let Some(source) = self.source.as_mut() else {
-            let _ = req.reply.send(crate::status::controls::Outcome::Deferred);
-            return;
-        };
-        let outcome = match source.set_controls(&req.changes) {
-            Ok(applied) => {
-                if applied == crate::capture::Applied::Restarted {
-                    hub.counters.restarts.fetch_add(1, Relaxed);
-                    // The restart's gap is not a stall: the stall clock starts again now.
-                    self.cam.heartbeat.progress_ms.store(clock::mono_ms(), Release);
-                }
-                crate::status::controls::Outcome::Applied
-            }
-            Err(e) => {
-                hub.counters.failed.fetch_add(1, Relaxed);
-                crate::status::controls::Outcome::Failed(e)
-            }
-        };
-        hub.publish(Some(source.controls()), true);
-        let _ = req.reply.send(outcome);
     }
 
     /// Reads a frame from a source that delivers JPEGs; what became of it.

@@ -97,7 +97,13 @@ impl Conn {
         let req = req.body(Full::new(bytes)).map_err(|e| format!("{what}: {e}"))?;
         let exchange = async {
             self.sender.ready().await.map_err(|e| format!("{what}: the connection closed ({e})"))?;
-            let resp = self.sender.send_request(req).await.map_err(|e| format!("{what}: {e}"))?;
+            let resp = self.sender.send_request(req).await.map_err(|e| {
+                if e.is_parse() {
+                    format!("{what}: the answer is not HTTP ({e}): is moonraker.url Moonraker's address?")
+                } else {
+                    format!("{what}: {e}")
+                }
+            })?;
             let status = resp.status();
             let close = resp.headers().get(CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
             self.closes = close || resp.version() == Version::HTTP_10;

@@ -8,6 +8,12 @@ use serde_json::{json, Map, Value};
 
 /// The `extra_data` key that marks camjobd's webcams; its value is the instance.
 pub const MARK: &str = "camjobd";
+/// Beside the mark: the camera the webcam is for, and the name camjobd gave it. A webcam the
+/// user renamed in Mainsail (its name no longer the one camjobd gave) stays theirs to name: it
+/// is still found by its camera and kept in sync, never deleted and made again.
+pub const CAMERA_MARK: &str = "camjobd_camera";
+/// See [`CAMERA_MARK`].
+pub const NAME_MARK: &str = "camjobd_name";
 
 /// What one camera wants Moonraker to list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +72,28 @@ impl Listed {
     pub fn mark(&self) -> Option<&str> {
         self.extra_data.get(MARK).and_then(Value::as_str)
     }
+
+    fn extra(&self, key: &str) -> Option<&str> {
+        self.extra_data.get(key).and_then(Value::as_str)
+    }
+
+    /// Made by `instance` for `camera`, and renamed since by the user (its name is not the
+    /// one camjobd gave it).
+    fn renamed_for(&self, instance: &str, camera: &str) -> bool {
+        self.mark() == Some(instance)
+            && self.extra(CAMERA_MARK) == Some(camera)
+            && self.extra(NAME_MARK).is_some_and(|n| n != self.name)
+    }
+
+    /// Made by `instance` for a camera none of `wanted` is (older marks without the camera:
+    /// by name).
+    fn orphaned(&self, instance: &str, wanted: &[Wanted]) -> bool {
+        self.mark() == Some(instance)
+            && match self.extra(CAMERA_MARK) {
+                Some(camera) if self.renamed_for(instance, camera) => !wanted.iter().any(|w| w.camera == camera),
+                _ => !wanted.iter().any(|w| w.name == self.name),
+            }
+    }
 }
 
 /// One request of a round.
@@ -101,7 +129,9 @@ pub fn plan(wanted: &[Wanted], listed: &[Listed], instance: &str) -> Plan {
     let mut steps = Vec::new();
     let mut conflicts = Vec::with_capacity(wanted.len());
     for (i, w) in wanted.iter().enumerate() {
-        let Some(l) = listed.iter().find(|l| l.name == w.name) else {
+        // The camera's webcam under the name the user gave it, else the one of camjobd's name.
+        let renamed = listed.iter().find(|l| l.renamed_for(instance, &w.camera));
+        let Some(l) = renamed.or_else(|| listed.iter().find(|l| l.name == w.name)) else {
             steps.push(Step::Post { wanted: i, body: w.create_body(instance) });
             conflicts.push(None);
             continue;
@@ -116,7 +146,7 @@ pub fn plan(wanted: &[Wanted], listed: &[Listed], instance: &str) -> Plan {
         conflicts.push(None);
     }
     for l in listed {
-        if l.mark() == Some(instance) && !wanted.iter().any(|w| w.name == l.name) {
+        if l.orphaned(instance, wanted) {
             steps.push(Step::Delete { name: l.name.clone() });
         }
     }
@@ -170,7 +200,7 @@ impl Wanted {
         if let Some(a) = &self.aspect_ratio {
             m.insert("aspect_ratio".into(), json!(a));
         }
-        m.insert("extra_data".into(), json!({ MARK: instance }));
+        m.insert("extra_data".into(), json!({ MARK: instance, CAMERA_MARK: self.camera, NAME_MARK: self.name }));
         Value::Object(m)
     }
 
@@ -178,8 +208,12 @@ impl Wanted {
     /// (should the webcam go between the list and this post, it comes back marked).
     fn update_body(&self, l: &Listed, instance: &str) -> Value {
         let mut m = self.owned();
+        // Moonraker finds the webcam by name: a renamed one keeps the user's.
+        m.insert("name".into(), json!(l.name));
         let mut extra = l.extra_data.clone();
         extra.insert(MARK.into(), json!(instance));
+        extra.insert(CAMERA_MARK.into(), json!(self.camera));
+        extra.entry(NAME_MARK).or_insert_with(|| json!(self.name));
         m.insert("extra_data".into(), Value::Object(extra));
         Value::Object(m)
     }
@@ -227,7 +261,7 @@ mod tests {
         let p = plan(&w, &[], "pi");
         assert_eq!(p.conflicts, vec![None]);
         let [Step::Post { wanted: 0, body }] = p.steps.as_slice() else { panic!("{p:?}") };
-        assert_eq!(body["extra_data"], json!({"camjobd": "pi"}));
+        assert_eq!(body["extra_data"], json!({"camjobd": "pi", "camjobd_camera": "cam0", "camjobd_name": "cam0"}));
         assert_eq!((body["name"].as_str(), body["target_fps"].as_u64()), (Some("cam0"), Some(15)));
         assert_eq!(body["aspect_ratio"], "4:3");
         let p = plan(&w, &[listed_as(&w[0], "pi")], "pi");
@@ -243,7 +277,10 @@ mod tests {
         let p = plan(&w, &[l], "pi");
         let [Step::Post { body, .. }] = p.steps.as_slice() else { panic!("{p:?}") };
         assert_eq!(body["stream_url"], w[0].stream_url);
-        assert_eq!(body["extra_data"], json!({"camjobd": "pi", "ui": 1}));
+        assert_eq!(
+            body["extra_data"],
+            json!({"camjobd": "pi", "camjobd_camera": "cam0", "camjobd_name": "cam0", "ui": 1})
+        );
         assert!(body.get("flip_horizontal").is_none() && body.get("aspect_ratio").is_none(), "the user's to set");
         // A pipe camera's rate is unknown: whatever the user set stays.
         let mut pipe = wanted("cam0", "cam0");
@@ -279,6 +316,25 @@ mod tests {
         let w = vec![wanted("cam0", "cam0")];
         let p = plan(&w, &[gone, theirs, by_hand, listed_as(&w[0], "pi")], "pi");
         assert_eq!(p.steps, vec![Step::Delete { name: "old".into() }]);
+    }
+
+    #[test]
+    fn a_webcam_renamed_in_the_ui_stays_the_users_and_is_kept_in_sync() {
+        let w = vec![wanted("cam1", "cam1")];
+        let mut renamed = listed_as(&w[0], "pi");
+        renamed.name = "Bed".into();
+        renamed.stream_url = "http://old/".into();
+        let p = plan(&w, std::slice::from_ref(&renamed), "pi");
+        let [Step::Post { body, .. }] = p.steps.as_slice() else { panic!("{p:?}") };
+        assert_eq!((body["name"].as_str(), body["stream_url"].as_str()), (Some("Bed"), Some(w[0].stream_url.as_str())));
+        // Its camera removed from the config: deleted, as camjobd's own.
+        let p = plan(&[wanted("cam0", "cam0")], &[renamed], "pi");
+        assert!(p.steps.contains(&Step::Delete { name: "Bed".into() }), "{p:?}");
+        // Renamed in camjobd's config (not in the UI): the old one goes, the new one is made.
+        let old = listed_as(&wanted("cam1", "cam1"), "pi");
+        let p = plan(&[wanted("cam1", "Printer")], &[old], "pi");
+        assert!(p.steps.contains(&Step::Delete { name: "cam1".into() }), "{p:?}");
+        assert!(p.steps.iter().any(|s| matches!(s, Step::Post { body, .. } if body["name"] == "Printer")), "{p:?}");
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub fn configs(names: &Names, camera: &str, source_kind: &str, list: &[Control])
                         "value_template": format!("{{{{ 'ON' if {value} else 'OFF' }}}}"),
                         "payload_on": json!({&c.name: true}).to_string(),
                         "payload_off": json!({&c.name: false}).to_string(),
+                        // The state is the template's ON/OFF, not the command payloads.
+                        "state_on": "ON",
+                        "state_off": "OFF",
                     }),
                 ),
                 Kind::Menu => (
@@ -149,6 +152,10 @@ mod tests {
         }
         assert_eq!(cs[0].payload["command_template"], "{{ {\"brightness\": value | int} | tojson }}");
         assert_eq!(cs[1].payload["payload_on"], "{\"moving_bar\":true}");
+        assert_eq!(
+            (cs[1].payload["state_on"].as_str(), cs[1].payload["state_off"].as_str()),
+            (Some("ON"), Some("OFF"))
+        );
         assert_eq!(cs[2].payload["options"], json!(["Ramps", "Grey"]));
         assert_eq!(cs[3].payload["payload_press"], "{\"restart_count\":true}");
         assert!(!is_control_topic(&names(), "cam0", "homeassistant/sensor/camjobd-pi/cam0_state/config"));

@@ -20,11 +20,13 @@ use super::command::{self, Action};
 use super::outbox::{Kind, Message, Outbox};
 use super::Inputs;
 use super::{controls, discovery, Backoff, Names, Settings, Stats};
+
+mod control_topics;
 use crate::events::{Event as LogEvent, EventKind};
 use crate::lifecycle::JobState;
 use crate::logging::Quiet;
 use crate::shutdown::{Broke, Stop};
-use crate::status::controls::Rejected;
+use crate::status::controls::Outcome;
 use crate::status::{CameraShared, Command, Refusal, Reply};
 use crate::testhook::{self, Fault};
 
@@ -125,6 +127,8 @@ pub(super) async fn run(inputs: Arc<Inputs>, settings: Settings, stats: Arc<Stat
         announcement: VecDeque::new(),
         announcing: None,
         cleared: HashSet::new(),
+        controls_pending: Vec::new(),
+        removed_topics: Vec::new(),
     };
     p.after = p.inputs.events.newest();
     p.cams = p
@@ -360,6 +364,11 @@ struct Publisher {
     /// Leftover topics cleared since the last (re)connection: each is cleared once, however
     /// many ways it is found (a removed camera's state names its configs, which also arrive).
     cleared: HashSet<String>,
+    /// Control changes handed to a camera: where to answer a refusal.
+    controls_pending: Vec<(String, oneshot::Receiver<Outcome>)>,
+    /// Removed cameras' retained topics, cleared when the leftover search ends (after every
+    /// discovery config, so Home Assistant drops the entities before their values empty).
+    removed_topics: Vec<String>,
 }
 
 /// Leftover topics remembered as cleared, at most (a broker holding more under our prefix
@@ -423,6 +432,11 @@ impl Publisher {
         }
         if connected && self.cleanup_until.is_some_and(|t| Instant::now() >= t) && self.unsubscribe_cleanup() {
             self.cleanup_until = None;
+            // Every stale config (a removed camera's control entities arrive on their own) is
+            // cleared by now: the removed cameras' topics go after them.
+            for topic in std::mem::take(&mut self.removed_topics) {
+                self.clear(topic);
+            }
         }
         self.take_back_lost();
         self.feed_announcement();
@@ -436,6 +450,7 @@ impl Publisher {
             }
         }
         self.answer_commands(now);
+        self.answer_controls();
         if self.stats.connected.load(Relaxed) {
             self.send();
             self.feed_announcement();
@@ -457,6 +472,7 @@ impl Publisher {
         // States go through the outbox like every later state, which keeps them in order.
         self.announcement.clear();
         self.cleared.clear();
+        self.removed_topics.clear();
         self.announcing = Some(std::mem::take(&mut self.announcement));
         let inputs = Arc::clone(&self.inputs);
         for c in &inputs.cameras {
@@ -476,71 +492,6 @@ impl Publisher {
             // Controls are announced again by the next round, once their list is known.
             let t = &mut self.cams[i];
             (t.controls_gen, t.controls_announced, t.controls_state) = (0, Vec::new(), Vec::new());
-        }
-    }
-
-    /// A camera's control entities when its list is new to this connection, and its
-    /// `controls` state whenever the camera published new values.
-    fn queue_controls(&mut self, i: usize) {
-        let cam = Arc::clone(&self.inputs.cameras[i]);
-        let generation = cam.controls.generation();
-        if generation == self.cams[i].controls_gen {
-            return;
-        }
-        self.cams[i].controls_gen = generation;
-        let (list, _) = cam.controls.list();
-        if list.is_empty() {
-            return;
-        }
-        let names: Vec<String> = list.iter().map(|c| c.name.clone()).collect();
-        if names != self.cams[i].controls_announced {
-            for d in controls::configs(&self.names, &cam.name, cam.config.source.kind_name(), &list) {
-                self.ours.insert(d.topic.clone());
-                self.announcement.push_back(Message {
-                    topic: d.topic,
-                    payload: d.payload.to_string().into(),
-                    kind: Kind::Discovery,
-                });
-            }
-            self.cams[i].controls_announced = names;
-            self.feed_announcement();
-        }
-        let state = controls::state(&list);
-        if state != self.cams[i].controls_state {
-            self.cams[i].controls_state.clone_from(&state);
-            self.push(self.names.camera(&cam.name, "controls"), state, Kind::State);
-        }
-    }
-
-    /// `<camera>/controls/set`: what `PUT /api/cameras/<camera>/controls` takes; refusals are
-    /// answered on `<camera>/controls/set/result`, the camera's new values on `controls`.
-    fn control_set(&mut self, camera: &str, m: &Publish) {
-        let Some(index) = self.inputs.camera_index(camera) else { return };
-        let cam = Arc::clone(&self.inputs.cameras[index]);
-        let body = serde_json::from_slice::<Value>(&m.payload).map_err(|e| format!("not JSON: {e}"));
-        let prepared = body.and_then(|b| {
-            if m.retain {
-                return Err("retained changes are ignored: publish without the retain flag".into());
-            }
-            cam.controls.prepare(&b, Instant::now()).map_err(|r| match r {
-                Rejected::NoList { .. } => "the camera's controls are not known yet (start its job)".to_string(),
-                Rejected::Invalid(why) => why.to_string(),
-                Rejected::Busy(_) => "too many control changes a second; try again".into(),
-            })
-        });
-        let result = prepared.and_then(|p| {
-            cam.controls.choose(p.keep);
-            // A small file; the outbox keeps what arrives meanwhile.
-            cam.controls
-                .save(&self.inputs.storage_dir, &cam.name)
-                .map_err(|e| format!("cannot save the values: {e}"))?;
-            cam.controls.request(p.changes).map(drop).map_err(|_| "changes are waiting; try again".to_string())
-        });
-        if let Err(message) = result {
-            self.stats.commands_refused.fetch_add(1, Relaxed);
-            REFUSED_LOG.warn(format_args!("mqtt: control change on {} refused: {message}", m.topic));
-            let body = serde_json::json!({"ok": false, "error": "bad_control", "message": message});
-            self.push(format!("{}/result", m.topic), body.to_string(), Kind::CommandResult);
         }
     }
 
@@ -691,8 +642,11 @@ impl Publisher {
                 for d in discovery::configs(&self.names, camera, "") {
                     self.clear(d.topic);
                 }
-                for leaf in ["state", "job", "snapshot_url", "snapshot"] {
-                    self.clear(self.names.camera(camera, leaf));
+                for leaf in ["state", "job", "snapshot_url", "snapshot", "controls"] {
+                    let topic = self.names.camera(camera, leaf);
+                    if !self.removed_topics.contains(&topic) && self.removed_topics.len() < CLEARED_MAX {
+                        self.removed_topics.push(topic);
+                    }
                 }
             }
             _ => {}

@@ -37,6 +37,8 @@ pub enum Outcome {
 pub struct SetRequest {
     /// The values, checked against the published list.
     pub changes: Vec<(u32, i64)>,
+    /// The same by name, to keep once the camera took them (or is closed): buttons left out.
+    pub keep: Vec<(String, i64)>,
     /// Where the outcome goes (nobody may be listening any more).
     pub reply: oneshot::Sender<Outcome>,
 }
@@ -84,6 +86,8 @@ pub struct Counters {
     pub failed: AtomicU64,
     /// Camera restarts to apply a change (libcamera: rpicam-vid takes options only at start).
     pub restarts: AtomicU64,
+    /// Failed writes of the saved values (retried by the store thread until one goes through).
+    pub save_errors: AtomicU64,
 }
 
 struct Inner {
@@ -104,6 +108,8 @@ pub struct Hub {
     generation: AtomicU64,
     /// Serialises writes of the saved file, so the last change is the one on disk.
     file: Mutex<()>,
+    /// The values changed since they were last written.
+    dirty: std::sync::atomic::AtomicBool,
     /// Counters.
     pub counters: Counters,
 }
@@ -123,6 +129,7 @@ impl Default for Hub {
             rx,
             generation: AtomicU64::new(0),
             file: Mutex::new(()),
+            dirty: std::sync::atomic::AtomicBool::new(false),
             counters: Counters::default(),
         }
     }
@@ -161,11 +168,14 @@ impl Hub {
         self.lock().saved.clone()
     }
 
-    /// Merges new chosen values (buttons are not kept) and returns the whole set.
-    pub fn choose(&self, values: impl IntoIterator<Item = (String, i64)>) -> Saved {
-        let mut g = self.lock();
-        g.saved.values.extend(values);
-        g.saved.clone()
+    /// Capture: keeps values the camera took (or will take at its next open), for the store
+    /// thread to write ([`Hub::save_if_changed`]). A refused change is never kept.
+    pub fn keep(&self, values: Vec<(String, i64)>) {
+        if values.is_empty() {
+            return;
+        }
+        self.lock().saved.values.extend(values);
+        self.dirty.store(true, Relaxed);
     }
 
     /// Checks a change (`{"<name or id>": value}`) against the list and the rate.
@@ -183,6 +193,13 @@ impl Hub {
         })
     }
 
+    /// Checks a change and hands it to the capture thread: [`Hub::prepare`], then
+    /// [`Hub::request`]. Nothing is kept until the camera took it.
+    pub fn change(&self, body: &serde_json::Value, now: Instant) -> Result<oneshot::Receiver<Outcome>, Rejected> {
+        let p = self.prepare(body, now)?;
+        self.request(p).map_err(Rejected::Busy)
+    }
+
     /// Takes a change if the rate allows: one token of [`RATE`] a second.
     pub fn admit(&self, now: Instant) -> Result<(), Refused> {
         let mut g = self.lock();
@@ -198,9 +215,9 @@ impl Hub {
     }
 
     /// Hands a change to the capture thread; the outcome arrives on the receiver.
-    pub fn request(&self, changes: Vec<(u32, i64)>) -> Result<oneshot::Receiver<Outcome>, Refused> {
+    pub fn request(&self, p: Prepared) -> Result<oneshot::Receiver<Outcome>, Refused> {
         let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(SetRequest { changes, reply }) {
+        match self.tx.try_send(SetRequest { changes: p.changes, keep: p.keep, reply }) {
             Ok(()) => {
                 self.counters.sets.fetch_add(1, Relaxed);
                 Ok(rx)
@@ -241,7 +258,7 @@ impl Hub {
         };
         let saved = Saved::parse(&bytes).map_err(|e| {
             format!(
-                "{} is not camjobd's ({e}); its values are not applied; delete it to start afresh",
+                "{} is not camjobd's ({e}); its values are not applied, and the next control change replaces it",
                 dir.join(&rel).display()
             )
         })?;
@@ -249,10 +266,21 @@ impl Hub {
         Ok(())
     }
 
-    /// Writes the chosen values to `<dir>/<camera>/controls.json`: a temporary file renamed over
-    /// it, never a torn file; not fsynced, so that no request or MQTT round waits on the SD
-    /// card (a power cut within seconds of a change may keep the values from before it).
-    pub fn save(&self, dir: &Path, camera: &str) -> std::io::Result<()> {
+    /// The store thread: writes the kept values when they changed since the last write; a
+    /// failed write is tried again at the next call. True when a write was made.
+    pub fn save_if_changed(&self, dir: &Path, camera: &str) -> std::io::Result<bool> {
+        if !self.dirty.swap(false, Relaxed) {
+            return Ok(false);
+        }
+        self.save(dir, camera).map(|()| true).inspect_err(|_| {
+            self.dirty.store(true, Relaxed);
+            self.counters.save_errors.fetch_add(1, Relaxed);
+        })
+    }
+
+    /// Writes the kept values to `<dir>/<camera>/controls.json`, durably: a temporary file,
+    /// fsync, renamed over the old one.
+    fn save(&self, dir: &Path, camera: &str) -> std::io::Result<()> {
         let _one = self.file.lock().unwrap_or_else(|e| e.into_inner());
         let bytes = self.saved().to_bytes();
         let root = std::fs::File::open(dir)?;
@@ -261,7 +289,7 @@ impl Hub {
             _ => {}
         }
         let at = crate::sys::open_dir_beneath(dir, Path::new(camera))?;
-        crate::sys::write_atomic_in(&at, FILE, &bytes, false)
+        crate::sys::write_atomic_in(&at, FILE, &bytes, true)
     }
 
     /// The `controls` object of the camera's status view.
@@ -276,6 +304,7 @@ impl Hub {
             "refused_busy": c.refused_busy.load(Relaxed),
             "failed": c.failed.load(Relaxed),
             "restarts": c.restarts.load(Relaxed),
+            "save_errors": c.save_errors.load(Relaxed),
         })
     }
 }
@@ -301,10 +330,11 @@ mod tests {
     #[test]
     fn the_queue_is_bounded_and_never_blocks() {
         let hub = Hub::default();
-        let rxs: Vec<_> = (0..QUEUE).map(|_| hub.request(vec![(1, 1)]).unwrap()).collect();
-        assert_eq!(hub.request(vec![(1, 1)]).err(), Some(Refused::Full));
+        let one = || Prepared { keep: vec![], changes: vec![(1, 1)] };
+        let rxs: Vec<_> = (0..QUEUE).map(|_| hub.request(one()).unwrap()).collect();
+        assert_eq!(hub.request(one()).err(), Some(Refused::Full));
         assert!(hub.take().is_some());
-        assert!(hub.request(vec![(1, 1)]).is_ok());
+        assert!(hub.request(one()).is_ok());
         drop(rxs);
     }
 
@@ -312,8 +342,10 @@ mod tests {
     fn saved_values_persist_and_a_planted_link_is_not_followed() {
         let dir = tempfile::tempdir().unwrap();
         let hub = Hub::default();
-        hub.choose([("brightness".to_string(), 7)]);
-        hub.save(dir.path(), "cam0").unwrap();
+        assert!(!hub.save_if_changed(dir.path(), "cam0").unwrap(), "nothing kept yet");
+        hub.keep(vec![("brightness".to_string(), 7)]);
+        assert!(hub.save_if_changed(dir.path(), "cam0").unwrap());
+        assert!(!hub.save_if_changed(dir.path(), "cam0").unwrap(), "written once");
         std::fs::write(dir.path().join("cam0").join("controls.json.7.tmp"), b"{").unwrap();
         let again = Hub::default();
         again.load(dir.path(), "cam0").unwrap();
@@ -325,6 +357,14 @@ mod tests {
         let e = Hub::default().load(dir.path(), "cam1").unwrap_err();
         assert!(e.contains("cannot open"), "{e}");
         std::fs::write(dir.path().join("cam0").join(FILE), b"{not json").unwrap();
-        assert!(Hub::default().load(dir.path(), "cam0").unwrap_err().contains("delete it"));
+        assert!(Hub::default().load(dir.path(), "cam0").unwrap_err().contains("next control change replaces it"));
+        // A failed write is counted and tried again.
+        std::fs::remove_file(dir.path().join("cam0").join(FILE)).unwrap();
+        std::fs::create_dir(dir.path().join("cam0").join(FILE)).unwrap();
+        hub.keep(vec![("brightness".to_string(), 8)]);
+        assert!(hub.save_if_changed(dir.path(), "cam0").is_err());
+        assert_eq!(hub.counters.save_errors.load(Relaxed), 1);
+        std::fs::remove_dir(dir.path().join("cam0").join(FILE)).unwrap();
+        assert!(hub.save_if_changed(dir.path(), "cam0").unwrap(), "retried");
     }
 }

@@ -133,6 +133,7 @@ impl Store {
             crate::status::Liveness::beat(&self.shared.liveness.store);
             self.watch_clock();
             self.flush_journal(false);
+            self.save_controls();
             if self.last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY {
                 self.last_housekeeping = Instant::now();
                 for i in 0..self.shared.cameras.len() {
@@ -147,6 +148,25 @@ impl Store {
         // a clean stop is not mistaken for a crash at the next start.
         self.shared.liveness.supervisor_finished.wait(Duration::from_millis(1500));
         self.flush_journal(true);
+        self.save_controls();
+    }
+
+    /// Writes each camera's control values when they changed: the capture thread keeps what the
+    /// camera took, and the disk is this thread's. A failed write is retried at the next tick,
+    /// counted, and logged at most once a minute.
+    fn save_controls(&mut self) {
+        static FAILED_LOG: crate::logging::Quiet = crate::logging::Quiet::new();
+        for cam in &self.shared.cameras {
+            if let Err(e) = cam.controls.save_if_changed(&self.shared.config.storage.dir, &cam.name) {
+                FAILED_LOG.warn(format_args!(
+                    "camera {}: cannot save its control values in {}/{}/{} ({e}); retrying",
+                    cam.name,
+                    self.shared.config.storage.dir.display(),
+                    cam.name,
+                    crate::controls::FILE
+                ));
+            }
+        }
     }
 
     /// Looks for a wall-clock jump since the last look. On one: an event, the counter, and

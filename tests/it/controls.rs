@@ -26,6 +26,20 @@ fn control<'a>(v: &'a Value, name: &str) -> &'a Value {
     v["controls"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{name} in {v}"))
 }
 
+/// Waits (bounded) until the camera's saved file holds `want`.
+fn wait_saved(storage: &Path, camera: &str, want: &Value) {
+    let file = storage.join(camera).join("controls.json");
+    let deadline = Instant::now() + 5 * SEC;
+    loop {
+        let got: Option<Value> = std::fs::read(&file).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        if got.as_ref() == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{} holds {got:?}, not {want}", file.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A daemon whose storage is `storage` (kept across restarts).
 fn start_with(tag: &str, storage: &Path, cam: Value) -> Daemon {
     let dir = temp_dir(tag);
@@ -94,10 +108,10 @@ fn synthetic_controls_are_listed_checked_set_saved_and_reapplied() {
     assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD, PUT")));
     assert_eq!(controls(&d, "cam0")["controls"][0]["value"], 40, "a refused change changes nothing");
 
-    // Saved (buttons are actions, not values).
-    let saved: Value =
-        serde_json::from_slice(&std::fs::read(storage.path().join("cam0/controls.json")).unwrap()).unwrap();
-    assert_eq!(saved, json!({"version": 1, "values": {"brightness": 40, "moving_bar": 0, "pattern": 1}}));
+    // Kept, and written by the store thread (buttons are actions, not values; the refused
+    // changes above are nowhere).
+    let want = json!({"version": 1, "values": {"brightness": 40, "moving_bar": 0, "pattern": 1}});
+    wait_saved(storage.path(), "cam0", &want);
 
     // While stopped, a change is kept for the next open.
     assert_eq!(d.post("/api/cameras/cam0/stop", "").status, 202);
@@ -191,7 +205,10 @@ fn a_libcamera_change_restarts_rpicam_vid_with_the_options_and_is_not_a_failure(
     let cam = json!({"name": "csi", "source": {"kind": "libcamera", "width": 320, "height": 240, "fps": 10},
                      "snapshot_interval_ms": 500, "watchdog": {"stall_timeout_ms": 4000, "max_recoveries": 0}});
     let cfg = config(&dir, json!([cam]), json!({}));
-    let d = Daemon::builder(dir, &cfg).envs(&[("PATH", &path), ("FAKE_RPICAM_ARGS", &args)]).start();
+    let storage = dir.path().join("data");
+    // This camera lacks a vertical flip: rpicam-vid exits when asked for one.
+    let env = [("PATH", path.as_str()), ("FAKE_RPICAM_ARGS", args.as_str()), ("FAKE_RPICAM_REFUSE", "--vflip")];
+    let d = Daemon::builder(dir, &cfg).envs(&env).start();
     d.wait_job("csi", 10 * SEC, |j| j["state"] == "RUNNING" && j["frames_captured"].as_u64() >= Some(3));
     let v = controls(&d, "csi");
     let lens = control(&v, "lens_position");
@@ -228,6 +245,25 @@ fn a_libcamera_change_restarts_rpicam_vid_with_the_options_and_is_not_a_failure(
         "{job}"
     );
     assert_eq!(d.camera("csi")["controls"]["restarts"], 1);
+
+    // A value rpicam-vid refuses at its start: 400 with its reason, the previous values back,
+    // nothing kept, and no recovery.
+    let r = put(&d, "csi", &json!({"vertical_flip": true}));
+    assert_eq!(r.error_code(400), "bad_value");
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("--vflip is not supported") && msg.contains("previous values are back"), "{msg}");
+    let v = controls(&d, "csi");
+    assert_eq!(
+        (control(&v, "vertical_flip")["value"].clone(), control(&v, "horizontal_flip")["value"].clone()),
+        (json!(false), json!(true))
+    );
+    let before = d.camera("csi")["job"]["frames_captured"].as_u64().unwrap();
+    let job = d.wait_job("csi", 10 * SEC, |j| j["frames_captured"].as_u64() >= Some(before + 5));
+    assert_eq!((job["state"].clone(), job["recoveries"].clone()), (json!("RUNNING"), json!(0)), "{job}");
+    let counts = d.camera("csi")["controls"].clone();
+    assert_eq!((counts["restarts"].clone(), counts["failed"].clone()), (json!(2), json!(1)), "{counts}");
+    let want = json!({"version": 1, "values": {"autofocus_mode": 1, "brightness": 25, "horizontal_flip": 1, "lens_position": 250}});
+    wait_saved(&storage, "csi", &want);
 }
 
 #[test]

@@ -1,10 +1,11 @@
 //! `GET` and `PUT /api/cameras/{name}/controls`: the camera's controls, and new values for some.
 //!
 //! A change is checked against the list the camera gave at its last open (400 naming the
-//! control and its range), limited to [`crate::status::controls::RATE`] a second (503), saved
-//! in the camera's directory, then handed to the capture thread, which applies it between
-//! frames; the answer is the list as the camera reports it afterwards. A camera that is not
-//! open keeps the values for its next open.
+//! control and its range), limited to [`crate::status::controls::RATE`] a second (503), then
+//! handed to the capture thread, which applies it between frames; the answer is the list as
+//! the camera reports it afterwards. What the camera took (or, closed, will take at its next
+//! open) is kept, and the store thread writes it to the camera's directory; a refusal keeps
+//! nothing.
 
 use std::time::{Duration, Instant};
 
@@ -41,32 +42,20 @@ impl Api {
         let body: Value = serde_json::from_slice(body).map_err(|e| {
             ApiError::new(Code::BadJson, format!("controls body: {e}; expected {{\"<control name>\": value, ...}}"))
         })?;
-        let prepared = cam.controls.prepare(&body, Instant::now()).map_err(|r| rejected(cam, r))?;
-        cam.controls.choose(prepared.keep);
-        self.save(index).map_err(Response::from)?;
-        let rx = cam.controls.request(prepared.changes).map_err(|r| rejected(cam, Rejected::Busy(r)))?;
+        let rx = cam.controls.change(&body, Instant::now()).map_err(|r| rejected(cam, r))?;
         match tokio::time::timeout(APPLY_TIMEOUT, rx).await {
             Ok(Ok(Outcome::Failed(why))) => Err(ApiError::new(Code::BadValue, why).into()),
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(_)) => Err(ApiError::new(Code::ShuttingDown, "the service is shutting down").into()),
-            Err(_) => Err(ApiError::new(
+            Err(_) => Err(Response::from(ApiError::new(
                 Code::Busy,
-                format!("camera {} did not take the change within 5 s; it is saved and may still apply", cam.name),
-            )
-            .into()),
+                format!(
+                    "camera {} did not take the change within 5 s; it may still apply: check GET before retrying",
+                    cam.name
+                ),
+            ))
+            .with(RETRY_AFTER, HeaderValue::from_static("1"))),
         }
-    }
-
-    /// Writes the camera's chosen values to its directory (a small write to the page cache and
-    /// a rename, no fsync: nothing here waits on the SD card).
-    fn save(&self, index: usize) -> Result<(), ApiError> {
-        let cam = &self.shared.cameras[index];
-        cam.controls.save(&self.shared.config.storage.dir, &cam.name).map_err(|e| {
-            ApiError::new(
-                Code::Store,
-                format!("cannot save the control values in storage.dir ({e}); nothing was changed on the camera"),
-            )
-        })
     }
 }
 
