@@ -276,8 +276,58 @@ pub fn board(name: &str) -> Result<Config, ConfigError> {
         .map_err(|e| ConfigError { path: e.path, message: format!("{} (in board profile {name})", e.message) })
 }
 
+/// `host[:port]` (`[v6]:port` for IPv6) from the part of `url` after its scheme, for
+/// `mqtt.url` and `moonraker.url`: the host (without brackets) and the port, `default_port`
+/// when none is given.
+pub(crate) fn host_port(url: &str, rest: &str, default_port: u16) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or_else(|| format!("{url:?}: an IPv6 address needs a closing ]"))?;
+        (h, after.strip_prefix(':'))
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    let port = match port {
+        None => default_port,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| format!("{url:?}: {p:?} is not a port (1-65535)"))?,
+    };
+    Ok((host.to_string(), port))
+}
+
+/// The base of the URLs other machines open to reach this service's HTTP API (no trailing
+/// `/`): `explicit` when configured, else the address HTTP is bound to, with the host's mDNS
+/// name when it listens on every address. MQTT's snapshot URLs and Moonraker's webcams use it.
+pub fn public_base_url(explicit: Option<&str>, bound: SocketAddr, host: &str) -> String {
+    if let Some(u) = explicit {
+        return u.trim_end_matches('/').to_string();
+    }
+    match bound.ip() {
+        ip if ip.is_unspecified() => format!("http://{host}.local:{}", bound.port()),
+        std::net::IpAddr::V6(ip) => format!("http://[{ip}]:{}", bound.port()),
+        ip => format!("http://{ip}:{}", bound.port()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn public_urls_from_the_bind_address_or_as_configured() {
+        let url = |explicit: Option<&str>, bound: &str| super::public_base_url(explicit, bound.parse().unwrap(), "pi");
+        assert_eq!(url(None, "0.0.0.0:8080"), "http://pi.local:8080");
+        assert_eq!(url(None, "192.168.1.5:80"), "http://192.168.1.5:80");
+        assert_eq!(url(None, "[fe80::1]:8080"), "http://[fe80::1]:8080");
+        assert_eq!(url(Some("https://cams.example/"), "127.0.0.1:8080"), "https://cams.example");
+    }
+
     use super::*;
 
     fn err(json: &str) -> String {

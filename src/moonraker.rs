@@ -24,7 +24,7 @@ use http::Method;
 use serde_json::Value;
 
 use crate::config::moonraker::{MoonrakerUrl, WEBRTC_SERVICE};
-use crate::config::{Config, ConfigError, MoonrakerConfig};
+use crate::config::{Config, ConfigError};
 use crate::error::Error;
 use crate::shutdown::Stop;
 use crate::status::moonraker::{Registration, SyncState};
@@ -64,19 +64,6 @@ fn hostname() -> String {
     crate::sys::hostname().unwrap_or_else(|| "camjobd".into())
 }
 
-/// The base of the URLs viewers open: `moonraker.base_url`, else the address HTTP is bound
-/// to, with the host's mDNS name when it listens on every address.
-fn base_url(m: &MoonrakerConfig, bound: SocketAddr, host: &str) -> String {
-    if let Some(u) = &m.base_url {
-        return u.trim_end_matches('/').to_string();
-    }
-    match bound.ip() {
-        ip if ip.is_unspecified() => format!("http://{host}.local:{}", bound.port()),
-        std::net::IpAddr::V6(ip) => format!("http://[{ip}]:{}", bound.port()),
-        ip => format!("http://{ip}:{}", bound.port()),
-    }
-}
-
 impl Settings {
     /// Resolves the `moonraker` section for a server bound to `bound` (port 0 resolved);
     /// `None` when it is not configured.
@@ -85,7 +72,7 @@ impl Settings {
         let target = MoonrakerUrl::parse(&m.url)
             .map_err(|message| Error::Config(ConfigError { path: "moonraker.url".into(), message }))?;
         let host = hostname();
-        let base_url = base_url(m, bound, &host);
+        let base_url = crate::config::public_base_url(m.base_url.as_deref(), bound, &host);
         if m.base_url.is_none() && bound.ip().is_loopback() {
             log::warn!(
                 "moonraker: registering {base_url} URLs, which only a browser on this machine opens (http.bind is loopback): set moonraker.base_url (\"/webcam\" behind Mainsail's or Fluidd's nginx) or bind http to 0.0.0.0"

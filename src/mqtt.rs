@@ -84,19 +84,6 @@ pub fn hostname() -> String {
     }
 }
 
-/// The URL Home Assistant should load snapshots from: `mqtt.http_url`, else the address
-/// HTTP is bound to, with the host's mDNS name when it listens on every address.
-fn http_url(m: &MqttConfig, bound: SocketAddr, host: &str) -> String {
-    if let Some(u) = &m.http_url {
-        return u.trim_end_matches('/').to_string();
-    }
-    match bound.ip() {
-        ip if ip.is_unspecified() => format!("http://{host}.local:{}", bound.port()),
-        std::net::IpAddr::V6(ip) => format!("http://[{ip}]:{}", bound.port()),
-        ip => format!("http://{ip}:{}", bound.port()),
-    }
-}
-
 impl Settings {
     /// Resolves the `mqtt` section: defaults from the host name, the TLS roots read and
     /// checked (so `--check-config` and the start refuse a bad `ca_file` before anything runs).
@@ -109,7 +96,7 @@ impl Settings {
             topic_prefix: m.topic_prefix.clone().unwrap_or_else(|| format!("camjobd/{host}")),
             discovery_prefix: m.discovery_prefix.clone(),
             node_id: client_id.clone(),
-            http_url: http_url(m, config.bind_addr(), &host),
+            http_url: crate::config::public_base_url(m.http_url.as_deref(), config.bind_addr(), &host),
             host,
             snapshot_jpeg: m.snapshot_jpeg,
         };
@@ -142,7 +129,7 @@ impl Settings {
     /// Links discovery to the address the HTTP API is bound to (port 0 resolved), unless
     /// `mqtt.http_url` says otherwise.
     pub fn bound_to(mut self, m: &MqttConfig, bound: SocketAddr) -> Settings {
-        self.names.http_url = http_url(m, bound, &self.names.host);
+        self.names.http_url = crate::config::public_base_url(m.http_url.as_deref(), bound, &self.names.host);
         self
     }
 
@@ -344,15 +331,5 @@ mod tests {
         // Two processes do not wait the same.
         let (mut x, mut y) = (Backoff::new(1), Backoff::new(2));
         assert!((0..5).any(|_| x.next_delay() != y.next_delay()));
-    }
-
-    #[test]
-    fn http_url_from_the_bind_address() {
-        let m = MqttConfig::default();
-        assert_eq!(http_url(&m, "0.0.0.0:8080".parse().unwrap(), "pi"), "http://pi.local:8080");
-        assert_eq!(http_url(&m, "192.168.1.5:80".parse().unwrap(), "pi"), "http://192.168.1.5:80");
-        assert_eq!(http_url(&m, "[fe80::1]:8080".parse().unwrap(), "pi"), "http://[fe80::1]:8080");
-        let m = MqttConfig { http_url: Some("https://cams.example/".into()), ..MqttConfig::default() };
-        assert_eq!(http_url(&m, "127.0.0.1:8080".parse().unwrap(), "pi"), "https://cams.example");
     }
 }

@@ -153,27 +153,8 @@ impl MoonrakerUrl {
                 "{url:?}: give only http://host:port, Moonraker's own address (no path; the API key goes in moonraker.api_key_file)"
             ));
         }
-        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or_else(|| format!("{url:?}: an IPv6 address needs a closing ]"))?;
-            (h, after.strip_prefix(':'))
-        } else {
-            match rest.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (rest, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(format!("{url:?} has no host"));
-        }
-        let port = match port {
-            None => 80,
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|&p| p != 0)
-                .ok_or_else(|| format!("{url:?}: {p:?} is not a port (1-65535)"))?,
-        };
-        Ok(MoonrakerUrl { host: host.to_string(), port })
+        let (host, port) = super::host_port(url, rest, 80)?;
+        Ok(MoonrakerUrl { host, port })
     }
 
     /// `host:port` as a `Host` header and a connect target take it (`[v6]:port`).

@@ -97,27 +97,8 @@ impl BrokerUrl {
             ));
         }
         let default_port = if tls { 8883 } else { 1883 };
-        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or_else(|| format!("{url:?}: an IPv6 address needs a closing ]"))?;
-            (h, after.strip_prefix(':'))
-        } else {
-            match rest.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (rest, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(format!("{url:?} has no host"));
-        }
-        let port = match port {
-            None => default_port,
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|&p| p != 0)
-                .ok_or_else(|| format!("{url:?}: {p:?} is not a port (1-65535)"))?,
-        };
-        Ok(BrokerUrl { host: host.to_string(), port, tls })
+        let (host, port) = super::host_port(url, rest, default_port)?;
+        Ok(BrokerUrl { host, port, tls })
     }
 }
 

@@ -99,19 +99,9 @@ pub fn state(list: &[Control]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::discovery::tests::names;
     use super::*;
     use crate::controls::MenuItem;
-
-    fn names() -> Names {
-        Names {
-            topic_prefix: "camjobd/pi".into(),
-            discovery_prefix: Some("homeassistant".into()),
-            node_id: "camjobd-pi".into(),
-            host: "pi".into(),
-            http_url: "http://pi.local:8080".into(),
-            snapshot_jpeg: false,
-        }
-    }
 
     fn list() -> Vec<Control> {
         let c = |id, name: &str, kind, value| Control {

@@ -145,10 +145,11 @@ pub fn configs(names: &Names, camera: &str, source_kind: &str) -> Vec<Config> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn names() -> Names {
+    /// Names for a host `pi` with discovery on (also the control entities' tests').
+    pub(crate) fn names() -> Names {
         Names {
             topic_prefix: "camjobd/pi".into(),
             discovery_prefix: Some("homeassistant".into()),

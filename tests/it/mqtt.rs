@@ -383,6 +383,12 @@ fn a_camera_removed_from_the_config_has_its_retained_topics_cleared() {
     let mut d = Daemon::builder(data, &cfg).start();
     sub.wait("gone/pi/cam7/state", Duration::from_secs(10), |m| m.text() == "RUNNING");
     sub.wait("homeassistant/sensor/gone-pi/cam7_last_frame_age/config", Duration::from_secs(5), |_| true);
+    // And the control entities (announced once each camera has opened).
+    for gone in ["cam6", "cam7"] {
+        sub.wait(&format!("homeassistant/number/gone-pi/{gone}_ctl_brightness/config"), Duration::from_secs(5), |_| {
+            true
+        });
+    }
     assert!(d.terminate(Duration::from_secs(10)).unwrap().success());
     // Two cameras removed.
     let data = temp_dir("mqtt-gone-d2");
@@ -412,7 +418,8 @@ fn a_camera_removed_from_the_config_has_its_retained_topics_cleared() {
             let topic = format!("homeassistant/{component}/gone-pi/{gone}_{entity}/config");
             sub.wait_since(&topic, t0, Duration::from_secs(5), |m| m.payload.is_empty());
         }
-        sub.wait_since(&format!("gone/pi/{gone}/state"), t0, Duration::from_secs(5), |m| m.payload.is_empty());
+        // The topics go when the 5 s search for leftovers ends (after every config).
+        sub.wait_since(&format!("gone/pi/{gone}/state"), t0, Duration::from_secs(15), |m| m.payload.is_empty());
         // Home Assistant drops the entities before their topics empty: every cleared config
         // arrived before the first cleared state, job or snapshot topic of that camera.
         let seen: Vec<_> = sub.seen().into_iter().filter(|m| m.at >= t0 && m.payload.is_empty()).collect();
@@ -421,8 +428,9 @@ fn a_camera_removed_from_the_config_has_its_retained_topics_cleared() {
         let first_topic = seen.iter().position(|m| m.topic.starts_with(&format!("gone/pi/{gone}/")));
         let topics: Vec<_> = seen.iter().map(|m| &m.topic).collect();
         assert!(last_config < first_topic, "{gone}: a retained topic was cleared before a config: {topics:?}");
-        // Each once, though a config is found twice (named by the state, and retained itself).
-        assert_eq!(seen.iter().filter(is_config).count(), 10, "{topics:?}");
+        // Each once, though a config is found twice (named by the state, and retained itself):
+        // the camera's 10 and its 4 control entities.
+        assert_eq!(seen.iter().filter(is_config).count(), 14, "{topics:?}");
     }
     // Nothing the broker sent back was lost on the way in.
     let m = status_mqtt(&d);
