@@ -324,7 +324,7 @@ test(`long run: ${POLLS} status polls at ?poll_ms=${LONG_POLL_MS}, live view on 
   console.log(`  live view: on for ${pollsLive} polls (${live.seconds.toFixed(1)} s): ${live.opened} stream opened, streams_active peak ${live.streamsPeak}, ` +
     `${live.serverFrames} frames sent (${(live.serverFrames / live.seconds).toFixed(1)}/s, cap ${LIVE_FPS}), ${live.frames} picture changes in ${live.samples} samples, ` +
     `${live.cam0Images} cam0 snapshot loads meanwhile; streams_active at the end ${status.http.streams_active}`);
-  console.log(`  layout shift inside the cards after warm-up: ${(shiftAfter.cards - shiftBefore.cards).toFixed(4)} (whole page ${(shiftAfter.total - shiftBefore.total).toFixed(4)})`);
+  console.log(`  layout shift inside the cards after warm-up: ${(shiftAfter.cards - shiftBefore.cards).toPrecision(2)} (whole page ${(shiftAfter.total - shiftBefore.total).toPrecision(2)})`);
   console.log(`  cam0 on the page: ${page_.state}, image loaded (${page_.imgLoaded} px wide), connection ${page_.conn}; page errors: ${errors.length}`);
 
   assert.deepEqual(errors, [], "no script errors on the page");
