@@ -85,23 +85,22 @@ fn moonraker_metrics(out: &mut String, v: Option<&crate::status::moonraker::View
     for s in crate::status::moonraker::SyncState::ALL {
         let _ = writeln!(out, "camjobd_moonraker_state{{state=\"{}\"}} {}", s.as_str(), u8::from(v.state == s));
     }
-    family(
-        out,
-        "moonraker_webcam_registered",
-        "gauge",
-        "1 while Moonraker lists the camera's webcam as camjobd sent it.",
-    );
-    for w in &v.webcams {
-        sample(out, "moonraker_webcam_registered", &w.camera, u8::from(w.registered));
-    }
-    family(
-        out,
-        "moonraker_webcam_conflict",
-        "gauge",
-        "1 while a webcam camjobd did not make holds the camera's webcam name in Moonraker.",
-    );
-    for w in &v.webcams {
-        sample(out, "moonraker_webcam_conflict", &w.camera, u8::from(w.conflict));
+    type Flag = fn(&crate::status::moonraker::Webcam) -> bool;
+    let flags: [(&str, &str, Flag); 2] = [
+        ("moonraker_webcam_registered", "1 while Moonraker lists the camera's webcam as camjobd sent it.", |w| {
+            w.registered
+        }),
+        (
+            "moonraker_webcam_conflict",
+            "1 while a webcam camjobd did not make holds the camera's webcam name in Moonraker.",
+            |w| w.conflict,
+        ),
+    ];
+    for (name, help, get) in flags {
+        family(out, name, "gauge", help);
+        for w in &v.webcams {
+            sample(out, name, &w.camera, u8::from(get(w)));
+        }
     }
 }
 
