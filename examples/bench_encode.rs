@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use camjobd::capture::yuyv::deinterleave;
 use camjobd::config::{CameraConfig, SourceConfig, SyntheticConfig};
-use camjobd::jpeg::{yuv_of, Encoder, Yuv422};
+use camjobd::jpeg::{yuv_of, Encoder, Yuv};
 use camjobd::shutdown::Stop;
 use camjobd::store::change::{Thumb, Thumbnailer, THUMB_H, THUMB_W};
 
@@ -119,7 +119,7 @@ fn in_process(quick: bool) {
                 .unwrap();
             old_len = cur.position();
         });
-        let mut img = Yuv422::new(w, h);
+        let mut img = Yuv::new(w, h);
         let mut enc = Encoder::new();
         let mut new_len = 0;
         let new = median_ms(runs, min, || {

@@ -11,7 +11,7 @@
 
 use camjobd::config::Profile;
 use camjobd::h264::{software::Software, Encoder as _, Settings};
-use camjobd::jpeg::Yuv422;
+use camjobd::jpeg::Yuv;
 
 fn cpu_seconds() -> f64 {
     // SAFETY: a plain C struct filled by getrusage; zero is a valid start.
@@ -32,10 +32,10 @@ fn main() {
     let runs: usize = args.get(4).map_or(5, |r| r.parse().expect("RUNS"));
     let raw = std::fs::read(&args[3]).expect("FRAMES.yuv");
     let frame = w * h * 3 / 2;
-    let images: Vec<Yuv422> = raw
+    let images: Vec<Yuv> = raw
         .chunks_exact(frame)
         .map(|f| {
-            let mut img = Yuv422::new(w, h);
+            let mut img = Yuv::new(w, h);
             let (y, u, v, ys, cs) = img.planes_mut();
             let (fy, rest) = f.split_at(w * h);
             let (fu, fv) = rest.split_at(w * h / 4);
@@ -49,7 +49,8 @@ fn main() {
             img
         })
         .collect();
-    let settings = Settings { bitrate_kbps: 2000, keyframe_interval_s: 2, profile: Profile::Baseline, fps: 30 };
+    let settings =
+        Settings { bitrate_kbps: 2000, keyframe_interval_s: 2, profile: Profile::Baseline, fps: 30, full_range: false };
     let mut out = Vec::with_capacity(4 << 20);
     let mut rates = Vec::new();
     let mut bytes = 0;

@@ -154,7 +154,7 @@ fn video(
     let at = |k: &str| format!("cameras[{i}].{k}");
     let ring = crate::h264::stage::ring_bytes(v) as u64;
     add(items, format!("camera {}'s H.264 ring", c.name), at("video.bitrate_kbps"), ring);
-    if c.source.may_deliver_jpeg() {
+    if c.may_deliver_jpeg() {
         // The JPEGs handed to the encoder thread, which decodes them.
         let n = crate::h264::stage::JPEG_SLOTS as u64;
         add(
@@ -165,7 +165,7 @@ fn video(
         );
     }
     let (w, h) = c.source.size();
-    let image = crate::jpeg::Yuv422::bytes_for(w as usize, h as usize) as u64;
+    let image = crate::jpeg::Yuv::bytes_for(w as usize, h as usize) as u64;
     let au = crate::h264::stage::max_au_bytes(ring as usize);
     let encoder = u64::from(w) * u64::from(h) * crate::h264::stage::ENCODER_BYTES_PER_PIXEL;
     (image + au as u64 + encoder, crate::h264::stage::client_bytes(au) as u64)
@@ -227,9 +227,9 @@ impl Budget {
             let history = crate::status::history::RING_BYTES as u64;
             add(&mut items, format!("camera {}'s history (a day of minutes)", c.name), String::new(), history);
             threads += 1;
-            if c.source.raw_quality().is_some() {
+            if c.raw_quality().is_some() {
                 let (w, h) = c.source.size();
-                let image = crate::jpeg::Yuv422::bytes_for(w as usize, h as usize) as u64;
+                let image = crate::jpeg::Yuv::bytes_for(w as usize, h as usize) as u64;
                 let n = c.encoder_threads as u64;
                 add(
                     &mut items,
@@ -251,7 +251,13 @@ impl Budget {
             }
             match &c.source {
                 SourceConfig::Pipe(_) | SourceConfig::Libcamera(_) => {
-                    add(&mut items, format!("camera {}'s pipe buffer", c.name), at("max_frame_bytes"), per);
+                    let (w, h) = c.source.size();
+                    let staged = if c.libcamera_yuv420() {
+                        crate::capture::i420::I420Frames::frame_bytes(w as usize, h as usize) as u64
+                    } else {
+                        per
+                    };
+                    add(&mut items, format!("camera {}'s pipe buffer", c.name), at("max_frame_bytes"), staged);
                     let camera = matches!(c.source, SourceConfig::Libcamera(_));
                     programs_bytes += if camera { CAMERA_PROGRAM } else { PIPE_PROGRAM };
                     program_tasks += if camera { CAMERA_PROGRAM_TASKS } else { PIPE_PROGRAM_TASKS };
@@ -382,7 +388,7 @@ impl fmt::Display for Budget {
 pub fn frame_size_warnings(config: &Config) -> Vec<String> {
     let mut out = Vec::new();
     for (i, c) in config.cameras.iter().enumerate() {
-        let Some(quality) = c.source.raw_quality() else { continue };
+        let Some(quality) = c.raw_quality() else { continue };
         let (w, h) = c.source.size();
         let bits_per_pixel = match quality {
             0..=50 => 2,

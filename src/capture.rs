@@ -15,10 +15,12 @@
 //!   injection for tests.
 //! - [`pipe`]: a child process whose stdout is an MJPEG byte stream, split by [`mjpeg`].
 //! - [`libcamera`]: a Raspberry Pi CSI camera through `rpicam-vid`, run as a pipe source with
-//!   its arguments built from the config and its failures explained.
+//!   its arguments built from the config and its failures explained: MJPEG, or raw I420
+//!   ([`i420`]) when the camera also has H.264.
 //! - `v4l2` (with the `v4l2` feature): a V4L2 device, mmap streaming; MJPG passed through,
 //!   YUYV handed to the encoders.
 
+pub mod i420;
 pub mod libcamera;
 pub mod mjpeg;
 pub mod pipe;
@@ -32,7 +34,7 @@ use std::time::Duration;
 
 use crate::config::SourceConfig;
 use crate::controls::{Control, Saved};
-use crate::jpeg::Yuv422;
+use crate::jpeg::Yuv;
 
 /// What a source's frames are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +60,7 @@ pub enum Dest<'a> {
 pub trait YuvTarget {
     /// The image, or `None` when there is nowhere to put the frame now (it is then only
     /// counted as captured). Call once the frame has arrived.
-    fn image(&mut self) -> Option<&mut Yuv422>;
+    fn image(&mut self) -> Option<&mut Yuv>;
 }
 
 /// What one call to [`Source::read`] produced.
@@ -179,12 +181,16 @@ pub trait Opener: Send {
     fn open(&mut self, job_id: u64, saved: &Saved) -> Result<Box<dyn Source>, SourceError>;
 }
 
-/// Builds the opener for a configured source.
-pub fn opener(config: &SourceConfig, max_frame_bytes: usize) -> Box<dyn Opener> {
-    match config {
+/// Builds the opener for a configured camera's source.
+pub fn opener(camera: &crate::config::CameraConfig) -> Box<dyn Opener> {
+    let max_frame_bytes = camera.max_frame_bytes;
+    match &camera.source {
         SourceConfig::Synthetic(c) => Box::new(synthetic::SyntheticOpener::new(c.clone())),
         SourceConfig::Pipe(c) => Box::new(pipe::PipeOpener::new(c.clone(), max_frame_bytes)),
-        SourceConfig::Libcamera(c) => Box::new(libcamera::LibcameraOpener::new(c.clone(), max_frame_bytes)),
+        SourceConfig::Libcamera(c) => {
+            let output = if camera.libcamera_yuv420() { libcamera::Output::Yuv420 } else { libcamera::Output::Mjpeg };
+            Box::new(libcamera::LibcameraOpener::new(c.clone(), max_frame_bytes, output))
+        }
         #[cfg(feature = "v4l2")]
         SourceConfig::V4l2(c) => Box::new(v4l2::V4l2Opener::new(c.clone(), max_frame_bytes)),
         #[cfg(not(feature = "v4l2"))]

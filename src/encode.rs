@@ -1,5 +1,5 @@
 //! The encode stage of one raw camera: `encoder_threads` named threads (`enc<N>-<camera>`),
-//! each with its own planar image ([`Yuv422`], allocated at start) and libjpeg encoder.
+//! each with its own planar image ([`Yuv`], allocated at start) and libjpeg encoder.
 //!
 //! Capture never waits on it. It claims an idle worker (one atomic swap), the source
 //! deinterleaves the frame into that worker's image, and the worker gets a frame buffer lent
@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{self as channel, Receiver, Sender};
 
 use crate::frame::{Frame, FramePool};
-use crate::jpeg::{Encoder, Yuv422};
+use crate::jpeg::{Encoder, Yuv};
 use crate::shutdown::{Broke, Stop};
 use crate::testhook::{self, Fault};
 
@@ -50,7 +50,7 @@ struct Worker {
     busy: AtomicBool,
     /// The frame to encode; written by capture while claimed, read by the worker while busy
     /// (so the lock is never contended: it only makes the hand-over safe).
-    image: Mutex<Yuv422>,
+    image: Mutex<Yuv>,
 }
 
 /// A worker and the way to hand it a job (kept apart from [`Worker`], which the thread holds
@@ -89,12 +89,12 @@ pub struct Stage {
 /// the worker back.
 pub struct Claim<'a> {
     lane: &'a Lane,
-    image: Option<MutexGuard<'a, Yuv422>>,
+    image: Option<MutexGuard<'a, Yuv>>,
 }
 
 impl Claim<'_> {
     /// The image to fill.
-    pub fn image(&mut self) -> &mut Yuv422 {
+    pub fn image(&mut self) -> &mut Yuv {
         self.image.as_mut().expect("present until submitted")
     }
 }
@@ -135,7 +135,7 @@ impl Stage {
             let (jobs, rx) = channel::bounded(1);
             let worker = Arc::new(Worker {
                 busy: AtomicBool::new(false),
-                image: Mutex::new(Yuv422::new(settings.width, settings.height)),
+                image: Mutex::new(Yuv::new(settings.width, settings.height)),
             });
             let run = Run {
                 worker: Arc::clone(&worker),

@@ -2,20 +2,43 @@
 //! WebRTC client watches, writing access units into a fixed ring ([`ring`]) that every client
 //! reads.
 //!
+//! - [`choose`] — which encoder (`video.encoder`), and why.
 //! - [`nal`] — Annex B byte streams (splitting, types, the SPS's profile).
 //! - [`rtp`] — RTP packets (RFC 6184) and RTCP sender reports, into the caller's buffers.
 //! - [`ring`] — the access units of one camera, in fixed memory.
 //! - [`software`] — OpenH264.
 //! - [`stage`] — a camera's encoder thread, and who watches.
 
+pub mod choose;
 pub mod nal;
 pub mod ring;
 pub mod rtp;
 pub mod software;
 pub mod stage;
 
+use std::path::{Path, PathBuf};
+
 use crate::config::Profile;
-use crate::jpeg::Yuv422;
+use crate::jpeg::Yuv;
+
+/// Looks for a V4L2 M2M H.264 encoder: `device` (`video.device`), or every `/dev/video*`.
+/// Answers the device and what it is, or why there is none.
+pub fn probe_m2m(device: Option<&Path>) -> Result<(PathBuf, String), String> {
+    let _ = device;
+    Err("this camjobd has no V4L2 M2M encoder backend".into())
+}
+
+/// What makes `backend`'s encoder for `settings`, on the encoder thread.
+pub fn maker(backend: &choose::Backend, settings: &Settings) -> stage::Make {
+    let s = settings.clone();
+    match backend {
+        choose::Backend::Software => Box::new(move || Ok(Box::new(software::Software::new(&s)?) as Box<dyn Encoder>)),
+        choose::Backend::M2m(path) => {
+            let path = path.clone();
+            Box::new(move || Err(EncodeError::Start(format!("no V4L2 M2M backend for {}", path.display()))))
+        }
+    }
+}
 
 /// How a camera's encoder is set up.
 #[derive(Debug, Clone)]
@@ -28,6 +51,10 @@ pub struct Settings {
     pub profile: Profile,
     /// The camera's frame rate (rate control and the keyframe period count in frames).
     pub fps: u32,
+    /// The pictures use the full 0–255 range (JPEG's YCbCr: decoded camera JPEGs, and what
+    /// `rpicam-vid --codec yuv420` writes), which the stream then says (VUI), so that players
+    /// do not stretch it a second time; else the limited 16–235 of YUYV cameras.
+    pub full_range: bool,
 }
 
 /// One encoded frame.
@@ -64,13 +91,7 @@ impl std::fmt::Display for EncodeError {
 pub trait Encoder: Send {
     /// Encodes `img` captured at `mono_ms` into `out` (Annex B, cleared first, never grown);
     /// `force_idr` makes it a keyframe (a new client starts there).
-    fn encode(
-        &mut self,
-        img: &Yuv422,
-        mono_ms: u64,
-        force_idr: bool,
-        out: &mut Vec<u8>,
-    ) -> Result<Encoded, EncodeError>;
+    fn encode(&mut self, img: &Yuv, mono_ms: u64, force_idr: bool, out: &mut Vec<u8>) -> Result<Encoded, EncodeError>;
     /// What it is, for status and logs.
     fn name(&self) -> &'static str;
 }
@@ -81,9 +102,15 @@ mod tests {
 
     #[test]
     fn openh264_encodes_a_picture_with_keyframes_where_asked() {
-        let settings = Settings { bitrate_kbps: 1000, keyframe_interval_s: 2, profile: Profile::Baseline, fps: 10 };
+        let settings = Settings {
+            bitrate_kbps: 1000,
+            keyframe_interval_s: 2,
+            profile: Profile::Baseline,
+            fps: 10,
+            full_range: false,
+        };
         let mut enc = software::Software::new(&settings).unwrap();
-        let mut img = Yuv422::new(320, 240);
+        let mut img = Yuv::new(320, 240);
         let mut out = Vec::with_capacity(256 << 10);
         let mut keyframes = Vec::new();
         for i in 0..35u64 {

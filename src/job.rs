@@ -57,7 +57,7 @@ impl Service {
         for (i, cam) in shared.cameras.iter().enumerate() {
             let o = Arc::new(capture::Orders::default());
             orders.push(Arc::clone(&o));
-            let opener = crate::capture::opener(&cam.config.source, cam.config.max_frame_bytes);
+            let opener = crate::capture::opener(&cam.config);
             let lp = capture::CaptureLoop::new(Arc::clone(&shared.events), Arc::clone(cam), o, opener, stop.clone())
                 .with_store(store_tx.clone(), i, first_seqs[i]);
             threads.push(spawn(&format!("capture-{}", cam.name), Box::new(move || lp.run()))?);
@@ -91,7 +91,7 @@ impl Service {
             Ok(None) => {}
             Err(e) => crate::led::disable(&shared.events, &e),
         }
-        if shared.cameras.iter().any(|c| c.config.source.raw_quality().is_some()) {
+        if shared.cameras.iter().any(|c| c.config.raw_quality().is_some()) {
             if crate::jpeg::simd() {
                 log::info!("JPEG encoding: libjpeg-turbo with SIMD");
             } else {

@@ -4,8 +4,8 @@
 //! quantisation, progressive scans) are switched off: the encoder runs libjpeg-turbo's baseline
 //! path, which is what ustreamer and mjpg-streamer use.
 //!
-//! - [`Encoder`]: planar YUV 4:2:2 ([`Yuv422`], what a YUYV camera gives once deinterleaved)
-//!   straight into the DCT ("raw data" input: no colour conversion, no chroma resampling),
+//! - [`Encoder`]: planar YUV 4:2:2 or 4:2:0 ([`Yuv`]: what a YUYV camera gives once
+//!   deinterleaved, or what `rpicam-vid --codec yuv420` writes) straight into the DCT ("raw data" input: no colour conversion, no chroma resampling),
 //!   written into the caller's buffer. Steady state allocates nothing on the Rust side; libjpeg's
 //!   own per-image pools come from `malloc` and go back to it at the end of each image (measured:
 //!   docs/encoding.md).
@@ -69,15 +69,26 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// A planar YUV 4:2:2 image (BT.601 limited range, as cameras send it): a Y plane of `width`
-/// samples per row and U and V planes of `width / 2`, every plane `height` rows. Rows and
-/// columns are padded to whole 8x8 DCT blocks (16 luma columns) by repeating the last sample,
-/// because the encoder reads whole blocks. The buffer is allocated once and only grows.
+/// A planar YUV image (BT.601, as cameras send it): a Y plane of `width` samples per row and U
+/// and V planes of `width / 2`; the chroma planes have every row ([`Sampling::S422`]) or every
+/// other one ([`Sampling::S420`]). Rows and columns are padded to whole DCT blocks of the
+/// JPEG's MCU (16 luma columns; 8 rows, or 16 for 4:2:0) by repeating the last sample, because
+/// the encoder reads whole blocks. The buffer is allocated once and only grows.
 #[derive(Debug)]
-pub struct Yuv422 {
+pub struct Yuv {
     data: Vec<u8>,
     width: usize,
     height: usize,
+    sampling: Sampling,
+}
+
+/// How the chroma planes of a [`Yuv`] are sampled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sampling {
+    /// Half the columns, every row (YUYV cameras, decoded JPEGs).
+    S422,
+    /// Half the columns, half the rows (I420, what H.264 codes; `rpicam-vid --codec yuv420`).
+    S420,
 }
 
 /// BT.601 limited-range Y, Cb, Cr of an RGB colour (what cameras send), in integers.
@@ -89,9 +100,12 @@ pub fn yuv_of([r, g, b]: [u8; 3]) -> [u8; 3] {
     [y as u8, u as u8, v as u8]
 }
 
-/// Rows padded to a whole block.
-fn padded_rows(height: usize) -> usize {
-    height.div_ceil(8) * 8
+/// Luma rows padded to a whole MCU row (8 for 4:2:2, 16 for 4:2:0).
+fn padded_rows(height: usize, sampling: Sampling) -> usize {
+    match sampling {
+        Sampling::S422 => height.div_ceil(8) * 8,
+        Sampling::S420 => height.div_ceil(16) * 16,
+    }
 }
 
 /// Luma row length padded to a whole 4:2:2 MCU (16 samples); chroma rows are half that.
@@ -99,18 +113,23 @@ fn y_stride(width: usize) -> usize {
     width.div_ceil(16) * 16
 }
 
-impl Yuv422 {
-    /// An image of `width x height` (`width` even), its memory allocated and touched now.
-    pub fn new(width: usize, height: usize) -> Yuv422 {
-        let mut img = Yuv422 { data: Vec::new(), width: 0, height: 0 };
+impl Yuv {
+    /// A 4:2:2 image of `width x height` (`width` even), its memory allocated and touched now.
+    pub fn new(width: usize, height: usize) -> Yuv {
+        Yuv::with_sampling(width, height, Sampling::S422)
+    }
+
+    /// An image of `width x height` (both even for 4:2:0), allocated and touched now.
+    pub fn with_sampling(width: usize, height: usize, sampling: Sampling) -> Yuv {
+        let mut img = Yuv { data: Vec::new(), width: 0, height: 0, sampling };
         img.set_size(width, height);
         img
     }
 
     /// An image of packed RGB pixels (`width` even), chroma averaged over each pixel pair.
     /// For pictures made here (placeholders); camera frames arrive as YUV.
-    pub fn from_rgb(rgb: &[u8], width: usize, height: usize) -> Yuv422 {
-        let mut img = Yuv422::new(width, height);
+    pub fn from_rgb(rgb: &[u8], width: usize, height: usize) -> Yuv {
+        let mut img = Yuv::new(width, height);
         let (y, u, v, ys, cs) = img.planes_mut();
         for (row, src) in rgb.chunks_exact(width * 3).take(height).enumerate() {
             for (pair, px) in src.chunks_exact(6).enumerate() {
@@ -126,15 +145,26 @@ impl Yuv422 {
         img
     }
 
-    /// Bytes needed for `width x height` with padding.
+    /// Bytes needed for a 4:2:2 image of `width x height` with padding (4:2:0 needs no more
+    /// for any height of at least 16).
     pub fn bytes_for(width: usize, height: usize) -> usize {
-        y_stride(width) * padded_rows(height) * 2
+        Self::bytes_with(width, height, Sampling::S422)
+    }
+
+    /// Bytes needed for `width x height` sampled as `sampling`, with padding.
+    pub fn bytes_with(width: usize, height: usize, sampling: Sampling) -> usize {
+        let (ys, rows) = (y_stride(width), padded_rows(height, sampling));
+        match sampling {
+            Sampling::S422 => ys * rows * 2,
+            Sampling::S420 => ys * rows + ys * rows / 2,
+        }
     }
 
     /// Makes the image `width x height`; allocates only when it is larger than any size before.
     pub fn set_size(&mut self, width: usize, height: usize) {
-        debug_assert!(width % 2 == 0, "4:2:2 needs an even width");
-        let need = Self::bytes_for(width, height);
+        debug_assert!(width % 2 == 0, "chroma at half the columns needs an even width");
+        debug_assert!(self.sampling == Sampling::S422 || height % 2 == 0, "4:2:0 needs an even height");
+        let need = Self::bytes_with(width, height, self.sampling);
         if self.data.len() < need {
             // Not zeroes: a zeroed allocation may stay untouched (calloc) and hide the footprint.
             self.data.resize(need, 0x80);
@@ -143,11 +173,32 @@ impl Yuv422 {
         self.height = height;
     }
 
-    /// Makes this image a copy of `other` (its size and pixels, padding included).
-    pub fn copy_from(&mut self, other: &Yuv422) {
-        self.set_size(other.width, other.height);
-        let n = Self::bytes_for(other.width, other.height);
+    /// Makes the image `width x height` sampled as `sampling`.
+    pub fn set_format(&mut self, width: usize, height: usize, sampling: Sampling) {
+        self.sampling = sampling;
+        self.set_size(width, height);
+    }
+
+    /// Makes this image a copy of `other` (its size, sampling and pixels, padding included).
+    pub fn copy_from(&mut self, other: &Yuv) {
+        self.set_format(other.width, other.height, other.sampling);
+        let n = Self::bytes_with(other.width, other.height, other.sampling);
         self.data[..n].copy_from_slice(&other.data[..n]);
+    }
+
+    /// How the chroma planes are sampled.
+    pub fn sampling(&self) -> Sampling {
+        self.sampling
+    }
+
+    /// The stride that reads the chroma planes as 4:2:0 rows: every row of a 4:2:0 image,
+    /// every other row of a 4:2:2 one (what an H.264 encoder takes, without a copy).
+    pub fn chroma_stride_420(&self) -> usize {
+        let cs = y_stride(self.width) / 2;
+        match self.sampling {
+            Sampling::S422 => 2 * cs,
+            Sampling::S420 => cs,
+        }
     }
 
     /// Width in pixels.
@@ -160,38 +211,52 @@ impl Yuv422 {
         self.height
     }
 
-    fn layout(&self) -> (usize, usize, usize) {
+    /// `(y_stride, c_stride, luma rows, chroma rows)`, padding included.
+    fn layout(&self) -> (usize, usize, usize, usize) {
         let ys = y_stride(self.width);
-        (ys, ys / 2, padded_rows(self.height))
+        let rows = padded_rows(self.height, self.sampling);
+        let chroma_rows = match self.sampling {
+            Sampling::S422 => rows,
+            Sampling::S420 => rows / 2,
+        };
+        (ys, ys / 2, rows, chroma_rows)
     }
 
-    /// The three planes and their row strides: `(y, u, v, y_stride, c_stride)`. Each plane has
-    /// `height` rows rounded up to 8.
+    /// Chroma rows with pixels in them (the rest is padding).
+    pub fn chroma_height(&self) -> usize {
+        match self.sampling {
+            Sampling::S422 => self.height,
+            Sampling::S420 => self.height / 2,
+        }
+    }
+
+    /// The three planes and their row strides: `(y, u, v, y_stride, c_stride)`. The Y plane has
+    /// `height` rows rounded up to the MCU; the chroma planes as many, or half as many for 4:2:0.
     pub fn planes_mut(&mut self) -> (&mut [u8], &mut [u8], &mut [u8], usize, usize) {
-        let (ys, cs, rows) = self.layout();
+        let (ys, cs, rows, crows) = self.layout();
         let (y, rest) = self.data.split_at_mut(ys * rows);
-        let (u, rest) = rest.split_at_mut(cs * rows);
-        let v = &mut rest[..cs * rows];
+        let (u, rest) = rest.split_at_mut(cs * crows);
+        let v = &mut rest[..cs * crows];
         (y, u, v, ys, cs)
     }
 
     /// The three planes and their row strides, to read: `(y, u, v, y_stride, c_stride)`.
     pub fn planes(&self) -> (&[u8], &[u8], &[u8], usize, usize) {
-        let (ys, cs, rows) = self.layout();
+        let (ys, cs, rows, crows) = self.layout();
         let (y, rest) = self.data.split_at(ys * rows);
-        let (u, rest) = rest.split_at(cs * rows);
-        (y, u, &rest[..cs * rows], ys, cs)
+        let (u, rest) = rest.split_at(cs * crows);
+        (y, u, &rest[..cs * crows], ys, cs)
     }
 
     /// Repeats the last column and row of each plane into the padding. Call after filling the
     /// visible `width x height` pixels; free when the size is a whole number of blocks.
     pub fn pad_edges(&mut self) {
-        let (w, h) = (self.width, self.height);
-        if w == 0 || h == 0 {
+        let (w, h, ch) = (self.width, self.height, self.chroma_height());
+        if w == 0 || ch == 0 {
             return;
         }
         let (y, u, v, ys, cs) = self.planes_mut();
-        for (plane, stride, visible) in [(y, ys, w), (u, cs, w / 2), (v, cs, w / 2)] {
+        for (plane, stride, visible, h) in [(y, ys, w, h), (u, cs, w / 2, ch), (v, cs, w / 2, ch)] {
             if stride > visible {
                 for row in plane.chunks_exact_mut(stride).take(h) {
                     let last = row[visible - 1];
@@ -324,13 +389,13 @@ fn error_manager() -> Held<sys::jpeg_error_mgr> {
     err
 }
 
-/// A JPEG encoder for [`Yuv422`] images. One per encoding thread; reusable for any size.
+/// A JPEG encoder for [`Yuv`] images. One per encoding thread; reusable for any size.
 pub struct Encoder {
     cinfo: Held<sys::jpeg_compress_struct>,
     _err: Held<sys::jpeg_error_mgr>,
     dest: Held<Dest>,
     /// The (width, height, quality) the parameters are set up for.
-    set_for: Option<(usize, usize, u8)>,
+    set_for: Option<(usize, usize, Sampling, u8)>,
 }
 
 // SAFETY: libjpeg objects have no thread affinity, and every pointer inside points into memory
@@ -372,8 +437,8 @@ impl Encoder {
         unsafe { &mut *self.cinfo.ptr() }
     }
 
-    fn configure(&mut self, width: usize, height: usize, quality: u8) -> Result<(), Error> {
-        if self.set_for == Some((width, height, quality)) {
+    fn configure(&mut self, width: usize, height: usize, sampling: Sampling, quality: u8) -> Result<(), Error> {
+        if self.set_for == Some((width, height, sampling, quality)) {
             return Ok(());
         }
         let c = self.cinfo();
@@ -394,22 +459,23 @@ impl Encoder {
             c.dct_method = sys::J_DCT_METHOD::JDCT_ISLOW;
             // SAFETY: `jpeg_set_defaults` allocated three component records for YCbCr.
             let comps = unsafe { std::slice::from_raw_parts_mut(c.comp_info, 3) };
-            for (comp, h) in comps.iter_mut().zip([2, 1, 1]) {
+            let luma_rows = if sampling == Sampling::S420 { 2 } else { 1 };
+            for (comp, (h, v)) in comps.iter_mut().zip([(2, luma_rows), (1, 1), (1, 1)]) {
                 comp.h_samp_factor = h;
-                comp.v_samp_factor = 1;
+                comp.v_samp_factor = v;
             }
         })?;
-        self.set_for = Some((width, height, quality));
+        self.set_for = Some((width, height, sampling, quality));
         Ok(())
     }
 
     /// Encodes `img` at `quality` (1–100) into `out`; returns the JPEG's length.
     /// [`Error::Full`] when it does not fit.
-    pub fn encode(&mut self, img: &Yuv422, quality: u8, out: &mut [u8]) -> Result<usize, Error> {
+    pub fn encode(&mut self, img: &Yuv, quality: u8, out: &mut [u8]) -> Result<usize, Error> {
         if img.width == 0 || img.height == 0 {
             return Err(Error::Codec("an empty image".into()));
         }
-        self.configure(img.width, img.height, quality)?;
+        self.configure(img.width, img.height, img.sampling, quality)?;
         let dest = self.dest.ptr();
         // SAFETY: the destination manager is ours, reached through the pointer libjpeg holds;
         // `out` outlives this call, the only time libjpeg writes through these.
@@ -424,17 +490,21 @@ impl Encoder {
         let result = guarded(|| {
             // SAFETY: `c` is configured for `img`'s size, its destination is `out`.
             unsafe { sys::jpeg_start_compress(c, 1) };
-            let mut rows: [[sys::JSAMPROW; 8]; 3] = [[std::ptr::null(); 8]; 3];
-            for band in 0..padded_rows(img.height) / 8 {
-                for (r, line) in (band * 8..band * 8 + 8).enumerate() {
+            // One iMCU row: 8 luma lines (4:2:2) or 16 (4:2:0), and 8 chroma lines.
+            let band = if img.sampling == Sampling::S420 { 16 } else { 8 };
+            let mut rows: [[sys::JSAMPROW; 16]; 3] = [[std::ptr::null(); 16]; 3];
+            for b in 0..padded_rows(img.height, img.sampling) / band {
+                for (r, line) in (b * band..b * band + band).enumerate() {
                     rows[0][r] = y[line * ys..].as_ptr();
+                }
+                for (r, line) in (b * 8..b * 8 + 8).enumerate() {
                     rows[1][r] = u[line * cs..].as_ptr();
                     rows[2][r] = v[line * cs..].as_ptr();
                 }
                 let planes: [sys::JSAMPARRAY; 3] = [rows[0].as_ptr(), rows[1].as_ptr(), rows[2].as_ptr()];
-                // SAFETY: one iMCU row (8 lines) of each plane; every row pointer has a whole
-                // padded row behind it (`Yuv422`'s layout), which is what libjpeg reads.
-                unsafe { sys::jpeg_write_raw_data(c, planes.as_ptr(), 8) };
+                // SAFETY: one iMCU row of each plane; every row pointer has a whole padded row
+                // behind it (`Yuv`'s layout), which is what libjpeg reads.
+                unsafe { sys::jpeg_write_raw_data(c, planes.as_ptr(), band as sys::JDIMENSION) };
             }
             // SAFETY: every line was written.
             unsafe { sys::jpeg_finish_compress(c) };
@@ -623,7 +693,7 @@ impl Decoder {
     /// Decodes `jpeg` at full size into `img` as planar 4:2:2 (made the JPEG's size, its width
     /// rounded down to even; allocates only when larger than any image before), for the H.264
     /// encoder of a camera that delivers JPEGs. `row` is scratch for one YCbCr row (grown once).
-    pub fn decode_yuv422(&mut self, jpeg: &[u8], img: &mut Yuv422, row: &mut Vec<u8>) -> Result<(usize, usize), Error> {
+    pub fn decode_yuv422(&mut self, jpeg: &[u8], img: &mut Yuv, row: &mut Vec<u8>) -> Result<(usize, usize), Error> {
         let d = self.dinfo();
         let r = guarded(|| -> Result<(usize, usize), Error> {
             let (w, h) = Self::read_header(d, jpeg)?;
@@ -640,7 +710,7 @@ impl Decoder {
             unsafe { sys::jpeg_calc_output_dimensions(d) };
             let (w, h) = (d.output_width as usize, d.output_height as usize);
             let even = w & !1;
-            img.set_size(even, h);
+            img.set_format(even, h, Sampling::S422);
             if row.len() < w * 3 {
                 row.resize(w * 3, 0);
             }
@@ -685,8 +755,8 @@ mod tests {
     use super::*;
 
     /// A test card: luma ramp left to right, chroma from the row.
-    fn card(w: usize, h: usize) -> Yuv422 {
-        let mut img = Yuv422::new(w, h);
+    fn card(w: usize, h: usize) -> Yuv {
+        let mut img = Yuv::new(w, h);
         let (y, u, v, ys, cs) = img.planes_mut();
         for row in 0..h {
             for x in 0..w {
@@ -706,7 +776,7 @@ mod tests {
         let card = card(320, 240);
         let mut jpeg = vec![0u8; 256 << 10];
         let n = Encoder::new().encode(&card, 95, &mut jpeg).unwrap();
-        let mut back = Yuv422::new(16, 16);
+        let mut back = Yuv::new(16, 16);
         let mut row = Vec::new();
         assert_eq!(Decoder::new().decode_yuv422(&jpeg[..n], &mut back, &mut row).unwrap(), (320, 240));
         assert_eq!((back.width(), back.height()), (320, 240));
@@ -726,6 +796,52 @@ mod tests {
         assert!(diff(a.2, b.2, a.4, 160) < 3.0, "Cr");
         // Garbage is an error, not a panic, and the decoder works after it.
         assert!(Decoder::new().decode_yuv422(b"not a jpeg", &mut back, &mut row).is_err());
+    }
+
+    #[test]
+    fn a_420_image_encodes_as_420_and_decodes_to_the_same_picture() {
+        // 4:2:0 with a height that is not a whole MCU (16 rows), one encoder for both samplings.
+        let (w, h) = (320, 234);
+        let mut img = Yuv::with_sampling(w, h, Sampling::S420);
+        let (y, u, v, ys, cs) = img.planes_mut();
+        for row in 0..h {
+            for x in 0..w {
+                y[row * ys + x] = (16 + x * 219 / w) as u8;
+            }
+        }
+        for row in 0..h / 2 {
+            for x in 0..w / 2 {
+                u[row * cs + x] = (16 + row * 2 * 224 / h) as u8;
+                v[row * cs + x] = (240 - x * 2 * 224 / w) as u8;
+            }
+        }
+        img.pad_edges();
+        assert_eq!(img.chroma_stride_420(), cs);
+        let mut enc = Encoder::new();
+        let mut jpeg = vec![0u8; 256 << 10];
+        let n422 = enc.encode(&card(w, h), 90, &mut jpeg).unwrap();
+        let n = enc.encode(&img, 90, &mut jpeg).unwrap();
+        // The frame header's sampling factors: Y 2x2 (4:2:0), Cb and Cr 1x1.
+        let sof = jpeg[..n].windows(2).position(|m| m == [0xFF, 0xC0]).unwrap();
+        assert_eq!(jpeg[sof + 11], 0x22, "luma sampling factors");
+        assert_eq!((jpeg[sof + 14], jpeg[sof + 17]), (0x11, 0x11));
+        assert!(n < n422, "4:2:0 ({n} B) is smaller than 4:2:2 ({n422} B)");
+        let mut back = Yuv::new(16, 16);
+        let mut row = Vec::new();
+        assert_eq!(Decoder::new().decode_yuv422(&jpeg[..n], &mut back, &mut row).unwrap(), (w, h));
+        let (a, b) = (img.planes(), back.planes());
+        let mut worst = [0u8; 3];
+        for r in 1..h - 1 {
+            for x in 1..w - 1 {
+                worst[0] = worst[0].max(a.0[r * a.3 + x].abs_diff(b.0[r * b.3 + x]));
+            }
+            for x in 1..w / 2 - 1 {
+                // Decoded back as 4:2:2: chroma row r is the 4:2:0 row r / 2, within smoothing.
+                worst[1] = worst[1].max(a.1[r / 2 * a.4 + x].abs_diff(b.1[r * b.4 + x]));
+                worst[2] = worst[2].max(a.2[r / 2 * a.4 + x].abs_diff(b.2[r * b.4 + x]));
+            }
+        }
+        assert!(worst.iter().all(|&d| d <= 12), "worst differences Y/Cb/Cr {worst:?}");
     }
 
     #[test]
@@ -763,7 +879,7 @@ mod tests {
         assert_eq!(yuv_of([255, 255, 255]), [235, 128, 128]);
         let red = yuv_of([255, 0, 0]);
         assert!(red[0].abs_diff(81) <= 1 && red[1].abs_diff(90) <= 1 && red[2].abs_diff(240) <= 1, "{red:?}");
-        let mut img = Yuv422::from_rgb(&[255, 255, 255, 0, 0, 0], 2, 1);
+        let mut img = Yuv::from_rgb(&[255, 255, 255, 0, 0, 0], 2, 1);
         let (y, u, ..) = img.planes_mut();
         assert_eq!((y[0], y[1], u[0]), (235, 16, 128));
     }

@@ -1,8 +1,10 @@
 //! The `libcamera` source: a Raspberry Pi CSI camera (Camera Module 3, HQ, ...) through
 //! `rpicam-vid`, the way Raspberry Pi OS Bookworm reaches it. camjobd finds the program on
 //! `PATH` (`rpicam-vid`, or `libcamera-vid` on older images), builds its arguments from the
-//! config, and runs it as a [pipe](super::pipe) source: frames are passed through. What
-//! rpicam-vid says on stderr before it fails becomes a reason that says what to do.
+//! config, and runs it as a [pipe](super::pipe) source: its JPEGs are passed through, or, when
+//! the camera has H.264 too ([`Output::Yuv420`]), its raw I420 frames are handed to camjobd's
+//! JPEG and H.264 encoders (one camera program, one picture, two outputs). What rpicam-vid
+//! says on stderr before it fails becomes a reason that says what to do.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -17,16 +19,27 @@ use crate::controls::{Control, Kind, MenuItem, Saved};
 /// The programs tried, in order: the Bookworm name, then the Bullseye one.
 pub const PROGRAMS: [&str; 2] = ["rpicam-vid", "libcamera-vid"];
 
+/// What rpicam-vid writes on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// JPEGs from the Pi's JPEG encoder (`--codec mjpeg`), passed through.
+    Mjpeg,
+    /// Raw I420 frames (`--codec yuv420`), encoded by camjobd: JPEG when due, H.264 while
+    /// somebody watches.
+    Yuv420,
+}
+
 /// Opens the camera by starting rpicam-vid.
 pub struct LibcameraOpener {
     config: LibcameraConfig,
     max_frame_bytes: usize,
+    output: Output,
 }
 
 impl LibcameraOpener {
-    /// An opener for `config`, delivering frames of at most `max_frame_bytes`.
-    pub fn new(config: LibcameraConfig, max_frame_bytes: usize) -> Self {
-        LibcameraOpener { config, max_frame_bytes }
+    /// An opener for `config`, delivering frames of at most `max_frame_bytes` as `output`.
+    pub fn new(config: LibcameraConfig, max_frame_bytes: usize, output: Output) -> Self {
+        LibcameraOpener { config, max_frame_bytes, output }
     }
 }
 
@@ -47,6 +60,7 @@ impl Opener for LibcameraOpener {
             program: program.to_string_lossy().into_owned(),
             config: self.config.clone(),
             max_frame_bytes: self.max_frame_bytes,
+            output: self.output,
             job_id,
             values,
             inner: None,
@@ -63,6 +77,7 @@ struct Libcamera {
     program: String,
     config: LibcameraConfig,
     max_frame_bytes: usize,
+    output: Output,
     job_id: u64,
     /// One value per [`CONTROLS`] entry.
     values: Vec<i64>,
@@ -77,18 +92,27 @@ struct Libcamera {
 
 impl Libcamera {
     fn spawn(&self) -> Result<Box<dyn Source>, SourceError> {
-        let mut command = argv(&self.program, &self.config);
+        let mut command = argv(&self.program, &self.config, self.output);
         command.extend(control_args(&self.values, &self.config.extra_args));
         let name = Path::new(&self.program)
             .file_name()
             .map_or_else(|| "rpicam-vid".into(), |n| n.to_string_lossy().into_owned());
-        PipeOpener::new(PipeConfig { command }, self.max_frame_bytes)
-            .with_explainer(explain, name)
-            .open(self.job_id, &Saved::default())
+        let mut pipe = PipeOpener::new(PipeConfig { command }, self.max_frame_bytes).with_explainer(explain, name);
+        if self.output == Output::Yuv420 {
+            pipe = pipe.with_i420(self.config.width as usize, self.config.height as usize);
+        }
+        pipe.open(self.job_id, &Saved::default())
     }
 }
 
 impl Source for Libcamera {
+    fn delivers(&self) -> super::Delivers {
+        match self.output {
+            Output::Mjpeg => super::Delivers::Jpeg,
+            Output::Yuv420 => super::Delivers::Yuv,
+        }
+    }
+
     fn read(&mut self, dst: Dest<'_>, wait: Duration) -> Result<Read, SourceError> {
         let Some(inner) = self.inner.as_mut() else {
             return Err(SourceError::fatal("rpicam-vid could not be restarted with the new control values"));
@@ -149,16 +173,22 @@ pub fn find_program(path: Option<&OsStr>) -> Option<PathBuf> {
     })
 }
 
-/// rpicam-vid's arguments: camjobd's own (an endless MJPEG stream on stdout, no preview
-/// window), the size, rate and quality, the camera, then `extra_args`.
-pub fn argv(program: &str, c: &LibcameraConfig) -> Vec<String> {
+/// rpicam-vid's arguments: camjobd's own (an endless stream on stdout, no preview window),
+/// the size, rate and (for JPEGs) quality, the camera, then `extra_args`.
+pub fn argv(program: &str, c: &LibcameraConfig, output: Output) -> Vec<String> {
+    let codec = match output {
+        Output::Mjpeg => "mjpeg",
+        Output::Yuv420 => "yuv420",
+    };
     let mut a: Vec<String> =
-        [program, "-t", "0", "--codec", "mjpeg", "--nopreview", "-o", "-"].into_iter().map(String::from).collect();
-    for (flag, value) in
-        [("--width", c.width), ("--height", c.height), ("--framerate", c.fps), ("--quality", c.quality.into())]
-    {
+        [program, "-t", "0", "--codec", codec, "--nopreview", "-o", "-"].into_iter().map(String::from).collect();
+    for (flag, value) in [("--width", c.width), ("--height", c.height), ("--framerate", c.fps)] {
         a.push(flag.into());
         a.push(value.to_string());
+    }
+    if output == Output::Mjpeg {
+        a.push("--quality".into());
+        a.push(c.quality.to_string());
     }
     if let Some(n) = c.camera {
         a.push("--camera".into());
@@ -331,11 +361,16 @@ mod tests {
     fn arguments_from_the_config() {
         let c = LibcameraConfig { camera: Some(1), extra_args: vec!["--hflip".into()], ..LibcameraConfig::default() };
         assert_eq!(
-            argv("rpicam-vid", &c).join(" "),
+            argv("rpicam-vid", &c, Output::Mjpeg).join(" "),
             "rpicam-vid -t 0 --codec mjpeg --nopreview -o - --width 1280 --height 720 --framerate 15 --quality 80 --camera 1 --hflip"
         );
+        // Raw frames: no JPEG quality (camjobd's encoders have it).
+        assert_eq!(
+            argv("rpicam-vid", &c, Output::Yuv420).join(" "),
+            "rpicam-vid -t 0 --codec yuv420 --nopreview -o - --width 1280 --height 720 --framerate 15 --camera 1 --hflip"
+        );
         let c = LibcameraConfig::default();
-        assert!(!argv("libcamera-vid", &c).contains(&"--camera".to_string()));
+        assert!(!argv("libcamera-vid", &c, Output::Mjpeg).contains(&"--camera".to_string()));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Pipe source: a child process whose stdout is an MJPEG byte stream.
+//! Pipe source: a child process whose stdout is an MJPEG byte stream (or raw I420 frames of a
+//! known size, [`PipeOpener::with_i420`]).
 //!
 //! [`PipeOpener`] spawns the configured argv (no shell) in its own process group. The source it
 //! returns owns the child, the read ends of its stdout and stderr, a [`Splitter`] holding the
@@ -17,8 +18,9 @@ use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::capture::i420::I420Frames;
 use crate::capture::mjpeg::{Next, Splitter};
-use crate::capture::{Dest, DropCause, Opener, Read, Source, SourceError};
+use crate::capture::{Delivers, Dest, DropCause, Opener, Read, Source, SourceError};
 use crate::config::PipeConfig;
 
 /// After stdout hits EOF, how long to wait for the child to exit before saying it merely
@@ -46,12 +48,21 @@ pub struct PipeOpener {
     max_frame_bytes: usize,
     explain: Option<Explain>,
     label: Option<String>,
+    /// Raw I420 frames of this size instead of MJPEG.
+    i420: Option<(usize, usize)>,
 }
 
 impl PipeOpener {
     /// An opener for `config.command`, delivering frames of at most `max_frame_bytes`.
     pub fn new(config: PipeConfig, max_frame_bytes: usize) -> Self {
-        PipeOpener { config, max_frame_bytes, explain: None, label: None }
+        PipeOpener { config, max_frame_bytes, explain: None, label: None, i420: None }
+    }
+
+    /// The command writes raw I420 frames of `width x height` (both even), delivered as raw
+    /// pixels ([`Delivers::Yuv`]).
+    pub fn with_i420(mut self, width: usize, height: usize) -> Self {
+        self.i420 = Some((width, height));
+        self
     }
 
     /// Failures are explained by `explain` from the command's stderr, and messages name the
@@ -114,7 +125,10 @@ impl Opener for PipeOpener {
             pid,
             stdout,
             stderr: Some(stderr),
-            splitter: Splitter::new(self.max_frame_bytes),
+            framing: match self.i420 {
+                Some((w, h)) => Framing::I420(I420Frames::new(w, h)),
+                None => Framing::Mjpeg(Splitter::new(self.max_frame_bytes)),
+            },
             tail: StderrTail::new(),
             argv0: program.clone(),
             stdout_eof_at: None,
@@ -202,7 +216,7 @@ struct PipeSource {
     stdout: ChildStdout,
     /// `None` after stderr reached EOF.
     stderr: Option<ChildStderr>,
-    splitter: Splitter,
+    framing: Framing,
     tail: StderrTail,
     argv0: String,
     /// When stdout reached EOF.
@@ -214,7 +228,69 @@ struct PipeSource {
     label: String,
 }
 
+/// How the command's stdout is cut into frames.
+enum Framing {
+    /// JPEGs, SOI to EOI.
+    Mjpeg(Splitter),
+    /// Raw I420 frames of one size.
+    I420(I420Frames),
+}
+
+impl Framing {
+    /// The next whole frame put into `dst`, if one is staged (`None`: read more).
+    fn next(&mut self, dst: &mut Option<Dest<'_>>) -> Option<Read> {
+        match self {
+            Framing::Mjpeg(splitter) => match splitter.next() {
+                Next::Frame { data, width, height } => {
+                    let (width, height) = (u32::from(width), u32::from(height));
+                    Some(match dst.take() {
+                        None | Some(Dest::Discard | Dest::Yuv(_)) => Read::Consumed,
+                        Some(Dest::Jpeg(d)) if d.len() < data.len() => Read::Dropped(DropCause::Oversize),
+                        Some(Dest::Jpeg(d)) => {
+                            d[..data.len()].copy_from_slice(data);
+                            Read::Frame { len: data.len(), width, height }
+                        }
+                    })
+                }
+                Next::Dropped(cause) => Some(Read::Dropped(cause)),
+                Next::NeedMore => None,
+            },
+            Framing::I420(frames) if frames.ready() => Some(match dst.take() {
+                Some(Dest::Yuv(target)) => match target.image() {
+                    Some(img) => {
+                        frames.take(Some(img));
+                        Read::Raw
+                    }
+                    None => {
+                        frames.take(None);
+                        Read::Consumed
+                    }
+                },
+                _ => {
+                    frames.take(None);
+                    Read::Consumed
+                }
+            }),
+            Framing::I420(_) => None,
+        }
+    }
+
+    fn fill_from<R: io::Read>(&mut self, r: &mut R) -> io::Result<usize> {
+        match self {
+            Framing::Mjpeg(s) => s.fill_from(r),
+            Framing::I420(f) => f.fill_from(r),
+        }
+    }
+}
+
 impl Source for PipeSource {
+    fn delivers(&self) -> Delivers {
+        match self.framing {
+            Framing::Mjpeg(_) => Delivers::Jpeg,
+            Framing::I420(_) => Delivers::Yuv,
+        }
+    }
+
     fn read(&mut self, dst: Dest<'_>, wait: Duration) -> Result<Read, SourceError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
@@ -223,21 +299,10 @@ impl Source for PipeSource {
         let deadline = start.checked_add(wait).unwrap_or(start + Duration::from_secs(86_400));
         // Look at the pipes at least once even when `wait` is zero.
         let mut looked = false;
+        let mut dst = Some(dst);
         loop {
-            match self.splitter.next() {
-                Next::Frame { data, width, height } => {
-                    let (width, height) = (u32::from(width), u32::from(height));
-                    return Ok(match dst {
-                        Dest::Discard | Dest::Yuv(_) => Read::Consumed,
-                        Dest::Jpeg(d) if d.len() < data.len() => Read::Dropped(DropCause::Oversize),
-                        Dest::Jpeg(d) => {
-                            d[..data.len()].copy_from_slice(data);
-                            Read::Frame { len: data.len(), width, height }
-                        }
-                    });
-                }
-                Next::Dropped(cause) => return Ok(Read::Dropped(cause)),
-                Next::NeedMore => {}
+            if let Some(read) = self.framing.next(&mut dst) {
+                return Ok(read);
             }
             let now = Instant::now();
             if looked && now >= deadline {
@@ -266,7 +331,7 @@ impl Source for PipeSource {
                 self.read_stderr();
             }
             if out_ready {
-                match self.splitter.fill_from(&mut self.stdout) {
+                match self.framing.fill_from(&mut self.stdout) {
                     Ok(0) => self.stdout_eof_at = Some(Instant::now()),
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

@@ -354,13 +354,13 @@ mod tests {
     fn frames_are_yuv_pictures_of_the_configured_size() {
         let mut src = opener(None).open(1, &Default::default()).unwrap();
         assert_eq!(src.delivers(), Delivers::Yuv);
-        struct Target(crate::jpeg::Yuv422);
+        struct Target(crate::jpeg::Yuv);
         impl crate::capture::YuvTarget for Target {
-            fn image(&mut self) -> Option<&mut crate::jpeg::Yuv422> {
+            fn image(&mut self) -> Option<&mut crate::jpeg::Yuv> {
                 Some(&mut self.0)
             }
         }
-        let mut target = Target(crate::jpeg::Yuv422::new(64, 48));
+        let mut target = Target(crate::jpeg::Yuv::new(64, 48));
         let r = loop {
             match src.read(Dest::Yuv(&mut target), Duration::from_millis(100)).unwrap() {
                 Read::Timeout => continue,
@@ -408,7 +408,7 @@ mod tests {
         let mut yuyv = vec![0u8; w * h * 2];
         let t = 1_796_000_123_456u64 & ((1 << STRIP_BITS) - 1);
         draw_time_strip(&mut yuyv, w, h, t);
-        let mut img = crate::jpeg::Yuv422::new(w, h);
+        let mut img = crate::jpeg::Yuv::new(w, h);
         super::super::yuyv::deinterleave(&yuyv, w, h, &mut img);
         let mut out = vec![0u8; 256 * 1024];
         let n = crate::jpeg::Encoder::new().encode(&img, 50, &mut out).unwrap();

@@ -2,11 +2,11 @@
 //! a byte shuffle, no arithmetic, so the encoder gets the camera's samples untouched (no RGB
 //! pass, no chroma resampling).
 
-use crate::jpeg::Yuv422;
+use crate::jpeg::Yuv;
 
 /// Deinterleaves `width x height` YUYV pixels (`2 * width * height` bytes, rows without
 /// padding; `width` even) into `img`, which takes that size.
-pub fn deinterleave(yuyv: &[u8], width: usize, height: usize, img: &mut Yuv422) {
+pub fn deinterleave(yuyv: &[u8], width: usize, height: usize, img: &mut Yuv) {
     debug_assert!(width % 2 == 0 && yuyv.len() >= width * height * 2);
     img.set_size(width, height);
     let (y, u, v, ys, cs) = img.planes_mut();
@@ -57,7 +57,7 @@ mod tests {
                 yuyv.extend_from_slice(&[10 * r + 2 * p, 100 + p, 10 * r + 2 * p + 1, 200 + p]);
             }
         }
-        let mut img = Yuv422::new(2, 2);
+        let mut img = Yuv::new(2, 2);
         deinterleave(&yuyv, 4, 2, &mut img);
         assert_eq!((img.width(), img.height()), (4, 2));
         let (y, u, v, ys, cs) = img.planes_mut();
@@ -74,7 +74,7 @@ mod tests {
         // 38 pixels: two 16-pixel blocks and a tail of 6.
         let (w, h) = (38, 3);
         let yuyv: Vec<u8> = (0..w * h * 2).map(|i| (i * 37 % 251) as u8).collect();
-        let mut img = Yuv422::new(w, h);
+        let mut img = Yuv::new(w, h);
         deinterleave(&yuyv, w, h, &mut img);
         let (y, u, v, ys, cs) = img.planes_mut();
         for r in 0..h {

@@ -364,6 +364,29 @@ pub(super) fn validate(cameras: &[CameraConfig], v: &mut Checker) {
 }
 
 impl CameraConfig {
+    /// Whether this camera is a libcamera one read as YUV 4:2:0 (`rpicam-vid --codec yuv420`):
+    /// with `video` on and an encoder other than `source`, camjobd makes both the JPEGs and the
+    /// H.264 from one raw picture instead of decoding rpicam-vid's JPEGs for H.264. Only for
+    /// widths that are a multiple of 64, so that no alignment of rpicam-vid's rows can pad
+    /// them (other widths keep the JPEG path; `docs/rtsp.md`).
+    pub fn libcamera_yuv420(&self) -> bool {
+        matches!(&self.source, SourceConfig::Libcamera(s) if s.width % 64 == 0 && s.height % 2 == 0)
+            && self.video.as_ref().is_some_and(|v| v.encoder != super::EncoderKind::Source)
+    }
+
+    /// The JPEG quality when camjobd encodes this camera's JPEGs from raw frames.
+    pub fn raw_quality(&self) -> Option<u8> {
+        match &self.source {
+            SourceConfig::Libcamera(s) if self.libcamera_yuv420() => Some(s.quality),
+            source => source.raw_quality(),
+        }
+    }
+
+    /// Whether its frames may come as JPEGs, which H.264 then decodes.
+    pub fn may_deliver_jpeg(&self) -> bool {
+        self.source.may_deliver_jpeg() && !self.libcamera_yuv420()
+    }
+
     /// Checks one camera; `earlier` are the cameras before it (names must be unique).
     fn validate(&self, earlier: &[CameraConfig], v: &mut Checker) {
         const NAME: &str = "name";
@@ -388,7 +411,7 @@ impl CameraConfig {
         v.range_some("max_duration_s", self.max_duration_s, 1, MAX_DURATION_S);
         v.range(FRAME_BUFFERS, self.frame_buffers, 2, 64);
         v.range("encoder_threads", self.encoder_threads, 1, 8);
-        if self.source.raw_quality().is_some() && self.frame_buffers < self.encoder_threads + 2 {
+        if self.raw_quality().is_some() && self.frame_buffers < self.encoder_threads + 2 {
             v.fail(
                 FRAME_BUFFERS,
                 format!(

@@ -2,19 +2,19 @@
 //! `cc`; no cmake, nothing downloaded). What x86 boards and the Pi 5 (no hardware encoder) use,
 //! and what the tests run.
 //!
-//! It takes camjobd's planar 4:2:2 images as they are: a 4:2:0 picture is the same planes read
+//! It takes camjobd's planar images as they are: a 4:2:0 image directly, and a 4:2:2 one read
 //! every other chroma row, which is a stride of two rows (no copy, no conversion).
 
 use openh264::encoder::{
     BitRate, Encoder as OpenH264, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Profile as OhProfile,
-    RateControlMode, UsageType,
+    RateControlMode, UsageType, VuiConfig,
 };
 use openh264::formats::YUVSource;
 use openh264::{OpenH264API, Timestamp};
 
 use super::{EncodeError, Encoded, Settings};
 use crate::config::Profile;
-use crate::jpeg::Yuv422;
+use crate::jpeg::Yuv;
 
 /// OpenH264, one per camera.
 pub struct Software {
@@ -25,7 +25,7 @@ impl Software {
     /// An encoder for `settings` (the picture size is set by the first frame).
     pub fn new(settings: &Settings) -> Result<Software, EncodeError> {
         let fps = settings.fps.max(1);
-        let config = EncoderConfig::new()
+        let mut config = EncoderConfig::new()
             .bitrate(BitRate::from_bps(settings.bitrate_kbps.saturating_mul(1000)))
             .max_frame_rate(FrameRate::from_hz(fps as f32))
             .rate_control_mode(RateControlMode::Bitrate)
@@ -43,14 +43,18 @@ impl Software {
             })
             // One thread: the encoder stage's own (the thread count stays what budget counts).
             .num_threads(1);
+        if settings.full_range {
+            // BT.601 matrix, full range: JPEG's YCbCr.
+            config = config.vui(VuiConfig::bt601().full_range(true));
+        }
         let encoder = OpenH264::with_api_config(OpenH264API::from_source(), config)
             .map_err(|e| EncodeError::Start(format!("OpenH264: {e}")))?;
         Ok(Software { encoder })
     }
 }
 
-/// A 4:2:2 image seen as 4:2:0: every other chroma row.
-struct As420<'a>(&'a Yuv422);
+/// An image seen as 4:2:0 ([`Yuv::chroma_stride_420`]).
+struct As420<'a>(&'a Yuv);
 
 impl YUVSource for As420<'_> {
     fn dimensions(&self) -> (usize, usize) {
@@ -58,8 +62,9 @@ impl YUVSource for As420<'_> {
         (self.0.width() & !1, self.0.height() & !1)
     }
     fn strides(&self) -> (usize, usize, usize) {
-        let (_, _, _, ys, cs) = self.0.planes();
-        (ys, 2 * cs, 2 * cs)
+        let (_, _, _, ys, _) = self.0.planes();
+        let cs = self.0.chroma_stride_420();
+        (ys, cs, cs)
     }
     fn y(&self) -> &[u8] {
         self.0.planes().0
@@ -73,13 +78,7 @@ impl YUVSource for As420<'_> {
 }
 
 impl super::Encoder for Software {
-    fn encode(
-        &mut self,
-        img: &Yuv422,
-        mono_ms: u64,
-        force_idr: bool,
-        out: &mut Vec<u8>,
-    ) -> Result<Encoded, EncodeError> {
+    fn encode(&mut self, img: &Yuv, mono_ms: u64, force_idr: bool, out: &mut Vec<u8>) -> Result<Encoded, EncodeError> {
         if force_idr {
             self.encoder.force_intra_frame();
         }

@@ -18,7 +18,7 @@ use crossbeam_channel::{self as channel, Receiver, Sender};
 
 use super::ring::{AuMeta, AuRing};
 use super::{Encoder, Settings};
-use crate::jpeg::Yuv422;
+use crate::jpeg::Yuv;
 use crate::shutdown::{Broke, Stop};
 
 /// Counters of one camera's H.264, for `/api/status` and `/metrics`.
@@ -44,8 +44,9 @@ pub struct Video {
     pub ring: AuRing,
     /// Counters.
     pub stats: VideoStats,
-    /// The encoder in use and why it was chosen, set when capture starts it.
-    pub encoder: Mutex<&'static str>,
+    /// The encoder in use and why it was chosen, set when capture starts it (and again if it
+    /// falls back to software).
+    pub encoder: Mutex<String>,
     /// Clients watching now; capture encodes only while this is above 0.
     watching: AtomicU32,
     /// When the last watch ended (monotonic ms; 0: never).
@@ -64,7 +65,7 @@ pub struct Video {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct VideoView {
     /// The encoder in use, and why it was chosen.
-    pub encoder: &'static str,
+    pub encoder: String,
     /// RTSP and WebRTC clients watching now (the encoder runs only while this is above 0).
     pub watchers: u32,
     /// Frames encoded since start; of them keyframes.
@@ -136,7 +137,7 @@ impl Video {
         Video {
             ring: AuRing::new(ring_bytes, 256),
             stats: VideoStats::default(),
-            encoder: Mutex::new("none yet"),
+            encoder: Mutex::new("none yet".into()),
             watching: AtomicU32::new(0),
             left_ms: AtomicU64::new(0),
             want_keyframe: AtomicBool::new(false),
@@ -208,7 +209,7 @@ impl Video {
         let bytes = st.bytes.load(Relaxed);
         let per_frame = |v: f64| (frames > 0).then(|| v / frames as f64);
         VideoView {
-            encoder: *self.encoder.lock().unwrap_or_else(|e| e.into_inner()),
+            encoder: self.encoder.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             watchers: self.watchers(),
             frames,
             keyframes: st.keyframes.load(Relaxed),
@@ -240,11 +241,17 @@ struct JpegSlot {
     buffer: Mutex<Vec<u8>>,
 }
 
+/// Makes an encoder, on the encoder thread.
+pub type Make = Box<dyn FnOnce() -> Result<Box<dyn Encoder>, super::EncodeError> + Send>;
+
+/// Encode errors in a row after which an encoder with a fallback is replaced by it.
+pub const FAILURES_BEFORE_FALLBACK: u32 = 3;
+
 /// The encoder thread as capture sees it.
 pub struct Stage {
     video: Arc<Video>,
     busy: Arc<AtomicBool>,
-    image: Arc<Mutex<Yuv422>>,
+    image: Arc<Mutex<Yuv>>,
     /// A JPEG camera's frames, copied for the encoder thread to decode (empty for a raw one).
     jpegs: Arc<[JpegSlot; JPEG_SLOTS]>,
     jobs: Option<Sender<Job>>,
@@ -255,12 +262,12 @@ pub struct Stage {
 /// back.
 pub struct Claim<'a> {
     busy: &'a AtomicBool,
-    image: Option<MutexGuard<'a, Yuv422>>,
+    image: Option<MutexGuard<'a, Yuv>>,
 }
 
 impl Claim<'_> {
     /// The image to fill.
-    pub fn image(&mut self) -> &mut Yuv422 {
+    pub fn image(&mut self) -> &mut Yuv {
         self.image.as_mut().expect("present until submitted")
     }
 }
@@ -297,12 +304,16 @@ impl Drop for Claim<'_> {
 }
 
 impl Stage {
-    /// Starts the `h264-<camera>` thread with `encoder` (created on it) for `width x height`;
-    /// `jpeg_bytes`: the largest JPEG of a camera that delivers JPEGs (0: raw frames only).
+    /// Starts the `h264-<camera>` thread with the encoder `make` makes (on it) for
+    /// `width x height`; `fallback` replaces it if it cannot start or fails
+    /// [`FAILURES_BEFORE_FALLBACK`] frames in a row; `jpeg_bytes`: the largest JPEG of a
+    /// camera that delivers JPEGs (0: raw frames only).
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         camera: &str,
         video: Arc<Video>,
-        make: Box<dyn FnOnce() -> Result<Box<dyn Encoder>, super::EncodeError> + Send>,
+        make: Make,
+        fallback: Option<Make>,
         settings: &Settings,
         (width, height): (usize, usize),
         jpeg_bytes: usize,
@@ -310,7 +321,7 @@ impl Stage {
     ) -> std::io::Result<Stage> {
         let (jobs, rx) = channel::bounded(JPEG_SLOTS);
         let busy = Arc::new(AtomicBool::new(false));
-        let image = Arc::new(Mutex::new(Yuv422::new(width, height)));
+        let image = Arc::new(Mutex::new(Yuv::new(width, height)));
         // Written, so that their pages are resident from the start.
         let jpegs = Arc::new(std::array::from_fn(|_| JpegSlot {
             busy: AtomicBool::new(false),
@@ -329,6 +340,8 @@ impl Stage {
             stop: stop.clone(),
             au: committed(video.max_au_bytes),
             bitrate_kbps: settings.bitrate_kbps,
+            fallback,
+            failed_in_a_row: 0,
         };
         let name = format!("h264-{camera}");
         let thread = std::thread::Builder::new().name(name).spawn(move || run.run(make))?;
@@ -411,7 +424,7 @@ pub fn committed(capacity: usize) -> Vec<u8> {
 struct Run {
     video: Arc<Video>,
     busy: Arc<AtomicBool>,
-    image: Arc<Mutex<Yuv422>>,
+    image: Arc<Mutex<Yuv>>,
     jpegs: Arc<[JpegSlot; JPEG_SLOTS]>,
     /// When the last frame was encoded (`None`: never).
     last_encode: Option<Instant>,
@@ -425,12 +438,16 @@ struct Run {
     /// One access unit, never grown.
     au: Vec<u8>,
     bitrate_kbps: u32,
+    /// Software, when what auto chose may fail.
+    fallback: Option<Make>,
+    /// Frames the encoder failed in a row.
+    failed_in_a_row: u32,
 }
 
 impl Run {
-    fn run(mut self, make: Box<dyn FnOnce() -> Result<Box<dyn Encoder>, super::EncodeError> + Send>) {
+    fn run(mut self, make: Make) {
         let name = std::thread::current().name().unwrap_or("h264").to_string();
-        let mut encoder = match make() {
+        let mut encoder = match make().or_else(|e| self.fall_back(&name, &e.to_string())) {
             Ok(e) => e,
             Err(e) => {
                 log::error!("{name}: {e}");
@@ -438,13 +455,39 @@ impl Run {
                 return;
             }
         };
-        let choice = *self.video.encoder.lock().unwrap_or_else(|e| e.into_inner());
+        let choice = self.video.encoder.lock().unwrap_or_else(|e| e.into_inner()).clone();
         log::info!("{name}: H.264 by {choice}, at {} kbit/s while an RTSP or WebRTC client watches", self.bitrate_kbps);
         // Capture owns the sending side: the stage dropped (capture ending, at stop or not)
         // closes the channel and ends this loop, without a timer.
         while let Ok(job) = self.jobs.recv() {
             self.encode(&mut *encoder, &job);
+            if self.failed_in_a_row >= FAILURES_BEFORE_FALLBACK && self.fallback.is_some() {
+                let why = format!("{} frames in a row failed", self.failed_in_a_row);
+                match self.fall_back(&name, &why) {
+                    Ok(e) => encoder = e,
+                    Err(e) => {
+                        log::error!("{name}: {e}");
+                        self.stop.fail(&name, Broke::NotStarted);
+                        return;
+                    }
+                }
+                self.failed_in_a_row = 0;
+            }
         }
+    }
+
+    /// Replaces a failed encoder by the fallback, once; says so in the log and the API.
+    fn fall_back(&mut self, name: &str, why: &str) -> Result<Box<dyn Encoder>, super::EncodeError> {
+        let Some(make) = self.fallback.take() else {
+            return Err(super::EncodeError::Start(why.to_string()));
+        };
+        let mut choice = self.video.encoder.lock().unwrap_or_else(|e| e.into_inner());
+        log::warn!("{name}: {choice} failed ({why}); H.264 by software (OpenH264) from now on");
+        *choice = format!("software (OpenH264), after {} failed: {why}", choice.split(" (").next().unwrap_or("it"));
+        drop(choice);
+        // The next frame starts a fresh stream for the clients.
+        self.video.want_keyframe.store(true, Release);
+        make()
     }
 
     fn encode(&mut self, encoder: &mut dyn Encoder, job: &Job) {
@@ -473,6 +516,7 @@ impl Run {
         let meta = AuMeta { captured_mono_ms: at, captured_at: job.captured_at, ..AuMeta::default() };
         match result {
             Ok(e) if self.video.ring.push(&self.au, AuMeta { keyframe: e.keyframe, ..meta }).is_some() => {
+                self.failed_in_a_row = 0;
                 stats.frames.fetch_add(1, Relaxed);
                 stats.keyframes.fetch_add(u64::from(e.keyframe), Relaxed);
                 stats.bytes.fetch_add(e.bytes as u64, Relaxed);
@@ -481,6 +525,11 @@ impl Run {
                 // Lost: the clients would decode garbage until the next keyframe, so ask for one.
                 stats.failed.fetch_add(1, Relaxed);
                 self.video.want_keyframe.store(true, Release);
+                match &failed {
+                    // Too large for the ring is the scene's doing, not the encoder's.
+                    Err(super::EncodeError::TooLarge(_)) | Ok(_) => {}
+                    Err(_) => self.failed_in_a_row += 1,
+                }
                 if let Err(e) = failed {
                     log::debug!("h264: {e}");
                 }

@@ -6,7 +6,7 @@
 //! Self-contained on purpose: a built-in bitmap font (so no font file can be missing on a board)
 //! and libjpeg-turbo's encoder ([`crate::jpeg`]), which the cameras use too.
 
-use crate::jpeg::{Encoder, Yuv422};
+use crate::jpeg::{Encoder, Yuv};
 
 /// JPEG quality: the picture is flat grey and text, so 75 is sharp enough and stays small.
 const QUALITY: u8 = 75;
@@ -54,7 +54,7 @@ fn clamp_size(width: u32, height: u32) -> (u32, u32) {
 /// Encodes a packed RGB buffer as a JPEG (the frames' encoder, 4:2:2).
 fn encode(rgb: &[u8], w: u32, h: u32) -> Option<Vec<u8>> {
     let (w, h) = (w as usize, h as usize);
-    let img = Yuv422::from_rgb(rgb, w, h);
+    let img = Yuv::from_rgb(rgb, w, h);
     // Flat colour and text: far smaller than the raw 4:2:2 samples.
     let mut out = vec![0u8; w * h * 2 + 4096];
     let n = Encoder::new().encode(&img, QUALITY, &mut out).ok()?;

@@ -241,7 +241,7 @@ impl CaptureLoop {
         });
         self.outputs = Some(Arc::clone(&outputs));
         let c = &self.cam.config;
-        if let Some(quality) = c.source.raw_quality() {
+        if let Some(quality) = c.raw_quality() {
             let (width, height) = c.source.size();
             let settings = crate::encode::Settings {
                 camera: self.cam.name.clone(),
@@ -300,26 +300,32 @@ impl CaptureLoop {
             keyframe_interval_s: vc.keyframe_interval_s,
             profile: vc.profile,
             fps: c.source.fps().unwrap_or(30),
+            full_range: c.may_deliver_jpeg() || c.libcamera_yuv420(),
         };
-        let s = settings.clone();
-        let make: Box<dyn FnOnce() -> Result<Box<dyn crate::h264::Encoder>, crate::h264::EncodeError> + Send> =
-            Box::new(move || Ok(Box::new(crate::h264::software::Software::new(&s)?) as Box<dyn crate::h264::Encoder>));
-        *video.encoder.lock().unwrap_or_else(|e| e.into_inner()) = match vc.encoder {
-            crate::config::EncoderKind::Auto if c.source.may_deliver_jpeg() => {
-                "software (OpenH264) from the camera's JPEGs, decoded; chosen by auto: this version has no V4L2 M2M backend and takes no H.264 from cameras"
+        let choice = match crate::h264::choose::choose(
+            vc.encoder,
+            vc.device.as_deref(),
+            c.may_deliver_jpeg(),
+            &crate::h264::probe_m2m,
+        ) {
+            Ok(choice) => choice,
+            Err(e) => {
+                log::error!("camera {}: {e}", self.cam.name);
+                self.stop.fail(&format!("h264-{}", self.cam.name), crate::shutdown::Broke::NotStarted);
+                return false;
             }
-            crate::config::EncoderKind::Auto => {
-                "software (OpenH264), chosen by auto: the source gives raw frames and this version has no V4L2 M2M backend"
-            }
-            _ => "software (OpenH264), as configured",
         };
+        let make = crate::h264::maker(&choice.backend, &settings);
+        let fallback = choice.fallback.then(|| crate::h264::maker(&crate::h264::choose::Backend::Software, &settings));
+        *video.encoder.lock().unwrap_or_else(|e| e.into_inner()) = choice.why;
         let (w, h) = c.source.size();
         let size = (w as usize, h as usize);
-        let jpeg_bytes = if c.source.may_deliver_jpeg() { c.max_frame_bytes } else { 0 };
+        let jpeg_bytes = if c.may_deliver_jpeg() { c.max_frame_bytes } else { 0 };
         let stage = crate::h264::stage::Stage::start(
             &self.cam.name,
             Arc::clone(video),
             make,
+            fallback,
             &settings,
             size,
             jpeg_bytes,
@@ -690,7 +696,7 @@ struct RawTarget<'a> {
 }
 
 impl crate::capture::YuvTarget for RawTarget<'_> {
-    fn image(&mut self) -> Option<&mut crate::jpeg::Yuv422> {
+    fn image(&mut self) -> Option<&mut crate::jpeg::Yuv> {
         if self.got.is_none() && self.got_h264.is_none() {
             self.claim_jpeg();
             if self.got.is_none() {

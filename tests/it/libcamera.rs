@@ -53,7 +53,9 @@ fn start(tag: &str, program: &str, cam: Value, env: &[(&str, &str)]) -> Daemon {
     let args_s = args.display().to_string();
     env.push(("PATH", &path));
     env.push(("FAKE_RPICAM_ARGS", &args_s));
-    let cfg = config(&dir, json!([cam]), json!({}));
+    let mut cfg = config(&dir, json!([cam]), json!({}));
+    // Served only while a camera has `video`.
+    cfg["rtsp"] = json!({"bind": "127.0.0.1:0"});
     Daemon::builder(dir, &cfg).envs(&env).start()
 }
 
@@ -172,4 +174,70 @@ fn extra_args_may_not_take_over_the_stream() {
         assert_eq!(out.status.code(), Some(2), "{err}");
         assert!(err.contains(&format!("cameras[0].source.{key}")) && err.contains("camjobd's to set"), "{err}");
     }
+}
+
+/// `input` (any format ffmpeg reads: a JPEG file, an RTSP URL) as the first frame's RGB pixels
+/// at `w x h`.
+fn rgb_of(input: &str, w: u32, h: u32) -> Vec<u8> {
+    let rtsp: &[&str] = if input.starts_with("rtsp:") { &["-rtsp_transport", "tcp"] } else { &[] };
+    let o = std::process::Command::new("timeout")
+        .args(["30", "ffmpeg", "-v", "error"])
+        .args(rtsp)
+        .args(["-i", input, "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", &format!("{w}x{h}"), "-"])
+        .output()
+        .unwrap();
+    assert_eq!(o.stdout.len(), (w * h * 3) as usize, "{input}: {}", String::from_utf8_lossy(&o.stderr));
+    o.stdout
+}
+
+/// Mean absolute difference of two RGB pictures, per sample.
+fn mean_diff(a: &[u8], b: &[u8]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| f64::from(x.abs_diff(*y))).sum::<f64>() / a.len() as f64
+}
+
+#[test]
+fn with_video_one_rpicam_vid_gives_raw_frames_that_become_both_the_jpegs_and_the_h264() {
+    if !have_ffmpeg() {
+        return;
+    }
+    // 640 wide (a multiple of 64: rpicam-vid's rows cannot be padded) and a still picture with
+    // colours, so that a wrong stride, a swapped chroma plane or a wrong range shows.
+    let (w, h) = (640u32, 480u32);
+    let cam = libcamera_cam(json!({"source": {"width": w, "height": h, "fps": 30}, "video": {}}));
+    let d = start("lc-yuv420", "rpicam-vid", cam, &[("FAKE_RPICAM_SOURCE", "smptebars")]);
+    d.wait_job("csi", 10 * SEC, |j| j["snapshots"].as_u64() >= Some(2));
+    let args = std::fs::read_to_string(d.dir.path().join("args")).unwrap();
+    let args: Vec<&str> = args.lines().skip(1).collect();
+    assert_eq!(args.join(" "), "-t 0 --codec yuv420 --nopreview -o - --width 640 --height 480 --framerate 30");
+    let reference = {
+        // The stand-in's picture, made by the same ffmpeg that decodes what camjobd made.
+        let o = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-f", "lavfi", "-i", &format!("smptebars=size={w}x{h}:rate=30")])
+            .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+            .output()
+            .unwrap();
+        o.stdout
+    };
+    // JPEG: camjobd's encoder, 4:2:0 as it came (luma sampled 2x2), the camera's picture.
+    let r = d.get("/api/cameras/csi/latest.jpg");
+    assert_eq!(r.status, 200);
+    assert_eq!(jpeg_size(&r.body), (w as u16, h as u16));
+    let sof = r.body.windows(2).position(|m| m == [0xFF, 0xC0]).unwrap();
+    assert_eq!(r.body[sof + 11], 0x22, "4:2:0 JPEG");
+    let jpeg = d.dir.path().join("latest.jpg");
+    std::fs::write(&jpeg, &r.body).unwrap();
+    let diff = mean_diff(&rgb_of(jpeg.to_str().unwrap(), w, h), &reference);
+    eprintln!("JPEG vs the camera's picture: {diff:.2} per sample");
+    assert!(diff < 6.0, "the JPEG differs from the camera's picture by {diff:.1} per sample");
+    // H.264 over RTSP from the same frames: no JPEG decoded on the way.
+    let status = d.get("/api/status").json();
+    let url = format!("rtsp://{}/csi", status["rtsp"]["bind"].as_str().unwrap());
+    let diff = mean_diff(&rgb_of(&url, w, h), &reference);
+    eprintln!("H.264 vs the camera's picture: {diff:.2} per sample");
+    assert!(diff < 6.0, "the H.264 picture differs from the camera's by {diff:.1} per sample");
+    let v = d.camera("csi");
+    let enc = v["video"]["encoder"].as_str().unwrap();
+    assert!(enc.starts_with("software (OpenH264), chosen by auto"), "{enc}");
+    assert!(v["video"]["frames"].as_u64() > Some(0) && v["video"]["failed"] == 0, "{v:#}");
+    assert_eq!(v["job"]["frames_dropped"], 0, "{v:#}");
 }

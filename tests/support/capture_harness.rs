@@ -73,7 +73,7 @@ pub fn start_capture(camera: CameraConfig, stop: &Stop) -> (Arc<Shared>, JoinHan
     let shared = Arc::new(Shared::new(config, tx));
     let cam = Arc::clone(&shared.cameras[0]);
     let orders = Arc::new(Orders::default());
-    let opener = camjobd::capture::opener(&cam.config.source, cam.config.max_frame_bytes);
+    let opener = camjobd::capture::opener(&cam.config);
     let lp = CaptureLoop::new(Arc::clone(&shared.events), cam, Arc::clone(&orders), opener, stop.clone());
     let t = std::thread::Builder::new()
         .name("capture-test".into())
