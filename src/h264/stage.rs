@@ -554,7 +554,106 @@ fn strictly_after(last: &mut u64, mono_ms: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::strictly_after;
+    use super::*;
+    use crate::h264::{EncodeError, Encoded};
+
+    /// An encoder that fails every frame, or writes a fixed access unit.
+    struct Fake {
+        fails: bool,
+    }
+
+    impl Encoder for Fake {
+        fn encode(&mut self, _: &Yuv, _: u64, _: bool, out: &mut Vec<u8>) -> Result<Encoded, EncodeError> {
+            if self.fails {
+                return Err(EncodeError::Frame("the device timed out".into()));
+            }
+            out.clear();
+            out.extend_from_slice(&[0, 0, 0, 1, 0x65, 0x88]);
+            Ok(Encoded { keyframe: true, bytes: out.len() })
+        }
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+    }
+
+    fn fake(fails: bool) -> Make {
+        Box::new(move || Ok(Box::new(Fake { fails }) as Box<dyn Encoder>))
+    }
+
+    /// Feeds `n` frames through `stage`, each once the encoder is idle again.
+    fn feed(stage: &Stage, n: u64) {
+        for i in 0..n {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let claim = loop {
+                if let Some(c) = stage.claim() {
+                    break c;
+                }
+                assert!(Instant::now() < deadline, "the encoder stayed busy");
+                std::thread::yield_now();
+            };
+            stage.submit(claim, 1 + i * 33, 0.0);
+        }
+        // The last frame is done once the image can be claimed again.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while stage.claim().is_none() {
+            assert!(Instant::now() < deadline, "the encoder stayed busy");
+            std::thread::yield_now();
+        }
+    }
+
+    fn start(make: Make, fallback: Option<Make>, stop: &Stop) -> Stage {
+        let video = Arc::new(Video::new(1 << 20));
+        *video.encoder.lock().unwrap() = "V4L2 M2M encoder /dev/video11 (fake), chosen by auto".into();
+        let settings = Settings {
+            bitrate_kbps: 1000,
+            keyframe_interval_s: 2,
+            profile: crate::config::Profile::Baseline,
+            fps: 30,
+            full_range: false,
+        };
+        Stage::start("t", video, make, fallback, &settings, (64, 48), 0, stop).unwrap()
+    }
+
+    #[test]
+    fn an_encoder_that_fails_frames_is_replaced_by_the_fallback_and_says_so() {
+        let stop = Stop::new();
+        let stage = start(fake(true), Some(fake(false)), &stop);
+        let _watch = stage.video().watch();
+        feed(&stage, FAILURES_BEFORE_FALLBACK as u64 + 4);
+        let v = stage.video().view(30);
+        assert_eq!(v.failed, u64::from(FAILURES_BEFORE_FALLBACK));
+        assert_eq!(v.frames, 4, "{v:?}");
+        assert!(
+            v.encoder.starts_with(
+                "software (OpenH264), after V4L2 M2M encoder /dev/video11 failed: 3 frames in a row failed"
+            ),
+            "{}",
+            v.encoder
+        );
+        assert!(!stop.is_set());
+    }
+
+    #[test]
+    fn an_encoder_that_cannot_start_is_replaced_or_fails_the_service() {
+        let stop = Stop::new();
+        let cannot: Make = Box::new(|| Err(EncodeError::Start("/dev/video11: Permission denied".into())));
+        let stage = start(cannot, Some(fake(false)), &stop);
+        let _watch = stage.video().watch();
+        feed(&stage, 2);
+        assert_eq!(stage.video().view(30).frames, 2);
+        assert!(stage.video().view(30).encoder.contains("Permission denied"));
+        drop(stage);
+        assert!(!stop.is_set());
+        // Without a fallback (asked for by name) the failure is the service's.
+        let cannot: Make = Box::new(|| Err(EncodeError::Start("/dev/video11: Permission denied".into())));
+        let stage = start(cannot, None, &stop);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !stop.is_set() {
+            assert!(Instant::now() < deadline, "the service did not fail");
+            std::thread::yield_now();
+        }
+        drop(stage);
+    }
 
     #[test]
     fn access_unit_times_strictly_increase() {
