@@ -424,8 +424,11 @@ impl CameraConfig {
         v.within("store", |v| self.store.validate(v));
         if let Some(video) = &self.video {
             v.within("video", |v| video.validate(v));
-            if matches!(video.encoder, super::EncoderKind::V4l2m2m | super::EncoderKind::Source) {
-                v.fail("video.encoder", "only \"auto\" and \"software\" are built in this version");
+            if video.encoder == super::EncoderKind::Source {
+                v.fail(
+                    "video.encoder",
+                    "\"source\" (the camera's own H.264) is not built in this version; use \"auto\", \"software\" or \"v4l2m2m\"",
+                );
             }
         }
         v.within("watchdog", |v| self.watchdog.validate(v));

@@ -710,9 +710,9 @@ fn configs_that_cannot_be_served_are_refused_with_their_key() {
     bad["video"]["bitrate_kbps"] = json!(60_000);
     let (code, err) = check(json!({"cameras": [bad]}));
     assert!(code == Some(2) && err.contains("cameras[0].video.bitrate_kbps"), "{err}");
-    let mut m2m = video_camera();
-    m2m["video"]["encoder"] = json!("v4l2m2m");
-    let (code, err) = check(json!({"cameras": [m2m]}));
+    let mut source = video_camera();
+    source["video"]["encoder"] = json!("source");
+    let (code, err) = check(json!({"cameras": [source]}));
     assert!(code == Some(2) && err.contains("cameras[0].video.encoder"), "{err}");
 }
 
@@ -744,4 +744,22 @@ fn a_camera_that_delivers_jpegs_is_decoded_for_h264() {
     let v = d.camera("pcam")["video"].clone();
     assert!(v["encoder"].as_str().unwrap().contains("from the camera's JPEGs"), "{v:#}");
     assert_eq!(v["failed"], 0, "{v:#}");
+}
+
+#[test]
+fn an_encoder_asked_for_by_name_that_the_board_lacks_fails_the_service_saying_what_to_do() {
+    // No V4L2 M2M H.264 encoder here (and /dev/null is no V4L2 device): asked for by name,
+    // that is the service's failure (exit 1), not a stream that quietly never comes.
+    let dir = temp_dir("rtsp-m2m");
+    let mut cam = video_camera();
+    cam["video"]["encoder"] = json!("v4l2m2m");
+    cam["video"]["device"] = json!("/dev/null");
+    let mut cfg = config(&dir, json!([cam]), json!({}));
+    cfg["rtsp"] = json!({"bind": "127.0.0.1:0"});
+    let mut d = Daemon::builder(dir, &cfg).start();
+    let status = d.wait_exit(Duration::from_secs(10)).expect("camjobd went on without its encoder");
+    assert_eq!(status.code(), Some(1));
+    let log = std::fs::read_to_string(d.dir.path().join("stderr.log")).unwrap();
+    assert!(log.contains("camera cam0: video.encoder is \"v4l2m2m\" but "), "{log}");
+    assert!(log.contains("use \"auto\" to fall back to software"), "{log}");
 }
