@@ -262,8 +262,8 @@ pub struct FaultConfig {
 }
 
 /// A Raspberry Pi camera (Camera Module 1–3, HQ, GS; CSI) through libcamera's `rpicam-vid`,
-/// run with `-t 0 --codec mjpeg --nopreview -o -` and these settings; frames are passed
-/// through. Raspberry Pi OS Bookworm: `sudo apt install rpicam-apps` (usually there already).
+/// run with `-t 0 --codec mjpeg --nopreview -o -` (JPEGs passed through) or `--codec yuv420`
+/// (raw frames camjobd encodes) and these settings. Raspberry Pi OS Bookworm: `sudo apt install rpicam-apps` (usually there already).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LibcameraConfig {
@@ -281,11 +281,34 @@ pub struct LibcameraConfig {
     /// More arguments for rpicam-vid (`["--hflip", "--vflip"]`, `["--autofocus-mode",
     /// "continuous"]`), after camjobd's own.
     pub extra_args: Vec<String>,
+    /// What rpicam-vid writes for camjobd (`--codec`).
+    pub codec: LibcameraCodec,
+}
+
+/// What rpicam-vid writes on stdout (`cameras[i].source.codec`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LibcameraCodec {
+    /// `yuv420` when the camera has `video` (encoder not `source`) and a width that is a
+    /// multiple of 64, else `mjpeg`.
+    Auto,
+    /// JPEGs from the Pi's JPEG encoder, passed through.
+    Mjpeg,
+    /// Raw I420 frames, encoded by camjobd (JPEG when due, H.264 while somebody watches).
+    Yuv420,
 }
 
 impl Default for LibcameraConfig {
     fn default() -> Self {
-        LibcameraConfig { width: 1280, height: 720, fps: 15, quality: 80, camera: None, extra_args: Vec::new() }
+        LibcameraConfig {
+            width: 1280,
+            height: 720,
+            fps: 15,
+            quality: 80,
+            camera: None,
+            extra_args: Vec::new(),
+            codec: LibcameraCodec::Auto,
+        }
     }
 }
 
@@ -370,8 +393,16 @@ impl CameraConfig {
     /// widths that are a multiple of 64, so that no alignment of rpicam-vid's rows can pad
     /// them (other widths keep the JPEG path; `docs/rtsp.md`).
     pub fn libcamera_yuv420(&self) -> bool {
-        matches!(&self.source, SourceConfig::Libcamera(s) if s.width % 64 == 0 && s.height % 2 == 0)
-            && self.video.as_ref().is_some_and(|v| v.encoder != super::EncoderKind::Source)
+        let SourceConfig::Libcamera(s) = &self.source else { return false };
+        match s.codec {
+            LibcameraCodec::Mjpeg => false,
+            LibcameraCodec::Yuv420 => true,
+            LibcameraCodec::Auto => {
+                s.width % 64 == 0
+                    && s.height % 2 == 0
+                    && self.video.as_ref().is_some_and(|v| v.encoder != super::EncoderKind::Source)
+            }
+        }
     }
 
     /// The JPEG quality when camjobd encodes this camera's JPEGs from raw frames.
@@ -530,6 +561,18 @@ impl LibcameraConfig {
         v.range("fps", self.fps, 1, 240);
         v.range("quality", self.quality, 1, 100);
         v.range_some("camera", self.camera, 0, 15);
+        if self.codec == LibcameraCodec::Yuv420 {
+            // rpicam-vid may pad rows to its alignment: only widths it cannot pad are read raw.
+            if self.width % 64 != 0 || self.height % 2 != 0 {
+                v.fail(
+                    "codec",
+                    &format!(
+                        "\"yuv420\" needs a width that is a multiple of 64 and an even height (got {}x{}); use 640, 1280, 1920, ... or \"mjpeg\"",
+                        self.width, self.height
+                    ),
+                );
+            }
+        }
         v.check("extra_args", self.extra_args.len() <= 32, "at most 32 arguments");
         for (j, a) in self.extra_args.iter().enumerate() {
             if let Some(problem) = libcamera_extra_arg_problem(a) {

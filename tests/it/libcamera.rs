@@ -241,3 +241,33 @@ fn with_video_one_rpicam_vid_gives_raw_frames_that_become_both_the_jpegs_and_the
     assert!(v["video"]["frames"].as_u64() > Some(0) && v["video"]["failed"] == 0, "{v:#}");
     assert_eq!(v["job"]["frames_dropped"], 0, "{v:#}");
 }
+
+#[test]
+fn raw_frames_are_asked_for_only_at_sizes_rpicam_vid_cannot_pad() {
+    let dir = temp_dir("lc-codec");
+    let file = dir.path().join("c.json");
+    let cam = libcamera_cam(json!({"source": {"width": 800, "height": 600, "codec": "yuv420"}}));
+    std::fs::write(&file, config(&dir, json!([cam]), json!({})).to_string()).unwrap();
+    let out = common::check_config(&file);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cameras[0].source.codec") && err.contains("multiple of 64 and an even height (got 800x600)"), "{err}");
+}
+
+#[test]
+fn with_video_at_a_width_that_could_be_padded_or_codec_mjpeg_the_jpegs_are_decoded_for_h264() {
+    if !have_ffmpeg() {
+        return;
+    }
+    for (tag, source) in [
+        ("lc-800", json!({"width": 800, "height": 600})),
+        ("lc-mjpeg", json!({"width": 640, "height": 480, "codec": "mjpeg"})),
+    ] {
+        let d = start(tag, "rpicam-vid", libcamera_cam(json!({"source": source, "video": {}})), &[]);
+        d.wait_state("csi", "RUNNING", 10 * SEC);
+        let args = std::fs::read_to_string(d.dir.path().join("args")).unwrap();
+        assert!(args.contains("mjpeg\n") && args.contains("--quality\n70"), "{args}");
+        let enc = d.camera("csi")["video"]["encoder"].as_str().unwrap().to_string();
+        assert!(enc.contains("from the camera's JPEGs"), "{enc}");
+    }
+}
