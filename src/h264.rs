@@ -2,12 +2,14 @@
 //! WebRTC client watches, writing access units into a fixed ring ([`ring`]) that every client
 //! reads.
 //!
+//! - [`m2m`] — the V4L2 memory-to-memory hardware encoder (Pi 0–4), and finding it.
 //! - [`nal`] — Annex B byte streams (splitting, types, the SPS's profile).
 //! - [`rtp`] — RTP packets (RFC 6184) and RTCP sender reports, into the caller's buffers.
 //! - [`ring`] — the access units of one camera, in fixed memory.
 //! - [`software`] — OpenH264.
 //! - [`stage`] — a camera's encoder thread, and who watches.
 
+pub mod m2m;
 pub mod nal;
 pub mod ring;
 pub mod rtp;
