@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use encoder::M2m;
+
+use super::{EncodeError, Encoder, Settings};
 pub use layout::{copy_420, Layout, Raw};
 
 /// What one frame may take, from queueing the picture to its H.264 coming back.
@@ -330,6 +332,23 @@ pub fn find(device: Option<&Path>) -> Result<Found, Why> {
     {
         let _ = device;
         Err(Why::NotBuilt)
+    }
+}
+
+/// The hardware encoder on `path` (checked again: the node may have changed since [`find`]),
+/// set up for pictures of `size`: what the encoder thread's `make` calls.
+pub fn open(path: &Path, settings: &Settings, size: (usize, usize)) -> Result<Box<dyn Encoder>, EncodeError> {
+    #[cfg(feature = "v4l2")]
+    {
+        let start = |w: Why| EncodeError::Start(w.to_string());
+        let mut dev = sys::Sys::open(path).map_err(start)?;
+        let found = check(&mut dev, path).map_err(start)?;
+        Ok(Box::new(M2m::with_device(dev, found, settings, size)?))
+    }
+    #[cfg(not(feature = "v4l2"))]
+    {
+        let _ = (path, settings, size);
+        Err(EncodeError::Start(Why::NotBuilt.to_string()))
     }
 }
 

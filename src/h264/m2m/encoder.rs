@@ -107,7 +107,7 @@ impl<D: Device> M2m<D> {
         let r = self.dev.set_fps(output, self.settings.fps.max(1));
         self.optional("the frame rate (S_PARM)", r);
         self.controls(w, h);
-        let session = self.buffers(layout, output, capture)?;
+        let session = self.buffers(layout, output, capture).inspect_err(|_| self.release([output, capture]))?;
         self.session = Some(session);
         // A new stream starts with a keyframe: asked for, in case the driver would not.
         self.since_idr = u32::MAX;
@@ -184,10 +184,17 @@ impl<D: Device> M2m<D> {
         Ok(Session { layout, output, capture, free: vec![true; lens.len()] })
     }
 
-    /// STREAMOFF, unmap, REQBUFS 0 on both queues (errors only logged: this is the way out).
+    /// STREAMOFF, unmap, REQBUFS 0 on both queues.
     fn stop(&mut self) {
-        let Some(s) = self.session.take() else { return };
-        for q in [s.output, s.capture] {
+        if let Some(s) = self.session.take() {
+            self.release([s.output, s.capture]);
+        }
+    }
+
+    /// STREAMOFF, unmap, REQBUFS 0 (errors only logged: this is the way out, also of a
+    /// set-up that failed half-way, which would leave the formats locked).
+    fn release(&mut self, queues: [Queue; 2]) {
+        for q in queues {
             if let Err(e) = self.dev.stream(q, false) {
                 log::warn!("H.264 encoder {}: STREAMOFF: {e}", self.found);
             }

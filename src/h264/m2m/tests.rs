@@ -37,6 +37,10 @@ struct Spec {
     silent: bool,
     /// Bytes of each encoded picture.
     payload: usize,
+    /// The largest picture it takes (it clamps larger ones, as drivers do).
+    max: (u32, u32),
+    /// STREAMON of CAPTURE fails.
+    refuse_streamon: bool,
 }
 
 fn bcm2835() -> Spec {
@@ -50,6 +54,8 @@ fn bcm2835() -> Spec {
         refuse: Vec::new(),
         silent: false,
         payload: 600,
+        max: (1920, 1088),
+        refuse_streamon: false,
     }
 }
 
@@ -145,16 +151,10 @@ impl Device for Fake {
             return Ok(Format { fourcc, bytesperline: 0, planes: 1, ..*want });
         }
         let fourcc = if s.output_formats.contains(&want.fourcc) { want.fourcc } else { s.output_formats[0] };
-        let bpl = want.width.next_multiple_of(s.stride_align);
-        let rows = want.height.next_multiple_of(s.row_align);
-        let f = Format {
-            fourcc,
-            width: want.width,
-            height: rows,
-            bytesperline: bpl,
-            sizeimage: bpl * rows * 3 / 2,
-            planes: 1,
-        };
+        let (w, h) = (want.width.min(s.max.0), want.height.min(s.max.1));
+        let bpl = w.next_multiple_of(s.stride_align);
+        let rows = h.next_multiple_of(s.row_align);
+        let f = Format { fourcc, width: w, height: rows, bytesperline: bpl, sizeimage: bpl * rows * 3 / 2, planes: 1 };
         self.out_format = Some(f);
         Ok(f)
     }
@@ -226,6 +226,9 @@ impl Device for Fake {
     }
     fn stream(&mut self, q: Queue, on: bool) -> io::Result<()> {
         self.log(format!("{} {}", if on { "STREAMON" } else { "STREAMOFF" }, q.buf_type()));
+        if on && q.side == Side::Capture && self.spec().refuse_streamon {
+            return Err(io::Error::from_raw_os_error(libc::ENOMEM));
+        }
         self.streaming[Fake::side(q)] = on;
         if q.side == Side::Capture && on {
             // A new stream begins with SPS/PPS and an IDR.
@@ -371,6 +374,26 @@ fn devices_that_are_not_h264_encoders_are_refused_with_the_reason() {
     assert!(w.to_string().ends_with("takes neither YUV420 nor NV12 (it takes RGB3)"), "{w}");
     let all = Why::NoneFits(vec![w, Why::Denied(p.into())]);
     assert!(all.to_string().contains("bcm2835-codec") && all.to_string().contains("video group"), "{all}");
+}
+
+#[test]
+fn a_refused_picture_or_start_says_what_and_leaves_nothing_allocated() {
+    let e = open(bcm2835(), (2592, 1944)).err().unwrap();
+    assert_eq!(
+        e.to_string(),
+        "cannot start the H.264 encoder: the encoder fake-encode refused 2592x1944 YUV420: it set 1920x1088 with rows of 1920 bytes"
+    );
+    let mut dev = Fake::new(Spec { refuse_streamon: true, ..bcm2835() });
+    let log = Arc::clone(&dev.calls);
+    let found = check(&mut dev, Path::new("/dev/video11")).unwrap();
+    let e = M2m::with_device(dev, found, &settings(), (640, 480)).err().unwrap();
+    assert!(
+        e.to_string().ends_with("refused to start its output (STREAMON): Cannot allocate memory (os error 12)"),
+        "{e}"
+    );
+    // The half-done set-up was undone: formats can be set again.
+    let calls = log.lock().unwrap();
+    assert_eq!(calls[calls.len() - 4..], ["STREAMOFF 10", "REQBUFS 10 0", "STREAMOFF 9", "REQBUFS 9 0"]);
 }
 
 #[test]
