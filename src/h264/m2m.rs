@@ -90,7 +90,7 @@ pub struct Queue {
 
 impl Queue {
     /// `V4L2_BUF_TYPE_*`.
-    pub fn buf_type(self) -> u32 {
+    pub const fn buf_type(self) -> u32 {
         match (self.side, self.mplane) {
             (Side::Capture, false) => 1,
             (Side::Output, false) => 2,

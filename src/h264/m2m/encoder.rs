@@ -109,8 +109,10 @@ impl<D: Device> M2m<D> {
         self.controls(w, h);
         let session = self.buffers(layout, output, capture).inspect_err(|_| self.release([output, capture]))?;
         self.session = Some(session);
-        // A new stream starts with a keyframe: asked for, in case the driver would not.
+        // A new stream starts with a keyframe: asked for, in case the driver would not. An
+        // SPS kept from a stream of another size is not this one's.
         self.since_idr = u32::MAX;
+        self.header.clear();
         log::info!(
             "H.264 encoder {}: {w}x{h} {}, rows of {} bytes, {} buffer rows, {} bytes a picture",
             self.found,
@@ -143,8 +145,8 @@ impl<D: Device> M2m<D> {
         self.optional("the profile (V4L2_CID_MPEG_VIDEO_H264_PROFILE)", r);
         let level = level_for(w, h, s.fps, s.bitrate_kbps);
         let r = self.dev.set_control(cid::H264_LEVEL, level as i32);
-        if r.is_err() {
-            log::info!("H.264 encoder {}: level {} for {w}x{h} at {} fps", self.found, level_name(level), s.fps);
+        if r.is_ok() {
+            log::debug!("H.264 encoder {}: level {} for {w}x{h} at {} fps", self.found, level_name(level), s.fps);
         }
         self.optional("the level (V4L2_CID_MPEG_VIDEO_H264_LEVEL)", r);
         let r = self.dev.set_control(cid::REPEAT_SEQ_HEADER, 1);

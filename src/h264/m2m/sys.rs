@@ -20,12 +20,36 @@ use v4l::v4l_sys::{
 
 use super::{Caps, Dequeued, Device, Format, Queue, Side, Why};
 
-/// `V4L2_MEMORY_MMAP`.
-const MEMORY_MMAP: u32 = 1;
-/// `V4L2_FIELD_NONE`: progressive pictures.
-const FIELD_NONE: u32 = 1;
-/// `V4L2_SEL_TGT_CROP`.
-const SEL_TGT_CROP: u32 = 0;
+use v4l::v4l_sys as k;
+
+const MEMORY_MMAP: u32 = k::v4l2_memory_V4L2_MEMORY_MMAP;
+/// Progressive pictures.
+const FIELD_NONE: u32 = k::v4l2_field_V4L2_FIELD_NONE;
+
+// The numbers the rest of the module uses without the bindings (it builds without the `v4l2`
+// feature) are the kernel headers' own.
+const _: () = {
+    use super::{cap, cid, Queue, Side};
+    assert!(cid::BITRATE == k::V4L2_CID_MPEG_VIDEO_BITRATE);
+    assert!(cid::REPEAT_SEQ_HEADER == k::V4L2_CID_MPEG_VIDEO_REPEAT_SEQ_HEADER);
+    assert!(cid::FORCE_KEY_FRAME == k::V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME);
+    assert!(cid::H264_I_PERIOD == k::V4L2_CID_MPEG_VIDEO_H264_I_PERIOD);
+    assert!(cid::H264_LEVEL == k::V4L2_CID_MPEG_VIDEO_H264_LEVEL);
+    assert!(cid::H264_PROFILE == k::V4L2_CID_MPEG_VIDEO_H264_PROFILE);
+    assert!(cap::M2M == k::V4L2_CAP_VIDEO_M2M && cap::M2M_MPLANE == k::V4L2_CAP_VIDEO_M2M_MPLANE);
+    assert!(cap::STREAMING == k::V4L2_CAP_STREAMING);
+    assert!(super::FLAG_KEYFRAME == k::V4L2_BUF_FLAG_KEYFRAME && super::FLAG_ERROR == k::V4L2_BUF_FLAG_ERROR);
+    assert!(
+        Queue { side: Side::Output, mplane: true }.buf_type() == k::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE
+    );
+    assert!(
+        Queue { side: Side::Capture, mplane: true }.buf_type() == k::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE
+    );
+    assert!(Queue { side: Side::Output, mplane: false }.buf_type() == k::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT);
+    assert!(Queue { side: Side::Capture, mplane: false }.buf_type() == k::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE);
+    // VIDIOC_S_SELECTION's number below is 0xc040565e: a 64-byte struct.
+    assert!(std::mem::size_of::<v4l2_selection>() == 64);
+};
 
 /// `_IOWR('V', nr, T)`: v4l's table lacks VIDIOC_S_SELECTION.
 const fn iowr(nr: u32, size: usize) -> vidioc::_IOC_TYPE {
@@ -148,7 +172,7 @@ impl Device for Sys {
         self.ioctl(vidioc::VIDIOC_QUERYCAP, &mut c)?;
         let text = |b: &[u8]| String::from_utf8_lossy(b.split(|&x| x == 0).next().unwrap_or(&[])).into_owned();
         // Device caps where the driver sets them (V4L2_CAP_DEVICE_CAPS), else the node's.
-        let device_caps = if c.capabilities & 0x8000_0000 != 0 { c.device_caps } else { c.capabilities };
+        let device_caps = if c.capabilities & k::V4L2_CAP_DEVICE_CAPS != 0 { c.device_caps } else { c.capabilities };
         Ok(Caps { driver: text(&c.driver), card: text(&c.card), device_caps })
     }
 
@@ -214,7 +238,7 @@ impl Device for Sys {
         let mut s = zeroed::<v4l2_selection>();
         // S_SELECTION takes the single-planar type for either API.
         s.type_ = Queue { side: q.side, mplane: false }.buf_type();
-        s.target = SEL_TGT_CROP;
+        s.target = k::V4L2_SEL_TGT_CROP;
         (s.r.width, s.r.height) = (width, height);
         self.ioctl(VIDIOC_S_SELECTION, &mut s)
     }

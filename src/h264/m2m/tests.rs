@@ -115,10 +115,14 @@ impl Fake {
         self.force = false;
         self.since_idr = if idr { 0 } else { self.since_idr + 1 };
         let mut au = Vec::new();
+        // The SPS says the picture's width (in macroblocks), so that headers of streams of
+        // different sizes differ.
+        let mut header = SPS_PPS;
+        header[7] = (self.out_format.map_or(0, |f| f.width) / 16) as u8;
         if idr && !self.header_sent && spec.header_apart {
-            self.emit(&SPS_PPS, 0);
+            self.emit(&header, 0);
         } else if idr && !spec.header_apart {
-            au.extend_from_slice(&SPS_PPS);
+            au.extend_from_slice(&header);
         }
         self.header_sent = true;
         au.extend_from_slice(&[0, 0, 0, 1, if idr { 0x65 } else { 0x41 }]);
@@ -291,6 +295,7 @@ fn a_bcm2835_like_encoder_is_negotiated_fed_and_stopped() {
             keyframes.push(i);
             // The header came once, apart: camjobd puts it before every IDR.
             assert_eq!(t, [nal::SPS, nal::PPS, nal::IDR], "frame {i}");
+            assert_eq!(out[7], (1366 / 16) as u8);
         } else {
             assert_eq!(t, [1], "frame {i}");
         }
@@ -319,6 +324,11 @@ fn a_bcm2835_like_encoder_is_negotiated_fed_and_stopped() {
     for (r, c) in [(0, 0), (10, 682), (382, 3)] {
         assert_eq!(p[bpl * rows + r * (bpl / 2) + c], u[2 * r * cs + c], "U at {r},{c}");
     }
+    // Another size: set up again, and the new stream's header goes before its IDR, not the
+    // one kept from the old stream.
+    let e = m.encode(&picture(640, 480), 2500, false, &mut out).unwrap();
+    assert!(e.keyframe);
+    assert_eq!((types(&out), out[7]), (vec![nal::SPS, nal::PPS, nal::IDR], 40));
     // Dropped: both streams off and their buffers freed, and nothing after.
     drop(m);
     let calls = log.lock().unwrap();
