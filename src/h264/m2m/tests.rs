@@ -546,3 +546,23 @@ fn video_nodes_are_listed_in_number_order() {
         video_nodes(dir.path()).iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
     assert_eq!(names, ["video0", "video2", "video10", "video11"]);
 }
+
+#[cfg(feature = "v4l2")]
+#[test]
+fn a_configured_device_that_is_missing_or_not_v4l2_says_so() {
+    let w = find(Some(Path::new("/nonexistent/video11"))).unwrap_err();
+    assert_eq!(w, Why::Missing("/nonexistent/video11".into()));
+    assert!(w.to_string().contains("bcm2835-codec") && w.to_string().contains("video.device null"), "{w}");
+    // A node that is no V4L2 device: QUERYCAP through the real ioctl path fails cleanly.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let w = find(Some(file.path())).unwrap_err();
+    assert!(matches!(&w, Why::Io(_, e) if e.contains("os error 25")), "{w}");
+}
+
+#[cfg(not(feature = "v4l2"))]
+#[test]
+fn without_v4l2_there_is_no_hardware_encoder() {
+    assert_eq!(find(None), Err(Why::NotBuilt));
+    let e = super::open(Path::new("/dev/video11"), &settings(), (640, 480)).err().unwrap();
+    assert!(e.to_string().contains("without V4L2"), "{e}");
+}
