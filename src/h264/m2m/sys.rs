@@ -14,13 +14,11 @@ use std::time::Duration;
 
 use v4l::v4l2::{self, vidioc};
 use v4l::v4l_sys::{
-    v4l2_buffer, v4l2_capability, v4l2_control, v4l2_fmtdesc, v4l2_format, v4l2_plane, v4l2_requestbuffers,
+    self as k, v4l2_buffer, v4l2_capability, v4l2_control, v4l2_fmtdesc, v4l2_format, v4l2_plane, v4l2_requestbuffers,
     v4l2_selection, v4l2_streamparm,
 };
 
 use super::{Caps, Dequeued, Device, Format, Queue, Side, Why};
-
-use v4l::v4l_sys as k;
 
 const MEMORY_MMAP: u32 = k::v4l2_memory_V4L2_MEMORY_MMAP;
 /// Progressive pictures.
@@ -47,8 +45,8 @@ const _: () = {
     );
     assert!(Queue { side: Side::Output, mplane: false }.buf_type() == k::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT);
     assert!(Queue { side: Side::Capture, mplane: false }.buf_type() == k::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE);
-    // VIDIOC_S_SELECTION's number below is 0xc040565e: a 64-byte struct.
-    assert!(std::mem::size_of::<v4l2_selection>() == 64);
+    // The generic ioctl encoding below (x86, Arm): VIDIOC_S_SELECTION is 0xc040565f.
+    assert!(VIDIOC_S_SELECTION as u32 == 0xc040_565f);
 };
 
 /// `_IOWR('V', nr, T)`: v4l's table lacks VIDIOC_S_SELECTION.
