@@ -270,10 +270,16 @@ impl fmt::Display for Why {
             ),
             Why::NoneFits(all) => {
                 write!(f, "no V4L2 H.264 encoder among the video devices ({PI})")?;
-                for w in all {
+                // Cameras and ISPs only counted: a Pi has a dozen nodes.
+                let others = all.iter().filter(|w| matches!(w, Why::NotM2m { .. })).count();
+                for w in all.iter().filter(|w| !matches!(w, Why::NotM2m { .. })) {
                     write!(f, "; {w}")?;
                 }
-                Ok(())
+                match others {
+                    0 => Ok(()),
+                    1 => write!(f, "; 1 other is not a memory-to-memory codec"),
+                    n => write!(f, "; {n} others are not memory-to-memory codecs"),
+                }
             }
             Why::Refused { card, what } => write!(f, "the encoder {card} refused {what}"),
         }

@@ -382,8 +382,10 @@ fn devices_that_are_not_h264_encoders_are_refused_with_the_reason() {
     let rgb_only = Spec { output_formats: vec![RGB3], ..bcm2835() };
     let w = check(&mut Fake::new(rgb_only), p).unwrap_err();
     assert!(w.to_string().ends_with("takes neither YUV420 nor NV12 (it takes RGB3)"), "{w}");
-    let all = Why::NoneFits(vec![w, Why::Denied(p.into())]);
-    assert!(all.to_string().contains("bcm2835-codec") && all.to_string().contains("video group"), "{all}");
+    let camera = Why::NotM2m { path: p.into(), card: "cam".into() };
+    let all = Why::NoneFits(vec![camera.clone(), w, Why::Denied(p.into()), camera]).to_string();
+    assert!(all.contains("bcm2835-codec") && all.contains("video group"), "{all}");
+    assert!(all.contains("(it takes RGB3)") && all.ends_with("; 2 others are not memory-to-memory codecs"), "{all}");
 }
 
 #[test]
