@@ -3,6 +3,7 @@
 //! reads.
 //!
 //! - [`choose`] — which encoder (`video.encoder`), and why.
+//! - [`m2m`] — the V4L2 memory-to-memory hardware encoder (Pi 0–4), and finding it.
 //! - [`nal`] — Annex B byte streams (splitting, types, the SPS's profile).
 //! - [`rtp`] — RTP packets (RFC 6184) and RTCP sender reports, into the caller's buffers.
 //! - [`ring`] — the access units of one camera, in fixed memory.
@@ -10,6 +11,7 @@
 //! - [`stage`] — a camera's encoder thread, and who watches.
 
 pub mod choose;
+pub mod m2m;
 pub mod nal;
 pub mod ring;
 pub mod rtp;
@@ -24,18 +26,17 @@ use crate::jpeg::Yuv;
 /// Looks for a V4L2 M2M H.264 encoder: `device` (`video.device`), or every `/dev/video*`.
 /// Answers the device and what it is, or why there is none.
 pub fn probe_m2m(device: Option<&Path>) -> Result<(PathBuf, String), String> {
-    let _ = device;
-    Err("this camjobd has no V4L2 M2M encoder backend".into())
+    m2m::find(device).map(|f| (f.path.clone(), format!("{} ({})", f.card, f.driver))).map_err(|why| why.to_string())
 }
 
-/// What makes `backend`'s encoder for `settings`, on the encoder thread.
-pub fn maker(backend: &choose::Backend, settings: &Settings) -> stage::Make {
+/// What makes `backend`'s encoder for `settings` and pictures of `size`, on the encoder thread.
+pub fn maker(backend: &choose::Backend, settings: &Settings, size: (usize, usize)) -> stage::Make {
     let s = settings.clone();
     match backend {
         choose::Backend::Software => Box::new(move || Ok(Box::new(software::Software::new(&s)?) as Box<dyn Encoder>)),
         choose::Backend::M2m(path) => {
             let path = path.clone();
-            Box::new(move || Err(EncodeError::Start(format!("no V4L2 M2M backend for {}", path.display()))))
+            Box::new(move || m2m::open(&path, &s, size))
         }
     }
 }

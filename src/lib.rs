@@ -64,8 +64,9 @@
 //!   builds only).
 //!
 //! `unsafe` lives only in the leaves that talk to the kernel or to C: `capture/pipe.rs` (the
-//! child's set-up before exec), [`jpeg`] (libjpeg-turbo) and [`sys`] (what rustix does not
-//! wrap); also checked by the structure test.
+//! child's set-up before exec), [`jpeg`] (libjpeg-turbo), `h264/m2m/sys.rs` (the hardware
+//! encoder's ioctls and mmap) and [`sys`] (what rustix does not wrap); also checked by the
+//! structure test.
 //!
 //! # Threads
 //!

@@ -566,7 +566,7 @@ impl LibcameraConfig {
             if self.width % 64 != 0 || self.height % 2 != 0 {
                 v.fail(
                     "codec",
-                    &format!(
+                    format!(
                         "\"yuv420\" needs a width that is a multiple of 64 and an even height (got {}x{}); use 640, 1280, 1920, ... or \"mjpeg\"",
                         self.width, self.height
                     ),

@@ -315,11 +315,12 @@ impl CaptureLoop {
                 return false;
             }
         };
-        let make = crate::h264::maker(&choice.backend, &settings);
-        let fallback = choice.fallback.then(|| crate::h264::maker(&crate::h264::choose::Backend::Software, &settings));
-        *video.encoder.lock().unwrap_or_else(|e| e.into_inner()) = choice.why;
         let (w, h) = c.source.size();
         let size = (w as usize, h as usize);
+        let make = crate::h264::maker(&choice.backend, &settings, size);
+        let software = crate::h264::choose::Backend::Software;
+        let fallback = choice.fallback.then(|| crate::h264::maker(&software, &settings, size));
+        *video.encoder.lock().unwrap_or_else(|e| e.into_inner()) = choice.why;
         let jpeg_bytes = if c.may_deliver_jpeg() { c.max_frame_bytes } else { 0 };
         let stage = crate::h264::stage::Stage::start(
             &self.cam.name,

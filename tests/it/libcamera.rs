@@ -251,7 +251,10 @@ fn raw_frames_are_asked_for_only_at_sizes_rpicam_vid_cannot_pad() {
     let out = common::check_config(&file);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("cameras[0].source.codec") && err.contains("multiple of 64 and an even height (got 800x600)"), "{err}");
+    assert!(
+        err.contains("cameras[0].source.codec") && err.contains("multiple of 64 and an even height (got 800x600)"),
+        "{err}"
+    );
 }
 
 #[test]
