@@ -49,8 +49,7 @@ fn main() {
             img
         })
         .collect();
-    let settings =
-        Settings { bitrate_kbps: 2000, keyframe_interval_s: 2, profile: Profile::Baseline, fps: 30, full_range: false };
+    let settings = Settings { bitrate_kbps: 2000, keyframe_interval_s: 2, profile: Profile::Baseline, fps: 30 };
     let mut out = Vec::with_capacity(4 << 20);
     let mut rates = Vec::new();
     let mut bytes = 0;

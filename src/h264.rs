@@ -52,10 +52,6 @@ pub struct Settings {
     pub profile: Profile,
     /// The camera's frame rate (rate control and the keyframe period count in frames).
     pub fps: u32,
-    /// The pictures use the full 0–255 range (JPEG's YCbCr: decoded camera JPEGs, and what
-    /// `rpicam-vid --codec yuv420` writes), which the stream then says (VUI), so that players
-    /// do not stretch it a second time; else the limited 16–235 of YUYV cameras.
-    pub full_range: bool,
 }
 
 /// One encoded frame.
@@ -76,6 +72,9 @@ pub enum EncodeError {
     Frame(String),
     /// The access unit is larger than the buffer it goes into (this many bytes).
     TooLarge(usize),
+    /// The camera's frame could not be read (a JPEG that does not decode): the camera's
+    /// fault, not the encoder's.
+    Input(String),
 }
 
 impl std::fmt::Display for EncodeError {
@@ -84,6 +83,7 @@ impl std::fmt::Display for EncodeError {
             EncodeError::Start(m) => write!(f, "cannot start the H.264 encoder: {m}"),
             EncodeError::Frame(m) => write!(f, "cannot encode a frame: {m}"),
             EncodeError::TooLarge(n) => write!(f, "an encoded frame of {n} bytes is larger than its buffer"),
+            EncodeError::Input(m) => write!(f, "cannot read the camera's frame: {m}"),
         }
     }
 }
@@ -103,13 +103,7 @@ mod tests {
 
     #[test]
     fn openh264_encodes_a_picture_with_keyframes_where_asked() {
-        let settings = Settings {
-            bitrate_kbps: 1000,
-            keyframe_interval_s: 2,
-            profile: Profile::Baseline,
-            fps: 10,
-            full_range: false,
-        };
+        let settings = Settings { bitrate_kbps: 1000, keyframe_interval_s: 2, profile: Profile::Baseline, fps: 10 };
         let mut enc = software::Software::new(&settings).unwrap();
         let mut img = Yuv::new(320, 240);
         let mut out = Vec::with_capacity(256 << 10);

@@ -80,6 +80,9 @@ pub struct Yuv {
     width: usize,
     height: usize,
     sampling: Sampling,
+    /// The samples use the full 0–255 range (JPEG's YCbCr: a decoded JPEG, libcamera's raw
+    /// frames), not the limited 16–235 of YUYV cameras.
+    full_range: bool,
 }
 
 /// How the chroma planes of a [`Yuv`] are sampled.
@@ -121,7 +124,7 @@ impl Yuv {
 
     /// An image of `width x height` (both even for 4:2:0), allocated and touched now.
     pub fn with_sampling(width: usize, height: usize, sampling: Sampling) -> Yuv {
-        let mut img = Yuv { data: Vec::new(), width: 0, height: 0, sampling };
+        let mut img = Yuv { data: Vec::new(), width: 0, height: 0, sampling, full_range: false };
         img.set_size(width, height);
         img
     }
@@ -182,6 +185,7 @@ impl Yuv {
     /// Makes this image a copy of `other` (its size, sampling and pixels, padding included).
     pub fn copy_from(&mut self, other: &Yuv) {
         self.set_format(other.width, other.height, other.sampling);
+        self.full_range = other.full_range;
         let n = Self::bytes_with(other.width, other.height, other.sampling);
         self.data[..n].copy_from_slice(&other.data[..n]);
     }
@@ -189,6 +193,16 @@ impl Yuv {
     /// How the chroma planes are sampled.
     pub fn sampling(&self) -> Sampling {
         self.sampling
+    }
+
+    /// Whether the samples use the full 0–255 range (JPEG's YCbCr).
+    pub fn full_range(&self) -> bool {
+        self.full_range
+    }
+
+    /// Says what range the samples use; whoever fills the image says it.
+    pub fn set_full_range(&mut self, full: bool) {
+        self.full_range = full;
     }
 
     /// The stride that reads the chroma planes as 4:2:0 rows: every row of a 4:2:0 image,
@@ -711,6 +725,7 @@ impl Decoder {
             let (w, h) = (d.output_width as usize, d.output_height as usize);
             let even = w & !1;
             img.set_format(even, h, Sampling::S422);
+            img.set_full_range(true);
             if row.len() < w * 3 {
                 row.resize(w * 3, 0);
             }

@@ -63,6 +63,8 @@ impl I420Frames {
         let Some(img) = img else { return };
         let (w, h) = (self.width, self.height);
         img.set_format(w, h, Sampling::S420);
+        // rpicam-vid's YUV420 is in JPEG's colour space: full range.
+        img.set_full_range(true);
         let (y, u, v, ys, cs) = img.planes_mut();
         let (src_y, rest) = self.buf.split_at(w * h);
         let (src_u, src_v) = rest.split_at((w / 2) * (h / 2));

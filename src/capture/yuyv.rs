@@ -8,7 +8,9 @@ use crate::jpeg::Yuv;
 /// padding; `width` even) into `img`, which takes that size.
 pub fn deinterleave(yuyv: &[u8], width: usize, height: usize, img: &mut Yuv) {
     debug_assert!(width % 2 == 0 && yuyv.len() >= width * height * 2);
-    img.set_size(width, height);
+    img.set_format(width, height, crate::jpeg::Sampling::S422);
+    // YUYV cameras send BT.601's limited range.
+    img.set_full_range(false);
     let (y, u, v, ys, cs) = img.planes_mut();
     let rows = yuyv.chunks_exact(width * 2).take(height);
     let planes = y.chunks_exact_mut(ys).zip(u.chunks_exact_mut(cs)).zip(v.chunks_exact_mut(cs));

@@ -290,7 +290,7 @@ pub struct LibcameraConfig {
 #[serde(rename_all = "lowercase")]
 pub enum LibcameraCodec {
     /// `yuv420` when the camera has `video` (encoder not `source`) and a width that is a
-    /// multiple of 64, else `mjpeg`.
+    /// multiple of 128, else `mjpeg`.
     Auto,
     /// JPEGs from the Pi's JPEG encoder, passed through.
     Mjpeg,
@@ -390,7 +390,7 @@ impl CameraConfig {
     /// Whether this camera is a libcamera one read as YUV 4:2:0 (`rpicam-vid --codec yuv420`):
     /// with `video` on and an encoder other than `source`, camjobd makes both the JPEGs and the
     /// H.264 from one raw picture instead of decoding rpicam-vid's JPEGs for H.264. Only for
-    /// widths that are a multiple of 64, so that no alignment of rpicam-vid's rows can pad
+    /// widths that are a multiple of 128, so that no alignment of rpicam-vid's rows can pad
     /// them (other widths keep the JPEG path; `docs/rtsp.md`).
     pub fn libcamera_yuv420(&self) -> bool {
         let SourceConfig::Libcamera(s) = &self.source else { return false };
@@ -398,9 +398,11 @@ impl CameraConfig {
             LibcameraCodec::Mjpeg => false,
             LibcameraCodec::Yuv420 => true,
             LibcameraCodec::Auto => {
-                s.width % 64 == 0
-                    && s.height % 2 == 0
+                raw_width_ok(s.width, s.height)
                     && self.video.as_ref().is_some_and(|v| v.encoder != super::EncoderKind::Source)
+                    // Raw frames need camjobd's JPEG encoders, and they a buffer each: a config
+                    // with too few keeps the JPEG path rather than be refused.
+                    && self.frame_buffers >= self.encoder_threads + 2
             }
         }
     }
@@ -554,6 +556,13 @@ impl V4l2Config {
     }
 }
 
+/// Whether rpicam-vid's raw rows can be read as `width` bytes: a width that is a multiple of
+/// 128 cannot be padded by any alignment libcamera uses (the Pi 5's aligns chroma rows to 64
+/// bytes, so luma rows to 128).
+fn raw_width_ok(width: u32, height: u32) -> bool {
+    width % 128 == 0 && height % 2 == 0
+}
+
 impl LibcameraConfig {
     fn validate(&self, v: &mut Checker) {
         v.range("width", self.width, 32, 9152);
@@ -563,11 +572,11 @@ impl LibcameraConfig {
         v.range_some("camera", self.camera, 0, 15);
         if self.codec == LibcameraCodec::Yuv420 {
             // rpicam-vid may pad rows to its alignment: only widths it cannot pad are read raw.
-            if self.width % 64 != 0 || self.height % 2 != 0 {
+            if !raw_width_ok(self.width, self.height) {
                 v.fail(
                     "codec",
                     format!(
-                        "\"yuv420\" needs a width that is a multiple of 64 and an even height (got {}x{}); use 640, 1280, 1920, ... or \"mjpeg\"",
+                        "\"yuv420\" needs a width that is a multiple of 128 and an even height (got {}x{}); use 640, 1280, 1920, ... or \"mjpeg\"",
                         self.width, self.height
                     ),
                 );

@@ -139,6 +139,8 @@ pub struct Dequeued {
     pub bytesused: usize,
     /// `V4L2_BUF_FLAG_*`.
     pub flags: u32,
+    /// The timestamp (µs): a CAPTURE buffer carries the one of the OUTPUT buffer it encodes.
+    pub stamp_us: u64,
 }
 
 /// What camjobd asks of a V4L2 M2M device: the real one (`sys`) or a fake in the tests. Each

@@ -19,11 +19,20 @@ use crate::jpeg::Yuv;
 /// OpenH264, one per camera.
 pub struct Software {
     encoder: OpenH264,
+    settings: Settings,
+    /// What the stream's VUI says of the range (it follows the pictures).
+    full_range: bool,
 }
 
 impl Software {
     /// An encoder for `settings` (the picture size is set by the first frame).
     pub fn new(settings: &Settings) -> Result<Software, EncodeError> {
+        Ok(Software { encoder: Self::open(settings, false)?, settings: settings.clone(), full_range: false })
+    }
+
+    /// OpenH264 for `settings`; `full_range`: the stream says so (VUI), so that players do
+    /// not stretch JPEG-range pictures a second time.
+    fn open(settings: &Settings, full_range: bool) -> Result<OpenH264, EncodeError> {
         let fps = settings.fps.max(1);
         let mut config = EncoderConfig::new()
             .bitrate(BitRate::from_bps(settings.bitrate_kbps.saturating_mul(1000)))
@@ -43,13 +52,12 @@ impl Software {
             })
             // One thread: the encoder stage's own (the thread count stays what budget counts).
             .num_threads(1);
-        if settings.full_range {
+        if full_range {
             // BT.601 matrix, full range: JPEG's YCbCr.
             config = config.vui(VuiConfig::bt601().full_range(true));
         }
-        let encoder = OpenH264::with_api_config(OpenH264API::from_source(), config)
-            .map_err(|e| EncodeError::Start(format!("OpenH264: {e}")))?;
-        Ok(Software { encoder })
+        OpenH264::with_api_config(OpenH264API::from_source(), config)
+            .map_err(|e| EncodeError::Start(format!("OpenH264: {e}")))
     }
 }
 
@@ -79,6 +87,12 @@ impl YUVSource for As420<'_> {
 
 impl super::Encoder for Software {
     fn encode(&mut self, img: &Yuv, mono_ms: u64, force_idr: bool, out: &mut Vec<u8>) -> Result<Encoded, EncodeError> {
+        if img.full_range() != self.full_range {
+            // The camera's frames changed kind (a V4L2 `auto` camera opened as MJPG after
+            // YUYV): a new stream whose headers say the new range; it starts on a keyframe.
+            self.encoder = Self::open(&self.settings, img.full_range())?;
+            self.full_range = img.full_range();
+        }
         if force_idr {
             self.encoder.force_intra_frame();
         }

@@ -504,7 +504,7 @@ impl Run {
                     let decoder = self.decoder.get_or_insert_with(crate::jpeg::Decoder::new);
                     match decoder.decode_yuv422(&jpeg[..len.min(jpeg.len())], &mut image, &mut self.row) {
                         Ok(_) => encoder.encode(&image, job.mono_ms, force, &mut self.au),
-                        Err(e) => Err(super::EncodeError::Frame(format!("cannot decode the camera's JPEG: {e}"))),
+                        Err(e) => Err(super::EncodeError::Input(format!("its JPEG does not decode: {e}"))),
                     }
                 }
                 None => encoder.encode(&image, job.mono_ms, force, &mut self.au),
@@ -526,8 +526,9 @@ impl Run {
                 stats.failed.fetch_add(1, Relaxed);
                 self.video.want_keyframe.store(true, Release);
                 match &failed {
-                    // Too large for the ring is the scene's doing, not the encoder's.
-                    Err(super::EncodeError::TooLarge(_)) | Ok(_) => {}
+                    // Too large for the ring is the scene's doing, a JPEG that does not decode
+                    // the camera's: neither is the encoder's.
+                    Err(super::EncodeError::TooLarge(_) | super::EncodeError::Input(_)) | Ok(_) => {}
                     Err(_) => self.failed_in_a_row += 1,
                 }
                 if let Err(e) = failed {
@@ -604,13 +605,8 @@ mod tests {
     fn start(make: Make, fallback: Option<Make>, stop: &Stop) -> Stage {
         let video = Arc::new(Video::new(1 << 20));
         *video.encoder.lock().unwrap() = "V4L2 M2M encoder /dev/video11 (fake), chosen by auto".into();
-        let settings = Settings {
-            bitrate_kbps: 1000,
-            keyframe_interval_s: 2,
-            profile: crate::config::Profile::Baseline,
-            fps: 30,
-            full_range: false,
-        };
+        let settings =
+            Settings { bitrate_kbps: 1000, keyframe_interval_s: 2, profile: crate::config::Profile::Baseline, fps: 30 };
         Stage::start("t", video, make, fallback, &settings, (64, 48), 0, stop).unwrap()
     }
 
@@ -631,6 +627,36 @@ mod tests {
             v.encoder
         );
         assert!(!stop.is_set());
+    }
+
+    #[test]
+    fn jpegs_that_do_not_decode_are_the_cameras_fault_not_the_encoders() {
+        let stop = Stop::new();
+        let video = Arc::new(Video::new(1 << 20));
+        *video.encoder.lock().unwrap() = "V4L2 M2M encoder /dev/video11 (fake), chosen by auto".into();
+        let settings =
+            Settings { bitrate_kbps: 1000, keyframe_interval_s: 2, profile: crate::config::Profile::Baseline, fps: 30 };
+        let stage = Stage::start("t", video, fake(false), Some(fake(false)), &settings, (64, 48), 1024, &stop).unwrap();
+        let _watch = stage.video().watch();
+        for i in 0..2 * u64::from(FAILURES_BEFORE_FALLBACK) {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut c = loop {
+                if let Some(c) = stage.claim_jpeg() {
+                    break c;
+                }
+                assert!(Instant::now() < deadline, "the encoder stayed busy");
+                std::thread::yield_now();
+            };
+            c.buffer()[..8].copy_from_slice(b"not jpeg");
+            stage.submit_jpeg(c, 8, 1 + i * 33, 0.0);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while stage.video().view(30).failed < 2 * u64::from(FAILURES_BEFORE_FALLBACK) {
+            assert!(Instant::now() < deadline, "{:?}", stage.video().view(30));
+            std::thread::yield_now();
+        }
+        // Counted as failed frames, but the encoder stays: it did nothing wrong.
+        assert!(stage.video().view(30).encoder.starts_with("V4L2 M2M"), "{}", stage.video().view(30).encoder);
     }
 
     #[test]

@@ -300,7 +300,6 @@ impl CaptureLoop {
             keyframe_interval_s: vc.keyframe_interval_s,
             profile: vc.profile,
             fps: c.source.fps().unwrap_or(30),
-            full_range: c.may_deliver_jpeg() || c.libcamera_yuv420(),
         };
         let choice = match crate::h264::choose::choose(
             vc.encoder,

@@ -36,7 +36,7 @@ pub struct M2m<D: Device> {
     /// The driver's keyframe flag disagreed with the NAL types (logged once).
     flag_mismatch: bool,
     /// Full-range pictures are squeezed into the limited range as they are copied in.
-    squeeze: Option<super::layout::Squeeze>,
+    squeeze: super::layout::Squeeze,
 }
 
 /// What was negotiated for one picture size.
@@ -62,7 +62,7 @@ impl<D: Device> M2m<D> {
             since_idr: 0,
             refused: Vec::new(),
             flag_mismatch: false,
-            squeeze: settings.full_range.then(super::layout::Squeeze::new),
+            squeeze: super::layout::Squeeze::new(),
         };
         m.start(size.0 & !1, size.1 & !1).map_err(|w| EncodeError::Start(w.to_string()))?;
         Ok(m)
@@ -221,9 +221,10 @@ impl<D: Device> M2m<D> {
         i.ok_or_else(|| EncodeError::Frame("the encoder still holds every input picture (it stalled)".into()))
     }
 
-    /// Waits for the next frame's H.264, within the deadline; header-only buffers are kept
-    /// and waited past.
-    fn collect(&mut self, out: &mut Vec<u8>) -> Result<Encoded, EncodeError> {
+    /// Waits for the H.264 of the frame stamped `stamp_us`, within the deadline; header-only
+    /// buffers are kept and waited past, and the late H.264 of a frame that missed its
+    /// deadline is dropped (else every later frame would come one behind).
+    fn collect(&mut self, out: &mut Vec<u8>, stamp_us: u64) -> Result<Encoded, EncodeError> {
         let capture =
             self.session.as_ref().map(|s| s.capture).ok_or_else(|| EncodeError::Frame("not set up".into()))?;
         let end = Instant::now() + self.deadline;
@@ -242,7 +243,9 @@ impl<D: Device> M2m<D> {
             };
             let mem = self.dev.memory(capture, d.index);
             let data = mem.get(d.offset..d.bytesused.min(mem.len())).unwrap_or(&[]);
-            let taken = if d.flags & FLAG_ERROR != 0 {
+            let taken = if d.stamp_us < stamp_us {
+                Ok(Taken::Nothing)
+            } else if d.flags & FLAG_ERROR != 0 {
                 Err(EncodeError::Frame("the encoder marked its H.264 buffer as damaged".into()))
             } else {
                 take(data, d.flags, &mut self.header, &mut self.flag_mismatch, out)
@@ -335,12 +338,13 @@ impl<D: Device + Send> Encoder for M2m<D> {
         let index = self.free_output()?;
         let Some(s) = self.session.as_mut() else { return Err(EncodeError::Frame("not set up".into())) };
         let (layout, output) = (s.layout, s.output);
-        copy_420(img, &layout, self.dev.memory(output, index), self.squeeze.as_ref());
+        let squeeze = img.full_range().then_some(&self.squeeze);
+        copy_420(img, &layout, self.dev.memory(output, index), squeeze);
         self.dev
             .queue(output, index, layout.bytes, mono_ms.saturating_mul(1000))
             .map_err(|e| frame_error("QBUF (input)", &e))?;
         s.free[index] = false;
-        let e = self.collect(out)?;
+        let e = self.collect(out, mono_ms.saturating_mul(1000))?;
         self.since_idr = if e.keyframe { 0 } else { self.since_idr.saturating_add(1) };
         Ok(e)
     }

@@ -101,10 +101,9 @@ pub struct Squeeze {
 impl Squeeze {
     /// The two tables: Y 0–255 to 16–235, Cb/Cr 0–255 to 16–240 around 128.
     pub fn new() -> Squeeze {
-        let scale = |v: usize, mid: f64, span: f64| (mid + (v as f64 - 128.0) * span / 255.0).round() as u8;
         Squeeze {
-            y: std::array::from_fn(|v| scale(v, 125.5, 219.0)),
-            c: std::array::from_fn(|v| scale(v, 128.0, 224.0)),
+            y: std::array::from_fn(|v| (16.0 + v as f64 * 219.0 / 255.0).round() as u8),
+            c: std::array::from_fn(|v| (128.0 + (v as f64 - 128.0) * 224.0 / 255.0).round() as u8),
         }
     }
 }

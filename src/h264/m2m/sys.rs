@@ -78,10 +78,13 @@ fn slot(q: Queue) -> usize {
     }
 }
 
-/// A zeroed kernel struct (all of them are plain data for which zero is valid).
-fn zeroed<T: Copy>() -> T {
-    // SAFETY: only used with the bindgen structs below: integers, arrays, unions of them and
-    // nullable raw pointers, for which all-zero bytes are a valid value.
+/// A zeroed kernel struct.
+///
+/// # Safety
+/// `T` must be plain data for which all-zero bytes are a valid value (the bindgen structs:
+/// integers, arrays, unions of them and nullable raw pointers), never a reference.
+unsafe fn zeroed<T: Copy>() -> T {
+    // SAFETY: the caller's promise.
     unsafe { std::mem::zeroed() }
 }
 
@@ -129,8 +132,10 @@ impl Sys {
 
     /// QUERYBUF buffer `index` and map it: its length.
     fn map(&mut self, q: Queue, index: u32) -> io::Result<usize> {
-        let mut planes = [zeroed::<v4l2_plane>(); 1];
-        let mut b = zeroed::<v4l2_buffer>();
+        // SAFETY: a kernel struct of plain data.
+        let mut planes = [unsafe { zeroed::<v4l2_plane>() }; 1];
+        // SAFETY: a kernel struct of plain data.
+        let mut b = unsafe { zeroed::<v4l2_buffer>() };
         b.index = index;
         b.type_ = q.buf_type();
         b.memory = MEMORY_MMAP;
@@ -166,7 +171,8 @@ impl Sys {
 
 impl Device for Sys {
     fn caps(&mut self) -> io::Result<Caps> {
-        let mut c = zeroed::<v4l2_capability>();
+        // SAFETY: a kernel struct of plain data.
+        let mut c = unsafe { zeroed::<v4l2_capability>() };
         self.ioctl(vidioc::VIDIOC_QUERYCAP, &mut c)?;
         let text = |b: &[u8]| String::from_utf8_lossy(b.split(|&x| x == 0).next().unwrap_or(&[])).into_owned();
         // Device caps where the driver sets them (V4L2_CAP_DEVICE_CAPS), else the node's.
@@ -177,7 +183,8 @@ impl Device for Sys {
     fn formats(&mut self, q: Queue) -> io::Result<Vec<u32>> {
         let mut out = Vec::new();
         for index in 0..64 {
-            let mut d = zeroed::<v4l2_fmtdesc>();
+            // SAFETY: a kernel struct of plain data.
+            let mut d = unsafe { zeroed::<v4l2_fmtdesc>() };
             d.index = index;
             d.type_ = q.buf_type();
             match self.ioctl(vidioc::VIDIOC_ENUM_FMT, &mut d) {
@@ -190,7 +197,8 @@ impl Device for Sys {
     }
 
     fn set_format(&mut self, q: Queue, want: &Format) -> io::Result<Format> {
-        let mut f = zeroed::<v4l2_format>();
+        // SAFETY: a kernel struct of plain data.
+        let mut f = unsafe { zeroed::<v4l2_format>() };
         f.type_ = q.buf_type();
         if q.mplane {
             // SAFETY: `pix_mp` is the union's member for the MPLANE buffer types set above.
@@ -233,7 +241,8 @@ impl Device for Sys {
     }
 
     fn set_crop(&mut self, q: Queue, width: u32, height: u32) -> io::Result<()> {
-        let mut s = zeroed::<v4l2_selection>();
+        // SAFETY: a kernel struct of plain data.
+        let mut s = unsafe { zeroed::<v4l2_selection>() };
         // S_SELECTION takes the single-planar type for either API.
         s.type_ = Queue { side: q.side, mplane: false }.buf_type();
         s.target = k::V4L2_SEL_TGT_CROP;
@@ -242,7 +251,8 @@ impl Device for Sys {
     }
 
     fn set_fps(&mut self, q: Queue, fps: u32) -> io::Result<()> {
-        let mut p = zeroed::<v4l2_streamparm>();
+        // SAFETY: a kernel struct of plain data.
+        let mut p = unsafe { zeroed::<v4l2_streamparm>() };
         p.type_ = q.buf_type();
         // SAFETY: `output` is the union's member for OUTPUT buffer types, which this is.
         let o = unsafe { &mut p.parm.output };
@@ -258,7 +268,8 @@ impl Device for Sys {
     fn buffers(&mut self, q: Queue, count: u32) -> io::Result<Vec<usize>> {
         // Mappings go first: REQBUFS 0 fails (EBUSY) while a buffer is mapped.
         self.unmap(slot(q));
-        let mut r = zeroed::<v4l2_requestbuffers>();
+        // SAFETY: a kernel struct of plain data.
+        let mut r = unsafe { zeroed::<v4l2_requestbuffers>() };
         (r.count, r.type_, r.memory) = (count, q.buf_type(), MEMORY_MMAP);
         self.ioctl(vidioc::VIDIOC_REQBUFS, &mut r)?;
         (0..r.count).map(|i| self.map(q, i)).collect()
@@ -275,8 +286,10 @@ impl Device for Sys {
     }
 
     fn queue(&mut self, q: Queue, index: usize, bytesused: usize, stamp_us: u64) -> io::Result<()> {
-        let mut planes = [zeroed::<v4l2_plane>(); 1];
-        let mut b = zeroed::<v4l2_buffer>();
+        // SAFETY: a kernel struct of plain data.
+        let mut planes = [unsafe { zeroed::<v4l2_plane>() }; 1];
+        // SAFETY: a kernel struct of plain data.
+        let mut b = unsafe { zeroed::<v4l2_buffer>() };
         (b.index, b.type_, b.memory, b.field) = (index as u32, q.buf_type(), MEMORY_MMAP, FIELD_NONE);
         b.timestamp.tv_sec = (stamp_us / 1_000_000) as _;
         b.timestamp.tv_usec = (stamp_us % 1_000_000) as _;
@@ -292,8 +305,10 @@ impl Device for Sys {
     }
 
     fn dequeue(&mut self, q: Queue) -> io::Result<Option<Dequeued>> {
-        let mut planes = [zeroed::<v4l2_plane>(); 1];
-        let mut b = zeroed::<v4l2_buffer>();
+        // SAFETY: a kernel struct of plain data.
+        let mut planes = [unsafe { zeroed::<v4l2_plane>() }; 1];
+        // SAFETY: a kernel struct of plain data.
+        let mut b = unsafe { zeroed::<v4l2_buffer>() };
         (b.type_, b.memory) = (q.buf_type(), MEMORY_MMAP);
         if q.mplane {
             b.m.planes = planes.as_mut_ptr();
@@ -308,7 +323,8 @@ impl Device for Sys {
         } else {
             (0, b.bytesused as usize)
         };
-        Ok(Some(Dequeued { index: b.index as usize, offset, bytesused: used, flags: b.flags }))
+        let stamp_us = (b.timestamp.tv_sec as u64).saturating_mul(1_000_000) + b.timestamp.tv_usec as u64;
+        Ok(Some(Dequeued { index: b.index as usize, offset, bytesused: used, flags: b.flags, stamp_us }))
     }
 
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {

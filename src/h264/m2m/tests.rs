@@ -41,6 +41,8 @@ struct Spec {
     max: (u32, u32),
     /// STREAMON of CAPTURE fails.
     refuse_streamon: bool,
+    /// The first picture's H.264 comes only when the second picture is queued.
+    late_once: bool,
 }
 
 fn bcm2835() -> Spec {
@@ -56,6 +58,7 @@ fn bcm2835() -> Spec {
         payload: 600,
         max: (1920, 1088),
         refuse_streamon: false,
+        late_once: false,
     }
 }
 
@@ -71,8 +74,12 @@ struct Fake {
     done_out: VecDeque<usize>,
     /// CAPTURE buffers queued, empty.
     empty: VecDeque<usize>,
-    /// CAPTURE buffers filled: (index, bytes, flags).
-    filled: VecDeque<(usize, usize, u32)>,
+    /// CAPTURE buffers filled: (index, bytes, flags, timestamp).
+    filled: VecDeque<(usize, usize, u32, u64)>,
+    /// The timestamp of the picture being encoded.
+    stamp_us: u64,
+    /// With `late_once`: the first picture's H.264, held back.
+    held: Option<VecDeque<(usize, usize, u32, u64)>>,
     streaming: [bool; 2],
     i_period: u32,
     since_idr: u32,
@@ -101,7 +108,7 @@ impl Fake {
         let buf = &mut self.mem[1][i];
         let n = bytes.len().min(buf.len());
         buf[..n].copy_from_slice(&bytes[..n]);
-        self.filled.push_back((i, n, flags));
+        self.filled.push_back((i, n, flags, self.stamp_us));
     }
     /// "Encodes" the picture in OUTPUT buffer `i`.
     fn encode(&mut self, i: usize) {
@@ -127,6 +134,8 @@ impl Fake {
         self.header_sent = true;
         au.extend_from_slice(&[0, 0, 0, 1, if idr { 0x65 } else { 0x41 }]);
         au.resize(au.len() + spec.payload, 0xAB);
+        // The picture's time (ms, low byte) last, so a test can tell whose H.264 it got.
+        au.push((self.stamp_us / 1000) as u8);
         self.emit(&au, if idr { FLAG_KEYFRAME } else { 0 });
     }
 }
@@ -200,26 +209,45 @@ impl Device for Fake {
     fn memory(&mut self, q: Queue, index: usize) -> &mut [u8] {
         self.mem[Fake::side(q)].get_mut(index).map_or(&mut [], |b| &mut b[..])
     }
-    fn queue(&mut self, q: Queue, index: usize, bytesused: usize, _stamp_us: u64) -> io::Result<()> {
+    fn queue(&mut self, q: Queue, index: usize, bytesused: usize, stamp_us: u64) -> io::Result<()> {
         assert!(index < self.mem[Fake::side(q)].len(), "QBUF of buffer {index} that does not exist");
         match q.side {
             Side::Capture => self.empty.push_back(index),
             Side::Output => {
                 assert!(self.streaming[0], "a picture queued before STREAMON");
                 assert!(bytesused > 0);
+                self.stamp_us = stamp_us;
+                if let Some(held) = self.held.as_mut().filter(|h| !h.is_empty()) {
+                    // The late H.264 comes out before the new picture's.
+                    let late: Vec<_> = held.drain(..).collect();
+                    let now: Vec<_> = self.filled.drain(..).collect();
+                    self.filled.extend(late);
+                    self.filled.extend(now);
+                }
                 self.encode(index);
+                if self.spec().late_once && self.held.is_none() {
+                    self.held = Some(self.filled.drain(..).collect());
+                }
             }
         }
         Ok(())
     }
     fn dequeue(&mut self, q: Queue) -> io::Result<Option<Dequeued>> {
         Ok(match q.side {
-            Side::Output => {
-                self.done_out.pop_front().map(|index| Dequeued { index, offset: 0, bytesused: 0, flags: 0 })
-            }
-            Side::Capture => {
-                self.filled.pop_front().map(|(index, bytesused, flags)| Dequeued { index, offset: 0, bytesused, flags })
-            }
+            Side::Output => self.done_out.pop_front().map(|index| Dequeued {
+                index,
+                offset: 0,
+                bytesused: 0,
+                flags: 0,
+                stamp_us: 0,
+            }),
+            Side::Capture => self.filled.pop_front().map(|(index, bytesused, flags, stamp_us)| Dequeued {
+                index,
+                offset: 0,
+                bytesused,
+                flags,
+                stamp_us,
+            }),
         })
     }
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
@@ -243,7 +271,7 @@ impl Device for Fake {
 }
 
 fn settings() -> Settings {
-    Settings { bitrate_kbps: 2000, keyframe_interval_s: 1, profile: Profile::Baseline, fps: 10, full_range: false }
+    Settings { bitrate_kbps: 2000, keyframe_interval_s: 1, profile: Profile::Baseline, fps: 10 }
 }
 
 /// A picture whose every sample says where it is.
@@ -440,12 +468,27 @@ fn an_encoder_that_never_answers_is_a_deadline_error_not_a_hang() {
 }
 
 #[test]
+fn the_late_h264_of_a_frame_that_missed_its_deadline_is_dropped_not_given_to_the_next() {
+    let mut m = open(Spec { late_once: true, ..bcm2835() }, (320, 240)).unwrap();
+    m.deadline = Duration::from_millis(50);
+    let mut out = Vec::with_capacity(16 << 10);
+    let img = picture(320, 240);
+    assert!(m.encode(&img, 0, false, &mut out).is_err(), "the first frame's H.264 is late");
+    // The second frame gets its own H.264, not the first's late one; so do the next.
+    for i in 1..5u64 {
+        m.encode(&img, i * 33, false, &mut out).unwrap_or_else(|e| panic!("frame {i}: {e}"));
+        assert_eq!(out.last(), Some(&((i * 33) as u8)), "frame {i} was given another frame's H.264");
+    }
+    assert_eq!(dev(&mut m).empty.len() + dev(&mut m).filled.len(), 4, "every H.264 buffer went back");
+}
+
+#[test]
 fn an_access_unit_larger_than_out_is_refused_and_out_is_not_grown() {
     let mut m = open(Spec { payload: 5000, ..bcm2835() }, (320, 240)).unwrap();
     let img = picture(320, 240);
     let mut small = Vec::with_capacity(1000);
     let e = m.encode(&img, 0, false, &mut small).unwrap_err();
-    assert_eq!(e, EncodeError::TooLarge(SPS_PPS.len() + 5 + 5000));
+    assert_eq!(e, EncodeError::TooLarge(SPS_PPS.len() + 5 + 5000 + 1));
     assert_eq!(small.capacity(), 1000);
     // Every H.264 buffer went back to the driver: the next frames still come.
     let mut out = Vec::with_capacity(16 << 10);
