@@ -247,6 +247,9 @@ pub type Make = Box<dyn FnOnce() -> Result<Box<dyn Encoder>, super::EncodeError>
 /// Encode errors in a row after which an encoder with a fallback is replaced by it.
 pub const FAILURES_BEFORE_FALLBACK: u32 = 3;
 
+/// Encode errors in a row after which an encoder without one fails the service.
+pub const FAILURES_BEFORE_GIVING_UP: u32 = 30;
+
 /// The encoder thread as capture sees it.
 pub struct Stage {
     video: Arc<Video>,
@@ -473,6 +476,18 @@ impl Run {
                 }
                 self.failed_in_a_row = 0;
             }
+            if self.failed_in_a_row >= FAILURES_BEFORE_GIVING_UP {
+                // Nothing to fall back to (the encoder was named in the config): a stream that
+                // never comes must not look healthy. The service fails (exit 1), and its log
+                // says why; systemd starts it again.
+                log::error!(
+                    "{name}: {} failed {} frames in a row; stopping the service",
+                    self.video.encoder.lock().unwrap_or_else(|e| e.into_inner()),
+                    self.failed_in_a_row
+                );
+                self.stop.fail(&name, Broke::Ended);
+                return;
+            }
         }
     }
 
@@ -657,6 +672,30 @@ mod tests {
         }
         // Counted as failed frames, but the encoder stays: it did nothing wrong.
         assert!(stage.video().view(30).encoder.starts_with("V4L2 M2M"), "{}", stage.video().view(30).encoder);
+    }
+
+    #[test]
+    fn an_encoder_without_a_fallback_that_keeps_failing_fails_the_service() {
+        let stop = Stop::new();
+        let stage = start(fake(true), None, &stop);
+        let _watch = stage.video().watch();
+        feed(&stage, u64::from(FAILURES_BEFORE_GIVING_UP) - 1);
+        assert!(!stop.is_set(), "failed before {FAILURES_BEFORE_GIVING_UP} frames");
+        // The last one: the thread ends and the service fails; the image is never free again.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let claim = loop {
+            if let Some(c) = stage.claim() {
+                break c;
+            }
+            assert!(Instant::now() < deadline);
+            std::thread::yield_now();
+        };
+        stage.submit(claim, 99_999, 0.0);
+        while !stop.is_set() {
+            assert!(Instant::now() < deadline, "the service did not fail");
+            std::thread::yield_now();
+        }
+        assert_eq!(stage.video().view(30).failed, u64::from(FAILURES_BEFORE_GIVING_UP));
     }
 
     #[test]
