@@ -33,16 +33,9 @@ impl I420Frames {
         if self.filled == self.buf.len() {
             return Err(io::Error::other("i420 frame buffer full: take the frame before reading more"));
         }
-        loop {
-            match r.read(&mut self.buf[self.filled..]) {
-                Ok(n) => {
-                    self.filled += n;
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        let n = super::mjpeg::read_some(r, &mut self.buf[self.filled..])?;
+        self.filled += n;
+        Ok(n)
     }
 
     /// Whether a whole frame is staged.

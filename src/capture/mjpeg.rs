@@ -148,16 +148,9 @@ impl Splitter {
             // look like end of input.
             return Err(io::Error::other("mjpeg splitter buffer full: drain next() until NeedMore before fill_from"));
         }
-        loop {
-            match r.read(&mut self.buf[self.end..]) {
-                Ok(n) => {
-                    self.end += n;
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        let n = read_some(r, &mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
     }
 
     /// First byte that must survive a compaction.
@@ -423,6 +416,17 @@ fn is_sof(m: u8) -> bool {
 
 fn be16(b: &[u8]) -> u16 {
     u16::from_be_bytes([b[0], b[1]])
+}
+
+/// One read into `buf`, retried when a signal interrupts it (`Ok(0)`: the end of the input).
+/// Shared by the frame splitters of pipe sources.
+pub fn read_some<R: io::Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
 }
 
 #[cfg(test)]
